@@ -1,0 +1,465 @@
+//! A network-namespace lab for xvrrp: hosts joined by veths to a bridge, processes run inside
+//! them, and everything removed on drop.
+//!
+//! Every lab has a unique tag (process id and a counter), which names its namespaces and its
+//! interfaces, so that labs of tests running in parallel never collide (the daemon pins its maps
+//! under `/sys/fs/bpf/xvrrp/<interface>/`, so interface names must be unique too). The bridge
+//! lives in a namespace of its own: deleting the lab's namespaces deletes every veth, and the
+//! root namespace is never touched.
+//!
+//! Per ../shared/TOOLCHAIN.md, a frame an XDP program sends with XDP_TX in native mode on a veth
+//! is lost unless the peer veth has an XDP program too; the lab attaches a two-instruction
+//! "pass" program to every bridge-side veth end, so native XDP_TX is really exercised.
+
+use std::{
+    fs,
+    net::Ipv4Addr,
+    os::fd::{AsFd as _, AsRawFd as _, FromRawFd as _, OwnedFd},
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, anyhow, bail, ensure};
+
+pub mod xdp_pass;
+
+/// Skips a privileged test (returning false) unless running as root. With
+/// `XVRRP_REQUIRE_PRIVILEGED=1` (set by `cargo xtask test`), not being root is a failure instead,
+/// so CI can never pass by skipping.
+pub fn privileged(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var_os("XVRRP_REQUIRE_PRIVILEGED").is_some_and(|v| v == "1") {
+        panic!("{test} needs root (network namespaces, BPF) and XVRRP_REQUIRE_PRIVILEGED=1 is set");
+    }
+    eprintln!("SKIPPED {test}: needs root (network namespaces, BPF)");
+    false
+}
+
+/// The `xvrrp` binary under test: `$XVRRP_BIN`, or the one beside the running test executable
+/// (target/<profile>/xvrrp, tests run from target/<profile>/deps/).
+pub fn xvrrp_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("XVRRP_BIN") {
+        return PathBuf::from(bin);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir.join("xvrrp")
+}
+
+/// A unique short tag for one lab: 4 hex digits of the pid and 2 of a counter.
+fn unique_tag() -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{:04x}{:02x}", std::process::id() & 0xffff, n & 0xff)
+}
+
+/// Runs a command to completion within `timeout`, killing it if it takes longer.
+pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> anyhow::Result<Output> {
+    let desc = format!("{cmd:?}");
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("spawning {desc}"))?;
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(out) => out.with_context(|| format!("waiting for {desc}")),
+        Err(_) => {
+            // SAFETY: plain kill(2); the waiting thread reaps the child.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            let _ = rx.recv_timeout(Duration::from_secs(5));
+            bail!("{desc} did not finish within {timeout:?}")
+        }
+    }
+}
+
+/// Runs `ip` (root namespace) and fails with its stderr if it fails.
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let out = run_with_timeout(Command::new("ip").args(args), Duration::from_secs(10))?;
+    ensure!(
+        out.status.success(),
+        "ip {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+/// A named network namespace (`/run/netns/<name>`), deleted on drop.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    pub fn create(name: &str) -> anyhow::Result<Self> {
+        ip(&["netns", "add", name])?;
+        let ns = Self {
+            name: name.to_owned(),
+        };
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn path(&self) -> PathBuf {
+        Path::new("/run/netns").join(&self.name)
+    }
+
+    /// Runs `ip -n <ns> ARGS`.
+    pub fn ip(&self, args: &[&str]) -> anyhow::Result<()> {
+        let mut full = vec!["-n", &self.name];
+        full.extend_from_slice(args);
+        ip(&full)
+    }
+
+    /// A command that runs inside this namespace (network only: the mount namespace, and so
+    /// /sys/fs/bpf, stays the caller's).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> anyhow::Result<Command> {
+        let ns = fs::File::open(self.path())
+            .with_context(|| format!("opening {}", self.path().display()))?;
+        let mut cmd = Command::new(program);
+        // SAFETY: setns(2) is async-signal-safe; the fd is owned by the closure and stays open
+        // until the child execs.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        Ok(cmd)
+    }
+
+    /// Runs `f` on a thread that has entered this namespace.
+    pub fn run_in<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let ns = fs::File::open(self.path())
+            .with_context(|| format!("opening {}", self.path().display()))?;
+        std::thread::spawn(move || {
+            nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                .context("setns")?;
+            f()
+        })
+        .join()
+        .map_err(|_| anyhow!("namespace thread panicked"))?
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Err(err) = ip(&["netns", "del", &self.name]) {
+            eprintln!("lab: cannot delete namespace {}: {err:#}", self.name);
+        }
+    }
+}
+
+/// Names of the network namespaces that exist now.
+pub fn namespaces() -> Vec<String> {
+    fs::read_dir("/run/netns")
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// One host of the lab: its namespace and its interface on the bridge.
+#[derive(Debug)]
+pub struct Host {
+    pub name: String,
+    pub ns: Netns,
+    /// The host's interface on the lab network (unique across labs).
+    pub iface: String,
+    pub ip: Ipv4Addr,
+    pub mac: [u8; 6],
+}
+
+/// Where xvrrp pins its maps, one directory per interface.
+pub const PIN_ROOT: &str = "/sys/fs/bpf/xvrrp";
+
+/// The lab subnet: 192.0.2.0/24 (TEST-NET-1), only ever inside the lab's own namespaces.
+pub const SUBNET_PREFIX: u8 = 24;
+
+/// A lab: hosts on one bridge. Hosts get 192.0.2.1, .2, ... in the order given.
+pub struct Lab {
+    tag: String,
+    // Fields drop in order: processes first (they hold nothing of the lab), then the XDP links,
+    // the hosts and the switch.
+    xdp_links: Vec<OwnedFd>,
+    hosts: Vec<Host>,
+    switch: Netns,
+    workdir: PathBuf,
+}
+
+impl Lab {
+    pub fn new(host_names: &[&str]) -> anyhow::Result<Self> {
+        ensure!(host_names.len() < 100, "too many hosts");
+        let tag = unique_tag();
+        let switch = Netns::create(&format!("xv{tag}-sw"))?;
+        switch.ip(&["link", "add", "br0", "type", "bridge"])?;
+        // No STP and no forwarding delay: ports forward at once.
+        switch.ip(&["link", "set", "br0", "type", "bridge", "stp_state", "0", "forward_delay", "0"])?;
+        switch.ip(&["link", "set", "br0", "up"])?;
+        let workdir = std::env::temp_dir().join(format!("xvrrp-lab-{tag}"));
+        fs::create_dir_all(&workdir)?;
+        let mut lab = Self {
+            tag: tag.clone(),
+            xdp_links: Vec::new(),
+            hosts: Vec::new(),
+            switch,
+            workdir,
+        };
+        let pass = xdp_pass::load().context("loading the XDP pass program for the bridge ports")?;
+        for (i, name) in host_names.iter().enumerate() {
+            let ns = Netns::create(&format!("xv{tag}-{name}"))?;
+            let iface = format!("xv{tag}h{i}");
+            let port = format!("xv{tag}p{i}");
+            let idx = u8::try_from(i + 1)?;
+            let mac = [0x02, 0x00, 0x00, 0x00, 0x00, idx];
+            let mac_text = mac
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(":");
+            ip(&[
+                "link", "add", &iface, "netns", ns.name(), "address", &mac_text, "type", "veth",
+                "peer", "name", &port, "netns", lab.switch.name(),
+            ])?;
+            lab.switch.ip(&["link", "set", &port, "master", "br0", "up"])?;
+            let host_ip = Ipv4Addr::new(192, 0, 2, idx);
+            ns.ip(&["addr", "add", &format!("{host_ip}/{SUBNET_PREFIX}"), "dev", &iface])?;
+            ns.ip(&["link", "set", &iface, "up"])?;
+            let port_name = port.clone();
+            let prog = pass.try_clone()?;
+            let link = lab
+                .switch
+                .run_in(move || xdp_pass::attach_native(&prog, &port_name))
+                .with_context(|| format!("attaching the pass program to {port}"))?;
+            lab.xdp_links.push(link);
+            lab.hosts.push(Host {
+                name: (*name).to_owned(),
+                ns,
+                iface,
+                ip: host_ip,
+                mac,
+            });
+        }
+        Ok(lab)
+    }
+
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// A directory for this lab's files (configs, logs), removed on drop.
+    pub fn workdir(&self) -> &Path {
+        &self.workdir
+    }
+
+    pub fn hosts(&self) -> &[Host] {
+        &self.hosts
+    }
+
+    pub fn host(&self, name: &str) -> &Host {
+        self.hosts
+            .iter()
+            .find(|h| h.name == name)
+            .unwrap_or_else(|| panic!("no host {name} in the lab"))
+    }
+
+    /// Names of every namespace of this lab.
+    pub fn namespace_names(&self) -> Vec<String> {
+        let mut names = vec![self.switch.name().to_owned()];
+        names.extend(self.hosts.iter().map(|h| h.ns.name().to_owned()));
+        names
+    }
+
+    /// Starts a long-running process on a host; its stdout and stderr go to `<log>.log` in the
+    /// work directory.
+    pub fn spawn(&self, host: &str, program: &Path, args: &[&str], log: &str) -> anyhow::Result<Proc> {
+        let log_path = self.workdir.join(format!("{log}.log"));
+        let out = fs::File::create(&log_path)?;
+        let err = out.try_clone()?;
+        let child = self
+            .host(host)
+            .ns
+            .command(program)?
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("starting {} on {host}", program.display()))?;
+        Ok(Proc {
+            child: Some(child),
+            log: log_path,
+        })
+    }
+
+    /// Runs a command on a host to completion within `timeout`.
+    pub fn run(&self, host: &str, program: &str, args: &[&str], timeout: Duration) -> anyhow::Result<Output> {
+        run_with_timeout(self.host(host).ns.command(program)?.args(args), timeout)
+    }
+
+    /// Sends one ARP request per `count` from `host` for `target` and returns the MAC
+    /// addresses of the replies, in order (empty when nobody answered).
+    pub fn arping(&self, host: &str, target: Ipv4Addr, count: u32) -> anyhow::Result<Vec<String>> {
+        let iface = self.host(host).iface.clone();
+        let out = self.run(
+            host,
+            "arping",
+            &["-c", &count.to_string(), "-w", &(count + 2).to_string(), "-I", &iface, &target.to_string()],
+            Duration::from_secs(u64::from(count) + 10),
+        )?;
+        Ok(parse_arping(&String::from_utf8_lossy(&out.stdout)))
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.xdp_links.clear();
+        // A daemon killed by a failed test cannot unpin its maps: remove what it left.
+        for host in &self.hosts {
+            let pins = Path::new(PIN_ROOT).join(&host.iface);
+            if pins.exists() {
+                let _ = fs::remove_dir_all(&pins);
+            }
+        }
+        self.hosts.clear();
+        if std::env::var_os("XVRRP_KEEP_LAB_LOGS").is_none() {
+            let _ = fs::remove_dir_all(&self.workdir);
+        }
+    }
+}
+
+/// The MAC addresses in iputils arping's reply lines ("Unicast reply from A [MAC]  0.1ms"),
+/// lowercased.
+pub fn parse_arping(output: &str) -> Vec<String> {
+    output
+        .lines()
+        .filter(|l| l.contains("reply from"))
+        .filter_map(|l| {
+            let start = l.find('[')?;
+            let end = l[start..].find(']')? + start;
+            Some(l[start + 1..end].to_ascii_lowercase())
+        })
+        .collect()
+}
+
+/// A process started in the lab, killed on drop if still running.
+pub struct Proc {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// What the process wrote so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Sends `signal` and waits for the process to exit, at most `timeout`.
+    pub fn stop(&mut self, signal: nix::sys::signal::Signal, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        let child = self.child.as_mut().ok_or_else(|| anyhow!("already stopped"))?;
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, signal);
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("process {pid} did not exit within {timeout:?} of {signal}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Polls `cond` every 10 ms until it holds or `timeout` passes.
+pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// An OwnedFd from a raw syscall result.
+fn owned_fd(ret: libc::c_long, what: &str) -> anyhow::Result<OwnedFd> {
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error()).context(what.to_owned());
+    }
+    // SAFETY: the syscall returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as i32) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arping_output_is_parsed() {
+        let out = "ARPING 192.0.2.100 from 192.0.2.3 xv1\n\
+                   Unicast reply from 192.0.2.100 [02:00:00:00:00:01]  0.058ms\n\
+                   Unicast reply from 192.0.2.100 [00:00:5E:00:01:33]  0.040ms\n\
+                   Sent 2 probes (1 broadcast(s))\nReceived 2 response(s)\n";
+        assert_eq!(parse_arping(out), vec!["02:00:00:00:00:01", "00:00:5e:00:01:33"]);
+        assert!(parse_arping("Sent 3 probes\nReceived 0 response(s)\n").is_empty());
+    }
+
+    #[test]
+    fn tags_are_unique_and_fit_interface_names() {
+        let a = unique_tag();
+        let b = unique_tag();
+        assert_ne!(a, b);
+        assert!(format!("xv{a}h99").len() <= 15);
+    }
+}

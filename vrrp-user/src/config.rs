@@ -1,0 +1,512 @@
+//! The TOML configuration: parsing, validation and the typed result the daemon runs on.
+//!
+//! Parsing happens in two steps. The file is first deserialized into raw structs that refuse
+//! unknown keys (the error carries the key path, e.g. `instance[1].vips[0]`); the raw values
+//! are then validated all at once, so that one run of `xvrrp check-config` reports every
+//! problem, each with the file, the key path and what was expected. Nothing of a config with a
+//! problem is ever applied: the daemon only sees a [`Config`] once all of it is valid.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::{IpAddr, Ipv4Addr},
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+
+/// One problem in a config file: where, and what was expected there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// Key path, e.g. `instance[1].vips[0]`; empty for the file as a whole.
+    pub key: String,
+    /// What was expected, and what was found.
+    pub message: String,
+}
+
+/// A config file that cannot be used, with every problem found in it.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, Problem { key, message }) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            let file = self.file.display();
+            if key.is_empty() {
+                write!(f, "{file}: {message}")?;
+            } else {
+                write!(f, "{file}: {key}: {message}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How the XDP program is attached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpAttach {
+    /// Native (driver) mode, falling back to generic mode with a warning.
+    #[default]
+    Auto,
+    /// Native mode only: fail if the driver cannot.
+    Native,
+    /// Generic (skb) mode: slower, works on any interface.
+    Generic,
+}
+
+/// The state an instance is held in. Until the election engine drives it, this is static.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InitialState {
+    Master,
+    #[default]
+    Backup,
+}
+
+/// A virtual address with its prefix length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Vip {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl fmt::Display for Vip {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// One VRRP instance: a VRID on the interface with its VIPs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Instance {
+    pub name: String,
+    pub vrid: u8,
+    /// 1-254, or 255 for the address owner.
+    pub priority: u8,
+    pub state: InitialState,
+    pub vips: Vec<Vip>,
+    /// Answer from the VRRP virtual MAC 00:00:5e:00:01:VRID instead of the interface's MAC.
+    pub virtual_mac: bool,
+}
+
+/// A valid configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub interface: String,
+    pub xdp_mode: XdpAttach,
+    /// Root of the BPF filesystem; maps are pinned under `<bpffs>/xvrrp/<interface>/`.
+    pub bpffs: PathBuf,
+    pub instances: Vec<Instance>,
+}
+
+impl Config {
+    /// Where this config's maps are pinned.
+    pub fn pin_dir(&self) -> PathBuf {
+        self.bpffs.join("xvrrp").join(&self.interface)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    interface: String,
+    #[serde(default)]
+    xdp_mode: XdpAttach,
+    #[serde(default)]
+    bpffs: Option<PathBuf>,
+    #[serde(default)]
+    instance: Vec<RawInstance>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInstance {
+    #[serde(default)]
+    name: Option<String>,
+    vrid: i64,
+    #[serde(default = "default_priority")]
+    priority: i64,
+    #[serde(default)]
+    state: InitialState,
+    vips: Vec<String>,
+    #[serde(default)]
+    virtual_mac: bool,
+}
+
+const fn default_priority() -> i64 {
+    100
+}
+
+/// The default BPF filesystem mount point.
+pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf";
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
+        file: path.to_owned(),
+        problems: vec![Problem {
+            key: String::new(),
+            message: format!("cannot read the file: {err}"),
+        }],
+    })?;
+    parse(&text, path)
+}
+
+/// Parses and validates config text; `file` only names it in errors.
+pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+    let fail = |problems| ConfigError {
+        file: file.to_owned(),
+        problems,
+    };
+    let deserializer = toml::Deserializer::parse(text).map_err(|err| {
+        fail(vec![Problem {
+            key: String::new(),
+            message: format!("not valid TOML: {}", one_line(&err.to_string())),
+        }])
+    })?;
+    let raw: RawConfig = serde_path_to_error::deserialize(deserializer).map_err(|err| {
+        let key = err.path().to_string();
+        let message = one_line(&err.into_inner().to_string());
+        fail(vec![Problem {
+            key: if key == "." { String::new() } else { key },
+            message,
+        }])
+    })?;
+    validate(raw).map_err(fail)
+}
+
+/// toml's messages quote the offending line over several lines; keep one.
+fn one_line(message: &str) -> String {
+    let message = message.trim();
+    match message.lines().last() {
+        Some(last) if message.starts_with("TOML parse error") => last.trim().to_owned(),
+        _ => message.lines().map(str::trim).collect::<Vec<_>>().join(" "),
+    }
+}
+
+fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let mut problem = |key: String, message: String| problems.push(Problem { key, message });
+
+    let interface = raw.interface;
+    if interface.is_empty()
+        || interface.len() > 15
+        || interface
+            .bytes()
+            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace())
+    {
+        problem(
+            "interface".into(),
+            format!(
+                "expected a network interface name of 1 to 15 characters without '/', ':' or spaces, got {interface:?}"
+            ),
+        );
+    }
+    if raw.instance.is_empty() {
+        problem(
+            "instance".into(),
+            "expected at least one [[instance]] table".into(),
+        );
+    }
+
+    let mut vrids: BTreeMap<u8, usize> = BTreeMap::new();
+    let mut all_vips: BTreeMap<Ipv4Addr, String> = BTreeMap::new();
+    let mut instances = Vec::new();
+    for (i, inst) in raw.instance.into_iter().enumerate() {
+        let at = |key: &str| format!("instance[{i}].{key}");
+        let vrid = match u8::try_from(inst.vrid) {
+            Ok(v) if v >= 1 => {
+                if let Some(first) = vrids.insert(v, i) {
+                    problem(
+                        at("vrid"),
+                        format!("expected a VRID not used by another instance, but {v} is also instance[{first}]'s"),
+                    );
+                }
+                v
+            }
+            _ => {
+                problem(
+                    at("vrid"),
+                    format!("expected an integer from 1 to 255, got {}", inst.vrid),
+                );
+                0
+            }
+        };
+        let priority = match u8::try_from(inst.priority) {
+            Ok(p) if p >= 1 => p,
+            _ => {
+                problem(
+                    at("priority"),
+                    format!(
+                        "expected an integer from 1 to 254, or 255 for the address owner, got {}",
+                        inst.priority
+                    ),
+                );
+                0
+            }
+        };
+        if inst.vips.is_empty() {
+            problem(at("vips"), "expected at least one virtual address".into());
+        }
+        let mut vips = Vec::new();
+        for (j, text) in inst.vips.iter().enumerate() {
+            let key = format!("instance[{i}].vips[{j}]");
+            match parse_vip(text) {
+                Ok(vip) => {
+                    if let Some(other) = all_vips.insert(vip.addr, key.clone()) {
+                        problem(
+                            key,
+                            format!("expected each VIP once, but {} is also {other}", vip.addr),
+                        );
+                    } else {
+                        vips.push(vip);
+                    }
+                }
+                Err(message) => problem(key, message),
+            }
+        }
+        let name = match inst.name {
+            Some(name) if name.is_empty() => {
+                problem(at("name"), "expected a non-empty name".into());
+                name
+            }
+            Some(name) => name,
+            None => format!("vrid{vrid}"),
+        };
+        instances.push(Instance {
+            name,
+            vrid,
+            priority,
+            state: inst.state,
+            vips,
+            virtual_mac: inst.virtual_mac,
+        });
+    }
+
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Config {
+        interface,
+        xdp_mode: raw.xdp_mode,
+        bpffs: raw.bpffs.unwrap_or_else(|| PathBuf::from(DEFAULT_BPFFS)),
+        instances,
+    })
+}
+
+fn parse_vip(text: &str) -> Result<Vip, String> {
+    let expected = "expected an IPv4 address with an optional /prefix (0-32), like \"192.0.2.100/24\"";
+    let (addr, prefix) = match text.split_once('/') {
+        Some((addr, prefix)) => (addr, Some(prefix)),
+        None => (text, None),
+    };
+    let addr: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("{expected}, got {text:?}"))?;
+    let IpAddr::V4(addr) = addr else {
+        return Err(format!(
+            "{expected}, got the IPv6 address {text:?}: IPv6 VIPs are not supported yet"
+        ));
+    };
+    let prefix = match prefix {
+        None => 32,
+        Some(p) => match p.parse::<u8>() {
+            Ok(p) if p <= 32 => p,
+            _ => return Err(format!("{expected}, got the prefix {p:?}")),
+        },
+    };
+    if addr.is_unspecified() || addr.is_multicast() || addr.is_broadcast() || addr.is_loopback() {
+        return Err(format!(
+            "{expected} that is a unicast address, got {addr}"
+        ));
+    }
+    Ok(Vip { addr, prefix })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<Config, ConfigError> {
+        parse(text, Path::new("test.toml"))
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        parse_str(text)
+            .expect_err("config should be refused")
+            .to_string()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    const GOOD: &str = r#"
+        interface = "eth0"
+
+        [[instance]]
+        name = "mysql"
+        vrid = 51
+        priority = 150
+        state = "master"
+        vips = ["192.0.2.100/24", "192.0.2.101"]
+        virtual_mac = true
+
+        [[instance]]
+        vrid = 52
+        vips = ["198.51.100.7/32"]
+    "#;
+
+    #[test]
+    fn a_valid_config_parses_with_defaults() {
+        let config = parse_str(GOOD).unwrap();
+        assert_eq!(config.interface, "eth0");
+        assert_eq!(config.xdp_mode, XdpAttach::Auto);
+        assert_eq!(config.bpffs, PathBuf::from("/sys/fs/bpf"));
+        assert_eq!(config.pin_dir(), PathBuf::from("/sys/fs/bpf/xvrrp/eth0"));
+        assert_eq!(config.instances.len(), 2);
+        let mysql = &config.instances[0];
+        assert_eq!(mysql.name, "mysql");
+        assert_eq!((mysql.vrid, mysql.priority), (51, 150));
+        assert_eq!(mysql.state, InitialState::Master);
+        assert!(mysql.virtual_mac);
+        assert_eq!(
+            mysql.vips,
+            vec![
+                Vip {
+                    addr: Ipv4Addr::new(192, 0, 2, 100),
+                    prefix: 24
+                },
+                Vip {
+                    addr: Ipv4Addr::new(192, 0, 2, 101),
+                    prefix: 32
+                }
+            ]
+        );
+        let second = &config.instances[1];
+        assert_eq!(second.name, "vrid52");
+        assert_eq!(second.priority, 100);
+        assert_eq!(second.state, InitialState::Backup);
+        assert!(!second.virtual_mac);
+    }
+
+    #[test]
+    fn xdp_mode_and_bpffs_are_read() {
+        let config = parse_str(
+            "interface = \"eth1\"\nxdp_mode = \"generic\"\nbpffs = \"/run/bpf\"\n[[instance]]\nvrid = 1\nvips = [\"10.1.1.1\"]\n",
+        )
+        .unwrap();
+        assert_eq!(config.xdp_mode, XdpAttach::Generic);
+        assert_eq!(config.pin_dir(), PathBuf::from("/run/bpf/xvrrp/eth1"));
+    }
+
+    #[test]
+    fn unknown_top_level_key_is_refused() {
+        let errs = errors("interface = \"eth0\"\nintreface = 1\n");
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].starts_with("test.toml: "), "{errs:?}");
+        assert!(errs[0].contains("unknown field `intreface`"), "{errs:?}");
+    }
+
+    #[test]
+    fn unknown_instance_key_names_its_path() {
+        let errs = errors(
+            "interface = \"eth0\"\n[[instance]]\nvrid = 1\nvips = [\"10.0.0.1\"]\n[[instance]]\nvrid = 2\nvips = [\"10.0.0.2\"]\npriorty = 3\n",
+        );
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].starts_with("test.toml: instance[1]"), "{errs:?}");
+        assert!(errs[0].contains("unknown field `priorty`"), "{errs:?}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key_and_the_expected_type() {
+        let errs = errors("interface = \"eth0\"\n[[instance]]\nvrid = \"fifty\"\nvips = []\n");
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].starts_with("test.toml: instance[0].vrid: "), "{errs:?}");
+        assert!(errs[0].contains("expected i64"), "{errs:?}");
+    }
+
+    #[test]
+    fn bad_state_value_names_the_choices() {
+        let errs =
+            errors("interface = \"eth0\"\n[[instance]]\nvrid = 5\nstate = \"leader\"\nvips = [\"10.0.0.1\"]\n");
+        assert!(errs[0].starts_with("test.toml: instance[0].state: "), "{errs:?}");
+        assert!(errs[0].contains("master") && errs[0].contains("backup"), "{errs:?}");
+    }
+
+    #[test]
+    fn missing_required_key() {
+        let errs = errors("[[instance]]\nvrid = 1\nvips = [\"10.0.0.1\"]\n");
+        assert!(errs[0].contains("missing field `interface`"), "{errs:?}");
+    }
+
+    #[test]
+    fn syntax_error_is_reported_with_its_location() {
+        let errs = errors("interface = \"eth0\n");
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].starts_with("test.toml: not valid TOML"), "{errs:?}");
+    }
+
+    #[test]
+    fn every_semantic_problem_is_reported_at_once() {
+        let errs = errors(
+            r#"
+            interface = "this-name-is-far-too-long"
+            [[instance]]
+            vrid = 0
+            priority = 300
+            vips = ["192.0.2.1/33", "not-an-ip", "2001:db8::1", "224.0.0.18"]
+            [[instance]]
+            vrid = 7
+            name = ""
+            vips = []
+            [[instance]]
+            vrid = 7
+            vips = ["192.0.2.9", "192.0.2.9"]
+            "#,
+        );
+        let expect = [
+            "test.toml: interface: expected a network interface name of 1 to 15 characters",
+            "test.toml: instance[0].vrid: expected an integer from 1 to 255, got 0",
+            "test.toml: instance[0].priority: expected an integer from 1 to 254, or 255 for the address owner, got 300",
+            "test.toml: instance[0].vips[0]: expected an IPv4 address with an optional /prefix (0-32), like \"192.0.2.100/24\", got the prefix \"33\"",
+            "test.toml: instance[0].vips[1]: expected an IPv4 address with an optional /prefix (0-32), like \"192.0.2.100/24\", got \"not-an-ip\"",
+            "test.toml: instance[0].vips[2]: expected an IPv4 address",
+            "test.toml: instance[0].vips[3]: expected an IPv4 address with an optional /prefix (0-32), like \"192.0.2.100/24\" that is a unicast address, got 224.0.0.18",
+            "test.toml: instance[1].vips: expected at least one virtual address",
+            "test.toml: instance[1].name: expected a non-empty name",
+            "test.toml: instance[2].vrid: expected a VRID not used by another instance, but 7 is also instance[1]'s",
+            "test.toml: instance[2].vips[1]: expected each VIP once, but 192.0.2.9 is also instance[2].vips[0]",
+        ];
+        assert_eq!(errs.len(), expect.len(), "{errs:#?}");
+        for (got, want) in errs.iter().zip(expect) {
+            assert!(got.starts_with(want), "got {got:?}\nwant {want:?}");
+        }
+        assert!(errs[5].contains("IPv6 VIPs are not supported yet"));
+    }
+
+    #[test]
+    fn no_instance_is_refused() {
+        let errs = errors("interface = \"eth0\"\n");
+        assert_eq!(
+            errs,
+            vec!["test.toml: instance: expected at least one [[instance]] table"]
+        );
+    }
+
+    #[test]
+    fn an_unreadable_file_is_named() {
+        let err = load(Path::new("/nonexistent/xvrrp.toml")).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("/nonexistent/xvrrp.toml: cannot read the file"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,8 @@
+//! xvrrp: keeps a virtual IP on exactly one healthy host, with ARP answered from XDP.
+//!
+//! - [`config`]: the TOML configuration, validated as a whole before anything is applied.
+//! - [`dataplane`]: loads, attaches and feeds the XDP program built from `vrrp-ebpf`.
+//! - [`daemon`]: the event loop that wires them to the kernel.
+pub mod config;
+pub mod daemon;
+pub mod dataplane;

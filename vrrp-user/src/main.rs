@@ -1,0 +1,97 @@
+//! `xvrrp`: the daemon and its command line.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+use vrrp_user::{config, daemon, dataplane::KernelLogLevel};
+
+#[derive(Parser)]
+#[command(name = "xvrrp", version, about = "VRRP with an XDP data plane")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Run {
+        /// The configuration file (TOML).
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Log filter, e.g. `info` or `xvrrp=debug` (RUST_LOG is used when this is absent).
+        #[arg(long)]
+        log_level: Option<String>,
+    },
+    /// Validate a configuration file; print every problem and exit 1 if there is any.
+    CheckConfig {
+        /// The configuration file (TOML).
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { file } => match config::load(&file) {
+            Ok(config) => {
+                println!(
+                    "{}: OK ({} instance{} on {})",
+                    file.display(),
+                    config.instances.len(),
+                    if config.instances.len() == 1 { "" } else { "s" },
+                    config.interface
+                );
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("{err}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run { config, log_level } => {
+            let filter = match log_level {
+                Some(level) => EnvFilter::new(level),
+                None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            };
+            let kernel_log = if filter
+                .max_level_hint()
+                .is_some_and(|l| l >= tracing::level_filters::LevelFilter::DEBUG)
+            {
+                KernelLogLevel::Debug
+            } else {
+                KernelLogLevel::Info
+            };
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .init();
+            let config = match config::load(&config) {
+                Ok(config) => config,
+                Err(err) => {
+                    for line in err.to_string().lines() {
+                        tracing::error!("{line}");
+                    }
+                    tracing::error!("refusing to start: the configuration is not valid");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot start the runtime");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(daemon::run(config, kernel_log)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    tracing::error!("{err:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
