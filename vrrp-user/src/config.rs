@@ -182,11 +182,15 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
     validate(raw).map_err(fail)
 }
 
-/// toml's messages quote the offending line over several lines; keep one.
+/// toml's messages quote the offending line over several lines; keep the location and the
+/// message on one.
 fn one_line(message: &str) -> String {
     let message = message.trim();
-    match message.lines().last() {
-        Some(last) if message.starts_with("TOML parse error") => last.trim().to_owned(),
+    let mut lines = message.lines();
+    match (lines.next(), message.lines().last()) {
+        (Some(first), Some(last)) if first.starts_with("TOML parse error at ") => {
+            format!("{}: {}", first.trim_start_matches("TOML parse error at "), last.trim())
+        }
         _ => message.lines().map(str::trim).collect::<Vec<_>>().join(" "),
     }
 }
@@ -420,7 +424,7 @@ mod tests {
             "interface = \"eth0\"\n[[instance]]\nvrid = 1\nvips = [\"10.0.0.1\"]\n[[instance]]\nvrid = 2\nvips = [\"10.0.0.2\"]\npriorty = 3\n",
         );
         assert_eq!(errs.len(), 1, "{errs:?}");
-        assert!(errs[0].starts_with("test.toml: instance[1]"), "{errs:?}");
+        assert!(errs[0].starts_with("test.toml: instance[1].priorty: "), "{errs:?}");
         assert!(errs[0].contains("unknown field `priorty`"), "{errs:?}");
     }
 
@@ -450,7 +454,10 @@ mod tests {
     fn syntax_error_is_reported_with_its_location() {
         let errs = errors("interface = \"eth0\n");
         assert_eq!(errs.len(), 1);
-        assert!(errs[0].starts_with("test.toml: not valid TOML"), "{errs:?}");
+        assert_eq!(
+            errs,
+            vec!["test.toml: not valid TOML: line 1, column 18: invalid basic string, expected `\"`"]
+        );
     }
 
     #[test]
