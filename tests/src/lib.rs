@@ -156,8 +156,7 @@ impl Netns {
         let ns = fs::File::open(self.path())
             .with_context(|| format!("opening {}", self.path().display()))?;
         std::thread::spawn(move || {
-            nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                .context("setns")?;
+            nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).context("setns")?;
             f()
         })
         .join()
@@ -219,7 +218,17 @@ impl Lab {
         let switch = Netns::create(&format!("xv{tag}-sw"))?;
         switch.ip(&["link", "add", "br0", "type", "bridge"])?;
         // No STP and no forwarding delay: ports forward at once.
-        switch.ip(&["link", "set", "br0", "type", "bridge", "stp_state", "0", "forward_delay", "0"])?;
+        switch.ip(&[
+            "link",
+            "set",
+            "br0",
+            "type",
+            "bridge",
+            "stp_state",
+            "0",
+            "forward_delay",
+            "0",
+        ])?;
         switch.ip(&["link", "set", "br0", "up"])?;
         let workdir = std::env::temp_dir().join(format!("xvrrp-lab-{tag}"));
         fs::create_dir_all(&workdir)?;
@@ -243,12 +252,31 @@ impl Lab {
                 .collect::<Vec<_>>()
                 .join(":");
             ip(&[
-                "link", "add", &iface, "netns", ns.name(), "address", &mac_text, "type", "veth",
-                "peer", "name", &port, "netns", lab.switch.name(),
+                "link",
+                "add",
+                &iface,
+                "netns",
+                ns.name(),
+                "address",
+                &mac_text,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &port,
+                "netns",
+                lab.switch.name(),
             ])?;
-            lab.switch.ip(&["link", "set", &port, "master", "br0", "up"])?;
+            lab.switch
+                .ip(&["link", "set", &port, "master", "br0", "up"])?;
             let host_ip = Ipv4Addr::new(192, 0, 2, idx);
-            ns.ip(&["addr", "add", &format!("{host_ip}/{SUBNET_PREFIX}"), "dev", &iface])?;
+            ns.ip(&[
+                "addr",
+                "add",
+                &format!("{host_ip}/{SUBNET_PREFIX}"),
+                "dev",
+                &iface,
+            ])?;
             ns.ip(&["link", "set", &iface, "up"])?;
             let port_name = port.clone();
             let prog = pass.try_clone()?;
@@ -297,7 +325,13 @@ impl Lab {
 
     /// Starts a long-running process on a host; its stdout and stderr go to `<log>.log` in the
     /// work directory.
-    pub fn spawn(&self, host: &str, program: &Path, args: &[&str], log: &str) -> anyhow::Result<Proc> {
+    pub fn spawn(
+        &self,
+        host: &str,
+        program: &Path,
+        args: &[&str],
+        log: &str,
+    ) -> anyhow::Result<Proc> {
         let log_path = self.workdir.join(format!("{log}.log"));
         let out = fs::File::create(&log_path)?;
         let err = out.try_clone()?;
@@ -318,7 +352,13 @@ impl Lab {
     }
 
     /// Runs a command on a host to completion within `timeout`.
-    pub fn run(&self, host: &str, program: &str, args: &[&str], timeout: Duration) -> anyhow::Result<Output> {
+    pub fn run(
+        &self,
+        host: &str,
+        program: &str,
+        args: &[&str],
+        timeout: Duration,
+    ) -> anyhow::Result<Output> {
         run_with_timeout(self.host(host).ns.command(program)?.args(args), timeout)
     }
 
@@ -329,7 +369,15 @@ impl Lab {
         let out = self.run(
             host,
             "arping",
-            &["-c", &count.to_string(), "-w", &(count + 2).to_string(), "-I", &iface, &target.to_string()],
+            &[
+                "-c",
+                &count.to_string(),
+                "-w",
+                &(count + 2).to_string(),
+                "-I",
+                &iface,
+                &target.to_string(),
+            ],
             Duration::from_secs(u64::from(count) + 10),
         )?;
         Ok(parse_arping(&String::from_utf8_lossy(&out.stdout)))
@@ -391,8 +439,15 @@ impl Proc {
     }
 
     /// Sends `signal` and waits for the process to exit, at most `timeout`.
-    pub fn stop(&mut self, signal: nix::sys::signal::Signal, timeout: Duration) -> anyhow::Result<ExitStatus> {
-        let child = self.child.as_mut().ok_or_else(|| anyhow!("already stopped"))?;
+    pub fn stop(
+        &mut self,
+        signal: nix::sys::signal::Signal,
+        timeout: Duration,
+    ) -> anyhow::Result<ExitStatus> {
+        let child = self
+            .child
+            .as_mut()
+            .ok_or_else(|| anyhow!("already stopped"))?;
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         let _ = nix::sys::signal::kill(pid, signal);
         let deadline = Instant::now() + timeout;
@@ -451,7 +506,10 @@ mod tests {
                    Unicast reply from 192.0.2.100 [02:00:00:00:00:01]  0.058ms\n\
                    Unicast reply from 192.0.2.100 [00:00:5E:00:01:33]  0.040ms\n\
                    Sent 2 probes (1 broadcast(s))\nReceived 2 response(s)\n";
-        assert_eq!(parse_arping(out), vec!["02:00:00:00:00:01", "00:00:5e:00:01:33"]);
+        assert_eq!(
+            parse_arping(out),
+            vec!["02:00:00:00:00:01", "00:00:5e:00:01:33"]
+        );
         assert!(parse_arping("Sent 3 probes\nReceived 0 response(s)\n").is_empty());
     }
 

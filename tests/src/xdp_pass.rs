@@ -42,7 +42,10 @@ pub fn load() -> anyhow::Result<OwnedFd> {
     put_u64(&mut attr, 8, PASS_INSNS.as_ptr() as u64); // insns
     put_u64(&mut attr, 16, LICENSE.as_ptr() as u64); // license
     put_u32(&mut attr, 68, BPF_XDP); // expected_attach_type
-    super::owned_fd(bpf(BPF_PROG_LOAD, &mut attr), "BPF_PROG_LOAD of the pass program")
+    super::owned_fd(
+        bpf(BPF_PROG_LOAD, &mut attr),
+        "BPF_PROG_LOAD of the pass program",
+    )
 }
 
 /// Attaches `prog` in native mode to `iface` of the calling thread's namespace; the
@@ -52,12 +55,16 @@ pub fn attach_native(prog: &OwnedFd, iface: &str) -> anyhow::Result<OwnedFd> {
     // SAFETY: a valid C string.
     let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
     if ifindex == 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| format!("no interface {iface}"));
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("no interface {iface}"));
     }
     let mut attr = [0u8; 128];
     put_u32(&mut attr, 0, prog.as_raw_fd() as u32); // prog_fd
     put_u32(&mut attr, 4, ifindex); // target_ifindex
     put_u32(&mut attr, 8, BPF_XDP); // attach_type
     put_u32(&mut attr, 12, XDP_FLAGS_DRV_MODE); // flags
-    super::owned_fd(bpf(BPF_LINK_CREATE, &mut attr), "BPF_LINK_CREATE (XDP, native)")
+    super::owned_fd(
+        bpf(BPF_LINK_CREATE, &mut attr),
+        "BPF_LINK_CREATE (XDP, native)",
+    )
 }

@@ -33,12 +33,20 @@ fn start_xvrrp(lab: &Lab, host: &str, state: &str, virtual_mac: bool) -> Proc {
         .spawn(
             host,
             &xvrrp_bin(),
-            &["run", "--config", config.to_str().unwrap(), "--log-level", "info,vrrp_user=debug"],
+            &[
+                "run",
+                "--config",
+                config.to_str().unwrap(),
+                "--log-level",
+                "info,vrrp_user=debug",
+            ],
             &format!("xvrrp-{host}"),
         )
         .expect("start xvrrp");
     let pinned = Path::new("/sys/fs/bpf/xvrrp").join(iface).join("vips_v4");
-    let up = wait_for(Duration::from_secs(20), || pinned.exists() || !proc.running());
+    let up = wait_for(Duration::from_secs(20), || {
+        pinned.exists() || !proc.running()
+    });
     assert!(
         up && proc.running(),
         "xvrrp did not come up on {host}; log:\n{}",
@@ -67,12 +75,27 @@ fn master_answers_arp_for_vip_from_xdp_and_stops_when_the_daemon_stops() {
         a.log()
     );
     // The VIP is not an address of host A: only XDP can be answering.
-    let addrs = lab.run("a", "ip", &["-4", "-o", "addr", "show"], Duration::from_secs(5)).unwrap();
+    let addrs = lab
+        .run(
+            "a",
+            "ip",
+            &["-4", "-o", "addr", "show"],
+            Duration::from_secs(5),
+        )
+        .unwrap();
     assert!(!String::from_utf8_lossy(&addrs.stdout).contains(&VIP.to_string()));
 
     let replies = lab.arping("client", VIP, 3).unwrap();
-    assert_eq!(replies.len(), 3, "client got {replies:?}; xvrrp log:\n{}", a.log());
-    assert!(replies.iter().all(|m| *m == a_mac), "replies {replies:?}, A is {a_mac}");
+    assert_eq!(
+        replies.len(),
+        3,
+        "client got {replies:?}; xvrrp log:\n{}",
+        a.log()
+    );
+    assert!(
+        replies.iter().all(|m| *m == a_mac),
+        "replies {replies:?}, A is {a_mac}"
+    );
 
     // bpftool reads the pinned maps with their BTF field names.
     let pin_dir = Path::new("/sys/fs/bpf/xvrrp").join(&a_iface);
@@ -106,15 +129,28 @@ fn master_answers_arp_for_vip_from_xdp_and_stops_when_the_daemon_stops() {
     // The backup drops requests for the VIP: still exactly one MAC answers.
     let mut b = start_xvrrp(&lab, "b", "backup", false);
     let replies = lab.arping("client", VIP, 2).unwrap();
-    assert_eq!(replies, vec![a_mac.clone(), a_mac.clone()], "xvrrp b log:\n{}", b.log());
+    assert_eq!(
+        replies,
+        vec![a_mac.clone(), a_mac.clone()],
+        "xvrrp b log:\n{}",
+        b.log()
+    );
 
     // Stopping the master: no answers any more, nothing pinned, daemon exits cleanly.
     let status = a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
-    assert!(status.success(), "xvrrp exited with {status}; log:\n{}", a.log());
+    assert!(
+        status.success(),
+        "xvrrp exited with {status}; log:\n{}",
+        a.log()
+    );
     assert!(!pin_dir.exists(), "{} left behind", pin_dir.display());
     assert!(lab.arping("client", VIP, 2).unwrap().is_empty());
     let status = b.stop(Signal::SIGINT, Duration::from_secs(10)).unwrap();
-    assert!(status.success(), "xvrrp b exited with {status}; log:\n{}", b.log());
+    assert!(
+        status.success(),
+        "xvrrp b exited with {status}; log:\n{}",
+        b.log()
+    );
 
     drop(lab);
     let left: Vec<_> = namespaces()
@@ -163,9 +199,18 @@ fn a_bad_config_is_refused_and_nothing_is_applied() {
         )
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    let log = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(log.contains("bad.toml: instance[0].vips[1]: expected an IPv4 address"), "{log}");
+    let log =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("bad.toml: instance[0].vips[1]: expected an IPv4 address"),
+        "{log}"
+    );
     assert!(!Path::new("/sys/fs/bpf/xvrrp").join(&iface).exists());
-    let link = lab.run("a", "ip", &["link", "show", &iface], Duration::from_secs(5)).unwrap();
-    assert!(!String::from_utf8_lossy(&link.stdout).contains("xdp"), "XDP attached despite a bad config");
+    let link = lab
+        .run("a", "ip", &["link", "show", &iface], Duration::from_secs(5))
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&link.stdout).contains("xdp"),
+        "XDP attached despite a bad config"
+    );
 }

@@ -189,7 +189,11 @@ fn one_line(message: &str) -> String {
     let mut lines = message.lines();
     match (lines.next(), message.lines().last()) {
         (Some(first), Some(last)) if first.starts_with("TOML parse error at ") => {
-            format!("{}: {}", first.trim_start_matches("TOML parse error at "), last.trim())
+            format!(
+                "{}: {}",
+                first.trim_start_matches("TOML parse error at "),
+                last.trim()
+            )
         }
         _ => message.lines().map(str::trim).collect::<Vec<_>>().join(" "),
     }
@@ -230,7 +234,9 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
                 if let Some(first) = vrids.insert(v, i) {
                     problem(
                         at("vrid"),
-                        format!("expected a VRID not used by another instance, but {v} is also instance[{first}]'s"),
+                        format!(
+                            "expected a VRID not used by another instance, but {v} is also instance[{first}]'s"
+                        ),
                     );
                 }
                 v
@@ -306,7 +312,8 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
 }
 
 fn parse_vip(text: &str) -> Result<Vip, String> {
-    let expected = "expected an IPv4 address with an optional /prefix (0-32), like \"192.0.2.100/24\"";
+    let expected =
+        "expected an IPv4 address with an optional /prefix (0-32), like \"192.0.2.100/24\"";
     let (addr, prefix) = match text.split_once('/') {
         Some((addr, prefix)) => (addr, Some(prefix)),
         None => (text, None),
@@ -327,9 +334,7 @@ fn parse_vip(text: &str) -> Result<Vip, String> {
         },
     };
     if addr.is_unspecified() || addr.is_multicast() || addr.is_broadcast() || addr.is_loopback() {
-        return Err(format!(
-            "{expected} that is a unicast address, got {addr}"
-        ));
+        return Err(format!("{expected} that is a unicast address, got {addr}"));
     }
     Ok(Vip { addr, prefix })
 }
@@ -424,7 +429,10 @@ mod tests {
             "interface = \"eth0\"\n[[instance]]\nvrid = 1\nvips = [\"10.0.0.1\"]\n[[instance]]\nvrid = 2\nvips = [\"10.0.0.2\"]\npriorty = 3\n",
         );
         assert_eq!(errs.len(), 1, "{errs:?}");
-        assert!(errs[0].starts_with("test.toml: instance[1].priorty: "), "{errs:?}");
+        assert!(
+            errs[0].starts_with("test.toml: instance[1].priorty: "),
+            "{errs:?}"
+        );
         assert!(errs[0].contains("unknown field `priorty`"), "{errs:?}");
     }
 
@@ -432,16 +440,26 @@ mod tests {
     fn wrong_type_names_the_key_and_the_expected_type() {
         let errs = errors("interface = \"eth0\"\n[[instance]]\nvrid = \"fifty\"\nvips = []\n");
         assert_eq!(errs.len(), 1, "{errs:?}");
-        assert!(errs[0].starts_with("test.toml: instance[0].vrid: "), "{errs:?}");
+        assert!(
+            errs[0].starts_with("test.toml: instance[0].vrid: "),
+            "{errs:?}"
+        );
         assert!(errs[0].contains("expected i64"), "{errs:?}");
     }
 
     #[test]
     fn bad_state_value_names_the_choices() {
-        let errs =
-            errors("interface = \"eth0\"\n[[instance]]\nvrid = 5\nstate = \"leader\"\nvips = [\"10.0.0.1\"]\n");
-        assert!(errs[0].starts_with("test.toml: instance[0].state: "), "{errs:?}");
-        assert!(errs[0].contains("master") && errs[0].contains("backup"), "{errs:?}");
+        let errs = errors(
+            "interface = \"eth0\"\n[[instance]]\nvrid = 5\nstate = \"leader\"\nvips = [\"10.0.0.1\"]\n",
+        );
+        assert!(
+            errs[0].starts_with("test.toml: instance[0].state: "),
+            "{errs:?}"
+        );
+        assert!(
+            errs[0].contains("master") && errs[0].contains("backup"),
+            "{errs:?}"
+        );
     }
 
     #[test]
@@ -456,7 +474,9 @@ mod tests {
         assert_eq!(errs.len(), 1);
         assert_eq!(
             errs,
-            vec!["test.toml: not valid TOML: line 1, column 18: invalid basic string, expected `\"`"]
+            vec![
+                "test.toml: not valid TOML: line 1, column 18: invalid basic string, expected `\"`"
+            ]
         );
     }
 

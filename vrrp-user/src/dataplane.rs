@@ -42,7 +42,10 @@ pub enum DataPlaneError {
     #[error("loading the XDP object failed")]
     Load(#[source] aya::EbpfError),
     #[error("the XDP object has no {what} named {name}")]
-    Missing { what: &'static str, name: &'static str },
+    Missing {
+        what: &'static str,
+        name: &'static str,
+    },
     #[error("map {name} has an unexpected type")]
     MapType {
         name: &'static str,
@@ -149,7 +152,9 @@ impl DataPlane {
                 })
         };
         match mode {
-            XdpAttach::Native => attach(program, XdpMode::Driver, "native").map(|_| Attached::Native),
+            XdpAttach::Native => {
+                attach(program, XdpMode::Driver, "native").map(|_| Attached::Native)
+            }
             XdpAttach::Generic => {
                 attach(program, XdpMode::Skb, "generic").map(|_| Attached::Generic)
             }
@@ -186,10 +191,10 @@ impl DataPlane {
                     source,
                 })?;
             }
-            let map = self.ebpf.map(name).ok_or(DataPlaneError::Missing {
-                what: "map",
-                name,
-            })?;
+            let map = self
+                .ebpf
+                .map(name)
+                .ok_or(DataPlaneError::Missing { what: "map", name })?;
             map.pin(&path).map_err(|source| DataPlaneError::Pin {
                 name,
                 path: path.clone(),
@@ -251,10 +256,13 @@ impl DataPlane {
 
     /// Sets this node's role for `vrid` (one of `vrrp_common::role`).
     pub fn set_role(&mut self, vrid: u8, role: u32) -> Result<()> {
-        let map = self.ebpf.map_mut(MAP_VRIDS).ok_or(DataPlaneError::Missing {
-            what: "map",
-            name: MAP_VRIDS,
-        })?;
+        let map = self
+            .ebpf
+            .map_mut(MAP_VRIDS)
+            .ok_or(DataPlaneError::Missing {
+                what: "map",
+                name: MAP_VRIDS,
+            })?;
         let mut array: Array<&mut MapData, VridState> =
             Array::try_from(map).map_err(|source| DataPlaneError::MapType {
                 name: MAP_VRIDS,
@@ -320,10 +328,12 @@ fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
             what: "program",
             name: PROGRAM_NAME,
         })?;
-    program.try_into().map_err(|source| DataPlaneError::Program {
-        action: "be used as XDP",
-        source,
-    })
+    program
+        .try_into()
+        .map_err(|source| DataPlaneError::Program {
+            action: "be used as XDP",
+            source,
+        })
 }
 
 /// An error and its sources on one line.
@@ -364,7 +374,7 @@ pub fn interface_mac(iface: &str) -> std::io::Result<[u8; 6]> {
 pub fn ensure_bpffs(path: &Path) -> std::io::Result<()> {
     const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
     if let Ok(fs) = nix::sys::statfs::statfs(path)
-        && fs.filesystem_type().0 as i64 == BPF_FS_MAGIC
+        && fs.filesystem_type().0 == BPF_FS_MAGIC
     {
         return Ok(());
     }

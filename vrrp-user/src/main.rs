@@ -53,7 +53,9 @@ fn main() -> ExitCode {
         Command::Run { config, log_level } => {
             let filter = match log_level {
                 Some(level) => EnvFilter::new(level),
-                None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+                None => {
+                    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
+                }
             };
             let kernel_log = if filter
                 .max_level_hint()
@@ -78,7 +80,10 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(err) => {
                     tracing::error!(error = %err, "cannot start the runtime");

@@ -19,7 +19,14 @@ const VIP: [u8; 4] = [192, 0, 2, 100];
 const BACKUP_VIP: [u8; 4] = [192, 0, 2, 101];
 
 /// An Ethernet + ARP frame, built field by field (not with the code under test).
-fn arp_frame(eth_dst: [u8; 6], oper: u16, sha: [u8; 6], spa: [u8; 4], tha: [u8; 6], tpa: [u8; 4]) -> Vec<u8> {
+fn arp_frame(
+    eth_dst: [u8; 6],
+    oper: u16,
+    sha: [u8; 6],
+    spa: [u8; 4],
+    tha: [u8; 6],
+    tpa: [u8; 4],
+) -> Vec<u8> {
     let mut f = Vec::with_capacity(42);
     f.extend_from_slice(&eth_dst);
     f.extend_from_slice(&sha);
@@ -45,11 +52,25 @@ impl Fixture {
     /// VIP mastered (vrid 51, interface MAC), BACKUP_VIP on vrid 52 as backup.
     fn new() -> Self {
         let mut dp = DataPlane::load(IFACE_MAC, KernelLogLevel::Info).expect("load the XDP object");
-        dp.set_vip_v4(Ipv4Addr::from(VIP), VipValue { vrid: 51, flags: 0, mac: IFACE_MAC })
-            .unwrap();
+        dp.set_vip_v4(
+            Ipv4Addr::from(VIP),
+            VipValue {
+                vrid: 51,
+                flags: 0,
+                mac: IFACE_MAC,
+            },
+        )
+        .unwrap();
         dp.set_role(51, role::MASTER).unwrap();
-        dp.set_vip_v4(Ipv4Addr::from(BACKUP_VIP), VipValue { vrid: 52, flags: 0, mac: IFACE_MAC })
-            .unwrap();
+        dp.set_vip_v4(
+            Ipv4Addr::from(BACKUP_VIP),
+            VipValue {
+                vrid: 52,
+                flags: 0,
+                mac: IFACE_MAC,
+            },
+        )
+        .unwrap();
         dp.set_role(52, role::BACKUP).unwrap();
         Self { dp }
     }
@@ -68,7 +89,10 @@ impl Fixture {
 
     fn verdict_unchanged(&mut self, frame: &[u8]) -> u32 {
         let (verdict, out) = self.run(frame).expect("test run");
-        assert_eq!(out, frame, "a frame that is not answered must leave untouched");
+        assert_eq!(
+            out, frame,
+            "a frame that is not answered must leave untouched"
+        );
         verdict
     }
 }
@@ -101,7 +125,10 @@ fn arp_request_for_a_mastered_vip_is_answered_with_exact_bytes() {
     let probe = arp_frame([0xff; 6], 1, CLIENT_MAC, [0; 4], [0; 6], VIP);
     let (verdict, out) = fx.run(&probe).unwrap();
     assert_eq!(verdict, XDP_TX);
-    assert_eq!(out, arp_frame(CLIENT_MAC, 2, IFACE_MAC, VIP, CLIENT_MAC, [0; 4]));
+    assert_eq!(
+        out,
+        arp_frame(CLIENT_MAC, 2, IFACE_MAC, VIP, CLIENT_MAC, [0; 4])
+    );
 
     let stats = fx.dp.stats().unwrap();
     assert_eq!(stats.arp_vip_requests, 4);
@@ -117,11 +144,21 @@ fn the_virtual_mac_answers_when_configured() {
     let mut fx = Fixture::new();
     let vmac = virtual_mac_v4(51);
     fx.dp
-        .set_vip_v4(Ipv4Addr::from(VIP), VipValue { vrid: 51, flags: 0, mac: vmac })
+        .set_vip_v4(
+            Ipv4Addr::from(VIP),
+            VipValue {
+                vrid: 51,
+                flags: 0,
+                mac: vmac,
+            },
+        )
         .unwrap();
     let (verdict, out) = fx.run(&request_for(VIP)).unwrap();
     assert_eq!(verdict, XDP_TX);
-    assert_eq!(out, arp_frame(CLIENT_MAC, 2, vmac, VIP, CLIENT_MAC, CLIENT_IP));
+    assert_eq!(
+        out,
+        arp_frame(CLIENT_MAC, 2, vmac, VIP, CLIENT_MAC, CLIENT_IP)
+    );
     // A request unicast to the virtual MAC is ours as well.
     let unicast = arp_frame(vmac, 1, CLIENT_MAC, CLIENT_IP, [0; 6], VIP);
     assert_eq!(fx.run(&unicast).unwrap().0, XDP_TX);
@@ -137,7 +174,11 @@ fn arp_request_for_a_vip_not_mastered_is_dropped() {
     // Demoting the master's VRID turns its answers into drops at once.
     for r in [role::BACKUP, role::FAULT, role::INIT] {
         fx.dp.set_role(51, r).unwrap();
-        assert_eq!(fx.verdict_unchanged(&request_for(VIP)), XDP_DROP, "role {r}");
+        assert_eq!(
+            fx.verdict_unchanged(&request_for(VIP)),
+            XDP_DROP,
+            "role {r}"
+        );
     }
     let stats = fx.dp.stats().unwrap();
     assert_eq!(stats.arp_dropped_not_master, 4);

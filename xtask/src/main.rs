@@ -1,1 +1,285 @@
-fn main() {}
+//! `cargo xtask`: set-up, build, run, test and the namespace lab.
+
+mod setup;
+
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail, ensure};
+use clap::{Parser, Subcommand};
+use nix::sys::signal::Signal;
+use xvrrp_lab::{Lab, PIN_ROOT, wait_for};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what building and testing need (idempotent; fast when all is present).
+    Setup,
+    /// Build the daemon and its XDP program.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Without --config: a demo lab (two hosts running xvrrp and a client on a bridge, in
+    /// network namespaces) until Ctrl-C. With --config: the daemon on this host.
+    Run {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Stop the demo lab by itself after this many seconds.
+        #[arg(long)]
+        duration: Option<u64>,
+        #[arg(long)]
+        release: bool,
+    },
+    /// Run every test: unit tests, BPF_PROG_TEST_RUN tests and namespace tests (needs root).
+    Test {
+        /// Passed to `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build an empty lab (hosts a, b, client on a bridge) and keep it until Ctrl-C.
+    Lab {
+        #[arg(long, default_value = "a,b,client")]
+        hosts: String,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Setup => setup::run(),
+        Cmd::Build { release } => build(release).map(drop),
+        Cmd::Run {
+            config,
+            duration,
+            release,
+        } => {
+            setup::run()?;
+            let bin = build(release)?;
+            match config {
+                Some(config) => run_daemon(&bin, &config),
+                None => demo(&bin, duration.map(Duration::from_secs)),
+            }
+        }
+        Cmd::Test { args } => test(&args),
+        Cmd::Lab { hosts } => {
+            setup::run()?;
+            let names: Vec<&str> = hosts.split(',').map(str::trim).collect();
+            let lab = Lab::new(&names)?;
+            println!("lab {} is up:", lab.tag());
+            for h in lab.hosts() {
+                println!(
+                    "  {:8} ns {:14} iface {:12} {}  (enter: nsenter --net=/run/netns/{} bash)",
+                    h.name,
+                    h.ns.name(),
+                    h.iface,
+                    h.ip,
+                    h.ns.name()
+                );
+            }
+            println!("Ctrl-C removes it.");
+            wait_for_interrupt(None);
+            Ok(())
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+fn status(cmd: &mut Command) -> anyhow::Result<()> {
+    let st = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    ensure!(st.success(), "{cmd:?} failed: {st}");
+    Ok(())
+}
+
+/// Builds the `xvrrp` binary (and the XDP object inside it) and returns its path.
+fn build(release: bool) -> anyhow::Result<PathBuf> {
+    let mut cmd = cargo();
+    cmd.args(["build", "--package", "vrrp-user", "--bin", "xvrrp"]);
+    if release {
+        cmd.arg("--release");
+    }
+    status(&mut cmd)?;
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace_root().join("target"), PathBuf::from);
+    Ok(target_dir
+        .join(if release { "release" } else { "debug" })
+        .join("xvrrp"))
+}
+
+fn test(args: &[String]) -> anyhow::Result<()> {
+    setup::run()?;
+    let bin = build(false)?;
+    // Privileged tests fail instead of skipping when they cannot run.
+    status(
+        cargo()
+            .arg("test")
+            .args(args)
+            .env("XVRRP_REQUIRE_PRIVILEGED", "1")
+            .env("XVRRP_BIN", &bin),
+    )
+}
+
+fn run_daemon(bin: &Path, config: &Path) -> anyhow::Result<()> {
+    let err = std::os::unix::process::CommandExt::exec(
+        Command::new(bin).arg("run").arg("--config").arg(config),
+    );
+    bail!("cannot run {}: {err}", bin.display())
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Returns on SIGINT/SIGTERM, or when `limit` has passed.
+fn wait_for_interrupt(limit: Option<Duration>) {
+    install_handlers();
+    let start = Instant::now();
+    while !INTERRUPTED.load(Ordering::SeqCst) && limit.is_none_or(|l| start.elapsed() < l) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn install_handlers() {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, sigaction};
+    let action = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe { sigaction(sig, &action) }.expect("sigaction");
+    }
+}
+
+const DEMO_VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+
+/// The embedded default: hosts a (master) and b (backup) run xvrrp for one VIP, and a client
+/// resolves the VIP every second, showing which host answers.
+fn demo(bin: &Path, limit: Option<Duration>) -> anyhow::Result<()> {
+    install_handlers();
+    let lab = Lab::new(&["a", "b", "client"])?;
+    let mut daemons = Vec::new();
+    for (host, state, priority) in [("a", "master", 200), ("b", "backup", 100)] {
+        let iface = &lab.host(host).iface;
+        let config = lab.workdir().join(format!("{host}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "# host {host} of the xvrrp demo lab\ninterface = \"{iface}\"\n\n[[instance]]\nname = \"demo\"\n\
+                 vrid = 51\npriority = {priority}\nstate = \"{state}\"\nvips = [\"{DEMO_VIP}/24\"]\n"
+            ),
+        )?;
+        let proc = lab.spawn(
+            host,
+            bin,
+            &["run", "--config", config.to_str().expect("utf-8 path")],
+            &format!("xvrrp-{host}"),
+        )?;
+        let pinned = Path::new(PIN_ROOT).join(iface).join("vips_v4");
+        let mut proc = proc;
+        if !wait_for(Duration::from_secs(20), || {
+            pinned.exists() || !proc.running()
+        }) || !proc.running()
+        {
+            bail!("xvrrp did not start on host {host}:\n{}", proc.log());
+        }
+        daemons.push((host, proc));
+    }
+    let client = lab.host("client");
+    println!(
+        "xvrrp demo lab {} (Ctrl-C stops it and removes everything):",
+        lab.tag()
+    );
+    for h in lab.hosts() {
+        println!(
+            "  host {:7} {:12} mac {}  iface {}  netns {}",
+            h.name,
+            h.ip.to_string(),
+            mac_text(&h.mac),
+            h.iface,
+            h.ns.name()
+        );
+    }
+    println!("  VIP {DEMO_VIP}: host a is master (priority 200), host b backup (priority 100).");
+    println!("  The VIP is not an address of either host: XDP answers ARP for it on the master.");
+    println!(
+        "  Inspect: bpftool map dump pinned {PIN_ROOT}/{}/vips_v4   (also vrids, stats)",
+        lab.host("a").iface
+    );
+    println!(
+        "  Ask yourself: nsenter --net=/run/netns/{} arping -c 3 -I {} {DEMO_VIP}",
+        client.ns.name(),
+        client.iface
+    );
+    let start = Instant::now();
+    while !INTERRUPTED.load(Ordering::SeqCst) && limit.is_none_or(|l| start.elapsed() < l) {
+        let replies = lab.arping("client", DEMO_VIP, 1)?;
+        let owner = |mac: &str| {
+            lab.hosts()
+                .iter()
+                .find(|h| mac_text(&h.mac) == mac)
+                .map_or("unknown host", |h| h.name.as_str())
+                .to_owned()
+        };
+        match replies.as_slice() {
+            [] => println!("client: who has {DEMO_VIP}? no answer"),
+            macs => {
+                let seen: Vec<String> = macs
+                    .iter()
+                    .map(|m| format!("{m} (host {})", owner(m)))
+                    .collect();
+                println!("client: {DEMO_VIP} is at {}", seen.join(", "));
+            }
+        }
+        for (host, proc) in &mut daemons {
+            if !proc.running() {
+                bail!("xvrrp on host {host} exited:\n{}", proc.log());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    println!("stopping");
+    for (host, mut proc) in daemons {
+        match proc.stop(Signal::SIGTERM, Duration::from_secs(10)) {
+            Ok(st) if st.success() => {}
+            Ok(st) => eprintln!("xvrrp on host {host} exited with {st}:\n{}", proc.log()),
+            Err(err) => eprintln!("xvrrp on host {host}: {err:#}"),
+        }
+    }
+    drop(lab);
+    println!("lab removed");
+    Ok(())
+}
+
+fn mac_text(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
