@@ -9,5 +9,6 @@
 
 pub mod arp;
 pub mod maps;
+pub mod vrrp;
 
 pub use maps::*;
