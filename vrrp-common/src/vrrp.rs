@@ -23,7 +23,7 @@ pub const V2_AUTH_LEN: usize = 8;
 /// Largest advert: v3, IPv6, 255 addresses.
 pub const MAX_LEN: usize = HEADER_LEN + 255 * 16;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Version {
     V2,
     V3,
@@ -38,7 +38,7 @@ impl Version {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Family {
     V4,
     V6,

@@ -1,0 +1,529 @@
+//! The VRRP engine: pure, sans-IO. It knows nothing of sockets, netlink, tokio or the system
+//! clock. It is driven by inputs that carry `now` ([`Engine::start`],
+//! [`Engine::handle_packet`], [`Engine::handle_timeout`], [`Engine::set_track`],
+//! [`Engine::shutdown`]), is asked when it next needs to run ([`Engine::poll_timeout`]), and
+//! hands out what the shell must do as [`Action`]s ([`Engine::poll_action`]).
+//!
+//! Time is integer microseconds ([`Time`]), never floats.
+
+pub mod advert;
+pub mod announce;
+mod instance;
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+pub use advert::{Advert, Auth, ChecksumForm, DecodeError, Family, Version};
+pub use announce::AnnouncePolicy;
+use instance::Instance;
+pub use instance::{Counters, InstanceStatus, MasterSeen, Reason, State};
+use vrrp_common::vrrp::{MCAST_V4, MCAST_V6};
+
+/// Microseconds in a centisecond, the unit of VRRPv3 intervals.
+pub const CS: u64 = 10_000;
+
+/// A point in time: microseconds since an epoch of the caller's choosing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Time(pub u64);
+
+impl Time {
+    pub const fn plus(self, micros: u64) -> Self {
+        Self(self.0.saturating_add(micros))
+    }
+
+    /// Microseconds from `earlier` to `self` (0 if `earlier` is later).
+    pub const fn since(self, earlier: Self) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
+}
+
+/// The multicast group adverts of a family are sent to.
+pub fn multicast_group(family: Family) -> IpAddr {
+    match family {
+        Family::V4 => IpAddr::V4(Ipv4Addr::from(MCAST_V4)),
+        Family::V6 => IpAddr::V6(Ipv6Addr::from(MCAST_V6)),
+    }
+}
+
+/// Identifies an instance: VRIDs are per interface and per address family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct InstanceKey {
+    /// The interface, as an opaque number chosen by the shell (e.g. its ifindex).
+    pub iface: u32,
+    pub family: Family,
+    pub vrid: u8,
+}
+
+/// How adverts travel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// To 224.0.0.18 / ff02::12, received with TTL / hop limit 255.
+    Multicast,
+    /// To each peer; adverts are accepted only from them, with TTL 255 when `check_ttl`.
+    Unicast { peers: Vec<IpAddr>, check_ttl: bool },
+}
+
+/// A tracked object of an instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackConfig {
+    /// The name that [`Engine::set_track`] updates (shared by every instance tracking it).
+    pub name: String,
+    /// keepalived's weight: 0 = Fault when down; > 0 added while up; < 0 added while down;
+    /// for values, the multiplier.
+    pub weight: i32,
+    pub reverse: bool,
+    /// The state assumed until the first report.
+    pub initial: TrackInput,
+}
+
+/// A report from a tracked object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrackInput {
+    Up,
+    Down,
+    /// A number, e.g. read from a tracked file.
+    Value(i64),
+}
+
+/// The configuration of one instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceConfig {
+    pub name: String,
+    pub iface: u32,
+    pub vrid: u8,
+    pub version: Version,
+    /// 1-254, or 255 for the address owner.
+    pub priority: u8,
+    /// Our advert interval, centiseconds (VRRPv2 sends whole seconds).
+    pub advert_interval_cs: u16,
+    pub preempt: bool,
+    /// keepalived's preempt_delay: how long a higher-priority backup waits, after startup or
+    /// after first seeing a lower-priority master, before preempting it. Microseconds.
+    pub preempt_delay_us: u64,
+    /// RFC 5798 Accept_Mode: passed to the shell with the VIPs.
+    pub accept_mode: bool,
+    /// Our primary address: the source of our adverts and the tie-breaker.
+    pub primary: IpAddr,
+    pub vips: Vec<IpAddr>,
+    pub transport: Transport,
+    /// The checksum form we send for VRRPv3 over IPv4 (IPv6 always uses the pseudo-header).
+    pub checksum_form: ChecksumForm,
+    /// VRRPv2 authentication.
+    pub auth: Auth,
+    /// The factor of Master_Down_Interval (3 in the RFCs).
+    pub down_factor: u32,
+    /// A master answers a lower-priority advert at once (RFC 9568); false: discard it (RFC 5798).
+    pub answer_lower_priority: bool,
+    /// Time in Initialize before the startup event. Microseconds.
+    pub startup_delay_us: u64,
+    pub announce: AnnouncePolicy,
+    pub tracks: Vec<TrackConfig>,
+}
+
+impl InstanceConfig {
+    /// A configuration with the RFC defaults: VRRPv3, priority 100, 1 s adverts, preempt on.
+    pub fn new(name: &str, iface: u32, vrid: u8, primary: IpAddr, vips: Vec<IpAddr>) -> Self {
+        Self {
+            name: name.to_owned(),
+            iface,
+            vrid,
+            version: Version::V3,
+            priority: 100,
+            advert_interval_cs: 100,
+            preempt: true,
+            preempt_delay_us: 0,
+            accept_mode: false,
+            primary,
+            vips,
+            transport: Transport::Multicast,
+            checksum_form: ChecksumForm::PseudoHeader,
+            auth: Auth::None,
+            down_factor: 3,
+            answer_lower_priority: true,
+            startup_delay_us: 0,
+            announce: AnnouncePolicy::default(),
+            tracks: Vec::new(),
+        }
+    }
+
+    pub fn family(&self) -> Family {
+        advert::family_of(&self.primary)
+    }
+}
+
+/// Instances that change state together (keepalived's vrrp_sync_group).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncGroupConfig {
+    pub name: String,
+    /// Instance names.
+    pub members: Vec<String>,
+}
+
+/// What the shell must do, in the order given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send an advert (IP protocol 112, TTL / hop limit 255) from `src` to `dst`.
+    Send {
+        key: InstanceKey,
+        src: IpAddr,
+        dst: IpAddr,
+        bytes: Vec<u8>,
+    },
+    /// Add these VIPs to the interface.
+    AddVips {
+        key: InstanceKey,
+        vips: Vec<IpAddr>,
+        accept_mode: bool,
+    },
+    /// Remove these VIPs from the interface.
+    RemoveVips {
+        key: InstanceKey,
+        vips: Vec<IpAddr>,
+        accept_mode: bool,
+    },
+    /// Publish this role (`vrrp_common::role`) for the VRID to the data plane.
+    DataPlane { key: InstanceKey, role: u32 },
+    /// Send one gratuitous ARP (IPv4) or unsolicited neighbour advertisement (IPv6) for `addr`.
+    Announce { key: InstanceKey, addr: IpAddr },
+    /// The state changed (for notify scripts, the event stream and status).
+    StateChanged {
+        key: InstanceKey,
+        name: String,
+        old: State,
+        new: State,
+        reason: Reason,
+    },
+}
+
+/// Why a received packet was discarded. Every discard is counted; none changes the election.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Discard {
+    /// Malformed or with a bad checksum.
+    Decode(DecodeErrorKind),
+    /// No instance for this interface, family and VRID.
+    UnknownVrid,
+    /// TTL / hop limit not 255.
+    Ttl,
+    VersionMismatch,
+    /// VRRPv2 authentication differs.
+    AuthMismatch,
+    /// VRRPv2 advert interval differs from ours.
+    IntervalMismatch,
+    /// Unicast mode: the source is not a configured peer.
+    PeerNotAllowed,
+    /// Our own advert, looped back.
+    OwnAdvert,
+}
+
+/// [`DecodeError`] without its payload, for counting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DecodeErrorKind {
+    Truncated,
+    Version,
+    Type,
+    V2OverIpv6,
+    ZeroCount,
+    ZeroInterval,
+    AuthType,
+    Checksum,
+}
+
+impl From<DecodeError> for DecodeErrorKind {
+    fn from(e: DecodeError) -> Self {
+        match e {
+            DecodeError::Truncated { .. } => Self::Truncated,
+            DecodeError::UnknownVersion(_) => Self::Version,
+            DecodeError::UnknownType(_) => Self::Type,
+            DecodeError::V2OverIpv6 => Self::V2OverIpv6,
+            DecodeError::ZeroCount => Self::ZeroCount,
+            DecodeError::ZeroInterval => Self::ZeroInterval,
+            DecodeError::UnknownAuthType(_) => Self::AuthType,
+            DecodeError::BadChecksum { .. } => Self::Checksum,
+        }
+    }
+}
+
+/// A received VRRP packet: the IP payload with what the IP header said.
+#[derive(Clone, Copy, Debug)]
+pub struct Received<'a> {
+    pub iface: u32,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub ttl: u8,
+    pub bytes: &'a [u8],
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EngineError {
+    #[error("instance {0}: two instances use VRID {1} on the same interface and family")]
+    DuplicateVrid(String, u8),
+    #[error("instance {0}: {1}")]
+    Invalid(String, &'static str),
+    #[error("sync group {0}: unknown instance {1}")]
+    UnknownMember(String, String),
+    #[error("sync group {0}: instance {1} is already in sync group {2}")]
+    TwoGroups(String, String, String),
+}
+
+/// All the instances of a daemon.
+pub struct Engine {
+    instances: Vec<Instance>,
+    by_key: BTreeMap<InstanceKey, usize>,
+    /// Group index of each instance.
+    group_of: Vec<Option<usize>>,
+    groups: Vec<SyncGroupConfig>,
+    actions: VecDeque<Action>,
+    /// Discards of packets no instance took (malformed, unknown VRID).
+    pub discarded: BTreeMap<Discard, u64>,
+}
+
+impl Engine {
+    pub fn new(
+        configs: Vec<InstanceConfig>,
+        groups: Vec<SyncGroupConfig>,
+    ) -> Result<Self, EngineError> {
+        let mut by_key = BTreeMap::new();
+        let mut instances = Vec::new();
+        for cfg in configs {
+            validate(&cfg)?;
+            let inst = Instance::new(cfg);
+            if by_key.insert(inst.key(), instances.len()).is_some() {
+                return Err(EngineError::DuplicateVrid(
+                    inst.cfg.name.clone(),
+                    inst.cfg.vrid,
+                ));
+            }
+            instances.push(inst);
+        }
+        let mut group_of = vec![None; instances.len()];
+        for (g, group) in groups.iter().enumerate() {
+            for member in &group.members {
+                let i = instances
+                    .iter()
+                    .position(|inst| inst.cfg.name == *member)
+                    .ok_or_else(|| {
+                        EngineError::UnknownMember(group.name.clone(), member.clone())
+                    })?;
+                if let Some(other) = group_of[i] {
+                    let other: &SyncGroupConfig = &groups[other];
+                    return Err(EngineError::TwoGroups(
+                        group.name.clone(),
+                        member.clone(),
+                        other.name.clone(),
+                    ));
+                }
+                group_of[i] = Some(g);
+            }
+        }
+        Ok(Self {
+            instances,
+            by_key,
+            group_of,
+            groups,
+            actions: VecDeque::new(),
+            discarded: BTreeMap::new(),
+        })
+    }
+
+    /// The startup event for every instance.
+    pub fn start(&mut self, now: Time) {
+        for i in 0..self.instances.len() {
+            self.run(i, now, |inst, now, out| inst.start(now, out));
+        }
+    }
+
+    /// The shutdown event: masters resign with priority 0 and release their VIPs.
+    pub fn shutdown(&mut self, now: Time) {
+        for i in 0..self.instances.len() {
+            let mut out = Vec::new();
+            self.instances[i].shutdown(now, &mut out);
+            self.actions.extend(out);
+        }
+    }
+
+    /// A VRRP packet from the wire (or the data plane).
+    pub fn handle_packet(&mut self, now: Time, rx: &Received<'_>) -> Result<(), Discard> {
+        let (advert, form) = match Advert::decode(rx.bytes, rx.src, rx.dst) {
+            Ok(decoded) => decoded,
+            Err(err) => return Err(self.count(Discard::Decode(err.into()))),
+        };
+        let key = InstanceKey {
+            iface: rx.iface,
+            family: advert::family_of(&rx.src),
+            vrid: advert.vrid,
+        };
+        let Some(&i) = self.by_key.get(&key) else {
+            return Err(self.count(Discard::UnknownVrid));
+        };
+        let mut result = Ok(());
+        self.run(i, now, |inst, now, out| {
+            result = inst.handle_advert(now, rx.src, rx.ttl, &advert, form, out);
+        });
+        result
+    }
+
+    fn count(&mut self, why: Discard) -> Discard {
+        *self.discarded.entry(why).or_default() += 1;
+        why
+    }
+
+    /// Runs every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Time) {
+        for i in 0..self.instances.len() {
+            if self.instances[i].next_timeout().is_some_and(|t| t <= now) {
+                self.run(i, now, |inst, now, out| inst.handle_timeout(now, out));
+            }
+        }
+    }
+
+    /// A tracked object reported; every instance tracking `name` takes it into account.
+    pub fn set_track(&mut self, now: Time, name: &str, input: TrackInput) {
+        for i in 0..self.instances.len() {
+            let Some(index) = self.instances[i]
+                .cfg
+                .tracks
+                .iter()
+                .position(|t| t.name == name)
+            else {
+                continue;
+            };
+            let old_priority = self.instances[i].effective_priority();
+            if self.instances[i].set_track(index, input) {
+                self.run(i, now, |inst, now, out| {
+                    inst.apply_tracking(now, old_priority, out)
+                });
+            }
+        }
+        // A group leaves Fault only when none of its members has a fault of its own.
+        for g in 0..self.groups.len() {
+            let members: Vec<usize> = (0..self.instances.len())
+                .filter(|&i| self.group_of[i] == Some(g))
+                .collect();
+            let faulty = members
+                .iter()
+                .any(|&i| self.instances[i].own_fault().is_some());
+            if !faulty
+                && members
+                    .iter()
+                    .any(|&i| self.instances[i].state == State::Fault)
+            {
+                for &i in &members {
+                    if self.instances[i].state == State::Fault {
+                        self.run(i, now, |inst, now, out| {
+                            inst.leave_fault(now, Reason::TrackRecovered, out)
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// The earliest time at which [`Self::handle_timeout`] must be called.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        self.instances
+            .iter()
+            .filter_map(Instance::next_timeout)
+            .min()
+    }
+
+    /// The next thing the shell must do.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    pub fn status(&self) -> Vec<InstanceStatus> {
+        self.instances.iter().map(Instance::status).collect()
+    }
+
+    pub fn state_of(&self, name: &str) -> Option<State> {
+        self.instances
+            .iter()
+            .find(|i| i.cfg.name == name)
+            .map(|i| i.state)
+    }
+
+    /// Runs `f` on instance `i`, queues its actions, and carries its state changes to the
+    /// rest of its sync group.
+    fn run(&mut self, i: usize, now: Time, f: impl FnOnce(&mut Instance, Time, &mut Vec<Action>)) {
+        let mut out = Vec::new();
+        f(&mut self.instances[i], now, &mut out);
+        let changes: Vec<State> = out
+            .iter()
+            .filter_map(|a| match a {
+                Action::StateChanged { new, .. } => Some(*new),
+                _ => None,
+            })
+            .collect();
+        self.actions.extend(out);
+        if let (Some(g), Some(&new)) = (self.group_of[i], changes.last()) {
+            self.follow_group(g, i, now, new);
+        }
+    }
+
+    /// Sync group rules (keepalived): one member in Fault puts the group in Fault; one
+    /// becoming Master takes the others along; one becoming Backup takes the masters along.
+    fn follow_group(&mut self, g: usize, leader: usize, now: Time, new: State) {
+        let reason = Reason::SyncGroup {
+            group: self.groups[g].name.clone(),
+            member: self.instances[leader].cfg.name.clone(),
+        };
+        for j in 0..self.instances.len() {
+            if j == leader || self.group_of[j] != Some(g) {
+                continue;
+            }
+            let inst = &mut self.instances[j];
+            let mut out = Vec::new();
+            match (new, inst.state) {
+                (State::Fault, State::Backup | State::Master) => {
+                    inst.transition(now, State::Fault, reason.clone(), &mut out)
+                }
+                (State::Master, State::Backup) => {
+                    inst.transition(now, State::Master, reason.clone(), &mut out)
+                }
+                (State::Backup, State::Master) => {
+                    inst.transition(now, State::Backup, reason.clone(), &mut out)
+                }
+                _ => {}
+            }
+            self.actions.extend(out);
+        }
+    }
+}
+
+fn validate(cfg: &InstanceConfig) -> Result<(), EngineError> {
+    let bad = |why| Err(EngineError::Invalid(cfg.name.clone(), why));
+    if cfg.vrid == 0 {
+        return bad("VRID 0 is not valid");
+    }
+    if cfg.priority == 0 {
+        return bad("priority 0 is reserved for a master that resigns");
+    }
+    if cfg.vips.is_empty() {
+        return bad("no VIPs");
+    }
+    if cfg
+        .vips
+        .iter()
+        .any(|v| advert::family_of(v) != cfg.family())
+    {
+        return bad("VIPs and primary address are of different families");
+    }
+    if cfg.version == Version::V2 && cfg.family() == Family::V6 {
+        return bad("VRRPv2 is IPv4 only");
+    }
+    match cfg.version {
+        Version::V3 if cfg.advert_interval_cs == 0 || cfg.advert_interval_cs > 4095 => {
+            bad("VRRPv3 advert interval must be 1-4095 centiseconds")
+        }
+        Version::V2 if cfg.advert_interval_cs == 0 || cfg.advert_interval_cs > 25500 => {
+            bad("VRRPv2 advert interval must be 1-255 seconds")
+        }
+        _ if cfg.down_factor == 0 => bad("down factor must be at least 1"),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

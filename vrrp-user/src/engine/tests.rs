@@ -1,0 +1,817 @@
+//! One test per rule, on a simulated clock (no sleeping: time is an argument).
+
+use std::net::IpAddr;
+
+use super::*;
+
+const IFACE: u32 = 1;
+const SEC: u64 = 1_000_000;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn vips() -> Vec<IpAddr> {
+    vec![ip("192.0.2.100")]
+}
+
+fn cfg(priority: u8, primary: &str) -> InstanceConfig {
+    let mut c = InstanceConfig::new("vi", IFACE, 51, ip(primary), vips());
+    c.priority = priority;
+    c
+}
+
+fn engine(c: InstanceConfig) -> Engine {
+    Engine::new(vec![c], vec![]).unwrap()
+}
+
+fn drain(e: &mut Engine) -> Vec<Action> {
+    std::iter::from_fn(|| e.poll_action()).collect()
+}
+
+/// An advert as a peer would send it (multicast, pseudo-header checksum).
+fn advert(version: Version, priority: u8, interval_cs: u16, src: &str) -> (Vec<u8>, IpAddr) {
+    let a = Advert {
+        version,
+        vrid: 51,
+        priority,
+        interval_cs,
+        addrs: vips(),
+        auth: Auth::None,
+    };
+    let src = ip(src);
+    let bytes = a
+        .encode(ChecksumForm::PseudoHeader, src, multicast_group(Family::V4))
+        .unwrap();
+    (bytes, src)
+}
+
+fn receive(e: &mut Engine, now: u64, priority: u8, src: &str) -> Result<(), Discard> {
+    let (bytes, src) = advert(Version::V3, priority, 100, src);
+    e.handle_packet(Time(now), &rx(&bytes, src, 255))
+}
+
+fn rx(bytes: &[u8], src: IpAddr, ttl: u8) -> Received<'_> {
+    Received {
+        iface: IFACE,
+        src,
+        dst: multicast_group(advert::family_of(&src)),
+        ttl,
+        bytes,
+    }
+}
+
+fn state(e: &Engine) -> State {
+    e.status()[0].state
+}
+
+fn sent_priorities(actions: &[Action]) -> Vec<u8> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { bytes, .. } => Some(bytes[2]),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Runs timers until `until` (inclusive), returning every action.
+fn run_until(e: &mut Engine, until: u64) -> Vec<Action> {
+    let mut all = Vec::new();
+    while let Some(t) = e.poll_timeout() {
+        if t.0 > until {
+            break;
+        }
+        e.handle_timeout(t);
+        all.extend(drain(e));
+    }
+    all
+}
+
+/// Master_Down_Interval for priority 100 and 1 s: 3 s + (256 - 100) / 256 s.
+const MDI_100: u64 = 3 * SEC + 156 * SEC / 256;
+
+#[test]
+fn non_owner_starts_as_backup_and_takes_over_after_master_down_interval() {
+    let mut e = engine(cfg(100, "192.0.2.1"));
+    e.start(Time(0));
+    let actions = drain(&mut e);
+    assert_eq!(state(&e), State::Backup);
+    assert!(actions.contains(&Action::DataPlane {
+        key: e.status()[0].key,
+        role: vrrp_common::role::BACKUP
+    }));
+    assert_eq!(e.poll_timeout(), Some(Time(MDI_100)));
+    e.handle_timeout(Time(MDI_100 - 1));
+    assert_eq!(state(&e), State::Backup);
+    e.handle_timeout(Time(MDI_100));
+    assert_eq!(state(&e), State::Master);
+    let actions = drain(&mut e);
+    assert_eq!(sent_priorities(&actions), vec![100]);
+    assert!(matches!(
+        actions.last(),
+        Some(Action::StateChanged {
+            new: State::Master,
+            reason: Reason::MasterDown { last_master: None },
+            ..
+        })
+    ));
+}
+
+#[test]
+fn promotion_orders_its_effects_advert_vips_data_plane_announce() {
+    let mut e = engine(cfg(100, "192.0.2.1"));
+    e.start(Time(0));
+    drain(&mut e);
+    e.handle_timeout(Time(MDI_100));
+    let kinds: Vec<&str> = drain(&mut e)
+        .iter()
+        .map(|a| match a {
+            Action::Send { .. } => "send",
+            Action::AddVips { .. } => "add",
+            Action::DataPlane { .. } => "dataplane",
+            Action::Announce { .. } => "announce",
+            Action::StateChanged { .. } => "state",
+            Action::RemoveVips { .. } => "remove",
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "send",
+            "add",
+            "dataplane",
+            "announce",
+            "announce",
+            "announce",
+            "announce",
+            "announce",
+            "state"
+        ]
+    );
+}
+
+#[test]
+fn address_owner_is_master_at_once_with_priority_255() {
+    let mut e = engine(cfg(255, "192.0.2.1"));
+    e.start(Time(0));
+    assert_eq!(state(&e), State::Master);
+    assert_eq!(sent_priorities(&drain(&mut e)), vec![255]);
+}
+
+#[test]
+fn tracking_never_lowers_the_address_owner() {
+    let mut c = cfg(255, "192.0.2.1");
+    c.tracks.push(TrackConfig {
+        name: "chk".into(),
+        weight: -50,
+        reverse: false,
+        initial: TrackInput::Up,
+    });
+    let mut e = engine(c);
+    e.start(Time(0));
+    e.set_track(Time(1), "chk", TrackInput::Down);
+    assert_eq!(e.status()[0].effective_priority, 255);
+}
+
+#[test]
+fn backup_rearms_master_down_timer_on_each_advert() {
+    let mut e = engine(cfg(100, "192.0.2.1"));
+    e.start(Time(0));
+    receive(&mut e, SEC, 200, "192.0.2.2").unwrap();
+    assert_eq!(e.poll_timeout(), Some(Time(SEC + MDI_100)));
+    let master = e.status()[0].master.unwrap();
+    assert_eq!((master.addr, master.priority), (ip("192.0.2.2"), 200));
+}
+
+#[test]
+fn priority_zero_makes_a_backup_wait_only_skew_time() {
+    let mut e = engine(cfg(100, "192.0.2.1"));
+    e.start(Time(0));
+    receive(&mut e, SEC, 200, "192.0.2.2").unwrap();
+    receive(&mut e, 2 * SEC, 0, "192.0.2.2").unwrap();
+    let skew = 156 * SEC / 256;
+    assert_eq!(e.poll_timeout(), Some(Time(2 * SEC + skew)));
+    e.handle_timeout(Time(2 * SEC + skew));
+    assert_eq!(state(&e), State::Master);
+    assert!(drain(&mut e).iter().any(|a| matches!(
+        a,
+        Action::StateChanged {
+            reason: Reason::MasterResigned { .. },
+            ..
+        }
+    )));
+}
+
+#[test]
+fn v3_backup_learns_the_masters_interval() {
+    let mut e = engine(cfg(100, "192.0.2.1"));
+    e.start(Time(0));
+    let (bytes, src) = advert(Version::V3, 200, 50, "192.0.2.2");
+    e.handle_packet(Time(SEC), &rx(&bytes, src, 255)).unwrap();
+    // 3 x 0.5 s + (156 x 0.5 s) / 256: the skew scales with the learned interval.
+    let mdi = 3 * SEC / 2 + 156 * (SEC / 2) / 256;
+    assert_eq!(e.poll_timeout(), Some(Time(SEC + mdi)));
+    assert_eq!(e.status()[0].master_adver_interval_cs, 50);
+}
+
+#[test]
+fn skew_time_never_truncates_to_zero_at_short_intervals() {
+    let mut c = cfg(254, "192.0.2.1");
+    c.advert_interval_cs = 1;
+    let mut e = engine(c);
+    e.start(Time(0));
+    // 3 x 10 ms + (2 x 10 ms) / 256 = 30 ms + 78 us.
+    assert_eq!(e.poll_timeout(), Some(Time(30_000 + 78)));
+}
+
+#[test]
+fn v2_uses_the_rfc_3768_skew_and_discards_other_intervals() {
+    let mut c = cfg(100, "192.0.2.1");
+    c.version = Version::V2;
+    c.advert_interval_cs = 200;
+    let mut e = engine(c);
+    e.start(Time(0));
+    // 3 x 2 s + (256 - 100) / 256 s, independent of the interval.
+    assert_eq!(e.poll_timeout(), Some(Time(6 * SEC + 156 * SEC / 256)));
+    let (bytes, src) = advert(Version::V2, 200, 100, "192.0.2.2");
+    assert_eq!(
+        e.handle_packet(Time(SEC), &rx(&bytes, src, 255)),
+        Err(Discard::IntervalMismatch)
+    );
+    assert_eq!(e.poll_timeout(), Some(Time(6 * SEC + 156 * SEC / 256)));
+    let (bytes, src) = advert(Version::V2, 200, 200, "192.0.2.2");
+    e.handle_packet(Time(SEC), &rx(&bytes, src, 255)).unwrap();
+    assert_eq!(e.poll_timeout(), Some(Time(7 * SEC + 156 * SEC / 256)));
+}
+
+#[test]
+fn v2_checks_the_simple_password() {
+    let mut c = cfg(100, "192.0.2.1");
+    c.version = Version::V2;
+    c.auth = Auth::Simple(*b"secret1\0");
+    let mut e = engine(c);
+    e.start(Time(0));
+    let mut a = Advert {
+        version: Version::V2,
+        vrid: 51,
+        priority: 200,
+        interval_cs: 100,
+        addrs: vips(),
+        auth: Auth::Simple(*b"wrong\0\0\0"),
+    };
+    let src = ip("192.0.2.2");
+    let dst = multicast_group(Family::V4);
+    let bytes = a.encode(ChecksumForm::Plain, src, dst).unwrap();
+    assert_eq!(
+        e.handle_packet(Time(SEC), &rx(&bytes, src, 255)),
+        Err(Discard::AuthMismatch)
+    );
+    a.auth = Auth::Simple(*b"secret1\0");
+    let bytes = a.encode(ChecksumForm::Plain, src, dst).unwrap();
+    assert_eq!(e.handle_packet(Time(SEC), &rx(&bytes, src, 255)), Ok(()));
+}
+
+#[test]
+fn preempt_discards_a_lower_priority_master_and_takes_over() {
+    let mut e = engine(cfg(200, "192.0.2.1"));
+    e.start(Time(0));
+    let mdi_200 = 3 * SEC + 56 * SEC / 256;
+    for t in 1..=3 {
+        receive(&mut e, t * SEC, 100, "192.0.2.2").unwrap();
+    }
+    // The lower adverts did not rearm the timer.
+    assert_eq!(e.poll_timeout(), Some(Time(mdi_200)));
+    e.handle_timeout(Time(mdi_200));
+    assert_eq!(state(&e), State::Master);
+    assert!(drain(&mut e).iter().any(|a| matches!(
+        a,
+        Action::StateChanged {
+            reason: Reason::Preempted { priority: 100, .. },
+            ..
+        }
+    )));
+}
+
+#[test]
+fn nopreempt_keeps_a_lower_priority_master() {
+    let mut c = cfg(200, "192.0.2.1");
+    c.preempt = false;
+    let mut e = engine(c);
+    e.start(Time(0));
+    for t in 1..=30 {
+        receive(&mut e, t * SEC, 100, "192.0.2.2").unwrap();
+        e.handle_timeout(Time(t * SEC));
+    }
+    assert_eq!(state(&e), State::Backup);
+}
+
+#[test]
+fn preempt_delay_holds_back_preemption_then_preempts() {
+    let mut c = cfg(200, "192.0.2.1");
+    c.preempt_delay_us = 10 * SEC;
+    let mut e = engine(c);
+    e.start(Time(0));
+    let mut became_master = None;
+    for t in 1..=20 {
+        if state(&e) == State::Backup {
+            let _ = receive(&mut e, t * SEC, 100, "192.0.2.2");
+        }
+        run_until(&mut e, (t + 1) * SEC - 1);
+        if became_master.is_none() && state(&e) == State::Master {
+            became_master = Some(t);
+        }
+    }
+    // Lower adverts from 1 s on: accepted until 11 s, then the timer runs out 3.2 s later.
+    let t = became_master.expect("preempted in the end");
+    assert!((13..=15).contains(&t), "became master at {t} s");
+}
+
+#[test]
+fn master_yields_to_a_higher_priority_stopping_the_data_plane_first() {
+    let mut e = engine(cfg(100, "192.0.2.1"));
+    e.start(Time(0));
+    e.handle_timeout(Time(MDI_100));
+    drain(&mut e);
+    receive(&mut e, 5 * SEC, 200, "192.0.2.2").unwrap();
+    assert_eq!(state(&e), State::Backup);
+    let actions = drain(&mut e);
+    assert!(matches!(
+        actions[0],
+        Action::DataPlane {
+            role: vrrp_common::role::BACKUP,
+            ..
+        }
+    ));
+    assert!(matches!(actions[1], Action::RemoveVips { .. }));
+    assert!(matches!(
+        actions[2],
+        Action::StateChanged {
+            new: State::Backup,
+            ..
+        }
+    ));
+    assert_eq!(actions.len(), 3);
+}
+
+#[test]
+fn equal_priority_goes_to_the_higher_address() {
+    let mut e = engine(cfg(100, "192.0.2.5"));
+    e.start(Time(0));
+    e.handle_timeout(Time(MDI_100));
+    drain(&mut e);
+    receive(&mut e, 5 * SEC, 100, "192.0.2.4").unwrap();
+    assert_eq!(state(&e), State::Master);
+    receive(&mut e, 6 * SEC, 100, "192.0.2.6").unwrap();
+    assert_eq!(state(&e), State::Backup);
+}
+
+#[test]
+fn master_answers_a_lower_priority_advert_at_once_unless_told_not_to() {
+    for answer in [true, false] {
+        let mut c = cfg(200, "192.0.2.1");
+        c.answer_lower_priority = answer;
+        let mut e = engine(c);
+        e.start(Time(0));
+        run_until(&mut e, 4 * SEC);
+        assert_eq!(state(&e), State::Master);
+        drain(&mut e);
+        receive(&mut e, 4 * SEC + 500_000, 100, "192.0.2.2").unwrap();
+        let sent = sent_priorities(&drain(&mut e));
+        assert_eq!(
+            sent,
+            if answer { vec![200] } else { vec![] },
+            "answer={answer}"
+        );
+        assert_eq!(state(&e), State::Master);
+    }
+}
+
+#[test]
+fn master_answers_priority_zero_with_an_advert() {
+    let mut e = engine(cfg(100, "192.0.2.1"));
+    e.start(Time(0));
+    e.handle_timeout(Time(MDI_100));
+    drain(&mut e);
+    receive(&mut e, 5 * SEC, 0, "192.0.2.2").unwrap();
+    assert_eq!(sent_priorities(&drain(&mut e)), vec![100]);
+    assert_eq!(e.poll_timeout(), Some(Time(6 * SEC)));
+}
+
+#[test]
+fn multicast_adverts_need_ttl_255() {
+    let mut e = engine(cfg(100, "192.0.2.1"));
+    e.start(Time(0));
+    let (bytes, src) = advert(Version::V3, 200, 100, "192.0.2.2");
+    assert_eq!(
+        e.handle_packet(Time(SEC), &rx(&bytes, src, 254)),
+        Err(Discard::Ttl)
+    );
+    assert_eq!(
+        e.poll_timeout(),
+        Some(Time(MDI_100)),
+        "a discarded advert changed the timer"
+    );
+    assert_eq!(
+        e.status()[0].counters.discarded.get(&Discard::Ttl),
+        Some(&1)
+    );
+}
+
+#[test]
+fn unicast_accepts_only_configured_peers_and_sends_to_each() {
+    let mut c = cfg(100, "192.0.2.1");
+    c.transport = Transport::Unicast {
+        peers: vec![ip("192.0.2.2"), ip("192.0.2.3")],
+        check_ttl: false,
+    };
+    c.priority = 255;
+    let mut e = engine(c);
+    e.start(Time(0));
+    let dsts: Vec<IpAddr> = drain(&mut e)
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { dst, .. } => Some(*dst),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dsts, vec![ip("192.0.2.2"), ip("192.0.2.3")]);
+    let (bytes, src) = advert(Version::V3, 100, 100, "192.0.2.9");
+    assert_eq!(
+        e.handle_packet(Time(SEC), &rx(&bytes, src, 255)),
+        Err(Discard::PeerNotAllowed)
+    );
+    // A configured peer through a router (TTL < 255) is fine when the TTL check is off.
+    let (bytes, src) = advert(Version::V3, 100, 100, "192.0.2.2");
+    assert_eq!(e.handle_packet(Time(SEC), &rx(&bytes, src, 64)), Ok(()));
+}
+
+#[test]
+fn unicast_ttl_check_is_configurable() {
+    let mut c = cfg(100, "192.0.2.1");
+    c.transport = Transport::Unicast {
+        peers: vec![ip("192.0.2.2")],
+        check_ttl: true,
+    };
+    let mut e = engine(c);
+    e.start(Time(0));
+    let (bytes, src) = advert(Version::V3, 200, 100, "192.0.2.2");
+    assert_eq!(
+        e.handle_packet(Time(SEC), &rx(&bytes, src, 64)),
+        Err(Discard::Ttl)
+    );
+}
+
+#[test]
+fn other_versions_own_adverts_and_unknown_vrids_are_discarded_and_counted() {
+    let mut e = engine(cfg(100, "192.0.2.1"));
+    e.start(Time(0));
+    let (bytes, src) = advert(Version::V2, 200, 100, "192.0.2.2");
+    assert_eq!(
+        e.handle_packet(Time(SEC), &rx(&bytes, src, 255)),
+        Err(Discard::VersionMismatch)
+    );
+    assert_eq!(
+        receive(&mut e, SEC, 200, "192.0.2.1"),
+        Err(Discard::OwnAdvert)
+    );
+    let mut other = Advert::decode(
+        &advert(Version::V3, 200, 100, "192.0.2.2").0,
+        src,
+        multicast_group(Family::V4),
+    )
+    .unwrap()
+    .0;
+    other.vrid = 52;
+    let bytes = other
+        .encode(ChecksumForm::Plain, src, multicast_group(Family::V4))
+        .unwrap();
+    assert_eq!(
+        e.handle_packet(Time(SEC), &rx(&bytes, src, 255)),
+        Err(Discard::UnknownVrid)
+    );
+    assert_eq!(
+        e.handle_packet(Time(SEC), &rx(&[0x31, 0x33], src, 255)),
+        Err(Discard::Decode(DecodeErrorKind::Truncated))
+    );
+    assert_eq!(e.discarded.len(), 2);
+    assert_eq!(e.poll_timeout(), Some(Time(MDI_100)));
+}
+
+#[test]
+fn a_different_address_list_is_counted_not_fatal() {
+    let mut e = engine(cfg(100, "192.0.2.1"));
+    e.start(Time(0));
+    let a = Advert {
+        version: Version::V3,
+        vrid: 51,
+        priority: 200,
+        interval_cs: 100,
+        addrs: vec![ip("192.0.2.99")],
+        auth: Auth::None,
+    };
+    let src = ip("192.0.2.2");
+    let bytes = a
+        .encode(ChecksumForm::PseudoHeader, src, multicast_group(Family::V4))
+        .unwrap();
+    e.handle_packet(Time(SEC), &rx(&bytes, src, 255)).unwrap();
+    assert_eq!(e.status()[0].counters.address_mismatch, 1);
+    assert_eq!(e.poll_timeout(), Some(Time(SEC + MDI_100)));
+}
+
+#[test]
+fn the_checksum_form_of_each_peer_is_remembered() {
+    let mut e = engine(cfg(100, "192.0.2.1"));
+    e.start(Time(0));
+    let a = Advert::decode(
+        &advert(Version::V3, 200, 100, "192.0.2.2").0,
+        ip("192.0.2.2"),
+        multicast_group(Family::V4),
+    )
+    .unwrap()
+    .0;
+    let dst = multicast_group(Family::V4);
+    let plain = a.encode(ChecksumForm::Plain, ip("192.0.2.3"), dst).unwrap();
+    e.handle_packet(Time(SEC), &rx(&plain, ip("192.0.2.3"), 255))
+        .unwrap();
+    receive(&mut e, SEC, 200, "192.0.2.2").unwrap();
+    assert_eq!(
+        e.status()[0].peer_checksum_forms,
+        vec![
+            (ip("192.0.2.2"), ChecksumForm::PseudoHeader),
+            (ip("192.0.2.3"), ChecksumForm::Plain)
+        ]
+    );
+}
+
+#[test]
+fn our_checksum_form_is_configurable_for_v3_over_ipv4() {
+    let mut c = cfg(255, "192.0.2.1");
+    c.checksum_form = ChecksumForm::Plain;
+    let mut e = engine(c);
+    e.start(Time(0));
+    let bytes = drain(&mut e)
+        .into_iter()
+        .find_map(|a| match a {
+            Action::Send { bytes, .. } => Some(bytes),
+            _ => None,
+        })
+        .unwrap();
+    let (_, form) = Advert::decode(&bytes, ip("192.0.2.1"), multicast_group(Family::V4)).unwrap();
+    assert_eq!(form, ChecksumForm::Plain);
+}
+
+#[test]
+fn shutdown_of_a_master_resigns_with_priority_zero_and_releases_vips() {
+    let mut e = engine(cfg(100, "192.0.2.1"));
+    e.start(Time(0));
+    e.handle_timeout(Time(MDI_100));
+    drain(&mut e);
+    e.shutdown(Time(5 * SEC));
+    let actions = drain(&mut e);
+    assert!(matches!(
+        actions[0],
+        Action::DataPlane {
+            role: vrrp_common::role::INIT,
+            ..
+        }
+    ));
+    assert!(matches!(&actions[1], Action::Send { bytes, .. } if bytes[2] == 0));
+    assert!(matches!(actions[2], Action::RemoveVips { .. }));
+    assert!(matches!(
+        actions[3],
+        Action::StateChanged {
+            new: State::Initialize,
+            reason: Reason::Shutdown,
+            ..
+        }
+    ));
+    assert_eq!(e.poll_timeout(), None, "nothing runs after shutdown");
+}
+
+#[test]
+fn a_failed_fault_track_puts_a_master_in_fault_and_recovery_makes_it_backup() {
+    let mut c = cfg(100, "192.0.2.1");
+    c.tracks.push(TrackConfig {
+        name: "link".into(),
+        weight: 0,
+        reverse: false,
+        initial: TrackInput::Up,
+    });
+    let mut e = engine(c);
+    e.start(Time(0));
+    e.handle_timeout(Time(MDI_100));
+    drain(&mut e);
+    e.set_track(Time(5 * SEC), "link", TrackInput::Down);
+    assert_eq!(state(&e), State::Fault);
+    let actions = drain(&mut e);
+    assert!(matches!(
+        actions[0],
+        Action::DataPlane {
+            role: vrrp_common::role::FAULT,
+            ..
+        }
+    ));
+    assert_eq!(sent_priorities(&actions), vec![0]);
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::RemoveVips { .. }))
+    );
+    // In Fault: no adverts, no timers.
+    assert_eq!(e.poll_timeout(), None);
+    e.set_track(Time(6 * SEC), "link", TrackInput::Up);
+    assert_eq!(state(&e), State::Backup);
+}
+
+#[test]
+fn an_instance_failing_a_track_at_startup_starts_in_fault() {
+    let mut c = cfg(100, "192.0.2.1");
+    c.tracks.push(TrackConfig {
+        name: "mysql".into(),
+        weight: 0,
+        reverse: false,
+        initial: TrackInput::Down,
+    });
+    let mut e = engine(c);
+    e.start(Time(0));
+    assert_eq!(state(&e), State::Fault);
+}
+
+#[test]
+fn weights_sum_clamp_and_a_master_advertises_its_new_priority_at_once() {
+    let mut c = cfg(100, "192.0.2.1");
+    for (name, weight) in [("up", 50), ("down", -200)] {
+        c.tracks.push(TrackConfig {
+            name: name.into(),
+            weight,
+            reverse: false,
+            initial: TrackInput::Up,
+        });
+    }
+    let mut e = engine(c);
+    e.start(Time(0));
+    assert_eq!(e.status()[0].effective_priority, 150);
+    run_until(&mut e, 4 * SEC);
+    drain(&mut e);
+    e.set_track(Time(5 * SEC), "down", TrackInput::Down);
+    assert_eq!(e.status()[0].effective_priority, 1);
+    assert_eq!(sent_priorities(&drain(&mut e)), vec![1]);
+    e.set_track(Time(6 * SEC), "up", TrackInput::Down);
+    e.set_track(Time(6 * SEC), "down", TrackInput::Up);
+    assert_eq!(e.status()[0].effective_priority, 100);
+}
+
+#[test]
+fn startup_delay_holds_the_instance_in_initialize() {
+    let mut c = cfg(255, "192.0.2.1");
+    c.startup_delay_us = 2 * SEC;
+    let mut e = engine(c);
+    e.start(Time(0));
+    assert_eq!(state(&e), State::Initialize);
+    assert_eq!(e.poll_timeout(), Some(Time(2 * SEC)));
+    e.handle_timeout(Time(2 * SEC));
+    assert_eq!(state(&e), State::Master);
+}
+
+#[test]
+fn announcements_stop_at_once_on_demotion() {
+    let mut c = cfg(100, "192.0.2.1");
+    c.announce.pacing_us = 100_000;
+    let mut e = engine(c);
+    e.start(Time(0));
+    e.handle_timeout(Time(MDI_100));
+    let first = drain(&mut e);
+    assert_eq!(
+        first
+            .iter()
+            .filter(|a| matches!(a, Action::Announce { .. }))
+            .count(),
+        1
+    );
+    e.handle_timeout(Time(MDI_100 + 100_000));
+    assert_eq!(
+        drain(&mut e)
+            .iter()
+            .filter(|a| matches!(a, Action::Announce { .. }))
+            .count(),
+        1
+    );
+    receive(&mut e, MDI_100 + 150_000, 200, "192.0.2.2").unwrap();
+    drain(&mut e);
+    // The paced burst had three more to send at +200, +300 and +400 ms; none goes out before
+    // this backup's own Master_Down_Timer could make it master again.
+    let later = run_until(&mut e, MDI_100 + 150_000 + 3 * SEC);
+    assert_eq!(state(&e), State::Backup);
+    assert!(
+        !later.iter().any(|a| matches!(a, Action::Announce { .. })),
+        "{later:?}"
+    );
+}
+
+#[test]
+fn sync_group_moves_its_members_together() {
+    let mut a = cfg(100, "192.0.2.1");
+    a.name = "a".into();
+    a.tracks.push(TrackConfig {
+        name: "chk".into(),
+        weight: 0,
+        reverse: false,
+        initial: TrackInput::Up,
+    });
+    let mut b = cfg(100, "192.0.2.1");
+    b.name = "b".into();
+    b.vrid = 52;
+    let mut e = Engine::new(
+        vec![a, b],
+        vec![SyncGroupConfig {
+            name: "g".into(),
+            members: vec!["a".into(), "b".into()],
+        }],
+    )
+    .unwrap();
+    e.start(Time(0));
+    // b hears a master and keeps waiting; a's timer fires: a takes b along.
+    let mut adv = Advert::decode(
+        &advert(Version::V3, 200, 100, "192.0.2.2").0,
+        ip("192.0.2.2"),
+        multicast_group(Family::V4),
+    )
+    .unwrap()
+    .0;
+    adv.vrid = 52;
+    let bytes = adv
+        .encode(
+            ChecksumForm::PseudoHeader,
+            ip("192.0.2.2"),
+            multicast_group(Family::V4),
+        )
+        .unwrap();
+    e.handle_packet(Time(SEC), &rx(&bytes, ip("192.0.2.2"), 255))
+        .unwrap();
+    e.handle_timeout(Time(MDI_100));
+    assert_eq!(e.state_of("a"), Some(State::Master));
+    assert_eq!(e.state_of("b"), Some(State::Master));
+    // b yields to a higher master: a follows to Backup.
+    e.handle_packet(Time(4 * SEC), &rx(&bytes, ip("192.0.2.2"), 255))
+        .unwrap();
+    assert_eq!(e.state_of("b"), Some(State::Backup));
+    assert_eq!(e.state_of("a"), Some(State::Backup));
+    // a fails its check: the whole group is in Fault, and leaves it together.
+    e.set_track(Time(5 * SEC), "chk", TrackInput::Down);
+    assert_eq!(e.state_of("a"), Some(State::Fault));
+    assert_eq!(e.state_of("b"), Some(State::Fault));
+    e.set_track(Time(6 * SEC), "chk", TrackInput::Up);
+    assert_eq!(e.state_of("a"), Some(State::Backup));
+    assert_eq!(e.state_of("b"), Some(State::Backup));
+}
+
+#[test]
+fn invalid_engine_configs_are_refused() {
+    let mut c = cfg(100, "192.0.2.1");
+    c.vips = vec![ip("2001:db8::1")];
+    assert!(matches!(
+        Engine::new(vec![c], vec![]),
+        Err(EngineError::Invalid(..))
+    ));
+    let mut c = cfg(100, "2001:db8::1");
+    c.vips = vec![ip("2001:db8::100")];
+    c.version = Version::V2;
+    assert!(matches!(
+        Engine::new(vec![c], vec![]),
+        Err(EngineError::Invalid(..))
+    ));
+    assert!(matches!(
+        Engine::new(vec![cfg(100, "192.0.2.1"), cfg(100, "192.0.2.1")], vec![]),
+        Err(EngineError::DuplicateVrid(..))
+    ));
+    assert!(matches!(
+        Engine::new(
+            vec![cfg(100, "192.0.2.1")],
+            vec![SyncGroupConfig {
+                name: "g".into(),
+                members: vec!["nope".into()]
+            }]
+        ),
+        Err(EngineError::UnknownMember(..))
+    ));
+}
+
+#[test]
+fn ipv6_instances_run_on_ff02_12() {
+    let mut c = InstanceConfig::new("v6", IFACE, 51, ip("fe80::1"), vec![ip("2001:db8::100")]);
+    c.priority = 255;
+    let mut e = engine(c);
+    e.start(Time(0));
+    let (dst, bytes) = drain(&mut e)
+        .into_iter()
+        .find_map(|a| match a {
+            Action::Send { dst, bytes, .. } => Some((dst, bytes)),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(dst, ip("ff02::12"));
+    let (a, form) = Advert::decode(&bytes, ip("fe80::1"), dst).unwrap();
+    assert_eq!(form, ChecksumForm::PseudoHeader);
+    assert_eq!(a.addrs, vec![ip("2001:db8::100")]);
+}
