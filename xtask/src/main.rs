@@ -48,6 +48,11 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Fuzz the advert decoder with cargo-fuzz (libFuzzer) for a bounded time.
+    Fuzz {
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// Build an empty lab (hosts a, b, client on a bridge) and keep it until Ctrl-C.
     Lab {
         #[arg(long, default_value = "a,b,client")]
@@ -73,6 +78,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Cmd::Test { args } => test(&args),
+        Cmd::Fuzz { seconds } => fuzz(seconds),
         Cmd::Lab { hosts } => {
             setup::run()?;
             let names: Vec<&str> = hosts.split(',').map(str::trim).collect();
@@ -139,6 +145,25 @@ fn test(args: &[String]) -> anyhow::Result<()> {
             .args(args)
             .env("XVRRP_REQUIRE_PRIVILEGED", "1")
             .env("XVRRP_BIN", &bin),
+    )
+}
+
+/// Runs the `decode` fuzz target for `seconds`, seeded with the keepalived captures in
+/// fuzz/corpus/decode; new inputs go to target/fuzz-corpus, crashes to fuzz/artifacts.
+fn fuzz(seconds: u64) -> anyhow::Result<()> {
+    setup::run()?;
+    setup::cargo_fuzz()?;
+    let root = workspace_root();
+    let work = root.join("target").join("fuzz-corpus");
+    std::fs::create_dir_all(&work)?;
+    status(
+        Command::new("cargo")
+            .current_dir(&root)
+            .args(["+nightly", "fuzz", "run", "--fuzz-dir", "fuzz", "decode"])
+            .arg(&work)
+            .arg(root.join("fuzz").join("corpus").join("decode"))
+            .arg("--")
+            .arg(format!("-max_total_time={seconds}")),
     )
 }
 

@@ -139,6 +139,15 @@ fn bpf_linker() -> anyhow::Result<()> {
     )
 }
 
+/// cargo-fuzz, for `cargo xtask fuzz` only.
+pub fn cargo_fuzz() -> anyhow::Result<()> {
+    if quiet(Command::new("cargo").args(["fuzz", "--version"])) {
+        return Ok(());
+    }
+    eprintln!("setup: installing cargo-fuzz");
+    status(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))
+}
+
 fn apt_packages() -> anyhow::Result<()> {
     let missing: Vec<&str> = APT_PACKAGES
         .iter()
