@@ -202,7 +202,7 @@ fn a_bad_config_is_refused_and_nothing_is_applied() {
     let log =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(
-        log.contains("bad.toml: instance[0].vips[1]: expected an IPv4 address"),
+        log.contains("bad.toml: instance[0].vips[1]: expected an IPv4 or IPv6 address"),
         "{log}"
     );
     assert!(!Path::new("/sys/fs/bpf/xvrrp").join(&iface).exists());

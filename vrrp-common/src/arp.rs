@@ -97,24 +97,42 @@ pub fn addressed_to_us(dst: &[u8; 6], iface_mac: &[u8; 6], vip_mac: &[u8; 6]) ->
     dst[0] & 1 == 1 || dst == iface_mac || dst == vip_mac
 }
 
-/// What the data plane does with an ARP request for a configured VIP.
+/// What the data plane does with a request (ARP or neighbour solicitation) for a VIP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// Not ours to decide: hand the frame to the kernel untouched.
-    Pass,
     /// Rewrite the request into a reply and transmit it back (XDP_TX).
     Reply,
-    /// Drop it, so that the kernel of a non-master cannot answer for the VIP either.
-    Drop,
+    /// Drop it: this node is not master of the VIP's VRID, so the kernel must not answer either.
+    DropNotMaster,
+    /// Drop it: this node is master, but the daemon's heartbeat is stale (frozen or killed), so
+    /// the claim is no longer trusted.
+    DropStaleHeartbeat,
 }
 
-/// The verdict for an ARP request asking for a VIP, given this node's role for its VRID.
-pub const fn vip_request_verdict(role: u32) -> Verdict {
-    if role == crate::role::MASTER {
-        Verdict::Reply
+/// The verdict for a request for a VIP: answered only while this node is master of its VRID
+/// AND the daemon's heartbeat is fresh.
+pub const fn vip_request_verdict(role: u32, heartbeat_fresh: bool) -> Verdict {
+    if role != crate::role::MASTER {
+        Verdict::DropNotMaster
+    } else if !heartbeat_fresh {
+        Verdict::DropStaleHeartbeat
     } else {
-        Verdict::Drop
+        Verdict::Reply
     }
+}
+
+/// If this ARP packet claims an address (a reply, or a gratuitous ARP) from a MAC that is
+/// neither `ours` nor `iface_mac`, the claimed address and the claiming MAC.
+pub fn foreign_claim(
+    arp: &ArpIpv4,
+    ours: &[u8; 6],
+    iface_mac: &[u8; 6],
+) -> Option<([u8; 4], [u8; 6])> {
+    if !arp.is_ipv4_over_ethernet() {
+        return None;
+    }
+    let claims = arp.oper() == ARP_OP_REPLY || (arp.oper() == ARP_OP_REQUEST && arp.spa == arp.tpa);
+    (claims && arp.sha != *ours && arp.sha != *iface_mac).then_some((arp.spa, arp.sha))
 }
 
 /// Rewrites an ARP request, in place, into the reply that `vip` answers it with: the frame goes
@@ -191,16 +209,48 @@ mod tests {
     }
 
     #[test]
-    fn only_a_master_replies() {
-        assert_eq!(vip_request_verdict(crate::role::MASTER), Verdict::Reply);
-        for role in [
-            crate::role::INIT,
-            crate::role::BACKUP,
-            crate::role::FAULT,
-            77,
-        ] {
-            assert_eq!(vip_request_verdict(role), Verdict::Drop, "role {role}");
+    fn only_a_live_master_replies() {
+        use crate::role::*;
+        assert_eq!(vip_request_verdict(MASTER, true), Verdict::Reply);
+        assert_eq!(
+            vip_request_verdict(MASTER, false),
+            Verdict::DropStaleHeartbeat
+        );
+        for role in [INIT, BACKUP, FAULT, 77] {
+            for fresh in [true, false] {
+                assert_eq!(
+                    vip_request_verdict(role, fresh),
+                    Verdict::DropNotMaster,
+                    "role {role}"
+                );
+            }
         }
+    }
+
+    #[test]
+    fn foreign_claims_are_replies_and_gratuitous_arp_from_other_macs() {
+        let other = [0x02, 9, 9, 9, 9, 9];
+        let (_, mut reply) = request([192, 0, 2, 100], [192, 0, 2, 10]);
+        reply.oper = [0, 2];
+        reply.sha = other;
+        assert_eq!(
+            foreign_claim(&reply, &OUR_MAC, &OUR_MAC),
+            Some(([192, 0, 2, 100], other))
+        );
+        let (_, mut garp) = request([192, 0, 2, 100], [192, 0, 2, 100]);
+        garp.sha = other;
+        assert_eq!(
+            foreign_claim(&garp, &OUR_MAC, &OUR_MAC),
+            Some(([192, 0, 2, 100], other))
+        );
+        // Our own replies (interface or virtual MAC) and plain requests are not claims.
+        reply.sha = OUR_MAC;
+        assert_eq!(
+            foreign_claim(&reply, &crate::virtual_mac_v4(1), &OUR_MAC),
+            None
+        );
+        let (_, req) = request([192, 0, 2, 10], [192, 0, 2, 100]);
+        assert_eq!(foreign_claim(&req, &OUR_MAC, &OUR_MAC), None);
     }
 
     #[test]
@@ -219,6 +269,7 @@ mod tests {
             vrid: 51,
             flags: 0,
             mac: OUR_MAC,
+            stats_index: 0,
         };
         rewrite_to_reply(&mut eth, &mut arp, &vip);
         assert_eq!(eth.dst, CLIENT_MAC);

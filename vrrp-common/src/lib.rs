@@ -5,10 +5,12 @@
 //! byte arrays only, no implicit padding, sizes asserted at compile time), and the pure packet
 //! decisions the data plane takes. The decisions are unit-tested on the host; the eBPF program
 //! only bounds-checks, looks up and rewrites.
-#![no_std]
+#![cfg_attr(not(test), no_std)]
 
 pub mod arp;
+pub mod ip;
 pub mod maps;
+pub mod nd;
 pub mod vrrp;
 
 pub use maps::*;

@@ -1,25 +1,51 @@
 //! Map names, capacities and the key/value types of every map shared with the kernel.
 //!
 //! Byte order is part of each field's contract and is named in its doc: addresses are kept as
-//! byte arrays in network order (as they stand in the packet), counters and states in host order.
+//! byte arrays in network order (as they stand in the packet), counters, states and times in
+//! host order. Times are `CLOCK_MONOTONIC_COARSE` nanoseconds (the kernel's
+//! `bpf_ktime_get_coarse_ns`), which the daemon reads with `clock_gettime` as well.
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "xvrrp";
 
-/// Map of the IPv4 VIPs this node serves: [`Vip4Key`] -> [`VipValue`].
+/// IPv4 VIPs this node serves: [`Vip4Key`] -> [`VipValue`].
 pub const MAP_VIPS_V4: &str = "XVRRP_VIPS4";
-/// Array indexed by VRID (0-255): [`VridState`].
+/// IPv6 VIPs this node serves: [`Vip6Key`] -> [`VipValue`].
+pub const MAP_VIPS_V6: &str = "XVRRP_VIPS6";
+/// Array indexed by [`slot`] (family and VRID): [`VridState`], written by the daemon.
 pub const MAP_VRIDS: &str = "XVRRP_VRIDS";
-/// Per-CPU array with one [`Stats`] entry.
-pub const MAP_STATS: &str = "XVRRP_STATS";
+/// Array indexed by [`slot`]: [`Liveness`] of the master heard for that VRID, written by XDP.
+pub const MAP_LIVENESS: &str = "XVRRP_LIVENESS";
+/// Per-CPU array indexed by [`slot`]: [`VridStats`].
+pub const MAP_VRID_STATS: &str = "XVRRP_VRIDSTATS";
+/// Per-CPU array indexed by [`VipValue::stats_index`]: [`VipStats`].
+pub const MAP_VIP_STATS: &str = "XVRRP_VIPSTATS";
+/// Unicast peers allowed per VRID: [`PeerKey`] -> u32 (1).
+pub const MAP_PEERS: &str = "XVRRP_PEERS";
+/// Array with one [`Heartbeat`], written by the daemon every few milliseconds.
+pub const MAP_HEARTBEAT: &str = "XVRRP_HEARTBT";
+/// Ring buffer of [`Event`]s for the daemon.
+pub const MAP_EVENTS: &str = "XVRRP_EVENTS";
 
-/// Capacity of [`MAP_VIPS_V4`].
-pub const MAX_VIPS_V4: u32 = 1024;
-/// Capacity of [`MAP_VRIDS`]: one slot per possible VRID.
-pub const MAX_VRIDS: u32 = 256;
+/// Capacity of each VIP map, and of [`MAP_VIP_STATS`].
+pub const MAX_VIPS: u32 = 1024;
+/// Slots of the per-VRID arrays: 256 VRIDs for IPv4, then 256 for IPv6 (separate spaces).
+pub const MAX_SLOTS: u32 = 512;
+/// Capacity of [`MAP_PEERS`].
+pub const MAX_PEERS: u32 = 1024;
+/// Size of the event ring buffer in bytes (a power of two, a multiple of the page size).
+pub const EVENTS_BYTES: u32 = 64 * 1024;
 
 /// Name of the load-time global holding the interface's own MAC address (`[u8; 6]`).
 pub const GLOBAL_IFACE_MAC: &str = "XVRRP_IFACE_MAC";
+/// Name of the load-time global holding the heartbeat limit in nanoseconds (`u64`): answers
+/// for VIPs stop when the daemon's heartbeat is older than this.
+pub const GLOBAL_HEARTBEAT_LIMIT_NS: &str = "XVRRP_HB_LIMIT_NS";
+
+/// The slot of the per-VRID arrays for a VRID of IPv4 (`ipv6` false) or IPv6.
+pub const fn slot(ipv6: bool, vrid: u8) -> u32 {
+    vrid as u32 + if ipv6 { 256 } else { 0 }
+}
 
 /// Key of [`MAP_VIPS_V4`].
 #[repr(C)]
@@ -29,16 +55,26 @@ pub struct Vip4Key {
     pub addr: [u8; 4],
 }
 
-/// Value of [`MAP_VIPS_V4`].
+/// Key of [`MAP_VIPS_V6`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Vip6Key {
+    /// The virtual IPv6 address, network byte order.
+    pub addr: [u8; 16],
+}
+
+/// Value of the VIP maps.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct VipValue {
-    /// The VRID whose state in [`MAP_VRIDS`] decides whether this VIP is answered.
+    /// The VRID whose state (in its family's slot of [`MAP_VRIDS`]) decides the answers.
     pub vrid: u8,
     /// Reserved, zero.
     pub flags: u8,
-    /// Source MAC of the answers: the interface's, or the VRRP virtual MAC 00:00:5e:00:01:VRID.
+    /// Source MAC of the answers: the interface's, or the VRRP virtual MAC.
     pub mac: [u8; 6],
+    /// Index of this VIP's counters in [`MAP_VIP_STATS`], host byte order.
+    pub stats_index: u32,
 }
 
 /// Role of this node for one VRID, as published by the daemon in [`VridState::role`].
@@ -64,49 +100,200 @@ pub mod role {
     }
 }
 
-/// Value of [`MAP_VRIDS`], indexed by VRID.
+/// Bits of [`VridState::flags`].
+pub mod vrid_flags {
+    /// The VRID is configured on this interface: its adverts are validated and tracked.
+    pub const CONFIGURED: u32 = 1;
+    /// Unicast mode: adverts are accepted only from the peers in [`super::MAP_PEERS`].
+    pub const UNICAST: u32 = 2;
+    /// Unicast mode: require TTL / hop limit 255 as for multicast.
+    pub const UNICAST_CHECK_TTL: u32 = 4;
+}
+
+/// Value of [`MAP_VRIDS`]. Host byte order.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VridState {
-    /// One of the [`role`] constants, host byte order.
+    /// One of the [`role`] constants.
     pub role: u32,
+    /// [`vrid_flags`] bits.
+    pub flags: u32,
+    /// The VRRP version the instance runs (2 or 3); adverts of another version are dropped.
+    pub version: u32,
 }
 
-/// Value of the per-CPU [`MAP_STATS`] array (one entry, index 0). Host byte order.
+/// Key of [`MAP_PEERS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PeerKey {
+    /// [`slot`] of the VRID, host byte order.
+    pub slot: u32,
+    /// The peer's address, network order; an IPv4 address fills the first 4 bytes, rest zero.
+    pub addr: [u8; 16],
+}
+
+/// Checksum forms, as in [`Liveness::checksum_form`].
+pub mod checksum_form {
+    /// The VRRP message alone.
+    pub const PLAIN: u8 = 1;
+    /// The message and the IP pseudo-header.
+    pub const PSEUDO_HEADER: u8 = 2;
+}
+
+/// Value of [`MAP_LIVENESS`]: the last valid advert for a VRID.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// ARP requests seen whose target is a configured VIP.
-    pub arp_vip_requests: u64,
-    /// ARP replies sent by XDP_TX.
-    pub arp_replied: u64,
-    /// ARP requests for a VIP dropped because this node is not master of its VRID.
-    pub arp_dropped_not_master: u64,
+pub struct Liveness {
+    /// When it arrived, CLOCK_MONOTONIC_COARSE nanoseconds; 0 if never.
+    pub last_seen_ns: u64,
+    /// Its source address, network order (IPv4 in the first 4 bytes).
+    pub src: [u8; 16],
+    pub priority: u8,
+    pub version: u8,
+    /// Number of addresses it carried.
+    pub count: u8,
+    /// One of [`checksum_form`].
+    pub checksum_form: u8,
+    /// Advertised interval, centiseconds, host order.
+    pub interval_cs: u16,
+    pub _pad: [u8; 6],
 }
 
-impl Stats {
-    /// Adds another CPU's counters to these.
-    pub fn add(&mut self, other: &Stats) {
-        self.arp_vip_requests += other.arp_vip_requests;
-        self.arp_replied += other.arp_replied;
-        self.arp_dropped_not_master += other.arp_dropped_not_master;
-    }
+/// Value of [`MAP_HEARTBEAT`] (index 0).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// When the daemon last wrote it, CLOCK_MONOTONIC_COARSE nanoseconds.
+    pub ns: u64,
 }
+
+/// Event kinds, as in [`Event::kind`].
+pub mod event {
+    /// A VRID's master changed: another source, priority or interval than the last advert.
+    pub const MASTER_CHANGED: u32 = 1;
+    /// A master resigned: an advert with priority 0.
+    pub const PRIORITY_ZERO: u32 = 2;
+    /// An ARP reply / gratuitous ARP (or NA) for a VIP we are master of, from another MAC.
+    pub const FOREIGN_OWNER: u32 = 3;
+}
+
+/// An entry of the [`MAP_EVENTS`] ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    /// One of the [`event`] kinds.
+    pub kind: u32,
+    /// The [`slot`] concerned.
+    pub slot: u32,
+    /// CLOCK_MONOTONIC_COARSE nanoseconds.
+    pub at_ns: u64,
+    /// Advert source, or for FOREIGN_OWNER the VIP; network order.
+    pub addr: [u8; 16],
+    pub priority: u8,
+    pub version: u8,
+    pub count: u8,
+    pub checksum_form: u8,
+    pub interval_cs: u16,
+    pub _pad: [u8; 2],
+    /// For FOREIGN_OWNER: the other owner's MAC.
+    pub mac: [u8; 6],
+    pub _pad2: [u8; 2],
+}
+
+/// Value of [`MAP_VRID_STATS`] (per CPU). Host byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VridStats {
+    pub adverts_valid: u64,
+    pub adverts_drop_ttl: u64,
+    pub adverts_drop_version: u64,
+    pub adverts_drop_length: u64,
+    pub adverts_drop_checksum: u64,
+    pub adverts_drop_unknown_vrid: u64,
+    pub adverts_drop_peer: u64,
+    /// ARP requests / neighbour solicitations for this VRID's VIPs.
+    pub requests: u64,
+    pub answered: u64,
+    pub dropped_not_master: u64,
+    pub dropped_stale_heartbeat: u64,
+    pub foreign_owner: u64,
+}
+
+/// Value of [`MAP_VIP_STATS`] (per CPU). Host byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VipStats {
+    pub requests: u64,
+    pub answered: u64,
+    pub dropped_not_master: u64,
+    pub dropped_stale_heartbeat: u64,
+    pub foreign_owner: u64,
+}
+
+/// Sums counters of the same layout (every field a u64), e.g. over CPUs.
+pub trait Counters: Copy + Default {
+    /// Adds `other` to `self`, field by field.
+    fn add(&mut self, other: &Self);
+}
+
+macro_rules! counters {
+    ($ty:ident { $($field:ident),* $(,)? }) => {
+        impl Counters for $ty {
+            fn add(&mut self, other: &Self) {
+                $(self.$field += other.$field;)*
+            }
+        }
+    };
+}
+
+counters!(VridStats {
+    adverts_valid,
+    adverts_drop_ttl,
+    adverts_drop_version,
+    adverts_drop_length,
+    adverts_drop_checksum,
+    adverts_drop_unknown_vrid,
+    adverts_drop_peer,
+    requests,
+    answered,
+    dropped_not_master,
+    dropped_stale_heartbeat,
+    foreign_owner,
+});
+counters!(VipStats {
+    requests,
+    answered,
+    dropped_not_master,
+    dropped_stale_heartbeat,
+    foreign_owner,
+});
 
 // Sizes are part of the kernel ABI of the maps: any change must be deliberate.
 const _: () = assert!(core::mem::size_of::<Vip4Key>() == 4);
-const _: () = assert!(core::mem::size_of::<VipValue>() == 8);
-const _: () = assert!(core::mem::size_of::<VridState>() == 4);
-const _: () = assert!(core::mem::size_of::<Stats>() == 24);
+const _: () = assert!(core::mem::size_of::<Vip6Key>() == 16);
+const _: () = assert!(core::mem::size_of::<VipValue>() == 12);
+const _: () = assert!(core::mem::size_of::<VridState>() == 12);
+const _: () = assert!(core::mem::size_of::<PeerKey>() == 20);
+const _: () = assert!(core::mem::size_of::<Liveness>() == 40);
+const _: () = assert!(core::mem::size_of::<Heartbeat>() == 8);
+const _: () = assert!(core::mem::size_of::<Event>() == 48);
+const _: () = assert!(core::mem::size_of::<VridStats>() == 12 * 8);
+const _: () = assert!(core::mem::size_of::<VipStats>() == 5 * 8);
 
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all of these are repr(C), made only of integers and byte arrays, with no padding
     // (the sizes are asserted above), so every bit pattern is valid.
     unsafe impl aya::Pod for super::Vip4Key {}
+    unsafe impl aya::Pod for super::Vip6Key {}
     unsafe impl aya::Pod for super::VipValue {}
     unsafe impl aya::Pod for super::VridState {}
-    unsafe impl aya::Pod for super::Stats {}
+    unsafe impl aya::Pod for super::PeerKey {}
+    unsafe impl aya::Pod for super::Liveness {}
+    unsafe impl aya::Pod for super::Heartbeat {}
+    unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::VridStats {}
+    unsafe impl aya::Pod for super::VipStats {}
 }
 
 /// The VRRP virtual MAC of a VRID for IPv4 (RFC 5798 section 7.3): 00:00:5e:00:01:VRID.
@@ -117,6 +304,12 @@ pub const fn virtual_mac_v4(vrid: u8) -> [u8; 6] {
 /// The VRRP virtual MAC of a VRID for IPv6 (RFC 5798 section 7.3): 00:00:5e:00:02:VRID.
 pub const fn virtual_mac_v6(vrid: u8) -> [u8; 6] {
     [0x00, 0x00, 0x5e, 0x00, 0x02, vrid]
+}
+
+/// Whether a heartbeat written at `heartbeat_ns` is fresh at `now_ns` under `limit_ns`. A
+/// heartbeat from the future (clock read on another CPU a little later) counts as fresh.
+pub const fn heartbeat_fresh(now_ns: u64, heartbeat_ns: u64, limit_ns: u64) -> bool {
+    heartbeat_ns != 0 && now_ns.saturating_sub(heartbeat_ns) <= limit_ns
 }
 
 #[cfg(test)]
@@ -130,24 +323,52 @@ mod tests {
     }
 
     #[test]
-    fn stats_add_sums_every_counter() {
-        let mut a = Stats {
-            arp_vip_requests: 1,
-            arp_replied: 2,
-            arp_dropped_not_master: 3,
+    fn counters_add_every_field() {
+        let mut a = VipStats {
+            requests: 1,
+            answered: 2,
+            dropped_not_master: 3,
+            dropped_stale_heartbeat: 4,
+            foreign_owner: 5,
         };
-        a.add(&Stats {
-            arp_vip_requests: 10,
-            arp_replied: 20,
-            arp_dropped_not_master: 30,
-        });
+        a.add(&a.clone());
         assert_eq!(
             a,
-            Stats {
-                arp_vip_requests: 11,
-                arp_replied: 22,
-                arp_dropped_not_master: 33
+            VipStats {
+                requests: 2,
+                answered: 4,
+                dropped_not_master: 6,
+                dropped_stale_heartbeat: 8,
+                foreign_owner: 10
             }
+        );
+        let mut v = VridStats::default();
+        v.add(&VridStats {
+            foreign_owner: 7,
+            adverts_valid: 1,
+            ..Default::default()
+        });
+        assert_eq!((v.foreign_owner, v.adverts_valid), (7, 1));
+    }
+
+    #[test]
+    fn slots_keep_families_apart() {
+        assert_eq!(slot(false, 51), 51);
+        assert_eq!(slot(true, 51), 307);
+        assert!(slot(true, 255) < MAX_SLOTS);
+    }
+
+    #[test]
+    fn heartbeat_freshness() {
+        assert!(heartbeat_fresh(1_000, 900, 100));
+        assert!(!heartbeat_fresh(1_001, 900, 100));
+        assert!(
+            heartbeat_fresh(900, 1_000, 100),
+            "a heartbeat slightly ahead is fresh"
+        );
+        assert!(
+            !heartbeat_fresh(1_000, 0, u64::MAX),
+            "never written is never fresh"
         );
     }
 

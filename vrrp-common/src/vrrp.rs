@@ -355,6 +355,88 @@ pub fn emit(
     Ok(len)
 }
 
+/// Why the data plane drops an advert for a VRID (each is counted per VRID).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AdvertDrop {
+    /// TTL / hop limit not 255 where it must be.
+    Ttl,
+    /// Not version 2 or 3, not type 1, or not the version the instance runs.
+    Version,
+    /// Malformed: the IP payload length does not match the address count, no address, a zero
+    /// interval, or an unknown VRRPv2 auth type.
+    Length,
+    Checksum,
+    /// No instance for this VRID on the interface.
+    UnknownVrid,
+    /// Unicast mode: the source is not a configured peer.
+    Peer,
+}
+
+/// Whether a protocol-112 payload is CARP rather than VRRP. CARP (OpenBSD/FreeBSD) shares the
+/// protocol number, the multicast group, version 2 and type 1; its payload is 36 bytes with an
+/// auth length of 7 words in the byte where VRRPv2 has its address count, and a VRRPv2 advert
+/// with 7 addresses is 44 bytes long, so the two never match.
+pub const fn is_carp(hdr: &[u8; HEADER_LEN], payload_len: usize) -> bool {
+    hdr[0] == 0x21 && payload_len == 36 && hdr[3] == 7
+}
+
+/// The checks of an advert header that need nothing but its first 8 bytes, the IP payload
+/// length and what the IP header said. `expected_version` is the instance's (2 or 3).
+pub fn check_header(
+    hdr: &[u8; HEADER_LEN],
+    payload_len: usize,
+    family: Family,
+    ttl: u8,
+    need_ttl_255: bool,
+    expected_version: u32,
+) -> Result<Version, AdvertDrop> {
+    let version = match hdr[0] {
+        0x21 => Version::V2,
+        0x31 => Version::V3,
+        _ => return Err(AdvertDrop::Version),
+    };
+    if u32::from(version.number()) != expected_version
+        || (version == Version::V2 && family == Family::V6)
+    {
+        return Err(AdvertDrop::Version);
+    }
+    if need_ttl_255 && ttl != VRRP_TTL {
+        return Err(AdvertDrop::Ttl);
+    }
+    let count = hdr[3] as usize;
+    let interval_zero = match version {
+        Version::V2 => hdr[5] == 0 || hdr[4] > 1,
+        Version::V3 => hdr[4] & 0x0f == 0 && hdr[5] == 0,
+    };
+    if count == 0 || interval_zero || payload_len != message_len(version, family, count) {
+        return Err(AdvertDrop::Length);
+    }
+    Ok(version)
+}
+
+/// Which checksum form (`crate::checksum_form`) an advert verifies in, from the sum of its
+/// bytes (`plain`) and of its IP pseudo-header (`pseudo`), both unfolded; None if none allowed
+/// for its version and family does.
+pub fn verified_form(version: Version, family: Family, plain: u64, pseudo: u64) -> Option<u8> {
+    use crate::checksum_form::{PLAIN, PSEUDO_HEADER};
+    let plain_ok = fold64(plain) == 0xffff;
+    let pseudo_ok = fold64(plain + pseudo) == 0xffff;
+    match (version, family) {
+        (Version::V2, _) => plain_ok.then_some(PLAIN),
+        (Version::V3, Family::V6) => pseudo_ok.then_some(PSEUDO_HEADER),
+        (Version::V3, Family::V4) if pseudo_ok => Some(PSEUDO_HEADER),
+        (Version::V3, Family::V4) => plain_ok.then_some(PLAIN),
+    }
+}
+
+/// Folds a sum of 16- or 32-bit big-endian words into a 16-bit one's complement sum.
+pub const fn fold64(mut acc: u64) -> u16 {
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
 /// One's complement sum of 16-bit big-endian words (a trailing odd byte is padded with zero),
 /// added to `initial`, not yet folded.
 pub fn sum(bytes: &[u8], initial: u32) -> u32 {
@@ -599,6 +681,125 @@ mod tests {
             AdvertView::parse_verified(&b, &SRC4, &MCAST_V4).unwrap_err(),
             DecodeError::BadChecksum { received: 0xd371 }
         );
+    }
+
+    /// The sum of an advert as the XDP program computes it: 32-bit big-endian words.
+    fn sum32(bytes: &[u8]) -> u64 {
+        bytes
+            .chunks(4)
+            .map(|w| u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]])))
+            .sum()
+    }
+
+    #[test]
+    fn word_sums_verify_every_form_of_the_keepalived_captures() {
+        use crate::checksum_form::{PLAIN, PSEUDO_HEADER};
+        let p4 = u64::from(pseudo_sum(Family::V4, &SRC4, &MCAST_V4, 12));
+        assert_eq!(
+            verified_form(Version::V3, Family::V4, sum32(&KA_V3_V4), p4),
+            Some(PSEUDO_HEADER)
+        );
+        let p6 = u64::from(pseudo_sum(Family::V6, &SRC6, &MCAST_V6, 24));
+        assert_eq!(
+            verified_form(Version::V3, Family::V6, sum32(&KA_V3_V6), p6),
+            Some(PSEUDO_HEADER)
+        );
+        let p2 = u64::from(pseudo_sum(Family::V4, &SRC4, &MCAST_V4, 20));
+        assert_eq!(
+            verified_form(Version::V2, Family::V4, sum32(&KA_V2), p2),
+            Some(PLAIN)
+        );
+        let fields = AdvertFields {
+            version: Version::V3,
+            vrid: 51,
+            priority: 150,
+            interval_cs: 100,
+            auth: Auth::None,
+        };
+        let (buf, len) = encode(fields, &[&VIP4], ChecksumForm::Plain, &SRC4, &MCAST_V4);
+        assert_eq!(
+            verified_form(Version::V3, Family::V4, sum32(&buf[..len]), p4),
+            Some(PLAIN)
+        );
+        let mut bad = KA_V3_V4;
+        bad[2] = 1;
+        assert_eq!(
+            verified_form(Version::V3, Family::V4, sum32(&bad), p4),
+            None
+        );
+        // IPv6 does not accept the plain form.
+        assert_eq!(
+            verified_form(Version::V3, Family::V6, sum32(&KA_V3_V6), 0),
+            None
+        );
+    }
+
+    #[test]
+    fn header_checks_name_their_reason() {
+        let h = |b: &[u8]| <[u8; 8]>::try_from(&b[..8]).unwrap();
+        let v3 = h(&KA_V3_V4);
+        assert_eq!(
+            check_header(&v3, 12, Family::V4, 255, true, 3),
+            Ok(Version::V3)
+        );
+        assert_eq!(
+            check_header(&v3, 12, Family::V4, 64, true, 3),
+            Err(AdvertDrop::Ttl)
+        );
+        assert_eq!(
+            check_header(&v3, 12, Family::V4, 64, false, 3),
+            Ok(Version::V3)
+        );
+        assert_eq!(
+            check_header(&v3, 12, Family::V4, 255, true, 2),
+            Err(AdvertDrop::Version)
+        );
+        assert_eq!(
+            check_header(&v3, 16, Family::V4, 255, true, 3),
+            Err(AdvertDrop::Length)
+        );
+        assert_eq!(
+            check_header(&v3, 12, Family::V6, 255, true, 3),
+            Err(AdvertDrop::Length)
+        );
+        let v2 = h(&KA_V2);
+        assert_eq!(
+            check_header(&v2, 20, Family::V4, 255, true, 2),
+            Ok(Version::V2)
+        );
+        assert_eq!(
+            check_header(&v2, 20, Family::V6, 255, true, 2),
+            Err(AdvertDrop::Version)
+        );
+        let mut t = v3;
+        t[0] = 0x32;
+        assert_eq!(
+            check_header(&t, 12, Family::V4, 255, true, 3),
+            Err(AdvertDrop::Version)
+        );
+        let mut z = v3;
+        z[3] = 0;
+        assert_eq!(
+            check_header(&z, 8, Family::V4, 255, true, 3),
+            Err(AdvertDrop::Length)
+        );
+    }
+
+    #[test]
+    fn carp_is_told_apart_from_vrrp() {
+        // A CARP advert: version 2, type 1, vhid 51, advskew 0, authlen 7, demotion 0,
+        // advbase 1, checksum, 8 counter bytes, 20 HMAC bytes.
+        let mut carp = [0u8; 36];
+        carp[..8].copy_from_slice(&[0x21, 51, 0, 7, 0, 1, 0, 0]);
+        let hdr = <[u8; 8]>::try_from(&carp[..8]).unwrap();
+        assert!(is_carp(&hdr, 36));
+        // As VRRPv2 it would claim 7 addresses: 44 bytes, so the length check refuses it too.
+        assert_eq!(
+            check_header(&hdr, 36, Family::V4, 255, true, 2),
+            Err(AdvertDrop::Length)
+        );
+        // A real VRRPv2 advert is not CARP.
+        assert!(!is_carp(&<[u8; 8]>::try_from(&KA_V2[..8]).unwrap(), 20));
     }
 
     #[test]

@@ -1,45 +1,73 @@
-//! The xvrrp XDP program: answers ARP for the VIPs of the VRIDs this node is master of.
+//! The xvrrp XDP program.
 //!
-//! It only bounds-checks, looks up and rewrites; every decision is a pure function of
+//! - ARP requests and IPv6 neighbour solicitations for a VIP are answered here (XDP_TX) only
+//!   while this node is master of the VIP's VRID AND the daemon's heartbeat is fresh; otherwise
+//!   they are dropped, so the kernel cannot answer either.
+//! - VRRP adverts for the VRIDs configured on the interface are validated (TTL, version, length,
+//!   checksum in every accepted form, unicast peer); a valid one updates the VRID's liveness
+//!   entry and, when the master changes or resigns, pushes an event; an invalid one is dropped
+//!   and counted by reason.
+//! - A claim on a VIP we are master of from another MAC is counted and pushed as an event.
+//!
+//! It only bounds-checks, looks up, counts and rewrites; every decision is a pure function of
 //! `vrrp_common`, unit-tested on the host. Anything that is not ours is `XDP_PASS`, untouched.
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
     Global,
-    bindings::xdp_action,
-    btf_maps::{Array, HashMap, PerCpuArray},
+    bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
+    btf_maps::{Array, HashMap, PerCpuArray, RingBuf},
+    helpers::bpf_ktime_get_coarse_ns,
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
 use aya_log_ebpf::debug;
 use vrrp_common::{
-    MAX_VIPS_V4, MAX_VRIDS, Stats, Vip4Key, VipValue, VridState,
-    arp::{self, ArpIpv4, ETH_P_ARP, EthHdr, Verdict},
-    role,
+    EVENTS_BYTES, Event, Heartbeat, Liveness, MAX_PEERS, MAX_SLOTS, MAX_VIPS, PeerKey, Vip4Key,
+    Vip6Key, VipStats, VipValue, VridState, VridStats,
+    arp::{self, ArpIpv4, ETH_P_ARP, ETH_P_IPV4, EthHdr, Verdict},
+    event, heartbeat_fresh,
+    ip::{ETH_P_8021Q, Ipv4Hdr, VlanHdr},
+    nd::{self, ETH_P_IPV6, IPPROTO_ICMPV6, Ipv6Hdr, NdHead, NdOpt},
+    role, slot, vrid_flags,
+    vrrp::{self, AdvertDrop, Family, HEADER_LEN, IPPROTO_VRRP},
 };
 
-/// IPv4 VIPs this node serves (key: address in network order).
 #[btf_map]
-static XVRRP_VIPS4: HashMap<Vip4Key, VipValue, { MAX_VIPS_V4 as usize }> = HashMap::new();
-
-/// This node's role per VRID, written by the daemon.
+static XVRRP_VIPS4: HashMap<Vip4Key, VipValue, { MAX_VIPS as usize }> = HashMap::new();
 #[btf_map]
-static XVRRP_VRIDS: Array<VridState, { MAX_VRIDS as usize }> = Array::new();
-
-/// Packet counters (per CPU; the daemon sums them).
+static XVRRP_VIPS6: HashMap<Vip6Key, VipValue, { MAX_VIPS as usize }> = HashMap::new();
 #[btf_map]
-static XVRRP_STATS: PerCpuArray<Stats, 1> = PerCpuArray::new();
+static XVRRP_VRIDS: Array<VridState, { MAX_SLOTS as usize }> = Array::new();
+#[btf_map]
+static XVRRP_LIVENESS: Array<Liveness, { MAX_SLOTS as usize }> = Array::new();
+#[btf_map]
+static XVRRP_VRIDSTATS: PerCpuArray<VridStats, { MAX_SLOTS as usize }> = PerCpuArray::new();
+#[btf_map]
+static XVRRP_VIPSTATS: PerCpuArray<VipStats, { MAX_VIPS as usize }> = PerCpuArray::new();
+#[btf_map]
+static XVRRP_PEERS: HashMap<PeerKey, u32, { MAX_PEERS as usize }> = HashMap::new();
+#[btf_map]
+static XVRRP_HEARTBT: Array<Heartbeat, 1> = Array::new();
+#[btf_map]
+static XVRRP_EVENTS: RingBuf<Event, { EVENTS_BYTES as usize }> = RingBuf::new();
 
 /// The MAC address of the interface the program is attached to, set at load time.
 #[unsafe(no_mangle)]
 static XVRRP_IFACE_MAC: Global<[u8; 6]> = Global::new([0; 6]);
+/// Answers stop when the daemon's heartbeat is older than this, set at load time.
+#[unsafe(no_mangle)]
+static XVRRP_HB_LIMIT_NS: Global<u64> = Global::new(250_000_000);
+
+/// The most 32-bit words of an advert: VRRPv3 over IPv6 with 255 addresses is 4088 bytes.
+const MAX_ADVERT_WORDS: usize = vrrp::MAX_LEN / 4;
 
 #[xdp]
 pub fn xvrrp(ctx: XdpContext) -> u32 {
     match try_xvrrp(&ctx) {
         Ok(action) => action,
-        Err(()) => xdp_action::XDP_PASS,
+        Err(()) => XDP_PASS,
     }
 }
 
@@ -54,56 +82,361 @@ fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, ()> {
     Ok((start + offset) as *mut T)
 }
 
+/// A `&mut T` at `offset` in the packet.
 #[inline(always)]
-fn count(update: impl FnOnce(&mut Stats)) {
-    if let Some(stats) = XVRRP_STATS.get_ptr_mut(0) {
+fn at<'a, T>(ctx: &XdpContext, offset: usize) -> Result<&'a mut T, ()> {
+    // SAFETY: ptr_at checked that the whole T lies within the packet; the packet outlives the
+    // program run, and every T used here is a repr(C) struct of bytes (alignment 1).
+    ptr_at::<T>(ctx, offset).map(|p| unsafe { &mut *p })
+}
+
+#[inline(always)]
+fn now_ns() -> u64 {
+    // The coarse clock costs a few ns where the fine one costs ~30 ns here; its resolution (a
+    // jiffy) is far below any heartbeat limit or advert interval.
+    // SAFETY: a helper without arguments.
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
+
+#[inline(always)]
+fn count_vrid(slot: u32, update: impl FnOnce(&mut VridStats)) {
+    if let Some(stats) = XVRRP_VRIDSTATS.get_ptr_mut(slot) {
         // SAFETY: a per-CPU slot is only touched by the program running on this CPU.
         update(unsafe { &mut *stats });
     }
 }
 
+#[inline(always)]
+fn count_vip(vip: &VipValue, update: impl FnOnce(&mut VipStats)) {
+    if let Some(stats) = XVRRP_VIPSTATS.get_ptr_mut(vip.stats_index) {
+        // SAFETY: as above.
+        update(unsafe { &mut *stats });
+    }
+}
+
 fn try_xvrrp(ctx: &XdpContext) -> Result<u32, ()> {
-    let eth: *mut EthHdr = ptr_at(ctx, 0)?;
-    // SAFETY: ptr_at checked that the header lies within the packet.
-    let eth = unsafe { &mut *eth };
-    if eth.ethertype() != ETH_P_ARP {
-        return Ok(xdp_action::XDP_PASS);
+    let eth: &mut EthHdr = at(ctx, 0)?;
+    let mut l3 = EthHdr::LEN;
+    let mut ethertype = eth.ethertype();
+    if ethertype == ETH_P_8021Q {
+        let vlan: &mut VlanHdr = at(ctx, EthHdr::LEN)?;
+        ethertype = vlan.ethertype();
+        l3 += VlanHdr::LEN;
     }
-    let arp: *mut ArpIpv4 = ptr_at(ctx, EthHdr::LEN)?;
+    match ethertype {
+        ETH_P_ARP => on_arp(ctx, eth, l3),
+        ETH_P_IPV4 => on_ipv4(ctx, l3),
+        ETH_P_IPV6 => on_ipv6(ctx, eth, l3),
+        _ => Ok(XDP_PASS),
+    }
+}
+
+/// Whether to answer a request for `vip`, with the counting that goes with it.
+#[inline(always)]
+fn request_verdict(vip: &VipValue, slot: u32) -> Verdict {
+    let role = XVRRP_VRIDS.get(slot).map_or(role::INIT, |s| s.role);
+    // The clock and the heartbeat are read only on a master.
+    let fresh = role == role::MASTER
+        && heartbeat_fresh(
+            now_ns(),
+            XVRRP_HEARTBT.get(0).map_or(0, |h| h.ns),
+            XVRRP_HB_LIMIT_NS.load(),
+        );
+    let verdict = arp::vip_request_verdict(role, fresh);
+    count_vrid(slot, |s| {
+        s.requests += 1;
+        match verdict {
+            Verdict::Reply => s.answered += 1,
+            Verdict::DropNotMaster => s.dropped_not_master += 1,
+            Verdict::DropStaleHeartbeat => s.dropped_stale_heartbeat += 1,
+        }
+    });
+    count_vip(vip, |s| {
+        s.requests += 1;
+        match verdict {
+            Verdict::Reply => s.answered += 1,
+            Verdict::DropNotMaster => s.dropped_not_master += 1,
+            Verdict::DropStaleHeartbeat => s.dropped_stale_heartbeat += 1,
+        }
+    });
+    verdict
+}
+
+/// Counts and reports another MAC claiming a VIP we are master of.
+#[inline(always)]
+fn foreign_owner(vip: &VipValue, slot: u32, addr: [u8; 16], mac: [u8; 6]) {
+    if XVRRP_VRIDS.get(slot).map_or(role::INIT, |s| s.role) != role::MASTER {
+        return;
+    }
+    count_vrid(slot, |s| s.foreign_owner += 1);
+    count_vip(vip, |s| s.foreign_owner += 1);
+    let _ = XVRRP_EVENTS.output(
+        Event {
+            kind: event::FOREIGN_OWNER,
+            slot,
+            at_ns: now_ns(),
+            addr,
+            mac,
+            ..Event::default()
+        },
+        0,
+    );
+}
+
+fn on_arp(ctx: &XdpContext, eth: &mut EthHdr, l3: usize) -> Result<u32, ()> {
+    let arp: &mut ArpIpv4 = at(ctx, l3)?;
+    let iface_mac = XVRRP_IFACE_MAC.load();
+    if let Some(addr) = arp::asked_address(arp) {
+        // SAFETY: the value is copied out at once.
+        let Some(vip) = (unsafe { XVRRP_VIPS4.get(Vip4Key { addr }) }).copied() else {
+            return Ok(XDP_PASS);
+        };
+        if !arp::addressed_to_us(&eth.dst, &iface_mac, &vip.mac) {
+            return Ok(XDP_PASS);
+        }
+        let slot = slot(false, vip.vrid);
+        return Ok(match request_verdict(&vip, slot) {
+            Verdict::Reply => {
+                arp::rewrite_to_reply(eth, arp, &vip);
+                XDP_TX
+            }
+            Verdict::DropNotMaster | Verdict::DropStaleHeartbeat => {
+                debug!(
+                    ctx,
+                    "arp for {:i} dropped: not a live master of vrid {}",
+                    u32::from_be_bytes(addr),
+                    vip.vrid
+                );
+                XDP_DROP
+            }
+        });
+    }
+    // A reply or a gratuitous ARP: a claim, if it is for one of our VIPs from another MAC.
     // SAFETY: as above.
-    let arp = unsafe { &mut *arp };
-    let Some(addr) = arp::asked_address(arp) else {
-        return Ok(xdp_action::XDP_PASS);
-    };
-    // SAFETY: the value is copied out at once; the daemon may replace it concurrently, and a
-    // torn read of an 8-byte value is no worse than reading the old or the new one.
-    let Some(vip) = (unsafe { XVRRP_VIPS4.get(Vip4Key { addr }) }).copied() else {
-        return Ok(xdp_action::XDP_PASS);
-    };
-    if !arp::addressed_to_us(&eth.dst, &XVRRP_IFACE_MAC.load(), &vip.mac) {
-        return Ok(xdp_action::XDP_PASS);
+    if let Some(vip) = (unsafe { XVRRP_VIPS4.get(Vip4Key { addr: arp.spa }) }).copied()
+        && let Some((addr, mac)) = arp::foreign_claim(arp, &vip.mac, &iface_mac)
+    {
+        let mut wide = [0u8; 16];
+        wide[..4].copy_from_slice(&addr);
+        foreign_owner(&vip, slot(false, vip.vrid), wide, mac);
     }
-    count(|s| s.arp_vip_requests += 1);
-    let role = XVRRP_VRIDS
-        .get(u32::from(vip.vrid))
-        .map_or(role::INIT, |state| state.role);
-    match arp::vip_request_verdict(role) {
-        Verdict::Reply => {
-            arp::rewrite_to_reply(eth, arp, &vip);
-            count(|s| s.arp_replied += 1);
-            Ok(xdp_action::XDP_TX)
-        }
-        Verdict::Drop => {
-            count(|s| s.arp_dropped_not_master += 1);
-            debug!(
+    Ok(XDP_PASS)
+}
+
+fn on_ipv4(ctx: &XdpContext, l3: usize) -> Result<u32, ()> {
+    let ip: &mut Ipv4Hdr = at(ctx, l3)?;
+    if ip.protocol != IPPROTO_VRRP || ip.is_fragment() {
+        return Ok(XDP_PASS);
+    }
+    let (Some(header_len), Some(payload_len)) = (ip.header_len(), ip.payload_len()) else {
+        return Ok(XDP_PASS);
+    };
+    let mut src = [0u8; 16];
+    src[..4].copy_from_slice(&ip.src);
+    let pseudo = vrrp::pseudo_sum(Family::V4, &ip.src, &ip.dst, payload_len);
+    on_advert(
+        ctx,
+        l3 + header_len,
+        payload_len,
+        Family::V4,
+        ip.ttl,
+        src,
+        u64::from(pseudo),
+    )
+}
+
+fn on_ipv6(ctx: &XdpContext, eth: &mut EthHdr, l3: usize) -> Result<u32, ()> {
+    let ip: &mut Ipv6Hdr = at(ctx, l3)?;
+    match ip.next_header {
+        IPPROTO_VRRP => {
+            let payload_len = usize::from(ip.payload_len());
+            let pseudo = vrrp::pseudo_sum(Family::V6, &ip.src, &ip.dst, payload_len);
+            on_advert(
                 ctx,
-                "arp for {:i} dropped: not master of vrid {}",
-                u32::from_be_bytes(addr),
-                vip.vrid
-            );
-            Ok(xdp_action::XDP_DROP)
+                l3 + Ipv6Hdr::LEN,
+                payload_len,
+                Family::V6,
+                ip.hop_limit,
+                ip.src,
+                u64::from(pseudo),
+            )
         }
-        Verdict::Pass => Ok(xdp_action::XDP_PASS),
+        IPPROTO_ICMPV6 => on_nd(ctx, eth, ip, l3 + Ipv6Hdr::LEN),
+        _ => Ok(XDP_PASS),
+    }
+}
+
+fn on_nd(ctx: &XdpContext, eth: &mut EthHdr, ip: &mut Ipv6Hdr, l4: usize) -> Result<u32, ()> {
+    let head: &mut NdHead = at(ctx, l4)?;
+    let opt: Option<&mut NdOpt> = at(ctx, l4 + NdHead::LEN).ok();
+    let iface_mac = XVRRP_IFACE_MAC.load();
+    if let Some((target, answerable)) = nd::solicited_target(ip, head, opt.as_deref()) {
+        // SAFETY: the value is copied out at once.
+        let Some(vip) = (unsafe { XVRRP_VIPS6.get(Vip6Key { addr: target }) }).copied() else {
+            return Ok(XDP_PASS);
+        };
+        if !arp::addressed_to_us(&eth.dst, &iface_mac, &vip.mac) && eth.dst[0] & 1 == 0 {
+            return Ok(XDP_PASS);
+        }
+        let slot = slot(true, vip.vrid);
+        return Ok(match (request_verdict(&vip, slot), opt) {
+            (Verdict::Reply, Some(opt)) if answerable => {
+                nd::rewrite_to_advert(eth, ip, head, opt, &vip.mac);
+                XDP_TX
+            }
+            // A live master leaves the forms it does not answer itself to the kernel.
+            (Verdict::Reply, _) => XDP_PASS,
+            (Verdict::DropNotMaster | Verdict::DropStaleHeartbeat, _) => XDP_DROP,
+        });
+    }
+    if let Some(opt) = opt
+        && head.icmp_type == nd::ICMPV6_NA
+        // SAFETY: as above.
+        && let Some(vip) = (unsafe { XVRRP_VIPS6.get(Vip6Key { addr: head.target }) }).copied()
+        && let Some((addr, mac)) = nd::foreign_claim(ip, head, opt, &vip.mac, &iface_mac)
+    {
+        foreign_owner(&vip, slot(true, vip.vrid), addr, mac);
+    }
+    Ok(XDP_PASS)
+}
+
+/// A VRRP advert (or CARP, or garbage) at `off`, `payload_len` bytes of IP payload.
+#[inline(always)]
+fn on_advert(
+    ctx: &XdpContext,
+    off: usize,
+    payload_len: usize,
+    family: Family,
+    ttl: u8,
+    src: [u8; 16],
+    pseudo: u64,
+) -> Result<u32, ()> {
+    let hdr: &mut [u8; HEADER_LEN] = at(ctx, off)?;
+    if vrrp::is_carp(hdr, payload_len) {
+        return Ok(XDP_PASS);
+    }
+    let slot = slot(family == Family::V6, hdr[1]);
+    let state = XVRRP_VRIDS.get(slot).copied().unwrap_or_default();
+    let verdict = validate(
+        ctx,
+        off,
+        payload_len,
+        family,
+        ttl,
+        &src,
+        pseudo,
+        slot,
+        &state,
+    );
+    match verdict {
+        Ok(form) => {
+            count_vrid(slot, |s| s.adverts_valid += 1);
+            record(slot, hdr, &src, form);
+            Ok(XDP_PASS)
+        }
+        Err(why) => {
+            count_vrid(slot, |s| match why {
+                AdvertDrop::Ttl => s.adverts_drop_ttl += 1,
+                AdvertDrop::Version => s.adverts_drop_version += 1,
+                AdvertDrop::Length => s.adverts_drop_length += 1,
+                AdvertDrop::Checksum => s.adverts_drop_checksum += 1,
+                AdvertDrop::UnknownVrid => s.adverts_drop_unknown_vrid += 1,
+                AdvertDrop::Peer => s.adverts_drop_peer += 1,
+            });
+            Ok(XDP_DROP)
+        }
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn validate(
+    ctx: &XdpContext,
+    off: usize,
+    payload_len: usize,
+    family: Family,
+    ttl: u8,
+    src: &[u8; 16],
+    pseudo: u64,
+    slot: u32,
+    state: &VridState,
+) -> Result<u8, AdvertDrop> {
+    if state.flags & vrid_flags::CONFIGURED == 0 {
+        return Err(AdvertDrop::UnknownVrid);
+    }
+    let unicast = state.flags & vrid_flags::UNICAST != 0;
+    let need_ttl_255 = !unicast || state.flags & vrid_flags::UNICAST_CHECK_TTL != 0;
+    let hdr: &mut [u8; HEADER_LEN] = at(ctx, off).map_err(|()| AdvertDrop::Length)?;
+    let version = vrrp::check_header(hdr, payload_len, family, ttl, need_ttl_255, state.version)?;
+    if unicast {
+        // SAFETY: only tested for presence.
+        let allowed = unsafe { XVRRP_PEERS.get(PeerKey { slot, addr: *src }) }.is_some();
+        if !allowed {
+            return Err(AdvertDrop::Peer);
+        }
+    }
+    let plain = sum_words(ctx, off, payload_len).ok_or(AdvertDrop::Length)?;
+    vrrp::verified_form(version, family, plain, pseudo).ok_or(AdvertDrop::Checksum)
+}
+
+/// The sum of the big-endian 32-bit words of `len` bytes at `off` (adverts are whole words).
+#[inline(always)]
+fn sum_words(ctx: &XdpContext, off: usize, len: usize) -> Option<u64> {
+    let mut acc: u64 = 0;
+    for i in 0..MAX_ADVERT_WORDS {
+        let pos = i * 4;
+        if pos >= len {
+            return Some(acc);
+        }
+        let word: &mut [u8; 4] = at(ctx, off + pos).ok()?;
+        acc += u64::from(u32::from_be_bytes(*word));
+    }
+    Some(acc)
+}
+
+/// Updates the VRID's liveness entry, and pushes an event when its master changed or resigned.
+#[inline(always)]
+fn record(slot: u32, hdr: &[u8; HEADER_LEN], src: &[u8; 16], form: u8) {
+    let Some(live) = XVRRP_LIVENESS.get_ptr_mut(slot) else {
+        return;
+    };
+    // SAFETY: a slot of an array map; concurrent writers (other CPUs) write the same kind of
+    // values, and a torn entry only delays the daemon's view by one advert.
+    let live = unsafe { &mut *live };
+    let priority = hdr[2];
+    let interval_cs = match hdr[0] >> 4 {
+        2 => u16::from(hdr[5]) * 100,
+        _ => u16::from_be_bytes([hdr[4] & 0x0f, hdr[5]]),
+    };
+    let now = now_ns();
+    let changed = live.src != *src || live.priority != priority || live.interval_cs != interval_cs;
+    live.last_seen_ns = now;
+    live.src = *src;
+    live.priority = priority;
+    live.version = hdr[0] >> 4;
+    live.count = hdr[3];
+    live.checksum_form = form;
+    live.interval_cs = interval_cs;
+    if changed || priority == 0 {
+        let _ = XVRRP_EVENTS.output(
+            Event {
+                kind: if priority == 0 {
+                    event::PRIORITY_ZERO
+                } else {
+                    event::MASTER_CHANGED
+                },
+                slot,
+                at_ns: now,
+                addr: *src,
+                priority,
+                version: hdr[0] >> 4,
+                count: hdr[3],
+                checksum_form: form,
+                interval_cs,
+                ..Event::default()
+            },
+            0,
+        );
     }
 }
 

@@ -9,7 +9,7 @@
 use std::{
     collections::BTreeMap,
     fmt,
-    net::{IpAddr, Ipv4Addr},
+    net::IpAddr,
     path::{Path, PathBuf},
 };
 
@@ -73,7 +73,7 @@ pub enum InitialState {
 /// A virtual address with its prefix length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Vip {
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub prefix: u8,
 }
 
@@ -91,6 +91,9 @@ pub struct Instance {
     /// 1-254, or 255 for the address owner.
     pub priority: u8,
     pub state: InitialState,
+    /// VRRP version, 2 or 3.
+    pub version: u8,
+    /// All of one family.
     pub vips: Vec<Vip>,
     /// Answer from the VRRP virtual MAC 00:00:5e:00:01:VRID instead of the interface's MAC.
     pub virtual_mac: bool,
@@ -103,7 +106,16 @@ pub struct Config {
     pub xdp_mode: XdpAttach,
     /// Root of the BPF filesystem; maps are pinned under `<bpffs>/xvrrp/<interface>/`.
     pub bpffs: PathBuf,
+    /// The data plane stops answering for VIPs when the daemon's heartbeat is older than this.
+    pub heartbeat_limit_ms: u64,
     pub instances: Vec<Instance>,
+}
+
+impl Instance {
+    /// Whether the instance's VIPs are IPv6.
+    pub fn ipv6(&self) -> bool {
+        self.vips.first().is_some_and(|v| v.addr.is_ipv6())
+    }
 }
 
 impl Config {
@@ -121,6 +133,8 @@ struct RawConfig {
     xdp_mode: XdpAttach,
     #[serde(default)]
     bpffs: Option<PathBuf>,
+    #[serde(default = "default_heartbeat_limit_ms")]
+    heartbeat_limit_ms: i64,
     #[serde(default)]
     instance: Vec<RawInstance>,
 }
@@ -135,6 +149,8 @@ struct RawInstance {
     priority: i64,
     #[serde(default)]
     state: InitialState,
+    #[serde(default = "default_version")]
+    version: i64,
     vips: Vec<String>,
     #[serde(default)]
     virtual_mac: bool,
@@ -142,6 +158,17 @@ struct RawInstance {
 
 const fn default_priority() -> i64 {
     100
+}
+
+const fn default_version() -> i64 {
+    3
+}
+
+/// Default of `heartbeat_limit_ms`.
+pub const DEFAULT_HEARTBEAT_LIMIT_MS: i64 = 250;
+
+const fn default_heartbeat_limit_ms() -> i64 {
+    DEFAULT_HEARTBEAT_LIMIT_MS
 }
 
 /// The default BPF filesystem mount point.
@@ -217,6 +244,13 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             ),
         );
     }
+    let heartbeat_limit_ms = raw.heartbeat_limit_ms;
+    if !(10..=60_000).contains(&heartbeat_limit_ms) {
+        problem(
+            "heartbeat_limit_ms".into(),
+            format!("expected milliseconds from 10 to 60000, got {heartbeat_limit_ms}"),
+        );
+    }
     if raw.instance.is_empty() {
         problem(
             "instance".into(),
@@ -224,18 +258,25 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         );
     }
 
-    let mut vrids: BTreeMap<u8, usize> = BTreeMap::new();
-    let mut all_vips: BTreeMap<Ipv4Addr, String> = BTreeMap::new();
+    // VRIDs are separate spaces per address family.
+    let mut vrids: BTreeMap<(bool, u8), usize> = BTreeMap::new();
+    let mut all_vips: BTreeMap<IpAddr, String> = BTreeMap::new();
     let mut instances = Vec::new();
     for (i, inst) in raw.instance.into_iter().enumerate() {
         let at = |key: &str| format!("instance[{i}].{key}");
+        let ipv6 = inst
+            .vips
+            .first()
+            .and_then(|v| parse_vip(v).ok())
+            .is_some_and(|v| v.addr.is_ipv6());
         let vrid = match u8::try_from(inst.vrid) {
             Ok(v) if v >= 1 => {
-                if let Some(first) = vrids.insert(v, i) {
+                if let Some(first) = vrids.insert((ipv6, v), i) {
                     problem(
                         at("vrid"),
                         format!(
-                            "expected a VRID not used by another instance, but {v} is also instance[{first}]'s"
+                            "expected a VRID not used by another {} instance, but {v} is also instance[{first}]'s",
+                            if ipv6 { "IPv6" } else { "IPv4" }
                         ),
                     );
                 }
@@ -247,6 +288,20 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
                     format!("expected an integer from 1 to 255, got {}", inst.vrid),
                 );
                 0
+            }
+        };
+        let version = match inst.version {
+            2 if ipv6 => {
+                problem(
+                    at("version"),
+                    "expected 3 for IPv6 VIPs (VRRPv2 is IPv4 only), got 2".into(),
+                );
+                2
+            }
+            2 | 3 => inst.version as u8,
+            other => {
+                problem(at("version"), format!("expected 2 or 3, got {other}"));
+                3
             }
         };
         let priority = match u8::try_from(inst.priority) {
@@ -269,6 +324,13 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         for (j, text) in inst.vips.iter().enumerate() {
             let key = format!("instance[{i}].vips[{j}]");
             match parse_vip(text) {
+                Ok(vip) if vip.addr.is_ipv6() != ipv6 => problem(
+                    key,
+                    format!(
+                        "expected an {} address like the instance's first VIP (one family per instance), got {text:?}",
+                        if ipv6 { "IPv6" } else { "IPv4" }
+                    ),
+                ),
                 Ok(vip) => {
                     if let Some(other) = all_vips.insert(vip.addr, key.clone()) {
                         problem(
@@ -295,6 +357,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             vrid,
             priority,
             state: inst.state,
+            version,
             vips,
             virtual_mac: inst.virtual_mac,
         });
@@ -307,13 +370,13 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         interface,
         xdp_mode: raw.xdp_mode,
         bpffs: raw.bpffs.unwrap_or_else(|| PathBuf::from(DEFAULT_BPFFS)),
+        heartbeat_limit_ms: heartbeat_limit_ms as u64,
         instances,
     })
 }
 
 fn parse_vip(text: &str) -> Result<Vip, String> {
-    let expected =
-        "expected an IPv4 address with an optional /prefix (0-32), like \"192.0.2.100/24\"";
+    let expected = "expected an IPv4 or IPv6 address with an optional /prefix, like \"192.0.2.100/24\" or \"2001:db8::100/64\"";
     let (addr, prefix) = match text.split_once('/') {
         Some((addr, prefix)) => (addr, Some(prefix)),
         None => (text, None),
@@ -321,19 +384,21 @@ fn parse_vip(text: &str) -> Result<Vip, String> {
     let addr: IpAddr = addr
         .parse()
         .map_err(|_| format!("{expected}, got {text:?}"))?;
-    let IpAddr::V4(addr) = addr else {
-        return Err(format!(
-            "{expected}, got the IPv6 address {text:?}: IPv6 VIPs are not supported yet"
-        ));
-    };
+    let max = if addr.is_ipv4() { 32 } else { 128 };
     let prefix = match prefix {
-        None => 32,
+        None => max,
         Some(p) => match p.parse::<u8>() {
-            Ok(p) if p <= 32 => p,
-            _ => return Err(format!("{expected}, got the prefix {p:?}")),
+            Ok(p) if p <= max => p,
+            _ => return Err(format!("{expected}, got the prefix {p:?} (0-{max})")),
         },
     };
-    if addr.is_unspecified() || addr.is_multicast() || addr.is_broadcast() || addr.is_loopback() {
+    let unusable = match addr {
+        IpAddr::V4(a) => {
+            a.is_unspecified() || a.is_multicast() || a.is_broadcast() || a.is_loopback()
+        }
+        IpAddr::V6(a) => a.is_unspecified() || a.is_multicast() || a.is_loopback(),
+    };
+    if unusable {
         return Err(format!("{expected} that is a unicast address, got {addr}"));
     }
     Ok(Vip { addr, prefix })
@@ -389,11 +454,11 @@ mod tests {
             mysql.vips,
             vec![
                 Vip {
-                    addr: Ipv4Addr::new(192, 0, 2, 100),
+                    addr: IpAddr::from([192, 0, 2, 100]),
                     prefix: 24
                 },
                 Vip {
-                    addr: Ipv4Addr::new(192, 0, 2, 101),
+                    addr: IpAddr::from([192, 0, 2, 101]),
                     prefix: 32
                 }
             ]
@@ -485,9 +550,11 @@ mod tests {
         let errs = errors(
             r#"
             interface = "this-name-is-far-too-long"
+            heartbeat_limit_ms = 5
             [[instance]]
             vrid = 0
             priority = 300
+            version = 4
             vips = ["192.0.2.1/33", "not-an-ip", "2001:db8::1", "224.0.0.18"]
             [[instance]]
             vrid = 7
@@ -496,26 +563,50 @@ mod tests {
             [[instance]]
             vrid = 7
             vips = ["192.0.2.9", "192.0.2.9"]
+            [[instance]]
+            vrid = 7
+            version = 2
+            vips = ["2001:db8::7/64"]
             "#,
         );
         let expect = [
             "test.toml: interface: expected a network interface name of 1 to 15 characters",
+            "test.toml: heartbeat_limit_ms: expected milliseconds from 10 to 60000, got 5",
             "test.toml: instance[0].vrid: expected an integer from 1 to 255, got 0",
+            "test.toml: instance[0].version: expected 2 or 3, got 4",
             "test.toml: instance[0].priority: expected an integer from 1 to 254, or 255 for the address owner, got 300",
-            "test.toml: instance[0].vips[0]: expected an IPv4 address with an optional /prefix (0-32), like \"192.0.2.100/24\", got the prefix \"33\"",
-            "test.toml: instance[0].vips[1]: expected an IPv4 address with an optional /prefix (0-32), like \"192.0.2.100/24\", got \"not-an-ip\"",
-            "test.toml: instance[0].vips[2]: expected an IPv4 address",
-            "test.toml: instance[0].vips[3]: expected an IPv4 address with an optional /prefix (0-32), like \"192.0.2.100/24\" that is a unicast address, got 224.0.0.18",
+            "test.toml: instance[0].vips[0]: expected an IPv4 or IPv6 address with an optional /prefix, like \"192.0.2.100/24\" or \"2001:db8::100/64\", got the prefix \"33\" (0-32)",
+            "test.toml: instance[0].vips[1]: expected an IPv4 or IPv6 address with an optional /prefix, like \"192.0.2.100/24\" or \"2001:db8::100/64\", got \"not-an-ip\"",
+            "test.toml: instance[0].vips[2]: expected an IPv4 address like the instance's first VIP (one family per instance), got \"2001:db8::1\"",
+            "test.toml: instance[0].vips[3]: expected an IPv4 or IPv6 address with an optional /prefix, like \"192.0.2.100/24\" or \"2001:db8::100/64\" that is a unicast address, got 224.0.0.18",
             "test.toml: instance[1].vips: expected at least one virtual address",
             "test.toml: instance[1].name: expected a non-empty name",
-            "test.toml: instance[2].vrid: expected a VRID not used by another instance, but 7 is also instance[1]'s",
+            "test.toml: instance[2].vrid: expected a VRID not used by another IPv4 instance, but 7 is also instance[1]'s",
             "test.toml: instance[2].vips[1]: expected each VIP once, but 192.0.2.9 is also instance[2].vips[0]",
+            "test.toml: instance[3].version: expected 3 for IPv6 VIPs (VRRPv2 is IPv4 only), got 2",
         ];
         assert_eq!(errs.len(), expect.len(), "{errs:#?}");
         for (got, want) in errs.iter().zip(expect) {
             assert!(got.starts_with(want), "got {got:?}\nwant {want:?}");
         }
-        assert!(errs[5].contains("IPv6 VIPs are not supported yet"));
+    }
+
+    #[test]
+    fn ipv6_instances_and_versions_parse() {
+        let config = parse_str(
+            "interface = \"eth0\"\nheartbeat_limit_ms = 100\n[[instance]]\nvrid = 51\nvips = [\"2001:db8::100/64\"]\n\
+             [[instance]]\nvrid = 51\nversion = 2\nvips = [\"192.0.2.100\"]\n",
+        )
+        .unwrap();
+        assert_eq!(config.heartbeat_limit_ms, 100);
+        assert!(config.instances[0].ipv6());
+        assert_eq!(config.instances[0].vips[0].prefix, 64);
+        assert_eq!(config.instances[0].version, 3);
+        assert!(
+            !config.instances[1].ipv6(),
+            "the same VRID may serve each family"
+        );
+        assert_eq!(config.instances[1].version, 2);
     }
 
     #[test]

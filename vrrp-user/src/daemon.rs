@@ -1,6 +1,6 @@
 //! The daemon: one event loop that owns the data plane and reacts to signals.
 
-use std::os::fd::AsRawFd as _;
+use std::{os::fd::AsRawFd as _, time::Duration};
 
 use anyhow::Context as _;
 use tokio::{
@@ -8,7 +8,7 @@ use tokio::{
     signal::unix::{SignalKind, signal},
 };
 use tracing::{info, warn};
-use vrrp_common::{VipValue, role, virtual_mac_v4};
+use vrrp_common::{VipValue, VridState, role, virtual_mac_v4, virtual_mac_v6, vrid_flags};
 
 use crate::{
     config::{Config, InitialState},
@@ -21,42 +21,57 @@ pub async fn run(config: Config, kernel_log: KernelLogLevel) -> anyhow::Result<(
     dataplane::ensure_bpffs(&config.bpffs)
         .with_context(|| format!("mounting the BPF filesystem at {}", config.bpffs.display()))?;
     let iface_mac = dataplane::interface_mac(iface)?;
-    let mut dp = DataPlane::load(iface_mac, kernel_log)?;
+    let heartbeat_limit = Duration::from_millis(config.heartbeat_limit_ms);
+    let mut dp = DataPlane::load(iface_mac, heartbeat_limit.as_nanos() as u64, kernel_log)?;
     let logger = dp.take_logger();
 
     // Everything the program reads is in place before it sees its first packet.
+    let mut stats_index = 0u32;
     for inst in &config.instances {
+        let ipv6 = inst.ipv6();
         let state = match inst.state {
             InitialState::Master => role::MASTER,
             InitialState::Backup => role::BACKUP,
         };
-        let mac = if inst.virtual_mac {
-            virtual_mac_v4(inst.vrid)
-        } else {
-            iface_mac
+        let mac = match (inst.virtual_mac, ipv6) {
+            (false, _) => iface_mac,
+            (true, false) => virtual_mac_v4(inst.vrid),
+            (true, true) => virtual_mac_v6(inst.vrid),
         };
         for vip in &inst.vips {
-            dp.set_vip_v4(
+            dp.set_vip(
                 vip.addr,
                 VipValue {
                     vrid: inst.vrid,
                     flags: 0,
                     mac,
+                    stats_index,
                 },
             )?;
+            stats_index += 1;
         }
-        dp.set_role(inst.vrid, state)?;
+        dp.set_vrid(
+            ipv6,
+            inst.vrid,
+            VridState {
+                role: state,
+                flags: vrid_flags::CONFIGURED,
+                version: u32::from(inst.version),
+            },
+        )?;
         info!(
             vrid = inst.vrid,
             iface,
             instance = %inst.name,
             state = role::name(state),
             priority = inst.priority,
+            version = inst.version,
             vips = %inst.vips.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
             mac = %format_mac(&mac),
             "instance configured"
         );
     }
+    dp.heartbeat(dataplane::monotonic_coarse_ns())?;
     let attached = dp.attach(iface, config.xdp_mode)?;
     let pin_dir = config.pin_dir();
     dp.pin(&pin_dir)?;
@@ -64,6 +79,7 @@ pub async fn run(config: Config, kernel_log: KernelLogLevel) -> anyhow::Result<(
         iface,
         mode = ?attached,
         pinned = %pin_dir.display(),
+        heartbeat_limit_ms = config.heartbeat_limit_ms,
         "xvrrp running"
     );
 
@@ -84,10 +100,14 @@ pub async fn run(config: Config, kernel_log: KernelLogLevel) -> anyhow::Result<(
         }
         None => None,
     };
+    // The dead-man switch: the data plane answers for VIPs only while this keeps ticking.
+    let mut heartbeat = tokio::time::interval((heartbeat_limit / 10).max(Duration::from_millis(1)));
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         tokio::select! {
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
             _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
+            _ = heartbeat.tick() => dp.heartbeat(dataplane::monotonic_coarse_ns())?,
             ready = async { logs.as_mut().expect("guarded by the if").readable_mut().await },
                 if logs.is_some() => {
                 match ready {
@@ -105,15 +125,19 @@ pub async fn run(config: Config, kernel_log: KernelLogLevel) -> anyhow::Result<(
     }
 
     for inst in &config.instances {
-        dp.set_role(inst.vrid, role::INIT)?;
+        dp.set_role(inst.ipv6(), inst.vrid, role::INIT)?;
+        let s = dp.vrid_stats(inst.ipv6(), inst.vrid)?;
+        info!(
+            vrid = inst.vrid,
+            requests = s.requests,
+            answered = s.answered,
+            dropped_not_master = s.dropped_not_master,
+            dropped_stale_heartbeat = s.dropped_stale_heartbeat,
+            adverts_valid = s.adverts_valid,
+            foreign_owner = s.foreign_owner,
+            "detaching"
+        );
     }
-    let stats = dp.stats()?;
-    info!(
-        arp_vip_requests = stats.arp_vip_requests,
-        arp_replied = stats.arp_replied,
-        arp_dropped_not_master = stats.arp_dropped_not_master,
-        "detaching"
-    );
     drop(dp);
     info!("stopped");
     Ok(())

@@ -2,19 +2,21 @@
 //! maps, and writes what the program reads (VIPs and per-VRID roles).
 
 use std::{
-    net::Ipv4Addr,
+    net::IpAddr,
     path::{Path, PathBuf},
 };
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{ProgramError, Xdp, XdpMode},
 };
 use tracing::{info, warn};
 use vrrp_common::{
-    GLOBAL_IFACE_MAC, MAP_STATS, MAP_VIPS_V4, MAP_VRIDS, PROGRAM_NAME, Stats, Vip4Key, VipValue,
-    VridState,
+    Counters, GLOBAL_HEARTBEAT_LIMIT_NS, GLOBAL_IFACE_MAC, Heartbeat, Liveness, MAP_EVENTS,
+    MAP_HEARTBEAT, MAP_LIVENESS, MAP_PEERS, MAP_VIP_STATS, MAP_VIPS_V4, MAP_VIPS_V6,
+    MAP_VRID_STATS, MAP_VRIDS, PROGRAM_NAME, PeerKey, Vip4Key, Vip6Key, VipStats, VipValue,
+    VridState, VridStats, slot,
 };
 
 use crate::config::XdpAttach;
@@ -23,11 +25,29 @@ use crate::config::XdpAttach;
 pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vrrp-ebpf"));
 
 /// File names of the pinned maps under the pin directory, by map name in the object.
-pub const PINNED_MAPS: [(&str, &str); 3] = [
+pub const PINNED_MAPS: [(&str, &str); 9] = [
     (MAP_VIPS_V4, "vips_v4"),
+    (MAP_VIPS_V6, "vips_v6"),
     (MAP_VRIDS, "vrids"),
-    (MAP_STATS, "stats"),
+    (MAP_LIVENESS, "liveness"),
+    (MAP_VRID_STATS, "vrid_stats"),
+    (MAP_VIP_STATS, "vip_stats"),
+    (MAP_PEERS, "peers"),
+    (MAP_HEARTBEAT, "heartbeat"),
+    (MAP_EVENTS, "events"),
 ];
+
+/// `CLOCK_MONOTONIC_COARSE` in nanoseconds: the clock of `bpf_ktime_get_coarse_ns`, which the
+/// XDP program compares heartbeats and liveness with.
+pub fn monotonic_coarse_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
 
 /// Levels of aya-log-ebpf (the `AYA_LOG_LEVEL` global of the program).
 #[derive(Clone, Copy, Debug)]
@@ -105,10 +125,15 @@ pub struct DataPlane {
 impl DataPlane {
     /// Loads the program into the kernel (not yet attached anywhere) with the MAC of the
     /// interface it will serve.
-    pub fn load(iface_mac: [u8; 6], log_level: KernelLogLevel) -> Result<Self> {
+    pub fn load(
+        iface_mac: [u8; 6],
+        heartbeat_limit_ns: u64,
+        log_level: KernelLogLevel,
+    ) -> Result<Self> {
         let level = log_level as u8;
         let mut ebpf = EbpfLoader::new()
             .override_global(GLOBAL_IFACE_MAC, &iface_mac, true)
+            .override_global(GLOBAL_HEARTBEAT_LIMIT_NS, &heartbeat_limit_ns, true)
             .override_global(aya_log::LEVEL, &level, false)
             .load(XDP_OBJECT)
             .map_err(DataPlaneError::Load)?;
@@ -223,95 +248,197 @@ impl DataPlane {
         }
     }
 
-    /// Publishes a VIP: requests for `addr` are answered from `value.mac` while this node is
-    /// master of `value.vrid`.
-    pub fn set_vip_v4(&mut self, addr: Ipv4Addr, value: VipValue) -> Result<()> {
-        let mut map = self.vips_v4()?;
-        map.insert(
-            Vip4Key {
-                addr: addr.octets(),
-            },
-            value,
-            0,
-        )
-        .map_err(|source| DataPlaneError::MapUpdate {
-            name: MAP_VIPS_V4,
-            source,
-        })
+    /// Publishes a VIP: requests for `addr` are answered from `value.mac` while this node is a
+    /// live master of `value.vrid` (in the family of `addr`).
+    pub fn set_vip(&mut self, addr: IpAddr, value: VipValue) -> Result<()> {
+        match addr {
+            IpAddr::V4(a) => self.hash_map::<Vip4Key, VipValue>(MAP_VIPS_V4)?.insert(
+                Vip4Key { addr: a.octets() },
+                value,
+                0,
+            ),
+            IpAddr::V6(a) => self.hash_map::<Vip6Key, VipValue>(MAP_VIPS_V6)?.insert(
+                Vip6Key { addr: a.octets() },
+                value,
+                0,
+            ),
+        }
+        .map_err(|source| update_error(addr, source))
     }
 
     /// Withdraws a VIP: the program passes requests for it to the kernel again.
-    pub fn remove_vip_v4(&mut self, addr: Ipv4Addr) -> Result<()> {
-        let mut map = self.vips_v4()?;
-        match map.remove(&Vip4Key {
-            addr: addr.octets(),
-        }) {
+    pub fn remove_vip(&mut self, addr: IpAddr) -> Result<()> {
+        let result = match addr {
+            IpAddr::V4(a) => self
+                .hash_map::<Vip4Key, VipValue>(MAP_VIPS_V4)?
+                .remove(&Vip4Key { addr: a.octets() }),
+            IpAddr::V6(a) => self
+                .hash_map::<Vip6Key, VipValue>(MAP_VIPS_V6)?
+                .remove(&Vip6Key { addr: a.octets() }),
+        };
+        match result {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(source) => Err(DataPlaneError::MapUpdate {
-                name: MAP_VIPS_V4,
-                source,
-            }),
+            Err(source) => Err(update_error(addr, source)),
         }
     }
 
-    /// Sets this node's role for `vrid` (one of `vrrp_common::role`).
-    pub fn set_role(&mut self, vrid: u8, role: u32) -> Result<()> {
-        let map = self
-            .ebpf
-            .map_mut(MAP_VRIDS)
-            .ok_or(DataPlaneError::Missing {
-                what: "map",
-                name: MAP_VRIDS,
-            })?;
-        let mut array: Array<&mut MapData, VridState> =
-            Array::try_from(map).map_err(|source| DataPlaneError::MapType {
-                name: MAP_VRIDS,
-                source,
-            })?;
-        array
-            .set(u32::from(vrid), VridState { role }, 0)
+    /// Sets the whole state of a VRID (role, flags, version).
+    pub fn set_vrid(&mut self, ipv6: bool, vrid: u8, state: VridState) -> Result<()> {
+        self.array::<VridState>(MAP_VRIDS)?
+            .set(slot(ipv6, vrid), state, 0)
             .map_err(|source| DataPlaneError::MapUpdate {
                 name: MAP_VRIDS,
                 source,
             })
     }
 
-    /// The packet counters, summed over all CPUs.
-    pub fn stats(&self) -> Result<Stats> {
-        let map = self.ebpf.map(MAP_STATS).ok_or(DataPlaneError::Missing {
-            what: "map",
-            name: MAP_STATS,
-        })?;
-        let array: PerCpuArray<&MapData, Stats> =
-            PerCpuArray::try_from(map).map_err(|source| DataPlaneError::MapType {
-                name: MAP_STATS,
-                source,
-            })?;
-        let per_cpu = array
-            .get(&0, 0)
+    /// The state of a VRID.
+    pub fn vrid(&self, ipv6: bool, vrid: u8) -> Result<VridState> {
+        self.array_ref::<VridState>(MAP_VRIDS)?
+            .get(&slot(ipv6, vrid), 0)
             .map_err(|source| DataPlaneError::MapUpdate {
-                name: MAP_STATS,
+                name: MAP_VRIDS,
                 source,
+            })
+    }
+
+    /// Sets this node's role for a VRID (one of `vrrp_common::role`), keeping its flags.
+    pub fn set_role(&mut self, ipv6: bool, vrid: u8, role: u32) -> Result<()> {
+        let state = VridState {
+            role,
+            ..self.vrid(ipv6, vrid)?
+        };
+        self.set_vrid(ipv6, vrid, state)
+    }
+
+    /// Allows unicast adverts for a VRID from `peer`.
+    pub fn add_peer(&mut self, vrid: u8, peer: IpAddr) -> Result<()> {
+        let key = peer_key(vrid, peer);
+        self.hash_map::<PeerKey, u32>(MAP_PEERS)?
+            .insert(key, 1, 0)
+            .map_err(|source| DataPlaneError::MapUpdate {
+                name: MAP_PEERS,
+                source,
+            })
+    }
+
+    /// Writes the heartbeat the program checks before answering for a VIP.
+    pub fn heartbeat(&mut self, now_ns: u64) -> Result<()> {
+        self.array::<Heartbeat>(MAP_HEARTBEAT)?
+            .set(0, Heartbeat { ns: now_ns }, 0)
+            .map_err(|source| DataPlaneError::MapUpdate {
+                name: MAP_HEARTBEAT,
+                source,
+            })
+    }
+
+    /// The last valid advert seen for a VRID.
+    pub fn liveness(&self, ipv6: bool, vrid: u8) -> Result<Liveness> {
+        self.array_ref::<Liveness>(MAP_LIVENESS)?
+            .get(&slot(ipv6, vrid), 0)
+            .map_err(|source| DataPlaneError::MapUpdate {
+                name: MAP_LIVENESS,
+                source,
+            })
+    }
+
+    /// A VRID's counters, summed over all CPUs.
+    pub fn vrid_stats(&self, ipv6: bool, vrid: u8) -> Result<VridStats> {
+        self.per_cpu_sum(MAP_VRID_STATS, slot(ipv6, vrid))
+    }
+
+    /// A VIP's counters (by its `stats_index`), summed over all CPUs.
+    pub fn vip_stats(&self, stats_index: u32) -> Result<VipStats> {
+        self.per_cpu_sum(MAP_VIP_STATS, stats_index)
+    }
+
+    /// The event ring buffer; it can be taken once.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
+        let map = self
+            .ebpf
+            .take_map(MAP_EVENTS)
+            .ok_or(DataPlaneError::Missing {
+                what: "map",
+                name: MAP_EVENTS,
             })?;
-        let mut total = Stats::default();
+        RingBuf::try_from(map).map_err(|source| DataPlaneError::MapType {
+            name: MAP_EVENTS,
+            source,
+        })
+    }
+
+    fn per_cpu_sum<T: Counters + aya::Pod>(&self, name: &'static str, index: u32) -> Result<T> {
+        let map = self
+            .ebpf
+            .map(name)
+            .ok_or(DataPlaneError::Missing { what: "map", name })?;
+        let array: PerCpuArray<&MapData, T> = PerCpuArray::try_from(map)
+            .map_err(|source| DataPlaneError::MapType { name, source })?;
+        let per_cpu = array
+            .get(&index, 0)
+            .map_err(|source| DataPlaneError::MapUpdate { name, source })?;
+        let mut total = T::default();
         for cpu in per_cpu.iter() {
             total.add(cpu);
         }
         Ok(total)
     }
 
-    fn vips_v4(&mut self) -> Result<HashMap<&mut MapData, Vip4Key, VipValue>> {
+    fn hash_map<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        name: &'static str,
+    ) -> Result<HashMap<&mut MapData, K, V>> {
         let map = self
             .ebpf
-            .map_mut(MAP_VIPS_V4)
-            .ok_or(DataPlaneError::Missing {
-                what: "map",
-                name: MAP_VIPS_V4,
-            })?;
-        HashMap::try_from(map).map_err(|source| DataPlaneError::MapType {
-            name: MAP_VIPS_V4,
-            source,
-        })
+            .map_mut(name)
+            .ok_or(DataPlaneError::Missing { what: "map", name })?;
+        HashMap::try_from(map).map_err(|source| DataPlaneError::MapType { name, source })
+    }
+
+    fn array<V: aya::Pod>(&mut self, name: &'static str) -> Result<Array<&mut MapData, V>> {
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(DataPlaneError::Missing { what: "map", name })?;
+        Array::try_from(map).map_err(|source| DataPlaneError::MapType { name, source })
+    }
+
+    fn array_ref<V: aya::Pod>(&self, name: &'static str) -> Result<Array<&MapData, V>> {
+        let map = self
+            .ebpf
+            .map(name)
+            .ok_or(DataPlaneError::Missing { what: "map", name })?;
+        Array::try_from(map).map_err(|source| DataPlaneError::MapType { name, source })
+    }
+}
+
+/// The key of a unicast peer in the peers map.
+pub fn peer_key(vrid: u8, peer: IpAddr) -> PeerKey {
+    let mut addr = [0u8; 16];
+    let ipv6 = match peer {
+        IpAddr::V4(a) => {
+            addr[..4].copy_from_slice(&a.octets());
+            false
+        }
+        IpAddr::V6(a) => {
+            addr = a.octets();
+            true
+        }
+    };
+    PeerKey {
+        slot: slot(ipv6, vrid),
+        addr,
+    }
+}
+
+fn update_error(addr: IpAddr, source: aya::maps::MapError) -> DataPlaneError {
+    DataPlaneError::MapUpdate {
+        name: if addr.is_ipv4() {
+            MAP_VIPS_V4
+        } else {
+            MAP_VIPS_V6
+        },
+        source,
     }
 }
 

@@ -1,11 +1,22 @@
 //! The real XDP object, loaded into the kernel and run on crafted frames with
-//! BPF_PROG_TEST_RUN: verdicts, rewritten bytes and counters.
+//! BPF_PROG_TEST_RUN: verdicts, rewritten bytes, map contents, counters and events.
+//!
+//! Frames are built field by field here, not with the code under test; checksums of answers
+//! are verified with this file's own RFC 1071 implementation.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use aya::programs::{TestRun as _, TestRunOptions};
-use vrrp_common::{VipValue, role, virtual_mac_v4};
-use vrrp_user::dataplane::{DataPlane, KernelLogLevel};
+use aya::{
+    maps::{MapData, RingBuf},
+    programs::{TestRun as _, TestRunOptions},
+};
+use vrrp_common::{
+    Event, VipValue, VridState, checksum_form, event, role, virtual_mac_v4, vrid_flags,
+};
+use vrrp_user::{
+    dataplane::{DataPlane, KernelLogLevel, monotonic_coarse_ns},
+    engine::{Advert, Auth, ChecksumForm, Version},
+};
 use xvrrp_lab::privileged;
 
 const XDP_DROP: u32 = 1;
@@ -14,11 +25,37 @@ const XDP_TX: u32 = 3;
 
 const IFACE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
+const OTHER_MAC: [u8; 6] = [0x02, 9, 9, 9, 9, 9];
 const CLIENT_IP: [u8; 4] = [192, 0, 2, 10];
 const VIP: [u8; 4] = [192, 0, 2, 100];
 const BACKUP_VIP: [u8; 4] = [192, 0, 2, 101];
+const CLIENT6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+];
+const VIP6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x00,
+];
+const BACKUP_VIP6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x01,
+];
+const PEER: [u8; 4] = [192, 0, 2, 2];
+const PEER6: [u8; 16] = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x02];
+const HB_LIMIT_NS: u64 = 250_000_000;
 
-/// An Ethernet + ARP frame, built field by field (not with the code under test).
+// ---- frame builders ----
+
+fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16, vlan: Option<u16>) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    if let Some(tci) = vlan {
+        f.extend_from_slice(&[0x81, 0x00]);
+        f.extend_from_slice(&tci.to_be_bytes());
+    }
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f
+}
+
 fn arp_frame(
     eth_dst: [u8; 6],
     oper: u16,
@@ -27,10 +64,7 @@ fn arp_frame(
     tha: [u8; 6],
     tpa: [u8; 4],
 ) -> Vec<u8> {
-    let mut f = Vec::with_capacity(42);
-    f.extend_from_slice(&eth_dst);
-    f.extend_from_slice(&sha);
-    f.extend_from_slice(&[0x08, 0x06]);
+    let mut f = eth(eth_dst, sha, 0x0806, None);
     f.extend_from_slice(&[0x00, 0x01, 0x08, 0x00, 6, 4]);
     f.extend_from_slice(&oper.to_be_bytes());
     f.extend_from_slice(&sha);
@@ -44,35 +78,195 @@ fn request_for(tpa: [u8; 4]) -> Vec<u8> {
     arp_frame([0xff; 6], 1, CLIENT_MAC, CLIENT_IP, [0; 6], tpa)
 }
 
+/// RFC 1071, written independently of the code under test.
+fn internet_checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for chunk in data.chunks(2) {
+        let word = if chunk.len() == 2 {
+            u32::from(chunk[0]) << 8 | u32::from(chunk[1])
+        } else {
+            u32::from(chunk[0]) << 8
+        };
+        sum += word;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+fn ipv4(src: [u8; 4], dst: [u8; 4], ttl: u8, proto: u8, options: &[u8], payload: &[u8]) -> Vec<u8> {
+    let ihl = 5 + options.len() / 4;
+    let total = (ihl * 4 + payload.len()) as u16;
+    let mut h = vec![0x40 | ihl as u8, 0xc0];
+    h.extend_from_slice(&total.to_be_bytes());
+    h.extend_from_slice(&[0, 1, 0, 0, ttl, proto, 0, 0]);
+    h.extend_from_slice(&src);
+    h.extend_from_slice(&dst);
+    h.extend_from_slice(options);
+    let c = internet_checksum(&h);
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+    h.extend_from_slice(payload);
+    h
+}
+
+fn ipv6(src: [u8; 16], dst: [u8; 16], hop: u8, next: u8, payload: &[u8]) -> Vec<u8> {
+    let mut h = vec![0x60, 0, 0, 0];
+    h.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    h.extend_from_slice(&[next, hop]);
+    h.extend_from_slice(&src);
+    h.extend_from_slice(&dst);
+    h.extend_from_slice(payload);
+    h
+}
+
+fn icmp6_checksum(src: &[u8], dst: &[u8], msg: &[u8]) -> u16 {
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(src);
+    pseudo.extend_from_slice(dst);
+    pseudo.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 58]);
+    pseudo.extend_from_slice(msg);
+    internet_checksum(&pseudo)
+}
+
+const SOLICITED_NODE: [u8; 16] = [
+    0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0xff, 0, 0x01, 0x00,
+];
+
+/// A neighbour solicitation for `target` from CLIENT6 with the source link-layer option.
+fn ns_for(target: [u8; 16], src: [u8; 16], with_option: bool, vlan: Option<u16>) -> Vec<u8> {
+    let mut msg = vec![135, 0, 0, 0, 0, 0, 0, 0];
+    msg.extend_from_slice(&target);
+    if with_option {
+        msg.extend_from_slice(&[1, 1]);
+        msg.extend_from_slice(&CLIENT_MAC);
+    }
+    let c = icmp6_checksum(&src, &SOLICITED_NODE, &msg);
+    msg[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut f = eth([0x33, 0x33, 0xff, 0, 0x01, 0], CLIENT_MAC, 0x86dd, vlan);
+    f.extend_from_slice(&ipv6(src, SOLICITED_NODE, 255, 58, &msg));
+    f
+}
+
+/// The neighbour advertisement expected in answer to `ns_for(target, CLIENT6, true, vlan)`.
+fn na_expected(target: [u8; 16], from: [u8; 6], vlan: Option<u16>) -> Vec<u8> {
+    let mut msg = vec![136, 0, 0, 0, 0x60, 0, 0, 0];
+    msg.extend_from_slice(&target);
+    msg.extend_from_slice(&[2, 1]);
+    msg.extend_from_slice(&from);
+    let c = icmp6_checksum(&target, &CLIENT6, &msg);
+    msg[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut f = eth(CLIENT_MAC, from, 0x86dd, vlan);
+    f.extend_from_slice(&ipv6(target, CLIENT6, 255, 58, &msg));
+    f
+}
+
+fn advert_bytes(
+    version: Version,
+    vrid: u8,
+    priority: u8,
+    src: IpAddr,
+    dst: IpAddr,
+    form: ChecksumForm,
+) -> Vec<u8> {
+    let addrs = match src {
+        IpAddr::V4(_) => vec![IpAddr::from(VIP)],
+        IpAddr::V6(_) => vec![IpAddr::from(VIP6)],
+    };
+    Advert {
+        version,
+        vrid,
+        priority,
+        interval_cs: 100,
+        addrs,
+        auth: if version == Version::V2 {
+            Auth::Simple(*b"secret1\0")
+        } else {
+            Auth::None
+        },
+    }
+    .encode(form, src, dst)
+    .unwrap()
+}
+
+const MCAST4: [u8; 4] = [224, 0, 0, 18];
+const MCAST6: [u8; 16] = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x12];
+
+/// A VRRPv3 IPv4 advert frame for `vrid` from PEER (priority, TTL, checksum form chosen).
+fn advert4(vrid: u8, priority: u8, ttl: u8, form: ChecksumForm) -> Vec<u8> {
+    let payload = advert_bytes(
+        Version::V3,
+        vrid,
+        priority,
+        IpAddr::from(PEER),
+        IpAddr::from(MCAST4),
+        form,
+    );
+    let mut f = eth([0x01, 0, 0x5e, 0, 0, 0x12], OTHER_MAC, 0x0800, None);
+    f.extend_from_slice(&ipv4(PEER, MCAST4, ttl, 112, &[], &payload));
+    f
+}
+
+// ---- fixture ----
+
 struct Fixture {
     dp: DataPlane,
+    events: RingBuf<MapData>,
 }
 
 impl Fixture {
-    /// VIP mastered (vrid 51, interface MAC), BACKUP_VIP on vrid 52 as backup.
+    /// Master of IPv4 VRID 51 (VIP, stats 0) and IPv6 VRID 51 (VIP6, stats 2); backup of IPv4
+    /// VRID 52 (BACKUP_VIP, stats 1) and IPv6 VRID 52 (BACKUP_VIP6, stats 3); VRRPv2 on IPv4
+    /// VRID 60; unicast IPv4 VRID 70 from PEER; heartbeat fresh.
     fn new() -> Self {
-        let mut dp = DataPlane::load(IFACE_MAC, KernelLogLevel::Info).expect("load the XDP object");
-        dp.set_vip_v4(
-            Ipv4Addr::from(VIP),
-            VipValue {
-                vrid: 51,
-                flags: 0,
-                mac: IFACE_MAC,
-            },
+        let mut dp = DataPlane::load(IFACE_MAC, HB_LIMIT_NS, KernelLogLevel::Info)
+            .expect("load the XDP object");
+        let vip = |vrid, stats_index| VipValue {
+            vrid,
+            flags: 0,
+            mac: IFACE_MAC,
+            stats_index,
+        };
+        dp.set_vip(IpAddr::from(VIP), vip(51, 0)).unwrap();
+        dp.set_vip(IpAddr::from(BACKUP_VIP), vip(52, 1)).unwrap();
+        dp.set_vip(IpAddr::from(VIP6), vip(51, 2)).unwrap();
+        dp.set_vip(IpAddr::from(BACKUP_VIP6), vip(52, 3)).unwrap();
+        let state = |role, flags, version| VridState {
+            role,
+            flags,
+            version,
+        };
+        let configured = vrid_flags::CONFIGURED;
+        for ipv6 in [false, true] {
+            dp.set_vrid(ipv6, 51, state(role::MASTER, configured, 3))
+                .unwrap();
+            dp.set_vrid(ipv6, 52, state(role::BACKUP, configured, 3))
+                .unwrap();
+        }
+        dp.set_vrid(false, 60, state(role::BACKUP, configured, 2))
+            .unwrap();
+        dp.set_vrid(
+            false,
+            70,
+            state(role::BACKUP, configured | vrid_flags::UNICAST, 3),
         )
         .unwrap();
-        dp.set_role(51, role::MASTER).unwrap();
-        dp.set_vip_v4(
-            Ipv4Addr::from(BACKUP_VIP),
-            VipValue {
-                vrid: 52,
-                flags: 0,
-                mac: IFACE_MAC,
-            },
+        dp.set_vrid(
+            false,
+            71,
+            state(
+                role::BACKUP,
+                configured | vrid_flags::UNICAST | vrid_flags::UNICAST_CHECK_TTL,
+                3,
+            ),
         )
         .unwrap();
-        dp.set_role(52, role::BACKUP).unwrap();
-        Self { dp }
+        dp.add_peer(70, IpAddr::from(PEER)).unwrap();
+        dp.add_peer(71, IpAddr::from(PEER)).unwrap();
+        dp.heartbeat(monotonic_coarse_ns()).unwrap();
+        let events = dp.take_events().unwrap();
+        Self { dp, events }
     }
 
     /// Runs the program once on `frame`: the verdict and the frame as it left the program.
@@ -95,7 +289,19 @@ impl Fixture {
         );
         verdict
     }
+
+    fn events(&mut self) -> Vec<Event> {
+        let mut all = Vec::new();
+        while let Some(item) = self.events.next() {
+            assert_eq!(item.len(), std::mem::size_of::<Event>());
+            // SAFETY: the program writes whole Events; read_unaligned copes with any alignment.
+            all.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) });
+        }
+        all
+    }
 }
+
+// ---- ARP ----
 
 #[test]
 fn arp_request_for_a_mastered_vip_is_answered_with_exact_bytes() {
@@ -104,9 +310,6 @@ fn arp_request_for_a_mastered_vip_is_answered_with_exact_bytes() {
     }
     let mut fx = Fixture::new();
     let expected = arp_frame(CLIENT_MAC, 2, IFACE_MAC, VIP, CLIENT_MAC, CLIENT_IP);
-    // The reply goes to the asker, from our MAC, and says VIP is at our MAC.
-    assert_eq!(&expected[0..6], &CLIENT_MAC);
-    assert_eq!(&expected[6..12], &IFACE_MAC);
     let (verdict, out) = fx.run(&request_for(VIP)).unwrap();
     assert_eq!(verdict, XDP_TX);
     assert_eq!(out, expected);
@@ -130,10 +333,36 @@ fn arp_request_for_a_mastered_vip_is_answered_with_exact_bytes() {
         arp_frame(CLIENT_MAC, 2, IFACE_MAC, VIP, CLIENT_MAC, [0; 4])
     );
 
-    let stats = fx.dp.stats().unwrap();
-    assert_eq!(stats.arp_vip_requests, 4);
-    assert_eq!(stats.arp_replied, 4);
-    assert_eq!(stats.arp_dropped_not_master, 0);
+    let s = fx.dp.vrid_stats(false, 51).unwrap();
+    assert_eq!((s.requests, s.answered, s.dropped_not_master), (4, 4, 0));
+    let v = fx.dp.vip_stats(0).unwrap();
+    assert_eq!((v.requests, v.answered), (4, 4));
+}
+
+#[test]
+fn a_vlan_tagged_request_is_answered_with_its_tag() {
+    if !privileged("a_vlan_tagged_request_is_answered_with_its_tag") {
+        return;
+    }
+    let mut fx = Fixture::new();
+    let tag = |f: &[u8]| {
+        let mut t = f[..12].to_vec();
+        t.extend_from_slice(&[0x81, 0x00, 0x00, 0x2a]);
+        t.extend_from_slice(&f[12..]);
+        t
+    };
+    let (verdict, out) = fx.run(&tag(&request_for(VIP))).unwrap();
+    assert_eq!(verdict, XDP_TX);
+    assert_eq!(
+        out,
+        tag(&arp_frame(
+            CLIENT_MAC, 2, IFACE_MAC, VIP, CLIENT_MAC, CLIENT_IP
+        ))
+    );
+    assert_eq!(
+        fx.verdict_unchanged(&tag(&request_for(BACKUP_VIP))),
+        XDP_DROP
+    );
 }
 
 #[test]
@@ -144,12 +373,13 @@ fn the_virtual_mac_answers_when_configured() {
     let mut fx = Fixture::new();
     let vmac = virtual_mac_v4(51);
     fx.dp
-        .set_vip_v4(
-            Ipv4Addr::from(VIP),
+        .set_vip(
+            IpAddr::from(VIP),
             VipValue {
                 vrid: 51,
                 flags: 0,
                 mac: vmac,
+                stats_index: 0,
             },
         )
         .unwrap();
@@ -159,7 +389,6 @@ fn the_virtual_mac_answers_when_configured() {
         out,
         arp_frame(CLIENT_MAC, 2, vmac, VIP, CLIENT_MAC, CLIENT_IP)
     );
-    // A request unicast to the virtual MAC is ours as well.
     let unicast = arp_frame(vmac, 1, CLIENT_MAC, CLIENT_IP, [0; 6], VIP);
     assert_eq!(fx.run(&unicast).unwrap().0, XDP_TX);
 }
@@ -171,52 +400,67 @@ fn arp_request_for_a_vip_not_mastered_is_dropped() {
     }
     let mut fx = Fixture::new();
     assert_eq!(fx.verdict_unchanged(&request_for(BACKUP_VIP)), XDP_DROP);
-    // Demoting the master's VRID turns its answers into drops at once.
     for r in [role::BACKUP, role::FAULT, role::INIT] {
-        fx.dp.set_role(51, r).unwrap();
+        fx.dp.set_role(false, 51, r).unwrap();
         assert_eq!(
             fx.verdict_unchanged(&request_for(VIP)),
             XDP_DROP,
             "role {r}"
         );
     }
-    let stats = fx.dp.stats().unwrap();
-    assert_eq!(stats.arp_dropped_not_master, 4);
-    assert_eq!(stats.arp_replied, 0);
+    let s = fx.dp.vrid_stats(false, 51).unwrap();
+    assert_eq!((s.dropped_not_master, s.answered), (3, 0));
+    assert_eq!(fx.dp.vip_stats(1).unwrap().dropped_not_master, 1);
 }
 
 #[test]
-fn everything_else_passes_untouched() {
-    if !privileged("everything_else_passes_untouched") {
+fn a_stale_heartbeat_stops_the_answers_and_a_fresh_one_restores_them() {
+    if !privileged("a_stale_heartbeat_stops_the_answers_and_a_fresh_one_restores_them") {
         return;
     }
     let mut fx = Fixture::new();
-    // ARP for an address that is not a VIP.
+    let now = monotonic_coarse_ns();
+    fx.dp.heartbeat(now - HB_LIMIT_NS - 50_000_000).unwrap();
+    assert_eq!(fx.verdict_unchanged(&request_for(VIP)), XDP_DROP);
+    assert_eq!(
+        fx.verdict_unchanged(&ns_for(VIP6, CLIENT6, true, None)),
+        XDP_DROP
+    );
+    let s = fx.dp.vrid_stats(false, 51).unwrap();
+    assert_eq!((s.dropped_stale_heartbeat, s.dropped_not_master), (1, 0));
+    assert_eq!(fx.dp.vip_stats(0).unwrap().dropped_stale_heartbeat, 1);
+    fx.dp.heartbeat(monotonic_coarse_ns()).unwrap();
+    assert_eq!(fx.run(&request_for(VIP)).unwrap().0, XDP_TX);
+}
+
+#[test]
+fn other_arp_and_other_traffic_pass_untouched() {
+    if !privileged("other_arp_and_other_traffic_pass_untouched") {
+        return;
+    }
+    let mut fx = Fixture::new();
     assert_eq!(fx.verdict_unchanged(&request_for([192, 0, 2, 1])), XDP_PASS);
-    // ARP replies, also for the VIP (another host's answer is not ours to drop).
     let reply = arp_frame(IFACE_MAC, 2, CLIENT_MAC, CLIENT_IP, IFACE_MAC, VIP);
     assert_eq!(fx.verdict_unchanged(&reply), XDP_PASS);
-    // Gratuitous ARP announcing the VIP.
-    let garp = arp_frame([0xff; 6], 1, CLIENT_MAC, VIP, [0; 6], VIP);
-    assert_eq!(fx.verdict_unchanged(&garp), XDP_PASS);
-    // A request unicast to some other host's MAC (seen only in promiscuous mode).
-    let other = arp_frame([0x02, 9, 9, 9, 9, 9], 1, CLIENT_MAC, CLIENT_IP, [0; 6], VIP);
+    let other = arp_frame([0x02, 9, 9, 9, 9, 8], 1, CLIENT_MAC, CLIENT_IP, [0; 6], VIP);
     assert_eq!(fx.verdict_unchanged(&other), XDP_PASS);
-    // ARP over another hardware type.
     let mut token_ring = request_for(VIP);
     token_ring[15] = 6;
     assert_eq!(fx.verdict_unchanged(&token_ring), XDP_PASS);
-    // An IPv4/UDP frame to the VIP.
-    let mut udp = Vec::new();
-    udp.extend_from_slice(&IFACE_MAC);
-    udp.extend_from_slice(&CLIENT_MAC);
-    udp.extend_from_slice(&[0x08, 0x00]);
-    udp.extend_from_slice(&[0x45, 0, 0, 28, 0, 0, 0x40, 0, 64, 17, 0, 0]);
-    udp.extend_from_slice(&CLIENT_IP);
-    udp.extend_from_slice(&VIP);
-    udp.extend_from_slice(&[0x30, 0x39, 0x0c, 0xea, 0, 8, 0, 0]);
+    let mut udp = eth(IFACE_MAC, CLIENT_MAC, 0x0800, None);
+    udp.extend_from_slice(&ipv4(
+        CLIENT_IP,
+        VIP,
+        64,
+        17,
+        &[],
+        &[0x30, 0x39, 0x0c, 0xea, 0, 8, 0, 0],
+    ));
     assert_eq!(fx.verdict_unchanged(&udp), XDP_PASS);
-    assert_eq!(fx.dp.stats().unwrap().arp_vip_requests, 0);
+    let mut tcp6 = eth(IFACE_MAC, CLIENT_MAC, 0x86dd, None);
+    tcp6.extend_from_slice(&ipv6(CLIENT6, VIP6, 64, 6, &[0; 20]));
+    assert_eq!(fx.verdict_unchanged(&tcp6), XDP_PASS);
+    assert_eq!(fx.dp.vrid_stats(false, 51).unwrap().requests, 0);
 }
 
 #[test]
@@ -225,19 +469,359 @@ fn truncated_frames_pass_at_every_length() {
         return;
     }
     let mut fx = Fixture::new();
-    let full = request_for(VIP);
-    let mut ran = 0;
-    for len in 0..full.len() {
-        match fx.run(&full[..len]) {
-            Ok((verdict, out)) => {
-                assert_eq!(verdict, XDP_PASS, "length {len}");
-                assert_eq!(out, &full[..len], "length {len}");
-                ran += 1;
+    for full in [
+        request_for(VIP),
+        ns_for(VIP6, CLIENT6, true, None),
+        advert4(51, 100, 255, ChecksumForm::PseudoHeader),
+    ] {
+        let mut ran = 0;
+        for len in 0..full.len() {
+            match fx.run(&full[..len]) {
+                Ok((verdict, out)) => {
+                    // A truncated advert for a configured VRID may be dropped; nothing else.
+                    let advert = full[12..14] == [0x08, 0x00];
+                    assert!(
+                        verdict == XDP_PASS || (advert && verdict == XDP_DROP),
+                        "length {len}: {verdict}"
+                    );
+                    assert_eq!(out, &full[..len], "length {len}");
+                    ran += 1;
+                }
+                // The kernel refuses to run XDP on less than an Ethernet header.
+                Err(err) => assert!(len < 14, "length {len}: {err}"),
             }
-            // The kernel refuses to run XDP on less than an Ethernet header.
-            Err(err) => assert!(len < 14, "length {len}: {err}"),
         }
+        assert!(ran >= full.len() - 14, "only {ran} lengths were run");
     }
-    assert!(ran >= 42 - 14, "only {ran} lengths were run");
-    assert_eq!(fx.dp.stats().unwrap().arp_vip_requests, 0);
+    let s = fx.dp.vrid_stats(false, 51).unwrap();
+    assert_eq!((s.requests, s.adverts_valid), (0, 0));
+}
+
+// ---- neighbour discovery ----
+
+#[test]
+fn neighbour_solicitation_for_a_mastered_vip_gets_an_exact_advertisement() {
+    if !privileged("neighbour_solicitation_for_a_mastered_vip_gets_an_exact_advertisement") {
+        return;
+    }
+    let mut fx = Fixture::new();
+    let (verdict, out) = fx.run(&ns_for(VIP6, CLIENT6, true, None)).unwrap();
+    assert_eq!(verdict, XDP_TX);
+    assert_eq!(out, na_expected(VIP6, IFACE_MAC, None));
+    // The checksum of what left verifies: the sum with the checksum field in is 0.
+    assert_eq!(icmp6_checksum(&out[22..38], &out[38..54], &out[54..]), 0);
+    let (verdict, out) = fx.run(&ns_for(VIP6, CLIENT6, true, Some(7))).unwrap();
+    assert_eq!(verdict, XDP_TX);
+    assert_eq!(out, na_expected(VIP6, IFACE_MAC, Some(7)));
+    let s = fx.dp.vrid_stats(true, 51).unwrap();
+    assert_eq!((s.requests, s.answered), (2, 2));
+    assert_eq!(fx.dp.vip_stats(2).unwrap().answered, 2);
+}
+
+#[test]
+fn neighbour_solicitations_elsewhere_are_dropped_or_passed() {
+    if !privileged("neighbour_solicitations_elsewhere_are_dropped_or_passed") {
+        return;
+    }
+    let mut fx = Fixture::new();
+    assert_eq!(
+        fx.verdict_unchanged(&ns_for(BACKUP_VIP6, CLIENT6, true, None)),
+        XDP_DROP
+    );
+    let other = [
+        0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x09, 0x09,
+    ];
+    assert_eq!(
+        fx.verdict_unchanged(&ns_for(other, CLIENT6, true, None)),
+        XDP_PASS
+    );
+    // Duplicate address detection and option-less solicitations: the kernel of a live master
+    // handles them; elsewhere they are dropped.
+    assert_eq!(
+        fx.verdict_unchanged(&ns_for(VIP6, [0; 16], false, None)),
+        XDP_PASS
+    );
+    assert_eq!(
+        fx.verdict_unchanged(&ns_for(VIP6, CLIENT6, false, None)),
+        XDP_PASS
+    );
+    assert_eq!(
+        fx.verdict_unchanged(&ns_for(BACKUP_VIP6, [0; 16], false, None)),
+        XDP_DROP
+    );
+    // Hop limit other than 255: not a valid solicitation, not ours.
+    let mut bad_hop = ns_for(VIP6, CLIENT6, true, None);
+    bad_hop[21] = 64;
+    assert_eq!(fx.verdict_unchanged(&bad_hop), XDP_PASS);
+}
+
+// ---- adverts ----
+
+#[test]
+fn valid_adverts_in_every_form_update_liveness_and_pass() {
+    if !privileged("valid_adverts_in_every_form_update_liveness_and_pass") {
+        return;
+    }
+    let mut fx = Fixture::new();
+    let before = monotonic_coarse_ns();
+    // VRRPv3 over IPv4, pseudo-header form (keepalived, FRR) and plain form (RFC 9568).
+    for form in [ChecksumForm::PseudoHeader, ChecksumForm::Plain] {
+        assert_eq!(
+            fx.verdict_unchanged(&advert4(52, 150, 255, form)),
+            XDP_PASS,
+            "{form:?}"
+        );
+        let live = fx.dp.liveness(false, 52).unwrap();
+        let want = match form {
+            ChecksumForm::PseudoHeader => checksum_form::PSEUDO_HEADER,
+            ChecksumForm::Plain => checksum_form::PLAIN,
+        };
+        assert_eq!(live.checksum_form, want);
+    }
+    let live = fx.dp.liveness(false, 52).unwrap();
+    assert!(
+        live.last_seen_ns >= before.saturating_sub(10_000_000),
+        "{live:?}"
+    );
+    assert_eq!(&live.src[..4], &PEER);
+    assert_eq!(
+        (live.priority, live.version, live.count, live.interval_cs),
+        (150, 3, 1, 100)
+    );
+    // VRRPv2 with simple-password auth.
+    let payload = advert_bytes(
+        Version::V2,
+        60,
+        120,
+        IpAddr::from(PEER),
+        IpAddr::from(MCAST4),
+        ChecksumForm::Plain,
+    );
+    let mut v2 = eth([0x01, 0, 0x5e, 0, 0, 0x12], OTHER_MAC, 0x0800, None);
+    v2.extend_from_slice(&ipv4(PEER, MCAST4, 255, 112, &[], &payload));
+    assert_eq!(fx.verdict_unchanged(&v2), XDP_PASS);
+    assert_eq!(fx.dp.liveness(false, 60).unwrap().version, 2);
+    // VRRPv3 over IPv6.
+    let payload = advert_bytes(
+        Version::V3,
+        52,
+        110,
+        IpAddr::from(PEER6),
+        IpAddr::from(MCAST6),
+        ChecksumForm::PseudoHeader,
+    );
+    let mut v6 = eth([0x33, 0x33, 0, 0, 0, 0x12], OTHER_MAC, 0x86dd, None);
+    v6.extend_from_slice(&ipv6(PEER6, MCAST6, 255, 112, &payload));
+    assert_eq!(fx.verdict_unchanged(&v6), XDP_PASS);
+    let live6 = fx.dp.liveness(true, 52).unwrap();
+    assert_eq!((live6.src, live6.priority), (PEER6, 110));
+    // IPv4 with options (router alert) and VLAN-tagged.
+    let payload = advert_bytes(
+        Version::V3,
+        51,
+        90,
+        IpAddr::from(PEER),
+        IpAddr::from(MCAST4),
+        ChecksumForm::PseudoHeader,
+    );
+    let mut opts = eth([0x01, 0, 0x5e, 0, 0, 0x12], OTHER_MAC, 0x0800, Some(5));
+    opts.extend_from_slice(&ipv4(PEER, MCAST4, 255, 112, &[0x94, 0x04, 0, 0], &payload));
+    assert_eq!(fx.verdict_unchanged(&opts), XDP_PASS);
+    assert_eq!(fx.dp.liveness(false, 51).unwrap().priority, 90);
+    assert_eq!(fx.dp.vrid_stats(false, 52).unwrap().adverts_valid, 2);
+}
+
+#[test]
+fn events_fire_on_a_new_master_a_changed_priority_and_priority_zero_only() {
+    if !privileged("events_fire_on_a_new_master_a_changed_priority_and_priority_zero_only") {
+        return;
+    }
+    let mut fx = Fixture::new();
+    let f = |p| advert4(52, p, 255, ChecksumForm::PseudoHeader);
+    for frame in [f(150), f(150), f(150), f(160), f(160), f(0)] {
+        assert_eq!(fx.verdict_unchanged(&frame), XDP_PASS);
+    }
+    let events = fx.events();
+    let kinds: Vec<(u32, u8)> = events.iter().map(|e| (e.kind, e.priority)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (event::MASTER_CHANGED, 150),
+            (event::MASTER_CHANGED, 160),
+            (event::PRIORITY_ZERO, 0)
+        ]
+    );
+    assert_eq!(events[0].slot, 52);
+    assert_eq!(&events[0].addr[..4], &PEER);
+}
+
+#[test]
+fn invalid_adverts_are_dropped_and_counted_by_reason() {
+    if !privileged("invalid_adverts_are_dropped_and_counted_by_reason") {
+        return;
+    }
+    let mut fx = Fixture::new();
+    let good = advert4(52, 150, 255, ChecksumForm::PseudoHeader);
+    // TTL.
+    assert_eq!(
+        fx.verdict_unchanged(&advert4(52, 150, 254, ChecksumForm::PseudoHeader)),
+        XDP_DROP
+    );
+    // Version 4 (checksum left as is: the version is checked first).
+    let mut bad = good.clone();
+    bad[34] = 0x41;
+    assert_eq!(fx.verdict_unchanged(&bad), XDP_DROP);
+    // A VRRPv2 advert to a VRRPv3 instance.
+    let payload = advert_bytes(
+        Version::V2,
+        52,
+        120,
+        IpAddr::from(PEER),
+        IpAddr::from(MCAST4),
+        ChecksumForm::Plain,
+    );
+    let mut v2 = eth([0x01, 0, 0x5e, 0, 0, 0x12], OTHER_MAC, 0x0800, None);
+    v2.extend_from_slice(&ipv4(PEER, MCAST4, 255, 112, &[], &payload));
+    assert_eq!(fx.verdict_unchanged(&v2), XDP_DROP);
+    // Count 2 with one address.
+    let mut bad = good.clone();
+    bad[37] = 2;
+    assert_eq!(fx.verdict_unchanged(&bad), XDP_DROP);
+    // Checksum.
+    let mut bad = good.clone();
+    bad[36] = 151;
+    assert_eq!(fx.verdict_unchanged(&bad), XDP_DROP);
+    let s = fx.dp.vrid_stats(false, 52).unwrap();
+    assert_eq!(
+        (
+            s.adverts_drop_ttl,
+            s.adverts_drop_version,
+            s.adverts_drop_length,
+            s.adverts_drop_checksum,
+            s.adverts_valid
+        ),
+        (1, 2, 1, 1, 0)
+    );
+    // An unknown VRID.
+    assert_eq!(
+        fx.verdict_unchanged(&advert4(99, 150, 255, ChecksumForm::PseudoHeader)),
+        XDP_DROP
+    );
+    assert_eq!(
+        fx.dp
+            .vrid_stats(false, 99)
+            .unwrap()
+            .adverts_drop_unknown_vrid,
+        1
+    );
+    // None of them touched the liveness entry, and none raised an event.
+    assert_eq!(fx.dp.liveness(false, 52).unwrap().last_seen_ns, 0);
+    assert!(fx.events().is_empty());
+}
+
+#[test]
+fn carp_is_not_taken_for_vrrp() {
+    if !privileged("carp_is_not_taken_for_vrrp") {
+        return;
+    }
+    let mut fx = Fixture::new();
+    let mut carp = vec![0x21, 52, 0, 7, 0, 1, 0, 0];
+    carp.extend_from_slice(&[0xaa; 28]);
+    let c = internet_checksum(&carp);
+    carp[6..8].copy_from_slice(&c.to_be_bytes());
+    let mut f = eth([0x01, 0, 0x5e, 0, 0, 0x12], OTHER_MAC, 0x0800, None);
+    f.extend_from_slice(&ipv4(PEER, MCAST4, 255, 112, &[], &carp));
+    assert_eq!(fx.verdict_unchanged(&f), XDP_PASS);
+    let s = fx.dp.vrid_stats(false, 52).unwrap();
+    assert_eq!(
+        (
+            s.adverts_valid,
+            s.adverts_drop_length,
+            s.adverts_drop_version
+        ),
+        (0, 0, 0)
+    );
+}
+
+#[test]
+fn unicast_adverts_are_accepted_only_from_configured_peers() {
+    if !privileged("unicast_adverts_are_accepted_only_from_configured_peers") {
+        return;
+    }
+    let mut fx = Fixture::new();
+    let me = [192, 0, 2, 1];
+    let unicast = |vrid, src: [u8; 4], ttl| {
+        let payload = advert_bytes(
+            Version::V3,
+            vrid,
+            100,
+            IpAddr::from(src),
+            IpAddr::from(me),
+            ChecksumForm::PseudoHeader,
+        );
+        let mut f = eth(IFACE_MAC, OTHER_MAC, 0x0800, None);
+        f.extend_from_slice(&ipv4(src, me, ttl, 112, &[], &payload));
+        f
+    };
+    assert_eq!(
+        fx.verdict_unchanged(&unicast(70, PEER, 64)),
+        XDP_PASS,
+        "through a router"
+    );
+    assert_eq!(
+        fx.verdict_unchanged(&unicast(70, [192, 0, 2, 66], 255)),
+        XDP_DROP
+    );
+    assert_eq!(fx.dp.vrid_stats(false, 70).unwrap().adverts_drop_peer, 1);
+    assert_eq!(
+        fx.verdict_unchanged(&unicast(71, PEER, 64)),
+        XDP_DROP,
+        "TTL checked on 71"
+    );
+    assert_eq!(fx.verdict_unchanged(&unicast(71, PEER, 255)), XDP_PASS);
+    assert_eq!(fx.dp.vrid_stats(false, 71).unwrap().adverts_drop_ttl, 1);
+}
+
+// ---- foreign owners ----
+
+#[test]
+fn a_foreign_claim_on_a_mastered_vip_is_counted_and_reported() {
+    if !privileged("a_foreign_claim_on_a_mastered_vip_is_counted_and_reported") {
+        return;
+    }
+    let mut fx = Fixture::new();
+    let garp = arp_frame([0xff; 6], 1, OTHER_MAC, VIP, [0; 6], VIP);
+    assert_eq!(fx.verdict_unchanged(&garp), XDP_PASS);
+    let reply = arp_frame(CLIENT_MAC, 2, OTHER_MAC, VIP, CLIENT_MAC, CLIENT_IP);
+    assert_eq!(fx.verdict_unchanged(&reply), XDP_PASS);
+    // Not ours to defend: a claim on a VIP we are backup for.
+    let garp_backup = arp_frame([0xff; 6], 1, OTHER_MAC, BACKUP_VIP, [0; 6], BACKUP_VIP);
+    assert_eq!(fx.verdict_unchanged(&garp_backup), XDP_PASS);
+    // An unsolicited NA for the IPv6 VIP from another MAC.
+    let mut msg = vec![136, 0, 0, 0, 0x20, 0, 0, 0];
+    msg.extend_from_slice(&VIP6);
+    msg.extend_from_slice(&[2, 1]);
+    msg.extend_from_slice(&OTHER_MAC);
+    let all_nodes = [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+    let c = icmp6_checksum(&VIP6, &all_nodes, &msg);
+    msg[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut na = eth([0x33, 0x33, 0, 0, 0, 1], OTHER_MAC, 0x86dd, None);
+    na.extend_from_slice(&ipv6(VIP6, all_nodes, 255, 58, &msg));
+    assert_eq!(fx.verdict_unchanged(&na), XDP_PASS);
+
+    assert_eq!(fx.dp.vrid_stats(false, 51).unwrap().foreign_owner, 2);
+    assert_eq!(fx.dp.vip_stats(0).unwrap().foreign_owner, 2);
+    assert_eq!(fx.dp.vrid_stats(false, 52).unwrap().foreign_owner, 0);
+    assert_eq!(fx.dp.vrid_stats(true, 51).unwrap().foreign_owner, 1);
+    let events = fx.events();
+    assert_eq!(events.len(), 3);
+    assert!(
+        events
+            .iter()
+            .all(|e| e.kind == event::FOREIGN_OWNER && e.mac == OTHER_MAC)
+    );
+    assert_eq!(&events[0].addr[..4], &VIP);
+    assert_eq!(events[2].addr, VIP6);
+    let _ = Ipv4Addr::from(VIP);
+    let _ = Ipv6Addr::from(VIP6);
 }
