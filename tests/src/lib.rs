@@ -13,7 +13,7 @@
 
 use std::{
     fs,
-    net::Ipv4Addr,
+    net::{Ipv4Addr, Ipv6Addr},
     os::fd::{AsFd as _, AsRawFd as _, FromRawFd as _, OwnedFd},
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
@@ -191,6 +191,8 @@ pub struct Host {
     /// The host's interface on the lab network (unique across labs).
     pub iface: String,
     pub ip: Ipv4Addr,
+    /// 2001:db8::<n>/64.
+    pub ip6: Ipv6Addr,
     pub mac: [u8; 6],
 }
 
@@ -209,6 +211,8 @@ pub struct Lab {
     hosts: Vec<Host>,
     switch: Netns,
     workdir: PathBuf,
+    /// The xvrrp binary [`Lab::start_xvrrp`] runs.
+    xvrrp: PathBuf,
 }
 
 impl Lab {
@@ -238,6 +242,7 @@ impl Lab {
             hosts: Vec::new(),
             switch,
             workdir,
+            xvrrp: xvrrp_bin(),
         };
         let pass = xdp_pass::load().context("loading the XDP pass program for the bridge ports")?;
         for (i, name) in host_names.iter().enumerate() {
@@ -277,6 +282,15 @@ impl Lab {
                 "dev",
                 &iface,
             ])?;
+            let host_ip6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, u16::from(idx));
+            ns.ip(&[
+                "addr",
+                "add",
+                &format!("{host_ip6}/64"),
+                "dev",
+                &iface,
+                "nodad",
+            ])?;
             ns.ip(&["link", "set", &iface, "up"])?;
             let port_name = port.clone();
             let prog = pass.try_clone()?;
@@ -290,10 +304,16 @@ impl Lab {
                 ns,
                 iface,
                 ip: host_ip,
+                ip6: host_ip6,
                 mac,
             });
         }
         Ok(lab)
+    }
+
+    /// Runs this xvrrp binary instead of [`xvrrp_bin`]'s.
+    pub fn set_xvrrp_bin(&mut self, bin: &Path) {
+        self.xvrrp = bin.to_owned();
     }
 
     pub fn tag(&self) -> &str {
@@ -382,6 +402,93 @@ impl Lab {
         )?;
         Ok(parse_arping(&String::from_utf8_lossy(&out.stdout)))
     }
+}
+
+impl Lab {
+    /// Writes `config` (TOML) for `host` and starts `xvrrp run` with it there; returns once
+    /// the daemon has pinned its maps (or fails with its log if it exits or takes over 20 s).
+    pub fn start_xvrrp(&self, host: &str, config: &str) -> anyhow::Result<Proc> {
+        let path = self.workdir.join(format!("{host}.toml"));
+        fs::write(&path, config)?;
+        let mut proc = self.spawn(
+            host,
+            &self.xvrrp,
+            &[
+                "run",
+                "--config",
+                path.to_str().expect("utf-8 path"),
+                "--log-level",
+                "info,vrrp_user=debug",
+            ],
+            &format!("xvrrp-{host}"),
+        )?;
+        // Pins may be left by a killed daemon: readiness is the daemon's own word.
+        let up = wait_for(Duration::from_secs(20), || {
+            proc.log().contains("xvrrp running") || !proc.running()
+        });
+        ensure!(
+            up && proc.running(),
+            "xvrrp did not come up on {host}; log:\n{}",
+            proc.log()
+        );
+        Ok(proc)
+    }
+
+    /// Sends neighbour solicitations from `host` for `target` and returns the MAC addresses
+    /// of every advertisement received, lowercased (empty when nobody answered).
+    pub fn ndisc(&self, host: &str, target: Ipv6Addr, tries: u32) -> anyhow::Result<Vec<String>> {
+        let iface = self.host(host).iface.clone();
+        let out = self.run(
+            host,
+            "ndisc6",
+            &[
+                "-n",
+                "-m",
+                "-r",
+                &tries.to_string(),
+                "-w",
+                "1000",
+                &target.to_string(),
+                &iface,
+            ],
+            Duration::from_secs(u64::from(tries) * 2 + 10),
+        )?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once("Target link-layer address:"))
+            .map(|(_, mac)| mac.trim().to_ascii_lowercase())
+            .collect())
+    }
+}
+
+/// Sums a counter over the CPUs of a pinned per-CPU array map, read with bpftool.
+pub fn per_cpu_counter(map: &Path, index: u32, field: &str) -> anyhow::Result<u64> {
+    let key: Vec<String> = index.to_le_bytes().iter().map(u8::to_string).collect();
+    let out = run_with_timeout(
+        Command::new("bpftool")
+            .args(["-j", "map", "lookup", "pinned"])
+            .arg(map)
+            .arg("key")
+            .args(&key),
+        Duration::from_secs(10),
+    )?;
+    ensure!(
+        out.status.success(),
+        "bpftool: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    // With BTF, bpftool puts the decoded fields under "formatted".
+    let values = json["formatted"]["values"]
+        .as_array()
+        .ok_or_else(|| anyhow!("no formatted per-CPU values in {json}"))?;
+    let mut total = 0;
+    for v in values {
+        total += v["value"][field]
+            .as_u64()
+            .ok_or_else(|| anyhow!("no field {field} in {v}"))?;
+    }
+    Ok(total)
 }
 
 impl Drop for Lab {

@@ -5,7 +5,7 @@
 use std::{net::Ipv4Addr, path::Path, process::Command, time::Duration};
 
 use nix::sys::signal::Signal;
-use xvrrp_lab::{Lab, Proc, namespaces, privileged, wait_for, xvrrp_bin};
+use xvrrp_lab::{Lab, Proc, namespaces, privileged, xvrrp_bin};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
 const VRID: u8 = 51;
@@ -17,42 +17,17 @@ fn mac_text(mac: &[u8; 6]) -> String {
         .join(":")
 }
 
-/// Writes a config for `host` and starts xvrrp with it; returns once its maps are pinned.
+/// Starts xvrrp on `host` as the given state for VRID 51 and VIP 192.0.2.100/24.
 fn start_xvrrp(lab: &Lab, host: &str, state: &str, virtual_mac: bool) -> Proc {
     let iface = &lab.host(host).iface;
-    let config = lab.workdir().join(format!("{host}.toml"));
-    std::fs::write(
-        &config,
-        format!(
+    lab.start_xvrrp(
+        host,
+        &format!(
             "interface = \"{iface}\"\nxdp_mode = \"native\"\n\n[[instance]]\nvrid = {VRID}\npriority = 200\n\
              state = \"{state}\"\nvips = [\"{VIP}/24\"]\nvirtual_mac = {virtual_mac}\n"
         ),
     )
-    .unwrap();
-    let mut proc = lab
-        .spawn(
-            host,
-            &xvrrp_bin(),
-            &[
-                "run",
-                "--config",
-                config.to_str().unwrap(),
-                "--log-level",
-                "info,vrrp_user=debug",
-            ],
-            &format!("xvrrp-{host}"),
-        )
-        .expect("start xvrrp");
-    let pinned = Path::new("/sys/fs/bpf/xvrrp").join(iface).join("vips_v4");
-    let up = wait_for(Duration::from_secs(20), || {
-        pinned.exists() || !proc.running()
-    });
-    assert!(
-        up && proc.running(),
-        "xvrrp did not come up on {host}; log:\n{}",
-        proc.log()
-    );
-    proc
+    .expect("start xvrrp")
 }
 
 #[test]
@@ -118,13 +93,11 @@ fn master_answers_arp_for_vip_from_xdp_and_stops_when_the_daemon_stops() {
         .expect("bpftool");
     let vrids = String::from_utf8_lossy(&vrids.stdout);
     assert!(vrids.contains("\"role\":2"), "{vrids}");
-    let stats = Command::new("bpftool")
-        .args(["map", "dump", "pinned"])
-        .arg(pin_dir.join("stats"))
-        .output()
-        .expect("bpftool");
-    let stats = String::from_utf8_lossy(&stats.stdout);
-    assert!(stats.contains("\"arp_replied\""), "{stats}");
+    assert_eq!(
+        xvrrp_lab::per_cpu_counter(&pin_dir.join("vrid_stats"), u32::from(VRID), "answered")
+            .unwrap(),
+        3
+    );
 
     // The backup drops requests for the VIP: still exactly one MAC answers.
     let mut b = start_xvrrp(&lab, "b", "backup", false);

@@ -1,6 +1,6 @@
 //! The daemon: one event loop that owns the data plane and reacts to signals.
 
-use std::{os::fd::AsRawFd as _, time::Duration};
+use std::{net::IpAddr, os::fd::AsRawFd as _, time::Duration};
 
 use anyhow::Context as _;
 use tokio::{
@@ -8,7 +8,9 @@ use tokio::{
     signal::unix::{SignalKind, signal},
 };
 use tracing::{info, warn};
-use vrrp_common::{VipValue, VridState, role, virtual_mac_v4, virtual_mac_v6, vrid_flags};
+use vrrp_common::{
+    Event, VipValue, VridState, event, role, virtual_mac_v4, virtual_mac_v6, vrid_flags,
+};
 
 use crate::{
     config::{Config, InitialState},
@@ -72,8 +74,8 @@ pub async fn run(config: Config, kernel_log: KernelLogLevel) -> anyhow::Result<(
         );
     }
     dp.heartbeat(dataplane::monotonic_coarse_ns())?;
-    let attached = dp.attach(iface, config.xdp_mode)?;
     let pin_dir = config.pin_dir();
+    let attached = dp.attach(iface, config.xdp_mode, &pin_dir)?;
     dp.pin(&pin_dir)?;
     info!(
         iface,
@@ -100,6 +102,14 @@ pub async fn run(config: Config, kernel_log: KernelLogLevel) -> anyhow::Result<(
         }
         None => None,
     };
+    let mut events = match dp.take_events() {
+        // SAFETY: the ring buffer owns its fd for as long as it lives inside the AsyncFd.
+        Ok(ring) => unsafe { AsyncFd::register(ring) }.ok(),
+        Err(err) => {
+            warn!(error = %err, "data-plane events are not available");
+            None
+        }
+    };
     // The dead-man switch: the data plane answers for VIPs only while this keeps ticking.
     let mut heartbeat = tokio::time::interval((heartbeat_limit / 10).max(Duration::from_millis(1)));
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -108,6 +118,21 @@ pub async fn run(config: Config, kernel_log: KernelLogLevel) -> anyhow::Result<(
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
             _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
             _ = heartbeat.tick() => dp.heartbeat(dataplane::monotonic_coarse_ns())?,
+            ready = async { events.as_mut().expect("guarded by the if").readable_mut().await },
+                if events.is_some() => {
+                match ready {
+                    Ok(mut guard) => {
+                        while let Some(item) = guard.get_inner_mut().next() {
+                            log_event(iface, &item);
+                        }
+                        guard.clear_ready();
+                    }
+                    Err(err) => {
+                        warn!(error = %err, "data-plane events stopped");
+                        events = None;
+                    }
+                }
+            }
             ready = async { logs.as_mut().expect("guarded by the if").readable_mut().await },
                 if logs.is_some() => {
                 match ready {
@@ -141,6 +166,37 @@ pub async fn run(config: Config, kernel_log: KernelLogLevel) -> anyhow::Result<(
     drop(dp);
     info!("stopped");
     Ok(())
+}
+
+/// Logs one event from the data plane's ring buffer.
+fn log_event(iface: &str, bytes: &[u8]) {
+    if bytes.len() != std::mem::size_of::<Event>() {
+        warn!(len = bytes.len(), "malformed data-plane event");
+        return;
+    }
+    // SAFETY: the length is that of an Event, a Pod; read_unaligned copes with any alignment.
+    let e: Event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    let ipv6 = e.slot >= 256;
+    let vrid = (e.slot % 256) as u8;
+    let addr = if ipv6 {
+        IpAddr::from(e.addr)
+    } else {
+        IpAddr::from([e.addr[0], e.addr[1], e.addr[2], e.addr[3]])
+    };
+    match e.kind {
+        event::MASTER_CHANGED => info!(
+            iface, vrid, ipv6, master = %addr, priority = e.priority, interval_cs = e.interval_cs,
+            version = e.version, "advert from a new master, or a changed one"
+        ),
+        event::PRIORITY_ZERO => {
+            info!(iface, vrid, ipv6, master = %addr, "master resigned (priority 0)")
+        }
+        event::FOREIGN_OWNER => warn!(
+            iface, vrid, ipv6, vip = %addr, mac = %format_mac(&e.mac),
+            "another host claims a VIP this node is master of (split brain seen on the wire)"
+        ),
+        other => warn!(kind = other, "unknown data-plane event"),
+    }
 }
 
 /// A MAC address as `aa:bb:cc:dd:ee:ff`.

@@ -9,7 +9,10 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{ProgramError, Xdp, XdpMode},
+    programs::{
+        ProgramError, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+    },
 };
 use tracing::{info, warn};
 use vrrp_common::{
@@ -98,6 +101,10 @@ pub enum DataPlaneError {
         #[source]
         source: aya::pin::PinError,
     },
+    #[error(
+        "XDP was attached to {iface} through netlink; xvrrp needs bpf_link (Linux 5.9 or later)"
+    )]
+    NoBpfLink { iface: String },
     #[error("{action} {path} failed")]
     Io {
         action: &'static str,
@@ -116,10 +123,16 @@ pub enum Attached {
     Generic,
 }
 
+/// File name of the pinned XDP link under the pin directory.
+pub const PINNED_LINK: &str = "link";
+
 /// A loaded XDP program and its maps.
 pub struct DataPlane {
     ebpf: Ebpf,
     pin_dir: Option<PathBuf>,
+    /// The XDP link, pinned in bpffs: the program stays attached if the daemon dies, and then
+    /// the heartbeat check is what stops its answers.
+    attachment: Option<PinnedLink>,
 }
 
 impl DataPlane {
@@ -145,6 +158,7 @@ impl DataPlane {
         Ok(Self {
             ebpf,
             pin_dir: None,
+            attachment: None,
         })
     }
 
@@ -164,8 +178,19 @@ impl DataPlane {
         xdp_program(&mut self.ebpf)
     }
 
-    /// Attaches the program to `iface`.
-    pub fn attach(&mut self, iface: &str, mode: XdpAttach) -> Result<Attached> {
+    /// Attaches the program to `iface` and pins the link as `<pin_dir>/link`. A link left
+    /// there by a daemon that did not stop cleanly is replaced.
+    pub fn attach(&mut self, iface: &str, mode: XdpAttach, pin_dir: &Path) -> Result<Attached> {
+        create_dir(pin_dir)?;
+        let link_path = pin_dir.join(PINNED_LINK);
+        if link_path.exists() {
+            warn!(path = %link_path.display(), "replacing the XDP link of a daemon that did not stop cleanly");
+            match PinnedLink::from_pin(&link_path) {
+                // Unpinned and dropped: detached.
+                Ok(stale) => drop(stale.unpin()),
+                Err(_) => drop(std::fs::remove_file(&link_path)),
+            }
+        }
         let program = xdp_program(&mut self.ebpf)?;
         let attach = |program: &mut Xdp, mode: XdpMode, name: &'static str| {
             program
@@ -176,15 +201,14 @@ impl DataPlane {
                     source,
                 })
         };
-        match mode {
-            XdpAttach::Native => {
-                attach(program, XdpMode::Driver, "native").map(|_| Attached::Native)
-            }
-            XdpAttach::Generic => {
-                attach(program, XdpMode::Skb, "generic").map(|_| Attached::Generic)
-            }
+        let (id, attached) = match mode {
+            XdpAttach::Native => (
+                attach(program, XdpMode::Driver, "native")?,
+                Attached::Native,
+            ),
+            XdpAttach::Generic => (attach(program, XdpMode::Skb, "generic")?, Attached::Generic),
             XdpAttach::Auto => match attach(program, XdpMode::Driver, "native") {
-                Ok(_) => Ok(Attached::Native),
+                Ok(id) => (id, Attached::Native),
                 Err(err) => {
                     warn!(
                         iface,
@@ -192,20 +216,36 @@ impl DataPlane {
                         "native XDP is not available on this interface; falling back to GENERIC mode, \
                          which answers ARP from the slower skb path"
                     );
-                    attach(program, XdpMode::Skb, "generic").map(|_| Attached::Generic)
+                    (attach(program, XdpMode::Skb, "generic")?, Attached::Generic)
                 }
             },
-        }
+        };
+        let link = program
+            .take_link(id)
+            .map_err(|source| DataPlaneError::Program {
+                action: "hand over its link",
+                source,
+            })?;
+        let fd_link = FdLink::try_from(link).map_err(|_| DataPlaneError::NoBpfLink {
+            iface: iface.to_owned(),
+        })?;
+        self.attachment = Some(
+            fd_link
+                .pin(&link_path)
+                .map_err(|source| DataPlaneError::Pin {
+                    name: "xdp link",
+                    path: link_path.clone(),
+                    source,
+                })?,
+        );
+        self.pin_dir = Some(pin_dir.to_owned());
+        Ok(attached)
     }
 
     /// Pins every shared map under `dir` (created if needed) so that bpftool can read them.
     /// Stale pins left by a daemon that did not clean up are replaced.
     pub fn pin(&mut self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|source| DataPlaneError::Io {
-            action: "creating",
-            path: dir.to_owned(),
-            source,
-        })?;
+        create_dir(dir)?;
         for (name, file) in PINNED_MAPS {
             let path = dir.join(file);
             if path.exists() {
@@ -230,8 +270,16 @@ impl DataPlane {
         Ok(())
     }
 
-    /// Removes the pins made by [`Self::pin`] and the directory if it is left empty.
+    /// Detaches the program, removes the pins made by [`Self::attach`] and [`Self::pin`], and
+    /// the directory if it is left empty.
     pub fn unpin(&mut self) {
+        if let Some(link) = self.attachment.take() {
+            match link.unpin() {
+                // Dropping the last reference detaches the program.
+                Ok(fd_link) => drop(fd_link),
+                Err(err) => warn!(error = %err, "cannot unpin the XDP link"),
+            }
+        }
         let Some(dir) = self.pin_dir.take() else {
             return;
         };
@@ -410,6 +458,14 @@ impl DataPlane {
             .ok_or(DataPlaneError::Missing { what: "map", name })?;
         Array::try_from(map).map_err(|source| DataPlaneError::MapType { name, source })
     }
+}
+
+fn create_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|source| DataPlaneError::Io {
+        action: "creating",
+        path: dir.to_owned(),
+        source,
+    })
 }
 
 /// The key of a unicast peer in the peers map.

@@ -33,7 +33,6 @@ impl Rng {
 
 struct Router {
     engine: Engine,
-    addr: IpAddr,
     up: bool,
     state: State,
 }
@@ -102,10 +101,8 @@ impl Net {
             now: 0,
             routers: configs
                 .into_iter()
-                .enumerate()
-                .map(|(i, c)| Router {
+                .map(|c| Router {
                     engine: Engine::new(vec![c], vec![]).unwrap(),
-                    addr: addr(i),
                     up: false,
                     state: State::Initialize,
                 })

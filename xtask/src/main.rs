@@ -13,7 +13,7 @@ use std::{
 use anyhow::{Context as _, bail, ensure};
 use clap::{Parser, Subcommand};
 use nix::sys::signal::Signal;
-use xvrrp_lab::{Lab, PIN_ROOT, wait_for};
+use xvrrp_lab::{Lab, PIN_ROOT};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask")]
@@ -208,32 +208,18 @@ const DEMO_VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
 /// resolves the VIP every second, showing which host answers.
 fn demo(bin: &Path, limit: Option<Duration>) -> anyhow::Result<()> {
     install_handlers();
-    let lab = Lab::new(&["a", "b", "client"])?;
+    let mut lab = Lab::new(&["a", "b", "client"])?;
+    lab.set_xvrrp_bin(bin);
     let mut daemons = Vec::new();
     for (host, state, priority) in [("a", "master", 200), ("b", "backup", 100)] {
         let iface = &lab.host(host).iface;
-        let config = lab.workdir().join(format!("{host}.toml"));
-        std::fs::write(
-            &config,
-            format!(
+        let proc = lab.start_xvrrp(
+            host,
+            &format!(
                 "# host {host} of the xvrrp demo lab\ninterface = \"{iface}\"\n\n[[instance]]\nname = \"demo\"\n\
                  vrid = 51\npriority = {priority}\nstate = \"{state}\"\nvips = [\"{DEMO_VIP}/24\"]\n"
             ),
         )?;
-        let proc = lab.spawn(
-            host,
-            bin,
-            &["run", "--config", config.to_str().expect("utf-8 path")],
-            &format!("xvrrp-{host}"),
-        )?;
-        let pinned = Path::new(PIN_ROOT).join(iface).join("vips_v4");
-        let mut proc = proc;
-        if !wait_for(Duration::from_secs(20), || {
-            pinned.exists() || !proc.running()
-        }) || !proc.running()
-        {
-            bail!("xvrrp did not start on host {host}:\n{}", proc.log());
-        }
         daemons.push((host, proc));
     }
     let client = lab.host("client");
