@@ -4,8 +4,7 @@
 use std::{
     net::{Ipv4Addr, Ipv6Addr},
     path::Path,
-    process::Command,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use nix::sys::signal::Signal;
@@ -71,21 +70,17 @@ fn a_frozen_daemon_stops_answering_within_the_heartbeat_limit() {
         .join(&lab.host("a").iface)
         .join("vrid_stats");
 
-    a.stop(Signal::SIGSTOP, Duration::ZERO).ok();
-    let frozen = Instant::now();
-    // Ask until the answers stop; they must stop within the limit (plus a jiffy and an arping).
-    let stopped = wait_for(Duration::from_secs(3), || {
-        lab.arping("client", VIP, 1).unwrap().is_empty()
-    });
-    let took = frozen.elapsed();
-    assert!(stopped, "answers went on after the daemon froze");
+    let pid = nix::unistd::Pid::from_raw(a.pid() as i32);
+    nix::sys::signal::kill(pid, Signal::SIGSTOP).unwrap();
+    // Within the limit (200 ms) plus a jiffy or two of the coarse clock, nobody answers.
+    std::thread::sleep(Duration::from_millis(200 + 30));
     assert!(
-        took < Duration::from_millis(200 + 1_100),
-        "stopped only after {took:?}"
+        lab.arping("client", VIP, 1).unwrap().is_empty(),
+        "answers went on after the daemon froze"
     );
     assert!(per_cpu_counter(&stats, 51, "dropped_stale_heartbeat").unwrap() >= 1);
 
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(a.pid() as i32), Signal::SIGCONT).unwrap();
+    nix::sys::signal::kill(pid, Signal::SIGCONT).unwrap();
     assert!(
         wait_for(Duration::from_secs(3), || lab
             .arping("client", VIP, 1)
@@ -192,5 +187,4 @@ fn a_foreign_gratuitous_arp_for_the_vip_is_counted_and_logged() {
         a.log()
     );
     a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
-    let _ = Command::new("true").status();
 }

@@ -178,6 +178,30 @@ impl DataPlane {
         xdp_program(&mut self.ebpf)
     }
 
+    /// Another program of the object (the bench programs `xvrrp_bench`, `xvrrp_bench_base`),
+    /// loaded into the kernel on first use. The daemon never loads them.
+    pub fn extra_program(&mut self, name: &'static str) -> Result<&mut Xdp> {
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(DataPlaneError::Missing {
+                what: "program",
+                name,
+            })?
+            .try_into()
+            .map_err(|source| DataPlaneError::Program {
+                action: "be used as XDP",
+                source,
+            })?;
+        if program.fd().is_err() {
+            program.load().map_err(|source| DataPlaneError::Program {
+                action: "load (verifier)",
+                source,
+            })?;
+        }
+        Ok(program)
+    }
+
     /// Attaches the program to `iface` and pins the link as `<pin_dir>/link`. A link left
     /// there by a daemon that did not stop cleanly is replaced.
     pub fn attach(&mut self, iface: &str, mode: XdpAttach, pin_dir: &Path) -> Result<Attached> {

@@ -48,6 +48,8 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Benchmarks (printed, with targets; JSON under target/bench/). Needs root.
+    Bench,
     /// Fuzz the advert decoder with cargo-fuzz (libFuzzer) for a bounded time.
     Fuzz {
         #[arg(long, default_value_t = 60)]
@@ -79,6 +81,10 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Test { args } => test(&args),
         Cmd::Fuzz { seconds } => fuzz(seconds),
+        Cmd::Bench => {
+            setup::run()?;
+            status(cargo().args(["bench", "--package", "vrrp-user", "--bench", "dataplane"]))
+        }
         Cmd::Lab { hosts } => {
             setup::run()?;
             let names: Vec<&str> = hosts.split(',').map(str::trim).collect();

@@ -1,0 +1,424 @@
+//! Data-plane benchmarks (run as root by `cargo xtask bench`); prints a table and writes
+//! target/bench/dataplane.json.
+//!
+//! 1. Per-packet cost with BPF_PROG_TEST_RUN (repeat 10^6, median of 5 rounds). The kernel does
+//!    not restore a frame between repetitions, so an answered ARP request would be a reply from
+//!    the second repetition on. The object carries two bench programs: `xvrrp_bench` saves the
+//!    frame, runs the real program and restores the frame; `xvrrp_bench_base` only saves and
+//!    restores. Their difference is the program's cost on that frame, every repetition on the
+//!    same path. Frames the program leaves intact are also timed directly.
+//! 2. Answered ARP requests per second through a veth pair on one core: an in-kernel generator
+//!    (BPF_PROG_TEST_RUN live frames, XDP_TX) sends requests for the VIP out of `gen`; on `dut`
+//!    either xvrrp's XDP program or the kernel (VIP on the interface) answers; a drop program on
+//!    `gen` counts the replies (ethtool's rx_queue_0_xdp_drops), in the same run.
+
+use std::{
+    net::IpAddr,
+    os::fd::AsFd as _,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use aya::programs::{TestRun as _, TestRunAttrs, TestRunOptions};
+use vrrp_common::{VipValue, VridState, role, vrid_flags};
+use vrrp_user::{
+    config::XdpAttach,
+    dataplane::{DataPlane, KernelLogLevel, monotonic_coarse_ns},
+    engine::{Advert, Auth, ChecksumForm, Version},
+};
+use xvrrp_lab::{Netns, xdp_pass};
+
+const IFACE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+const GEN_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
+const VIP: [u8; 4] = [192, 0, 2, 100];
+const VIP6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x00,
+];
+const CLIENT6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+];
+const REPEAT: u32 = 1_000_000;
+const ROUNDS: usize = 5;
+const BENCH_LEN: usize = 128;
+
+fn arp_request() -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&GEN_MAC);
+    f.extend_from_slice(&[0x08, 0x06, 0x00, 0x01, 0x08, 0x00, 6, 4, 0, 1]);
+    f.extend_from_slice(&GEN_MAC);
+    f.extend_from_slice(&[192, 0, 2, 10]);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&VIP);
+    f
+}
+
+fn checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|c| u32::from(c[0]) << 8 | u32::from(*c.get(1).unwrap_or(&0)))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+fn neighbour_solicitation() -> Vec<u8> {
+    let dst = [
+        0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0xff, 0, 0x01, 0x00,
+    ];
+    let mut msg = vec![135, 0, 0, 0, 0, 0, 0, 0];
+    msg.extend_from_slice(&VIP6);
+    msg.extend_from_slice(&[1, 1]);
+    msg.extend_from_slice(&GEN_MAC);
+    let mut pseudo = CLIENT6.to_vec();
+    pseudo.extend_from_slice(&dst);
+    pseudo.extend_from_slice(&[0, 0, 0, 32, 0, 0, 0, 58]);
+    pseudo.extend_from_slice(&msg);
+    let c = checksum(&pseudo);
+    msg[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut f = vec![0x33, 0x33, 0xff, 0, 0x01, 0];
+    f.extend_from_slice(&GEN_MAC);
+    f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0, 0, 32, 58, 255]);
+    f.extend_from_slice(&CLIENT6);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&msg);
+    f
+}
+
+fn ipv4_frame(dst_mac: [u8; 6], proto: u8, dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
+    let mut f = dst_mac.to_vec();
+    f.extend_from_slice(&GEN_MAC);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let total = (20 + payload.len()) as u16;
+    let mut ip = vec![0x45, 0xc0];
+    ip.extend_from_slice(&total.to_be_bytes());
+    ip.extend_from_slice(&[0, 1, 0, 0, 255, proto, 0, 0, 192, 0, 2, 2]);
+    ip.extend_from_slice(&dst);
+    let c = checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(payload);
+    f
+}
+
+fn advert() -> Vec<u8> {
+    let bytes = Advert {
+        version: Version::V3,
+        vrid: 52,
+        priority: 150,
+        interval_cs: 100,
+        addrs: vec![IpAddr::from(VIP)],
+        auth: Auth::None,
+    }
+    .encode(
+        ChecksumForm::PseudoHeader,
+        IpAddr::from([192, 0, 2, 2]),
+        IpAddr::from([224, 0, 0, 18]),
+    )
+    .unwrap();
+    ipv4_frame([0x01, 0, 0x5e, 0, 0, 0x12], 112, [224, 0, 0, 18], &bytes)
+}
+
+fn tcp() -> Vec<u8> {
+    let mut seg = vec![
+        0x30, 0x39, 0x0c, 0xea, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff,
+    ];
+    seg.extend_from_slice(&[0; 4]);
+    ipv4_frame(IFACE_MAC, 6, [192, 0, 2, 1], &seg)
+}
+
+fn padded(mut f: Vec<u8>) -> Vec<u8> {
+    f.resize(BENCH_LEN, 0);
+    f
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Median over ROUNDS of the per-repetition time (ns) of `program` on `frame`, and its verdict.
+fn time(dp: &mut DataPlane, program: &'static str, frame: &[u8]) -> (f64, u32) {
+    let mut rounds = Vec::new();
+    let mut verdict = 0;
+    for _ in 0..ROUNDS {
+        dp.heartbeat(monotonic_coarse_ns()).unwrap();
+        let prog = if program == "xvrrp" {
+            dp.program().unwrap()
+        } else {
+            dp.extra_program(program).unwrap()
+        };
+        let mut out = vec![0u8; frame.len() + 64];
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                repeat: REPEAT,
+                ..Default::default()
+            })
+            .expect("test run");
+        verdict = r.return_value;
+        rounds.push(r.duration.as_nanos() as f64);
+    }
+    (median(rounds), verdict)
+}
+
+fn fixture() -> DataPlane {
+    let mut dp = DataPlane::load(IFACE_MAC, 60_000_000_000, KernelLogLevel::Info).expect("load");
+    let vip = VipValue {
+        vrid: 51,
+        flags: 0,
+        mac: IFACE_MAC,
+        stats_index: 0,
+    };
+    dp.set_vip(IpAddr::from(VIP), vip).unwrap();
+    dp.set_vip(
+        IpAddr::from(VIP6),
+        VipValue {
+            stats_index: 1,
+            ..vip
+        },
+    )
+    .unwrap();
+    let master = VridState {
+        role: role::MASTER,
+        flags: vrid_flags::CONFIGURED,
+        version: 3,
+    };
+    dp.set_vrid(false, 51, master).unwrap();
+    dp.set_vrid(true, 51, master).unwrap();
+    dp.set_vrid(
+        false,
+        52,
+        VridState {
+            role: role::BACKUP,
+            ..master
+        },
+    )
+    .unwrap();
+    dp.heartbeat(monotonic_coarse_ns()).unwrap();
+    dp
+}
+
+struct Row {
+    name: &'static str,
+    ns: f64,
+    target: Option<f64>,
+    how: String,
+}
+
+fn per_packet() -> Vec<Row> {
+    let mut dp = fixture();
+    let mut rows = Vec::new();
+    for (name, frame, expect, target) in [
+        ("ARP request -> reply", padded(arp_request()), 3, Some(20.0)),
+        ("NS -> NA", padded(neighbour_solicitation()), 3, None),
+        ("valid advert", padded(advert()), 2, Some(25.0)),
+        ("unrelated TCP frame", padded(tcp()), 2, Some(10.0)),
+    ] {
+        let (with, verdict) = time(&mut dp, "xvrrp_bench", &frame);
+        assert_eq!(verdict, expect, "{name}: unexpected verdict");
+        let (base, _) = time(&mut dp, "xvrrp_bench_base", &frame);
+        rows.push(Row {
+            name,
+            ns: (with - base).max(0.0),
+            target,
+            how: format!("bench {with:.1} - restore-only {base:.1} ns"),
+        });
+        if expect == 2 {
+            let (direct, verdict) = time(&mut dp, "xvrrp", &frame);
+            assert_eq!(verdict, expect);
+            rows.push(Row {
+                name,
+                ns: direct,
+                target,
+                how: "direct (frame left intact), incl. ~8 ns harness floor".into(),
+            });
+        }
+    }
+    rows
+}
+
+fn ethtool_counter(iface: &str, name: &str) -> u64 {
+    let out = Command::new("ethtool")
+        .args(["-S", iface])
+        .output()
+        .expect("ethtool");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix(&format!("{name}:"))
+                .map(|v| v.trim().parse().unwrap_or(0))
+        })
+        .unwrap_or(0)
+}
+
+fn ip(args: &[&str]) {
+    let st = Command::new("ip").args(args).status().expect("ip");
+    assert!(st.success(), "ip {args:?}");
+}
+
+/// Replies per second seen on `gen` while the generator sends `frames` requests.
+fn flood(generator: &mut DataPlane, gen_ifindex: u32, frames: u32) -> (f64, u64, Duration) {
+    let before = ethtool_counter("gen", "rx_queue_0_xdp_drops");
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
+    let frame = arp_request();
+    let ctx: Vec<u8> = [0, frame.len() as u32, 0, gen_ifindex, 0, 0]
+        .iter()
+        .flat_map(|v| v.to_ne_bytes())
+        .collect();
+    let prog = generator
+        .extra_program("xvrrp_bench_gen")
+        .expect("generator");
+    let start = Instant::now();
+    prog.test_run(TestRunOptions {
+        data_in: Some(&frame),
+        ctx_in: Some(&ctx),
+        repeat: frames,
+        attrs: TestRunAttrs::new().xdp_live_frames(64),
+        ..Default::default()
+    })
+    .expect("live frames");
+    let took = start.elapsed();
+    // Let the last replies drain.
+    std::thread::sleep(Duration::from_millis(200));
+    let replies = ethtool_counter("gen", "rx_queue_0_xdp_drops") - before;
+    (replies as f64 / took.as_secs_f64(), replies, took)
+}
+
+fn live() -> Vec<(String, f64, u64, Duration)> {
+    let ns = Netns::create(&format!("xvb{}", std::process::id())).expect("netns");
+    nix::sched::setns(
+        std::fs::File::open(ns.path()).unwrap().as_fd(),
+        nix::sched::CloneFlags::CLONE_NEWNET,
+    )
+    .expect("setns");
+    ip(&[
+        "link",
+        "add",
+        "gen",
+        "address",
+        "02:00:00:00:00:10",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "dut",
+        "address",
+        "02:00:00:00:00:01",
+    ]);
+    ip(&["link", "set", "gen", "up"]);
+    ip(&["link", "set", "dut", "up"]);
+    let gen_ifindex = nix::net::if_::if_nametoindex("gen").unwrap();
+    let sink = xdp_pass::load_returning(xdp_pass::XDP_DROP).unwrap();
+    let _sink_link = xdp_pass::attach_native(&sink, "gen").unwrap();
+    let mut generator =
+        DataPlane::load(GEN_MAC, 1, KernelLogLevel::Info).expect("load the generator");
+    let frames = 5_000_000;
+    let mut results = Vec::new();
+
+    // The kernel answering: the VIP on dut, a pass program there (the veth XDP_TX quirk).
+    ip(&["addr", "add", "192.0.2.100/24", "dev", "dut"]);
+    ip(&[
+        "neigh",
+        "replace",
+        "192.0.2.10",
+        "lladdr",
+        "02:00:00:00:00:10",
+        "dev",
+        "dut",
+    ]);
+    {
+        let pass = xdp_pass::load().unwrap();
+        let _link = xdp_pass::attach_native(&pass, "dut").unwrap();
+        flood(&mut generator, gen_ifindex, 100_000);
+        let (pps, replies, took) = flood(&mut generator, gen_ifindex, frames / 5);
+        results.push((
+            "kernel (VIP on the interface)".to_owned(),
+            pps,
+            replies,
+            took,
+        ));
+    }
+    // xvrrp answering from XDP.
+    {
+        let mut dp = fixture();
+        let pin =
+            std::path::PathBuf::from(format!("/sys/fs/bpf/xvrrp-bench-{}", std::process::id()));
+        dp.attach("dut", XdpAttach::Native, &pin)
+            .expect("attach xvrrp");
+        flood(&mut generator, gen_ifindex, 100_000);
+        let (pps, replies, took) = flood(&mut generator, gen_ifindex, frames);
+        let s = dp.vrid_stats(false, 51).unwrap();
+        println!(
+            "  (dut: xvrrp requests {} answered {}; veth xdp_packets {} xdp_tx {} xdp_tx_errors {} drops {}; gen xdp_packets {})",
+            s.requests,
+            s.answered,
+            ethtool_counter("dut", "rx_queue_0_xdp_packets"),
+            ethtool_counter("dut", "rx_queue_0_xdp_tx"),
+            ethtool_counter("dut", "rx_queue_0_xdp_tx_errors"),
+            ethtool_counter("dut", "rx_queue_0_drops"),
+            ethtool_counter("gen", "rx_queue_0_xdp_packets"),
+        );
+        results.push(("xvrrp XDP".to_owned(), pps, replies, took));
+        dp.unpin();
+        let _ = std::fs::remove_dir_all(&pin);
+    }
+    results
+}
+
+fn main() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: the data-plane bench needs root (BPF, namespaces)");
+        return;
+    }
+    println!(
+        "Data-plane cost per packet (BPF_PROG_TEST_RUN, repeat {REPEAT}, median of {ROUNDS}):"
+    );
+    println!("{:<24} {:>9} {:>9}  method", "path", "ns/pkt", "target");
+    let rows = per_packet();
+    for r in &rows {
+        let target = r.target.map_or("-".to_owned(), |t| format!("<= {t:.0}"));
+        let mark = match r.target {
+            Some(t) if r.ns > t => "  (over target)",
+            _ => "",
+        };
+        println!(
+            "{:<24} {:>9.1} {:>9}  {}{mark}",
+            r.name, r.ns, target, r.how
+        );
+    }
+    println!();
+    println!("ARP answers per second through veth on one core (live frames):");
+    let live = live();
+    for (name, pps, replies, took) in &live {
+        println!(
+            "{name:<32} {:>8.2} Mpps  ({replies} replies in {took:.2?})",
+            pps / 1e6
+        );
+    }
+    let (kernel, xdp) = (live[0].1, live[1].1);
+    let ratio = xdp / kernel.max(1.0);
+    println!("xvrrp / kernel: {ratio:.1}x   (targets: >= 5 Mpps and >= 5x)");
+
+    let json = serde_json::json!({
+        "per_packet_ns": rows.iter().map(|r| serde_json::json!({
+            "path": r.name, "ns": r.ns, "target_ns": r.target, "method": r.how,
+        })).collect::<Vec<_>>(),
+        "arp_answers_pps": live.iter().map(|(n, pps, replies, took)| serde_json::json!({
+            "responder": n, "pps": pps, "replies": replies, "seconds": took.as_secs_f64(),
+        })).collect::<Vec<_>>(),
+        "xvrrp_over_kernel": ratio,
+        "when": format!("{:?}", Instant::now()),
+    });
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("dataplane.json"),
+        serde_json::to_string_pretty(&json).unwrap(),
+    )
+    .unwrap();
+    println!("written: target/bench/dataplane.json");
+}
