@@ -251,11 +251,7 @@ impl Lab {
             let port = format!("xv{tag}p{i}");
             let idx = u8::try_from(i + 1)?;
             let mac = [0x02, 0x00, 0x00, 0x00, 0x00, idx];
-            let mac_text = mac
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<Vec<_>>()
-                .join(":");
+            let mac_text = mac_text(&mac);
             ip(&[
                 "link",
                 "add",
@@ -506,6 +502,14 @@ impl Drop for Lab {
             let _ = fs::remove_dir_all(&self.workdir);
         }
     }
+}
+
+/// A MAC address as `aa:bb:cc:dd:ee:ff`, the way arping and ndisc6 print it (lowercased).
+pub fn mac_text(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// The MAC addresses in iputils arping's reply lines ("Unicast reply from A [MAC]  0.1ms"),

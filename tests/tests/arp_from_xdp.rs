@@ -5,17 +5,10 @@
 use std::{net::Ipv4Addr, path::Path, process::Command, time::Duration};
 
 use nix::sys::signal::Signal;
-use xvrrp_lab::{Lab, Proc, namespaces, privileged, xvrrp_bin};
+use xvrrp_lab::{Lab, Proc, mac_text, namespaces, privileged, xvrrp_bin};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
 const VRID: u8 = 51;
-
-fn mac_text(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
 
 /// Starts xvrrp on `host` as the given state for VRID 51 and VIP 192.0.2.100/24.
 fn start_xvrrp(lab: &Lab, host: &str, state: &str, virtual_mac: bool) -> Proc {

@@ -8,17 +8,10 @@ use std::{
 };
 
 use nix::sys::signal::Signal;
-use xvrrp_lab::{Lab, PIN_ROOT, Proc, per_cpu_counter, privileged, wait_for};
+use xvrrp_lab::{Lab, PIN_ROOT, Proc, mac_text, per_cpu_counter, privileged, wait_for};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
 const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
-
-fn mac_text(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
 
 /// xvrrp on `host` with VRID 51 for VIP and VRID 51 (IPv6) for VIP6.
 fn start(lab: &Lab, host: &str, state: &str, heartbeat_limit_ms: u64) -> Proc {

@@ -198,6 +198,20 @@ fn try_xvrrp(ctx: &XdpContext) -> Result<u32, ()> {
     }
 }
 
+/// Counts a request and its verdict in per-VRID or per-VIP counters (same field names). A
+/// macro, not a function taking `&mut` fields: the verifier rejects a pointer chosen among
+/// fields of a map value.
+macro_rules! tally {
+    ($s:expr, $verdict:expr) => {{
+        $s.requests += 1;
+        match $verdict {
+            Verdict::Reply => $s.answered += 1,
+            Verdict::DropNotMaster => $s.dropped_not_master += 1,
+            Verdict::DropStaleHeartbeat => $s.dropped_stale_heartbeat += 1,
+        }
+    }};
+}
+
 /// Whether to answer a request for `vip`, with the counting that goes with it.
 #[inline(always)]
 fn request_verdict(vip: &VipValue, slot: u32) -> Verdict {
@@ -210,22 +224,8 @@ fn request_verdict(vip: &VipValue, slot: u32) -> Verdict {
             XVRRP_HB_LIMIT_NS.load(),
         );
     let verdict = arp::vip_request_verdict(role, fresh);
-    count_vrid(slot, |s| {
-        s.requests += 1;
-        match verdict {
-            Verdict::Reply => s.answered += 1,
-            Verdict::DropNotMaster => s.dropped_not_master += 1,
-            Verdict::DropStaleHeartbeat => s.dropped_stale_heartbeat += 1,
-        }
-    });
-    count_vip(vip, |s| {
-        s.requests += 1;
-        match verdict {
-            Verdict::Reply => s.answered += 1,
-            Verdict::DropNotMaster => s.dropped_not_master += 1,
-            Verdict::DropStaleHeartbeat => s.dropped_stale_heartbeat += 1,
-        }
-    });
+    count_vrid(slot, |s| tally!(s, verdict));
+    count_vip(vip, |s| tally!(s, verdict));
     verdict
 }
 

@@ -13,7 +13,7 @@ use std::{
 use anyhow::{Context as _, bail, ensure};
 use clap::{Parser, Subcommand};
 use nix::sys::signal::Signal;
-use xvrrp_lab::{Lab, PIN_ROOT};
+use xvrrp_lab::{Lab, PIN_ROOT, mac_text};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask")]
@@ -292,11 +292,4 @@ fn demo(bin: &Path, limit: Option<Duration>) -> anyhow::Result<()> {
     drop(lab);
     println!("lab removed");
     Ok(())
-}
-
-fn mac_text(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }
