@@ -11,7 +11,7 @@ use tracing::{debug, info, warn};
 use vrrp_common::role;
 
 use super::{
-    Action, CS, Discard, InstanceConfig, InstanceKey, Time, TrackInput, Transport,
+    Action, CS, Discard, Heard, InstanceConfig, InstanceKey, Time, TrackInput, Transport,
     advert::{Advert, Auth, ChecksumForm, Family, Version},
     announce::Announcer,
 };
@@ -55,6 +55,8 @@ impl fmt::Display for State {
 pub enum Reason {
     /// Startup as a non-owner (RFC 5798 6.4.1).
     Startup,
+    /// Startup configured to be master at once (keepalived's `state MASTER`).
+    StartAsMaster,
     /// Priority 255: the address owner is master at once (6.4.1).
     AddressOwner,
     /// No advert from a master within Master_Down_Interval (6.4.2).
@@ -79,6 +81,7 @@ impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Startup => write!(f, "startup"),
+            Self::StartAsMaster => write!(f, "startup as master"),
             Self::AddressOwner => write!(f, "address owner (priority 255)"),
             Self::MasterDown {
                 last_master: Some(m),
@@ -103,6 +106,12 @@ impl fmt::Display for Reason {
             Self::Shutdown => write!(f, "shutdown"),
         }
     }
+}
+
+/// The fields of an accepted advert the state machine uses.
+struct AdvertSeen {
+    priority: u8,
+    interval_cs: u16,
 }
 
 /// What an instance counts.
@@ -290,6 +299,10 @@ impl Instance {
         } else if self.cfg.priority == 255 {
             // 6.4.1: the owner sends an advert, announces, and becomes master.
             self.transition(now, State::Master, Reason::AddressOwner, out);
+        } else if self.cfg.start_as_master {
+            // keepalived's `state MASTER`: take over at once; a better master's advert (or our
+            // answer to a worse one) settles it within one delivery.
+            self.transition(now, State::Master, Reason::StartAsMaster, out);
         } else {
             self.master_adver_interval_us = self.own_interval_us();
             self.transition(now, State::Backup, Reason::Startup, out);
@@ -379,15 +392,79 @@ impl Instance {
             *self.counters.discarded.entry(why).or_default() += 1;
             return Err(why);
         }
+        let mismatch = !same_set(&advert.addrs, &self.cfg.vips);
+        self.process(
+            now,
+            src,
+            advert.priority,
+            advert.interval_cs,
+            mismatch,
+            form,
+            out,
+        );
+        Ok(())
+    }
+
+    /// An advert the data plane validated (TTL, version, length, checksum, unicast peer) and
+    /// summarised; the rules that need the instance are applied here.
+    pub fn handle_heard(
+        &mut self,
+        now: Time,
+        heard: &Heard,
+        out: &mut Vec<Action>,
+    ) -> Result<(), Discard> {
+        let why = if heard.src == self.cfg.primary {
+            Some(Discard::OwnAdvert)
+        } else if self.cfg.version == Version::V2
+            && heard.interval_cs != self.cfg.advert_interval_cs.div_ceil(100) * 100
+        {
+            Some(Discard::IntervalMismatch)
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            *self.counters.discarded.entry(why).or_default() += 1;
+            return Err(why);
+        }
+        // Only the count is known: a different count is a different list.
+        let mismatch = usize::from(heard.count) != self.cfg.vips.len();
+        self.process(
+            now,
+            heard.src,
+            heard.priority,
+            heard.interval_cs,
+            mismatch,
+            heard.form,
+            out,
+        );
+        Ok(())
+    }
+
+    /// The state machine's part of receiving an accepted advert.
+    #[allow(clippy::too_many_arguments)]
+    fn process(
+        &mut self,
+        now: Time,
+        src: IpAddr,
+        priority: u8,
+        interval_cs: u16,
+        address_mismatch: bool,
+        form: ChecksumForm,
+        out: &mut Vec<Action>,
+    ) {
+        let advert = AdvertSeen {
+            priority,
+            interval_cs,
+        };
         self.counters.adverts_received += 1;
         if self.peer_forms.insert(src, form) != Some(form) && self.cfg.family() == Family::V4 {
             debug!(vrid = self.cfg.vrid, peer = %src, ?form, "peer's VRRPv3 checksum form");
         }
         // 7.1: a different address list is logged and counted, not fatal.
-        if advert.priority != 0 && !same_set(&advert.addrs, &self.cfg.vips) {
+        if advert.priority != 0 && address_mismatch {
             self.counters.address_mismatch += 1;
             if self.counters.address_mismatch == 1 {
-                warn!(vrid = self.cfg.vrid, peer = %src, theirs = ?advert.addrs, ours = ?self.cfg.vips,
+                warn!(vrid = self.cfg.vrid, peer = %src, ours = ?self.cfg.vips,
                     "advert's address list differs from ours");
             }
         }
@@ -401,13 +478,13 @@ impl Instance {
                     // 6.4.2: the master resigned: take over after Skew_Time only.
                     self.master_down_timer = Some(now.plus(self.skew_us()));
                     self.down_reason = Reason::MasterResigned { from: src };
-                    return Ok(());
+                    return;
                 }
                 let lower = advert.priority < local;
                 let delaying = lower && self.cfg.preempt && self.preempt_delayed(now);
                 if !self.cfg.preempt || !lower || delaying {
                     // 6.4.2: accept this master; VRRPv3 learns its interval.
-                    self.record_master(now, src, advert);
+                    self.record_master(now, src, &advert);
                     if self.cfg.version == Version::V3 {
                         self.master_adver_interval_us = u64::from(advert.interval_cs) * CS;
                     }
@@ -435,7 +512,7 @@ impl Instance {
                     || (advert.priority == local && ip_greater(&src, &self.cfg.primary))
                 {
                     // 6.4.3: a better master: become backup.
-                    self.record_master(now, src, advert);
+                    self.record_master(now, src, &advert);
                     self.master_adver_interval_us = match self.cfg.version {
                         Version::V3 => u64::from(advert.interval_cs) * CS,
                         Version::V2 => self.own_interval_us(),
@@ -461,7 +538,6 @@ impl Instance {
             }
             State::Initialize | State::Fault => {}
         }
-        Ok(())
     }
 
     /// Whether preempt_delay still holds back preemption of a lower-priority master.
@@ -475,7 +551,7 @@ impl Instance {
         now < since.plus(delay) || now < started.plus(delay)
     }
 
-    fn record_master(&mut self, now: Time, src: IpAddr, advert: &Advert) {
+    fn record_master(&mut self, now: Time, src: IpAddr, advert: &AdvertSeen) {
         self.master = Some(MasterSeen {
             addr: src,
             priority: advert.priority,

@@ -118,6 +118,9 @@ pub struct InstanceConfig {
     pub answer_lower_priority: bool,
     /// Time in Initialize before the startup event. Microseconds.
     pub startup_delay_us: u64,
+    /// keepalived's `state MASTER`: a non-owner becomes master at startup instead of waiting
+    /// Master_Down_Interval as backup.
+    pub start_as_master: bool,
     pub announce: AnnouncePolicy,
     pub tracks: Vec<TrackConfig>,
 }
@@ -143,6 +146,7 @@ impl InstanceConfig {
             down_factor: 3,
             answer_lower_priority: true,
             startup_delay_us: 0,
+            start_as_master: false,
             announce: AnnouncePolicy::default(),
             tracks: Vec::new(),
         }
@@ -243,6 +247,17 @@ impl From<DecodeError> for DecodeErrorKind {
             DecodeError::BadChecksum { .. } => Self::Checksum,
         }
     }
+}
+
+/// An advert the data plane validated and summarised (its liveness entry or event).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Heard {
+    pub src: IpAddr,
+    pub priority: u8,
+    pub interval_cs: u16,
+    /// Number of addresses it carried.
+    pub count: u8,
+    pub form: ChecksumForm,
 }
 
 /// A received VRRP packet: the IP payload with what the IP header said.
@@ -362,6 +377,28 @@ impl Engine {
             result = inst.handle_advert(now, rx.src, rx.ttl, &advert, form, out);
         });
         result
+    }
+
+    /// An advert the data plane validated, for the instance `key`.
+    pub fn handle_heard(
+        &mut self,
+        now: Time,
+        key: InstanceKey,
+        heard: &Heard,
+    ) -> Result<(), Discard> {
+        let Some(&i) = self.by_key.get(&key) else {
+            return Err(self.count(Discard::UnknownVrid));
+        };
+        let mut result = Ok(());
+        self.run(i, now, |inst, now, out| {
+            result = inst.handle_heard(now, heard, out)
+        });
+        result
+    }
+
+    /// The keys of the instances.
+    pub fn keys(&self) -> Vec<InstanceKey> {
+        self.instances.iter().map(Instance::key).collect()
     }
 
     fn count(&mut self, why: Discard) -> Discard {

@@ -815,3 +815,59 @@ fn ipv6_instances_run_on_ff02_12() {
     assert_eq!(form, ChecksumForm::PseudoHeader);
     assert_eq!(a.addrs, vec![ip("2001:db8::100")]);
 }
+
+fn heard(src: &str, priority: u8) -> Heard {
+    Heard {
+        src: ip(src),
+        priority,
+        interval_cs: 100,
+        count: 1,
+        form: ChecksumForm::PseudoHeader,
+    }
+}
+
+#[test]
+fn adverts_heard_by_the_data_plane_drive_the_same_rules() {
+    let mut e = engine(cfg(100, "192.0.2.1"));
+    let key = e.keys()[0];
+    e.start(Time(0));
+    e.handle_heard(Time(SEC), key, &heard("192.0.2.2", 200))
+        .unwrap();
+    assert_eq!(e.poll_timeout(), Some(Time(SEC + MDI_100)));
+    e.handle_heard(Time(2 * SEC), key, &heard("192.0.2.2", 0))
+        .unwrap();
+    assert_eq!(e.poll_timeout(), Some(Time(2 * SEC + 156 * SEC / 256)));
+    assert_eq!(
+        e.handle_heard(Time(2 * SEC), key, &heard("192.0.2.1", 200)),
+        Err(Discard::OwnAdvert)
+    );
+    let mut other = heard("192.0.2.3", 200);
+    other.count = 2;
+    e.handle_heard(Time(2 * SEC), key, &other).unwrap();
+    assert_eq!(e.status()[0].counters.address_mismatch, 1);
+    let unknown = InstanceKey { vrid: 9, ..key };
+    assert_eq!(
+        e.handle_heard(Time(2 * SEC), unknown, &other),
+        Err(Discard::UnknownVrid)
+    );
+}
+
+#[test]
+fn start_as_master_takes_over_at_once_and_yields_to_a_better_master() {
+    let mut c = cfg(100, "192.0.2.1");
+    c.start_as_master = true;
+    let mut e = engine(c);
+    let key = e.keys()[0];
+    e.start(Time(0));
+    assert_eq!(state(&e), State::Master);
+    assert!(drain(&mut e).iter().any(|a| matches!(
+        a,
+        Action::StateChanged {
+            reason: Reason::StartAsMaster,
+            ..
+        }
+    )));
+    e.handle_heard(Time(SEC), key, &heard("192.0.2.2", 200))
+        .unwrap();
+    assert_eq!(state(&e), State::Backup);
+}
