@@ -247,6 +247,21 @@ impl Lab {
         let pass = xdp_pass::load().context("loading the XDP pass program for the bridge ports")?;
         for (i, name) in host_names.iter().enumerate() {
             let ns = Netns::create(&format!("xv{tag}-{name}"))?;
+            // No duplicate address detection: addresses (link-local ones too) are usable at
+            // once, as daemons bind to them right after the lab is built.
+            let sysctl = run_with_timeout(
+                ns.command("sysctl")?.args([
+                    "-qw",
+                    "net.ipv6.conf.default.accept_dad=0",
+                    "net.ipv6.conf.all.accept_dad=0",
+                ]),
+                Duration::from_secs(5),
+            )?;
+            ensure!(
+                sysctl.status.success(),
+                "sysctl: {}",
+                String::from_utf8_lossy(&sysctl.stderr)
+            );
             let iface = format!("xv{tag}h{i}");
             let port = format!("xv{tag}p{i}");
             let idx = u8::try_from(i + 1)?;

@@ -102,7 +102,9 @@ fn master_answers_arp_for_vip_from_xdp_and_stops_when_the_daemon_stops() {
         b.log()
     );
 
-    // Stopping the master: no answers any more, nothing pinned, daemon exits cleanly.
+    // Stopping the master: it resigns with priority 0, the backup takes over at once and
+    // answers from its MAC; A leaves nothing pinned and exits cleanly.
+    let b_mac = mac_text(&lab.host("b").mac);
     let status = a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
     assert!(
         status.success(),
@@ -110,12 +112,23 @@ fn master_answers_arp_for_vip_from_xdp_and_stops_when_the_daemon_stops() {
         a.log()
     );
     assert!(!pin_dir.exists(), "{} left behind", pin_dir.display());
-    assert!(lab.arping("client", VIP, 2).unwrap().is_empty());
+    assert!(
+        xvrrp_lab::wait_for(Duration::from_secs(3), || lab
+            .arping("client", VIP, 1)
+            .unwrap()
+            == vec![b_mac.clone()]),
+        "B did not take over; b log:\n{}",
+        b.log()
+    );
     let status = b.stop(Signal::SIGINT, Duration::from_secs(10)).unwrap();
     assert!(
         status.success(),
         "xvrrp b exited with {status}; log:\n{}",
         b.log()
+    );
+    assert!(
+        lab.arping("client", VIP, 2).unwrap().is_empty(),
+        "answers with no daemon running"
     );
 
     drop(lab);

@@ -97,6 +97,12 @@ pub struct Instance {
     pub vips: Vec<Vip>,
     /// Answer from the VRRP virtual MAC 00:00:5e:00:01:VRID instead of the interface's MAC.
     pub virtual_mac: bool,
+    /// Advert interval, centiseconds.
+    pub advert_interval_cs: u16,
+    pub preempt: bool,
+    pub preempt_delay_ms: u64,
+    /// Source of our adverts; the interface's first address of the family when None.
+    pub source: Option<IpAddr>,
 }
 
 /// A valid configuration.
@@ -154,6 +160,22 @@ struct RawInstance {
     vips: Vec<String>,
     #[serde(default)]
     virtual_mac: bool,
+    #[serde(default = "default_advert_interval_ms")]
+    advert_interval_ms: i64,
+    #[serde(default = "default_true")]
+    preempt: bool,
+    #[serde(default)]
+    preempt_delay_ms: i64,
+    #[serde(default)]
+    source: Option<String>,
+}
+
+const fn default_advert_interval_ms() -> i64 {
+    1000
+}
+
+const fn default_true() -> bool {
+    true
 }
 
 const fn default_priority() -> i64 {
@@ -344,6 +366,55 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
                 Err(message) => problem(key, message),
             }
         }
+        let interval_ok = match version {
+            2 => {
+                (1000..=255_000).contains(&inst.advert_interval_ms)
+                    && inst.advert_interval_ms % 1000 == 0
+            }
+            _ => {
+                (10..=40_950).contains(&inst.advert_interval_ms)
+                    && inst.advert_interval_ms % 10 == 0
+            }
+        };
+        if !interval_ok {
+            problem(
+                at("advert_interval_ms"),
+                format!(
+                    "expected {}, got {}",
+                    if version == 2 {
+                        "whole seconds from 1000 to 255000 for VRRPv2"
+                    } else {
+                        "a multiple of 10 from 10 to 40950 (VRRPv3 counts centiseconds)"
+                    },
+                    inst.advert_interval_ms
+                ),
+            );
+        }
+        if !(0..=3_600_000).contains(&inst.preempt_delay_ms) {
+            problem(
+                at("preempt_delay_ms"),
+                format!(
+                    "expected milliseconds from 0 to 3600000, got {}",
+                    inst.preempt_delay_ms
+                ),
+            );
+        }
+        let source = match &inst.source {
+            None => None,
+            Some(text) => match text.parse::<IpAddr>() {
+                Ok(a) if a.is_ipv6() == ipv6 => Some(a),
+                _ => {
+                    problem(
+                        at("source"),
+                        format!(
+                            "expected an {} address of this host, the source of the adverts, got {text:?}",
+                            if ipv6 { "IPv6 (link-local)" } else { "IPv4" }
+                        ),
+                    );
+                    None
+                }
+            },
+        };
         let name = match inst.name {
             Some(name) if name.is_empty() => {
                 problem(at("name"), "expected a non-empty name".into());
@@ -360,6 +431,10 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             version,
             vips,
             virtual_mac: inst.virtual_mac,
+            advert_interval_cs: (inst.advert_interval_ms.clamp(10, 40_950) / 10) as u16,
+            preempt: inst.preempt,
+            preempt_delay_ms: inst.preempt_delay_ms.max(0) as u64,
+            source,
         });
     }
 
@@ -607,6 +682,37 @@ mod tests {
             "the same VRID may serve each family"
         );
         assert_eq!(config.instances[1].version, 2);
+    }
+
+    #[test]
+    fn election_keys_are_read_and_checked() {
+        let config = parse_str(
+            "interface = \"eth0\"\n[[instance]]\nvrid = 1\nvips = [\"192.0.2.1\"]\nadvert_interval_ms = 20\n\
+             preempt = false\npreempt_delay_ms = 5000\nsource = \"192.0.2.7\"\n",
+        )
+        .unwrap();
+        let i = &config.instances[0];
+        assert_eq!(
+            (i.advert_interval_cs, i.preempt, i.preempt_delay_ms),
+            (2, false, 5000)
+        );
+        assert_eq!(i.source, Some("192.0.2.7".parse().unwrap()));
+        assert_eq!(
+            parse_str(GOOD).unwrap().instances[0].advert_interval_cs,
+            100
+        );
+        let errs = errors(
+            "interface = \"eth0\"\n[[instance]]\nvrid = 1\nvips = [\"192.0.2.1\"]\nadvert_interval_ms = 15\n\
+             source = \"2001:db8::1\"\n[[instance]]\nvrid = 2\nversion = 2\nvips = [\"192.0.2.2\"]\nadvert_interval_ms = 1500\n",
+        );
+        assert_eq!(
+            errs,
+            vec![
+                "test.toml: instance[0].advert_interval_ms: expected a multiple of 10 from 10 to 40950 (VRRPv3 counts centiseconds), got 15",
+                "test.toml: instance[0].source: expected an IPv4 address of this host, the source of the adverts, got \"2001:db8::1\"",
+                "test.toml: instance[1].advert_interval_ms: expected whole seconds from 1000 to 255000 for VRRPv2, got 1500",
+            ]
+        );
     }
 
     #[test]

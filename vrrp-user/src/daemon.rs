@@ -1,40 +1,125 @@
-//! The daemon: one event loop that owns the data plane and reacts to signals.
+//! The daemon: one event loop that owns the engine, the data plane, the advert sockets and the
+//! timers. The engine decides; this shell carries out its actions and feeds it what happens:
+//!
+//! - adverts come from the data plane: its ring buffer says at once when a VRID's master
+//!   changes or resigns, and each VRID's liveness entry (the last valid advert) is read just
+//!   before a timer is allowed to fire, so a master that keeps advertising keeps the backups
+//!   waiting without the daemon waking for every advert;
+//! - adverts go out on raw sockets;
+//! - roles go to the data plane, which answers for the VIPs of the VRIDs this node is master of
+//!   while the heartbeat written here is fresh.
+//!
+//! Not yet carried out (logged at debug): adding the VIPs to the interface through netlink and
+//! sending gratuitous ARP / unsolicited NA.
 
-use std::{net::IpAddr, os::fd::AsRawFd as _, time::Duration};
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    os::fd::AsRawFd as _,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{SignalKind, signal},
 };
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use vrrp_common::{
-    Event, VipValue, VridState, event, role, virtual_mac_v4, virtual_mac_v6, vrid_flags,
+    Event, VipValue, VridState, checksum_form, event, role, virtual_mac_v4, virtual_mac_v6,
+    vrid_flags,
 };
 
 use crate::{
-    config::{Config, InitialState},
+    config::{Config, InitialState, Instance},
     dataplane::{self, DataPlane, KernelLogLevel},
+    engine::{
+        Action, ChecksumForm, Engine, Family, Heard, InstanceConfig, InstanceKey, Time, Version,
+    },
+    wire::{self, AdvertSockets},
 };
 
-/// Runs the daemon until SIGTERM or SIGINT, then detaches and removes what it pinned.
+/// The engine's clock: CLOCK_MONOTONIC in microseconds. The data plane's times
+/// (CLOCK_MONOTONIC_COARSE) are on the same time base, a jiffy behind at most.
+fn now() -> Time {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    Time(ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000)
+}
+
+/// The engine's view of one configured instance.
+fn engine_config(inst: &Instance, ifindex: u32, primary: IpAddr) -> InstanceConfig {
+    let mut c = InstanceConfig::new(
+        &inst.name,
+        ifindex,
+        inst.vrid,
+        primary,
+        inst.vips.iter().map(|v| v.addr).collect(),
+    );
+    c.version = if inst.version == 2 {
+        Version::V2
+    } else {
+        Version::V3
+    };
+    c.priority = inst.priority;
+    c.advert_interval_cs = inst.advert_interval_cs;
+    c.preempt = inst.preempt;
+    c.preempt_delay_us = inst.preempt_delay_ms * 1_000;
+    c.start_as_master = inst.state == InitialState::Master;
+    c
+}
+
+/// Runs the daemon until SIGTERM or SIGINT, then resigns, detaches and removes what it pinned.
 pub async fn run(config: Config, kernel_log: KernelLogLevel) -> anyhow::Result<()> {
     let iface = config.interface.as_str();
     dataplane::ensure_bpffs(&config.bpffs)
         .with_context(|| format!("mounting the BPF filesystem at {}", config.bpffs.display()))?;
     let iface_mac = dataplane::interface_mac(iface)?;
+    let ifindex =
+        nix::net::if_::if_nametoindex(iface).with_context(|| format!("no interface {iface}"))?;
     let heartbeat_limit = Duration::from_millis(config.heartbeat_limit_ms);
     let mut dp = DataPlane::load(iface_mac, heartbeat_limit.as_nanos() as u64, kernel_log)?;
     let logger = dp.take_logger();
 
-    // Everything the program reads is in place before it sees its first packet.
-    let mut stats_index = 0u32;
+    // The primary address of each family in use: the configured source, or the interface's.
+    let mut sources: HashMap<bool, IpAddr> = HashMap::new();
     for inst in &config.instances {
         let ipv6 = inst.ipv6();
-        let state = match inst.state {
-            InitialState::Master => role::MASTER,
-            InitialState::Backup => role::BACKUP,
+        let source = match inst.source {
+            Some(s) => s,
+            None => match sources.get(&ipv6) {
+                Some(s) => *s,
+                None => wire::interface_address(iface, ipv6)?.with_context(|| {
+                    format!(
+                        "instance {}: {iface} has no {} address to send adverts from; set `source`",
+                        inst.name,
+                        if ipv6 { "link-local IPv6" } else { "IPv4" }
+                    )
+                })?,
+            },
         };
+        sources.entry(ipv6).or_insert(source);
+    }
+    let v4_src = sources.get(&false).and_then(|a| match a {
+        IpAddr::V4(a) => Some(*a),
+        IpAddr::V6(_) => None,
+    });
+    let v6_src = sources.get(&true).and_then(|a| match a {
+        IpAddr::V6(a) => Some(*a),
+        IpAddr::V4(_) => None,
+    });
+    let sockets = AdvertSockets::open(iface, ifindex, v4_src, v6_src)
+        .context("opening the advert sockets")?;
+
+    // Everything the program reads is in place before it sees its first packet.
+    let mut stats_index = 0u32;
+    let mut engine_configs = Vec::new();
+    for inst in &config.instances {
+        let ipv6 = inst.ipv6();
         let mac = match (inst.virtual_mac, ipv6) {
             (false, _) => iface_mac,
             (true, false) => virtual_mac_v4(inst.vrid),
@@ -56,34 +141,37 @@ pub async fn run(config: Config, kernel_log: KernelLogLevel) -> anyhow::Result<(
             ipv6,
             inst.vrid,
             VridState {
-                role: state,
+                role: role::INIT,
                 flags: vrid_flags::CONFIGURED,
                 version: u32::from(inst.version),
             },
         )?;
+        let primary = inst.source.unwrap_or(sources[&ipv6]);
         info!(
-            vrid = inst.vrid,
-            iface,
-            instance = %inst.name,
-            state = role::name(state),
-            priority = inst.priority,
-            version = inst.version,
+            vrid = inst.vrid, iface, instance = %inst.name, priority = inst.priority, version = inst.version,
+            advert_interval_ms = u32::from(inst.advert_interval_cs) * 10, %primary,
             vips = %inst.vips.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
-            mac = %format_mac(&mac),
-            "instance configured"
+            mac = %format_mac(&mac), "instance configured"
         );
+        engine_configs.push(engine_config(inst, ifindex, primary));
     }
+    let mut engine = Engine::new(engine_configs, vec![])?;
     dp.heartbeat(dataplane::monotonic_coarse_ns())?;
     let pin_dir = config.pin_dir();
     let attached = dp.attach(iface, config.xdp_mode, &pin_dir)?;
     dp.pin(&pin_dir)?;
     info!(
-        iface,
-        mode = ?attached,
-        pinned = %pin_dir.display(),
-        heartbeat_limit_ms = config.heartbeat_limit_ms,
+        iface, mode = ?attached, pinned = %pin_dir.display(), heartbeat_limit_ms = config.heartbeat_limit_ms,
         "xvrrp running"
     );
+
+    let mut shell = Shell {
+        dp,
+        sockets,
+        last_heard: HashMap::new(),
+    };
+    engine.start(now());
+    shell.apply(&mut engine);
 
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -102,7 +190,7 @@ pub async fn run(config: Config, kernel_log: KernelLogLevel) -> anyhow::Result<(
         }
         None => None,
     };
-    let mut events = match dp.take_events() {
+    let mut events = match shell.dp.take_events() {
         // SAFETY: the ring buffer owns its fd for as long as it lives inside the AsyncFd.
         Ok(ring) => unsafe { AsyncFd::register(ring) }.ok(),
         Err(err) => {
@@ -113,19 +201,40 @@ pub async fn run(config: Config, kernel_log: KernelLogLevel) -> anyhow::Result<(
     // The dead-man switch: the data plane answers for VIPs only while this keeps ticking.
     let mut heartbeat = tokio::time::interval((heartbeat_limit / 10).max(Duration::from_millis(1)));
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let epoch = (Instant::now(), now());
     loop {
+        let deadline = engine.poll_timeout().map(|t| {
+            let (instant, time) = epoch;
+            instant + Duration::from_micros(t.since(time))
+        });
         tokio::select! {
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
             _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
-            _ = heartbeat.tick() => dp.heartbeat(dataplane::monotonic_coarse_ns())?,
+            _ = heartbeat.tick() => shell.dp.heartbeat(dataplane::monotonic_coarse_ns())?,
+            _ = async { tokio::time::sleep_until(deadline.expect("guarded").into()).await }, if deadline.is_some() => {
+                // Adverts heard since the last look may move the timer that is due.
+                shell.refresh_liveness(&mut engine);
+                let t = now();
+                if engine.poll_timeout().is_some_and(|d| d <= t) {
+                    engine.handle_timeout(t);
+                }
+                shell.apply(&mut engine);
+            }
             ready = async { events.as_mut().expect("guarded by the if").readable_mut().await },
                 if events.is_some() => {
                 match ready {
                     Ok(mut guard) => {
+                        let mut heard = Vec::new();
                         while let Some(item) = guard.get_inner_mut().next() {
-                            log_event(iface, &item);
+                            if let Some(h) = log_event(iface, ifindex, &item) {
+                                heard.push(h);
+                            }
                         }
                         guard.clear_ready();
+                        for (key, h, at_ns) in heard {
+                            shell.feed(&mut engine, key, h, at_ns);
+                        }
+                        shell.apply(&mut engine);
                     }
                     Err(err) => {
                         warn!(error = %err, "data-plane events stopped");
@@ -149,9 +258,11 @@ pub async fn run(config: Config, kernel_log: KernelLogLevel) -> anyhow::Result<(
         }
     }
 
+    // 6.4.3 Shutdown: a master resigns with priority 0, then the data plane is let go.
+    engine.shutdown(now());
+    shell.apply(&mut engine);
     for inst in &config.instances {
-        dp.set_role(inst.ipv6(), inst.vrid, role::INIT)?;
-        let s = dp.vrid_stats(inst.ipv6(), inst.vrid)?;
+        let s = shell.dp.vrid_stats(inst.ipv6(), inst.vrid)?;
         info!(
             vrid = inst.vrid,
             requests = s.requests,
@@ -163,16 +274,112 @@ pub async fn run(config: Config, kernel_log: KernelLogLevel) -> anyhow::Result<(
             "detaching"
         );
     }
-    drop(dp);
+    drop(shell);
     info!("stopped");
     Ok(())
 }
 
-/// Logs one event from the data plane's ring buffer.
-fn log_event(iface: &str, bytes: &[u8]) {
+/// What the loop owns besides the engine.
+struct Shell {
+    dp: DataPlane,
+    sockets: AdvertSockets,
+    /// The liveness time last fed to the engine, per instance.
+    last_heard: HashMap<InstanceKey, u64>,
+}
+
+impl Shell {
+    /// Feeds an advert the data plane saw at `at_ns`, unless already fed.
+    fn feed(&mut self, engine: &mut Engine, key: InstanceKey, heard: Heard, at_ns: u64) {
+        let last = self.last_heard.entry(key).or_default();
+        if at_ns <= *last && heard.priority != 0 {
+            return;
+        }
+        *last = at_ns;
+        if let Err(why) = engine.handle_heard(Time(at_ns / 1_000), key, &heard) {
+            debug!(vrid = key.vrid, src = %heard.src, ?why, "advert not taken");
+        }
+    }
+
+    /// Reads each instance's liveness entry and feeds what is new.
+    fn refresh_liveness(&mut self, engine: &mut Engine) {
+        for key in engine.keys() {
+            let ipv6 = key.family == Family::V6;
+            let Ok(live) = self.dp.liveness(ipv6, key.vrid) else {
+                continue;
+            };
+            if live.last_seen_ns == 0 {
+                continue;
+            }
+            let src = if ipv6 {
+                IpAddr::from(live.src)
+            } else {
+                IpAddr::from([live.src[0], live.src[1], live.src[2], live.src[3]])
+            };
+            let heard = Heard {
+                src,
+                priority: live.priority,
+                interval_cs: live.interval_cs,
+                count: live.count,
+                form: form_of(live.checksum_form),
+            };
+            self.feed(engine, key, heard, live.last_seen_ns);
+        }
+    }
+
+    /// Carries out the engine's actions, in order.
+    fn apply(&mut self, engine: &mut Engine) {
+        while let Some(action) = engine.poll_action() {
+            match action {
+                Action::Send {
+                    key, dst, bytes, ..
+                } => {
+                    if let Err(err) = self.sockets.send(dst, &bytes) {
+                        warn!(vrid = key.vrid, %dst, error = %err, "cannot send advert");
+                    }
+                }
+                Action::DataPlane { key, role } => {
+                    let ipv6 = key.family == Family::V6;
+                    if let Err(err) = self.dp.set_role(ipv6, key.vrid, role) {
+                        warn!(vrid = key.vrid, error = %dataplane::error_chain(&err), "cannot publish the role");
+                    }
+                }
+                Action::AddVips { key, vips, .. } => {
+                    debug!(
+                        vrid = key.vrid,
+                        ?vips,
+                        "VIPs would be added to the interface (not implemented yet)"
+                    );
+                }
+                Action::RemoveVips { key, vips, .. } => {
+                    debug!(
+                        vrid = key.vrid,
+                        ?vips,
+                        "VIPs would be removed from the interface (not implemented yet)"
+                    );
+                }
+                Action::Announce { key, addr } => {
+                    debug!(vrid = key.vrid, %addr, "announcement due (gratuitous ARP / NA not implemented yet)");
+                }
+                Action::StateChanged { .. } => {}
+            }
+        }
+    }
+}
+
+fn form_of(form: u8) -> ChecksumForm {
+    if form == checksum_form::PLAIN {
+        ChecksumForm::Plain
+    } else {
+        ChecksumForm::PseudoHeader
+    }
+}
+
+/// Logs one event from the data plane's ring buffer; for an advert event, what to feed the
+/// engine: the instance, the advert, and when it was seen.
+fn log_event(iface: &str, ifindex: u32, bytes: &[u8]) -> Option<(InstanceKey, Heard, u64)> {
     if bytes.len() != std::mem::size_of::<Event>() {
         warn!(len = bytes.len(), "malformed data-plane event");
-        return;
+        return None;
     }
     // SAFETY: the length is that of an Event, a Pod; read_unaligned copes with any alignment.
     let e: Event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
@@ -183,19 +390,39 @@ fn log_event(iface: &str, bytes: &[u8]) {
     } else {
         IpAddr::from([e.addr[0], e.addr[1], e.addr[2], e.addr[3]])
     };
+    let key = InstanceKey {
+        iface: ifindex,
+        family: if ipv6 { Family::V6 } else { Family::V4 },
+        vrid,
+    };
+    let heard = Heard {
+        src: addr,
+        priority: e.priority,
+        interval_cs: e.interval_cs,
+        count: e.count,
+        form: form_of(e.checksum_form),
+    };
     match e.kind {
-        event::MASTER_CHANGED => info!(
-            iface, vrid, ipv6, master = %addr, priority = e.priority, interval_cs = e.interval_cs,
-            version = e.version, "advert from a new master, or a changed one"
-        ),
-        event::PRIORITY_ZERO => {
-            info!(iface, vrid, ipv6, master = %addr, "master resigned (priority 0)")
+        event::MASTER_CHANGED => {
+            debug!(iface, vrid, ipv6, master = %addr, priority = e.priority, interval_cs = e.interval_cs,
+                "advert from a new master, or a changed one");
+            Some((key, heard, e.at_ns))
         }
-        event::FOREIGN_OWNER => warn!(
-            iface, vrid, ipv6, vip = %addr, mac = %format_mac(&e.mac),
-            "another host claims a VIP this node is master of (split brain seen on the wire)"
-        ),
-        other => warn!(kind = other, "unknown data-plane event"),
+        event::PRIORITY_ZERO => {
+            info!(iface, vrid, ipv6, master = %addr, "master resigned (priority 0)");
+            Some((key, heard, e.at_ns))
+        }
+        event::FOREIGN_OWNER => {
+            warn!(
+                iface, vrid, ipv6, vip = %addr, mac = %format_mac(&e.mac),
+                "another host claims a VIP this node is master of (split brain seen on the wire)"
+            );
+            None
+        }
+        other => {
+            warn!(kind = other, "unknown data-plane event");
+            None
+        }
     }
 }
 

@@ -7,3 +7,4 @@ pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod engine;
+pub mod wire;

@@ -1,0 +1,145 @@
+//! Elections on the wire: xvrrp daemons on three hosts elect the highest priority, and fail over
+//! when the master is killed, frozen, or stopped; the client sees one MAC for the VIP.
+
+use std::{
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
+
+use nix::sys::signal::Signal;
+use xvrrp_lab::{Lab, Proc, mac_text, privileged, wait_for};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+
+/// xvrrp on `host` with `priority`, 100 ms adverts, starting as backup (RFC 5798 startup).
+fn start(lab: &Lab, host: &str, priority: u8) -> Proc {
+    let iface = &lab.host(host).iface;
+    lab.start_xvrrp(
+        host,
+        &format!(
+            "interface = \"{iface}\"\nxdp_mode = \"native\"\nheartbeat_limit_ms = 200\n\n[[instance]]\nvrid = 51\n\
+             priority = {priority}\nadvert_interval_ms = 100\nvips = [\"{VIP}/24\"]\n"
+        ),
+    )
+    .expect("start xvrrp")
+}
+
+/// Waits until the client sees exactly `host` answer for the VIP; returns how long it took.
+fn until_answered_by(lab: &Lab, host: &str, within: Duration) -> Duration {
+    let want = mac_text(&lab.host(host).mac);
+    let start = Instant::now();
+    let ok = wait_for(within, || {
+        lab.arping("client", VIP, 1).unwrap() == vec![want.clone()]
+    });
+    assert!(
+        ok,
+        "{host} ({want}) did not become the one answering within {within:?}"
+    );
+    start.elapsed()
+}
+
+fn three_hosts() -> (Lab, Vec<Proc>) {
+    let lab = Lab::new(&["a", "b", "c", "client"]).expect("lab");
+    let procs = vec![
+        start(&lab, "a", 100),
+        start(&lab, "b", 200),
+        start(&lab, "c", 150),
+    ];
+    (lab, procs)
+}
+
+#[test]
+fn the_highest_priority_wins_and_only_it_answers() {
+    if !privileged("the_highest_priority_wins_and_only_it_answers") {
+        return;
+    }
+    let (lab, mut procs) = three_hosts();
+    until_answered_by(&lab, "b", Duration::from_secs(5));
+    // Several requests: every answer from b, never two MACs.
+    let b = mac_text(&lab.host("b").mac);
+    assert_eq!(
+        lab.arping("client", VIP, 5).unwrap(),
+        vec![b; 5],
+        "b:\n{}",
+        procs[1].log()
+    );
+    for p in &mut procs {
+        p.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    }
+}
+
+#[test]
+fn a_killed_master_is_replaced_by_the_next_priority() {
+    if !privileged("a_killed_master_is_replaced_by_the_next_priority") {
+        return;
+    }
+    let (lab, mut procs) = three_hosts();
+    until_answered_by(&lab, "b", Duration::from_secs(5));
+    procs[1]
+        .stop(Signal::SIGKILL, Duration::from_secs(5))
+        .unwrap();
+    // Master_Down_Interval for priority 150 at 100 ms: 300 ms + 41 ms; arping adds its own.
+    let took = until_answered_by(&lab, "c", Duration::from_secs(3));
+    assert!(
+        took < Duration::from_millis(1_500),
+        "failover took {took:?}"
+    );
+    let c = mac_text(&lab.host("c").mac);
+    assert_eq!(
+        lab.arping("client", VIP, 3).unwrap(),
+        vec![c; 3],
+        "one MAC only after failover"
+    );
+    for i in [0, 2] {
+        procs[i]
+            .stop(Signal::SIGTERM, Duration::from_secs(10))
+            .unwrap();
+    }
+}
+
+#[test]
+fn a_frozen_master_is_replaced_and_takes_over_again_when_it_thaws() {
+    if !privileged("a_frozen_master_is_replaced_and_takes_over_again_when_it_thaws") {
+        return;
+    }
+    let (lab, mut procs) = three_hosts();
+    until_answered_by(&lab, "b", Duration::from_secs(5));
+    let b_pid = nix::unistd::Pid::from_raw(procs[1].pid() as i32);
+    nix::sys::signal::kill(b_pid, Signal::SIGSTOP).unwrap();
+    until_answered_by(&lab, "c", Duration::from_secs(3));
+    nix::sys::signal::kill(b_pid, Signal::SIGCONT).unwrap();
+    // b preempts c again (preempt is on by default).
+    until_answered_by(&lab, "b", Duration::from_secs(5));
+    for p in &mut procs {
+        p.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    }
+}
+
+#[test]
+fn sigterm_hands_over_within_skew_time() {
+    if !privileged("sigterm_hands_over_within_skew_time") {
+        return;
+    }
+    let (lab, mut procs) = three_hosts();
+    until_answered_by(&lab, "b", Duration::from_secs(5));
+    let stopped = Instant::now();
+    procs[1]
+        .stop(Signal::SIGTERM, Duration::from_secs(10))
+        .unwrap();
+    let took = stopped.elapsed() + until_answered_by(&lab, "c", Duration::from_secs(3));
+    // Skew_Time for priority 150 at 100 ms is 41 ms; the bound leaves room for arping.
+    assert!(
+        took < Duration::from_millis(1_200),
+        "handover took {took:?}"
+    );
+    assert!(
+        procs[2].log().contains("master resigned"),
+        "{}",
+        procs[2].log()
+    );
+    for i in [0, 2] {
+        procs[i]
+            .stop(Signal::SIGTERM, Duration::from_secs(10))
+            .unwrap();
+    }
+}
