@@ -16,7 +16,7 @@ fn start_xvrrp(lab: &Lab, host: &str, state: &str, virtual_mac: bool) -> Proc {
     lab.start_xvrrp(
         host,
         &format!(
-            "interface = \"{iface}\"\nxdp_mode = \"native\"\n\n[[instance]]\nvrid = {VRID}\npriority = 200\n\
+            "interface = \"{iface}\"\nxdp_mode = \"native\"\nconfigure_vips = false\n\n[[instance]]\nvrid = {VRID}\npriority = 200\n\
              state = \"{state}\"\nvips = [\"{VIP}/24\"]\nvirtual_mac = {virtual_mac}\n"
         ),
     )

@@ -143,3 +143,107 @@ fn sigterm_hands_over_within_skew_time() {
             .unwrap();
     }
 }
+
+/// Whether `host` has the VIP on its lab interface.
+fn has_vip(lab: &Lab, host: &str) -> bool {
+    let out = lab
+        .run(
+            host,
+            "ip",
+            &["-4", "-o", "addr", "show", "dev", &lab.host(host).iface],
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).contains(&format!("{VIP}/24"))
+}
+
+/// A TCP server on `host`, port 7777, that answers every connection with the host's name.
+fn tcp_server(lab: &Lab, host: &str) -> Proc {
+    let script = "import socket,sys\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+                  s.bind(('0.0.0.0',7777))\ns.listen()\nwhile True:\n c,_=s.accept()\n c.sendall(sys.argv[1].encode())\n c.close()\n";
+    lab.spawn(
+        host,
+        std::path::Path::new("python3"),
+        &["-c", script, host],
+        &format!("tcp-{host}"),
+    )
+    .unwrap()
+}
+
+/// Who answers a TCP connection to the VIP from the client.
+fn tcp_through_vip(lab: &Lab) -> String {
+    let script = format!(
+        "import socket\ns=socket.create_connection(('{VIP}',7777),timeout=2)\nprint(s.recv(64).decode())"
+    );
+    let out = lab
+        .run(
+            "client",
+            "python3",
+            &["-c", &script],
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The client's neighbour entry for the VIP, lowercased ("" when none).
+fn client_neighbour(lab: &Lab) -> String {
+    let out = lab
+        .run(
+            "client",
+            "ip",
+            &["neigh", "show", &VIP.to_string()],
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).to_ascii_lowercase()
+}
+
+#[test]
+fn the_vip_moves_with_the_master_and_clients_follow_it() {
+    if !privileged("the_vip_moves_with_the_master_and_clients_follow_it") {
+        return;
+    }
+    let (lab, mut procs) = three_hosts();
+    let _servers: Vec<Proc> = ["a", "b", "c"]
+        .iter()
+        .map(|h| tcp_server(&lab, h))
+        .collect();
+    until_answered_by(&lab, "b", Duration::from_secs(5));
+    assert!(
+        wait_for(Duration::from_secs(3), || has_vip(&lab, "b")),
+        "the master has no VIP"
+    );
+    assert!(
+        !has_vip(&lab, "a") && !has_vip(&lab, "c"),
+        "a backup holds the VIP"
+    );
+    assert!(
+        wait_for(Duration::from_secs(5), || tcp_through_vip(&lab) == "b"),
+        "TCP did not reach b"
+    );
+
+    procs[1]
+        .stop(Signal::SIGTERM, Duration::from_secs(10))
+        .unwrap();
+    assert!(!has_vip(&lab, "b"), "a stopped master keeps the VIP");
+    assert!(
+        wait_for(Duration::from_secs(3), || has_vip(&lab, "c")),
+        "c did not take the VIP"
+    );
+    // c's gratuitous ARP updated the client's cache without the client asking.
+    let c_mac = mac_text(&lab.host("c").mac);
+    assert!(
+        wait_for(Duration::from_secs(3), || client_neighbour(&lab)
+            .contains(&c_mac)),
+        "client cache: {}",
+        client_neighbour(&lab)
+    );
+    assert_eq!(tcp_through_vip(&lab), "c");
+    for i in [0, 2] {
+        procs[i]
+            .stop(Signal::SIGTERM, Duration::from_secs(10))
+            .unwrap();
+    }
+    assert!(!has_vip(&lab, "c"));
+}

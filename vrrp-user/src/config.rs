@@ -114,6 +114,8 @@ pub struct Config {
     pub bpffs: PathBuf,
     /// The data plane stops answering for VIPs when the daemon's heartbeat is older than this.
     pub heartbeat_limit_ms: u64,
+    /// Add the VIPs to the interface while master (false: only answer ARP / ND for them).
+    pub configure_vips: bool,
     pub instances: Vec<Instance>,
 }
 
@@ -141,6 +143,8 @@ struct RawConfig {
     bpffs: Option<PathBuf>,
     #[serde(default = "default_heartbeat_limit_ms")]
     heartbeat_limit_ms: i64,
+    #[serde(default = "default_true")]
+    configure_vips: bool,
     #[serde(default)]
     instance: Vec<RawInstance>,
 }
@@ -446,6 +450,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         xdp_mode: raw.xdp_mode,
         bpffs: raw.bpffs.unwrap_or_else(|| PathBuf::from(DEFAULT_BPFFS)),
         heartbeat_limit_ms: heartbeat_limit_ms as u64,
+        configure_vips: raw.configure_vips,
         instances,
     })
 }
@@ -674,6 +679,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.heartbeat_limit_ms, 100);
+        assert!(config.configure_vips, "on by default");
         assert!(config.instances[0].ipv6());
         assert_eq!(config.instances[0].vips[0].prefix, 64);
         assert_eq!(config.instances[0].version, 3);

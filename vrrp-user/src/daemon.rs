@@ -9,8 +9,8 @@
 //! - roles go to the data plane, which answers for the VIPs of the VRIDs this node is master of
 //!   while the heartbeat written here is fresh.
 //!
-//! Not yet carried out (logged at debug): adding the VIPs to the interface through netlink and
-//! sending gratuitous ARP / unsolicited NA.
+//! - VIPs are added to and removed from the interface through netlink, and announced with
+//!   gratuitous ARP / unsolicited NA on the engine's schedule.
 
 use std::{
     collections::HashMap,
@@ -36,6 +36,8 @@ use crate::{
     engine::{
         Action, ChecksumForm, Engine, Family, Heard, InstanceConfig, InstanceKey, Time, Version,
     },
+    garp::Announcer,
+    netlink::Addresses,
     wire::{self, AdvertSockets},
 };
 
@@ -118,6 +120,7 @@ pub async fn run(config: Config, kernel_log: KernelLogLevel) -> anyhow::Result<(
     // Everything the program reads is in place before it sees its first packet.
     let mut stats_index = 0u32;
     let mut engine_configs = Vec::new();
+    let mut macs = HashMap::new();
     for inst in &config.instances {
         let ipv6 = inst.ipv6();
         let mac = match (inst.virtual_mac, ipv6) {
@@ -153,7 +156,16 @@ pub async fn run(config: Config, kernel_log: KernelLogLevel) -> anyhow::Result<(
             vips = %inst.vips.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
             mac = %format_mac(&mac), "instance configured"
         );
-        engine_configs.push(engine_config(inst, ifindex, primary));
+        let config = engine_config(inst, ifindex, primary);
+        macs.insert(
+            InstanceKey {
+                iface: ifindex,
+                family: config.family(),
+                vrid: inst.vrid,
+            },
+            mac,
+        );
+        engine_configs.push(config);
     }
     let mut engine = Engine::new(engine_configs, vec![])?;
     dp.heartbeat(dataplane::monotonic_coarse_ns())?;
@@ -168,10 +180,22 @@ pub async fn run(config: Config, kernel_log: KernelLogLevel) -> anyhow::Result<(
     let mut shell = Shell {
         dp,
         sockets,
+        addresses: if config.configure_vips {
+            Some(Addresses::connect(ifindex).context("opening netlink")?)
+        } else {
+            None
+        },
+        announcer: Announcer::open(ifindex).context("opening the announcement socket")?,
+        prefixes: config
+            .instances
+            .iter()
+            .flat_map(|i| i.vips.iter().map(|v| (v.addr, v.prefix)))
+            .collect(),
+        macs,
         last_heard: HashMap::new(),
     };
     engine.start(now());
-    shell.apply(&mut engine);
+    shell.apply(&mut engine).await;
 
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -218,7 +242,7 @@ pub async fn run(config: Config, kernel_log: KernelLogLevel) -> anyhow::Result<(
                 if engine.poll_timeout().is_some_and(|d| d <= t) {
                     engine.handle_timeout(t);
                 }
-                shell.apply(&mut engine);
+                shell.apply(&mut engine).await;
             }
             ready = async { events.as_mut().expect("guarded by the if").readable_mut().await },
                 if events.is_some() => {
@@ -234,7 +258,7 @@ pub async fn run(config: Config, kernel_log: KernelLogLevel) -> anyhow::Result<(
                         for (key, h, at_ns) in heard {
                             shell.feed(&mut engine, key, h, at_ns);
                         }
-                        shell.apply(&mut engine);
+                        shell.apply(&mut engine).await;
                     }
                     Err(err) => {
                         warn!(error = %err, "data-plane events stopped");
@@ -260,7 +284,7 @@ pub async fn run(config: Config, kernel_log: KernelLogLevel) -> anyhow::Result<(
 
     // 6.4.3 Shutdown: a master resigns with priority 0, then the data plane is let go.
     engine.shutdown(now());
-    shell.apply(&mut engine);
+    shell.apply(&mut engine).await;
     for inst in &config.instances {
         let s = shell.dp.vrid_stats(inst.ipv6(), inst.vrid)?;
         info!(
@@ -283,6 +307,13 @@ pub async fn run(config: Config, kernel_log: KernelLogLevel) -> anyhow::Result<(
 struct Shell {
     dp: DataPlane,
     sockets: AdvertSockets,
+    /// None when `configure_vips` is off.
+    addresses: Option<Addresses>,
+    announcer: Announcer,
+    /// The prefix length of each VIP.
+    prefixes: HashMap<IpAddr, u8>,
+    /// The MAC each instance answers and announces from.
+    macs: HashMap<InstanceKey, [u8; 6]>,
     /// The liveness time last fed to the engine, per instance.
     last_heard: HashMap<InstanceKey, u64>,
 }
@@ -327,7 +358,7 @@ impl Shell {
     }
 
     /// Carries out the engine's actions, in order.
-    fn apply(&mut self, engine: &mut Engine) {
+    async fn apply(&mut self, engine: &mut Engine) {
         while let Some(action) = engine.poll_action() {
             match action {
                 Action::Send {
@@ -344,21 +375,35 @@ impl Shell {
                     }
                 }
                 Action::AddVips { key, vips, .. } => {
-                    debug!(
-                        vrid = key.vrid,
-                        ?vips,
-                        "VIPs would be added to the interface (not implemented yet)"
-                    );
+                    let Some(addresses) = &self.addresses else {
+                        continue;
+                    };
+                    for vip in vips {
+                        let prefix = self
+                            .prefixes
+                            .get(&vip)
+                            .copied()
+                            .unwrap_or(if vip.is_ipv4() { 32 } else { 128 });
+                        if let Err(err) = addresses.add(vip, prefix).await {
+                            warn!(vrid = key.vrid, %vip, error = %err, "cannot add VIP");
+                        }
+                    }
                 }
                 Action::RemoveVips { key, vips, .. } => {
-                    debug!(
-                        vrid = key.vrid,
-                        ?vips,
-                        "VIPs would be removed from the interface (not implemented yet)"
-                    );
+                    let Some(addresses) = &self.addresses else {
+                        continue;
+                    };
+                    for vip in vips {
+                        if let Err(err) = addresses.remove(vip).await {
+                            warn!(vrid = key.vrid, %vip, error = %err, "cannot remove VIP");
+                        }
+                    }
                 }
                 Action::Announce { key, addr } => {
-                    debug!(vrid = key.vrid, %addr, "announcement due (gratuitous ARP / NA not implemented yet)");
+                    let mac = self.macs.get(&key).copied().unwrap_or_default();
+                    if let Err(err) = self.announcer.announce(addr, mac) {
+                        warn!(vrid = key.vrid, %addr, error = %err, "cannot announce VIP");
+                    }
                 }
                 Action::StateChanged { .. } => {}
             }

@@ -7,4 +7,6 @@ pub mod config;
 pub mod daemon;
 pub mod dataplane;
 pub mod engine;
+pub mod garp;
+pub mod netlink;
 pub mod wire;
