@@ -10,6 +10,18 @@ const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
 
 /// keepalived on `host`: VRID 51, the VIP, `priority`, VRRP `version`, `advert_int` seconds.
 fn keepalived(lab: &Lab, host: &str, priority: u8, version: u8, advert_int: &str) -> Proc {
+    keepalived_with(lab, host, priority, version, advert_int, "")
+}
+
+/// The same with extra lines in the vrrp_instance block.
+fn keepalived_with(
+    lab: &Lab,
+    host: &str,
+    priority: u8,
+    version: u8,
+    advert_int: &str,
+    extra: &str,
+) -> Proc {
     let iface = &lab.host(host).iface;
     let dir = lab.workdir();
     let conf = dir.join(format!("keepalived-{host}.conf"));
@@ -18,7 +30,7 @@ fn keepalived(lab: &Lab, host: &str, priority: u8, version: u8, advert_int: &str
         format!(
             "global_defs {{\n  router_id {host}\n  vrrp_version {version}\n}}\n\
              vrrp_instance VI_1 {{\n  state BACKUP\n  interface {iface}\n  virtual_router_id 51\n  priority {priority}\n  \
-             advert_int {advert_int}\n  virtual_ipaddress {{\n    {VIP}/24\n  }}\n}}\n"
+             advert_int {advert_int}\n  virtual_ipaddress {{\n    {VIP}/24\n  }}\n{extra}}}\n"
         ),
     )
     .unwrap();
@@ -48,12 +60,23 @@ fn keepalived(lab: &Lab, host: &str, priority: u8, version: u8, advert_int: &str
 }
 
 fn xvrrp(lab: &Lab, host: &str, priority: u8, version: u8, interval_ms: u32) -> Proc {
+    xvrrp_with(lab, host, priority, version, interval_ms, "")
+}
+
+fn xvrrp_with(
+    lab: &Lab,
+    host: &str,
+    priority: u8,
+    version: u8,
+    interval_ms: u32,
+    extra: &str,
+) -> Proc {
     let iface = &lab.host(host).iface;
     lab.start_xvrrp(
         host,
         &format!(
             "interface = \"{iface}\"\nxdp_mode = \"native\"\nheartbeat_limit_ms = 200\n\n[[instance]]\nvrid = 51\n\
-             priority = {priority}\nversion = {version}\nadvert_interval_ms = {interval_ms}\nvips = [\"{VIP}/24\"]\n"
+             priority = {priority}\nversion = {version}\nadvert_interval_ms = {interval_ms}\nvips = [\"{VIP}/24\"]\n{extra}"
         ),
     )
     .expect("start xvrrp")
@@ -157,5 +180,32 @@ fn vrrpv2_mixed_pair_elects_and_fails_over() {
     answered_only_by(&lab, "a", Duration::from_secs(8), &[&ka, &xv]);
     ka.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
     answered_only_by(&lab, "b", Duration::from_secs(8), &[&xv]);
+    xv.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+}
+
+#[test]
+fn vrrpv3_unicast_mixed_pair_elects_and_fails_over_both_ways() {
+    if !privileged("vrrpv3_unicast_mixed_pair_elects_and_fails_over_both_ways") {
+        return;
+    }
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    let unicast_ka = "  unicast_src_ip 192.0.2.1\n  unicast_peer {\n    192.0.2.2\n  }\n";
+    let unicast_xv = "unicast_peers = [\"192.0.2.1\"]\n";
+    let mut ka = keepalived_with(&lab, "a", 100, 3, "0.1", unicast_ka);
+    let mut xv = xvrrp_with(&lab, "b", 200, 3, 100, unicast_xv);
+    answered_only_by(&lab, "b", Duration::from_secs(5), &[&ka, &xv]);
+    xv.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    answered_only_by(&lab, "a", Duration::from_secs(5), &[&ka]);
+    let mut xv = xvrrp_with(&lab, "b", 200, 3, 100, unicast_xv);
+    answered_only_by(&lab, "b", Duration::from_secs(5), &[&ka, &xv]);
+    // Adverts from a host that is not a configured peer are dropped by the data plane.
+    let stats = Path::new(xvrrp_lab::PIN_ROOT)
+        .join(&lab.host("b").iface)
+        .join("vrid_stats");
+    assert_eq!(
+        xvrrp_lab::per_cpu_counter(&stats, 51, "adverts_drop_peer").unwrap(),
+        0
+    );
+    ka.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
     xv.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
 }

@@ -103,6 +103,10 @@ pub struct Instance {
     pub preempt_delay_ms: u64,
     /// Source of our adverts; the interface's first address of the family when None.
     pub source: Option<IpAddr>,
+    /// Unicast mode: adverts go to these peers, and are accepted only from them.
+    pub unicast_peers: Vec<IpAddr>,
+    /// Unicast mode: require TTL / hop limit 255 on received adverts (off: peers may be routed).
+    pub unicast_check_ttl: bool,
 }
 
 /// A valid configuration.
@@ -172,6 +176,10 @@ struct RawInstance {
     preempt_delay_ms: i64,
     #[serde(default)]
     source: Option<String>,
+    #[serde(default)]
+    unicast_peers: Vec<String>,
+    #[serde(default)]
+    unicast_check_ttl: bool,
 }
 
 const fn default_advert_interval_ms() -> i64 {
@@ -419,6 +427,21 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
                 }
             },
         };
+        let mut unicast_peers = Vec::new();
+        for (j, text) in inst.unicast_peers.iter().enumerate() {
+            match text.parse::<IpAddr>() {
+                Ok(a) if a.is_ipv6() == ipv6 && !a.is_multicast() && !a.is_unspecified() => {
+                    unicast_peers.push(a)
+                }
+                _ => problem(
+                    format!("instance[{i}].unicast_peers[{j}]"),
+                    format!(
+                        "expected the {} unicast address of a peer, got {text:?}",
+                        if ipv6 { "IPv6" } else { "IPv4" }
+                    ),
+                ),
+            }
+        }
         let name = match inst.name {
             Some(name) if name.is_empty() => {
                 problem(at("name"), "expected a non-empty name".into());
@@ -439,6 +462,8 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             preempt: inst.preempt,
             preempt_delay_ms: inst.preempt_delay_ms.max(0) as u64,
             source,
+            unicast_peers,
+            unicast_check_ttl: inst.unicast_check_ttl,
         });
     }
 
@@ -703,6 +728,20 @@ mod tests {
             (2, false, 5000)
         );
         assert_eq!(i.source, Some("192.0.2.7".parse().unwrap()));
+        assert!(i.unicast_peers.is_empty());
+        let unicast = parse_str(
+            "interface = \"eth0\"\n[[instance]]\nvrid = 1\nvips = [\"192.0.2.1\"]\nunicast_peers = [\"192.0.2.2\", \"192.0.2.3\"]\n",
+        )
+        .unwrap();
+        assert_eq!(unicast.instances[0].unicast_peers.len(), 2);
+        assert_eq!(
+            errors(
+                "interface = \"eth0\"\n[[instance]]\nvrid = 1\nvips = [\"192.0.2.1\"]\nunicast_peers = [\"fe80::1\"]\n"
+            ),
+            vec![
+                "test.toml: instance[0].unicast_peers[0]: expected the IPv4 unicast address of a peer, got \"fe80::1\""
+            ]
+        );
         assert_eq!(
             parse_str(GOOD).unwrap().instances[0].advert_interval_cs,
             100

@@ -34,7 +34,8 @@ use crate::{
     config::{Config, InitialState, Instance},
     dataplane::{self, DataPlane, KernelLogLevel},
     engine::{
-        Action, ChecksumForm, Engine, Family, Heard, InstanceConfig, InstanceKey, Time, Version,
+        Action, ChecksumForm, Engine, Family, Heard, InstanceConfig, InstanceKey, Time, Transport,
+        Version,
     },
     garp::Announcer,
     netlink::Addresses,
@@ -72,6 +73,12 @@ fn engine_config(inst: &Instance, ifindex: u32, primary: IpAddr) -> InstanceConf
     c.preempt = inst.preempt;
     c.preempt_delay_us = inst.preempt_delay_ms * 1_000;
     c.start_as_master = inst.state == InitialState::Master;
+    if !inst.unicast_peers.is_empty() {
+        c.transport = Transport::Unicast {
+            peers: inst.unicast_peers.clone(),
+            check_ttl: inst.unicast_check_ttl,
+        };
+    }
     c
 }
 
@@ -140,12 +147,22 @@ pub async fn run(config: Config, kernel_log: KernelLogLevel) -> anyhow::Result<(
             )?;
             stats_index += 1;
         }
+        let mut flags = vrid_flags::CONFIGURED;
+        if !inst.unicast_peers.is_empty() {
+            flags |= vrid_flags::UNICAST;
+            if inst.unicast_check_ttl {
+                flags |= vrid_flags::UNICAST_CHECK_TTL;
+            }
+            for peer in &inst.unicast_peers {
+                dp.add_peer(inst.vrid, *peer)?;
+            }
+        }
         dp.set_vrid(
             ipv6,
             inst.vrid,
             VridState {
                 role: role::INIT,
-                flags: vrid_flags::CONFIGURED,
+                flags,
                 version: u32::from(inst.version),
             },
         )?;
