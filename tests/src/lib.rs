@@ -445,6 +445,63 @@ impl Lab {
         Ok(proc)
     }
 
+    /// The bridge-side port of a host.
+    fn port(&self, host: &str) -> String {
+        let i = self
+            .hosts
+            .iter()
+            .position(|h| h.name == host)
+            .expect("host");
+        format!("xv{}p{i}", self.tag)
+    }
+
+    /// Cuts (`up` false) or restores a host's link to the bridge.
+    pub fn set_link(&self, host: &str, up: bool) -> anyhow::Result<()> {
+        let port = self.port(host);
+        self.switch
+            .ip(&["link", "set", &port, if up { "up" } else { "down" }])
+    }
+
+    /// Replaces the bridge's filter: frames between hosts of different `groups` are dropped
+    /// (a partition; empty groups: none), and `loss_percent` of all other frames at random.
+    pub fn set_faults(&self, groups: &[&[&str]], loss_percent: u32) -> anyhow::Result<()> {
+        let mut rules = String::from(
+            "table bridge xvlab\ndelete table bridge xvlab\ntable bridge xvlab {\n chain forward {\n  type filter hook forward priority 0; policy accept;\n",
+        );
+        for (g, group) in groups.iter().enumerate() {
+            for (o, other) in groups.iter().enumerate() {
+                if g == o {
+                    continue;
+                }
+                for a in *group {
+                    for b in *other {
+                        rules.push_str(&format!(
+                            "  iifname \"{}\" oifname \"{}\" drop\n",
+                            self.port(a),
+                            self.port(b)
+                        ));
+                    }
+                }
+            }
+        }
+        if loss_percent > 0 {
+            rules.push_str(&format!("  numgen random mod 100 < {loss_percent} drop\n"));
+        }
+        rules.push_str(" }\n}\n");
+        let path = self.workdir.join("faults.nft");
+        fs::write(&path, rules)?;
+        let out = run_with_timeout(
+            self.switch.command("nft")?.arg("-f").arg(&path),
+            Duration::from_secs(10),
+        )?;
+        ensure!(
+            out.status.success(),
+            "nft: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+
     /// Sends neighbour solicitations from `host` for `target` and returns the MAC addresses
     /// of every advertisement received, lowercased (empty when nobody answered).
     pub fn ndisc(&self, host: &str, target: Ipv6Addr, tries: u32) -> anyhow::Result<Vec<String>> {

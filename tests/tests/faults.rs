@@ -1,0 +1,119 @@
+//! Elections under faults made in the lab's bridge: a cut link, a partition that heals, and
+//! random loss.
+
+use std::{
+    net::Ipv4Addr,
+    time::{Duration, Instant},
+};
+
+use nix::sys::signal::Signal;
+use xvrrp_lab::{Lab, Proc, mac_text, privileged, wait_for};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+
+fn start(lab: &Lab, host: &str, priority: u8) -> Proc {
+    let iface = &lab.host(host).iface;
+    lab.start_xvrrp(
+        host,
+        &format!(
+            "interface = \"{iface}\"\nxdp_mode = \"native\"\nheartbeat_limit_ms = 200\n\n[[instance]]\nvrid = 51\n\
+             priority = {priority}\nadvert_interval_ms = 100\nvips = [\"{VIP}/24\"]\n"
+        ),
+    )
+    .expect("start xvrrp")
+}
+
+fn answered_only_by(lab: &Lab, host: &str, within: Duration) {
+    let want = mac_text(&lab.host(host).mac);
+    assert!(
+        wait_for(within, || lab.arping("client", VIP, 2).unwrap()
+            == vec![want.clone(); 2]),
+        "{host} is not the one answering"
+    );
+}
+
+/// How many times the log says this instance became master.
+fn promotions(p: &Proc) -> usize {
+    p.log().matches("new=master").count()
+}
+
+#[test]
+fn a_cut_link_fails_over_and_the_master_returns_when_it_heals() {
+    if !privileged("a_cut_link_fails_over_and_the_master_returns_when_it_heals") {
+        return;
+    }
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    let mut procs = vec![start(&lab, "a", 200), start(&lab, "b", 100)];
+    answered_only_by(&lab, "a", Duration::from_secs(5));
+    lab.set_link("a", false).unwrap();
+    answered_only_by(&lab, "b", Duration::from_secs(3));
+    lab.set_link("a", true).unwrap();
+    answered_only_by(&lab, "a", Duration::from_secs(5));
+    for p in &mut procs {
+        p.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    }
+}
+
+#[test]
+fn after_a_partition_heals_one_master_remains() {
+    if !privileged("after_a_partition_heals_one_master_remains") {
+        return;
+    }
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    let mut procs = vec![start(&lab, "a", 200), start(&lab, "b", 100)];
+    answered_only_by(&lab, "a", Duration::from_secs(5));
+    // a alone on one side; b and the client on the other: b takes over there.
+    lab.set_faults(&[&["a"], &["b", "client"]], 0).unwrap();
+    answered_only_by(&lab, "b", Duration::from_secs(3));
+    assert!(wait_for(Duration::from_secs(3), || procs[1]
+        .log()
+        .contains("new=master")));
+    let healed = Instant::now();
+    lab.set_faults(&[], 0).unwrap();
+    answered_only_by(&lab, "a", Duration::from_secs(3));
+    assert!(
+        wait_for(Duration::from_secs(3), || procs[1]
+            .log()
+            .contains("new=backup")),
+        "b never stepped down:\n{}",
+        procs[1].log()
+    );
+    assert!(healed.elapsed() < Duration::from_secs(3));
+    for p in &mut procs {
+        p.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    }
+}
+
+#[test]
+fn two_percent_loss_at_100ms_adverts_causes_no_flap_in_60_seconds() {
+    if !privileged("two_percent_loss_at_100ms_adverts_causes_no_flap_in_60_seconds") {
+        return;
+    }
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    let mut procs = vec![start(&lab, "a", 200), start(&lab, "b", 100)];
+    answered_only_by(&lab, "a", Duration::from_secs(5));
+    let before = (promotions(&procs[0]), promotions(&procs[1]));
+    let stats = std::path::Path::new(xvrrp_lab::PIN_ROOT)
+        .join(&lab.host("b").iface)
+        .join("vrid_stats");
+    let valid = || xvrrp_lab::per_cpu_counter(&stats, 51, "adverts_valid").unwrap();
+    let heard_before = valid();
+    lab.set_faults(&[], 2).unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+    lab.set_faults(&[], 0).unwrap();
+    // About 600 adverts were sent; the loss really applied: some, not many, were lost.
+    let heard = valid() - heard_before;
+    assert!(
+        (540..600).contains(&heard),
+        "b heard {heard} adverts in 60 s"
+    );
+    assert_eq!(
+        (promotions(&procs[0]), promotions(&procs[1])),
+        before,
+        "a master change under 2% loss; b:\n{}",
+        procs[1].log()
+    );
+    for p in &mut procs {
+        p.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    }
+}
