@@ -247,3 +247,36 @@ fn the_vip_moves_with_the_master_and_clients_follow_it() {
     }
     assert!(!has_vip(&lab, "c"));
 }
+
+#[test]
+fn ipv6_elections_fail_over_and_only_the_master_answers_neighbour_discovery() {
+    if !privileged("ipv6_elections_fail_over_and_only_the_master_answers_neighbour_discovery") {
+        return;
+    }
+    let vip6: std::net::Ipv6Addr = "2001:db8::100".parse().unwrap();
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    let start6 = |host: &str, priority: u8| {
+        let iface = &lab.host(host).iface;
+        lab.start_xvrrp(
+            host,
+            &format!(
+                "interface = \"{iface}\"\nxdp_mode = \"native\"\nheartbeat_limit_ms = 200\n\n[[instance]]\nvrid = 51\n\
+                 priority = {priority}\nadvert_interval_ms = 100\nvips = [\"{vip6}/64\"]\n"
+            ),
+        )
+        .expect("start xvrrp")
+    };
+    let mut a = start6("a", 100);
+    let mut b = start6("b", 200);
+    let only = |host: &str| {
+        let want = mac_text(&lab.host(host).mac);
+        wait_for(Duration::from_secs(5), || {
+            let macs = lab.ndisc("client", vip6, 1).unwrap();
+            !macs.is_empty() && macs.iter().all(|m| *m == want)
+        })
+    };
+    assert!(only("b"), "b does not answer alone; b:\n{}", b.log());
+    b.stop(Signal::SIGKILL, Duration::from_secs(5)).unwrap();
+    assert!(only("a"), "a did not take over; a:\n{}", a.log());
+    a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+}

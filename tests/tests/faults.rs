@@ -117,3 +117,84 @@ fn two_percent_loss_at_100ms_adverts_causes_no_flap_in_60_seconds() {
         p.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
     }
 }
+
+/// Sends `n` adverts of each bad kind from the client, all claiming priority 254 for VRID 51
+/// (which would win the election if taken), plus some for an unknown VRID.
+const FLOOD: &str = r#"
+import socket, struct, sys
+n = int(sys.argv[1]); src = sys.argv[2]
+def csum(b):
+    if len(b) % 2: b += b'\0'
+    s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    while s >> 16: s = (s & 0xffff) + (s >> 16)
+    return ~s & 0xffff
+def advert(vrid=51, prio=254, version=3, count=1, bad=False):
+    body = bytearray(struct.pack('!BBBBH', (version << 4) | 1, vrid, prio, count, 10) + b'\0\0' + socket.inet_aton('192.0.2.100'))
+    pseudo = socket.inet_aton(src) + socket.inet_aton('224.0.0.18') + struct.pack('!BBH', 0, 112, len(body))
+    c = csum(pseudo + bytes(body))
+    if bad: c ^= 0x5555
+    body[6:8] = struct.pack('!H', c)
+    return bytes(body)
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 112)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(src))
+def send(payload, ttl=255):
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
+    s.sendto(payload, ('224.0.0.18', 0))
+for _ in range(n):
+    send(advert(), ttl=64)          # through a router: TTL
+    send(advert(bad=True))          # checksum
+    send(advert(version=2))         # another version
+    send(advert(count=3))           # count against length
+    send(advert(vrid=99))           # unknown VRID
+    send(b'\x31\x33')               # truncated
+"#;
+
+#[test]
+fn a_flood_of_bad_adverts_changes_nothing_and_is_counted() {
+    if !privileged("a_flood_of_bad_adverts_changes_nothing_and_is_counted") {
+        return;
+    }
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    let mut procs = vec![start(&lab, "a", 200), start(&lab, "b", 100)];
+    answered_only_by(&lab, "a", Duration::from_secs(5));
+    let before = (promotions(&procs[0]), promotions(&procs[1]));
+    let client_ip = lab.host("client").ip.to_string();
+    let out = lab
+        .run(
+            "client",
+            "python3",
+            &["-c", FLOOD, "300", &client_ip],
+            Duration::from_secs(30),
+        )
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    answered_only_by(&lab, "a", Duration::from_secs(2));
+    assert_eq!(
+        (promotions(&procs[0]), promotions(&procs[1])),
+        before,
+        "the flood changed the election"
+    );
+    for host in ["a", "b"] {
+        let stats = std::path::Path::new(xvrrp_lab::PIN_ROOT)
+            .join(&lab.host(host).iface)
+            .join("vrid_stats");
+        let count = |slot, field| xvrrp_lab::per_cpu_counter(&stats, slot, field).unwrap();
+        for field in [
+            "adverts_drop_ttl",
+            "adverts_drop_checksum",
+            "adverts_drop_version",
+            "adverts_drop_length",
+        ] {
+            assert_eq!(count(51, field), 300, "{host}: {field}");
+        }
+        assert_eq!(count(99, "adverts_drop_unknown_vrid"), 300, "{host}");
+    }
+    for p in &mut procs {
+        p.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    }
+}
