@@ -502,6 +502,39 @@ impl Lab {
         Ok(())
     }
 
+    /// `xvrrp status` (the table) of the daemon on `host`.
+    pub fn status_table(&self, host: &str) -> anyhow::Result<String> {
+        let out = run_with_timeout(
+            Command::new(&self.xvrrp).args(["status", "--interface", &self.host(host).iface]),
+            Duration::from_secs(10),
+        )?;
+        ensure!(
+            out.status.success(),
+            "xvrrp status: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `xvrrp status --json` of the daemon on `host`.
+    pub fn status(&self, host: &str) -> anyhow::Result<serde_json::Value> {
+        let out = run_with_timeout(
+            Command::new(&self.xvrrp).args([
+                "status",
+                "--json",
+                "--interface",
+                &self.host(host).iface,
+            ]),
+            Duration::from_secs(10),
+        )?;
+        ensure!(
+            out.status.success(),
+            "xvrrp status: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
     /// Sends neighbour solicitations from `host` for `target` and returns the MAC addresses
     /// of every advertisement received, lowercased (empty when nobody answered).
     pub fn ndisc(&self, host: &str, target: Ipv6Addr, tries: u32) -> anyhow::Result<Vec<String>> {
@@ -568,6 +601,7 @@ impl Drop for Lab {
             if pins.exists() {
                 let _ = fs::remove_dir_all(&pins);
             }
+            let _ = fs::remove_file(Path::new("/run/xvrrp").join(format!("{}.sock", host.iface)));
         }
         self.hosts.clear();
         if std::env::var_os("XVRRP_KEEP_LAB_LOGS").is_none() {

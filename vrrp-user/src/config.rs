@@ -120,6 +120,8 @@ pub struct Config {
     pub heartbeat_limit_ms: u64,
     /// Add the VIPs to the interface while master (false: only answer ARP / ND for them).
     pub configure_vips: bool,
+    /// The control socket `xvrrp status` reads.
+    pub control_socket: PathBuf,
     pub instances: Vec<Instance>,
 }
 
@@ -149,6 +151,8 @@ struct RawConfig {
     heartbeat_limit_ms: i64,
     #[serde(default = "default_true")]
     configure_vips: bool,
+    #[serde(default)]
+    control_socket: Option<PathBuf>,
     #[serde(default)]
     instance: Vec<RawInstance>,
 }
@@ -471,11 +475,14 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         return Err(problems);
     }
     Ok(Config {
-        interface,
         xdp_mode: raw.xdp_mode,
         bpffs: raw.bpffs.unwrap_or_else(|| PathBuf::from(DEFAULT_BPFFS)),
         heartbeat_limit_ms: heartbeat_limit_ms as u64,
         configure_vips: raw.configure_vips,
+        control_socket: raw
+            .control_socket
+            .unwrap_or_else(|| crate::control::default_socket(&interface)),
+        interface,
         instances,
     })
 }
@@ -705,6 +712,7 @@ mod tests {
         .unwrap();
         assert_eq!(config.heartbeat_limit_ms, 100);
         assert!(config.configure_vips, "on by default");
+        assert_eq!(config.control_socket, PathBuf::from("/run/xvrrp/eth0.sock"));
         assert!(config.instances[0].ipv6());
         assert_eq!(config.instances[0].vips[0].prefix, 64);
         assert_eq!(config.instances[0].version, 3);

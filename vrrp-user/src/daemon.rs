@@ -32,6 +32,7 @@ use vrrp_common::{
 
 use crate::{
     config::{Config, InitialState, Instance},
+    control,
     dataplane::{self, DataPlane, KernelLogLevel},
     engine::{
         Action, ChecksumForm, Engine, Family, Heard, InstanceConfig, InstanceKey, Time, Transport,
@@ -214,6 +215,12 @@ pub async fn run(config: Config, kernel_log: KernelLogLevel) -> anyhow::Result<(
     engine.start(now());
     shell.apply(&mut engine).await;
 
+    let control = control::bind(&config.control_socket).with_context(|| {
+        format!(
+            "binding the control socket {}",
+            config.control_socket.display()
+        )
+    })?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut logs = match logger {
@@ -252,6 +259,17 @@ pub async fn run(config: Config, kernel_log: KernelLogLevel) -> anyhow::Result<(
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
             _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
             _ = heartbeat.tick() => shell.dp.heartbeat(dataplane::monotonic_coarse_ns())?,
+            conn = control.accept() => {
+                if let Ok((mut stream, _)) = conn {
+                    let status = shell.status(&engine, &config);
+                    let text = serde_json::to_string(&status).unwrap_or_default();
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(2),
+                        tokio::io::AsyncWriteExt::write_all(&mut stream, text.as_bytes()),
+                    )
+                    .await;
+                }
+            }
             _ = async { tokio::time::sleep_until(deadline.expect("guarded").into()).await }, if deadline.is_some() => {
                 // Adverts heard since the last look may move the timer that is due.
                 shell.refresh_liveness(&mut engine);
@@ -316,6 +334,7 @@ pub async fn run(config: Config, kernel_log: KernelLogLevel) -> anyhow::Result<(
         );
     }
     drop(shell);
+    let _ = std::fs::remove_file(&config.control_socket);
     info!("stopped");
     Ok(())
 }
@@ -371,6 +390,62 @@ impl Shell {
                 form: form_of(live.checksum_form),
             };
             self.feed(engine, key, heard, live.last_seen_ns);
+        }
+    }
+
+    /// The status `xvrrp status` shows.
+    fn status(&self, engine: &Engine, config: &Config) -> control::Status {
+        let t = now();
+        let instances = engine
+            .status()
+            .into_iter()
+            .map(|st| {
+                let ipv6 = st.key.family == Family::V6;
+                let dp = self.dp.vrid_stats(ipv6, st.key.vrid).unwrap_or_default();
+                let vips = config
+                    .instances
+                    .iter()
+                    .find(|i| i.name == st.name)
+                    .map(|i| i.vips.iter().map(ToString::to_string).collect())
+                    .unwrap_or_default();
+                control::InstanceStatus {
+                    name: st.name.clone(),
+                    vrid: st.key.vrid,
+                    family: if ipv6 { "ipv6" } else { "ipv4" }.into(),
+                    state: st.state.to_string(),
+                    effective_priority: st.effective_priority,
+                    advert_interval_ms: u32::from(st.master_adver_interval_cs) * 10,
+                    master: st.master.map(|m| control::MasterStatus {
+                        address: m.addr.to_string(),
+                        priority: m.priority,
+                        advert_interval_ms: u32::from(m.interval_cs) * 10,
+                        seen_ms_ago: t.since(m.at) / 1_000,
+                    }),
+                    vips,
+                    adverts_sent: st.counters.adverts_sent,
+                    adverts_received: st.counters.adverts_received,
+                    became_master: st.counters.became_master,
+                    address_mismatch: st.counters.address_mismatch,
+                    data_plane: control::DataPlaneCounters {
+                        requests: dp.requests,
+                        answered: dp.answered,
+                        dropped_not_master: dp.dropped_not_master,
+                        dropped_stale_heartbeat: dp.dropped_stale_heartbeat,
+                        adverts_valid: dp.adverts_valid,
+                        adverts_dropped: dp.adverts_drop_ttl
+                            + dp.adverts_drop_version
+                            + dp.adverts_drop_length
+                            + dp.adverts_drop_checksum
+                            + dp.adverts_drop_unknown_vrid
+                            + dp.adverts_drop_peer,
+                        foreign_owner: dp.foreign_owner,
+                    },
+                }
+            })
+            .collect();
+        control::Status {
+            interface: config.interface.clone(),
+            instances,
         }
     }
 

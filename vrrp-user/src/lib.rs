@@ -4,6 +4,7 @@
 //! - [`dataplane`]: loads, attaches and feeds the XDP program built from `vrrp-ebpf`.
 //! - [`daemon`]: the event loop that wires them to the kernel.
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod dataplane;
 pub mod engine;

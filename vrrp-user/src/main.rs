@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
-use vrrp_user::{config, daemon, dataplane::KernelLogLevel};
+use vrrp_user::{config, control, daemon, dataplane::KernelLogLevel};
 
 #[derive(Parser)]
 #[command(name = "xvrrp", version, about = "VRRP with an XDP data plane")]
@@ -24,6 +24,17 @@ enum Command {
         #[arg(long)]
         log_level: Option<String>,
     },
+    /// Show the state of a running daemon: one line per instance, or --json.
+    Status {
+        /// The daemon's control socket (default: /run/xvrrp/<interface>.sock).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// The interface whose daemon to ask (names the default socket).
+        #[arg(long, short)]
+        interface: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a configuration file; print every problem and exit 1 if there is any.
     CheckConfig {
         /// The configuration file (TOML).
@@ -34,6 +45,39 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Status {
+            socket,
+            interface,
+            json,
+        } => {
+            let path = match (socket, interface) {
+                (Some(p), _) => p,
+                (None, Some(i)) => control::default_socket(&i),
+                (None, None) => {
+                    eprintln!(
+                        "xvrrp status: name the daemon with --interface IFACE or --socket PATH"
+                    );
+                    return ExitCode::FAILURE;
+                }
+            };
+            match control::query(&path) {
+                Ok(status) if json => {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&status).unwrap_or_default()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Ok(status) => {
+                    print!("{}", control::table(&status));
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("xvrrp status: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::CheckConfig { file } => match config::load(&file) {
             Ok(config) => {
                 println!(

@@ -255,6 +255,7 @@ fn demo(bin: &Path, limit: Option<Duration>) -> anyhow::Result<()> {
         client.iface
     );
     let start = Instant::now();
+    let mut shown_status = false;
     while !INTERRUPTED.load(Ordering::SeqCst) && limit.is_none_or(|l| start.elapsed() < l) {
         let replies = lab.arping("client", DEMO_VIP, 1)?;
         let owner = |mac: &str| {
@@ -273,6 +274,16 @@ fn demo(bin: &Path, limit: Option<Duration>) -> anyhow::Result<()> {
                     .collect();
                 println!("client: {DEMO_VIP} is at {}", seen.join(", "));
             }
+        }
+        if !shown_status && !replies.is_empty() {
+            shown_status = true;
+            for host in ["a", "b"] {
+                println!("xvrrp status on host {host}:\n{}", lab.status_table(host)?);
+            }
+            println!(
+                "Try a failover: kill -9 the daemon on host a (pid {}); host b answers within ~4 s.",
+                daemons[0].1.pid()
+            );
         }
         for (host, proc) in &mut daemons {
             if !proc.running() {
