@@ -280,3 +280,56 @@ fn ipv6_elections_fail_over_and_only_the_master_answers_neighbour_discovery() {
     assert!(only("a"), "a did not take over; a:\n{}", a.log());
     a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
 }
+
+/// xvrrp on `host` with `priority` tracking a script that succeeds while `flag` exists.
+fn start_tracking(
+    lab: &Lab,
+    host: &str,
+    priority: u8,
+    flag: &std::path::Path,
+    weight: i32,
+) -> Proc {
+    let iface = &lab.host(host).iface;
+    lab.start_xvrrp(
+        host,
+        &format!(
+            "interface = \"{iface}\"\nxdp_mode = \"native\"\nheartbeat_limit_ms = 200\n\n\
+             [[track_script]]\nname = \"chk\"\nscript = \"test -e {}\"\ninterval_ms = 100\nfall = 2\nrise = 2\nweight = {weight}\n\n\
+             [[instance]]\nvrid = 51\npriority = {priority}\nadvert_interval_ms = 100\nvips = [\"{VIP}/24\"]\n\
+             track_scripts = [\"chk\"]\n",
+            flag.display()
+        ),
+    )
+    .expect("start xvrrp")
+}
+
+#[test]
+fn a_failing_tracked_script_fails_over_and_recovery_takes_back() {
+    if !privileged("a_failing_tracked_script_fails_over_and_recovery_takes_back") {
+        return;
+    }
+    for weight in [0, -150] {
+        let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+        let flag = lab.workdir().join("a-healthy");
+        std::fs::write(&flag, "").unwrap();
+        let mut a = start_tracking(&lab, "a", 200, &flag, weight);
+        let mut b = start(&lab, "b", 100);
+        until_answered_by(&lab, "a", Duration::from_secs(5));
+        std::fs::remove_file(&flag).unwrap();
+        until_answered_by(&lab, "b", Duration::from_secs(3));
+        let expected = if weight == 0 {
+            "new=fault"
+        } else {
+            "new=backup"
+        };
+        assert!(
+            a.log().contains(expected),
+            "weight {weight}: a's log:\n{}",
+            a.log()
+        );
+        std::fs::write(&flag, "").unwrap();
+        until_answered_by(&lab, "a", Duration::from_secs(5));
+        a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+        b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    }
+}

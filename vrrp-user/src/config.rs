@@ -107,6 +107,25 @@ pub struct Instance {
     pub unicast_peers: Vec<IpAddr>,
     /// Unicast mode: require TTL / hop limit 255 on received adverts (off: peers may be routed).
     pub unicast_check_ttl: bool,
+    /// Names of the `[[track_script]]`s this instance follows.
+    pub track_scripts: Vec<String>,
+}
+
+/// A tracked script (keepalived's vrrp_script): run periodically; its exit status is the health.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackScript {
+    pub name: String,
+    /// Run with `/bin/sh -c`.
+    pub script: String,
+    pub interval_ms: u64,
+    /// A run taking longer is killed (its whole process group) and counts as a failure.
+    pub timeout_ms: u64,
+    /// Successes in a row that make a failed script good again.
+    pub rise: u32,
+    /// Failures in a row that make a good script failed.
+    pub fall: u32,
+    /// keepalived's weight: 0 = Fault while failed; > 0 added while good; < 0 added while failed.
+    pub weight: i32,
 }
 
 /// A valid configuration.
@@ -122,6 +141,7 @@ pub struct Config {
     pub configure_vips: bool,
     /// The control socket `xvrrp status` reads.
     pub control_socket: PathBuf,
+    pub track_scripts: Vec<TrackScript>,
     pub instances: Vec<Instance>,
 }
 
@@ -154,6 +174,8 @@ struct RawConfig {
     #[serde(default)]
     control_socket: Option<PathBuf>,
     #[serde(default)]
+    track_script: Vec<RawTrackScript>,
+    #[serde(default)]
     instance: Vec<RawInstance>,
 }
 
@@ -184,6 +206,29 @@ struct RawInstance {
     unicast_peers: Vec<String>,
     #[serde(default)]
     unicast_check_ttl: bool,
+    #[serde(default)]
+    track_scripts: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrackScript {
+    name: String,
+    script: String,
+    #[serde(default = "default_advert_interval_ms")]
+    interval_ms: i64,
+    #[serde(default)]
+    timeout_ms: Option<i64>,
+    #[serde(default = "default_one")]
+    rise: i64,
+    #[serde(default = "default_one")]
+    fall: i64,
+    #[serde(default)]
+    weight: i64,
+}
+
+const fn default_one() -> i64 {
+    1
 }
 
 const fn default_advert_interval_ms() -> i64 {
@@ -298,6 +343,61 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
 
     // VRIDs are separate spaces per address family.
     let mut vrids: BTreeMap<(bool, u8), usize> = BTreeMap::new();
+    let mut track_scripts = Vec::new();
+    for (i, t) in raw.track_script.into_iter().enumerate() {
+        let at = |key: &str| format!("track_script[{i}].{key}");
+        if t.name.is_empty() || track_scripts.iter().any(|s: &TrackScript| s.name == t.name) {
+            problem(
+                at("name"),
+                format!("expected a unique, non-empty name, got {:?}", t.name),
+            );
+        }
+        if t.script.trim().is_empty() {
+            problem(
+                at("script"),
+                "expected a command to run with /bin/sh -c".into(),
+            );
+        }
+        if !(10..=3_600_000).contains(&t.interval_ms) {
+            problem(
+                at("interval_ms"),
+                format!(
+                    "expected milliseconds from 10 to 3600000, got {}",
+                    t.interval_ms
+                ),
+            );
+        }
+        let timeout_ms = t.timeout_ms.unwrap_or(t.interval_ms);
+        if !(10..=3_600_000).contains(&timeout_ms) {
+            problem(
+                at("timeout_ms"),
+                format!("expected milliseconds from 10 to 3600000, got {timeout_ms}"),
+            );
+        }
+        for (key, v) in [("rise", t.rise), ("fall", t.fall)] {
+            if !(1..=1000).contains(&v) {
+                problem(at(key), format!("expected a count from 1 to 1000, got {v}"));
+            }
+        }
+        if !(-254..=254).contains(&t.weight) {
+            problem(
+                at("weight"),
+                format!(
+                    "expected -254 to 254 (0: fault while failing), got {}",
+                    t.weight
+                ),
+            );
+        }
+        track_scripts.push(TrackScript {
+            name: t.name,
+            script: t.script,
+            interval_ms: t.interval_ms.max(10) as u64,
+            timeout_ms: timeout_ms.max(10) as u64,
+            rise: t.rise.clamp(1, 1000) as u32,
+            fall: t.fall.clamp(1, 1000) as u32,
+            weight: t.weight.clamp(-254, 254) as i32,
+        });
+    }
     let mut all_vips: BTreeMap<IpAddr, String> = BTreeMap::new();
     let mut instances = Vec::new();
     for (i, inst) in raw.instance.into_iter().enumerate() {
@@ -446,6 +546,14 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
                 ),
             }
         }
+        for (j, track) in inst.track_scripts.iter().enumerate() {
+            if !track_scripts.iter().any(|t| t.name == *track) {
+                problem(
+                    format!("instance[{i}].track_scripts[{j}]"),
+                    format!("expected the name of a [[track_script]], got {track:?}"),
+                );
+            }
+        }
         let name = match inst.name {
             Some(name) if name.is_empty() => {
                 problem(at("name"), "expected a non-empty name".into());
@@ -468,6 +576,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             source,
             unicast_peers,
             unicast_check_ttl: inst.unicast_check_ttl,
+            track_scripts: inst.track_scripts,
         });
     }
 
@@ -483,6 +592,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             .control_socket
             .unwrap_or_else(|| crate::control::default_socket(&interface)),
         interface,
+        track_scripts,
         instances,
     })
 }
@@ -764,6 +874,34 @@ mod tests {
                 "test.toml: instance[0].advert_interval_ms: expected a multiple of 10 from 10 to 40950 (VRRPv3 counts centiseconds), got 15",
                 "test.toml: instance[0].source: expected an IPv4 address of this host, the source of the adverts, got \"2001:db8::1\"",
                 "test.toml: instance[1].advert_interval_ms: expected whole seconds from 1000 to 255000 for VRRPv2, got 1500",
+            ]
+        );
+    }
+
+    #[test]
+    fn track_scripts_are_read_and_checked() {
+        let config = parse_str(
+            "interface = \"eth0\"\n[[track_script]]\nname = \"mysql\"\nscript = \"mysqladmin ping\"\ninterval_ms = 500\n\
+             fall = 2\nweight = -50\n[[instance]]\nvrid = 1\nvips = [\"192.0.2.1\"]\ntrack_scripts = [\"mysql\"]\n",
+        )
+        .unwrap();
+        let t = &config.track_scripts[0];
+        assert_eq!(
+            (t.interval_ms, t.timeout_ms, t.rise, t.fall, t.weight),
+            (500, 500, 1, 2, -50)
+        );
+        assert_eq!(config.instances[0].track_scripts, vec!["mysql".to_owned()]);
+        let errs = errors(
+            "interface = \"eth0\"\n[[track_script]]\nname = \"x\"\nscript = \" \"\nrise = 0\nweight = 300\n\
+             [[instance]]\nvrid = 1\nvips = [\"192.0.2.1\"]\ntrack_scripts = [\"nope\"]\n",
+        );
+        assert_eq!(
+            errs,
+            vec![
+                "test.toml: track_script[0].script: expected a command to run with /bin/sh -c",
+                "test.toml: track_script[0].rise: expected a count from 1 to 1000, got 0",
+                "test.toml: track_script[0].weight: expected -254 to 254 (0: fault while failing), got 300",
+                "test.toml: instance[0].track_scripts[0]: expected the name of a [[track_script]], got \"nope\"",
             ]
         );
     }

@@ -31,15 +31,16 @@ use vrrp_common::{
 };
 
 use crate::{
-    config::{Config, InitialState, Instance},
+    config::{Config, InitialState, Instance, TrackScript},
     control,
     dataplane::{self, DataPlane, KernelLogLevel},
     engine::{
-        Action, ChecksumForm, Engine, Family, Heard, InstanceConfig, InstanceKey, Time, Transport,
-        Version,
+        Action, ChecksumForm, Engine, Family, Heard, InstanceConfig, InstanceKey, Time,
+        TrackConfig, TrackInput, Transport, Version,
     },
     garp::Announcer,
     netlink::Addresses,
+    track,
     wire::{self, AdvertSockets},
 };
 
@@ -56,7 +57,12 @@ fn now() -> Time {
 }
 
 /// The engine's view of one configured instance.
-fn engine_config(inst: &Instance, ifindex: u32, primary: IpAddr) -> InstanceConfig {
+fn engine_config(
+    inst: &Instance,
+    ifindex: u32,
+    primary: IpAddr,
+    scripts: &[TrackScript],
+) -> InstanceConfig {
     let mut c = InstanceConfig::new(
         &inst.name,
         ifindex,
@@ -74,6 +80,17 @@ fn engine_config(inst: &Instance, ifindex: u32, primary: IpAddr) -> InstanceConf
     c.preempt = inst.preempt;
     c.preempt_delay_us = inst.preempt_delay_ms * 1_000;
     c.start_as_master = inst.state == InitialState::Master;
+    c.tracks = inst
+        .track_scripts
+        .iter()
+        .filter_map(|name| scripts.iter().find(|t| t.name == *name))
+        .map(|t| TrackConfig {
+            name: t.name.clone(),
+            weight: t.weight,
+            reverse: false,
+            initial: TrackInput::Up,
+        })
+        .collect();
     if !inst.unicast_peers.is_empty() {
         c.transport = Transport::Unicast {
             peers: inst.unicast_peers.clone(),
@@ -174,7 +191,7 @@ pub async fn run(config: Config, kernel_log: KernelLogLevel) -> anyhow::Result<(
             vips = %inst.vips.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
             mac = %format_mac(&mac), "instance configured"
         );
-        let config = engine_config(inst, ifindex, primary);
+        let config = engine_config(inst, ifindex, primary, &config.track_scripts);
         macs.insert(
             InstanceKey {
                 iface: ifindex,
@@ -186,6 +203,19 @@ pub async fn run(config: Config, kernel_log: KernelLogLevel) -> anyhow::Result<(
         engine_configs.push(config);
     }
     let mut engine = Engine::new(engine_configs, vec![])?;
+    // Tracked scripts that some instance follows run as tasks reporting changes here.
+    let (track_tx, mut track_rx) = tokio::sync::mpsc::unbounded_channel();
+    let _scripts: Vec<_> = config
+        .track_scripts
+        .iter()
+        .filter(|t| {
+            config
+                .instances
+                .iter()
+                .any(|i| i.track_scripts.contains(&t.name))
+        })
+        .map(|t| track::spawn(t.clone(), track_tx.clone()))
+        .collect();
     dp.heartbeat(dataplane::monotonic_coarse_ns())?;
     let pin_dir = config.pin_dir();
     let attached = dp.attach(iface, config.xdp_mode, &pin_dir)?;
@@ -259,6 +289,10 @@ pub async fn run(config: Config, kernel_log: KernelLogLevel) -> anyhow::Result<(
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
             _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
             _ = heartbeat.tick() => shell.dp.heartbeat(dataplane::monotonic_coarse_ns())?,
+            Some((name, input)) = track_rx.recv() => {
+                engine.set_track(now(), &name, input);
+                shell.apply(&mut engine).await;
+            }
             conn = control.accept() => {
                 if let Ok((mut stream, _)) = conn {
                     let status = shell.status(&engine, &config);

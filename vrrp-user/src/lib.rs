@@ -10,4 +10,5 @@ pub mod dataplane;
 pub mod engine;
 pub mod garp;
 pub mod netlink;
+pub mod track;
 pub mod wire;

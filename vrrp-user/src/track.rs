@@ -1,0 +1,218 @@
+//! Tracked scripts (keepalived's vrrp_script): each runs every interval with `/bin/sh -c` in a
+//! process group of its own; a run that outlives its timeout has its whole group killed and
+//! counts as a failure; every child is reaped. Rise and fall turn runs into state changes,
+//! which go to the event loop as engine inputs.
+
+use std::{process::Stdio, time::Duration};
+
+#[cfg(test)]
+use std::os::unix::process::CommandExt as _;
+
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::{config::TrackScript, engine::TrackInput};
+
+/// keepalived's rise / fall: `fall` failures in a row make a good object failed, `rise`
+/// successes in a row make a failed one good again.
+#[derive(Clone, Debug)]
+pub struct RiseFall {
+    rise: u32,
+    fall: u32,
+    up: bool,
+    streak: u32,
+}
+
+impl RiseFall {
+    pub fn new(rise: u32, fall: u32, initially_up: bool) -> Self {
+        Self {
+            rise: rise.max(1),
+            fall: fall.max(1),
+            up: initially_up,
+            streak: 0,
+        }
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up
+    }
+
+    /// Records one result; returns the new state when it flips.
+    pub fn record(&mut self, ok: bool) -> Option<bool> {
+        if ok == self.up {
+            self.streak = 0;
+            return None;
+        }
+        self.streak += 1;
+        if self.streak >= if self.up { self.fall } else { self.rise } {
+            self.up = ok;
+            self.streak = 0;
+            return Some(ok);
+        }
+        None
+    }
+}
+
+/// Runs the script once: true if it exited 0 within its timeout.
+pub async fn run_once(t: &TrackScript) -> bool {
+    let mut cmd = tokio::process::Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(&t.script)
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(err) => {
+            warn!(track = %t.name, error = %err, "cannot run the tracked script");
+            return false;
+        }
+    };
+    let pgid = child.id().map(|p| nix::unistd::Pid::from_raw(p as i32));
+    let result = tokio::time::timeout(Duration::from_millis(t.timeout_ms), child.wait()).await;
+    // The group goes either way: a timed-out script and anything it left running.
+    if let Some(pgid) = pgid {
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+    }
+    match result {
+        Ok(Ok(status)) => status.success(),
+        Ok(Err(err)) => {
+            warn!(track = %t.name, error = %err, "waiting for the tracked script failed");
+            false
+        }
+        Err(_) => {
+            warn!(track = %t.name, timeout_ms = t.timeout_ms, "tracked script timed out; its process group was killed");
+            // Reap it (SIGKILL was sent to its group).
+            let _ = child.wait().await;
+            false
+        }
+    }
+}
+
+/// Runs `t` forever, sending (name, Up/Down) on every change of its rise/fall state.
+pub fn spawn(
+    t: TrackScript,
+    tx: mpsc::UnboundedSender<(String, TrackInput)>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut state = RiseFall::new(t.rise, t.fall, true);
+        let mut ticker = tokio::time::interval(Duration::from_millis(t.interval_ms));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let ok = run_once(&t).await;
+            if let Some(up) = state.record(ok) {
+                info!(track = %t.name, state = if up { "up" } else { "down" }, "tracked script changed");
+                if tx
+                    .send((
+                        t.name.clone(),
+                        if up { TrackInput::Up } else { TrackInput::Down },
+                    ))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fall_needs_consecutive_failures_and_rise_consecutive_successes() {
+        let mut rf = RiseFall::new(2, 3, true);
+        assert_eq!(rf.record(false), None);
+        assert_eq!(rf.record(false), None);
+        assert_eq!(rf.record(true), None, "a success resets the streak");
+        assert_eq!(rf.record(false), None);
+        assert_eq!(rf.record(false), None);
+        assert_eq!(rf.record(false), Some(false));
+        assert!(!rf.is_up());
+        assert_eq!(rf.record(true), None);
+        assert_eq!(rf.record(false), None);
+        assert_eq!(rf.record(true), None);
+        assert_eq!(rf.record(true), Some(true));
+    }
+
+    #[test]
+    fn rise_and_fall_of_one_flip_at_once() {
+        let mut rf = RiseFall::new(1, 1, true);
+        assert_eq!(rf.record(false), Some(false));
+        assert_eq!(rf.record(true), Some(true));
+    }
+
+    fn script(s: &str, timeout_ms: u64) -> TrackScript {
+        TrackScript {
+            name: "t".into(),
+            script: s.into(),
+            interval_ms: 100,
+            timeout_ms,
+            rise: 1,
+            fall: 1,
+            weight: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn exit_status_is_the_health() {
+        assert!(run_once(&script("exit 0", 2_000)).await);
+        assert!(!run_once(&script("exit 3", 2_000)).await);
+        assert!(!run_once(&script("/nonexistent/command", 2_000)).await);
+    }
+
+    #[tokio::test]
+    async fn a_timeout_kills_the_whole_group_and_leaves_no_zombie() {
+        // A duration nothing else sleeps for marks the script's processes in ps.
+        let marker = format!("sleep {}", 3000 + std::process::id() % 1000);
+        let started = std::time::Instant::now();
+        // The script and a background grandchild both sleep; both must be gone.
+        let ok = run_once(&script(&format!("{marker} & {marker}"), 300)).await;
+        assert!(!ok);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // The check below can see such processes: ones started the same way are visible.
+        let running = || {
+            let ps = std::process::Command::new("ps")
+                .args(["-eo", "args"])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&ps.stdout)
+                .lines()
+                .filter(|l| l.trim() == marker)
+                .count()
+        };
+        let mut probe = std::process::Command::new("sh")
+            .args(["-c", &format!("{marker} & {marker}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let seen = running();
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(probe.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = probe.wait();
+        assert_eq!(seen, 2, "the probe's sleeps are not visible to the check");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let ps = std::process::Command::new("ps")
+            .args(["-eo", "stat,ppid,args"])
+            .output()
+            .unwrap();
+        let ps = String::from_utf8_lossy(&ps.stdout);
+        assert_eq!(running(), 0, "the script survived:\n{ps}");
+        let me = std::process::id().to_string();
+        let zombies: Vec<&str> = ps
+            .lines()
+            .filter(|l| l.starts_with('Z') && l.split_whitespace().nth(1) == Some(me.as_str()))
+            .collect();
+        assert!(zombies.is_empty(), "zombies: {zombies:?}");
+    }
+}
