@@ -333,3 +333,71 @@ fn a_failing_tracked_script_fails_over_and_recovery_takes_back() {
         b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
     }
 }
+
+#[test]
+fn notify_scripts_and_the_event_stream_follow_every_change_in_order() {
+    if !privileged("notify_scripts_and_the_event_stream_follow_every_change_in_order") {
+        return;
+    }
+    use std::io::{BufRead as _, BufReader};
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    let log = lab.workdir().join("notify.log");
+    let events = lab.workdir().join("a.events");
+    let iface = lab.host("a").iface.clone();
+    let mut a = lab
+        .start_xvrrp(
+            "a",
+            &format!(
+                "interface = \"{iface}\"\nxdp_mode = \"native\"\nevent_socket = \"{}\"\n\n[[instance]]\nname = \"db\"\n\
+                 vrid = 51\npriority = 100\nadvert_interval_ms = 100\nvips = [\"{VIP}/24\"]\n\
+                 notify_master = \"echo master >> {log}\"\nnotify_backup = \"echo backup >> {log}\"\n\
+                 notify_stop = \"echo stop >> {log}\"\nnotify = \"echo \\\"generic $1 $2 $3 $4\\\" >> {log}\"\n",
+                events.display(),
+                log = log.display()
+            ),
+        )
+        .expect("start xvrrp");
+    let stream = std::os::unix::net::UnixStream::connect(&events).expect("event socket");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut lines = BufReader::new(stream).lines();
+    until_answered_by(&lab, "a", Duration::from_secs(5));
+    let mut b = start(&lab, "b", 200);
+    until_answered_by(&lab, "b", Duration::from_secs(5));
+    let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(
+        (
+            first["instance"].as_str(),
+            first["old"].as_str(),
+            first["new"].as_str()
+        ),
+        (Some("db"), Some("backup"), Some("master")),
+        "{first}"
+    );
+    let second: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(second["new"], "backup", "{second}");
+    assert!(
+        second["reason"].as_str().unwrap().contains("192.0.2.2"),
+        "{second}"
+    );
+    a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let got: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        got,
+        vec![
+            // Startup enters backup, as with keepalived.
+            "backup",
+            "generic INSTANCE db BACKUP 100",
+            "master",
+            "generic INSTANCE db MASTER 100",
+            "backup",
+            "generic INSTANCE db BACKUP 100",
+            "stop",
+            "generic INSTANCE db STOP 100"
+        ],
+        "notify log"
+    );
+}

@@ -109,6 +109,7 @@ pub struct Instance {
     pub unicast_check_ttl: bool,
     /// Names of the `[[track_script]]`s this instance follows.
     pub track_scripts: Vec<String>,
+    pub notify: Notify,
 }
 
 /// A tracked script (keepalived's vrrp_script): run periodically; its exit status is the health.
@@ -128,6 +129,19 @@ pub struct TrackScript {
     pub weight: i32,
 }
 
+/// keepalived's notify scripts of one instance (run with `/bin/sh -c`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Notify {
+    pub master: Option<String>,
+    pub backup: Option<String>,
+    pub fault: Option<String>,
+    /// When the instance stops (the daemon shuts down).
+    pub stop: Option<String>,
+    /// Called on every change with `INSTANCE <name> <MASTER|BACKUP|FAULT|STOP> <priority>`.
+    pub generic: Option<String>,
+    pub timeout_ms: u64,
+}
+
 /// A valid configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -141,6 +155,8 @@ pub struct Config {
     pub configure_vips: bool,
     /// The control socket `xvrrp status` reads.
     pub control_socket: PathBuf,
+    /// The JSON-lines event stream of state changes (None: off).
+    pub event_socket: Option<PathBuf>,
     pub track_scripts: Vec<TrackScript>,
     pub instances: Vec<Instance>,
 }
@@ -173,6 +189,8 @@ struct RawConfig {
     configure_vips: bool,
     #[serde(default)]
     control_socket: Option<PathBuf>,
+    #[serde(default)]
+    event_socket: Option<PathBuf>,
     #[serde(default)]
     track_script: Vec<RawTrackScript>,
     #[serde(default)]
@@ -208,6 +226,22 @@ struct RawInstance {
     unicast_check_ttl: bool,
     #[serde(default)]
     track_scripts: Vec<String>,
+    #[serde(default)]
+    notify_master: Option<String>,
+    #[serde(default)]
+    notify_backup: Option<String>,
+    #[serde(default)]
+    notify_fault: Option<String>,
+    #[serde(default)]
+    notify_stop: Option<String>,
+    #[serde(default)]
+    notify: Option<String>,
+    #[serde(default = "default_notify_timeout_ms")]
+    notify_timeout_ms: i64,
+}
+
+const fn default_notify_timeout_ms() -> i64 {
+    5_000
 }
 
 #[derive(Debug, Deserialize)]
@@ -554,6 +588,15 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
                 );
             }
         }
+        if !(10..=600_000).contains(&inst.notify_timeout_ms) {
+            problem(
+                at("notify_timeout_ms"),
+                format!(
+                    "expected milliseconds from 10 to 600000, got {}",
+                    inst.notify_timeout_ms
+                ),
+            );
+        }
         let name = match inst.name {
             Some(name) if name.is_empty() => {
                 problem(at("name"), "expected a non-empty name".into());
@@ -577,6 +620,14 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             unicast_peers,
             unicast_check_ttl: inst.unicast_check_ttl,
             track_scripts: inst.track_scripts,
+            notify: Notify {
+                master: inst.notify_master,
+                backup: inst.notify_backup,
+                fault: inst.notify_fault,
+                stop: inst.notify_stop,
+                generic: inst.notify,
+                timeout_ms: inst.notify_timeout_ms.clamp(10, 600_000) as u64,
+            },
         });
     }
 
@@ -591,6 +642,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         control_socket: raw
             .control_socket
             .unwrap_or_else(|| crate::control::default_socket(&interface)),
+        event_socket: raw.event_socket,
         interface,
         track_scripts,
         instances,

@@ -39,6 +39,7 @@ use crate::{
         TrackConfig, TrackInput, Transport, Version,
     },
     garp::Announcer,
+    hooks::{self, Hooks, StateEvent},
     netlink::Addresses,
     track,
     wire::{self, AdvertSockets},
@@ -226,6 +227,7 @@ pub async fn run(config: Config, kernel_log: KernelLogLevel) -> anyhow::Result<(
     );
 
     let mut shell = Shell {
+        hooks: Hooks::start(&config).context("starting the notify hooks and the event stream")?,
         dp,
         sockets,
         addresses: if config.configure_vips {
@@ -367,14 +369,22 @@ pub async fn run(config: Config, kernel_log: KernelLogLevel) -> anyhow::Result<(
             "detaching"
         );
     }
-    drop(shell);
+    // The data plane lets go first; then the stop notifications run to the end (each bounded by
+    // its timeout).
+    let Shell { hooks, dp, .. } = shell;
+    drop(dp);
+    hooks.finish().await;
     let _ = std::fs::remove_file(&config.control_socket);
+    if let Some(events) = &config.event_socket {
+        let _ = std::fs::remove_file(events);
+    }
     info!("stopped");
     Ok(())
 }
 
 /// What the loop owns besides the engine.
 struct Shell {
+    hooks: Hooks,
     dp: DataPlane,
     sockets: AdvertSockets,
     /// None when `configure_vips` is off.
@@ -531,7 +541,33 @@ impl Shell {
                         warn!(vrid = key.vrid, %addr, error = %err, "cannot announce VIP");
                     }
                 }
-                Action::StateChanged { .. } => {}
+                Action::StateChanged {
+                    key,
+                    name,
+                    old,
+                    new,
+                    reason,
+                } => {
+                    let priority = engine
+                        .status()
+                        .iter()
+                        .find(|s| s.name == name)
+                        .map_or(0, |s| s.effective_priority);
+                    self.hooks.state_changed(StateEvent {
+                        time_ms: hooks::unix_ms(),
+                        instance: name,
+                        vrid: key.vrid,
+                        family: if key.family == Family::V6 {
+                            "ipv6"
+                        } else {
+                            "ipv4"
+                        },
+                        old: old.to_string(),
+                        new: new.to_string(),
+                        reason: reason.to_string(),
+                        priority,
+                    });
+                }
             }
         }
     }

@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod engine;
 pub mod garp;
+pub mod hooks;
 pub mod netlink;
 pub mod track;
 pub mod wire;

@@ -55,9 +55,18 @@ impl RiseFall {
 
 /// Runs the script once: true if it exited 0 within its timeout.
 pub async fn run_once(t: &TrackScript) -> bool {
+    run_command(&t.name, &t.script, &[], Duration::from_millis(t.timeout_ms)).await
+}
+
+/// Runs `/bin/sh -c command` with `args` as $1... in a process group of its own; true if it
+/// exited 0 within `timeout`. The group is killed afterwards (a timed-out command, and anything
+/// it left running), and the child is always reaped. `what` names it in logs.
+pub async fn run_command(what: &str, command: &str, args: &[String], timeout: Duration) -> bool {
     let mut cmd = tokio::process::Command::new("/bin/sh");
     cmd.arg("-c")
-        .arg(&t.script)
+        .arg(command)
+        .arg("xvrrp")
+        .args(args)
         .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -66,25 +75,27 @@ pub async fn run_once(t: &TrackScript) -> bool {
     let mut child = match cmd.spawn() {
         Ok(child) => child,
         Err(err) => {
-            warn!(track = %t.name, error = %err, "cannot run the tracked script");
+            warn!(what, error = %err, "cannot run the command");
             return false;
         }
     };
     let pgid = child.id().map(|p| nix::unistd::Pid::from_raw(p as i32));
-    let result = tokio::time::timeout(Duration::from_millis(t.timeout_ms), child.wait()).await;
-    // The group goes either way: a timed-out script and anything it left running.
+    let result = tokio::time::timeout(timeout, child.wait()).await;
     if let Some(pgid) = pgid {
         let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
     }
     match result {
         Ok(Ok(status)) => status.success(),
         Ok(Err(err)) => {
-            warn!(track = %t.name, error = %err, "waiting for the tracked script failed");
+            warn!(what, error = %err, "waiting for the command failed");
             false
         }
         Err(_) => {
-            warn!(track = %t.name, timeout_ms = t.timeout_ms, "tracked script timed out; its process group was killed");
-            // Reap it (SIGKILL was sent to its group).
+            warn!(
+                what,
+                timeout_ms = timeout.as_millis() as u64,
+                "command timed out; its process group was killed"
+            );
             let _ = child.wait().await;
             false
         }

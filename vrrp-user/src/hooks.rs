@@ -1,0 +1,179 @@
+//! What a state change sets off besides the engine's own actions:
+//!
+//! - notify scripts, keepalived's: `notify_master` / `notify_backup` / `notify_fault` /
+//!   `notify_stop` for the new state, then the generic `notify` with `INSTANCE <name> <STATE>
+//!   <priority>` as arguments. Run in order per instance (a queue each), each with a timeout
+//!   that kills its process group;
+//! - an ordered JSON-lines event stream on a unix socket (what keepalived's notify_fifo is for):
+//!   every connected reader gets one line per state change.
+
+use std::{collections::HashMap, time::Duration};
+
+use serde::Serialize;
+use tokio::{
+    io::AsyncWriteExt as _,
+    sync::{broadcast, mpsc},
+};
+use tracing::{info, warn};
+
+use crate::{config::Config, track::run_command};
+
+/// One line of the event stream.
+#[derive(Clone, Debug, Serialize)]
+pub struct StateEvent {
+    /// Unix time, milliseconds.
+    pub time_ms: u128,
+    pub instance: String,
+    pub vrid: u8,
+    pub family: &'static str,
+    pub old: String,
+    pub new: String,
+    pub reason: String,
+    pub priority: u8,
+}
+
+/// The commands of one instance, by when they run.
+#[derive(Clone, Debug, Default)]
+struct Commands {
+    master: Option<String>,
+    backup: Option<String>,
+    fault: Option<String>,
+    stop: Option<String>,
+    generic: Option<String>,
+    timeout: Duration,
+}
+
+pub struct Hooks {
+    queues: HashMap<String, mpsc::UnboundedSender<StateEvent>>,
+    runners: Vec<tokio::task::JoinHandle<()>>,
+    /// The longest a queue can take to drain what is in it at shutdown.
+    drain_bound: Duration,
+    events: broadcast::Sender<String>,
+}
+
+impl Hooks {
+    /// Starts a runner per instance that has notify commands, and the event stream's listener.
+    pub fn start(config: &Config) -> std::io::Result<Self> {
+        let (events, _) = broadcast::channel(1024);
+        let mut queues = HashMap::new();
+        let mut runners = Vec::new();
+        let mut drain_bound = Duration::ZERO;
+        for inst in &config.instances {
+            let commands = Commands {
+                master: inst.notify.master.clone(),
+                backup: inst.notify.backup.clone(),
+                fault: inst.notify.fault.clone(),
+                stop: inst.notify.stop.clone(),
+                generic: inst.notify.generic.clone(),
+                timeout: Duration::from_millis(inst.notify.timeout_ms),
+            };
+            // At shutdown a queue holds at most the last changes: stop (two commands) and one more.
+            drain_bound = drain_bound.max(commands.timeout * 4);
+            let (tx, rx) = mpsc::unbounded_channel();
+            runners.push(tokio::spawn(run_queue(inst.name.clone(), commands, rx)));
+            queues.insert(inst.name.clone(), tx);
+        }
+        if let Some(path) = &config.event_socket {
+            let listener = crate::control::bind(path)?;
+            tokio::spawn(serve(listener, events.clone()));
+        }
+        Ok(Self {
+            queues,
+            runners,
+            drain_bound,
+            events,
+        })
+    }
+
+    /// Lets the queued notify scripts run to the end (bounded by their timeouts).
+    pub async fn finish(mut self) {
+        self.queues.clear();
+        let runners = std::mem::take(&mut self.runners);
+        let all = async {
+            for r in runners {
+                let _ = r.await;
+            }
+        };
+        if tokio::time::timeout(self.drain_bound, all).await.is_err() {
+            warn!("notify scripts still queued at shutdown were abandoned");
+        }
+    }
+
+    /// A state change: queued for the instance's scripts, and sent to every reader.
+    pub fn state_changed(&self, event: StateEvent) {
+        if let Ok(line) = serde_json::to_string(&event) {
+            // No reader is not an error.
+            let _ = self.events.send(line + "\n");
+        }
+        if let Some(q) = self.queues.get(&event.instance) {
+            let _ = q.send(event);
+        }
+    }
+}
+
+/// Runs one instance's notify commands, one state change after the other.
+async fn run_queue(name: String, commands: Commands, mut rx: mpsc::UnboundedReceiver<StateEvent>) {
+    while let Some(e) = rx.recv().await {
+        let specific = match e.new.as_str() {
+            "master" => &commands.master,
+            "backup" => &commands.backup,
+            "fault" => &commands.fault,
+            "init" => &commands.stop,
+            _ => &None,
+        };
+        let state = if e.new == "init" {
+            "STOP".to_owned()
+        } else {
+            e.new.to_uppercase()
+        };
+        if let Some(cmd) = specific {
+            let ok = run_command(&format!("notify_{}", e.new), cmd, &[], commands.timeout).await;
+            info!(instance = %name, state = %e.new, ok, "notify script ran");
+        }
+        if let Some(cmd) = &commands.generic {
+            let args = [
+                "INSTANCE".to_owned(),
+                name.clone(),
+                state,
+                e.priority.to_string(),
+            ];
+            let ok = run_command("notify", cmd, &args, commands.timeout).await;
+            info!(instance = %name, state = %e.new, ok, "generic notify script ran");
+        }
+    }
+}
+
+/// Accepts readers of the event stream; each gets every line from its connection on.
+async fn serve(listener: tokio::net::UnixListener, events: broadcast::Sender<String>) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let mut rx = events.subscribe();
+        tokio::spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Ok(line) => {
+                        if stream.write_all(line.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        warn!(
+                            lost = n,
+                            "an event-stream reader is too slow; events were dropped for it"
+                        );
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn unix_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
