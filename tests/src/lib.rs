@@ -535,6 +535,73 @@ impl Lab {
         Ok(serde_json::from_slice(&out.stdout)?)
     }
 
+    /// Sends `count` ARP requests for `target` from `host`, one every `every`, and returns
+    /// (sent, replies received): a fine-grained probe (iputils arping paces in whole seconds).
+    pub fn arp_probe(
+        &self,
+        host: &str,
+        target: Ipv4Addr,
+        count: u32,
+        every: Duration,
+    ) -> anyhow::Result<(u32, u32)> {
+        const PROBE: &str = r#"
+import socket, struct, sys, time
+iface, src_ip, target, count, every = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+s.bind((iface, 0))
+mac = s.getsockname()[4]
+req = b'\xff' * 6 + mac + b'\x08\x06' + struct.pack('!HHBBH', 1, 0x0800, 6, 4, 1) + mac + socket.inet_aton(src_ip) + b'\0' * 6 + socket.inet_aton(target)
+s.setblocking(False)
+replies = 0
+def drain():
+    global replies
+    while True:
+        try:
+            f = s.recv(128)
+        except BlockingIOError:
+            return
+        if len(f) >= 42 and f[20:22] == b'\x00\x02' and f[28:32] == socket.inet_aton(target):
+            replies += 1
+start = time.monotonic()
+for i in range(count):
+    s.send(req)
+    while time.monotonic() < start + (i + 1) * every:
+        drain()
+        time.sleep(0.0005)
+end = time.monotonic() + 0.5
+while time.monotonic() < end:
+    drain()
+    time.sleep(0.001)
+print(count, replies)
+"#;
+        let h = self.host(host);
+        let out = self.run(
+            host,
+            "python3",
+            &[
+                "-c",
+                PROBE,
+                &h.iface,
+                &h.ip.to_string(),
+                &target.to_string(),
+                &count.to_string(),
+                &every.as_secs_f64().to_string(),
+            ],
+            every * count + Duration::from_secs(10),
+        )?;
+        ensure!(
+            out.status.success(),
+            "arp probe: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut nums = text.split_whitespace().map(str::parse::<u32>);
+        match (nums.next(), nums.next()) {
+            (Some(Ok(sent)), Some(Ok(got))) => Ok((sent, got)),
+            _ => bail!("arp probe printed {text:?}"),
+        }
+    }
+
     /// Sends neighbour solicitations from `host` for `target` and returns the MAC addresses
     /// of every advertisement received, lowercased (empty when nobody answered).
     pub fn ndisc(&self, host: &str, target: Ipv6Addr, tries: u32) -> anyhow::Result<Vec<String>> {
@@ -601,7 +668,10 @@ impl Drop for Lab {
             if pins.exists() {
                 let _ = fs::remove_dir_all(&pins);
             }
-            let _ = fs::remove_file(Path::new("/run/xvrrp").join(format!("{}.sock", host.iface)));
+            for ext in ["sock", "resume"] {
+                let _ =
+                    fs::remove_file(Path::new("/run/xvrrp").join(format!("{}.{ext}", host.iface)));
+            }
         }
         self.hosts.clear();
         if std::env::var_os("XVRRP_KEEP_LAB_LOGS").is_none() {

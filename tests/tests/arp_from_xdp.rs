@@ -38,7 +38,7 @@ fn master_answers_arp_for_vip_from_xdp_and_stops_when_the_daemon_stops() {
 
     let mut a = start_xvrrp(&lab, "a", "master", false);
     assert!(
-        a.log().contains("mode=Native"),
+        a.log().contains("mode=\"native\""),
         "expected native XDP; log:\n{}",
         a.log()
     );

@@ -401,3 +401,49 @@ fn notify_scripts_and_the_event_stream_follow_every_change_in_order() {
         "notify log"
     );
 }
+
+#[test]
+fn a_hitless_restart_of_the_master_loses_no_answer_and_no_peer_notices() {
+    if !privileged("a_hitless_restart_of_the_master_loses_no_answer_and_no_peer_notices") {
+        return;
+    }
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    let cfg = |host: &str, priority: u8| {
+        format!(
+            "interface = \"{}\"\nxdp_mode = \"native\"\n\n[[instance]]\nvrid = 51\npriority = {priority}\n\
+             vips = [\"{VIP}/24\"]\n",
+            lab.host(host).iface
+        )
+    };
+    let mut a = lab.start_xvrrp("a", &cfg("a", 200)).unwrap();
+    let mut b = lab.start_xvrrp("b", &cfg("b", 100)).unwrap();
+    until_answered_by(&lab, "a", Duration::from_secs(8));
+    let (sent, received, a2) = std::thread::scope(|s| {
+        // 300 requests, one every 10 ms, across the restart.
+        let probe = s.spawn(|| {
+            lab.arp_probe("client", VIP, 300, Duration::from_millis(10))
+                .unwrap()
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        a.stop(Signal::SIGUSR2, Duration::from_secs(10)).unwrap();
+        let a2 = lab.start_xvrrp("a", &cfg("a", 200)).unwrap();
+        let (sent, received) = probe.join().unwrap();
+        (sent, received, a2)
+    });
+    let mut a = a2;
+    assert!(
+        a.log().contains("resuming after a hitless restart"),
+        "{}",
+        a.log()
+    );
+    assert!(sent >= 250, "arping sent only {sent}");
+    assert_eq!(received, sent, "answers were lost across the restart");
+    assert!(
+        !b.log().contains("new=master"),
+        "the backup noticed:\n{}",
+        b.log()
+    );
+    assert!(has_vip(&lab, "a"), "the VIP left a");
+    a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+}

@@ -110,7 +110,23 @@ pub async fn run(config: Config, kernel_log: KernelLogLevel) -> anyhow::Result<(
     let ifindex =
         nix::net::if_::if_nametoindex(iface).with_context(|| format!("no interface {iface}"))?;
     let heartbeat_limit = Duration::from_millis(config.heartbeat_limit_ms);
-    let mut dp = DataPlane::load(iface_mac, heartbeat_limit.as_nanos() as u64, kernel_log)?;
+    let pin_dir = config.pin_dir();
+    // A daemon that stopped for a hitless restart left its program attached and its maps
+    // pinned, with a marker: take them over instead of starting afresh.
+    let marker = config.control_socket.with_extension("resume");
+    let resume = marker.exists() && pin_dir.join(dataplane::PINNED_LINK).exists();
+    let bridge = resume.then(|| HeartbeatBridge::start(&pin_dir, heartbeat_limit / 10));
+    let mut dp = if resume {
+        info!(iface, pinned = %pin_dir.display(), "resuming after a hitless restart");
+        DataPlane::load_resuming(
+            iface_mac,
+            heartbeat_limit.as_nanos() as u64,
+            kernel_log,
+            &pin_dir,
+        )?
+    } else {
+        DataPlane::load(iface_mac, heartbeat_limit.as_nanos() as u64, kernel_log)?
+    };
     let logger = dp.take_logger();
 
     // The primary address of each family in use: the configured source, or the interface's.
@@ -176,11 +192,19 @@ pub async fn run(config: Config, kernel_log: KernelLogLevel) -> anyhow::Result<(
                 dp.add_peer(inst.vrid, *peer)?;
             }
         }
+        // On resume the role the data plane has stays until the engine says otherwise.
+        let was = if resume {
+            dp.vrid(ipv6, inst.vrid)
+                .map(|v| v.role)
+                .unwrap_or(role::INIT)
+        } else {
+            role::INIT
+        };
         dp.set_vrid(
             ipv6,
             inst.vrid,
             VridState {
-                role: role::INIT,
+                role: was,
                 flags,
                 version: u32::from(inst.version),
             },
@@ -192,7 +216,8 @@ pub async fn run(config: Config, kernel_log: KernelLogLevel) -> anyhow::Result<(
             vips = %inst.vips.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
             mac = %format_mac(&mac), "instance configured"
         );
-        let config = engine_config(inst, ifindex, primary, &config.track_scripts);
+        let mut config = engine_config(inst, ifindex, primary, &config.track_scripts);
+        config.resume_as_master = was == role::MASTER;
         macs.insert(
             InstanceKey {
                 iface: ifindex,
@@ -218,11 +243,22 @@ pub async fn run(config: Config, kernel_log: KernelLogLevel) -> anyhow::Result<(
         .map(|t| track::spawn(t.clone(), track_tx.clone()))
         .collect();
     dp.heartbeat(dataplane::monotonic_coarse_ns())?;
-    let pin_dir = config.pin_dir();
-    let attached = dp.attach(iface, config.xdp_mode, &pin_dir)?;
+    let attached = if resume {
+        dp.adopt(&pin_dir)?;
+        let _ = std::fs::remove_file(&marker);
+        "adopted"
+    } else {
+        match dp.attach(iface, config.xdp_mode, &pin_dir)? {
+            dataplane::Attached::Native => "native",
+            dataplane::Attached::Generic => "generic",
+        }
+    };
     dp.pin(&pin_dir)?;
+    if let Some(bridge) = bridge {
+        bridge.stop();
+    }
     info!(
-        iface, mode = ?attached, pinned = %pin_dir.display(), heartbeat_limit_ms = config.heartbeat_limit_ms,
+        iface, mode = attached, pinned = %pin_dir.display(), heartbeat_limit_ms = config.heartbeat_limit_ms,
         "xvrrp running"
     );
 
@@ -255,6 +291,8 @@ pub async fn run(config: Config, kernel_log: KernelLogLevel) -> anyhow::Result<(
     })?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigusr2 = signal(SignalKind::user_defined2())?;
+    let mut hitless = false;
     let mut logs = match logger {
         Some(logger) => {
             let fd = logger.as_raw_fd();
@@ -290,6 +328,11 @@ pub async fn run(config: Config, kernel_log: KernelLogLevel) -> anyhow::Result<(
         tokio::select! {
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
             _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
+            _ = sigusr2.recv() => {
+                info!("SIGUSR2: stopping for a hitless restart; the data plane, VIPs and roles stay");
+                hitless = true;
+                break;
+            }
             _ = heartbeat.tick() => shell.dp.heartbeat(dataplane::monotonic_coarse_ns())?,
             Some((name, input)) = track_rx.recv() => {
                 engine.set_track(now(), &name, input);
@@ -353,6 +396,14 @@ pub async fn run(config: Config, kernel_log: KernelLogLevel) -> anyhow::Result<(
         }
     }
 
+    if hitless {
+        // The next daemon takes over within the heartbeat limit: nothing is released.
+        shell.dp.heartbeat(dataplane::monotonic_coarse_ns())?;
+        shell.dp.leave_for_restart(&marker)?;
+        let _ = std::fs::remove_file(&config.control_socket);
+        info!("stopped; the next xvrrp resumes from {}", pin_dir.display());
+        return Ok(());
+    }
     // 6.4.3 Shutdown: a master resigns with priority 0, then the data plane is let go.
     engine.shutdown(now());
     shell.apply(&mut engine).await;
@@ -380,6 +431,49 @@ pub async fn run(config: Config, kernel_log: KernelLogLevel) -> anyhow::Result<(
     }
     info!("stopped");
     Ok(())
+}
+
+/// Keeps the pinned heartbeat fresh while a resuming daemon loads and verifies its program, so
+/// that the data plane never stops answering during a hitless restart.
+struct HeartbeatBridge {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl HeartbeatBridge {
+    fn start(pin_dir: &std::path::Path, every: Duration) -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let path = pin_dir.join("heartbeat");
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let Ok(map) = aya::maps::MapData::from_pin(&path) else {
+                warn!(path = %path.display(), "cannot open the pinned heartbeat");
+                return;
+            };
+            let Ok(mut hb) =
+                aya::maps::Array::<_, vrrp_common::Heartbeat>::try_from(aya::maps::Map::Array(map))
+            else {
+                return;
+            };
+            while !flag.load(Ordering::SeqCst) {
+                let _ = hb.set(
+                    0,
+                    vrrp_common::Heartbeat {
+                        ns: dataplane::monotonic_coarse_ns(),
+                    },
+                    0,
+                );
+                std::thread::sleep(every.max(Duration::from_millis(1)));
+            }
+        });
+        Self { stop, thread }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = self.thread.join();
+    }
 }
 
 /// What the loop owns besides the engine.

@@ -12,6 +12,7 @@ use aya::{
     programs::{
         ProgramError, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
+        xdp::XdpLink,
     },
 };
 use tracing::{info, warn};
@@ -133,6 +134,8 @@ pub struct DataPlane {
     /// The XDP link, pinned in bpffs: the program stays attached if the daemon dies, and then
     /// the heartbeat check is what stops its answers.
     attachment: Option<PinnedLink>,
+    /// Leave the program, link and pins in place on drop (a hitless restart follows).
+    keep: bool,
 }
 
 impl DataPlane {
@@ -143,13 +146,44 @@ impl DataPlane {
         heartbeat_limit_ns: u64,
         log_level: KernelLogLevel,
     ) -> Result<Self> {
+        Self::load_with(iface_mac, heartbeat_limit_ns, log_level, None)
+    }
+
+    /// Loads the program over the maps pinned in `pin_dir` by a daemon that stopped for a
+    /// hitless restart: VIPs, roles, liveness and counters carry over.
+    pub fn load_resuming(
+        iface_mac: [u8; 6],
+        heartbeat_limit_ns: u64,
+        log_level: KernelLogLevel,
+        pin_dir: &Path,
+    ) -> Result<Self> {
+        Self::load_with(iface_mac, heartbeat_limit_ns, log_level, Some(pin_dir))
+    }
+
+    fn load_with(
+        iface_mac: [u8; 6],
+        heartbeat_limit_ns: u64,
+        log_level: KernelLogLevel,
+        reuse: Option<&Path>,
+    ) -> Result<Self> {
         let level = log_level as u8;
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        loader
             .override_global(GLOBAL_IFACE_MAC, &iface_mac, true)
             .override_global(GLOBAL_HEARTBEAT_LIMIT_NS, &heartbeat_limit_ns, true)
-            .override_global(aya_log::LEVEL, &level, false)
-            .load(XDP_OBJECT)
-            .map_err(DataPlaneError::Load)?;
+            .override_global(aya_log::LEVEL, &level, false);
+        let pins: Vec<(&'static str, PathBuf)> = reuse
+            .map(|dir| {
+                PINNED_MAPS
+                    .iter()
+                    .map(|(name, file)| (*name, dir.join(file)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (name, path) in &pins {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(XDP_OBJECT).map_err(DataPlaneError::Load)?;
         let program = xdp_program(&mut ebpf)?;
         program.load().map_err(|source| DataPlaneError::Program {
             action: "load (verifier)",
@@ -157,8 +191,9 @@ impl DataPlane {
         })?;
         Ok(Self {
             ebpf,
-            pin_dir: None,
+            pin_dir: reuse.map(Path::to_owned),
             attachment: None,
+            keep: false,
         })
     }
 
@@ -266,12 +301,75 @@ impl DataPlane {
         Ok(attached)
     }
 
+    /// Takes over the link pinned in `pin_dir` by the previous daemon, atomically replacing its
+    /// program with this one (same maps), so that no packet goes unanswered.
+    pub fn adopt(&mut self, pin_dir: &Path) -> Result<()> {
+        let link_path = pin_dir.join(PINNED_LINK);
+        let io = |source| DataPlaneError::Io {
+            action: "adopting the XDP link at",
+            path: link_path.clone(),
+            source,
+        };
+        let pinned = PinnedLink::from_pin(&link_path)
+            .map_err(|e| io(std::io::Error::other(e.to_string())))?;
+        // Unpinned only while this process holds the link: the program stays attached.
+        let fd_link = pinned.unpin().map_err(io)?;
+        let xdp_link =
+            XdpLink::try_from(fd_link).map_err(|e| io(std::io::Error::other(e.to_string())))?;
+        let program = xdp_program(&mut self.ebpf)?;
+        let id = program
+            .attach_to_link(xdp_link)
+            .map_err(|source| DataPlaneError::Program {
+                action: "replace the program on the pinned link",
+                source,
+            })?;
+        let link = program
+            .take_link(id)
+            .map_err(|source| DataPlaneError::Program {
+                action: "hand over its link",
+                source,
+            })?;
+        let fd_link = FdLink::try_from(link).map_err(|_| DataPlaneError::NoBpfLink {
+            iface: pin_dir.display().to_string(),
+        })?;
+        self.attachment = Some(
+            fd_link
+                .pin(&link_path)
+                .map_err(|source| DataPlaneError::Pin {
+                    name: "xdp link",
+                    path: link_path.clone(),
+                    source,
+                })?,
+        );
+        self.pin_dir = Some(pin_dir.to_owned());
+        Ok(())
+    }
+
+    /// Leaves the program attached and everything pinned when this is dropped, and writes
+    /// `marker` (outside bpffs, which holds no plain files) so that the next daemon resumes
+    /// (a hitless restart).
+    pub fn leave_for_restart(&mut self, marker: &Path) -> Result<()> {
+        self.keep = true;
+        std::fs::write(marker, b"").map_err(|source| DataPlaneError::Io {
+            action: "writing",
+            path: marker.to_owned(),
+            source,
+        })
+    }
+
     /// Pins every shared map under `dir` (created if needed) so that bpftool can read them.
     /// Stale pins left by a daemon that did not clean up are replaced.
     pub fn pin(&mut self, dir: &Path) -> Result<()> {
         create_dir(dir)?;
         for (name, file) in PINNED_MAPS {
             let path = dir.join(file);
+            let map = self
+                .ebpf
+                .map(name)
+                .ok_or(DataPlaneError::Missing { what: "map", name })?;
+            if path.exists() && self.keep_pins_of(&path, map) {
+                continue;
+            }
             if path.exists() {
                 warn!(path = %path.display(), "replacing a stale pinned map");
                 std::fs::remove_file(&path).map_err(|source| DataPlaneError::Io {
@@ -294,9 +392,22 @@ impl DataPlane {
         Ok(())
     }
 
+    /// Whether the map pinned at `path` is this map (it was loaded from that pin).
+    fn keep_pins_of(&self, path: &Path, map: &aya::maps::Map) -> bool {
+        let pinned = MapData::from_pin(path)
+            .ok()
+            .and_then(|m| m.info().ok())
+            .map(|i| i.id());
+        let ours = map_id(map);
+        pinned.is_some() && pinned == ours
+    }
+
     /// Detaches the program, removes the pins made by [`Self::attach`] and [`Self::pin`], and
     /// the directory if it is left empty.
     pub fn unpin(&mut self) {
+        if self.keep {
+            return;
+        }
         if let Some(link) = self.attachment.take() {
             match link.unpin() {
                 // Dropping the last reference detaches the program.
@@ -490,6 +601,15 @@ fn create_dir(dir: &Path) -> Result<()> {
         path: dir.to_owned(),
         source,
     })
+}
+
+fn map_id(map: &aya::maps::Map) -> Option<u32> {
+    use aya::maps::Map;
+    let data: &MapData = match map {
+        Map::Array(m) | Map::PerCpuArray(m) | Map::HashMap(m) | Map::RingBuf(m) => m,
+        _ => return None,
+    };
+    data.info().ok().map(|i| i.id())
 }
 
 /// The key of a unicast peer in the peers map.

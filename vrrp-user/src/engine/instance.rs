@@ -57,6 +57,8 @@ pub enum Reason {
     Startup,
     /// Startup configured to be master at once (keepalived's `state MASTER`).
     StartAsMaster,
+    /// Startup after a hitless restart of a master.
+    Resumed,
     /// Priority 255: the address owner is master at once (6.4.1).
     AddressOwner,
     /// No advert from a master within Master_Down_Interval (6.4.2).
@@ -82,6 +84,7 @@ impl fmt::Display for Reason {
         match self {
             Self::Startup => write!(f, "startup"),
             Self::StartAsMaster => write!(f, "startup as master"),
+            Self::Resumed => write!(f, "resumed as master after a hitless restart"),
             Self::AddressOwner => write!(f, "address owner (priority 255)"),
             Self::MasterDown {
                 last_master: Some(m),
@@ -299,6 +302,9 @@ impl Instance {
         } else if self.cfg.priority == 255 {
             // 6.4.1: the owner sends an advert, announces, and becomes master.
             self.transition(now, State::Master, Reason::AddressOwner, out);
+        } else if self.cfg.resume_as_master {
+            // A hitless restart: this node was master and its data plane never stopped.
+            self.transition(now, State::Master, Reason::Resumed, out);
         } else if self.cfg.start_as_master {
             // keepalived's `state MASTER`: take over at once; a better master's advert (or our
             // answer to a worse one) settles it within one delivery.

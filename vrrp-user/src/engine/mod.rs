@@ -121,6 +121,8 @@ pub struct InstanceConfig {
     /// keepalived's `state MASTER`: a non-owner becomes master at startup instead of waiting
     /// Master_Down_Interval as backup.
     pub start_as_master: bool,
+    /// A hitless restart found this instance master: it resumes as master at startup.
+    pub resume_as_master: bool,
     pub announce: AnnouncePolicy,
     pub tracks: Vec<TrackConfig>,
 }
@@ -147,6 +149,7 @@ impl InstanceConfig {
             answer_lower_priority: true,
             startup_delay_us: 0,
             start_as_master: false,
+            resume_as_master: false,
             announce: AnnouncePolicy::default(),
             tracks: Vec::new(),
         }

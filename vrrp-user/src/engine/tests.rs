@@ -871,3 +871,21 @@ fn start_as_master_takes_over_at_once_and_yields_to_a_better_master() {
         .unwrap();
     assert_eq!(state(&e), State::Backup);
 }
+
+#[test]
+fn a_resumed_master_is_master_at_once_even_at_a_lower_priority() {
+    let mut c = cfg(50, "192.0.2.1");
+    c.resume_as_master = true;
+    let mut e = engine(c);
+    e.start(Time(0));
+    assert_eq!(state(&e), State::Master);
+    let actions = drain(&mut e);
+    assert_eq!(sent_priorities(&actions), vec![50], "it advertises at once");
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::StateChanged {
+            reason: Reason::Resumed,
+            ..
+        }
+    )));
+}
