@@ -447,3 +447,51 @@ fn a_hitless_restart_of_the_master_loses_no_answer_and_no_peer_notices() {
     a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
     b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
 }
+
+#[test]
+fn nopreempt_and_preempt_delay_hold_back_a_returning_higher_priority() {
+    if !privileged("nopreempt_and_preempt_delay_hold_back_a_returning_higher_priority") {
+        return;
+    }
+    for (extra, takes_back_after) in [
+        ("preempt = false\n", None),
+        (
+            "preempt_delay_ms = 1500\n",
+            Some(Duration::from_millis(1500)),
+        ),
+    ] {
+        let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+        let cfg = |host: &str, priority: u8, extra: &str| {
+            format!(
+                "interface = \"{}\"\nxdp_mode = \"native\"\n\n[[instance]]\nvrid = 51\npriority = {priority}\n\
+                 advert_interval_ms = 100\nvips = [\"{VIP}/24\"]\n{extra}",
+                lab.host(host).iface
+            )
+        };
+        let mut b = lab.start_xvrrp("b", &cfg("b", 100, "")).unwrap();
+        until_answered_by(&lab, "b", Duration::from_secs(3));
+        let started = std::time::Instant::now();
+        let mut a = lab.start_xvrrp("a", &cfg("a", 200, extra)).unwrap();
+        match takes_back_after {
+            None => {
+                std::thread::sleep(Duration::from_secs(3));
+                until_answered_by(&lab, "b", Duration::from_secs(1));
+                assert!(
+                    !a.log().contains("new=master"),
+                    "nopreempt preempted:\n{}",
+                    a.log()
+                );
+            }
+            Some(delay) => {
+                until_answered_by(&lab, "a", Duration::from_secs(6));
+                assert!(
+                    started.elapsed() >= delay,
+                    "preempted after {:?}",
+                    started.elapsed()
+                );
+            }
+        }
+        a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+        b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    }
+}
