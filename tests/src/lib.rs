@@ -196,6 +196,9 @@ pub struct Host {
     pub mac: [u8; 6],
 }
 
+/// The VIP the lab's tests and demo use.
+pub const LAB_VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+
 /// Where xvrrp pins its maps, one directory per interface.
 pub const PIN_ROOT: &str = "/sys/fs/bpf/xvrrp";
 
@@ -533,6 +536,39 @@ impl Lab {
             String::from_utf8_lossy(&out.stderr)
         );
         Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
+    /// The lab's usual daemon config for `host`: VRID 51 for [`LAB_VIP`]/24 at `priority`,
+    /// 100 ms adverts, a 200 ms heartbeat limit, starting as backup; `extra` lines are added
+    /// to the instance.
+    pub fn vrrp_config(&self, host: &str, priority: u8, extra: &str) -> String {
+        format!(
+            "interface = \"{}\"\nxdp_mode = \"native\"\nheartbeat_limit_ms = 200\n\n[[instance]]\nvrid = 51\n\
+             priority = {priority}\nadvert_interval_ms = 100\nvips = [\"{LAB_VIP}/24\"]\n{extra}",
+            self.host(host).iface
+        )
+    }
+
+    /// Waits until the client host `from` sees exactly `host` answer for `vip`, `tries`
+    /// requests in a row; how long it took. Panics after `within`.
+    pub fn wait_answered_by(
+        &self,
+        from: &str,
+        host: &str,
+        vip: Ipv4Addr,
+        tries: u32,
+        within: Duration,
+    ) -> Duration {
+        let want = mac_text(&self.host(host).mac);
+        let start = Instant::now();
+        let ok = wait_for(within, || {
+            self.arping(from, vip, tries).unwrap() == vec![want.clone(); tries as usize]
+        });
+        assert!(
+            ok,
+            "{host} ({want}) is not the one answering for {vip} within {within:?}"
+        );
+        start.elapsed()
     }
 
     /// Sends `count` ARP requests for `target` from `host`, one every `every`, and returns

@@ -9,33 +9,17 @@ use std::{
 use nix::sys::signal::Signal;
 use xvrrp_lab::{Lab, Proc, mac_text, privileged, wait_for};
 
-const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+const VIP: Ipv4Addr = xvrrp_lab::LAB_VIP;
 
 /// xvrrp on `host` with `priority`, 100 ms adverts, starting as backup (RFC 5798 startup).
 fn start(lab: &Lab, host: &str, priority: u8) -> Proc {
-    let iface = &lab.host(host).iface;
-    lab.start_xvrrp(
-        host,
-        &format!(
-            "interface = \"{iface}\"\nxdp_mode = \"native\"\nheartbeat_limit_ms = 200\n\n[[instance]]\nvrid = 51\n\
-             priority = {priority}\nadvert_interval_ms = 100\nvips = [\"{VIP}/24\"]\n"
-        ),
-    )
-    .expect("start xvrrp")
+    lab.start_xvrrp(host, &lab.vrrp_config(host, priority, ""))
+        .expect("start xvrrp")
 }
 
 /// Waits until the client sees exactly `host` answer for the VIP; returns how long it took.
 fn until_answered_by(lab: &Lab, host: &str, within: Duration) -> Duration {
-    let want = mac_text(&lab.host(host).mac);
-    let start = Instant::now();
-    let ok = wait_for(within, || {
-        lab.arping("client", VIP, 1).unwrap() == vec![want.clone()]
-    });
-    assert!(
-        ok,
-        "{host} ({want}) did not become the one answering within {within:?}"
-    );
-    start.elapsed()
+    lab.wait_answered_by("client", host, VIP, 1, within)
 }
 
 fn three_hosts() -> (Lab, Vec<Proc>) {

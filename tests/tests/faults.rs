@@ -7,29 +7,17 @@ use std::{
 };
 
 use nix::sys::signal::Signal;
-use xvrrp_lab::{Lab, Proc, mac_text, privileged, wait_for};
+use xvrrp_lab::{Lab, Proc, privileged, wait_for};
 
-const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
+const VIP: Ipv4Addr = xvrrp_lab::LAB_VIP;
 
 fn start(lab: &Lab, host: &str, priority: u8) -> Proc {
-    let iface = &lab.host(host).iface;
-    lab.start_xvrrp(
-        host,
-        &format!(
-            "interface = \"{iface}\"\nxdp_mode = \"native\"\nheartbeat_limit_ms = 200\n\n[[instance]]\nvrid = 51\n\
-             priority = {priority}\nadvert_interval_ms = 100\nvips = [\"{VIP}/24\"]\n"
-        ),
-    )
-    .expect("start xvrrp")
+    lab.start_xvrrp(host, &lab.vrrp_config(host, priority, ""))
+        .expect("start xvrrp")
 }
 
 fn answered_only_by(lab: &Lab, host: &str, within: Duration) {
-    let want = mac_text(&lab.host(host).mac);
-    assert!(
-        wait_for(within, || lab.arping("client", VIP, 2).unwrap()
-            == vec![want.clone(); 2]),
-        "{host} is not the one answering"
-    );
+    lab.wait_answered_by("client", host, VIP, 2, within);
 }
 
 /// How many times the log says this instance became master.
@@ -47,6 +35,22 @@ fn a_cut_link_fails_over_and_the_master_returns_when_it_heals() {
     answered_only_by(&lab, "a", Duration::from_secs(5));
     lab.set_link("a", false).unwrap();
     answered_only_by(&lab, "b", Duration::from_secs(3));
+    // a saw its carrier go (netlink link event): Fault, not a master on a dead link.
+    let a_iface = lab.host("a").iface.clone();
+    assert!(
+        wait_for(Duration::from_secs(3), || procs[0]
+            .log()
+            .contains("new=fault")),
+        "a did not go to Fault:\n{}",
+        procs[0].log()
+    );
+    assert!(
+        procs[0]
+            .log()
+            .contains(&format!("tracked link:{a_iface} failed")),
+        "{}",
+        procs[0].log()
+    );
     lab.set_link("a", true).unwrap();
     answered_only_by(&lab, "a", Duration::from_secs(5));
     for p in &mut procs {

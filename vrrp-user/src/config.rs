@@ -109,6 +109,8 @@ pub struct Instance {
     pub unicast_check_ttl: bool,
     /// Names of the `[[track_script]]`s this instance follows.
     pub track_scripts: Vec<String>,
+    /// Other interfaces whose loss of link puts the instance in Fault (its own always does).
+    pub track_interfaces: Vec<String>,
     pub notify: Notify,
 }
 
@@ -226,6 +228,8 @@ struct RawInstance {
     unicast_check_ttl: bool,
     #[serde(default)]
     track_scripts: Vec<String>,
+    #[serde(default)]
+    track_interfaces: Vec<String>,
     #[serde(default)]
     notify_master: Option<String>,
     #[serde(default)]
@@ -588,6 +592,14 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
                 );
             }
         }
+        for (j, name) in inst.track_interfaces.iter().enumerate() {
+            if name.is_empty() || name.len() > 15 || name.contains(['/', ':', ' ']) {
+                problem(
+                    format!("instance[{i}].track_interfaces[{j}]"),
+                    format!("expected a network interface name, got {name:?}"),
+                );
+            }
+        }
         if !(10..=600_000).contains(&inst.notify_timeout_ms) {
             problem(
                 at("notify_timeout_ms"),
@@ -620,6 +632,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             unicast_peers,
             unicast_check_ttl: inst.unicast_check_ttl,
             track_scripts: inst.track_scripts,
+            track_interfaces: inst.track_interfaces,
             notify: Notify {
                 master: inst.notify_master,
                 backup: inst.notify_backup,

@@ -40,7 +40,7 @@ use crate::{
     },
     garp::Announcer,
     hooks::{self, Hooks, StateEvent},
-    netlink::Addresses,
+    netlink::{self, Addresses},
     track,
     wire::{self, AdvertSockets},
 };
@@ -60,6 +60,7 @@ fn now() -> Time {
 /// The engine's view of one configured instance.
 fn engine_config(
     inst: &Instance,
+    iface: &str,
     ifindex: u32,
     primary: IpAddr,
     scripts: &[TrackScript],
@@ -92,6 +93,15 @@ fn engine_config(
             initial: TrackInput::Up,
         })
         .collect();
+    // The instance's own interface, and the others it tracks: no link, Fault (keepalived).
+    for link in std::iter::once(iface).chain(inst.track_interfaces.iter().map(String::as_str)) {
+        c.tracks.push(TrackConfig {
+            name: netlink::link_track_name(link),
+            weight: 0,
+            reverse: false,
+            initial: TrackInput::Up,
+        });
+    }
     if !inst.unicast_peers.is_empty() {
         c.transport = Transport::Unicast {
             peers: inst.unicast_peers.clone(),
@@ -216,7 +226,7 @@ pub async fn run(config: Config, kernel_log: KernelLogLevel) -> anyhow::Result<(
             vips = %inst.vips.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
             mac = %format_mac(&mac), "instance configured"
         );
-        let mut config = engine_config(inst, ifindex, primary, &config.track_scripts);
+        let mut config = engine_config(inst, iface, ifindex, primary, &config.track_scripts);
         config.resume_as_master = was == role::MASTER;
         macs.insert(
             InstanceKey {
@@ -242,6 +252,19 @@ pub async fn run(config: Config, kernel_log: KernelLogLevel) -> anyhow::Result<(
         })
         .map(|t| track::spawn(t.clone(), track_tx.clone()))
         .collect();
+    // Link state of the interface and the tracked ones, from netlink events.
+    let mut links = HashMap::new();
+    for name in std::iter::once(iface.to_owned()).chain(
+        config
+            .instances
+            .iter()
+            .flat_map(|i| i.track_interfaces.clone()),
+    ) {
+        let index = nix::net::if_::if_nametoindex(name.as_str())
+            .with_context(|| format!("tracked interface {name}"))?;
+        links.insert(index, name);
+    }
+    netlink::watch_links(links, track_tx.clone()).context("watching link state")?;
     dp.heartbeat(dataplane::monotonic_coarse_ns())?;
     let attached = if resume {
         dp.adopt(&pin_dir)?;

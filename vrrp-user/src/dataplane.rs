@@ -279,6 +279,18 @@ impl DataPlane {
                 }
             },
         };
+        self.hold_link(id, pin_dir, iface)?;
+        Ok(attached)
+    }
+
+    /// Takes the program's link `id` and pins it as `<pin_dir>/link`.
+    fn hold_link(
+        &mut self,
+        id: aya::programs::xdp::XdpLinkId,
+        pin_dir: &Path,
+        iface: &str,
+    ) -> Result<()> {
+        let program = xdp_program(&mut self.ebpf)?;
         let link = program
             .take_link(id)
             .map_err(|source| DataPlaneError::Program {
@@ -288,17 +300,18 @@ impl DataPlane {
         let fd_link = FdLink::try_from(link).map_err(|_| DataPlaneError::NoBpfLink {
             iface: iface.to_owned(),
         })?;
+        let link_path = pin_dir.join(PINNED_LINK);
         self.attachment = Some(
             fd_link
                 .pin(&link_path)
                 .map_err(|source| DataPlaneError::Pin {
                     name: "xdp link",
-                    path: link_path.clone(),
+                    path: link_path,
                     source,
                 })?,
         );
         self.pin_dir = Some(pin_dir.to_owned());
-        Ok(attached)
+        Ok(())
     }
 
     /// Takes over the link pinned in `pin_dir` by the previous daemon, atomically replacing its
@@ -323,25 +336,7 @@ impl DataPlane {
                 action: "replace the program on the pinned link",
                 source,
             })?;
-        let link = program
-            .take_link(id)
-            .map_err(|source| DataPlaneError::Program {
-                action: "hand over its link",
-                source,
-            })?;
-        let fd_link = FdLink::try_from(link).map_err(|_| DataPlaneError::NoBpfLink {
-            iface: pin_dir.display().to_string(),
-        })?;
-        self.attachment = Some(
-            fd_link
-                .pin(&link_path)
-                .map_err(|source| DataPlaneError::Pin {
-                    name: "xdp link",
-                    path: link_path.clone(),
-                    source,
-                })?,
-        );
-        self.pin_dir = Some(pin_dir.to_owned());
+        self.hold_link(id, pin_dir, &pin_dir.display().to_string())?;
         Ok(())
     }
 

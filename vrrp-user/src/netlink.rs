@@ -71,3 +71,74 @@ impl Addresses {
         Ok(())
     }
 }
+
+/// The track name under which an interface's link state reaches the engine.
+pub fn link_track_name(iface: &str) -> String {
+    format!("link:{iface}")
+}
+
+/// Whether an interface is up with carrier, now.
+pub fn link_up(iface: &str) -> io::Result<bool> {
+    use nix::net::if_::InterfaceFlags;
+    let addrs = nix::ifaddrs::getifaddrs().map_err(io::Error::from)?;
+    let flags = addrs
+        .filter(|a| a.interface_name == iface)
+        .map(|a| a.flags)
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no interface {iface}")))?;
+    Ok(flags.contains(InterfaceFlags::IFF_UP | InterfaceFlags::IFF_RUNNING))
+}
+
+/// Reports the link state of `ifaces` (ifindex -> name) as tracking input on every change,
+/// from rtnetlink link events (not polling), after reporting the current state of each.
+pub fn watch_links(
+    ifaces: std::collections::HashMap<u32, String>,
+    tx: tokio::sync::mpsc::UnboundedSender<(String, crate::engine::TrackInput)>,
+) -> io::Result<()> {
+    use futures::StreamExt as _;
+    use netlink_packet_route::{RouteNetlinkMessage, link::LinkFlags};
+    use rtnetlink::{packet_core::NetlinkPayload, sys::AsyncSocket as _};
+
+    use crate::engine::TrackInput;
+
+    let (mut conn, _handle, mut messages) = rtnetlink::new_connection()?;
+    conn.socket_mut()
+        .socket_mut()
+        .bind(&rtnetlink::sys::SocketAddr::new(
+            0,
+            rtnetlink::constants::RTMGRP_LINK,
+        ))?;
+    tokio::spawn(conn);
+    let mut last = std::collections::HashMap::new();
+    for (index, name) in &ifaces {
+        let up = link_up(name)?;
+        last.insert(*index, up);
+        let _ = tx.send((
+            link_track_name(name),
+            if up { TrackInput::Up } else { TrackInput::Down },
+        ));
+    }
+    tokio::spawn(async move {
+        while let Some((msg, _)) = messages.next().await {
+            let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) = msg.payload
+            else {
+                continue;
+            };
+            let Some(name) = ifaces.get(&link.header.index) else {
+                continue;
+            };
+            let up = link
+                .header
+                .flags
+                .contains(LinkFlags::Up | LinkFlags::Running);
+            if last.insert(link.header.index, up) != Some(up) {
+                tracing::info!(iface = %name, up, "link state changed");
+                let input = if up { TrackInput::Up } else { TrackInput::Down };
+                if tx.send((link_track_name(name), input)).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    Ok(())
+}
