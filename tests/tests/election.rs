@@ -479,3 +479,98 @@ fn nopreempt_and_preempt_delay_hold_back_a_returning_higher_priority() {
         b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
     }
 }
+
+#[test]
+fn sighup_reload_changes_only_what_changed_and_refuses_a_bad_file() {
+    if !privileged("sighup_reload_changes_only_what_changed_and_refuses_a_bad_file") {
+        return;
+    }
+    let vip = |n: u8| Ipv4Addr::new(192, 0, 2, n);
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    let config = |host: &str, instances: &[(&str, u8, u8, u8)]| {
+        let mut text = format!(
+            "interface = \"{}\"\nxdp_mode = \"native\"\nheartbeat_limit_ms = 200\n",
+            lab.host(host).iface
+        );
+        for (name, vrid, last, priority) in instances {
+            text.push_str(&format!(
+                "\n[[instance]]\nname = \"{name}\"\nvrid = {vrid}\npriority = {priority}\nadvert_interval_ms = 100\n\
+                 vips = [\"{}/24\"]\n",
+                vip(*last)
+            ));
+        }
+        text
+    };
+    let mut a = lab
+        .start_xvrrp(
+            "a",
+            &config("a", &[("keep", 51, 100, 200), ("change", 52, 101, 200)]),
+        )
+        .unwrap();
+    let mut b = lab
+        .start_xvrrp(
+            "b",
+            &config("b", &[("keep", 51, 100, 100), ("change", 52, 101, 100)]),
+        )
+        .unwrap();
+    lab.wait_answered_by("client", "a", vip(100), 1, Duration::from_secs(5));
+    lab.wait_answered_by("client", "a", vip(101), 1, Duration::from_secs(5));
+    let keep_changes = |p: &Proc| p.log().matches("instance=keep old=").count();
+    let before = keep_changes(&a);
+
+    // "change" drops below b, "new" appears, "keep" stays as it is.
+    std::fs::write(
+        lab.workdir().join("a.toml"),
+        config(
+            "a",
+            &[
+                ("keep", 51, 100, 200),
+                ("change", 52, 101, 50),
+                ("new", 53, 102, 200),
+            ],
+        ),
+    )
+    .unwrap();
+    let a_pid = nix::unistd::Pid::from_raw(a.pid() as i32);
+    nix::sys::signal::kill(a_pid, Signal::SIGHUP).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || a
+            .log()
+            .contains("configuration reloaded")),
+        "{}",
+        a.log()
+    );
+    lab.wait_answered_by("client", "b", vip(101), 1, Duration::from_secs(5));
+    lab.wait_answered_by("client", "a", vip(102), 1, Duration::from_secs(5));
+    lab.wait_answered_by("client", "a", vip(100), 3, Duration::from_secs(1));
+    assert_eq!(
+        keep_changes(&a),
+        before,
+        "the unchanged instance flapped:\n{}",
+        a.log()
+    );
+
+    // A bad file is refused whole; nothing changes.
+    std::fs::write(lab.workdir().join("a.toml"), "interface = 7\n").unwrap();
+    nix::sys::signal::kill(a_pid, Signal::SIGHUP).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || a
+            .log()
+            .contains("reload refused")),
+        "{}",
+        a.log()
+    );
+    assert!(
+        a.log().contains(
+            "a.toml: interface: line 1, column 13: invalid type: integer `7`, expected a string"
+        ),
+        "{}",
+        a.log()
+    );
+    lab.wait_answered_by("client", "a", vip(100), 2, Duration::from_secs(1));
+    lab.wait_answered_by("client", "b", vip(101), 2, Duration::from_secs(1));
+    lab.wait_answered_by("client", "a", vip(102), 2, Duration::from_secs(1));
+    assert!(a.running());
+    a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+}

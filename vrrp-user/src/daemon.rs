@@ -112,8 +112,13 @@ fn engine_config(
 }
 
 /// Runs the daemon until SIGTERM or SIGINT, then resigns, detaches and removes what it pinned.
-pub async fn run(config: Config, kernel_log: KernelLogLevel) -> anyhow::Result<()> {
-    let iface = config.interface.as_str();
+pub async fn run(
+    config: Config,
+    config_path: &std::path::Path,
+    kernel_log: KernelLogLevel,
+) -> anyhow::Result<()> {
+    let iface_name = config.interface.clone();
+    let iface = iface_name.as_str();
     dataplane::ensure_bpffs(&config.bpffs)
         .with_context(|| format!("mounting the BPF filesystem at {}", config.bpffs.display()))?;
     let iface_mac = dataplane::interface_mac(iface)?;
@@ -170,73 +175,29 @@ pub async fn run(config: Config, kernel_log: KernelLogLevel) -> anyhow::Result<(
         .context("opening the advert sockets")?;
 
     // Everything the program reads is in place before it sees its first packet.
+    let site = Site {
+        iface: iface.to_owned(),
+        ifindex,
+        iface_mac,
+        sources: sources.clone(),
+    };
     let mut stats_index = 0u32;
     let mut engine_configs = Vec::new();
     let mut macs = HashMap::new();
     for inst in &config.instances {
-        let ipv6 = inst.ipv6();
-        let mac = match (inst.virtual_mac, ipv6) {
-            (false, _) => iface_mac,
-            (true, false) => virtual_mac_v4(inst.vrid),
-            (true, true) => virtual_mac_v6(inst.vrid),
-        };
-        for vip in &inst.vips {
-            dp.set_vip(
-                vip.addr,
-                VipValue {
-                    vrid: inst.vrid,
-                    flags: 0,
-                    mac,
-                    stats_index,
-                },
-            )?;
-            stats_index += 1;
-        }
-        let mut flags = vrid_flags::CONFIGURED;
-        if !inst.unicast_peers.is_empty() {
-            flags |= vrid_flags::UNICAST;
-            if inst.unicast_check_ttl {
-                flags |= vrid_flags::UNICAST_CHECK_TTL;
-            }
-            for peer in &inst.unicast_peers {
-                dp.add_peer(inst.vrid, *peer)?;
-            }
-        }
         // On resume the role the data plane has stays until the engine says otherwise.
         let was = if resume {
-            dp.vrid(ipv6, inst.vrid)
+            dp.vrid(inst.ipv6(), inst.vrid)
                 .map(|v| v.role)
                 .unwrap_or(role::INIT)
         } else {
             role::INIT
         };
-        dp.set_vrid(
-            ipv6,
-            inst.vrid,
-            VridState {
-                role: was,
-                flags,
-                version: u32::from(inst.version),
-            },
-        )?;
-        let primary = inst.source.unwrap_or(sources[&ipv6]);
-        info!(
-            vrid = inst.vrid, iface, instance = %inst.name, priority = inst.priority, version = inst.version,
-            advert_interval_ms = u32::from(inst.advert_interval_cs) * 10, %primary,
-            vips = %inst.vips.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
-            mac = %format_mac(&mac), "instance configured"
-        );
-        let mut config = engine_config(inst, iface, ifindex, primary, &config.track_scripts);
-        config.resume_as_master = was == role::MASTER;
-        macs.insert(
-            InstanceKey {
-                iface: ifindex,
-                family: config.family(),
-                vrid: inst.vrid,
-            },
-            mac,
-        );
-        engine_configs.push(config);
+        let (mut engine_config, mac) =
+            site.publish(&mut dp, inst, &config.track_scripts, &mut stats_index, was)?;
+        engine_config.resume_as_master = was == role::MASTER;
+        macs.insert(key_of(&engine_config), mac);
+        engine_configs.push(engine_config);
     }
     let mut engine = Engine::new(engine_configs, vec![])?;
     // Tracked scripts that some instance follows run as tasks reporting changes here.
@@ -315,6 +276,8 @@ pub async fn run(config: Config, kernel_log: KernelLogLevel) -> anyhow::Result<(
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigusr2 = signal(SignalKind::user_defined2())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let mut config = config;
     let mut hitless = false;
     let mut logs = match logger {
         Some(logger) => {
@@ -351,6 +314,19 @@ pub async fn run(config: Config, kernel_log: KernelLogLevel) -> anyhow::Result<(
         tokio::select! {
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
             _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
+            _ = sighup.recv() => {
+                info!(file = %config_path.display(), "SIGHUP: reloading the configuration");
+                match reload(config_path, &config, &mut engine, &mut shell, &site, &mut stats_index) {
+                    Ok(new) => config = new,
+                    Err(err) => {
+                        for line in format!("{err:#}").lines() {
+                            tracing::error!("{line}");
+                        }
+                        tracing::error!("reload refused; the running configuration is kept");
+                    }
+                }
+                shell.apply(&mut engine).await;
+            }
             _ = sigusr2.recv() => {
                 info!("SIGUSR2: stopping for a hitless restart; the data plane, VIPs and roles stay");
                 hitless = true;
@@ -496,6 +472,204 @@ impl HeartbeatBridge {
     fn stop(self) {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
         let _ = self.thread.join();
+    }
+}
+
+/// SIGHUP: validates the file and the engine's view of it whole, then applies what changed;
+/// instances whose configuration is the same are not touched. Returns the new configuration.
+fn reload(
+    path: &std::path::Path,
+    old: &Config,
+    engine: &mut Engine,
+    shell: &mut Shell,
+    site: &Site,
+    stats_index: &mut u32,
+) -> anyhow::Result<Config> {
+    let new = crate::config::load(path)?;
+    if let Some(key) = needs_restart(old, &new) {
+        anyhow::bail!("{}: {key} changed, which needs a restart", path.display());
+    }
+    let configs = new
+        .instances
+        .iter()
+        .map(|inst| site.engine_config(inst, &new.track_scripts))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let done = engine.reconfigure(now(), configs)?;
+    // What the stopped instances had and the new configuration has not leaves the data plane.
+    let new_vips: Vec<IpAddr> = new
+        .instances
+        .iter()
+        .flat_map(|i| i.vips.iter().map(|v| v.addr))
+        .collect();
+    for inst in old
+        .instances
+        .iter()
+        .filter(|i| done.stopped.contains(&i.name))
+    {
+        for vip in inst.vips.iter().filter(|v| !new_vips.contains(&v.addr)) {
+            shell.dp.remove_vip(vip.addr)?;
+        }
+        let still = new
+            .instances
+            .iter()
+            .any(|n| n.vrid == inst.vrid && n.ipv6() == inst.ipv6());
+        if !still {
+            shell
+                .dp
+                .set_vrid(inst.ipv6(), inst.vrid, VridState::default())?;
+        }
+    }
+    for inst in new
+        .instances
+        .iter()
+        .filter(|i| done.started.contains(&i.name))
+    {
+        let (c, mac) = site.publish(
+            &mut shell.dp,
+            inst,
+            &new.track_scripts,
+            stats_index,
+            role::INIT,
+        )?;
+        shell.macs.insert(key_of(&c), mac);
+    }
+    shell.prefixes = new
+        .instances
+        .iter()
+        .flat_map(|i| i.vips.iter().map(|v| (v.addr, v.prefix)))
+        .collect();
+    shell.hooks.reconfigure(&new, &done.started);
+    info!(kept = ?done.kept, stopped = ?done.stopped, started = ?done.started, "configuration reloaded");
+    Ok(new)
+}
+
+/// What instances are published against: the interface and its addresses.
+struct Site {
+    iface: String,
+    ifindex: u32,
+    iface_mac: [u8; 6],
+    /// The advert source per family (true: IPv6).
+    sources: HashMap<bool, IpAddr>,
+}
+
+impl Site {
+    /// Publishes an instance to the data plane (VIPs, VRID state with `role`, unicast peers)
+    /// and returns its engine configuration and the MAC it answers from.
+    fn publish(
+        &self,
+        dp: &mut DataPlane,
+        inst: &Instance,
+        scripts: &[TrackScript],
+        stats_index: &mut u32,
+        role: u32,
+    ) -> anyhow::Result<(InstanceConfig, [u8; 6])> {
+        let ipv6 = inst.ipv6();
+        let mac = match (inst.virtual_mac, ipv6) {
+            (false, _) => self.iface_mac,
+            (true, false) => virtual_mac_v4(inst.vrid),
+            (true, true) => virtual_mac_v6(inst.vrid),
+        };
+        for vip in &inst.vips {
+            dp.set_vip(
+                vip.addr,
+                VipValue {
+                    vrid: inst.vrid,
+                    flags: 0,
+                    mac,
+                    stats_index: *stats_index,
+                },
+            )?;
+            *stats_index += 1;
+        }
+        let mut flags = vrid_flags::CONFIGURED;
+        if !inst.unicast_peers.is_empty() {
+            flags |= vrid_flags::UNICAST;
+            if inst.unicast_check_ttl {
+                flags |= vrid_flags::UNICAST_CHECK_TTL;
+            }
+            for peer in &inst.unicast_peers {
+                dp.add_peer(inst.vrid, *peer)?;
+            }
+        }
+        dp.set_vrid(
+            ipv6,
+            inst.vrid,
+            VridState {
+                role,
+                flags,
+                version: u32::from(inst.version),
+            },
+        )?;
+        let engine_config = self.engine_config(inst, scripts)?;
+        let primary = engine_config.primary;
+        info!(
+            vrid = inst.vrid, iface = %self.iface, instance = %inst.name, priority = inst.priority, version = inst.version,
+            advert_interval_ms = u32::from(inst.advert_interval_cs) * 10, %primary,
+            vips = %inst.vips.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+            mac = %format_mac(&mac), "instance configured"
+        );
+        Ok((engine_config, mac))
+    }
+
+    /// The engine's configuration of an instance.
+    fn engine_config(
+        &self,
+        inst: &Instance,
+        scripts: &[TrackScript],
+    ) -> anyhow::Result<InstanceConfig> {
+        let ipv6 = inst.ipv6();
+        let Some(primary) = inst.source.or_else(|| self.sources.get(&ipv6).copied()) else {
+            anyhow::bail!(
+                "instance {}: no {} advert socket; a new address family needs a restart",
+                inst.name,
+                if ipv6 { "IPv6" } else { "IPv4" }
+            );
+        };
+        Ok(engine_config(
+            inst,
+            &self.iface,
+            self.ifindex,
+            primary,
+            scripts,
+        ))
+    }
+}
+
+/// The first setting a reload cannot change without a restart, if any differs.
+fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
+    let interfaces = |c: &Config| {
+        let mut v: Vec<String> = c
+            .instances
+            .iter()
+            .flat_map(|i| i.track_interfaces.clone())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    [
+        ("interface", old.interface != new.interface),
+        ("xdp_mode", old.xdp_mode != new.xdp_mode),
+        ("bpffs", old.bpffs != new.bpffs),
+        (
+            "heartbeat_limit_ms",
+            old.heartbeat_limit_ms != new.heartbeat_limit_ms,
+        ),
+        ("configure_vips", old.configure_vips != new.configure_vips),
+        ("control_socket", old.control_socket != new.control_socket),
+        ("event_socket", old.event_socket != new.event_socket),
+        ("track_script", old.track_scripts != new.track_scripts),
+        ("track_interfaces", interfaces(old) != interfaces(new)),
+    ]
+    .into_iter()
+    .find_map(|(key, differs)| differs.then_some(key))
+}
+
+fn key_of(c: &InstanceConfig) -> InstanceKey {
+    InstanceKey {
+        iface: c.iface,
+        family: c.family(),
+        vrid: c.vrid,
     }
 }
 

@@ -59,18 +59,9 @@ impl Hooks {
         let mut runners = Vec::new();
         let mut drain_bound = Duration::ZERO;
         for inst in &config.instances {
-            let commands = Commands {
-                master: inst.notify.master.clone(),
-                backup: inst.notify.backup.clone(),
-                fault: inst.notify.fault.clone(),
-                stop: inst.notify.stop.clone(),
-                generic: inst.notify.generic.clone(),
-                timeout: Duration::from_millis(inst.notify.timeout_ms),
-            };
-            // At shutdown a queue holds at most the last changes: stop (two commands) and one more.
-            drain_bound = drain_bound.max(commands.timeout * 4);
-            let (tx, rx) = mpsc::unbounded_channel();
-            runners.push(tokio::spawn(run_queue(inst.name.clone(), commands, rx)));
+            let (tx, runner, bound) = spawn_queue(inst);
+            drain_bound = drain_bound.max(bound);
+            runners.push(runner);
             queues.insert(inst.name.clone(), tx);
         }
         if let Some(path) = &config.event_socket {
@@ -83,6 +74,23 @@ impl Hooks {
             drain_bound,
             events,
         })
+    }
+
+    /// After a reload: instances that `started` get their (new) commands; instances no longer
+    /// configured lose their queue once it has run what it holds.
+    pub fn reconfigure(&mut self, config: &Config, started: &[String]) {
+        self.queues
+            .retain(|name, _| config.instances.iter().any(|i| i.name == *name));
+        for inst in config
+            .instances
+            .iter()
+            .filter(|i| started.contains(&i.name))
+        {
+            let (tx, runner, bound) = spawn_queue(inst);
+            self.drain_bound = self.drain_bound.max(bound);
+            self.runners.push(runner);
+            self.queues.insert(inst.name.clone(), tx);
+        }
     }
 
     /// Lets the queued notify scripts run to the end (bounded by their timeouts).
@@ -109,6 +117,32 @@ impl Hooks {
             let _ = q.send(event);
         }
     }
+}
+
+/// Starts the notify queue of an instance: its sender, its runner, and how long draining it can
+/// take at shutdown (it holds at most the last changes: stop, two commands, and one more).
+fn spawn_queue(
+    inst: &crate::config::Instance,
+) -> (
+    mpsc::UnboundedSender<StateEvent>,
+    tokio::task::JoinHandle<()>,
+    Duration,
+) {
+    let commands = Commands {
+        master: inst.notify.master.clone(),
+        backup: inst.notify.backup.clone(),
+        fault: inst.notify.fault.clone(),
+        stop: inst.notify.stop.clone(),
+        generic: inst.notify.generic.clone(),
+        timeout: Duration::from_millis(inst.notify.timeout_ms),
+    };
+    let bound = commands.timeout * 4;
+    let (tx, rx) = mpsc::unbounded_channel();
+    (
+        tx,
+        tokio::spawn(run_queue(inst.name.clone(), commands, rx)),
+        bound,
+    )
 }
 
 /// Runs one instance's notify commands, one state change after the other.

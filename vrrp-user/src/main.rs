@@ -114,7 +114,8 @@ fn main() -> ExitCode {
                 .with_writer(std::io::stderr)
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
-            let config = match config::load(&config) {
+            let path = config;
+            let config = match config::load(&path) {
                 Ok(config) => config,
                 Err(err) => {
                     for line in err.to_string().lines() {
@@ -134,7 +135,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(daemon::run(config, kernel_log)) {
+            match runtime.block_on(daemon::run(config, &path, kernel_log)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     tracing::error!("{err:#}");

@@ -285,6 +285,14 @@ pub enum EngineError {
     TwoGroups(String, String, String),
 }
 
+/// What a reload did, by instance name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reload {
+    pub kept: Vec<String>,
+    pub stopped: Vec<String>,
+    pub started: Vec<String>,
+}
+
 /// All the instances of a daemon.
 pub struct Engine {
     instances: Vec<Instance>,
@@ -343,6 +351,73 @@ impl Engine {
             actions: VecDeque::new(),
             discarded: BTreeMap::new(),
         })
+    }
+
+    /// A new configuration (SIGHUP): instances whose configuration is unchanged keep running
+    /// untouched; the others shut down (a master resigns with priority 0) and the new and
+    /// changed ones start. Validated whole first: on error nothing changes.
+    pub fn reconfigure(
+        &mut self,
+        now: Time,
+        configs: Vec<InstanceConfig>,
+    ) -> Result<Reload, EngineError> {
+        let mut keys = BTreeMap::new();
+        for (i, c) in configs.iter().enumerate() {
+            validate(c)?;
+            let key = InstanceKey {
+                iface: c.iface,
+                family: c.family(),
+                vrid: c.vrid,
+            };
+            if keys.insert(key, i).is_some() {
+                return Err(EngineError::DuplicateVrid(c.name.clone(), c.vrid));
+            }
+        }
+        // Start-up hints do not make a configuration different.
+        let same = |a: &InstanceConfig, b: &InstanceConfig| {
+            let mut b = b.clone();
+            b.start_as_master = a.start_as_master;
+            b.resume_as_master = a.resume_as_master;
+            *a == b
+        };
+        let mut reload = Reload::default();
+        let mut kept = Vec::new();
+        for mut inst in std::mem::take(&mut self.instances) {
+            if configs
+                .iter()
+                .any(|c| c.name == inst.cfg.name && same(&inst.cfg, c))
+            {
+                reload.kept.push(inst.cfg.name.clone());
+                kept.push(inst);
+            } else {
+                let mut out = Vec::new();
+                inst.shutdown(now, &mut out);
+                self.actions.extend(out);
+                reload.stopped.push(inst.cfg.name.clone());
+            }
+        }
+        self.instances = kept;
+        let mut fresh = Vec::new();
+        for c in configs {
+            if !reload.kept.contains(&c.name) {
+                reload.started.push(c.name.clone());
+                self.instances.push(Instance::new(c));
+                fresh.push(self.instances.len() - 1);
+            }
+        }
+        self.by_key = self
+            .instances
+            .iter()
+            .enumerate()
+            .map(|(i, inst)| (inst.key(), i))
+            .collect();
+        // Sync groups are not part of a reload yet: reloaded engines have none.
+        self.groups.clear();
+        self.group_of = vec![None; self.instances.len()];
+        for i in fresh {
+            self.run(i, now, |inst, now, out| inst.start(now, out));
+        }
+        Ok(reload)
     }
 
     /// The startup event for every instance.

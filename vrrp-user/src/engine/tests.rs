@@ -889,3 +889,55 @@ fn a_resumed_master_is_master_at_once_even_at_a_lower_priority() {
         }
     )));
 }
+
+#[test]
+fn a_reload_keeps_unchanged_instances_and_restarts_changed_ones() {
+    let mut a = cfg(100, "192.0.2.1");
+    a.name = "a".into();
+    let mut b = cfg(100, "192.0.2.1");
+    b.name = "b".into();
+    b.vrid = 52;
+    let mut e = Engine::new(vec![a.clone(), b.clone()], vec![]).unwrap();
+    e.start(Time(0));
+    e.handle_timeout(Time(MDI_100));
+    assert_eq!(
+        (e.state_of("a"), e.state_of("b")),
+        (Some(State::Master), Some(State::Master))
+    );
+    drain(&mut e);
+    let mut b2 = b.clone();
+    b2.priority = 50;
+    let mut c = cfg(100, "192.0.2.1");
+    c.name = "c".into();
+    c.vrid = 53;
+    let reload = e
+        .reconfigure(Time(5 * SEC), vec![a.clone(), b2, c])
+        .unwrap();
+    assert_eq!(reload.kept, vec!["a".to_owned()]);
+    assert_eq!(reload.stopped, vec!["b".to_owned()]);
+    assert_eq!(reload.started, vec!["b".to_owned(), "c".to_owned()]);
+    let actions = drain(&mut e);
+    // a saw nothing; b resigned (priority 0) and started again as backup; c started.
+    let changes: Vec<(String, State)> = actions
+        .iter()
+        .filter_map(|x| match x {
+            Action::StateChanged { name, new, .. } => Some((name.clone(), *new)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        vec![
+            ("b".into(), State::Initialize),
+            ("b".into(), State::Backup),
+            ("c".into(), State::Backup)
+        ]
+    );
+    assert_eq!(sent_priorities(&actions), vec![0]);
+    assert_eq!(e.state_of("a"), Some(State::Master));
+    // An invalid configuration changes nothing.
+    let mut bad = a.clone();
+    bad.vips.clear();
+    assert!(e.reconfigure(Time(6 * SEC), vec![bad]).is_err());
+    assert_eq!(e.status().len(), 3);
+}
