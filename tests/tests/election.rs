@@ -574,3 +574,69 @@ fn sighup_reload_changes_only_what_changed_and_refuses_a_bad_file() {
     a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
     b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
 }
+
+#[test]
+fn a_sync_group_moves_together_with_a_tracked_file_and_a_fault() {
+    if !privileged("a_sync_group_moves_together_with_a_tracked_file_and_a_fault") {
+        return;
+    }
+    let vip = |n: u8| Ipv4Addr::new(192, 0, 2, n);
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    let prio_file = lab.workdir().join("a-prio");
+    let flag = lab.workdir().join("a-healthy");
+    std::fs::write(&flag, "").unwrap();
+    let instances = |priority: u8, tracks: [&str; 2]| {
+        format!(
+            "\n[[instance]]\nname = \"one\"\nvrid = 51\npriority = {priority}\nadvert_interval_ms = 100\nvips = [\"{}/24\"]\n{}\
+             \n[[instance]]\nname = \"two\"\nvrid = 52\npriority = {priority}\nadvert_interval_ms = 100\nvips = [\"{}/24\"]\n{}",
+            vip(100),
+            tracks[0],
+            vip(101),
+            tracks[1]
+        )
+    };
+    let head = |host: &str| {
+        format!(
+            "interface = \"{}\"\nxdp_mode = \"native\"\nheartbeat_limit_ms = 200\n",
+            lab.host(host).iface
+        )
+    };
+    let a_cfg = format!(
+        "{}[[track_file]]\nname = \"prio\"\npath = \"{}\"\ninterval_ms = 100\n\n\
+         [[track_script]]\nname = \"chk\"\nscript = \"test -e {}\"\ninterval_ms = 100\n\n\
+         [[sync_group]]\nname = \"g\"\ninstances = [\"one\", \"two\"]\n{}",
+        head("a"),
+        prio_file.display(),
+        flag.display(),
+        instances(
+            200,
+            ["track_files = [\"prio\"]\n", "track_scripts = [\"chk\"]\n"]
+        )
+    );
+    let mut a = lab.start_xvrrp("a", &a_cfg).unwrap();
+    let mut b = lab
+        .start_xvrrp("b", &format!("{}{}", head("b"), instances(100, ["", ""])))
+        .unwrap();
+    let both = |host: &str, within: Duration| {
+        lab.wait_answered_by("client", host, vip(100), 1, within);
+        lab.wait_answered_by("client", host, vip(101), 1, within);
+    };
+    both("a", Duration::from_secs(5));
+    // The file lowers "one" below b: b preempts it, and "two" follows it to backup.
+    std::fs::write(&prio_file, "-150\n").unwrap();
+    both("b", Duration::from_secs(5));
+    assert!(a.log().contains("sync group g follows one"), "{}", a.log());
+    // Back to 0: a preempts "one" again and takes "two" along.
+    std::fs::write(&prio_file, "0\n").unwrap();
+    both("a", Duration::from_secs(5));
+    // "two" fails its check: the whole group goes to Fault.
+    std::fs::remove_file(&flag).unwrap();
+    both("b", Duration::from_secs(5));
+    assert!(
+        a.log().contains("instance=one old=master new=fault"),
+        "{}",
+        a.log()
+    );
+    a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+}

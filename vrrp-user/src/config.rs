@@ -109,6 +109,8 @@ pub struct Instance {
     pub unicast_check_ttl: bool,
     /// Names of the `[[track_script]]`s this instance follows.
     pub track_scripts: Vec<String>,
+    /// Names of the `[[track_file]]`s this instance follows.
+    pub track_files: Vec<String>,
     /// Other interfaces whose loss of link puts the instance in Fault (its own always does).
     pub track_interfaces: Vec<String>,
     pub notify: Notify,
@@ -144,6 +146,24 @@ pub struct Notify {
     pub timeout_ms: u64,
 }
 
+/// A tracked file (keepalived's track_file): the number in it, times the weight, is added to
+/// the priority of the instances that follow it; -254 or less puts them in Fault.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackFile {
+    pub name: String,
+    pub path: PathBuf,
+    pub weight: i32,
+    /// How often the file is read.
+    pub interval_ms: u64,
+}
+
+/// Instances that change state together (keepalived's vrrp_sync_group).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncGroup {
+    pub name: String,
+    pub instances: Vec<String>,
+}
+
 /// A valid configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -160,6 +180,8 @@ pub struct Config {
     /// The JSON-lines event stream of state changes (None: off).
     pub event_socket: Option<PathBuf>,
     pub track_scripts: Vec<TrackScript>,
+    pub track_files: Vec<TrackFile>,
+    pub sync_groups: Vec<SyncGroup>,
     pub instances: Vec<Instance>,
 }
 
@@ -196,6 +218,10 @@ struct RawConfig {
     #[serde(default)]
     track_script: Vec<RawTrackScript>,
     #[serde(default)]
+    track_file: Vec<RawTrackFile>,
+    #[serde(default)]
+    sync_group: Vec<RawSyncGroup>,
+    #[serde(default)]
     instance: Vec<RawInstance>,
 }
 
@@ -230,6 +256,8 @@ struct RawInstance {
     track_scripts: Vec<String>,
     #[serde(default)]
     track_interfaces: Vec<String>,
+    #[serde(default)]
+    track_files: Vec<String>,
     #[serde(default)]
     notify_master: Option<String>,
     #[serde(default)]
@@ -267,6 +295,24 @@ struct RawTrackScript {
 
 const fn default_one() -> i64 {
     1
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrackFile {
+    name: String,
+    path: PathBuf,
+    #[serde(default = "default_one")]
+    weight: i64,
+    #[serde(default = "default_advert_interval_ms")]
+    interval_ms: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSyncGroup {
+    name: String,
+    instances: Vec<String>,
 }
 
 const fn default_advert_interval_ms() -> i64 {
@@ -381,6 +427,37 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
 
     // VRIDs are separate spaces per address family.
     let mut vrids: BTreeMap<(bool, u8), usize> = BTreeMap::new();
+    let mut track_files = Vec::new();
+    for (i, t) in raw.track_file.into_iter().enumerate() {
+        let at = |key: &str| format!("track_file[{i}].{key}");
+        if t.name.is_empty() || track_files.iter().any(|f: &TrackFile| f.name == t.name) {
+            problem(
+                at("name"),
+                format!("expected a unique, non-empty name, got {:?}", t.name),
+            );
+        }
+        if !(-254..=254).contains(&t.weight) {
+            problem(
+                at("weight"),
+                format!("expected -254 to 254, got {}", t.weight),
+            );
+        }
+        if !(10..=3_600_000).contains(&t.interval_ms) {
+            problem(
+                at("interval_ms"),
+                format!(
+                    "expected milliseconds from 10 to 3600000, got {}",
+                    t.interval_ms
+                ),
+            );
+        }
+        track_files.push(TrackFile {
+            name: t.name,
+            path: t.path,
+            weight: t.weight.clamp(-254, 254) as i32,
+            interval_ms: t.interval_ms.max(10) as u64,
+        });
+    }
     let mut track_scripts = Vec::new();
     for (i, t) in raw.track_script.into_iter().enumerate() {
         let at = |key: &str| format!("track_script[{i}].{key}");
@@ -592,6 +669,14 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
                 );
             }
         }
+        for (j, track) in inst.track_files.iter().enumerate() {
+            if !track_files.iter().any(|t| t.name == *track) {
+                problem(
+                    format!("instance[{i}].track_files[{j}]"),
+                    format!("expected the name of a [[track_file]], got {track:?}"),
+                );
+            }
+        }
         for (j, name) in inst.track_interfaces.iter().enumerate() {
             if name.is_empty() || name.len() > 15 || name.contains(['/', ':', ' ']) {
                 problem(
@@ -633,6 +718,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             unicast_check_ttl: inst.unicast_check_ttl,
             track_scripts: inst.track_scripts,
             track_interfaces: inst.track_interfaces,
+            track_files: inst.track_files,
             notify: Notify {
                 master: inst.notify_master,
                 backup: inst.notify_backup,
@@ -641,6 +727,37 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
                 generic: inst.notify,
                 timeout_ms: inst.notify_timeout_ms.clamp(10, 600_000) as u64,
             },
+        });
+    }
+
+    let mut sync_groups: Vec<SyncGroup> = Vec::new();
+    for (g, group) in raw.sync_group.into_iter().enumerate() {
+        if group.name.is_empty() || sync_groups.iter().any(|s| s.name == group.name) {
+            problem(
+                format!("sync_group[{g}].name"),
+                format!("expected a unique, non-empty name, got {:?}", group.name),
+            );
+        }
+        for (j, member) in group.instances.iter().enumerate() {
+            let key = format!("sync_group[{g}].instances[{j}]");
+            if !instances.iter().any(|i: &Instance| i.name == *member) {
+                problem(
+                    key,
+                    format!("expected the name of an [[instance]], got {member:?}"),
+                );
+            } else if let Some(other) = sync_groups.iter().find(|s| s.instances.contains(member)) {
+                problem(
+                    key,
+                    format!(
+                        "expected an instance in one sync group only, but {member:?} is also in {:?}",
+                        other.name
+                    ),
+                );
+            }
+        }
+        sync_groups.push(SyncGroup {
+            name: group.name,
+            instances: group.instances,
         });
     }
 
@@ -658,6 +775,8 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         event_socket: raw.event_socket,
         interface,
         track_scripts,
+        track_files,
+        sync_groups,
         instances,
     })
 }
@@ -967,6 +1086,42 @@ mod tests {
                 "test.toml: track_script[0].rise: expected a count from 1 to 1000, got 0",
                 "test.toml: track_script[0].weight: expected -254 to 254 (0: fault while failing), got 300",
                 "test.toml: instance[0].track_scripts[0]: expected the name of a [[track_script]], got \"nope\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn sync_groups_and_track_files_are_read_and_checked() {
+        let config = parse_str(
+            "interface = \"eth0\"\n[[track_file]]\nname = \"prio\"\npath = \"/run/prio\"\nweight = -10\n\
+             [[sync_group]]\nname = \"g\"\ninstances = [\"a\", \"b\"]\n\
+             [[instance]]\nname = \"a\"\nvrid = 1\nvips = [\"192.0.2.1\"]\ntrack_files = [\"prio\"]\n\
+             [[instance]]\nname = \"b\"\nvrid = 2\nvips = [\"192.0.2.2\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.sync_groups[0].instances,
+            vec!["a".to_owned(), "b".to_owned()]
+        );
+        assert_eq!(
+            (
+                config.track_files[0].weight,
+                config.track_files[0].interval_ms
+            ),
+            (-10, 1000)
+        );
+        assert_eq!(config.instances[0].track_files, vec!["prio".to_owned()]);
+        let errs = errors(
+            "interface = \"eth0\"\n[[sync_group]]\nname = \"g\"\ninstances = [\"a\", \"x\"]\n\
+             [[sync_group]]\nname = \"h\"\ninstances = [\"a\"]\n\
+             [[instance]]\nname = \"a\"\nvrid = 1\nvips = [\"192.0.2.1\"]\ntrack_files = [\"nope\"]\n",
+        );
+        assert_eq!(
+            errs,
+            vec![
+                "test.toml: instance[0].track_files[0]: expected the name of a [[track_file]], got \"nope\"",
+                "test.toml: sync_group[0].instances[1]: expected the name of an [[instance]], got \"x\"",
+                "test.toml: sync_group[1].instances[0]: expected an instance in one sync group only, but \"a\" is also in \"g\"",
             ]
         );
     }

@@ -31,12 +31,12 @@ use vrrp_common::{
 };
 
 use crate::{
-    config::{Config, InitialState, Instance, TrackScript},
+    config::{Config, InitialState, Instance, TrackFile, TrackScript},
     control,
     dataplane::{self, DataPlane, KernelLogLevel},
     engine::{
-        Action, ChecksumForm, Engine, Family, Heard, InstanceConfig, InstanceKey, Time,
-        TrackConfig, TrackInput, Transport, Version,
+        Action, ChecksumForm, Engine, Family, Heard, InstanceConfig, InstanceKey, SyncGroupConfig,
+        Time, TrackConfig, TrackInput, Transport, Version,
     },
     garp::Announcer,
     hooks::{self, Hooks, StateEvent},
@@ -64,6 +64,7 @@ fn engine_config(
     ifindex: u32,
     primary: IpAddr,
     scripts: &[TrackScript],
+    files: &[TrackFile],
 ) -> InstanceConfig {
     let mut c = InstanceConfig::new(
         &inst.name,
@@ -93,6 +94,17 @@ fn engine_config(
             initial: TrackInput::Up,
         })
         .collect();
+    c.tracks.extend(
+        inst.track_files
+            .iter()
+            .filter_map(|name| files.iter().find(|t| t.name == *name))
+            .map(|t| TrackConfig {
+                name: t.name.clone(),
+                weight: t.weight,
+                reverse: false,
+                initial: TrackInput::Value(0),
+            }),
+    );
     // The instance's own interface, and the others it tracks: no link, Fault (keepalived).
     for link in std::iter::once(iface).chain(inst.track_interfaces.iter().map(String::as_str)) {
         c.tracks.push(TrackConfig {
@@ -193,13 +205,27 @@ pub async fn run(
         } else {
             role::INIT
         };
-        let (mut engine_config, mac) =
-            site.publish(&mut dp, inst, &config.track_scripts, &mut stats_index, was)?;
+        let (mut engine_config, mac) = site.publish(
+            &mut dp,
+            inst,
+            &config.track_scripts,
+            &config.track_files,
+            &mut stats_index,
+            was,
+        )?;
         engine_config.resume_as_master = was == role::MASTER;
         macs.insert(key_of(&engine_config), mac);
         engine_configs.push(engine_config);
     }
-    let mut engine = Engine::new(engine_configs, vec![])?;
+    let groups = config
+        .sync_groups
+        .iter()
+        .map(|g| SyncGroupConfig {
+            name: g.name.clone(),
+            members: g.instances.clone(),
+        })
+        .collect();
+    let mut engine = Engine::new(engine_configs, groups)?;
     // Tracked scripts that some instance follows run as tasks reporting changes here.
     let (track_tx, mut track_rx) = tokio::sync::mpsc::unbounded_channel();
     let _scripts: Vec<_> = config
@@ -212,6 +238,17 @@ pub async fn run(
                 .any(|i| i.track_scripts.contains(&t.name))
         })
         .map(|t| track::spawn(t.clone(), track_tx.clone()))
+        .collect();
+    let _files: Vec<_> = config
+        .track_files
+        .iter()
+        .filter(|t| {
+            config
+                .instances
+                .iter()
+                .any(|i| i.track_files.contains(&t.name))
+        })
+        .map(|t| track::spawn_file(t.clone(), track_tx.clone()))
         .collect();
     // Link state of the interface and the tracked ones, from netlink events.
     let mut links = HashMap::new();
@@ -492,7 +529,7 @@ fn reload(
     let configs = new
         .instances
         .iter()
-        .map(|inst| site.engine_config(inst, &new.track_scripts))
+        .map(|inst| site.engine_config(inst, &new.track_scripts, &new.track_files))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let done = engine.reconfigure(now(), configs)?;
     // What the stopped instances had and the new configuration has not leaves the data plane.
@@ -528,6 +565,7 @@ fn reload(
             &mut shell.dp,
             inst,
             &new.track_scripts,
+            &new.track_files,
             stats_index,
             role::INIT,
         )?;
@@ -560,6 +598,7 @@ impl Site {
         dp: &mut DataPlane,
         inst: &Instance,
         scripts: &[TrackScript],
+        files: &[TrackFile],
         stats_index: &mut u32,
         role: u32,
     ) -> anyhow::Result<(InstanceConfig, [u8; 6])> {
@@ -600,7 +639,7 @@ impl Site {
                 version: u32::from(inst.version),
             },
         )?;
-        let engine_config = self.engine_config(inst, scripts)?;
+        let engine_config = self.engine_config(inst, scripts, files)?;
         let primary = engine_config.primary;
         info!(
             vrid = inst.vrid, iface = %self.iface, instance = %inst.name, priority = inst.priority, version = inst.version,
@@ -616,6 +655,7 @@ impl Site {
         &self,
         inst: &Instance,
         scripts: &[TrackScript],
+        files: &[TrackFile],
     ) -> anyhow::Result<InstanceConfig> {
         let ipv6 = inst.ipv6();
         let Some(primary) = inst.source.or_else(|| self.sources.get(&ipv6).copied()) else {
@@ -631,6 +671,7 @@ impl Site {
             self.ifindex,
             primary,
             scripts,
+            files,
         ))
     }
 }
@@ -659,6 +700,8 @@ fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
         ("control_socket", old.control_socket != new.control_socket),
         ("event_socket", old.event_socket != new.event_socket),
         ("track_script", old.track_scripts != new.track_scripts),
+        ("track_file", old.track_files != new.track_files),
+        ("sync_group", old.sync_groups != new.sync_groups),
         ("track_interfaces", interfaces(old) != interfaces(new)),
     ]
     .into_iter()

@@ -130,6 +130,38 @@ pub fn spawn(
     })
 }
 
+/// The number in a tracked file: its first whitespace-separated word as an integer; a missing
+/// file or anything else reads as 0 (keepalived's behaviour).
+pub fn read_number(path: &std::path::Path) -> i64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.split_whitespace().next().and_then(|w| w.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// Reads `t` every interval, sending (name, Value(n)) whenever the number changes (and once at
+/// the start).
+pub fn spawn_file(
+    t: crate::config::TrackFile,
+    tx: mpsc::UnboundedSender<(String, TrackInput)>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last = None;
+        let mut ticker = tokio::time::interval(Duration::from_millis(t.interval_ms));
+        loop {
+            ticker.tick().await;
+            let n = read_number(&t.path);
+            if last != Some(n) {
+                info!(track = %t.name, value = n, "tracked file changed");
+                last = Some(n);
+                if tx.send((t.name.clone(), TrackInput::Value(n))).is_err() {
+                    return;
+                }
+            }
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,6 +180,21 @@ mod tests {
         assert_eq!(rf.record(false), None);
         assert_eq!(rf.record(true), None);
         assert_eq!(rf.record(true), Some(true));
+    }
+
+    #[test]
+    fn a_tracked_file_reads_its_first_number_or_zero() {
+        let dir = std::env::temp_dir().join(format!("xvrrp-track-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("n");
+        assert_eq!(read_number(&f), 0, "missing");
+        std::fs::write(&f, "-42\n").unwrap();
+        assert_eq!(read_number(&f), -42);
+        std::fs::write(&f, "  17 extra words").unwrap();
+        assert_eq!(read_number(&f), 17);
+        std::fs::write(&f, "nonsense").unwrap();
+        assert_eq!(read_number(&f), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -411,9 +411,16 @@ impl Engine {
             .enumerate()
             .map(|(i, inst)| (inst.key(), i))
             .collect();
-        // Sync groups are not part of a reload yet: reloaded engines have none.
-        self.groups.clear();
-        self.group_of = vec![None; self.instances.len()];
+        // Groups keep their members by name; a member that is gone leaves its group.
+        self.group_of = self
+            .instances
+            .iter()
+            .map(|inst| {
+                self.groups
+                    .iter()
+                    .position(|g| g.members.contains(&inst.cfg.name))
+            })
+            .collect();
         for i in fresh {
             self.run(i, now, |inst, now, out| inst.start(now, out));
         }
