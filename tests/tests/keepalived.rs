@@ -170,6 +170,20 @@ fn vrrpv3_keepalived_master_with_an_xvrrp_backup_both_ways() {
 }
 
 #[test]
+fn vrrpv2_xvrrp_master_with_a_keepalived_backup() {
+    if !privileged("vrrpv2_xvrrp_master_with_a_keepalived_backup") {
+        return;
+    }
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    let mut ka = keepalived(&lab, "a", 100, 2, "1");
+    let mut xv = xvrrp(&lab, "b", 200, 2, 1000);
+    answered_only_by(&lab, "b", Duration::from_secs(8), &[&ka, &xv]);
+    xv.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    answered_only_by(&lab, "a", Duration::from_secs(8), &[&ka]);
+    ka.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+}
+
+#[test]
 fn vrrpv2_mixed_pair_elects_and_fails_over() {
     if !privileged("vrrpv2_mixed_pair_elects_and_fails_over") {
         return;

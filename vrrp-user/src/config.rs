@@ -111,6 +111,8 @@ pub struct Instance {
     pub track_scripts: Vec<String>,
     /// Names of the `[[track_file]]`s this instance follows.
     pub track_files: Vec<String>,
+    /// Gratuitous ARP / unsolicited NA after a takeover (keepalived's garp_* settings).
+    pub garp: Garp,
     /// Other interfaces whose loss of link puts the instance in Fault (its own always does).
     pub track_interfaces: Vec<String>,
     pub notify: Notify,
@@ -162,6 +164,21 @@ pub struct TrackFile {
 pub struct SyncGroup {
     pub name: String,
     pub instances: Vec<String>,
+}
+
+/// Announcements after a takeover, in milliseconds (keepalived's garp_master_* and
+/// garp_interval).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Garp {
+    /// Second burst after this; 0 for none.
+    pub delay_ms: u64,
+    /// Announcements per VIP in each burst.
+    pub repeat: u32,
+    /// Refresh period while master; 0 for none.
+    pub refresh_ms: u64,
+    pub refresh_repeat: u32,
+    /// Gap between two announcements.
+    pub interval_ms: u64,
 }
 
 /// A valid configuration.
@@ -258,6 +275,16 @@ struct RawInstance {
     track_interfaces: Vec<String>,
     #[serde(default)]
     track_files: Vec<String>,
+    #[serde(default = "default_garp_delay_ms")]
+    garp_master_delay_ms: i64,
+    #[serde(default = "default_garp_repeat")]
+    garp_master_repeat: i64,
+    #[serde(default)]
+    garp_master_refresh_ms: i64,
+    #[serde(default = "default_one")]
+    garp_master_refresh_repeat: i64,
+    #[serde(default)]
+    garp_interval_ms: i64,
     #[serde(default)]
     notify_master: Option<String>,
     #[serde(default)]
@@ -295,6 +322,14 @@ struct RawTrackScript {
 
 const fn default_one() -> i64 {
     1
+}
+
+const fn default_garp_delay_ms() -> i64 {
+    5_000
+}
+
+const fn default_garp_repeat() -> i64 {
+    5
 }
 
 #[derive(Debug, Deserialize)]
@@ -685,6 +720,25 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
                 );
             }
         }
+        for (key, v, max) in [
+            ("garp_master_delay_ms", inst.garp_master_delay_ms, 3_600_000),
+            ("garp_master_repeat", inst.garp_master_repeat, 1_000),
+            (
+                "garp_master_refresh_ms",
+                inst.garp_master_refresh_ms,
+                3_600_000,
+            ),
+            (
+                "garp_master_refresh_repeat",
+                inst.garp_master_refresh_repeat,
+                1_000,
+            ),
+            ("garp_interval_ms", inst.garp_interval_ms, 10_000),
+        ] {
+            if !(0..=max).contains(&v) {
+                problem(at(key), format!("expected 0 to {max}, got {v}"));
+            }
+        }
         if !(10..=600_000).contains(&inst.notify_timeout_ms) {
             problem(
                 at("notify_timeout_ms"),
@@ -719,6 +773,13 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             track_scripts: inst.track_scripts,
             track_interfaces: inst.track_interfaces,
             track_files: inst.track_files,
+            garp: Garp {
+                delay_ms: inst.garp_master_delay_ms.clamp(0, 3_600_000) as u64,
+                repeat: inst.garp_master_repeat.clamp(0, 1_000) as u32,
+                refresh_ms: inst.garp_master_refresh_ms.clamp(0, 3_600_000) as u64,
+                refresh_repeat: inst.garp_master_refresh_repeat.clamp(0, 1_000) as u32,
+                interval_ms: inst.garp_interval_ms.clamp(0, 10_000) as u64,
+            },
             notify: Notify {
                 master: inst.notify_master,
                 backup: inst.notify_backup,
@@ -1111,6 +1172,32 @@ mod tests {
             (-10, 1000)
         );
         assert_eq!(config.instances[0].track_files, vec!["prio".to_owned()]);
+        assert_eq!(
+            config.instances[0].garp,
+            Garp {
+                delay_ms: 5_000,
+                repeat: 5,
+                refresh_ms: 0,
+                refresh_repeat: 1,
+                interval_ms: 0
+            },
+            "keepalived's defaults"
+        );
+        let tuned = parse_str(
+            "interface = \"eth0\"\n[[instance]]\nvrid = 1\nvips = [\"192.0.2.1\"]\ngarp_master_delay_ms = 0\n\
+             garp_master_repeat = 2\ngarp_master_refresh_ms = 60000\ngarp_interval_ms = 5\n",
+        )
+        .unwrap();
+        assert_eq!(
+            tuned.instances[0].garp,
+            Garp {
+                delay_ms: 0,
+                repeat: 2,
+                refresh_ms: 60_000,
+                refresh_repeat: 1,
+                interval_ms: 5
+            }
+        );
         let errs = errors(
             "interface = \"eth0\"\n[[sync_group]]\nname = \"g\"\ninstances = [\"a\", \"x\"]\n\
              [[sync_group]]\nname = \"h\"\ninstances = [\"a\"]\n\

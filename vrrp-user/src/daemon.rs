@@ -35,8 +35,8 @@ use crate::{
     control,
     dataplane::{self, DataPlane, KernelLogLevel},
     engine::{
-        Action, ChecksumForm, Engine, Family, Heard, InstanceConfig, InstanceKey, SyncGroupConfig,
-        Time, TrackConfig, TrackInput, Transport, Version,
+        Action, AnnouncePolicy, ChecksumForm, Engine, Family, Heard, InstanceConfig, InstanceKey,
+        SyncGroupConfig, Time, TrackConfig, TrackInput, Transport, Version,
     },
     garp::Announcer,
     hooks::{self, Hooks, StateEvent},
@@ -83,6 +83,13 @@ fn engine_config(
     c.preempt = inst.preempt;
     c.preempt_delay_us = inst.preempt_delay_ms * 1_000;
     c.start_as_master = inst.state == InitialState::Master;
+    c.announce = AnnouncePolicy {
+        delay_us: inst.garp.delay_ms * 1_000,
+        repeat: inst.garp.repeat,
+        refresh_us: inst.garp.refresh_ms * 1_000,
+        refresh_repeat: inst.garp.refresh_repeat,
+        pacing_us: inst.garp.interval_ms * 1_000,
+    };
     c.tracks = inst
         .track_scripts
         .iter()

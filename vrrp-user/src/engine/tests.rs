@@ -941,3 +941,38 @@ fn a_reload_keeps_unchanged_instances_and_restarts_changed_ones() {
     assert!(e.reconfigure(Time(6 * SEC), vec![bad]).is_err());
     assert_eq!(e.status().len(), 3);
 }
+
+#[test]
+fn a_shared_value_track_lowers_every_instance_that_follows_it() {
+    let file = TrackConfig {
+        name: "prio".into(),
+        weight: 1,
+        reverse: false,
+        initial: TrackInput::Value(0),
+    };
+    let mut one = cfg(200, "192.0.2.1");
+    one.name = "one".into();
+    one.tracks.push(file.clone());
+    let mut two = cfg(200, "192.0.2.1");
+    two.name = "two".into();
+    two.vrid = 52;
+    two.tracks.push(TrackConfig {
+        name: "chk".into(),
+        weight: 0,
+        reverse: false,
+        initial: TrackInput::Up,
+    });
+    two.tracks.push(file);
+    let mut e = Engine::new(
+        vec![one, two],
+        vec![SyncGroupConfig {
+            name: "g".into(),
+            members: vec!["one".into(), "two".into()],
+        }],
+    )
+    .unwrap();
+    e.start(Time(0));
+    e.set_track(Time(SEC), "prio", TrackInput::Value(-150));
+    let prios: Vec<u8> = e.status().iter().map(|s| s.effective_priority).collect();
+    assert_eq!(prios, vec![50, 50]);
+}
