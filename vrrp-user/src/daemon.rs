@@ -762,13 +762,8 @@ impl Shell {
             if live.last_seen_ns == 0 {
                 continue;
             }
-            let src = if ipv6 {
-                IpAddr::from(live.src)
-            } else {
-                IpAddr::from([live.src[0], live.src[1], live.src[2], live.src[3]])
-            };
             let heard = Heard {
-                src,
+                src: map_addr(ipv6, live.src),
                 priority: live.priority,
                 interval_cs: live.interval_cs,
                 count: live.count,
@@ -889,11 +884,7 @@ impl Shell {
                     new,
                     reason,
                 } => {
-                    let priority = engine
-                        .status()
-                        .iter()
-                        .find(|s| s.name == name)
-                        .map_or(0, |s| s.effective_priority);
+                    let priority = engine.effective_priority(&name).unwrap_or(0);
                     self.hooks.state_changed(StateEvent {
                         time_ms: hooks::unix_ms(),
                         instance: name,
@@ -911,6 +902,15 @@ impl Shell {
                 }
             }
         }
+    }
+}
+
+/// An address as the maps hold it: IPv6 in 16 bytes, IPv4 in the first 4.
+fn map_addr(ipv6: bool, bytes: [u8; 16]) -> IpAddr {
+    if ipv6 {
+        IpAddr::from(bytes)
+    } else {
+        IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
     }
 }
 
@@ -933,11 +933,7 @@ fn log_event(iface: &str, ifindex: u32, bytes: &[u8]) -> Option<(InstanceKey, He
     let e: Event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
     let ipv6 = e.slot >= 256;
     let vrid = (e.slot % 256) as u8;
-    let addr = if ipv6 {
-        IpAddr::from(e.addr)
-    } else {
-        IpAddr::from([e.addr[0], e.addr[1], e.addr[2], e.addr[3]])
-    };
+    let addr = map_addr(ipv6, e.addr);
     let key = InstanceKey {
         iface: ifindex,
         family: if ipv6 { Family::V6 } else { Family::V4 },

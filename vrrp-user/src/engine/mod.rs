@@ -559,6 +559,14 @@ impl Engine {
         self.instances.iter().map(Instance::status).collect()
     }
 
+    /// The effective priority of the instance `name`, without building a whole status.
+    pub fn effective_priority(&self, name: &str) -> Option<u8> {
+        self.instances
+            .iter()
+            .find(|i| i.cfg.name == name)
+            .map(Instance::effective_priority)
+    }
+
     pub fn state_of(&self, name: &str) -> Option<State> {
         self.instances
             .iter()
