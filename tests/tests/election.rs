@@ -644,3 +644,65 @@ fn a_sync_group_moves_together_with_a_tracked_file_and_a_fault() {
     a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
     b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
 }
+
+/// `ip -4 -o addr` of `host` (every interface).
+fn addresses(lab: &Lab, host: &str) -> String {
+    let out = lab
+        .run(host, "ip", &["-4", "-o", "addr"], Duration::from_secs(5))
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_virtual_mac_lives_on_a_macvlan_that_carries_the_labelled_vip() {
+    if !privileged("a_virtual_mac_lives_on_a_macvlan_that_carries_the_labelled_vip") {
+        return;
+    }
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    let config = |host: &str, priority: u8| {
+        format!(
+            "interface = \"{}\"\nxdp_mode = \"native\"\nheartbeat_limit_ms = 200\n\n[[instance]]\nvrid = 51\n\
+             priority = {priority}\nadvert_interval_ms = 100\nvirtual_mac = true\nvips = [\"{VIP}/24 label vrrp.51:db\"]\n",
+            lab.host(host).iface
+        )
+    };
+    let mut a = lab.start_xvrrp("a", &config("a", 200)).unwrap();
+    let mut b = lab.start_xvrrp("b", &config("b", 100)).unwrap();
+    let _servers: Vec<Proc> = ["a", "b"].iter().map(|h| tcp_server(&lab, h)).collect();
+    let vmac = "00:00:5e:00:01:33";
+    // Without the macvlan, frames to the virtual MAC would not be taken by a's interface: a
+    // TCP connection through the VIP shows that they are.
+    assert!(
+        wait_for(Duration::from_secs(8), || tcp_through_vip(&lab) == "a"),
+        "TCP through the VIP did not reach a; a's log:\n{}",
+        a.log()
+    );
+    assert!(client_neighbour(&lab).contains(vmac), "{}", client_neighbour(&lab));
+    let on_a = addresses(&lab, "a");
+    assert!(
+        on_a.lines()
+            .any(|l| l.contains("vrrp.51") && l.contains(&format!("{VIP}/24")) && l.contains("vrrp.51:db")),
+        "a's addresses: {on_a}"
+    );
+    assert!(
+        !addresses(&lab, "b").contains(&VIP.to_string()),
+        "the backup holds the VIP"
+    );
+
+    a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || tcp_through_vip(&lab) == "b"),
+        "TCP did not follow the VIP to b; b's log:\n{}",
+        b.log()
+    );
+    // The same virtual MAC moved: the client's cache needs no change.
+    assert!(client_neighbour(&lab).contains(vmac), "{}", client_neighbour(&lab));
+    let links = lab
+        .run("a", "ip", &["-o", "link"], Duration::from_secs(5))
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&links.stdout).contains("vrrp.51"),
+        "a stopped daemon left its macvlan behind"
+    );
+    b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+}

@@ -70,16 +70,22 @@ pub enum InitialState {
     Backup,
 }
 
-/// A virtual address with its prefix length.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A virtual address with its prefix length and, for IPv4, an optional address label.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Vip {
     pub addr: IpAddr,
     pub prefix: u8,
+    /// The kernel's address label (`ip addr ... label eth0:vip`); IPv4 only.
+    pub label: Option<String>,
 }
 
 impl fmt::Display for Vip {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
+        write!(f, "{}/{}", self.addr, self.prefix)?;
+        match &self.label {
+            Some(label) => write!(f, " label {label}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -97,6 +103,9 @@ pub struct Instance {
     pub vips: Vec<Vip>,
     /// Answer from the VRRP virtual MAC 00:00:5e:00:01:VRID instead of the interface's MAC.
     pub virtual_mac: bool,
+    /// With `virtual_mac`: the macvlan interface that carries the virtual MAC and the VIPs
+    /// (keepalived's use_vmac), `vrrp.<vrid>` (IPv6: `vrrp6.<vrid>`) unless named.
+    pub vmac_interface: Option<String>,
     /// Advert interval, centiseconds.
     pub advert_interval_cs: u16,
     pub preempt: bool,
@@ -257,6 +266,8 @@ struct RawInstance {
     vips: Vec<String>,
     #[serde(default)]
     virtual_mac: bool,
+    #[serde(default)]
+    vmac_interface: Option<String>,
     #[serde(default = "default_advert_interval_ms")]
     advert_interval_ms: i64,
     #[serde(default = "default_true")]
@@ -632,6 +643,43 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
                 Err(message) => problem(key, message),
             }
         }
+        let vmac_interface = if inst.virtual_mac {
+            let name = inst.vmac_interface.clone().unwrap_or_else(|| {
+                format!("{}.{vrid}", if ipv6 { "vrrp6" } else { "vrrp" })
+            });
+            if !is_interface_name(&name) || name == interface {
+                problem(
+                    at("vmac_interface"),
+                    format!(
+                        "expected a name for a new macvlan interface (1-15 characters, no '/', ':' or space, not the interface itself), got {name:?}"
+                    ),
+                );
+            }
+            Some(name)
+        } else {
+            if inst.vmac_interface.is_some() {
+                problem(
+                    at("vmac_interface"),
+                    "expected only with virtual_mac = true".into(),
+                );
+            }
+            None
+        };
+        // iproute2's rule: a label is the device's name, or starts with it and a colon.
+        let dev = vmac_interface.as_deref().unwrap_or(&interface);
+        for (j, vip) in vips.iter().enumerate() {
+            if let Some(label) = &vip.label
+                && (label.len() > 15
+                    || (label != dev && !label.starts_with(&format!("{dev}:"))))
+            {
+                problem(
+                    format!("instance[{i}].vips[{j}]"),
+                    format!(
+                        "expected a label of at most 15 characters that is {dev:?} or starts with \"{dev}:\" (the interface the VIP is on), got {label:?}"
+                    ),
+                );
+            }
+        }
         let interval_ok = match version {
             2 => {
                 (1000..=255_000).contains(&inst.advert_interval_ms)
@@ -713,7 +761,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             }
         }
         for (j, name) in inst.track_interfaces.iter().enumerate() {
-            if name.is_empty() || name.len() > 15 || name.contains(['/', ':', ' ']) {
+            if !is_interface_name(name) {
                 problem(
                     format!("instance[{i}].track_interfaces[{j}]"),
                     format!("expected a network interface name, got {name:?}"),
@@ -764,6 +812,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             version,
             vips,
             virtual_mac: inst.virtual_mac,
+            vmac_interface,
             advert_interval_cs: (inst.advert_interval_ms.clamp(10, 40_950) / 10) as u16,
             preempt: inst.preempt,
             preempt_delay_ms: inst.preempt_delay_ms.max(0) as u64,
@@ -842,8 +891,25 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
     })
 }
 
+/// Whether `name` can name a network interface.
+fn is_interface_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 15 && !name.contains(['/', ':', ' '])
+}
+
 fn parse_vip(text: &str) -> Result<Vip, String> {
     let expected = "expected an IPv4 or IPv6 address with an optional /prefix, like \"192.0.2.100/24\" or \"2001:db8::100/64\"";
+    let mut words = text.split_whitespace();
+    let first = words.next().unwrap_or("");
+    let label = match (words.next(), words.next(), words.next()) {
+        (None, _, _) => None,
+        (Some("label"), Some(label), None) => Some(label.to_owned()),
+        _ => {
+            return Err(format!(
+                "{expected}, then optionally \"label NAME\", got {text:?}"
+            ));
+        }
+    };
+    let text = first;
     let (addr, prefix) = match text.split_once('/') {
         Some((addr, prefix)) => (addr, Some(prefix)),
         None => (text, None),
@@ -868,7 +934,16 @@ fn parse_vip(text: &str) -> Result<Vip, String> {
     if unusable {
         return Err(format!("{expected} that is a unicast address, got {addr}"));
     }
-    Ok(Vip { addr, prefix })
+    if label.is_some() && addr.is_ipv6() {
+        return Err(format!(
+            "{expected}; a label only on IPv4 (the kernel has no IPv6 address labels), got {text:?} with a label"
+        ));
+    }
+    Ok(Vip {
+        addr,
+        prefix,
+        label,
+    })
 }
 
 #[cfg(test)]
@@ -922,11 +997,13 @@ mod tests {
             vec![
                 Vip {
                     addr: IpAddr::from([192, 0, 2, 100]),
-                    prefix: 24
+                    prefix: 24,
+                    label: None,
                 },
                 Vip {
                     addr: IpAddr::from([192, 0, 2, 101]),
-                    prefix: 32
+                    prefix: 32,
+                    label: None,
                 }
             ]
         );
@@ -1010,6 +1087,67 @@ mod tests {
                 "test.toml: not valid TOML: line 1, column 18: invalid basic string, expected `\"`"
             ]
         );
+    }
+
+    #[test]
+    fn labels_and_virtual_mac_interfaces() {
+        let config = parse_str(
+            r#"
+            interface = "eth0"
+            [[instance]]
+            vrid = 51
+            virtual_mac = true
+            vips = ["192.0.2.100/24 label vrrp.51:db", "192.0.2.101"]
+            [[instance]]
+            vrid = 52
+            vips = ["192.0.2.102/24 label eth0"]
+            [[instance]]
+            vrid = 51
+            virtual_mac = true
+            vmac_interface = "v6vip"
+            vips = ["2001:db8::100/64"]
+            "#,
+        )
+        .unwrap();
+        let [a, b, c] = &config.instances[..] else {
+            panic!("three instances")
+        };
+        assert_eq!(a.vmac_interface.as_deref(), Some("vrrp.51"));
+        assert_eq!(a.vips[0].label.as_deref(), Some("vrrp.51:db"));
+        assert_eq!(a.vips[0].to_string(), "192.0.2.100/24 label vrrp.51:db");
+        assert_eq!(a.vips[1].label, None);
+        assert_eq!(b.vmac_interface, None);
+        assert_eq!(b.vips[0].label.as_deref(), Some("eth0"));
+        assert_eq!(c.vmac_interface.as_deref(), Some("v6vip"));
+
+        let errs = errors(
+            r#"
+            interface = "eth0"
+            [[instance]]
+            vrid = 1
+            vips = ["192.0.2.1/24 label eth1:x", "192.0.2.2 label", "192.0.2.3 lable eth0:a"]
+            vmac_interface = "vm1"
+            [[instance]]
+            vrid = 2
+            virtual_mac = true
+            vmac_interface = "eth0"
+            vips = ["2001:db8::1 label eth0:v6"]
+            [[instance]]
+            vrid = 3
+            virtual_mac = true
+            vips = ["192.0.2.9 label eth0:9"]
+            "#,
+        );
+        let expect = [
+            "test.toml: instance[0].vips[1]: expected an IPv4 or IPv6 address with an optional /prefix, like \"192.0.2.100/24\" or \"2001:db8::100/64\", then optionally \"label NAME\", got \"192.0.2.2 label\"",
+            "test.toml: instance[0].vips[2]: expected an IPv4 or IPv6 address with an optional /prefix, like \"192.0.2.100/24\" or \"2001:db8::100/64\", then optionally \"label NAME\", got \"192.0.2.3 lable eth0:a\"",
+            "test.toml: instance[0].vmac_interface: expected only with virtual_mac = true",
+            "test.toml: instance[0].vips[0]: expected a label of at most 15 characters that is \"eth0\" or starts with \"eth0:\" (the interface the VIP is on), got \"eth1:x\"",
+            "test.toml: instance[1].vips[0]: expected an IPv4 or IPv6 address with an optional /prefix, like \"192.0.2.100/24\" or \"2001:db8::100/64\"; a label only on IPv4 (the kernel has no IPv6 address labels), got \"2001:db8::1\" with a label",
+            "test.toml: instance[1].vmac_interface: expected a name for a new macvlan interface (1-15 characters, no '/', ':' or space, not the interface itself), got \"eth0\"",
+            "test.toml: instance[2].vips[0]: expected a label of at most 15 characters that is \"vrrp.3\" or starts with \"vrrp.3:\" (the interface the VIP is on), got \"eth0:9\"",
+        ];
+        assert_eq!(errs, expect);
     }
 
     #[test]

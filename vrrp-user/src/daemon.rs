@@ -31,7 +31,7 @@ use vrrp_common::{
 };
 
 use crate::{
-    config::{Config, InitialState, Instance, TrackFile, TrackScript},
+    config::{Config, InitialState, Instance, TrackFile, TrackScript, Vip},
     control,
     dataplane::{self, DataPlane, KernelLogLevel},
     engine::{
@@ -203,6 +203,7 @@ pub async fn run(
     let mut stats_index = 0u32;
     let mut engine_configs = Vec::new();
     let mut macs = HashMap::new();
+    let mut wanted_vmacs = Vec::new();
     for inst in &config.instances {
         // On resume the role the data plane has stays until the engine says otherwise.
         let was = if resume {
@@ -222,6 +223,9 @@ pub async fn run(
         )?;
         engine_config.resume_as_master = was == role::MASTER;
         macs.insert(key_of(&engine_config), mac);
+        if let Some(name) = &inst.vmac_interface {
+            wanted_vmacs.push((&inst.name, name, mac));
+        }
         engine_configs.push(engine_config);
     }
     let groups = config
@@ -290,24 +294,40 @@ pub async fn run(
         "xvrrp running"
     );
 
+    // Virtual MACs live on macvlans (keepalived's use_vmac): the NIC then accepts frames to
+    // them, and the VIPs go there. A resumed daemon keeps them as they are.
+    let addresses = Addresses::connect().context("opening netlink")?;
+    let mut vmacs = HashMap::new();
+    for (instance, name, mac) in wanted_vmacs {
+        let index = if resume {
+            addresses.keep_macvlan(name, ifindex, mac).await
+        } else {
+            addresses.macvlan(name, ifindex, mac).await
+        }
+        .with_context(|| format!("instance {instance}: the virtual MAC's interface {name}"))?;
+        info!(%instance, vmac_interface = %name, mac = %format_mac(&mac), "virtual MAC interface ready");
+        vmacs.insert(name.clone(), index);
+    }
+    // With a VIP on a macvlan, the parent must not put the VIP as the sender of its own ARP
+    // requests (that would teach neighbours the parent's MAC for the VIP): arp_announce 2.
+    let sysctls = if vmacs.is_empty() || !sources.contains_key(&false) {
+        Vec::new()
+    } else {
+        set_sysctls(&[(format!("net/ipv4/conf/{iface}/arp_announce"), "2")])
+    };
     let mut shell = Shell {
         hooks: Hooks::start(&config).context("starting the notify hooks and the event stream")?,
         dp,
         sockets,
-        addresses: if config.configure_vips {
-            Some(Addresses::connect(ifindex).context("opening netlink")?)
-        } else {
-            None
-        },
+        addresses,
+        configure_vips: config.configure_vips,
         announcer: Announcer::open(ifindex).context("opening the announcement socket")?,
-        prefixes: config
-            .instances
-            .iter()
-            .flat_map(|i| i.vips.iter().map(|v| (v.addr, v.prefix)))
-            .collect(),
+        vips: HashMap::new(),
+        vmacs,
         macs,
         last_heard: HashMap::new(),
     };
+    shell.place_vips(&config, ifindex);
     engine.start(now());
     shell.apply(&mut engine).await;
 
@@ -465,6 +485,12 @@ pub async fn run(
     }
     // The data plane lets go first; then the stop notifications run to the end (each bounded by
     // its timeout).
+    restore_sysctls(&sysctls);
+    for name in shell.vmacs.keys() {
+        if let Err(err) = shell.addresses.remove_link(name).await {
+            warn!(vmac_interface = %name, error = %err, "cannot remove the virtual MAC's interface");
+        }
+    }
     let Shell { hooks, dp, .. } = shell;
     drop(dp);
     hooks.finish().await;
@@ -578,11 +604,7 @@ fn reload(
         )?;
         shell.macs.insert(key_of(&c), mac);
     }
-    shell.prefixes = new
-        .instances
-        .iter()
-        .flat_map(|i| i.vips.iter().map(|v| (v.addr, v.prefix)))
-        .collect();
+    shell.place_vips(&new, site.ifindex);
     shell.hooks.reconfigure(&new, &done.started);
     info!(kept = ?done.kept, stopped = ?done.stopped, started = ?done.started, "configuration reloaded");
     Ok(new)
@@ -683,17 +705,61 @@ impl Site {
     }
 }
 
+/// Sets sysctls (paths under /proc/sys, in this network namespace) and returns what they held,
+/// for [`restore_sysctls`]; a failure is logged and skipped.
+fn set_sysctls(settings: &[(String, &str)]) -> Vec<(String, String)> {
+    let mut old = Vec::new();
+    for (key, value) in settings {
+        let path = std::path::Path::new("/proc/sys").join(key);
+        match std::fs::read_to_string(&path).and_then(|was| {
+            std::fs::write(&path, value)?;
+            Ok(was)
+        }) {
+            Ok(was) => {
+                info!(sysctl = %key, value, was = was.trim(), "sysctl set");
+                old.push((key.clone(), was.trim().to_owned()));
+            }
+            Err(err) => warn!(sysctl = %key, error = %err, "cannot set sysctl"),
+        }
+    }
+    old
+}
+
+/// Puts back what [`set_sysctls`] changed.
+fn restore_sysctls(old: &[(String, String)]) {
+    for (key, value) in old {
+        if let Err(err) = std::fs::write(std::path::Path::new("/proc/sys").join(key), value) {
+            warn!(sysctl = %key, error = %err, "cannot restore sysctl");
+        }
+    }
+}
+
 /// The first setting a reload cannot change without a restart, if any differs.
 fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
-    let interfaces = |c: &Config| {
-        let mut v: Vec<String> = c
-            .instances
-            .iter()
-            .flat_map(|i| i.track_interfaces.clone())
-            .collect();
+    let sorted = |mut v: Vec<String>| {
         v.sort();
         v.dedup();
         v
+    };
+    let interfaces = |c: &Config| {
+        sorted(
+            c.instances
+                .iter()
+                .flat_map(|i| i.track_interfaces.clone())
+                .collect(),
+        )
+    };
+    // Which instance has which virtual MAC interface.
+    let vmacs = |c: &Config| {
+        sorted(
+            c.instances
+                .iter()
+                .filter_map(|i| {
+                    let name = i.vmac_interface.as_ref()?;
+                    Some(format!("{}={name}", i.name))
+                })
+                .collect(),
+        )
     };
     [
         ("interface", old.interface != new.interface),
@@ -710,6 +776,7 @@ fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
         ("track_file", old.track_files != new.track_files),
         ("sync_group", old.sync_groups != new.sync_groups),
         ("track_interfaces", interfaces(old) != interfaces(new)),
+        ("virtual_mac / vmac_interface", vmacs(old) != vmacs(new)),
     ]
     .into_iter()
     .find_map(|(key, differs)| differs.then_some(key))
@@ -728,11 +795,14 @@ struct Shell {
     hooks: Hooks,
     dp: DataPlane,
     sockets: AdvertSockets,
-    /// None when `configure_vips` is off.
-    addresses: Option<Addresses>,
+    addresses: Addresses,
+    /// Whether VIPs are added to and removed from interfaces.
+    configure_vips: bool,
     announcer: Announcer,
-    /// The prefix length of each VIP.
-    prefixes: HashMap<IpAddr, u8>,
+    /// Each VIP (prefix, label) and the index of the interface it goes on.
+    vips: HashMap<IpAddr, (Vip, u32)>,
+    /// The macvlans of virtual MACs: name, index.
+    vmacs: HashMap<String, u32>,
     /// The MAC each instance answers and announces from.
     macs: HashMap<InstanceKey, [u8; 6]>,
     /// The liveness time last fed to the engine, per instance.
@@ -740,6 +810,22 @@ struct Shell {
 }
 
 impl Shell {
+    /// Where each VIP of `config` goes: its instance's macvlan, or the interface.
+    fn place_vips(&mut self, config: &Config, ifindex: u32) {
+        self.vips = config
+            .instances
+            .iter()
+            .flat_map(|inst| {
+                let dev = inst
+                    .vmac_interface
+                    .as_ref()
+                    .and_then(|name| self.vmacs.get(name).copied())
+                    .unwrap_or(ifindex);
+                inst.vips.iter().map(move |v| (v.addr, (v.clone(), dev)))
+            })
+            .collect();
+    }
+
     /// Feeds an advert the data plane saw at `at_ns`, unless already fed.
     fn feed(&mut self, engine: &mut Engine, key: InstanceKey, heard: Heard, at_ns: u64) {
         let last = self.last_heard.entry(key).or_default();
@@ -846,31 +932,25 @@ impl Shell {
                         warn!(vrid = key.vrid, error = %dataplane::error_chain(&err), "cannot publish the role");
                     }
                 }
-                Action::AddVips { key, vips, .. } => {
-                    let Some(addresses) = &self.addresses else {
-                        continue;
-                    };
-                    for vip in vips {
-                        let prefix = self
-                            .prefixes
-                            .get(&vip)
-                            .copied()
-                            .unwrap_or(if vip.is_ipv4() { 32 } else { 128 });
-                        if let Err(err) = addresses.add(vip, prefix).await {
-                            warn!(vrid = key.vrid, %vip, error = %err, "cannot add VIP");
+                Action::AddVips { key, vips, .. } if self.configure_vips => {
+                    for addr in vips {
+                        let Some((vip, dev)) = self.vips.get(&addr) else {
+                            continue;
+                        };
+                        if let Err(err) = self.addresses.add(*dev, vip).await {
+                            warn!(vrid = key.vrid, vip = %addr, error = %err, "cannot add VIP");
                         }
                     }
                 }
-                Action::RemoveVips { key, vips, .. } => {
-                    let Some(addresses) = &self.addresses else {
-                        continue;
-                    };
-                    for vip in vips {
-                        if let Err(err) = addresses.remove(vip).await {
-                            warn!(vrid = key.vrid, %vip, error = %err, "cannot remove VIP");
+                Action::RemoveVips { key, vips, .. } if self.configure_vips => {
+                    for addr in vips {
+                        let dev = self.vips.get(&addr).map_or(key.iface, |(_, dev)| *dev);
+                        if let Err(err) = self.addresses.remove(dev, addr).await {
+                            warn!(vrid = key.vrid, vip = %addr, error = %err, "cannot remove VIP");
                         }
                     }
                 }
+                Action::AddVips { .. } | Action::RemoveVips { .. } => {}
                 Action::Announce { key, addr } => {
                     let mac = self.macs.get(&key).copied().unwrap_or_default();
                     if let Err(err) = self.announcer.announce(addr, mac) {

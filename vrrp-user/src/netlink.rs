@@ -6,69 +6,146 @@ use std::{io, net::IpAddr, time::Duration};
 use futures::TryStreamExt as _;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
 
+use crate::config::Vip;
+
 /// Every netlink call is bounded by this.
 const TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Adds and removes addresses on one interface.
+/// Adds and removes addresses, and makes the macvlans of virtual MACs.
 pub struct Addresses {
     handle: rtnetlink::Handle,
-    ifindex: u32,
 }
 
 fn err(what: &str, e: impl std::fmt::Display) -> io::Error {
     io::Error::other(format!("{what}: {e}"))
 }
 
+/// Bounds a netlink request by [`TIMEOUT`], naming it in the error.
+async fn bounded<T, E: std::fmt::Display>(
+    what: &str,
+    request: impl std::future::Future<Output = Result<T, E>>,
+) -> io::Result<T> {
+    tokio::time::timeout(TIMEOUT, request)
+        .await
+        .map_err(|_| err(what, "netlink timed out"))?
+        .map_err(|e| err(what, e))
+}
+
 impl Addresses {
     /// Opens a netlink connection (its task runs on the current tokio runtime).
-    pub fn connect(ifindex: u32) -> io::Result<Self> {
+    pub fn connect() -> io::Result<Self> {
         let (connection, handle, _) = rtnetlink::new_connection()?;
         tokio::spawn(connection);
-        Ok(Self { handle, ifindex })
+        Ok(Self { handle })
     }
 
-    /// Adds `addr/prefix` (IPv6 without duplicate address detection, as a VIP moves between
-    /// hosts by design); an address already there is replaced, so this is idempotent.
-    pub async fn add(&self, addr: IpAddr, prefix: u8) -> io::Result<()> {
+    /// Adds `vip` (its prefix and label; IPv6 without duplicate address detection, as a VIP
+    /// moves between hosts by design) on `ifindex`; an address already there is replaced, so
+    /// this is idempotent.
+    pub async fn add(&self, ifindex: u32, vip: &Vip) -> io::Result<()> {
         let mut req = self
             .handle
             .address()
-            .add(self.ifindex, addr, prefix)
+            .add(ifindex, vip.addr, vip.prefix)
             .replace();
-        if addr.is_ipv6() {
-            let msg = req.message_mut();
+        let msg = req.message_mut();
+        if vip.addr.is_ipv6() {
             msg.header.flags |= AddressHeaderFlags::Nodad;
             msg.attributes
                 .push(AddressAttribute::Flags(AddressFlags::Nodad));
         }
-        tokio::time::timeout(TIMEOUT, req.execute())
-            .await
-            .map_err(|_| err("adding an address", "netlink timed out"))?
-            .map_err(|e| err(&format!("adding {addr}/{prefix}"), e))
+        if let Some(label) = &vip.label {
+            msg.attributes.push(AddressAttribute::Label(label.clone()));
+        }
+        bounded(&format!("adding {vip}"), req.execute()).await
     }
 
-    /// Removes `addr` if present.
-    pub async fn remove(&self, addr: IpAddr) -> io::Result<()> {
-        let found = tokio::time::timeout(
-            TIMEOUT,
+    /// Removes `addr` from `ifindex` if present.
+    pub async fn remove(&self, ifindex: u32, addr: IpAddr) -> io::Result<()> {
+        let found = bounded(
+            "listing addresses",
             self.handle
                 .address()
                 .get()
-                .set_link_index_filter(self.ifindex)
+                .set_link_index_filter(ifindex)
                 .set_address_filter(addr)
                 .execute()
                 .try_collect::<Vec<_>>(),
         )
-        .await
-        .map_err(|_| err("listing addresses", "netlink timed out"))?
-        .map_err(|e| err("listing addresses", e))?;
+        .await?;
         for msg in found {
-            tokio::time::timeout(TIMEOUT, self.handle.address().del(msg).execute())
-                .await
-                .map_err(|_| err("removing an address", "netlink timed out"))?
-                .map_err(|e| err(&format!("removing {addr}"), e))?;
+            bounded(
+                &format!("removing {addr}"),
+                self.handle.address().del(msg).execute(),
+            )
+            .await?;
         }
         Ok(())
+    }
+
+    /// The index of the interface `name`, if there is one.
+    async fn index_of(&self, name: &str) -> io::Result<Option<u32>> {
+        let mut links = self.handle.link().get().match_name(name.to_owned()).execute();
+        match tokio::time::timeout(TIMEOUT, links.try_next()).await {
+            Err(_) => Err(err("looking up a link", "netlink timed out")),
+            Ok(Ok(link)) => Ok(link.map(|l| l.header.index)),
+            // No such device.
+            Ok(Err(rtnetlink::Error::NetlinkError(e))) if e.raw_code() == -libc::ENODEV => {
+                Ok(None)
+            }
+            Ok(Err(e)) => Err(err(&format!("looking up {name}"), e)),
+        }
+    }
+
+    /// Makes `name` a macvlan of `parent` with address `mac`, up, and returns its index. A
+    /// link of that name left from an earlier run is replaced (a hitless restart keeps it:
+    /// see [`Addresses::keep_macvlan`]).
+    pub async fn macvlan(&self, name: &str, parent: u32, mac: [u8; 6]) -> io::Result<u32> {
+        if let Some(index) = self.index_of(name).await? {
+            self.delete_link(name, index).await?;
+        }
+        self.create_macvlan(name, parent, mac).await
+    }
+
+    /// Like [`Addresses::macvlan`], but a link of that name is kept as it is (with its
+    /// addresses): on resume the VIPs stay where they are.
+    pub async fn keep_macvlan(&self, name: &str, parent: u32, mac: [u8; 6]) -> io::Result<u32> {
+        match self.index_of(name).await? {
+            Some(index) => Ok(index),
+            None => self.create_macvlan(name, parent, mac).await,
+        }
+    }
+
+    async fn create_macvlan(&self, name: &str, parent: u32, mac: [u8; 6]) -> io::Result<u32> {
+        use rtnetlink::{LinkMacVlan, packet_route::link::MacVlanMode};
+        let msg = LinkMacVlan::new(name, parent, MacVlanMode::Bridge)
+            .address(mac.to_vec())
+            .up()
+            .build();
+        bounded(
+            &format!("creating the macvlan {name}"),
+            self.handle.link().add(msg).execute(),
+        )
+        .await?;
+        self.index_of(name)
+            .await?
+            .ok_or_else(|| err(&format!("creating the macvlan {name}"), "it is not there"))
+    }
+
+    /// Deletes the interface `name` if it is there.
+    pub async fn remove_link(&self, name: &str) -> io::Result<()> {
+        match self.index_of(name).await? {
+            Some(index) => self.delete_link(name, index).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn delete_link(&self, name: &str, index: u32) -> io::Result<()> {
+        bounded(
+            &format!("deleting {name}"),
+            self.handle.link().del(index).execute(),
+        )
+        .await
     }
 }
 
