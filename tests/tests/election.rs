@@ -677,11 +677,16 @@ fn a_virtual_mac_lives_on_a_macvlan_that_carries_the_labelled_vip() {
         "TCP through the VIP did not reach a; a's log:\n{}",
         a.log()
     );
-    assert!(client_neighbour(&lab).contains(vmac), "{}", client_neighbour(&lab));
+    assert!(
+        client_neighbour(&lab).contains(vmac),
+        "{}",
+        client_neighbour(&lab)
+    );
     let on_a = addresses(&lab, "a");
     assert!(
-        on_a.lines()
-            .any(|l| l.contains("vrrp.51") && l.contains(&format!("{VIP}/24")) && l.contains("vrrp.51:db")),
+        on_a.lines().any(|l| l.contains("vrrp.51")
+            && l.contains(&format!("{VIP}/24"))
+            && l.contains("vrrp.51:db")),
         "a's addresses: {on_a}"
     );
     assert!(
@@ -696,7 +701,11 @@ fn a_virtual_mac_lives_on_a_macvlan_that_carries_the_labelled_vip() {
         b.log()
     );
     // The same virtual MAC moved: the client's cache needs no change.
-    assert!(client_neighbour(&lab).contains(vmac), "{}", client_neighbour(&lab));
+    assert!(
+        client_neighbour(&lab).contains(vmac),
+        "{}",
+        client_neighbour(&lab)
+    );
     let links = lab
         .run("a", "ip", &["-o", "link"], Duration::from_secs(5))
         .unwrap();

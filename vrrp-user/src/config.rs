@@ -644,9 +644,10 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             }
         }
         let vmac_interface = if inst.virtual_mac {
-            let name = inst.vmac_interface.clone().unwrap_or_else(|| {
-                format!("{}.{vrid}", if ipv6 { "vrrp6" } else { "vrrp" })
-            });
+            let name = inst
+                .vmac_interface
+                .clone()
+                .unwrap_or_else(|| format!("{}.{vrid}", if ipv6 { "vrrp6" } else { "vrrp" }));
             if !is_interface_name(&name) || name == interface {
                 problem(
                     at("vmac_interface"),
@@ -669,8 +670,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         let dev = vmac_interface.as_deref().unwrap_or(&interface);
         for (j, vip) in vips.iter().enumerate() {
             if let Some(label) = &vip.label
-                && (label.len() > 15
-                    || (label != dev && !label.starts_with(&format!("{dev}:"))))
+                && (label.len() > 15 || (label != dev && !label.starts_with(&format!("{dev}:"))))
             {
                 problem(
                     format!("instance[{i}].vips[{j}]"),

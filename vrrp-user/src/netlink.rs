@@ -85,14 +85,17 @@ impl Addresses {
 
     /// The index of the interface `name`, if there is one.
     async fn index_of(&self, name: &str) -> io::Result<Option<u32>> {
-        let mut links = self.handle.link().get().match_name(name.to_owned()).execute();
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_owned())
+            .execute();
         match tokio::time::timeout(TIMEOUT, links.try_next()).await {
             Err(_) => Err(err("looking up a link", "netlink timed out")),
             Ok(Ok(link)) => Ok(link.map(|l| l.header.index)),
             // No such device.
-            Ok(Err(rtnetlink::Error::NetlinkError(e))) if e.raw_code() == -libc::ENODEV => {
-                Ok(None)
-            }
+            Ok(Err(rtnetlink::Error::NetlinkError(e))) if e.raw_code() == -libc::ENODEV => Ok(None),
             Ok(Err(e)) => Err(err(&format!("looking up {name}"), e)),
         }
     }

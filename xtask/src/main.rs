@@ -100,11 +100,78 @@ fn main() -> anyhow::Result<()> {
                     h.ns.name()
                 );
             }
-            println!("Ctrl-C removes it.");
-            wait_for_interrupt(None);
+            println!("{LAB_KNOBS}Ctrl-C removes it.");
+            lab_console(&lab);
             Ok(())
         }
     }
+}
+
+const LAB_KNOBS: &str = "Knobs, typed here one per line:\n  cut HOST | restore HOST     take a host's link to the bridge down / up\n  \
+     partition a,b client        drop frames between the groups (space-separated, comma-joined)\n  \
+     loss PERCENT                drop this share of all frames at random (0 stops it)\n  \
+     heal                        no partition, no loss\n";
+
+/// Applies knob commands read from stdin to `lab` until Ctrl-C (or end of input, then waits).
+fn lab_console(lab: &Lab) {
+    install_handlers();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut groups: Vec<Vec<String>> = Vec::new();
+    let mut loss = 0u32;
+    while !INTERRUPTED.load(Ordering::SeqCst) {
+        let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) else {
+            continue;
+        };
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let known = |h: &str| lab.hosts().iter().any(|x| x.name == h);
+        let result = match words.as_slice() {
+            [] => continue,
+            ["cut" | "restore", host] if known(host) => lab.set_link(host, words[0] == "restore"),
+            ["partition", rest @ ..]
+                if rest.len() >= 2 && rest.iter().all(|g| g.split(',').all(known)) =>
+            {
+                groups = rest
+                    .iter()
+                    .map(|g| g.split(',').map(str::to_owned).collect())
+                    .collect();
+                apply_faults(lab, &groups, loss)
+            }
+            ["loss", p] if p.parse::<u32>().is_ok_and(|p| p <= 100) => {
+                loss = p.parse().unwrap_or(0);
+                apply_faults(lab, &groups, loss)
+            }
+            ["heal"] => {
+                groups.clear();
+                loss = 0;
+                apply_faults(lab, &groups, loss)
+            }
+            _ => {
+                println!("not understood: {line:?}\n{LAB_KNOBS}");
+                continue;
+            }
+        };
+        match result {
+            Ok(()) => println!("done: {line}"),
+            Err(err) => println!("failed: {line}: {err:#}"),
+        }
+    }
+}
+
+fn apply_faults(lab: &Lab, groups: &[Vec<String>], loss: u32) -> anyhow::Result<()> {
+    let groups: Vec<Vec<&str>> = groups
+        .iter()
+        .map(|g| g.iter().map(String::as_str).collect())
+        .collect();
+    let refs: Vec<&[&str]> = groups.iter().map(Vec::as_slice).collect();
+    lab.set_faults(&refs, loss)
 }
 
 fn workspace_root() -> PathBuf {
@@ -187,14 +254,6 @@ extern "C" fn on_signal(_: libc::c_int) {
 }
 
 /// Returns on SIGINT/SIGTERM, or when `limit` has passed.
-fn wait_for_interrupt(limit: Option<Duration>) {
-    install_handlers();
-    let start = Instant::now();
-    while !INTERRUPTED.load(Ordering::SeqCst) && limit.is_none_or(|l| start.elapsed() < l) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn install_handlers() {
     use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, sigaction};
     let action = SigAction::new(
