@@ -120,6 +120,8 @@ pub struct Instance {
     pub track_scripts: Vec<String>,
     /// Names of the `[[track_file]]`s this instance follows.
     pub track_files: Vec<String>,
+    /// Names of the `[[mysql]]` targets this instance follows (and fences).
+    pub track_mysql: Vec<String>,
     /// Gratuitous ARP / unsolicited NA after a takeover (keepalived's garp_* settings).
     pub garp: Garp,
     /// Other interfaces whose loss of link puts the instance in Fault (its own always does).
@@ -155,6 +157,78 @@ pub struct Notify {
     /// Called on every change with `INSTANCE <name> <MASTER|BACKUP|FAULT|STOP> <priority>`.
     pub generic: Option<String>,
     pub timeout_ms: u64,
+}
+
+/// A secret (a password): never shown by Debug or Display.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<secret>")
+    }
+}
+
+/// Where a MySQL target's password came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PasswordSource {
+    /// `password` in the config file itself (which must then not be readable by others).
+    ConfigFile,
+    /// `password_env`: this environment variable.
+    Env(String),
+    /// `option_file`: a MySQL option file's [client] section.
+    OptionFile(PathBuf),
+    /// None given: an empty password.
+    None,
+}
+
+/// A MySQL / MariaDB server to probe (and to fence, with `fence`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MysqlTarget {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Secret,
+    pub password_source: PasswordSource,
+    pub tls: bool,
+    pub interval_ms: u64,
+    /// Bounds every call (connect, each query, SET GLOBAL).
+    pub timeout_ms: u64,
+    pub rise: u32,
+    pub fall: u32,
+    /// Added to the priority while the server is down; 0: Fault.
+    pub weight: i32,
+    /// A query whose first column of the first row must equal `expect` (when given).
+    pub query: Option<String>,
+    pub expect: Option<String>,
+    /// Replication health as a track of its own.
+    pub replication: Option<ReplicationCheck>,
+    /// read_only ON whenever this node is not master; OFF once it owns the VIP.
+    pub fence: bool,
+    /// On promotion, wait at most this long for the relay log to be applied before enabling
+    /// writes; None: take over at once.
+    pub catch_up_timeout_ms: Option<u64>,
+}
+
+/// How replication health counts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicationCheck {
+    /// Lag beyond this (Seconds_Behind_Master) is unhealthy.
+    pub max_lag_s: u64,
+    /// Added to the priority while unhealthy; 0: Fault.
+    pub weight: i32,
 }
 
 /// A tracked file (keepalived's track_file): the number in it, times the weight, is added to
@@ -207,6 +281,7 @@ pub struct Config {
     pub event_socket: Option<PathBuf>,
     pub track_scripts: Vec<TrackScript>,
     pub track_files: Vec<TrackFile>,
+    pub mysql: Vec<MysqlTarget>,
     pub sync_groups: Vec<SyncGroup>,
     pub instances: Vec<Instance>,
 }
@@ -245,6 +320,8 @@ struct RawConfig {
     track_script: Vec<RawTrackScript>,
     #[serde(default)]
     track_file: Vec<RawTrackFile>,
+    #[serde(default)]
+    mysql: Vec<RawMysql>,
     #[serde(default)]
     sync_group: Vec<RawSyncGroup>,
     #[serde(default)]
@@ -286,6 +363,8 @@ struct RawInstance {
     track_interfaces: Vec<String>,
     #[serde(default)]
     track_files: Vec<String>,
+    #[serde(default)]
+    track_mysql: Vec<String>,
     #[serde(default = "default_garp_delay_ms")]
     garp_master_delay_ms: i64,
     #[serde(default = "default_garp_repeat")]
@@ -354,6 +433,112 @@ struct RawTrackFile {
     interval_ms: i64,
 }
 
+/// Its Debug shows no password.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMysql {
+    name: String,
+    #[serde(default)]
+    host: Option<String>,
+    #[serde(default)]
+    port: Option<i64>,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    password_env: Option<String>,
+    #[serde(default)]
+    option_file: Option<PathBuf>,
+    #[serde(default)]
+    tls: bool,
+    #[serde(default = "default_mysql_interval_ms")]
+    interval_ms: i64,
+    #[serde(default = "default_mysql_timeout_ms")]
+    timeout_ms: i64,
+    #[serde(default = "default_two")]
+    rise: i64,
+    #[serde(default = "default_two")]
+    fall: i64,
+    #[serde(default)]
+    weight: i64,
+    #[serde(default)]
+    query: Option<String>,
+    #[serde(default)]
+    expect: Option<String>,
+    #[serde(default)]
+    replication: bool,
+    #[serde(default = "default_max_lag_s")]
+    max_lag_s: i64,
+    #[serde(default)]
+    replication_weight: i64,
+    #[serde(default = "default_true")]
+    fence: bool,
+    #[serde(default = "default_takeover")]
+    takeover: String,
+    #[serde(default = "default_catch_up_timeout_ms")]
+    catch_up_timeout_ms: i64,
+}
+
+impl fmt::Debug for RawMysql {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawMysql").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+const fn default_mysql_interval_ms() -> i64 {
+    1000
+}
+
+const fn default_mysql_timeout_ms() -> i64 {
+    1000
+}
+
+const fn default_two() -> i64 {
+    2
+}
+
+const fn default_max_lag_s() -> i64 {
+    30
+}
+
+fn default_takeover() -> String {
+    "wait_catch_up".into()
+}
+
+const fn default_catch_up_timeout_ms() -> i64 {
+    5000
+}
+
+/// The [client] section of a MySQL option file: user, password, host, port.
+fn read_option_file(path: &Path) -> Result<BTreeMap<String, String>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("expected a readable MySQL option file, got {}: {e}", path.display()))?;
+    let mut section = String::new();
+    let mut found = BTreeMap::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with(['#', ';']) {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.trim().to_ascii_lowercase();
+            continue;
+        }
+        if section != "client" {
+            continue;
+        }
+        let (key, value) = line.split_once('=').unwrap_or((line, ""));
+        let value = value.trim();
+        let value = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+            .unwrap_or(value);
+        found.insert(key.trim().replace('-', "_"), value.to_owned());
+    }
+    Ok(found)
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSyncGroup {
@@ -396,7 +581,39 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
             message: format!("cannot read the file: {err}"),
         }],
     })?;
-    parse(&text, path)
+    let config = parse(&text, path)?;
+    // A password in the file: the file must not be readable by others.
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(path)
+            .map(|m| m.permissions())
+            .map_err(|err| ConfigError {
+                file: path.to_owned(),
+                problems: vec![Problem {
+                    key: String::new(),
+                    message: format!("cannot read the file's permissions: {err}"),
+                }],
+            })?,
+    );
+    let problems: Vec<Problem> = config
+        .mysql
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.password_source == PasswordSource::ConfigFile && mode & 0o004 != 0)
+        .map(|(i, _)| Problem {
+            key: format!("mysql[{i}].password"),
+            message: format!(
+                "expected a file not readable by others when it holds a password, but its mode is {:o} (chmod o-r, or use password_env or option_file)",
+                mode & 0o777
+            ),
+        })
+        .collect();
+    if !problems.is_empty() {
+        return Err(ConfigError {
+            file: path.to_owned(),
+            problems,
+        });
+    }
+    Ok(config)
 }
 
 /// Parses and validates config text; `file` only names it in errors.
@@ -557,6 +774,119 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             rise: t.rise.clamp(1, 1000) as u32,
             fall: t.fall.clamp(1, 1000) as u32,
             weight: t.weight.clamp(-254, 254) as i32,
+        });
+    }
+    let mut mysql: Vec<MysqlTarget> = Vec::new();
+    for (i, m) in raw.mysql.into_iter().enumerate() {
+        let at = |key: &str| format!("mysql[{i}].{key}");
+        if m.name.is_empty() || mysql.iter().any(|t| t.name == m.name) {
+            problem(
+                at("name"),
+                format!("expected a unique, non-empty name, got {:?}", m.name),
+            );
+        }
+        let given = [m.password.is_some(), m.password_env.is_some(), m.option_file.is_some()];
+        if given.iter().filter(|g| **g).count() > 1 {
+            problem(
+                at("password"),
+                "expected one of password, password_env and option_file, got more than one".into(),
+            );
+        }
+        let mut client = BTreeMap::new();
+        if let Some(path) = &m.option_file {
+            match read_option_file(path) {
+                Ok(found) => client = found,
+                Err(message) => problem(at("option_file"), message),
+            }
+        }
+        let (password, password_source) = if let Some(p) = m.password {
+            (p, PasswordSource::ConfigFile)
+        } else if let Some(var) = m.password_env {
+            match std::env::var(&var) {
+                Ok(p) => (p, PasswordSource::Env(var)),
+                Err(_) => {
+                    problem(
+                        at("password_env"),
+                        format!("expected the name of a set environment variable, but {var:?} is not set"),
+                    );
+                    (String::new(), PasswordSource::Env(var))
+                }
+            }
+        } else if let Some(path) = m.option_file {
+            (
+                client.get("password").cloned().unwrap_or_default(),
+                PasswordSource::OptionFile(path),
+            )
+        } else {
+            (String::new(), PasswordSource::None)
+        };
+        let Some(user) = m.user.or_else(|| client.get("user").cloned()) else {
+            problem(
+                at("user"),
+                "expected a user name, here or in the option file's [client] section".into(),
+            );
+            continue;
+        };
+        let host = m
+            .host
+            .or_else(|| client.get("host").cloned())
+            .unwrap_or_else(|| "127.0.0.1".into());
+        let port = m
+            .port
+            .or_else(|| client.get("port").and_then(|p| p.parse().ok()))
+            .unwrap_or(3306);
+        if !(1..=65535).contains(&port) {
+            problem(at("port"), format!("expected a TCP port from 1 to 65535, got {port}"));
+        }
+        for (key, v, min, max) in [
+            ("interval_ms", m.interval_ms, 10, 3_600_000),
+            ("timeout_ms", m.timeout_ms, 10, 600_000),
+            ("rise", m.rise, 1, 1000),
+            ("fall", m.fall, 1, 1000),
+            ("weight", m.weight, -254, 254),
+            ("replication_weight", m.replication_weight, -254, 254),
+            ("max_lag_s", m.max_lag_s, 0, 86_400),
+            ("catch_up_timeout_ms", m.catch_up_timeout_ms, 0, 3_600_000),
+        ] {
+            if !(min..=max).contains(&v) {
+                problem(at(key), format!("expected {min} to {max}, got {v}"));
+            }
+        }
+        if m.expect.is_some() && m.query.is_none() {
+            problem(at("expect"), "expected only with query".into());
+        }
+        let catch_up_timeout_ms = match m.takeover.as_str() {
+            "wait_catch_up" => Some(m.catch_up_timeout_ms.clamp(0, 3_600_000) as u64),
+            "at_once" => None,
+            other => {
+                problem(
+                    at("takeover"),
+                    format!("expected \"wait_catch_up\" or \"at_once\", got {other:?}"),
+                );
+                None
+            }
+        };
+        mysql.push(MysqlTarget {
+            name: m.name,
+            host,
+            port: port.clamp(1, 65535) as u16,
+            user,
+            password: Secret::new(password),
+            password_source,
+            tls: m.tls,
+            interval_ms: m.interval_ms.clamp(10, 3_600_000) as u64,
+            timeout_ms: m.timeout_ms.clamp(10, 600_000) as u64,
+            rise: m.rise.clamp(1, 1000) as u32,
+            fall: m.fall.clamp(1, 1000) as u32,
+            weight: m.weight.clamp(-254, 254) as i32,
+            query: m.query,
+            expect: m.expect,
+            replication: m.replication.then(|| ReplicationCheck {
+                max_lag_s: m.max_lag_s.clamp(0, 86_400) as u64,
+                weight: m.replication_weight.clamp(-254, 254) as i32,
+            }),
+            fence: m.fence,
+            catch_up_timeout_ms,
         });
     }
     let mut all_vips: BTreeMap<IpAddr, String> = BTreeMap::new();
@@ -752,6 +1082,14 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
                 );
             }
         }
+        for (j, target) in inst.track_mysql.iter().enumerate() {
+            if !mysql.iter().any(|t| t.name == *target) {
+                problem(
+                    format!("instance[{i}].track_mysql[{j}]"),
+                    format!("expected the name of a [[mysql]] target, got {target:?}"),
+                );
+            }
+        }
         for (j, track) in inst.track_files.iter().enumerate() {
             if !track_files.iter().any(|t| t.name == *track) {
                 problem(
@@ -822,6 +1160,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             track_scripts: inst.track_scripts,
             track_interfaces: inst.track_interfaces,
             track_files: inst.track_files,
+            track_mysql: inst.track_mysql,
             garp: Garp {
                 delay_ms: inst.garp_master_delay_ms.clamp(0, 3_600_000) as u64,
                 repeat: inst.garp_master_repeat.clamp(0, 1_000) as u32,
@@ -886,6 +1225,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         interface,
         track_scripts,
         track_files,
+        mysql,
         sync_groups,
         instances,
     })

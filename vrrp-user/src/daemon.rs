@@ -31,15 +31,16 @@ use vrrp_common::{
 };
 
 use crate::{
-    config::{Config, InitialState, Instance, TrackFile, TrackScript, Vip},
+    config::{Config, InitialState, Instance, Vip},
     control,
     dataplane::{self, DataPlane, KernelLogLevel},
     engine::{
         Action, AnnouncePolicy, ChecksumForm, Engine, Family, Heard, InstanceConfig, InstanceKey,
-        SyncGroupConfig, Time, TrackConfig, TrackInput, Transport, Version,
+        State, SyncGroupConfig, Time, TrackConfig, TrackInput, Transport, Version,
     },
     garp::Announcer,
     hooks::{self, Hooks, StateEvent},
+    mysql::{self, Fencer},
     netlink::{self, Addresses},
     track,
     wire::{self, AdvertSockets},
@@ -63,9 +64,9 @@ fn engine_config(
     iface: &str,
     ifindex: u32,
     primary: IpAddr,
-    scripts: &[TrackScript],
-    files: &[TrackFile],
+    config: &Config,
 ) -> InstanceConfig {
+    let (scripts, files) = (&config.track_scripts, &config.track_files);
     let mut c = InstanceConfig::new(
         &inst.name,
         ifindex,
@@ -112,6 +113,27 @@ fn engine_config(
                 initial: TrackInput::Value(0),
             }),
     );
+    // MySQL targets start down: no takeover before the first probe has answered.
+    for t in inst
+        .track_mysql
+        .iter()
+        .filter_map(|name| config.mysql.iter().find(|t| t.name == *name))
+    {
+        c.tracks.push(TrackConfig {
+            name: mysql::alive_track(&t.name),
+            weight: t.weight,
+            reverse: false,
+            initial: TrackInput::Down,
+        });
+        if let Some(r) = &t.replication {
+            c.tracks.push(TrackConfig {
+                name: mysql::replication_track(&t.name),
+                weight: r.weight,
+                reverse: false,
+                initial: TrackInput::Down,
+            });
+        }
+    }
     // The instance's own interface, and the others it tracks: no link, Fault (keepalived).
     for link in std::iter::once(iface).chain(inst.track_interfaces.iter().map(String::as_str)) {
         c.tracks.push(TrackConfig {
@@ -216,8 +238,7 @@ pub async fn run(
         let (mut engine_config, mac) = site.publish(
             &mut dp,
             inst,
-            &config.track_scripts,
-            &config.track_files,
+            &config,
             &mut stats_index,
             was,
         )?;
@@ -260,6 +281,22 @@ pub async fn run(
                 .any(|i| i.track_files.contains(&t.name))
         })
         .map(|t| track::spawn_file(t.clone(), track_tx.clone()))
+        .collect();
+    // MySQL targets that some instance follows: probes as tracking input, fencers for write
+    // fencing.
+    let tracked_mysql: Vec<_> = config
+        .mysql
+        .iter()
+        .filter(|t| config.instances.iter().any(|i| i.track_mysql.contains(&t.name)))
+        .collect();
+    let _probes: Vec<_> = tracked_mysql
+        .iter()
+        .map(|t| mysql::spawn_probe((*t).clone(), track_tx.clone()))
+        .collect();
+    let fencers: HashMap<String, Fencer> = tracked_mysql
+        .iter()
+        .filter(|t| t.fence)
+        .map(|t| (t.name.clone(), Fencer::spawn((*t).clone())))
         .collect();
     // Link state of the interface and the tracked ones, from netlink events.
     let mut links = HashMap::new();
@@ -324,6 +361,8 @@ pub async fn run(
         announcer: Announcer::open(ifindex).context("opening the announcement socket")?,
         vips: HashMap::new(),
         vmacs,
+        fencers,
+        fences: HashMap::new(),
         macs,
         last_heard: HashMap::new(),
     };
@@ -562,7 +601,7 @@ fn reload(
     let configs = new
         .instances
         .iter()
-        .map(|inst| site.engine_config(inst, &new.track_scripts, &new.track_files))
+        .map(|inst| site.engine_config(inst, &new))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let done = engine.reconfigure(now(), configs)?;
     // What the stopped instances had and the new configuration has not leaves the data plane.
@@ -597,8 +636,7 @@ fn reload(
         let (c, mac) = site.publish(
             &mut shell.dp,
             inst,
-            &new.track_scripts,
-            &new.track_files,
+            &new,
             stats_index,
             role::INIT,
         )?;
@@ -626,8 +664,7 @@ impl Site {
         &self,
         dp: &mut DataPlane,
         inst: &Instance,
-        scripts: &[TrackScript],
-        files: &[TrackFile],
+        config: &Config,
         stats_index: &mut u32,
         role: u32,
     ) -> anyhow::Result<(InstanceConfig, [u8; 6])> {
@@ -668,7 +705,7 @@ impl Site {
                 version: u32::from(inst.version),
             },
         )?;
-        let engine_config = self.engine_config(inst, scripts, files)?;
+        let engine_config = self.engine_config(inst, config)?;
         let primary = engine_config.primary;
         info!(
             vrid = inst.vrid, iface = %self.iface, instance = %inst.name, priority = inst.priority, version = inst.version,
@@ -683,8 +720,7 @@ impl Site {
     fn engine_config(
         &self,
         inst: &Instance,
-        scripts: &[TrackScript],
-        files: &[TrackFile],
+        config: &Config,
     ) -> anyhow::Result<InstanceConfig> {
         let ipv6 = inst.ipv6();
         let Some(primary) = inst.source.or_else(|| self.sources.get(&ipv6).copied()) else {
@@ -699,8 +735,7 @@ impl Site {
             &self.iface,
             self.ifindex,
             primary,
-            scripts,
-            files,
+            config,
         ))
     }
 }
@@ -749,6 +784,8 @@ fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
                 .collect(),
         )
     };
+    let tracked_mysql =
+        |c: &Config| sorted(c.instances.iter().flat_map(|i| i.track_mysql.clone()).collect());
     // Which instance has which virtual MAC interface.
     let vmacs = |c: &Config| {
         sorted(
@@ -774,6 +811,10 @@ fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
         ("event_socket", old.event_socket != new.event_socket),
         ("track_script", old.track_scripts != new.track_scripts),
         ("track_file", old.track_files != new.track_files),
+        (
+            "mysql (or which targets instances track)",
+            old.mysql != new.mysql || tracked_mysql(old) != tracked_mysql(new),
+        ),
         ("sync_group", old.sync_groups != new.sync_groups),
         ("track_interfaces", interfaces(old) != interfaces(new)),
         ("virtual_mac / vmac_interface", vmacs(old) != vmacs(new)),
@@ -803,6 +844,10 @@ struct Shell {
     vips: HashMap<IpAddr, (Vip, u32)>,
     /// The macvlans of virtual MACs: name, index.
     vmacs: HashMap<String, u32>,
+    /// The fencer of each fenced MySQL target, by name.
+    fencers: HashMap<String, Fencer>,
+    /// The MySQL targets each instance fences.
+    fences: HashMap<InstanceKey, Vec<Fencer>>,
     /// The MAC each instance answers and announces from.
     macs: HashMap<InstanceKey, [u8; 6]>,
     /// The liveness time last fed to the engine, per instance.
@@ -810,8 +855,26 @@ struct Shell {
 }
 
 impl Shell {
-    /// Where each VIP of `config` goes: its instance's macvlan, or the interface.
+    /// Where each VIP of `config` goes (its instance's macvlan, or the interface), and which
+    /// MySQL servers each instance fences.
     fn place_vips(&mut self, config: &Config, ifindex: u32) {
+        self.fences = config
+            .instances
+            .iter()
+            .map(|inst| {
+                let key = InstanceKey {
+                    iface: ifindex,
+                    family: if inst.ipv6() { Family::V6 } else { Family::V4 },
+                    vrid: inst.vrid,
+                };
+                let fencers = inst
+                    .track_mysql
+                    .iter()
+                    .filter_map(|name| self.fencers.get(name).cloned())
+                    .collect();
+                (key, fencers)
+            })
+            .collect();
         self.vips = config
             .instances
             .iter()
@@ -915,6 +978,13 @@ impl Shell {
         }
     }
 
+    /// Sets read_only on the MySQL servers `key` fences, each bounded by its timeout.
+    async fn fence(&self, key: InstanceKey) {
+        for fencer in self.fences.get(&key).into_iter().flatten() {
+            fencer.fence().await;
+        }
+    }
+
     /// Carries out the engine's actions, in order.
     async fn apply(&mut self, engine: &mut Engine) {
         while let Some(action) = engine.poll_action() {
@@ -931,6 +1001,12 @@ impl Shell {
                     if let Err(err) = self.dp.set_role(ipv6, key.vrid, role) {
                         warn!(vrid = key.vrid, error = %dataplane::error_chain(&err), "cannot publish the role");
                     }
+                    // Writes are enabled only once this node owns the VIP and answers for it.
+                    if role == vrrp_common::role::MASTER {
+                        for fencer in self.fences.get(&key).into_iter().flatten() {
+                            fencer.unfence();
+                        }
+                    }
                 }
                 Action::AddVips { key, vips, .. } if self.configure_vips => {
                     for addr in vips {
@@ -943,6 +1019,7 @@ impl Shell {
                     }
                 }
                 Action::RemoveVips { key, vips, .. } if self.configure_vips => {
+                    self.fence(key).await;
                     for addr in vips {
                         let dev = self.vips.get(&addr).map_or(key.iface, |(_, dev)| *dev);
                         if let Err(err) = self.addresses.remove(dev, addr).await {
@@ -950,7 +1027,8 @@ impl Shell {
                         }
                     }
                 }
-                Action::AddVips { .. } | Action::RemoveVips { .. } => {}
+                Action::RemoveVips { key, .. } => self.fence(key).await,
+                Action::AddVips { .. } => {}
                 Action::Announce { key, addr } => {
                     let mac = self.macs.get(&key).copied().unwrap_or_default();
                     if let Err(err) = self.announcer.announce(addr, mac) {
@@ -964,6 +1042,10 @@ impl Shell {
                     new,
                     reason,
                 } => {
+                    // Not master, and not just demoted (RemoveVips fenced then): read-only.
+                    if old != State::Master && new != State::Master {
+                        self.fence(key).await;
+                    }
                     let priority = engine.effective_priority(&name).unwrap_or(0);
                     self.hooks.state_changed(StateEvent {
                         time_ms: hooks::unix_ms(),

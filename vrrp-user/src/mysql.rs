@@ -1,0 +1,626 @@
+//! MySQL / MariaDB health as tracking input, and write fencing with `read_only`, through
+//! mysql_async (no fork/exec).
+//!
+//! A probe keeps one connection for its checks (COM_PING, replication status, an optional
+//! query) and a second one parked in a long `SELECT SLEEP()`: when the server dies, the kernel
+//! closes both sockets and the parked query fails at once, so a dead server is a failure
+//! event at once, not at the next interval. Every call is bounded by the target's timeout
+//! (the driver has none of its own), and `prefer_socket` is off: the driver would otherwise
+//! swap a TCP connection for a local unix socket of the same name, and probe the wrong server.
+
+use std::{fmt, io, net::SocketAddr, time::Duration};
+
+use mysql_async::{Conn, OptsBuilder, Row, prelude::Queryable as _};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{info, warn};
+
+use crate::{config::MysqlTarget, engine::TrackInput, track::RiseFall};
+
+/// The track under which a target's liveness (ping and query) reaches the engine.
+pub fn alive_track(target: &str) -> String {
+    format!("mysql:{target}")
+}
+
+/// The track under which a target's replication health reaches the engine.
+pub fn replication_track(target: &str) -> String {
+    format!("mysql:{target}:replication")
+}
+
+/// Why a call to the server failed: each has its own log line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The host name does not resolve.
+    UnknownHost(String),
+    /// Nothing listens (connection refused): the server is not running.
+    NotRunning,
+    /// The server refused our credentials (1045 and kin).
+    AuthFailed(String),
+    /// No answer within the timeout: the server hangs, or the path to it is cut.
+    Timeout,
+    /// The connection was closed under us: the server died or dropped us.
+    Gone(String),
+    /// The server answered with an error.
+    Server(u16, String),
+    /// The check ran and its result is not what is expected.
+    Check(String),
+    /// Anything else the driver reports.
+    Other(String),
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::UnknownHost(h) => write!(f, "unknown host {h:?}"),
+            Failure::NotRunning => write!(f, "server not running (connection refused)"),
+            Failure::AuthFailed(m) => write!(f, "authentication failed: {m}"),
+            Failure::Timeout => write!(f, "timed out: server hanging or unreachable"),
+            Failure::Gone(m) => write!(f, "server gone: {m}"),
+            Failure::Server(code, m) => write!(f, "server error {code}: {m}"),
+            Failure::Check(m) => write!(f, "check failed: {m}"),
+            Failure::Other(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl Failure {
+    /// Whether the failure means the connection is no longer usable.
+    fn drops_connection(&self) -> bool {
+        !matches!(self, Failure::Server(..) | Failure::Check(_))
+    }
+}
+
+fn classify(err: mysql_async::Error) -> Failure {
+    use mysql_async::{DriverError, Error, IoError};
+    match err {
+        Error::Server(e) if matches!(e.code, 1044 | 1045 | 1698 | 1251) => {
+            Failure::AuthFailed(e.message)
+        }
+        Error::Server(e) => Failure::Server(e.code, e.message),
+        Error::Io(IoError::Io(e)) => match e.kind() {
+            io::ErrorKind::ConnectionRefused => Failure::NotRunning,
+            io::ErrorKind::TimedOut => Failure::Timeout,
+            _ => Failure::Gone(e.to_string()),
+        },
+        Error::Driver(DriverError::ConnectionClosed) => Failure::Gone("connection closed".into()),
+        other => Failure::Other(other.to_string()),
+    }
+}
+
+/// Runs `fut` within `timeout`, classifying what fails.
+async fn bounded<T>(
+    timeout: Duration,
+    fut: impl Future<Output = Result<T, mysql_async::Error>>,
+) -> Result<T, Failure> {
+    match tokio::time::timeout(timeout, fut).await {
+        Err(_) => Err(Failure::Timeout),
+        Ok(r) => r.map_err(classify),
+    }
+}
+
+/// Resolves the target's address (bounded): an unknown host is its own outcome.
+async fn resolve(t: &MysqlTarget) -> Result<SocketAddr, Failure> {
+    let timeout = Duration::from_millis(t.timeout_ms);
+    let found = tokio::time::timeout(timeout, tokio::net::lookup_host((t.host.as_str(), t.port)))
+        .await
+        .map_err(|_| Failure::Timeout)?
+        .map_err(|_| Failure::UnknownHost(t.host.clone()))?
+        .next();
+    found.ok_or_else(|| Failure::UnknownHost(t.host.clone()))
+}
+
+/// Opens a connection to the target (bounded).
+pub async fn connect(t: &MysqlTarget) -> Result<Conn, Failure> {
+    let addr = resolve(t).await?;
+    let mut opts = OptsBuilder::default()
+        .ip_or_hostname(addr.ip().to_string())
+        .tcp_port(addr.port())
+        .user(Some(t.user.clone()))
+        .pass(Some(t.password.expose().to_owned()))
+        .prefer_socket(false)
+        .tcp_nodelay(true)
+        .stmt_cache_size(0);
+    if t.tls {
+        opts = opts.ssl_opts(Some(mysql_async::SslOpts::default()));
+    }
+    bounded(Duration::from_millis(t.timeout_ms), Conn::new(opts)).await
+}
+
+/// What a replica reports about its replication.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Replication {
+    /// Whether replication is configured at all (a row came back).
+    pub configured: bool,
+    pub io_running: String,
+    pub sql_running: bool,
+    pub seconds_behind: Option<u64>,
+    pub last_io_error: String,
+    pub last_sql_errno: u64,
+    pub last_sql_error: String,
+    /// The relay log has been applied up to what was received.
+    pub caught_up: bool,
+}
+
+impl Replication {
+    /// Healthy for taking the VIP: the SQL thread applies with no error and lags at most
+    /// `max_lag_s`. The IO thread is not counted: with the peer dead it reconnects forever,
+    /// which must not keep the survivor from taking over.
+    pub fn healthy(&self, max_lag_s: u64) -> Result<(), String> {
+        if !self.configured {
+            return Err("replication is not configured (no replica status)".into());
+        }
+        if !self.sql_running {
+            return Err(if self.last_sql_errno != 0 {
+                format!(
+                    "SQL thread stopped by error {}: {}",
+                    self.last_sql_errno, self.last_sql_error
+                )
+            } else {
+                "SQL thread not running".into()
+            });
+        }
+        match self.seconds_behind {
+            Some(lag) if lag > max_lag_s => Err(format!(
+                "lagging {lag} s behind the source (limit {max_lag_s} s)"
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The statement that reports replica status on this server: MySQL 8.0.22+ has SHOW REPLICA
+/// STATUS (8.4 dropped SHOW SLAVE STATUS); MariaDB keeps SHOW SLAVE STATUS.
+fn replica_statement(version: &str) -> &'static str {
+    let mariadb = version.to_ascii_lowercase().contains("mariadb");
+    let numbers: Vec<u32> = version
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|p| !p.is_empty())
+        .take(3)
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    let at_least = |want: [u32; 3]| numbers.as_slice() >= want.as_slice();
+    if !mariadb && at_least([8, 0, 22]) {
+        "SHOW REPLICA STATUS"
+    } else {
+        "SHOW SLAVE STATUS"
+    }
+}
+
+/// Reads the replica status on `conn`, whichever column names the server uses.
+async fn replication(conn: &mut Conn, statement: &str, timeout: Duration) -> Result<Replication, Failure> {
+    let rows: Vec<Row> = bounded(timeout, conn.query(statement)).await?;
+    let Some(row) = rows.into_iter().next() else {
+        return Ok(Replication::default());
+    };
+    let text = |names: &[&str]| -> Option<String> {
+        names.iter().find_map(|n| {
+            row.columns_ref()
+                .iter()
+                .position(|c| c.name_str() == *n)
+                .and_then(|i| row.get_opt::<Option<String>, _>(i))
+                .and_then(Result::ok)
+                .flatten()
+        })
+    };
+    let number = |names: &[&str]| text(names).and_then(|t| t.parse::<u64>().ok());
+    let read_file = text(&["Master_Log_File", "Source_Log_File"]);
+    let exec_file = text(&["Relay_Master_Log_File", "Relay_Source_Log_File"]);
+    let read_pos = number(&["Read_Master_Log_Pos", "Read_Source_Log_Pos"]);
+    let exec_pos = number(&["Exec_Master_Log_Pos", "Exec_Source_Log_Pos"]);
+    Ok(Replication {
+        configured: true,
+        io_running: text(&["Slave_IO_Running", "Replica_IO_Running"]).unwrap_or_default(),
+        sql_running: text(&["Slave_SQL_Running", "Replica_SQL_Running"]).as_deref() == Some("Yes"),
+        seconds_behind: number(&["Seconds_Behind_Master", "Seconds_Behind_Source"]),
+        last_io_error: text(&["Last_IO_Error"]).unwrap_or_default(),
+        last_sql_errno: number(&["Last_SQL_Errno"]).unwrap_or(0),
+        last_sql_error: text(&["Last_SQL_Error"]).unwrap_or_default(),
+        caught_up: read_file.is_some() && read_file == exec_file && read_pos == exec_pos,
+    })
+}
+
+/// One round of checks on an open connection: ping, then the optional query; the replication
+/// status when asked for.
+async fn check(
+    t: &MysqlTarget,
+    conn: &mut Conn,
+    statement: &str,
+) -> (Result<(), Failure>, Option<Result<(), String>>) {
+    let timeout = Duration::from_millis(t.timeout_ms);
+    if let Err(f) = bounded(timeout, conn.ping()).await {
+        return (Err(f), None);
+    }
+    if let Some(query) = &t.query {
+        let got: Result<Option<Option<String>>, Failure> =
+            bounded(timeout, conn.query_first(query.as_str())).await;
+        let alive = match got {
+            Ok(Some(Some(v))) if t.expect.as_deref().is_none_or(|e| e == v) => Ok(()),
+            Ok(v) => Err(Failure::Check(format!(
+                "{query:?} returned {:?}, expected {:?}",
+                v.flatten(),
+                t.expect
+            ))),
+            Err(f) => Err(f),
+        };
+        if alive.as_ref().is_err_and(Failure::drops_connection) {
+            return (alive, None);
+        }
+        if alive.is_err() {
+            return (alive, None);
+        }
+    }
+    let repl = match &t.replication {
+        None => None,
+        Some(r) => match replication(conn, statement, timeout).await {
+            Ok(status) => Some(status.healthy(r.max_lag_s)),
+            Err(f) if f.drops_connection() => return (Err(f), None),
+            Err(f) => Some(Err(f.to_string())),
+        },
+    };
+    (Ok(()), repl)
+}
+
+/// Rise / fall where the very first result decides at once (the daemon starts knowing
+/// nothing; waiting `rise` intervals would only delay the first election).
+struct Tracked {
+    name: String,
+    rise: u32,
+    fall: u32,
+    state: Option<RiseFall>,
+    why: String,
+}
+
+impl Tracked {
+    fn new(name: String, rise: u32, fall: u32) -> Self {
+        Self {
+            name,
+            rise,
+            fall,
+            state: None,
+            why: String::new(),
+        }
+    }
+
+    /// Records a result (`at_once`: a failure that does not wait for `fall`), sending a
+    /// change to the engine; false when the engine is gone.
+    fn record(
+        &mut self,
+        result: Result<(), String>,
+        at_once: bool,
+        tx: &mpsc::UnboundedSender<(String, TrackInput)>,
+    ) -> bool {
+        let ok = result.is_ok();
+        let why = result.err().unwrap_or_default();
+        if !ok && why != self.why {
+            warn!(track = %self.name, reason = %why, "MySQL check failed");
+        }
+        self.why = why;
+        let flipped = match &mut self.state {
+            Some(state) if !(at_once && !ok && state.is_up()) => state.record(ok),
+            _ => {
+                let was = self.state.as_ref().map(RiseFall::is_up);
+                self.state = Some(RiseFall::new(self.rise, self.fall, ok));
+                (was != Some(ok)).then_some(ok)
+            }
+        };
+        let Some(up) = flipped else {
+            return true;
+        };
+        if up {
+            info!(track = %self.name, "MySQL check up");
+        } else {
+            warn!(track = %self.name, reason = %self.why, "MySQL check down");
+        }
+        tx.send((
+            self.name.clone(),
+            if up { TrackInput::Up } else { TrackInput::Down },
+        ))
+        .is_ok()
+    }
+}
+
+/// Parks a connection in a long sleep; the receiver fires when the query ends (the server
+/// closed the connection, or it was killed).
+fn park(mut conn: Conn) -> oneshot::Receiver<Failure> {
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(async move {
+        let failure = loop {
+            let r: Result<Option<u64>, _> = conn.query_first("SELECT SLEEP(3600)").await;
+            match r {
+                // SLEEP returns 1 when interrupted by KILL QUERY: park again.
+                Ok(_) => continue,
+                Err(e) => break classify(e),
+            }
+        };
+        let _ = tx.send(failure);
+    });
+    rx
+}
+
+/// Probes `t` forever, sending (track, Up/Down) on every change: the alive track, and the
+/// replication track when replication is checked.
+pub fn spawn_probe(
+    t: MysqlTarget,
+    tx: mpsc::UnboundedSender<(String, TrackInput)>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let interval = Duration::from_millis(t.interval_ms);
+        let mut alive = Tracked::new(alive_track(&t.name), t.rise, t.fall);
+        let mut repl = Tracked::new(replication_track(&t.name), t.rise, t.fall);
+        let mut backoff = interval;
+        loop {
+            // Connect: the check connection, its server's dialect, and the parked watcher.
+            let opened = async {
+                let mut conn = connect(&t).await?;
+                let version: Option<String> = bounded(
+                    Duration::from_millis(t.timeout_ms),
+                    conn.query_first("SELECT VERSION()"),
+                )
+                .await?;
+                let watcher = connect(&t).await?;
+                Ok::<_, Failure>((conn, version.unwrap_or_default(), watcher))
+            }
+            .await;
+            let (mut conn, version, watcher) = match opened {
+                Ok(v) => v,
+                Err(f) => {
+                    if !alive.record(Err(f.to_string()), false, &tx) {
+                        return;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2)).max(interval);
+                    continue;
+                }
+            };
+            backoff = interval;
+            info!(target = %t.name, host = %t.host, port = t.port, %version, "MySQL probe connected");
+            let statement = replica_statement(&version);
+            let mut gone = park(watcher);
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let failure = loop {
+                tokio::select! {
+                    f = &mut gone => break f.unwrap_or(Failure::Gone("watcher ended".into())),
+                    _ = ticker.tick() => {
+                        let (a, r) = check(&t, &mut conn, statement).await;
+                        let dropped = a.as_ref().err().filter(|f| f.drops_connection()).cloned();
+                        if !alive.record(a.map_err(|f| f.to_string()), false, &tx) {
+                            return;
+                        }
+                        if let Some(r) = r
+                            && !repl.record(r, false, &tx)
+                        {
+                            return;
+                        }
+                        if let Some(f) = dropped {
+                            break f;
+                        }
+                    }
+                }
+            };
+            // A closed connection is a failure at once; a timeout waits for `fall` like any
+            // other failed check, and the connection is opened anew.
+            let at_once = matches!(failure, Failure::Gone(_) | Failure::NotRunning);
+            if !alive.record(Err(failure.to_string()), at_once, &tx) {
+                return;
+            }
+            drop(conn);
+        }
+    })
+}
+
+/// A command to a target's fencer.
+enum FenceCmd {
+    /// Set read_only; answers when done (or failed).
+    Fence(oneshot::Sender<()>),
+    /// Clear read_only, after waiting for the relay log to be applied when asked.
+    Unfence,
+}
+
+/// Sets and clears a server's read_only, in order, on a connection of its own.
+#[derive(Clone)]
+pub struct Fencer {
+    name: String,
+    tx: mpsc::UnboundedSender<FenceCmd>,
+    timeout: Duration,
+}
+
+impl Fencer {
+    pub fn spawn(t: MysqlTarget) -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let fencer = Self {
+            name: t.name.clone(),
+            tx,
+            timeout: Duration::from_millis(t.timeout_ms) * 2,
+        };
+        tokio::spawn(async move {
+            let mut conn: Option<Conn> = None;
+            while let Some(cmd) = rx.recv().await {
+                match cmd {
+                    FenceCmd::Fence(done) => {
+                        let r = set_read_only(&t, &mut conn, true).await;
+                        match r {
+                            Ok(()) => info!(target = %t.name, "fenced: read_only ON"),
+                            Err(f) => warn!(target = %t.name, reason = %f, "cannot set read_only ON"),
+                        }
+                        let _ = done.send(());
+                    }
+                    FenceCmd::Unfence => {
+                        // A fence that comes during the catch-up wait cancels the unfence.
+                        tokio::select! {
+                            () = catch_up(&t, &mut conn) => {}
+                            next = rx.recv() => {
+                                info!(target = %t.name, "promotion cancelled before writes were enabled");
+                                if let Some(FenceCmd::Fence(done)) = next {
+                                    conn = None;
+                                    if let Err(f) = set_read_only(&t, &mut conn, true).await {
+                                        warn!(target = %t.name, reason = %f, "cannot set read_only ON");
+                                    }
+                                    let _ = done.send(());
+                                }
+                                continue;
+                            }
+                        }
+                        match set_read_only(&t, &mut conn, false).await {
+                            Ok(()) => info!(target = %t.name, "writes enabled: read_only OFF"),
+                            Err(f) => warn!(target = %t.name, reason = %f, "cannot set read_only OFF"),
+                        }
+                    }
+                }
+            }
+        });
+        fencer
+    }
+
+    /// Sets read_only and waits until it is set (or failed), at most twice the timeout.
+    pub async fn fence(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(FenceCmd::Fence(done)).is_ok()
+            && tokio::time::timeout(self.timeout, wait).await.is_err()
+        {
+            warn!(target = %self.name, "fencing did not finish in time; going on");
+        }
+    }
+
+    /// Clears read_only in the background (after the catch-up wait the target asks for).
+    pub fn unfence(&self) {
+        let _ = self.tx.send(FenceCmd::Unfence);
+    }
+}
+
+/// Sets `read_only` (and `super_read_only` where the server has it) on the fencer's
+/// connection, opening it when needed.
+async fn set_read_only(t: &MysqlTarget, conn: &mut Option<Conn>, on: bool) -> Result<(), Failure> {
+    let timeout = Duration::from_millis(t.timeout_ms);
+    if conn.is_none() {
+        let mut c = connect(t).await?;
+        // A running write must not hold SET GLOBAL read_only for long.
+        bounded(timeout, c.query_drop("SET SESSION lock_wait_timeout = 1")).await?;
+        *conn = Some(c);
+    }
+    let c = conn.as_mut().expect("just opened");
+    let value = u8::from(on);
+    let statements: Vec<String> = if on {
+        vec![
+            format!("SET GLOBAL read_only = {value}"),
+            format!("SET GLOBAL super_read_only = {value}"),
+        ]
+    } else {
+        vec![
+            format!("SET GLOBAL super_read_only = {value}"),
+            format!("SET GLOBAL read_only = {value}"),
+        ]
+    };
+    for s in statements {
+        match bounded(timeout, c.query_drop(s.as_str())).await {
+            Ok(()) => {}
+            // MariaDB has no super_read_only (1193: unknown system variable).
+            Err(Failure::Server(1193, _)) => {}
+            Err(f) => {
+                if f.drops_connection() {
+                    *conn = None;
+                }
+                return Err(f);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The promotion policy's wait: until the local relay log is applied, at most
+/// `catch_up_timeout_ms`; logs which way it went.
+async fn catch_up(t: &MysqlTarget, conn: &mut Option<Conn>) {
+    let Some(limit) = t.catch_up_timeout_ms.filter(|_| t.replication.is_some()) else {
+        info!(target = %t.name, "takeover at once: writes enabled without waiting for the relay log");
+        return;
+    };
+    let timeout = Duration::from_millis(t.timeout_ms);
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(limit);
+    loop {
+        if conn.is_none() {
+            *conn = connect(t).await.ok();
+        }
+        if let Some(c) = conn.as_mut() {
+            let version: Option<String> = bounded(timeout, c.query_first("SELECT VERSION()"))
+                .await
+                .ok()
+                .flatten();
+            let statement = replica_statement(version.as_deref().unwrap_or(""));
+            match replication(c, statement, timeout).await {
+                Ok(r) if !r.configured || r.caught_up => {
+                    info!(target = %t.name, "relay log applied: enabling writes");
+                    return;
+                }
+                Ok(_) => {}
+                Err(f) if f.drops_connection() => *conn = None,
+                Err(_) => {}
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            warn!(target = %t.name, limit_ms = limit,
+                "relay log not applied within the catch-up limit: enabling writes anyway");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_replica_statement_follows_the_server() {
+        assert_eq!(replica_statement("10.11.6-MariaDB-0+deb12u1-log"), "SHOW SLAVE STATUS");
+        assert_eq!(replica_statement("8.4.0"), "SHOW REPLICA STATUS");
+        assert_eq!(replica_statement("8.0.22"), "SHOW REPLICA STATUS");
+        assert_eq!(replica_statement("8.0.21"), "SHOW SLAVE STATUS");
+        assert_eq!(replica_statement("5.7.44-log"), "SHOW SLAVE STATUS");
+    }
+
+    #[test]
+    fn replication_health() {
+        let good = Replication {
+            configured: true,
+            io_running: "Yes".into(),
+            sql_running: true,
+            seconds_behind: Some(2),
+            caught_up: true,
+            ..Replication::default()
+        };
+        assert_eq!(good.healthy(10), Ok(()));
+        // The IO thread reconnecting (the peer is dead) is no reason to refuse the VIP.
+        let peer_dead = Replication {
+            io_running: "Connecting".into(),
+            seconds_behind: None,
+            ..good.clone()
+        };
+        assert_eq!(peer_dead.healthy(10), Ok(()));
+        assert!(good.healthy(1).unwrap_err().contains("lagging 2 s"));
+        let stopped = Replication {
+            sql_running: false,
+            last_sql_errno: 1062,
+            last_sql_error: "Duplicate entry".into(),
+            ..good.clone()
+        };
+        assert!(stopped.healthy(10).unwrap_err().contains("error 1062"));
+        assert!(Replication::default().healthy(10).unwrap_err().contains("not configured"));
+    }
+
+    #[test]
+    fn failures_are_told_apart() {
+        use mysql_async::{Error, IoError, ServerError};
+        let server = |code| {
+            Error::Server(ServerError {
+                code,
+                message: "m".into(),
+                state: "28000".into(),
+            })
+        };
+        assert!(matches!(classify(server(1045)), Failure::AuthFailed(_)));
+        assert!(matches!(classify(server(1146)), Failure::Server(1146, _)));
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        assert_eq!(classify(Error::Io(IoError::Io(refused))), Failure::NotRunning);
+        assert!(!Failure::Check("x".into()).drops_connection());
+        assert!(Failure::Timeout.drops_connection());
+    }
+}
