@@ -24,6 +24,7 @@ use std::{
 
 use anyhow::{Context as _, anyhow, bail, ensure};
 
+pub mod mariadb;
 pub mod xdp_pass;
 
 /// Skips a privileged test (returning false) unless running as root. With
@@ -424,6 +425,8 @@ impl Lab {
     pub fn start_xvrrp(&self, host: &str, config: &str) -> anyhow::Result<Proc> {
         let path = self.workdir.join(format!("{host}.toml"));
         fs::write(&path, config)?;
+        // It may hold a password: xvrrp refuses such a file if others can read it.
+        fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
         let mut proc = self.spawn(
             host,
             &self.xvrrp,

@@ -482,7 +482,9 @@ struct RawMysql {
 
 impl fmt::Debug for RawMysql {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RawMysql").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("RawMysql")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -512,8 +514,12 @@ const fn default_catch_up_timeout_ms() -> i64 {
 
 /// The [client] section of a MySQL option file: user, password, host, port.
 fn read_option_file(path: &Path) -> Result<BTreeMap<String, String>, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("expected a readable MySQL option file, got {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "expected a readable MySQL option file, got {}: {e}",
+            path.display()
+        )
+    })?;
     let mut section = String::new();
     let mut found = BTreeMap::new();
     for line in text.lines().map(str::trim) {
@@ -785,7 +791,11 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
                 format!("expected a unique, non-empty name, got {:?}", m.name),
             );
         }
-        let given = [m.password.is_some(), m.password_env.is_some(), m.option_file.is_some()];
+        let given = [
+            m.password.is_some(),
+            m.password_env.is_some(),
+            m.option_file.is_some(),
+        ];
         if given.iter().filter(|g| **g).count() > 1 {
             problem(
                 at("password"),
@@ -807,7 +817,9 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
                 Err(_) => {
                     problem(
                         at("password_env"),
-                        format!("expected the name of a set environment variable, but {var:?} is not set"),
+                        format!(
+                            "expected the name of a set environment variable, but {var:?} is not set"
+                        ),
                     );
                     (String::new(), PasswordSource::Env(var))
                 }
@@ -836,7 +848,10 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             .or_else(|| client.get("port").and_then(|p| p.parse().ok()))
             .unwrap_or(3306);
         if !(1..=65535).contains(&port) {
-            problem(at("port"), format!("expected a TCP port from 1 to 65535, got {port}"));
+            problem(
+                at("port"),
+                format!("expected a TCP port from 1 to 65535, got {port}"),
+            );
         }
         for (key, v, min, max) in [
             ("interval_ms", m.interval_ms, 10, 3_600_000),

@@ -235,13 +235,8 @@ pub async fn run(
         } else {
             role::INIT
         };
-        let (mut engine_config, mac) = site.publish(
-            &mut dp,
-            inst,
-            &config,
-            &mut stats_index,
-            was,
-        )?;
+        let (mut engine_config, mac) =
+            site.publish(&mut dp, inst, &config, &mut stats_index, was)?;
         engine_config.resume_as_master = was == role::MASTER;
         macs.insert(key_of(&engine_config), mac);
         if let Some(name) = &inst.vmac_interface {
@@ -287,7 +282,12 @@ pub async fn run(
     let tracked_mysql: Vec<_> = config
         .mysql
         .iter()
-        .filter(|t| config.instances.iter().any(|i| i.track_mysql.contains(&t.name)))
+        .filter(|t| {
+            config
+                .instances
+                .iter()
+                .any(|i| i.track_mysql.contains(&t.name))
+        })
         .collect();
     let _probes: Vec<_> = tracked_mysql
         .iter()
@@ -633,13 +633,7 @@ fn reload(
         .iter()
         .filter(|i| done.started.contains(&i.name))
     {
-        let (c, mac) = site.publish(
-            &mut shell.dp,
-            inst,
-            &new,
-            stats_index,
-            role::INIT,
-        )?;
+        let (c, mac) = site.publish(&mut shell.dp, inst, &new, stats_index, role::INIT)?;
         shell.macs.insert(key_of(&c), mac);
     }
     shell.place_vips(&new, site.ifindex);
@@ -717,11 +711,7 @@ impl Site {
     }
 
     /// The engine's configuration of an instance.
-    fn engine_config(
-        &self,
-        inst: &Instance,
-        config: &Config,
-    ) -> anyhow::Result<InstanceConfig> {
+    fn engine_config(&self, inst: &Instance, config: &Config) -> anyhow::Result<InstanceConfig> {
         let ipv6 = inst.ipv6();
         let Some(primary) = inst.source.or_else(|| self.sources.get(&ipv6).copied()) else {
             anyhow::bail!(
@@ -784,8 +774,14 @@ fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
                 .collect(),
         )
     };
-    let tracked_mysql =
-        |c: &Config| sorted(c.instances.iter().flat_map(|i| i.track_mysql.clone()).collect());
+    let tracked_mysql = |c: &Config| {
+        sorted(
+            c.instances
+                .iter()
+                .flat_map(|i| i.track_mysql.clone())
+                .collect(),
+        )
+    };
     // Which instance has which virtual MAC interface.
     let vmacs = |c: &Config| {
         sorted(

@@ -186,7 +186,11 @@ fn replica_statement(version: &str) -> &'static str {
 }
 
 /// Reads the replica status on `conn`, whichever column names the server uses.
-async fn replication(conn: &mut Conn, statement: &str, timeout: Duration) -> Result<Replication, Failure> {
+async fn replication(
+    conn: &mut Conn,
+    statement: &str,
+    timeout: Duration,
+) -> Result<Replication, Failure> {
     let rows: Vec<Row> = bounded(timeout, conn.query(statement)).await?;
     let Some(row) = rows.into_iter().next() else {
         return Ok(Replication::default());
@@ -440,7 +444,9 @@ impl Fencer {
                         let r = set_read_only(&t, &mut conn, true).await;
                         match r {
                             Ok(()) => info!(target = %t.name, "fenced: read_only ON"),
-                            Err(f) => warn!(target = %t.name, reason = %f, "cannot set read_only ON"),
+                            Err(f) => {
+                                warn!(target = %t.name, reason = %f, "cannot set read_only ON")
+                            }
                         }
                         let _ = done.send(());
                     }
@@ -462,7 +468,9 @@ impl Fencer {
                         }
                         match set_read_only(&t, &mut conn, false).await {
                             Ok(()) => info!(target = %t.name, "writes enabled: read_only OFF"),
-                            Err(f) => warn!(target = %t.name, reason = %f, "cannot set read_only OFF"),
+                            Err(f) => {
+                                warn!(target = %t.name, reason = %f, "cannot set read_only OFF")
+                            }
                         }
                     }
                 }
@@ -570,7 +578,10 @@ mod tests {
 
     #[test]
     fn the_replica_statement_follows_the_server() {
-        assert_eq!(replica_statement("10.11.6-MariaDB-0+deb12u1-log"), "SHOW SLAVE STATUS");
+        assert_eq!(
+            replica_statement("10.11.6-MariaDB-0+deb12u1-log"),
+            "SHOW SLAVE STATUS"
+        );
         assert_eq!(replica_statement("8.4.0"), "SHOW REPLICA STATUS");
         assert_eq!(replica_statement("8.0.22"), "SHOW REPLICA STATUS");
         assert_eq!(replica_statement("8.0.21"), "SHOW SLAVE STATUS");
@@ -603,7 +614,12 @@ mod tests {
             ..good.clone()
         };
         assert!(stopped.healthy(10).unwrap_err().contains("error 1062"));
-        assert!(Replication::default().healthy(10).unwrap_err().contains("not configured"));
+        assert!(
+            Replication::default()
+                .healthy(10)
+                .unwrap_err()
+                .contains("not configured")
+        );
     }
 
     #[test]
@@ -619,7 +635,10 @@ mod tests {
         assert!(matches!(classify(server(1045)), Failure::AuthFailed(_)));
         assert!(matches!(classify(server(1146)), Failure::Server(1146, _)));
         let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
-        assert_eq!(classify(Error::Io(IoError::Io(refused))), Failure::NotRunning);
+        assert_eq!(
+            classify(Error::Io(IoError::Io(refused))),
+            Failure::NotRunning
+        );
         assert!(!Failure::Check("x".into()).drops_connection());
         assert!(Failure::Timeout.drops_connection());
     }

@@ -1,0 +1,270 @@
+//! Real MariaDB servers for the lab: one per host, each in its host's namespace with its own
+//! datadir, socket and tmpdir under the lab's work directory, and master-master replication
+//! between two of them (the classic keepalived pair: auto_increment_increment 2, offsets 1
+//! and 2, GTID, short retry and heartbeat so that tests do not crawl).
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail, ensure};
+use nix::sys::signal::Signal;
+
+use crate::{Lab, Proc, run_with_timeout, wait_for};
+
+/// The user xvrrp probes and fences with.
+pub const PROBE_USER: &str = "xvrrp";
+pub const PROBE_PASSWORD: &str = "probe-secret";
+/// An ordinary application user: read_only stops its writes.
+pub const APP_USER: &str = "app";
+pub const APP_PASSWORD: &str = "app-secret";
+/// The application's database and table.
+pub const APP_TABLE: &str = "appdb.writes";
+
+/// One MariaDB server on a lab host.
+pub struct Mariadb {
+    pub host: String,
+    pub server_id: u32,
+    dir: PathBuf,
+    server: Option<Proc>,
+}
+
+/// Whether MariaDB's server is installed here.
+pub fn available() -> bool {
+    Path::new("/usr/sbin/mariadbd").exists() && Path::new("/usr/bin/mariadb-install-db").exists()
+}
+
+impl Mariadb {
+    /// Creates the server's files (datadir with users and the app schema) on `host`;
+    /// `server_id` is 1 or 2 and sets the auto-increment offset.
+    pub fn install(lab: &Lab, host: &str, server_id: u32) -> anyhow::Result<Self> {
+        let dir = lab.workdir().join(format!("mariadb-{host}"));
+        for sub in ["data", "tmp"] {
+            fs::create_dir_all(dir.join(sub))?;
+        }
+        let d = dir.display();
+        fs::write(
+            dir.join("my.cnf"),
+            format!(
+                "[mariadbd]\nuser=root\ndatadir={d}/data\nsocket={d}/sock\npid-file={d}/pid\ntmpdir={d}/tmp\n\
+                 log-error={d}/error.log\nport=3306\nbind-address=0.0.0.0\nskip-name-resolve\n\
+                 server-id={server_id}\ngtid-domain-id={server_id}\nlog-bin=binlog\nlog-slave-updates\n\
+                 binlog-format=ROW\nauto-increment-increment=2\nauto-increment-offset={server_id}\n\
+                 slave-net-timeout=4\nread-only=1\ninnodb-buffer-pool-size=32M\n\
+                 innodb-log-file-size=16M\ninnodb-log-buffer-size=1M\nperformance-schema=OFF\n\
+                 max-connections=50\n\n[client]\nsocket={d}/sock\nuser=root\n"
+            ),
+        )?;
+        // Bootstrap runs with skip-grant-tables: FLUSH PRIVILEGES first. Nothing here is in
+        // the binlog, so the two servers' users and schema never clash through replication.
+        fs::write(
+            dir.join("init.sql"),
+            format!(
+                "FLUSH PRIVILEGES;\n\
+                 CREATE USER '{PROBE_USER}'@'%' IDENTIFIED BY '{PROBE_PASSWORD}';\n\
+                 GRANT SLAVE MONITOR, READ_ONLY ADMIN, PROCESS ON *.* TO '{PROBE_USER}'@'%';\n\
+                 CREATE USER 'repl'@'%' IDENTIFIED BY 'repl-secret';\n\
+                 GRANT REPLICATION SLAVE ON *.* TO 'repl'@'%';\n\
+                 CREATE DATABASE appdb;\n\
+                 CREATE TABLE {APP_TABLE} (id BIGINT AUTO_INCREMENT PRIMARY KEY, k VARCHAR(64) NOT NULL UNIQUE, server INT NOT NULL) ENGINE=InnoDB;\n\
+                 CREATE USER '{APP_USER}'@'%' IDENTIFIED BY '{APP_PASSWORD}';\n\
+                 GRANT SELECT, INSERT, UPDATE, DELETE ON appdb.* TO '{APP_USER}'@'%';\n"
+            ),
+        )?;
+        let out = run_with_timeout(
+            Command::new("mariadb-install-db")
+                .arg(format!("--defaults-file={d}/my.cnf"))
+                .arg("--auth-root-authentication-method=normal")
+                .arg("--skip-test-db")
+                .arg(format!("--extra-file={d}/init.sql")),
+            Duration::from_secs(60),
+        )?;
+        ensure!(
+            out.status.success(),
+            "mariadb-install-db on {host}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(Self {
+            host: host.to_owned(),
+            server_id,
+            dir,
+            server: None,
+        })
+    }
+
+    fn defaults(&self) -> String {
+        format!("--defaults-file={}", self.dir.join("my.cnf").display())
+    }
+
+    /// Starts mariadbd in the host's namespace and waits until it answers (at most 30 s).
+    pub fn start(&mut self, lab: &Lab) -> anyhow::Result<()> {
+        ensure!(self.server.is_none(), "already running");
+        let mut proc = lab.spawn(
+            &self.host,
+            Path::new("/usr/sbin/mariadbd"),
+            &[&self.defaults()],
+            &format!("mariadbd-{}", self.host),
+        )?;
+        let up = wait_for(Duration::from_secs(30), || {
+            !proc.running() || self.sql(lab, "SELECT 1").is_ok_and(|r| r == "1")
+        });
+        if !up || !proc.running() {
+            bail!(
+                "mariadbd on {} did not come up; error log:\n{}",
+                self.host,
+                fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
+            );
+        }
+        self.server = Some(proc);
+        Ok(())
+    }
+
+    /// Sends `signal` to the server; for a signal that ends it, waits for the end.
+    pub fn signal(&mut self, signal: Signal) -> anyhow::Result<()> {
+        let proc = self.server.as_mut().context("not running")?;
+        match signal {
+            Signal::SIGKILL | Signal::SIGTERM => {
+                proc.stop(signal, Duration::from_secs(60))?;
+                self.server = None;
+            }
+            _ => nix::sys::signal::kill(nix::unistd::Pid::from_raw(proc.pid() as i32), signal)?,
+        }
+        Ok(())
+    }
+
+    /// Runs SQL as root through the server's own socket; the output, tab-separated, trimmed.
+    pub fn sql(&self, lab: &Lab, sql: &str) -> anyhow::Result<String> {
+        self.mariadb(lab, &["-N", "-B", "-e", sql])
+    }
+
+    /// Like [`Mariadb::sql`], one `column: value` line each (the client's vertical output).
+    pub fn sql_vertical(&self, lab: &Lab, sql: &str) -> anyhow::Result<String> {
+        self.mariadb(lab, &["-E", "-e", sql])
+    }
+
+    fn mariadb(&self, lab: &Lab, args: &[&str]) -> anyhow::Result<String> {
+        let mut full = vec![self.defaults()];
+        full.extend(args.iter().map(|a| (*a).to_owned()));
+        let full: Vec<&str> = full.iter().map(String::as_str).collect();
+        let out = lab.run(&self.host, "mariadb", &full, Duration::from_secs(20))?;
+        ensure!(
+            out.status.success(),
+            "{args:?} on {}: {}",
+            self.host,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// The server's read_only, as it says.
+    pub fn read_only(&self, lab: &Lab) -> anyhow::Result<bool> {
+        Ok(self.sql(lab, "SELECT @@global.read_only")? == "1")
+    }
+
+    /// Makes this server a replica of `source` (by its host's address).
+    pub fn replicate_from(&self, lab: &Lab, source: &Mariadb) -> anyhow::Result<()> {
+        let ip = lab.host(&source.host).ip;
+        self.sql(
+            lab,
+            &format!(
+                "CHANGE MASTER TO MASTER_HOST='{ip}', MASTER_PORT=3306, MASTER_USER='repl', \
+                 MASTER_PASSWORD='repl-secret', MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, \
+                 MASTER_HEARTBEAT_PERIOD=1; START SLAVE;"
+            ),
+        )?;
+        Ok(())
+    }
+
+    /// Whether both replication threads run.
+    pub fn replicating(&self, lab: &Lab) -> bool {
+        self.sql_vertical(lab, "SHOW SLAVE STATUS").is_ok_and(|s| {
+            s.contains("Slave_IO_Running: Yes") && s.contains("Slave_SQL_Running: Yes")
+        })
+    }
+
+    /// The `[[mysql]]` block xvrrp on this host uses to probe and fence its server; `extra`
+    /// lines are added.
+    pub fn xvrrp_target(&self, extra: &str) -> String {
+        format!(
+            "[[mysql]]\nname = \"local\"\nhost = \"127.0.0.1\"\nuser = \"{PROBE_USER}\"\n\
+             password = \"{PROBE_PASSWORD}\"\ninterval_ms = 100\ntimeout_ms = 300\nrise = 2\nfall = 2\n\
+             replication = true\nmax_lag_s = 5\nreplication_weight = -150\n{extra}\n"
+        )
+    }
+}
+
+/// Two servers replicating from each other, on hosts `a` and `b` of `lab`; returns once both
+/// replicate (at most 30 s).
+pub fn master_master_pair(lab: &Lab, a: &str, b: &str) -> anyhow::Result<(Mariadb, Mariadb)> {
+    let mut one = Mariadb::install(lab, a, 1)?;
+    let mut two = Mariadb::install(lab, b, 2)?;
+    one.start(lab)?;
+    two.start(lab)?;
+    one.replicate_from(lab, &two)?;
+    two.replicate_from(lab, &one)?;
+    ensure!(
+        wait_for(Duration::from_secs(30), || one.replicating(lab)
+            && two.replicating(lab)),
+        "replication did not start: {} / {}",
+        one.sql_vertical(lab, "SHOW SLAVE STATUS")
+            .unwrap_or_default(),
+        two.sql_vertical(lab, "SHOW SLAVE STATUS")
+            .unwrap_or_default()
+    );
+    Ok((one, two))
+}
+
+/// Runs `sql` as the app user against `addr` from `from`'s namespace, each attempt bounded
+/// by `attempt`, again and again until the first column of the first row is `want` or
+/// `within` passes; how long it took (None: never).
+pub fn wait_answer(
+    lab: &Lab,
+    from: &str,
+    addr: std::net::Ipv4Addr,
+    sql: &str,
+    want: &str,
+    attempt: Duration,
+    within: Duration,
+) -> anyhow::Result<Option<Duration>> {
+    let (sql, want) = (sql.to_owned(), want.to_owned());
+    lab.host(from).ns.run_in(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async move {
+            let start = std::time::Instant::now();
+            while start.elapsed() < within {
+                if query_once(addr, &sql, attempt).await.as_deref() == Some(want.as_str()) {
+                    return Ok(Some(start.elapsed()));
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Ok(None)
+        })
+    })
+}
+
+/// One connection and query as the app user, within `timeout`; the first column of the
+/// first row.
+pub async fn query_once(addr: std::net::Ipv4Addr, sql: &str, timeout: Duration) -> Option<String> {
+    use mysql_async::prelude::Queryable as _;
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname(addr.to_string())
+        .tcp_port(3306)
+        .user(Some(APP_USER))
+        .pass(Some(APP_PASSWORD))
+        .prefer_socket(false);
+    tokio::time::timeout(timeout, async {
+        let mut conn = mysql_async::Conn::new(opts).await.ok()?;
+        let row: Option<String> = conn.query_first(sql).await.ok()?;
+        let _ = conn.disconnect().await;
+        row
+    })
+    .await
+    .ok()
+    .flatten()
+}
