@@ -154,14 +154,24 @@ impl Netns {
         &self,
         f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
     ) -> anyhow::Result<T> {
+        self.spawn_in(f)?
+            .join()
+            .map_err(|_| anyhow!("namespace thread panicked"))?
+    }
+}
+
+impl Netns {
+    /// Runs `f` on a thread that has entered this namespace, in the background.
+    pub fn spawn_in<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<T>>> {
         let ns = fs::File::open(self.path())
             .with_context(|| format!("opening {}", self.path().display()))?;
-        std::thread::spawn(move || {
+        Ok(std::thread::spawn(move || {
             nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).context("setns")?;
             f()
-        })
-        .join()
-        .map_err(|_| anyhow!("namespace thread panicked"))?
+        }))
     }
 }
 

@@ -69,7 +69,7 @@ impl Mariadb {
                  CREATE USER 'repl'@'%' IDENTIFIED BY 'repl-secret';\n\
                  GRANT REPLICATION SLAVE ON *.* TO 'repl'@'%';\n\
                  CREATE DATABASE appdb;\n\
-                 CREATE TABLE {APP_TABLE} (id BIGINT AUTO_INCREMENT PRIMARY KEY, k VARCHAR(64) NOT NULL UNIQUE, server INT NOT NULL) ENGINE=InnoDB;\n\
+                 CREATE TABLE {APP_TABLE} (id BIGINT AUTO_INCREMENT PRIMARY KEY, k VARCHAR(64) NOT NULL UNIQUE, server INT NOT NULL, at DATETIME(6) NOT NULL) ENGINE=InnoDB;\n\
                  CREATE USER '{APP_USER}'@'%' IDENTIFIED BY '{APP_PASSWORD}';\n\
                  GRANT SELECT, INSERT, UPDATE, DELETE ON appdb.* TO '{APP_USER}'@'%';\n"
             ),
@@ -267,4 +267,66 @@ pub async fn query_once(addr: std::net::Ipv4Addr, sql: &str, timeout: Duration) 
     .await
     .ok()
     .flatten()
+}
+
+/// A client that inserts rows through an address as fast as it can, one connection at a time
+/// (reconnecting after any error), and remembers which inserts were acknowledged. Each row
+/// holds a unique key, the server_id that took it and the server's UTC time.
+pub struct Writer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<anyhow::Result<Vec<String>>>,
+}
+
+impl Writer {
+    pub fn start(lab: &Lab, from: &str, addr: std::net::Ipv4Addr) -> anyhow::Result<Self> {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = lab.host(from).ns.spawn_in(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                use mysql_async::prelude::Queryable as _;
+                let mut acked = Vec::new();
+                let mut n = 0u64;
+                let opts = mysql_async::OptsBuilder::default()
+                    .ip_or_hostname(addr.to_string())
+                    .tcp_port(3306)
+                    .user(Some(APP_USER))
+                    .pass(Some(APP_PASSWORD))
+                    .prefer_socket(false);
+                let bound = Duration::from_millis(300);
+                while !flag.load(Ordering::SeqCst) {
+                    let Ok(Ok(mut conn)) =
+                        tokio::time::timeout(bound, mysql_async::Conn::new(opts.clone())).await
+                    else {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        continue;
+                    };
+                    while !flag.load(Ordering::SeqCst) {
+                        n += 1;
+                        let k = format!("w{n}");
+                        let insert = format!(
+                            "INSERT INTO {APP_TABLE} (k, server, at) VALUES ('{k}', @@server_id, UTC_TIMESTAMP(6))"
+                        );
+                        match tokio::time::timeout(bound, conn.query_drop(insert)).await {
+                            Ok(Ok(())) => acked.push(k),
+                            _ => break,
+                        }
+                    }
+                }
+                Ok(acked)
+            })
+        })?;
+        Ok(Self { stop, thread })
+    }
+
+    /// Stops the writer; the keys of the acknowledged inserts.
+    pub fn finish(self) -> anyhow::Result<Vec<String>> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("writer thread panicked"))?
+    }
 }

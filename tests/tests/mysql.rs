@@ -180,3 +180,231 @@ fn a_replica_with_its_sql_thread_stopped_does_not_take_the_vip_from_a_healthy_ma
         b.log()
     );
 }
+
+/// The state of the first instance on `host`, as `xvrrp status` shows it.
+fn state(lab: &Lab, host: &str) -> String {
+    lab.status(host)
+        .ok()
+        .and_then(|st| st["instances"][0]["state"].as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_wrong_password_a_server_not_started_and_a_hanging_server_each_say_so_and_fail_over() {
+    if !ready(
+        "a_wrong_password_a_server_not_started_and_a_hanging_server_each_say_so_and_fail_over",
+    ) {
+        return;
+    }
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    let (mut a_db, b_db) = master_master_pair(&lab, "a", "b").expect("pair");
+    let mut b = start_xvrrp(&lab, &b_db, 100, "");
+
+    // A wrong password: a (priority 200) stays in Fault and never takes the VIP.
+    let config = format!(
+        "{}track_mysql = [\"local\"]\n\n{}",
+        lab.vrrp_config("a", 200, ""),
+        a_db.xvrrp_target("")
+            .replace(mariadb::PROBE_PASSWORD, "not-the-password")
+    );
+    let mut a = lab.start_xvrrp("a", &config).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || a
+            .log()
+            .contains("authentication failed")),
+        "{}",
+        a.log()
+    );
+    assert!(
+        !a.log().contains("not-the-password"),
+        "the password was logged"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(state(&lab, "a"), "fault");
+    assert_eq!(state(&lab, "b"), "master", "{}", b.log());
+    a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+
+    // The right password, but a's server is not started: Fault, "not running".
+    a_db.signal(Signal::SIGTERM).unwrap();
+    let mut a = start_xvrrp(&lab, &a_db, 200, "");
+    assert!(
+        wait_for(Duration::from_secs(5), || a
+            .log()
+            .contains("server not running (connection refused)")),
+        "{}",
+        a.log()
+    );
+    assert_eq!(state(&lab, "a"), "fault");
+    assert_eq!(state(&lab, "b"), "master");
+
+    // a's server starts: a takes over (priority 200).
+    a_db.start(&lab).unwrap();
+    assert!(
+        settled_on(&lab, &a_db, &b_db, Duration::from_secs(10)),
+        "a:\n{}\nb:\n{}",
+        a.log(),
+        b.log()
+    );
+
+    // a's server hangs (SIGSTOP): probes time out, fall 2 at 100 ms, a goes to Fault and b
+    // takes the VIP.
+    a_db.signal(Signal::SIGSTOP).unwrap();
+    let moved = mariadb::wait_answer(
+        &lab,
+        "client",
+        VIP,
+        "SELECT @@server_id",
+        &b_db.server_id.to_string(),
+        Duration::from_millis(100),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert!(
+        moved.is_some(),
+        "b did not take over; a:\n{}\nb:\n{}",
+        a.log(),
+        b.log()
+    );
+    println!(
+        "mysqld SIGSTOPped on the master: VIP answered by the other server after {} ms",
+        moved.unwrap().as_millis()
+    );
+    assert!(
+        a.log().contains("timed out: server hanging or unreachable"),
+        "{}",
+        a.log()
+    );
+    assert_eq!(state(&lab, "a"), "fault");
+    assert!(
+        wait_for(Duration::from_secs(3), || b_db
+            .read_only(&lab)
+            .is_ok_and(|ro| !ro)),
+        "b stayed read-only"
+    );
+    a_db.signal(Signal::SIGCONT).unwrap();
+    b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+}
+
+/// The UTC times (as MariaDB prints DATETIME(6)) at which `log` says `what`.
+fn log_times(log: &str, what: &str) -> Vec<String> {
+    log.lines()
+        .filter(|l| l.contains(what))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(|t| t.trim_end_matches('Z').replace('T', " "))
+        .collect()
+}
+
+/// Rows the server `server_id` took while its xvrrp had it fenced: between a "fenced" line
+/// and the next "writes enabled" line of that daemon's log.
+fn writes_while_fenced(db: &Mariadb, lab: &Lab, log: &str) -> Vec<String> {
+    let fenced = log_times(log, "fenced: read_only ON");
+    // Logged right before read_only is cleared.
+    let enabled = log_times(log, "setting read_only OFF");
+    let rows = db
+        .sql(
+            lab,
+            &format!(
+                "SELECT k, at FROM appdb.writes WHERE server = {}",
+                db.server_id
+            ),
+        )
+        .unwrap();
+    rows.lines()
+        .filter_map(|l| l.split_once('\t'))
+        .filter(|(_, at)| {
+            fenced.iter().any(|f| {
+                let until = enabled.iter().find(|e| *e > f);
+                *at > f.as_str() && until.is_none_or(|u| *at < u.as_str())
+            })
+        })
+        .map(|(k, at)| format!("{k} at {at}"))
+        .collect()
+}
+
+#[test]
+fn every_acknowledged_write_survives_five_failovers_and_failbacks() {
+    if !ready("every_acknowledged_write_survives_five_failovers_and_failbacks") {
+        return;
+    }
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    let (mut a_db, b_db) = master_master_pair(&lab, "a", "b").expect("pair");
+    let a = start_xvrrp(&lab, &a_db, 200, "");
+    let b = start_xvrrp(&lab, &b_db, 100, "");
+    assert!(
+        settled_on(&lab, &a_db, &b_db, Duration::from_secs(10)),
+        "a:\n{}",
+        a.log()
+    );
+    let writer = mariadb::Writer::start(&lab, "client", VIP).unwrap();
+    for round in 1..=5 {
+        let t0 = std::time::Instant::now();
+        std::thread::sleep(Duration::from_millis(300));
+        a_db.signal(Signal::SIGKILL).unwrap();
+        // a's server is dead: only b can be asked.
+        assert!(
+            wait_for(Duration::from_secs(10), || server_through_vip(&lab)
+                == Some(b_db.server_id)
+                && b_db.read_only(&lab).is_ok_and(|ro| !ro)),
+            "round {round}: no failover to b; b:\n{}",
+            b.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        a_db.start(&lab).unwrap();
+        assert!(
+            settled_on(&lab, &a_db, &b_db, Duration::from_secs(15)),
+            "round {round}: no failback to a; a:\n{}\nb:\n{}",
+            a.log(),
+            b.log()
+        );
+        println!(
+            "round {round}: failover and failback in {} ms",
+            t0.elapsed().as_millis()
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let acked = writer.finish().unwrap();
+    assert!(
+        acked.len() > 100,
+        "the writer got only {} writes through",
+        acked.len()
+    );
+    // Replication converges; then every acknowledged write is on both servers.
+    let keys = |db: &Mariadb| -> std::collections::HashSet<String> {
+        db.sql(&lab, "SELECT k FROM appdb.writes")
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    };
+    let converged = wait_for(Duration::from_secs(30), || {
+        let (on_a, on_b) = (keys(&a_db), keys(&b_db));
+        acked.iter().all(|k| on_a.contains(k) && on_b.contains(k))
+    });
+    let (on_a, on_b) = (keys(&a_db), keys(&b_db));
+    let missing: Vec<_> = acked
+        .iter()
+        .filter(|k| !on_a.contains(*k) || !on_b.contains(*k))
+        .take(10)
+        .collect();
+    assert!(
+        converged,
+        "acknowledged writes missing (first 10): {missing:?}; a: {}, b: {}",
+        a_db.sql_vertical(&lab, "SHOW SLAVE STATUS")
+            .unwrap_or_default(),
+        b_db.sql_vertical(&lab, "SHOW SLAVE STATUS")
+            .unwrap_or_default()
+    );
+    // A fenced server took no write.
+    for (db, log) in [(&a_db, a.log()), (&b_db, b.log())] {
+        let bad = writes_while_fenced(db, &lab, &log);
+        assert!(
+            bad.is_empty(),
+            "{} took writes while fenced: {bad:?}",
+            db.host
+        );
+    }
+    println!(
+        "{} acknowledged writes through 5 failovers and 5 failbacks, all on both servers",
+        acked.len()
+    );
+}

@@ -466,6 +466,7 @@ impl Fencer {
                                 continue;
                             }
                         }
+                        info!(target = %t.name, "setting read_only OFF");
                         match set_read_only(&t, &mut conn, false).await {
                             Ok(()) => info!(target = %t.name, "writes enabled: read_only OFF"),
                             Err(f) => {
