@@ -1445,6 +1445,72 @@ mod tests {
     }
 
     #[test]
+    fn mysql_targets_and_where_their_passwords_come_from() {
+        let dir = std::env::temp_dir().join(format!("xvrrp-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let option_file = dir.join("my.cnf");
+        std::fs::write(
+            &option_file,
+            "[mysqld]\nuser=mysql\n[client]\nuser = probe\npassword = \"from-file\"\nport=3307\n",
+        )
+        .unwrap();
+        let text = format!(
+            "interface = \"eth0\"\n[[mysql]]\nname = \"inline\"\nuser = \"u\"\npassword = \"inline-secret\"\n\
+             replication = true\nreplication_weight = -50\ntakeover = \"at_once\"\n\
+             [[mysql]]\nname = \"opt\"\noption_file = \"{}\"\n\
+             [[instance]]\nvrid = 1\nvips = [\"10.0.0.1\"]\ntrack_mysql = [\"inline\", \"opt\"]\n",
+            option_file.display()
+        );
+        let config = parse_str(&text).unwrap();
+        let [inline, opt] = &config.mysql[..] else {
+            panic!("two targets")
+        };
+        assert_eq!(inline.password.expose(), "inline-secret");
+        assert_eq!(inline.password_source, PasswordSource::ConfigFile);
+        assert_eq!(inline.catch_up_timeout_ms, None);
+        assert_eq!(
+            inline.replication,
+            Some(ReplicationCheck {
+                max_lag_s: 30,
+                weight: -50
+            })
+        );
+        assert_eq!((opt.user.as_str(), opt.port), ("probe", 3307));
+        assert_eq!(opt.password.expose(), "from-file");
+        assert_eq!(opt.catch_up_timeout_ms, Some(5000));
+        // Never shown.
+        assert!(!format!("{config:?}").contains("inline-secret"));
+        assert!(!format!("{config:?}").contains("from-file"));
+
+        // A password in a file others can read is refused, naming the key.
+        let path = dir.join("xvrrp.toml");
+        std::fs::write(&path, &text).unwrap();
+        let mode = |m| std::os::unix::fs::PermissionsExt::from_mode(m);
+        std::fs::set_permissions(&path, mode(0o644)).unwrap();
+        let err = load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("xvrrp.toml: mysql[0].password: expected a file not readable by others when it holds a password, but its mode is 644"),
+            "{err}"
+        );
+        std::fs::set_permissions(&path, mode(0o600)).unwrap();
+        assert!(load(&path).is_ok());
+
+        let errs = errors(
+            "interface = \"eth0\"\n[[mysql]]\nname = \"x\"\npassword = \"p\"\npassword_env = \"XVRRP_TEST_UNSET_VARIABLE\"\n\
+             takeover = \"later\"\nexpect = \"1\"\nport = 0\n[[instance]]\nvrid = 1\nvips = [\"10.0.0.1\"]\ntrack_mysql = [\"y\"]\n",
+        );
+        assert_eq!(
+            errs,
+            [
+                "test.toml: mysql[0].password: expected one of password, password_env and option_file, got more than one",
+                "test.toml: mysql[0].user: expected a user name, here or in the option file's [client] section",
+                "test.toml: instance[0].track_mysql[0]: expected the name of a [[mysql]] target, got \"y\"",
+            ]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn labels_and_virtual_mac_interfaces() {
         let config = parse_str(
             r#"
