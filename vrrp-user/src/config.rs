@@ -203,6 +203,9 @@ pub struct MysqlTarget {
     pub password: Secret,
     pub password_source: PasswordSource,
     pub tls: bool,
+    /// With `tls`: a PEM file of the CA(s) that signed the server's certificate (default: the
+    /// web PKI roots).
+    pub tls_ca: Option<PathBuf>,
     pub interval_ms: u64,
     /// Bounds every call (connect, each query, SET GLOBAL).
     pub timeout_ms: u64,
@@ -452,6 +455,8 @@ struct RawMysql {
     option_file: Option<PathBuf>,
     #[serde(default)]
     tls: bool,
+    #[serde(default)]
+    tls_ca: Option<PathBuf>,
     #[serde(default = "default_mysql_interval_ms")]
     interval_ms: i64,
     #[serde(default = "default_mysql_timeout_ms")]
@@ -867,6 +872,9 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
                 problem(at(key), format!("expected {min} to {max}, got {v}"));
             }
         }
+        if m.tls_ca.is_some() && !m.tls {
+            problem(at("tls_ca"), "expected only with tls = true".into());
+        }
         if m.expect.is_some() && m.query.is_none() {
             problem(at("expect"), "expected only with query".into());
         }
@@ -889,6 +897,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             password: Secret::new(password),
             password_source,
             tls: m.tls,
+            tls_ca: m.tls_ca,
             interval_ms: m.interval_ms.clamp(10, 3_600_000) as u64,
             timeout_ms: m.timeout_ms.clamp(10, 600_000) as u64,
             rise: m.rise.clamp(1, 1000) as u32,

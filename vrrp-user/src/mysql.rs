@@ -120,7 +120,11 @@ pub async fn connect(t: &MysqlTarget) -> Result<Conn, Failure> {
         .tcp_nodelay(true)
         .stmt_cache_size(0);
     if t.tls {
-        opts = opts.ssl_opts(Some(mysql_async::SslOpts::default()));
+        let mut ssl = mysql_async::SslOpts::default();
+        if let Some(ca) = &t.tls_ca {
+            ssl = ssl.with_root_certs(vec![ca.clone().into()]);
+        }
+        opts = opts.ssl_opts(Some(ssl));
     }
     bounded(Duration::from_millis(t.timeout_ms), Conn::new(opts)).await
 }
