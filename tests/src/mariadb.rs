@@ -123,6 +123,20 @@ impl Mariadb {
         Ok(())
     }
 
+    /// The server's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.server.as_ref().map(Proc::pid)
+    }
+
+    /// Whether the server runs (false once it exited, e.g. killed from outside).
+    pub fn running(&mut self) -> bool {
+        let up = self.server.as_mut().is_some_and(Proc::running);
+        if !up {
+            self.server = None;
+        }
+        up
+    }
+
     /// Sends `signal` to the server; for a signal that ends it, waits for the end.
     pub fn signal(&mut self, signal: Signal) -> anyhow::Result<()> {
         let proc = self.server.as_mut().context("not running")?;
@@ -274,7 +288,19 @@ pub async fn query_once(addr: std::net::Ipv4Addr, sql: &str, timeout: Duration) 
 /// holds a unique key, the server_id that took it and the server's UTC time.
 pub struct Writer {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    progress: std::sync::Arc<Progress>,
     thread: std::thread::JoinHandle<anyhow::Result<Vec<String>>>,
+}
+
+/// What a [`Writer`] has done so far.
+#[derive(Default)]
+pub struct Progress {
+    /// Inserts acknowledged.
+    pub acked: std::sync::atomic::AtomicU64,
+    /// Inserts that failed (the connection is then opened anew).
+    pub failed: std::sync::atomic::AtomicU64,
+    /// The server_id of the server the current connection reached (0: none).
+    pub server: std::sync::atomic::AtomicU32,
 }
 
 impl Writer {
@@ -282,6 +308,8 @@ impl Writer {
         use std::sync::atomic::Ordering;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
+        let progress = std::sync::Arc::new(Progress::default());
+        let shared = progress.clone();
         let thread = lab.host(from).ns.spawn_in(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -301,9 +329,18 @@ impl Writer {
                     let Ok(Ok(mut conn)) =
                         tokio::time::timeout(bound, mysql_async::Conn::new(opts.clone())).await
                     else {
+                        shared.server.store(0, Ordering::Relaxed);
                         tokio::time::sleep(Duration::from_millis(5)).await;
                         continue;
                     };
+                    if let Ok(Ok(Some(id))) = tokio::time::timeout(
+                        bound,
+                        conn.query_first::<u32, _>("SELECT @@server_id"),
+                    )
+                    .await
+                    {
+                        shared.server.store(id, Ordering::Relaxed);
+                    }
                     while !flag.load(Ordering::SeqCst) {
                         n += 1;
                         let k = format!("w{n}");
@@ -311,15 +348,31 @@ impl Writer {
                             "INSERT INTO {APP_TABLE} (k, server, at) VALUES ('{k}', @@server_id, UTC_TIMESTAMP(6))"
                         );
                         match tokio::time::timeout(bound, conn.query_drop(insert)).await {
-                            Ok(Ok(())) => acked.push(k),
-                            _ => break,
+                            Ok(Ok(())) => {
+                                acked.push(k);
+                                shared.acked.fetch_add(1, Ordering::Relaxed);
+                            }
+                            _ => {
+                                shared.failed.fetch_add(1, Ordering::Relaxed);
+                                shared.server.store(0, Ordering::Relaxed);
+                                break;
+                            }
                         }
                     }
                 }
                 Ok(acked)
             })
         })?;
-        Ok(Self { stop, thread })
+        Ok(Self {
+            stop,
+            progress,
+            thread,
+        })
+    }
+
+    /// What it has done so far.
+    pub fn progress(&self) -> &Progress {
+        &self.progress
     }
 
     /// Stops the writer; the keys of the acknowledged inserts.

@@ -226,7 +226,7 @@ fn a_wrong_password_a_server_not_started_and_a_hanging_server_each_say_so_and_fa
 
     // The right password, but a's server is not started: Fault, "not running".
     a_db.signal(Signal::SIGTERM).unwrap();
-    let mut a = start_xvrrp(&lab, &a_db, 200, "");
+    let a = start_xvrrp(&lab, &a_db, 200, "");
     assert!(
         wait_for(Duration::from_secs(5), || a
             .log()

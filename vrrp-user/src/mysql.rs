@@ -249,9 +249,6 @@ async fn check(
             ))),
             Err(f) => Err(f),
         };
-        if alive.as_ref().is_err_and(Failure::drops_connection) {
-            return (alive, None);
-        }
         if alive.is_err() {
             return (alive, None);
         }

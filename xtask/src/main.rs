@@ -13,7 +13,7 @@ use std::{
 use anyhow::{Context as _, bail, ensure};
 use clap::{Parser, Subcommand};
 use nix::sys::signal::Signal;
-use xvrrp_lab::{Lab, PIN_ROOT, mac_text};
+use xvrrp_lab::{Lab, PIN_ROOT, mac_text, mariadb};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask")]
@@ -275,14 +275,20 @@ fn demo(bin: &Path, limit: Option<Duration>) -> anyhow::Result<()> {
     install_handlers();
     let mut lab = Lab::new(&["a", "b", "client"])?;
     lab.set_xvrrp_bin(bin);
+    println!("starting MariaDB on hosts a and b, replicating from each other...");
+    let (a_db, b_db) = mariadb::master_master_pair(&lab, "a", "b")?;
+    let mut dbs = [a_db, b_db];
     let mut daemons = Vec::new();
-    for (host, state, priority) in [("a", "master", 200), ("b", "backup", 100)] {
-        let iface = &lab.host(host).iface;
+    for (db, priority) in dbs.iter().zip([200, 100]) {
+        let host = db.host.clone();
+        let iface = &lab.host(&host).iface;
         let proc = lab.start_xvrrp(
-            host,
+            &host,
             &format!(
                 "# host {host} of the xvrrp demo lab\ninterface = \"{iface}\"\n\n[[instance]]\nname = \"demo\"\n\
-                 vrid = 51\npriority = {priority}\nstate = \"{state}\"\nvips = [\"{DEMO_VIP}/24\"]\n"
+                 vrid = 51\npriority = {priority}\nadvert_interval_ms = 100\nvips = [\"{DEMO_VIP}/24\"]\n\
+                 track_mysql = [\"local\"]\n\n{}",
+                db.xvrrp_target("")
             ),
         )?;
         daemons.push((host, proc));
@@ -302,7 +308,10 @@ fn demo(bin: &Path, limit: Option<Duration>) -> anyhow::Result<()> {
             h.ns.name()
         );
     }
-    println!("  VIP {DEMO_VIP}: host a is master (priority 200), host b backup (priority 100).");
+    println!(
+        "  VIP {DEMO_VIP}: host a (priority 200) and host b (priority 100) each run MariaDB, replicating\n  \
+         from each other, and xvrrp probing and fencing their own server. A client writes through the VIP."
+    );
     println!("  The VIP is not an address of either host: XDP answers ARP for it on the master.");
     println!(
         "  Inspect: bpftool map dump pinned {PIN_ROOT}/{}/vips_v4   (also vrids, stats)",
@@ -313,8 +322,11 @@ fn demo(bin: &Path, limit: Option<Duration>) -> anyhow::Result<()> {
         client.ns.name(),
         client.iface
     );
+    let writer = mariadb::Writer::start(&lab, "client", DEMO_VIP)?;
     let start = Instant::now();
     let mut shown_status = false;
+    let mut last_acked = 0;
+    let mut down_since: [Option<Instant>; 2] = [None, None];
     while !INTERRUPTED.load(Ordering::SeqCst) && limit.is_none_or(|l| start.elapsed() < l) {
         let replies = lab.arping("client", DEMO_VIP, 1)?;
         let owner = |mac: &str| {
@@ -334,15 +346,56 @@ fn demo(bin: &Path, limit: Option<Duration>) -> anyhow::Result<()> {
                 println!("client: {DEMO_VIP} is at {}", seen.join(", "));
             }
         }
+        let progress = writer.progress();
+        let acked = progress.acked.load(Ordering::Relaxed);
+        let via = match progress.server.load(Ordering::Relaxed) {
+            0 => "no server".to_owned(),
+            id => format!("host {}'s server", if id == 1 { "a" } else { "b" }),
+        };
+        let servers: Vec<String> = dbs
+            .iter_mut()
+            .map(|db| {
+                let state = if !db.running() {
+                    "down".to_owned()
+                } else {
+                    match db.read_only(&lab) {
+                        Ok(true) => "read-only".to_owned(),
+                        Ok(false) => "writable".to_owned(),
+                        Err(_) => "not answering".to_owned(),
+                    }
+                };
+                format!("{}: MariaDB {state}", db.host)
+            })
+            .collect();
+        println!(
+            "        writes acknowledged {acked} (+{}), failed {}, now through {via}; {}",
+            acked - last_acked,
+            progress.failed.load(Ordering::Relaxed),
+            servers.join(", ")
+        );
+        last_acked = acked;
         if !shown_status && !replies.is_empty() {
             shown_status = true;
             for host in ["a", "b"] {
                 println!("xvrrp status on host {host}:\n{}", lab.status_table(host)?);
             }
             println!(
-                "Try a failover: kill -9 the daemon on host a (pid {}); host b answers within ~4 s.",
+                "Try a failover: kill -9 {}   (host a's MariaDB): the VIP moves to b in well under a\n\
+                 second and b's server becomes writable; the demo restarts a's MariaDB 5 s later and a\n\
+                 takes the VIP back once its replica has caught up. Or kill -9 {} (a's xvrrp).",
+                dbs[0].pid().unwrap_or_default(),
                 daemons[0].1.pid()
             );
+        }
+        for (db, down) in dbs.iter_mut().zip(down_since.iter_mut()) {
+            if db.running() {
+                *down = None;
+            } else if down.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(5) {
+                println!("restarting MariaDB on host {}", db.host);
+                db.start(&lab)?;
+                *down = None;
+                println!("  its pid is now {}", db.pid().unwrap_or_default());
+            }
         }
         for (host, proc) in &mut daemons {
             if !proc.running() {
@@ -351,6 +404,8 @@ fn demo(bin: &Path, limit: Option<Duration>) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+    let acked = writer.finish()?;
+    println!("the client's writes acknowledged: {}", acked.len());
     println!("stopping");
     for (host, mut proc) in daemons {
         match proc.stop(Signal::SIGTERM, Duration::from_secs(10)) {
