@@ -408,3 +408,65 @@ fn every_acknowledged_write_survives_five_failovers_and_failbacks() {
         acked.len()
     );
 }
+
+#[test]
+fn a_custom_query_with_an_unexpected_result_fails_over_and_status_shows_the_probes() {
+    if !ready("a_custom_query_with_an_unexpected_result_fails_over_and_status_shows_the_probes") {
+        return;
+    }
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    let (a_db, b_db) = master_master_pair(&lab, "a", "b").expect("pair");
+    let a = start_xvrrp(
+        &lab,
+        &a_db,
+        200,
+        "query = \"SELECT @@global.max_connections\"\nexpect = \"50\"",
+    );
+    let b = start_xvrrp(&lab, &b_db, 100, "");
+    assert!(
+        settled_on(&lab, &a_db, &b_db, Duration::from_secs(10)),
+        "a:\n{}",
+        a.log()
+    );
+    let table = lab.status_table("a").unwrap();
+    let line = table
+        .lines()
+        .find(|l| l.starts_with("local "))
+        .unwrap_or_else(|| panic!("no MySQL line in:\n{table}"));
+    for want in [
+        "127.0.0.1:3306",
+        " up ",
+        " OFF ",
+        "healthy (io Yes, sql Yes",
+    ] {
+        assert!(line.contains(want), "{want:?} not in {line:?}");
+    }
+    let st = lab.status("b").unwrap();
+    assert_eq!(st["mysql"][0]["read_only"], true, "{st}");
+    assert_eq!(st["mysql"][0]["reconnects"], 0, "{st}");
+
+    // The query's answer changes: a's check fails (weight 0: Fault) and b takes over.
+    a_db.sql(&lab, "SET GLOBAL max_connections = 60").unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || server_through_vip(&lab)
+            == Some(b_db.server_id)),
+        "no failover; a:\n{}",
+        a.log()
+    );
+    let st = lab.status("a").unwrap();
+    assert_eq!(st["mysql"][0]["alive"], false, "{st}");
+    let reason = st["mysql"][0]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("check failed") && reason.contains("expected \"50\""),
+        "{reason}"
+    );
+    assert_eq!(st["instances"][0]["state"], "fault", "{st}");
+
+    a_db.sql(&lab, "SET GLOBAL max_connections = 50").unwrap();
+    assert!(
+        settled_on(&lab, &a_db, &b_db, Duration::from_secs(10)),
+        "a did not come back; a:\n{}",
+        a.log()
+    );
+    drop(b);
+}

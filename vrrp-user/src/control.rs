@@ -20,6 +20,42 @@ pub fn default_socket(interface: &str) -> PathBuf {
 pub struct Status {
     pub interface: String,
     pub instances: Vec<InstanceStatus>,
+    /// The MySQL targets probed.
+    #[serde(default)]
+    pub mysql: Vec<MysqlStatus>,
+}
+
+/// What the probe of a MySQL target last found.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct MysqlStatus {
+    pub name: String,
+    /// host:port
+    pub address: String,
+    /// None until the first result.
+    pub alive: Option<bool>,
+    /// Why the last round failed ("" when it did not).
+    pub reason: String,
+    pub version: String,
+    pub read_only: Option<bool>,
+    /// With `replication`: the last replica status read.
+    pub replication: Option<ReplicationStatus>,
+    pub probes: u64,
+    pub failures: u64,
+    /// Connections opened after the first.
+    pub reconnects: u64,
+    /// How long the last round of checks took, microseconds.
+    pub last_round_us: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ReplicationStatus {
+    pub healthy: bool,
+    /// Why not healthy ("" when it is).
+    pub problem: String,
+    pub io_running: String,
+    pub sql_running: bool,
+    pub seconds_behind: Option<u64>,
+    pub last_io_error: String,
 }
 
 /// The status of one instance.
@@ -126,6 +162,47 @@ pub fn table(status: &Status) -> String {
             format!("{}/{}", i.adverts_received, i.adverts_sent),
             i.vips.join(",")
         ));
+    }
+    if !status.mysql.is_empty() {
+        out.push_str(&format!(
+            "\n{:<12} {:<22} {:<6} {:<10} {:<34} {:>8} {:>8}  {}\n",
+            "mysql",
+            "address",
+            "alive",
+            "read_only",
+            "replication",
+            "probes",
+            "round",
+            "last failure"
+        ));
+        for m in &status.mysql {
+            let yes_no = |b: Option<bool>, yes: &str, no: &str| match b {
+                Some(true) => yes.to_owned(),
+                Some(false) => no.to_owned(),
+                None => "?".to_owned(),
+            };
+            let replication = match &m.replication {
+                None => "-".to_owned(),
+                Some(r) => format!(
+                    "{} (io {}, sql {}, lag {})",
+                    if r.healthy { "healthy" } else { "UNHEALTHY" },
+                    r.io_running,
+                    if r.sql_running { "Yes" } else { "No" },
+                    r.seconds_behind.map_or("-".to_owned(), |l| format!("{l}s"))
+                ),
+            };
+            out.push_str(&format!(
+                "{:<12} {:<22} {:<6} {:<10} {:<34} {:>8} {:>6}us  {}\n",
+                m.name,
+                m.address,
+                yes_no(m.alive, "up", "DOWN"),
+                yes_no(m.read_only, "ON", "OFF"),
+                replication,
+                m.probes,
+                m.last_round_us,
+                m.reason
+            ));
+        }
     }
     out
 }

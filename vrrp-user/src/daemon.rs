@@ -289,9 +289,12 @@ pub async fn run(
                 .any(|i| i.track_mysql.contains(&t.name))
         })
         .collect();
+    let mysql_status: Vec<mysql::SharedStatus> =
+        tracked_mysql.iter().map(|t| mysql::new_status(t)).collect();
     let _probes: Vec<_> = tracked_mysql
         .iter()
-        .map(|t| mysql::spawn_probe((*t).clone(), track_tx.clone()))
+        .zip(&mysql_status)
+        .map(|(t, status)| mysql::spawn_probe((*t).clone(), track_tx.clone(), status.clone()))
         .collect();
     let fencers: HashMap<String, Fencer> = tracked_mysql
         .iter()
@@ -363,6 +366,7 @@ pub async fn run(
         vmacs,
         fencers,
         fences: HashMap::new(),
+        mysql_status,
         macs,
         last_heard: HashMap::new(),
     };
@@ -844,6 +848,8 @@ struct Shell {
     fencers: HashMap<String, Fencer>,
     /// The MySQL targets each instance fences.
     fences: HashMap<InstanceKey, Vec<Fencer>>,
+    /// What each MySQL probe last found.
+    mysql_status: Vec<mysql::SharedStatus>,
     /// The MAC each instance answers and announces from.
     macs: HashMap<InstanceKey, [u8; 6]>,
     /// The liveness time last fed to the engine, per instance.
@@ -971,6 +977,11 @@ impl Shell {
         control::Status {
             interface: config.interface.clone(),
             instances,
+            mysql: self
+                .mysql_status
+                .iter()
+                .filter_map(|s| s.lock().ok().map(|s| s.clone()))
+                .collect(),
         }
     }
 

@@ -14,7 +14,12 @@ use mysql_async::{Conn, OptsBuilder, Row, prelude::Queryable as _};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
-use crate::{config::MysqlTarget, engine::TrackInput, track::RiseFall};
+use crate::{
+    config::MysqlTarget,
+    control::{MysqlStatus, ReplicationStatus},
+    engine::TrackInput,
+    track::RiseFall,
+};
 
 /// The track under which a target's liveness (ping and query) reaches the engine.
 pub fn alive_track(target: &str) -> String {
@@ -226,42 +231,84 @@ async fn replication(
     })
 }
 
-/// One round of checks on an open connection: ping, then the optional query; the replication
-/// status when asked for.
-async fn check(
-    t: &MysqlTarget,
-    conn: &mut Conn,
-    statement: &str,
-) -> (Result<(), Failure>, Option<Result<(), String>>) {
+/// What one round of checks found.
+struct Round {
+    /// Ping and the optional query.
+    alive: Result<(), Failure>,
+    /// The replica status, when asked for and read.
+    replication: Option<Result<Replication, Failure>>,
+    read_only: Option<bool>,
+}
+
+/// One round of checks on an open connection: ping, then the optional query; read_only; the
+/// replication status when asked for. A failure that loses the connection ends the round.
+async fn check(t: &MysqlTarget, conn: &mut Conn, statement: &str) -> Round {
     let timeout = Duration::from_millis(t.timeout_ms);
+    let failed = |f| Round {
+        alive: Err(f),
+        replication: None,
+        read_only: None,
+    };
     if let Err(f) = bounded(timeout, conn.ping()).await {
-        return (Err(f), None);
+        return failed(f);
     }
     if let Some(query) = &t.query {
         let got: Result<Option<Option<String>>, Failure> =
             bounded(timeout, conn.query_first(query.as_str())).await;
-        let alive = match got {
-            Ok(Some(Some(v))) if t.expect.as_deref().is_none_or(|e| e == v) => Ok(()),
-            Ok(v) => Err(Failure::Check(format!(
-                "{query:?} returned {:?}, expected {:?}",
-                v.flatten(),
-                t.expect
-            ))),
-            Err(f) => Err(f),
-        };
-        if alive.is_err() {
-            return (alive, None);
+        match got {
+            Ok(Some(Some(v))) if t.expect.as_deref().is_none_or(|e| e == v) => {}
+            Ok(v) => {
+                return failed(Failure::Check(format!(
+                    "{query:?} returned {:?}, expected {}",
+                    v.flatten(),
+                    t.expect
+                        .as_ref()
+                        .map_or("a value".to_owned(), |e| format!("{e:?}"))
+                )));
+            }
+            Err(f) => return failed(f),
         }
     }
-    let repl = match &t.replication {
+    let read_only = match bounded(
+        timeout,
+        conn.query_first::<u8, _>("SELECT @@global.read_only"),
+    )
+    .await
+    {
+        Ok(v) => v.map(|v| v != 0),
+        Err(f) if f.drops_connection() => return failed(f),
+        Err(_) => None,
+    };
+    let replication = match &t.replication {
         None => None,
-        Some(r) => match replication(conn, statement, timeout).await {
-            Ok(status) => Some(status.healthy(r.max_lag_s)),
-            Err(f) if f.drops_connection() => return (Err(f), None),
-            Err(f) => Some(Err(f.to_string())),
+        Some(_) => match replication(conn, statement, timeout).await {
+            Err(f) if f.drops_connection() => return failed(f),
+            r => Some(r),
         },
     };
-    (Ok(()), repl)
+    Round {
+        alive: Ok(()),
+        replication,
+        read_only,
+    }
+}
+
+/// The status a probe shares with `xvrrp status`.
+pub type SharedStatus = std::sync::Arc<std::sync::Mutex<MysqlStatus>>;
+
+/// A fresh status for target `t`.
+pub fn new_status(t: &MysqlTarget) -> SharedStatus {
+    std::sync::Arc::new(std::sync::Mutex::new(MysqlStatus {
+        name: t.name.clone(),
+        address: format!("{}:{}", t.host, t.port),
+        ..MysqlStatus::default()
+    }))
+}
+
+fn update(status: &SharedStatus, f: impl FnOnce(&mut MysqlStatus)) {
+    if let Ok(mut s) = status.lock() {
+        f(&mut s);
+    }
 }
 
 /// Rise / fall where the very first result decides at once (the daemon starts knowing
@@ -346,12 +393,14 @@ fn park(mut conn: Conn) -> oneshot::Receiver<Failure> {
 pub fn spawn_probe(
     t: MysqlTarget,
     tx: mpsc::UnboundedSender<(String, TrackInput)>,
+    status: SharedStatus,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let interval = Duration::from_millis(t.interval_ms);
         let mut alive = Tracked::new(alive_track(&t.name), t.rise, t.fall);
         let mut repl = Tracked::new(replication_track(&t.name), t.rise, t.fall);
         let mut backoff = interval;
+        let mut connections = 0u64;
         loop {
             // Connect: the check connection, its server's dialect, and the parked watcher.
             let opened = async {
@@ -368,6 +417,11 @@ pub fn spawn_probe(
             let (mut conn, version, watcher) = match opened {
                 Ok(v) => v,
                 Err(f) => {
+                    update(&status, |s| {
+                        s.alive = Some(false);
+                        s.reason = f.to_string();
+                        s.failures += 1;
+                    });
                     if !alive.record(Err(f.to_string()), false, &tx) {
                         return;
                     }
@@ -377,6 +431,11 @@ pub fn spawn_probe(
                 }
             };
             backoff = interval;
+            connections += 1;
+            update(&status, |s| {
+                s.version.clone_from(&version);
+                s.reconnects = connections - 1;
+            });
             info!(target = %t.name, host = %t.host, port = t.port, %version, "MySQL probe connected");
             let statement = replica_statement(&version);
             let mut gone = park(watcher);
@@ -386,13 +445,45 @@ pub fn spawn_probe(
                 tokio::select! {
                     f = &mut gone => break f.unwrap_or(Failure::Gone("watcher ended".into())),
                     _ = ticker.tick() => {
-                        let (a, r) = check(&t, &mut conn, statement).await;
-                        let dropped = a.as_ref().err().filter(|f| f.drops_connection()).cloned();
-                        if !alive.record(a.map_err(|f| f.to_string()), false, &tx) {
+                        let started = tokio::time::Instant::now();
+                        let round = check(&t, &mut conn, statement).await;
+                        let took = started.elapsed();
+                        let dropped = round.alive.as_ref().err().filter(|f| f.drops_connection()).cloned();
+                        let verdict = match (&round.replication, &t.replication) {
+                            (Some(Ok(r)), Some(c)) => Some(r.healthy(c.max_lag_s)),
+                            (Some(Err(f)), _) => Some(Err(f.to_string())),
+                            _ => None,
+                        };
+                        update(&status, |s| {
+                            s.probes += 1;
+                            s.last_round_us = took.as_micros() as u64;
+                            s.alive = Some(round.alive.is_ok());
+                            match &round.alive {
+                                Ok(()) => s.reason.clear(),
+                                Err(f) => {
+                                    s.failures += 1;
+                                    s.reason = f.to_string();
+                                }
+                            }
+                            if round.alive.is_ok() {
+                                s.read_only = round.read_only;
+                            }
+                            if let (Some(Ok(r)), Some(v)) = (&round.replication, &verdict) {
+                                s.replication = Some(ReplicationStatus {
+                                    healthy: v.is_ok(),
+                                    problem: v.clone().err().unwrap_or_default(),
+                                    io_running: r.io_running.clone(),
+                                    sql_running: r.sql_running,
+                                    seconds_behind: r.seconds_behind,
+                                    last_io_error: r.last_io_error.clone(),
+                                });
+                            }
+                        });
+                        if !alive.record(round.alive.map_err(|f| f.to_string()), false, &tx) {
                             return;
                         }
-                        if let Some(r) = r
-                            && !repl.record(r, false, &tx)
+                        if let Some(v) = verdict
+                            && !repl.record(v, false, &tx)
                         {
                             return;
                         }
@@ -405,6 +496,11 @@ pub fn spawn_probe(
             // A closed connection is a failure at once; a timeout waits for `fall` like any
             // other failed check, and the connection is opened anew.
             let at_once = matches!(failure, Failure::Gone(_) | Failure::NotRunning);
+            update(&status, |s| {
+                s.alive = Some(false);
+                s.reason = failure.to_string();
+                s.failures += 1;
+            });
             if !alive.record(Err(failure.to_string()), at_once, &tx) {
                 return;
             }
