@@ -96,6 +96,101 @@ impl Mariadb {
         })
     }
 
+    /// Makes the server speak TLS (from its next start) with a certificate for 127.0.0.1 and
+    /// the host's address, signed by a CA of its own; requires TLS of the probe user. Returns
+    /// the CA's PEM file.
+    pub fn enable_tls(&self, lab: &Lab) -> anyhow::Result<PathBuf> {
+        let d = &self.dir;
+        let ip = lab.host(&self.host).ip;
+        fs::write(
+            d.join("server-ext.cnf"),
+            format!(
+                "subjectAltName=IP:127.0.0.1,IP:{ip}\nbasicConstraints=CA:FALSE\n\
+                 keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+            ),
+        )?;
+        let steps: [&[&str]; 3] = [
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=xvrrp lab CA",
+            ],
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=xvrrp lab server",
+            ],
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.pem",
+                "-days",
+                "2",
+                "-extfile",
+                "server-ext.cnf",
+            ],
+        ];
+        for args in steps {
+            let out = run_with_timeout(
+                Command::new("openssl").args(args).current_dir(d),
+                Duration::from_secs(60),
+            )?;
+            ensure!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let cnf = fs::read_to_string(d.join("my.cnf"))?;
+        let dd = d.display();
+        fs::write(
+            d.join("my.cnf"),
+            cnf.replacen(
+                "[mariadbd]\n",
+                &format!(
+                    "[mariadbd]\nssl-ca={dd}/ca.pem\nssl-cert={dd}/server.pem\nssl-key={dd}/server.key\n"
+                ),
+                1,
+            ),
+        )?;
+        fs::write(
+            d.join("tls.sql"),
+            format!("ALTER USER '{PROBE_USER}'@'%' REQUIRE SSL;\n"),
+        )?;
+        Ok(d.join("ca.pem"))
+    }
+
+    /// Applies what [`Mariadb::enable_tls`] prepared for the running server.
+    pub fn require_tls(&self, lab: &Lab) -> anyhow::Result<()> {
+        let sql = fs::read_to_string(self.dir.join("tls.sql"))?;
+        self.sql(lab, &sql).map(drop)
+    }
+
     fn defaults(&self) -> String {
         format!("--defaults-file={}", self.dir.join("my.cnf").display())
     }

@@ -470,3 +470,67 @@ fn a_custom_query_with_an_unexpected_result_fails_over_and_status_shows_the_prob
     );
     drop(b);
 }
+
+#[test]
+fn the_probe_speaks_tls_when_asked_and_an_unknown_host_is_named() {
+    if !ready("the_probe_speaks_tls_when_asked_and_an_unknown_host_is_named") {
+        return;
+    }
+    let lab = Lab::new(&["a", "client"]).expect("lab");
+    let mut db = Mariadb::install(&lab, "a", 1).unwrap();
+    let ca = db.enable_tls(&lab).unwrap();
+    db.start(&lab).unwrap();
+    db.require_tls(&lab).unwrap();
+    let alive = |lab: &Lab| {
+        lab.status("a")
+            .ok()
+            .map(|st| st["mysql"][0]["alive"].clone())
+    };
+
+    // The probe user must use TLS: without it, the server refuses the login.
+    let mut a = start_xvrrp(&lab, &db, 200, "");
+    assert!(
+        wait_for(Duration::from_secs(5), || a
+            .log()
+            .contains("authentication failed")),
+        "{}",
+        a.log()
+    );
+    assert_eq!(state(&lab, "a"), "fault");
+    a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+
+    let a = start_xvrrp(
+        &lab,
+        &db,
+        200,
+        &format!("tls = true\ntls_ca = \"{}\"", ca.display()),
+    );
+    assert!(
+        wait_for(Duration::from_secs(5), || alive(&lab)
+            == Some(serde_json::Value::Bool(true))),
+        "the TLS probe did not come up:\n{}",
+        a.log()
+    );
+    assert!(
+        wait_for(Duration::from_secs(5), || state(&lab, "a") == "master"),
+        "{}",
+        a.log()
+    );
+    drop(a);
+
+    // A host name that does not resolve is said so.
+    let config = format!(
+        "{}track_mysql = [\"local\"]\n\n{}",
+        lab.vrrp_config("a", 200, ""),
+        db.xvrrp_target("").replace("127.0.0.1", "db.invalid")
+    );
+    let a = lab.start_xvrrp("a", &config).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || a
+            .log()
+            .contains("unknown host \"db.invalid\"")),
+        "{}",
+        a.log()
+    );
+    assert_eq!(state(&lab, "a"), "fault");
+}
