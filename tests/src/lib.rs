@@ -461,6 +461,54 @@ impl Lab {
         Ok(proc)
     }
 
+    /// A keepalived.conf for `host`: VRID 51 for [`LAB_VIP`]/24 at `priority`, VRRP `version`,
+    /// `advert_int` seconds (fractions with VRRPv3), starting as backup; `extra` lines go into
+    /// the vrrp_instance block.
+    pub fn keepalived_config(
+        &self,
+        host: &str,
+        priority: u8,
+        version: u8,
+        advert_int: &str,
+        extra: &str,
+    ) -> String {
+        format!(
+            "global_defs {{\n  router_id {host}\n  vrrp_version {version}\n}}\n\
+             vrrp_instance VI_1 {{\n  state BACKUP\n  interface {}\n  virtual_router_id 51\n  priority {priority}\n  \
+             advert_int {advert_int}\n  virtual_ipaddress {{\n    {LAB_VIP}/24\n  }}\n{extra}}}\n",
+            self.host(host).iface
+        )
+    }
+
+    /// Writes `config` and starts keepalived (in the foreground, logging to its log file) on
+    /// `host`.
+    pub fn start_keepalived(&self, host: &str, config: &str) -> anyhow::Result<Proc> {
+        let conf = self.workdir.join(format!("keepalived-{host}.conf"));
+        fs::write(&conf, config)?;
+        let pid = |n: &str| {
+            self.workdir
+                .join(format!("{host}-{n}.pid"))
+                .to_string_lossy()
+                .into_owned()
+        };
+        self.spawn(
+            host,
+            Path::new("keepalived"),
+            &[
+                "-n",
+                "-l",
+                "-D",
+                "-f",
+                &conf.to_string_lossy(),
+                "-p",
+                &pid("ka"),
+                "-r",
+                &pid("vrrp"),
+            ],
+            &format!("keepalived-{host}"),
+        )
+    }
+
     /// The bridge-side port of a host.
     fn port(&self, host: &str) -> String {
         let i = self

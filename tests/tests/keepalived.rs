@@ -22,39 +22,9 @@ fn keepalived_with(
     advert_int: &str,
     extra: &str,
 ) -> Proc {
-    let iface = &lab.host(host).iface;
-    let dir = lab.workdir();
-    let conf = dir.join(format!("keepalived-{host}.conf"));
-    std::fs::write(
-        &conf,
-        format!(
-            "global_defs {{\n  router_id {host}\n  vrrp_version {version}\n}}\n\
-             vrrp_instance VI_1 {{\n  state BACKUP\n  interface {iface}\n  virtual_router_id 51\n  priority {priority}\n  \
-             advert_int {advert_int}\n  virtual_ipaddress {{\n    {VIP}/24\n  }}\n{extra}}}\n"
-        ),
-    )
-    .unwrap();
-    let pid = |n: &str| {
-        dir.join(format!("{host}-{n}.pid"))
-            .to_str()
-            .unwrap()
-            .to_owned()
-    };
-    lab.spawn(
+    lab.start_keepalived(
         host,
-        Path::new("keepalived"),
-        &[
-            "-n",
-            "-l",
-            "-D",
-            "-f",
-            conf.to_str().unwrap(),
-            "-p",
-            &pid("ka"),
-            "-r",
-            &pid("vrrp"),
-        ],
-        &format!("keepalived-{host}"),
+        &lab.keepalived_config(host, priority, version, advert_int, extra),
     )
     .expect("start keepalived")
 }
