@@ -485,9 +485,13 @@ impl Lab {
     pub fn start_keepalived(&self, host: &str, config: &str) -> anyhow::Result<Proc> {
         let conf = self.workdir.join(format!("keepalived-{host}.conf"));
         fs::write(&conf, config)?;
+        // Pid files of their own per start: a killed keepalived's children may linger as
+        // zombies for a while, and keepalived refuses to start over a live-looking pid.
+        static STARTS: AtomicU32 = AtomicU32::new(0);
+        let start = STARTS.fetch_add(1, Ordering::Relaxed);
         let pid = |n: &str| {
             self.workdir
-                .join(format!("{host}-{n}.pid"))
+                .join(format!("{host}-{n}-{start}.pid"))
                 .to_string_lossy()
                 .into_owned()
         };

@@ -191,7 +191,8 @@ impl Mariadb {
         self.sql(lab, &sql).map(drop)
     }
 
-    fn defaults(&self) -> String {
+    /// `--defaults-file=...` of this server, for its client programs (as root, by socket).
+    pub fn defaults_arg(&self) -> String {
         format!("--defaults-file={}", self.dir.join("my.cnf").display())
     }
 
@@ -201,7 +202,7 @@ impl Mariadb {
         let mut proc = lab.spawn(
             &self.host,
             Path::new("/usr/sbin/mariadbd"),
-            &[&self.defaults()],
+            &[&self.defaults_arg()],
             &format!("mariadbd-{}", self.host),
         )?;
         let up = wait_for(Duration::from_secs(30), || {
@@ -256,7 +257,7 @@ impl Mariadb {
     }
 
     fn mariadb(&self, lab: &Lab, args: &[&str]) -> anyhow::Result<String> {
-        let mut full = vec![self.defaults()];
+        let mut full = vec![self.defaults_arg()];
         full.extend(args.iter().map(|a| (*a).to_owned()));
         let full: Vec<&str> = full.iter().map(String::as_str).collect();
         let out = lab.run(&self.host, "mariadb", &full, Duration::from_secs(20))?;

@@ -49,7 +49,15 @@ enum Cmd {
         args: Vec<String>,
     },
     /// Benchmarks (printed, with targets; JSON under target/bench/). Needs root.
-    Bench,
+    /// Arguments go to the lab benchmarks: --trials N, --intervals 1000,100,20,10,
+    /// --stress-seconds S, --only outage,mysql,probe,footprint,stress; --skip-dataplane skips
+    /// the data-plane part.
+    Bench {
+        #[arg(long)]
+        skip_dataplane: bool,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Fuzz the advert decoder with cargo-fuzz (libFuzzer) for a bounded time.
     Fuzz {
         #[arg(long, default_value_t = 60)]
@@ -81,9 +89,21 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Test { args } => test(&args),
         Cmd::Fuzz { seconds } => fuzz(seconds),
-        Cmd::Bench => {
+        Cmd::Bench {
+            skip_dataplane,
+            args,
+        } => {
             setup::run()?;
-            status(cargo().args(["bench", "--package", "vrrp-user", "--bench", "dataplane"]))
+            if !skip_dataplane {
+                status(cargo().args(["bench", "--package", "vrrp-user", "--bench", "dataplane"]))?;
+            }
+            let bin = build(true)?;
+            status(
+                cargo()
+                    .args(["bench", "--package", "xvrrp-lab", "--bench", "lab", "--"])
+                    .args(&args)
+                    .env("XVRRP_BIN", &bin),
+            )
         }
         Cmd::Lab { hosts } => {
             setup::run()?;

@@ -21,6 +21,7 @@ const APT_PACKAGES: &[&str] = &[
     "nftables",
     "mariadb-server",
     "keepalived",
+    "stress-ng",
 ];
 
 /// The bpf-linker that builds with this machine's nightly (see ../shared/TOOLCHAIN.md).

@@ -1,0 +1,744 @@
+//! Lab benchmarks (run as root by `cargo xtask bench`): xvrrp and keepalived 2.2.7 side by side
+//! in the namespace lab, in the same run, so that ratios hold on a noisy machine. Prints a table
+//! (each figure with its target and keepalived's beside it) and writes target/bench/lab.json.
+//!
+//! 3. Failover outage: a client sends a UDP probe to the VIP every millisecond; echo servers on
+//!    the hosts answer from the VIP. The master host fails (daemon and echo server SIGKILLed:
+//!    a crash; both SIGSTOPped: a frozen host; its link cut; or the daemon alone SIGTERMed: a
+//!    graceful handover) and the longest gap between answers is the outage.
+//! 4. MySQL failure to VIP moved: mysqld SIGKILLed on the master, time to the first query
+//!    answered through the VIP by the other server; keepalived with the usual `mysqladmin ping`
+//!    vrrp_script (interval 1 s, fall 2).
+//! 5. Probe cost: xvrrp's per-round latency and CPU while probing every 100 ms, reconnects;
+//!    beside it, the fork/exec `mariadb-admin ping` keepalived runs.
+//! 6. False failovers with both cores busy (stress-ng) and 1% random loss at 20 ms adverts.
+//! 7. Footprint: RSS and CPU at idle with 1 and 64 instances at 100 ms adverts.
+//!
+//! Arguments (after `--`): `--trials N` (failover trials per cell, default 20), `--intervals
+//! 1000,100,20,10`, `--stress-seconds S` (default 600), `--only outage,mysql,probe,stress,footprint`.
+
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, UdpSocket},
+    path::Path,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use nix::sys::signal::Signal;
+use serde_json::json;
+use xvrrp_lab::{
+    LAB_VIP, Lab, Proc,
+    mariadb::{self, Mariadb, master_master_pair},
+    wait_for,
+};
+
+const ECHO_PORT: u16 = 7000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Daemon {
+    Xvrrp,
+    Keepalived,
+}
+
+impl Daemon {
+    fn name(self) -> &'static str {
+        match self {
+            Daemon::Xvrrp => "xvrrp",
+            Daemon::Keepalived => "keepalived",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    Kill,
+    Stop,
+    LinkCut,
+    Term,
+}
+
+impl Fault {
+    fn name(self) -> &'static str {
+        match self {
+            Fault::Kill => "SIGKILL (host crash)",
+            Fault::Stop => "SIGSTOP (frozen host)",
+            Fault::LinkCut => "link cut",
+            Fault::Term => "SIGTERM (graceful)",
+        }
+    }
+}
+
+struct Args {
+    trials: usize,
+    intervals: Vec<u32>,
+    stress_seconds: u64,
+    only: Option<Vec<String>>,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut a = Args {
+        trials: 20,
+        intervals: vec![1000, 100, 20, 10],
+        stress_seconds: 600,
+        only: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--trials" => a.trials = it.next().context("--trials N")?.parse()?,
+            "--intervals" => {
+                a.intervals = it
+                    .next()
+                    .context("--intervals A,B")?
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()?;
+            }
+            "--stress-seconds" => {
+                a.stress_seconds = it.next().context("--stress-seconds S")?.parse()?;
+            }
+            "--only" => {
+                a.only = Some(
+                    it.next()
+                        .context("--only A,B")?
+                        .split(',')
+                        .map(str::to_owned)
+                        .collect(),
+                );
+            }
+            // What cargo bench passes.
+            "--bench" => {}
+            other => bail!("unknown argument {other:?}"),
+        }
+    }
+    Ok(a)
+}
+
+/// One line of the table.
+struct Figure {
+    what: String,
+    xvrrp: String,
+    keepalived: String,
+    target: String,
+}
+
+struct Report {
+    figures: Vec<Figure>,
+    json: BTreeMap<String, serde_json::Value>,
+}
+
+impl Report {
+    fn add(&mut self, what: String, xvrrp: String, keepalived: String, target: &str) {
+        println!("  {what}: xvrrp {xvrrp} | keepalived {keepalived} | target {target}");
+        self.figures.push(Figure {
+            what,
+            xvrrp,
+            keepalived,
+            target: target.to_owned(),
+        });
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn p50_p99(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (percentile(&v, 50.0), percentile(&v, 99.0))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The failover outage.
+
+/// A UDP echo server on `host`, bound to the VIP (IP_FREEBIND: it need not be there yet),
+/// answering with the host's name.
+fn echo_server(lab: &Lab, host: &str) -> anyhow::Result<Proc> {
+    let script = format!(
+        "import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.setsockopt(socket.SOL_IP,15,1)\n\
+         s.bind(('{LAB_VIP}',{ECHO_PORT}))\nname=sys.argv[1].encode()\nwhile True:\n d,a=s.recvfrom(64)\n s.sendto(name,a)\n"
+    );
+    lab.spawn(
+        host,
+        Path::new("python3"),
+        &["-c", &script, host],
+        &format!("echo-{host}"),
+    )
+}
+
+/// Answers the client got: (time since the prober started, host name's first byte).
+type Answers = Arc<Mutex<Vec<(Duration, u8)>>>;
+
+/// Sends a probe to the VIP every millisecond from the client and records the answers.
+struct Prober {
+    stop: Arc<AtomicBool>,
+    answers: Answers,
+    start: Instant,
+    thread: std::thread::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Prober {
+    fn start(lab: &Lab) -> anyhow::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let answers: Answers = Arc::default();
+        let start = Instant::now();
+        let (flag, out) = (stop.clone(), answers.clone());
+        let thread = lab.host("client").ns.spawn_in(move || {
+            let sock = UdpSocket::bind("0.0.0.0:0")?;
+            sock.set_nonblocking(true)?;
+            let mut buf = [0u8; 64];
+            let mut next = Instant::now();
+            while !flag.load(Ordering::Relaxed) {
+                let _ = sock.send_to(b"p", (LAB_VIP, ECHO_PORT));
+                next += Duration::from_millis(1);
+                loop {
+                    while let Ok((n, _)) = sock.recv_from(&mut buf) {
+                        if n > 0 {
+                            out.lock().expect("answers").push((start.elapsed(), buf[0]));
+                        }
+                    }
+                    let now = Instant::now();
+                    if now >= next {
+                        break;
+                    }
+                    std::thread::sleep((next - now).min(Duration::from_micros(200)));
+                }
+            }
+            Ok(())
+        })?;
+        Ok(Self {
+            stop,
+            answers,
+            start,
+            thread,
+        })
+    }
+
+    /// Whether `host` answered every probe of the last `span` (allowing a little jitter).
+    fn steady(&self, host: &str, span: Duration) -> bool {
+        let now = self.start.elapsed();
+        let Some(from) = now.checked_sub(span) else {
+            return false;
+        };
+        let a = self.answers.lock().expect("answers");
+        let recent: Vec<_> = a.iter().filter(|(t, _)| *t >= from).collect();
+        recent.len() as f64 >= span.as_millis() as f64 * 0.8
+            && recent.iter().all(|(_, h)| *h == host.as_bytes()[0])
+    }
+
+    /// Stops it; the answers.
+    fn finish(self) -> anyhow::Result<Vec<(Duration, u8)>> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("prober panicked"))??;
+        Ok(std::mem::take(&mut *self.answers.lock().expect("answers")))
+    }
+}
+
+/// The longest gap between answers from `at` on (the fault), counting from the last answer
+/// before it.
+fn longest_gap(answers: &[(Duration, u8)], at: Duration) -> Duration {
+    let mut last = answers
+        .iter()
+        .rev()
+        .find(|(t, _)| *t <= at)
+        .map_or(at, |(t, _)| *t);
+    let mut gap = Duration::ZERO;
+    for (t, _) in answers.iter().filter(|(t, _)| *t > at) {
+        gap = gap.max(*t - last);
+        last = *t;
+    }
+    gap
+}
+
+fn start_daemon(lab: &Lab, daemon: Daemon, host: &str, priority: u8, interval_ms: u32) -> anyhow::Result<Proc> {
+    match daemon {
+        Daemon::Xvrrp => {
+            let hb = (interval_ms * 2).clamp(10, 250);
+            let config = lab
+                .vrrp_config(host, priority, "")
+                .replace("advert_interval_ms = 100", &format!("advert_interval_ms = {interval_ms}"))
+                .replace("heartbeat_limit_ms = 200", &format!("heartbeat_limit_ms = {hb}"));
+            lab.start_xvrrp(host, &config)
+        }
+        Daemon::Keepalived => {
+            let advert = format!("{}", f64::from(interval_ms) / 1000.0);
+            lab.start_keepalived(host, &lab.keepalived_config(host, priority, 3, &advert, ""))
+        }
+    }
+}
+
+/// Removes the VIP from `host` (a killed daemon leaves it).
+fn drop_vip(lab: &Lab, host: &str) {
+    let iface = lab.host(host).iface.clone();
+    let _ = lab.run(
+        host,
+        "ip",
+        &["addr", "del", &format!("{LAB_VIP}/24"), "dev", &iface],
+        Duration::from_secs(5),
+    );
+}
+
+/// Signals a process and all its descendants at once (keepalived's VRRP work is done by a
+/// child, which a signal to the parent alone would leave running or stop gracefully).
+fn signal(p: &Proc, s: Signal) {
+    for pid in tree(p.pid()) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), s);
+    }
+}
+
+/// One failover trial: a master (priority 200) and a backup (100) up and steady; the fault
+/// on a; the outage the client saw.
+fn outage_trial(lab: &Lab, daemon: Daemon, interval_ms: u32, fault: Fault) -> anyhow::Result<Duration> {
+    let mut echo_a = echo_server(lab, "a")?;
+    let mut echo_b = echo_server(lab, "b")?;
+    let mut a = start_daemon(lab, daemon, "a", 200, interval_ms)?;
+    let mut b = start_daemon(lab, daemon, "b", 100, interval_ms)?;
+    let prober = Prober::start(lab)?;
+    let interval = Duration::from_millis(u64::from(interval_ms));
+    let settle = Duration::from_millis(300) + interval * 4;
+    if !wait_for(Duration::from_secs(20) + interval * 10, || {
+        prober.steady("a", settle)
+    }) {
+        bail!("{} on a never answered steadily; a:\n{}", daemon.name(), a.log());
+    }
+    let at = prober.start.elapsed();
+    match fault {
+        Fault::Kill => {
+            signal(&a, Signal::SIGKILL);
+            signal(&echo_a, Signal::SIGKILL);
+        }
+        Fault::Stop => {
+            signal(&a, Signal::SIGSTOP);
+            signal(&echo_a, Signal::SIGSTOP);
+        }
+        Fault::LinkCut => lab.set_link("a", false)?,
+        // The daemon's own graceful stop (keepalived's parent tells its child).
+        Fault::Term => {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(a.pid() as i32), Signal::SIGTERM);
+        }
+    }
+    let moved = wait_for(Duration::from_secs(10) + interval * 10, || {
+        prober.steady("b", Duration::from_millis(100))
+    });
+    let answers = prober.finish()?;
+    // Back to a clean lab for the next trial.
+    if fault == Fault::Stop {
+        signal(&a, Signal::SIGCONT);
+        signal(&echo_a, Signal::SIGCONT);
+    }
+    if fault == Fault::LinkCut {
+        lab.set_link("a", true)?;
+    }
+    for p in [&a, &b] {
+        signal(p, Signal::SIGKILL);
+    }
+    let _ = a.stop(Signal::SIGKILL, Duration::from_secs(10));
+    let _ = b.stop(Signal::SIGKILL, Duration::from_secs(10));
+    let _ = echo_a.stop(Signal::SIGKILL, Duration::from_secs(5));
+    let _ = echo_b.stop(Signal::SIGKILL, Duration::from_secs(5));
+    drop_vip(lab, "a");
+    drop_vip(lab, "b");
+    if !moved {
+        bail!("{} on b never took over after {}", daemon.name(), fault.name());
+    }
+    Ok(longest_gap(&answers, at))
+}
+
+fn outage(args: &Args, report: &mut Report) -> anyhow::Result<()> {
+    println!("3. failover outage ({} trials per cell; UDP probe every 1 ms)", args.trials);
+    for &interval_ms in &args.intervals {
+        for fault in [Fault::Kill, Fault::Stop, Fault::LinkCut, Fault::Term] {
+            let mut cell = BTreeMap::new();
+            for daemon in [Daemon::Xvrrp, Daemon::Keepalived] {
+                let lab = Lab::new(&["a", "b", "client"])?;
+                let mut gaps = Vec::new();
+                for _ in 0..args.trials {
+                    match outage_trial(&lab, daemon, interval_ms, fault) {
+                        Ok(gap) => gaps.push(gap.as_secs_f64() * 1000.0),
+                        Err(err) => eprintln!("  trial failed: {err:#}"),
+                    }
+                }
+                cell.insert(daemon.name(), p50_p99(gaps.clone()));
+                report.json.insert(
+                    format!("outage.{}.{}ms.{}", daemon.name(), interval_ms, fault.name()),
+                    json!({ "gaps_ms": gaps }),
+                );
+            }
+            let text = |d: Daemon| {
+                let (p50, p99) = cell[d.name()];
+                format!("p50 {p50:.0} ms, p99 {p99:.0} ms")
+            };
+            let target = match (fault, interval_ms) {
+                (Fault::Term, _) => "<= 10 ms at 10 ms adverts; <= keepalived",
+                (_, 10) => "p99 <= 50 ms; <= keepalived",
+                _ => "<= keepalived",
+            };
+            report.add(
+                format!("outage, {} ms adverts, {}", interval_ms, fault.name()),
+                text(Daemon::Xvrrp),
+                text(Daemon::Keepalived),
+                target,
+            );
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// MySQL failure to VIP moved, and probe cost.
+
+fn keepalived_mysql_config(lab: &Lab, db: &Mariadb, priority: u8, advert: &str) -> String {
+    let script = format!(
+        "vrrp_script mysql {{\n  script \"/usr/bin/mariadb-admin {} --connect-timeout=1 ping\"\n  interval 1\n  timeout 1\n  fall 2\n  rise 2\n  weight 0\n}}\n",
+        db.defaults_arg()
+    );
+    let base = lab
+        .keepalived_config(&db.host, priority, 3, advert, "  track_script {\n    mysql\n  }\n")
+        .replacen("global_defs {\n", "global_defs {\n  script_user root\n", 1);
+    format!("{script}{base}")
+}
+
+fn mysql_failover(args: &Args, report: &mut Report) -> anyhow::Result<()> {
+    let trials = args.trials.clamp(1, 10);
+    let interval_ms = 20u32;
+    println!("4. mysqld SIGKILLed on the master -> first query through the VIP answered by the other server ({trials} trials, {interval_ms} ms adverts)");
+    let mut cell = BTreeMap::new();
+    for daemon in [Daemon::Xvrrp, Daemon::Keepalived] {
+        let lab = Lab::new(&["a", "b", "client"])?;
+        let (mut a_db, b_db) = master_master_pair(&lab, "a", "b")?;
+        // keepalived does not fence: the servers must take writes without it.
+        if daemon == Daemon::Keepalived {
+            for db in [&a_db, &b_db] {
+                db.sql(&lab, "SET GLOBAL read_only = 0")?;
+            }
+        }
+        let start = |db: &Mariadb, priority: u8| -> anyhow::Result<Proc> {
+            match daemon {
+                Daemon::Xvrrp => lab.start_xvrrp(
+                    &db.host,
+                    &format!(
+                        "{}track_mysql = [\"local\"]\n\n{}",
+                        lab.vrrp_config(&db.host, priority, "")
+                            .replace("advert_interval_ms = 100", &format!("advert_interval_ms = {interval_ms}"))
+                            .replace("heartbeat_limit_ms = 200", "heartbeat_limit_ms = 40"),
+                        db.xvrrp_target("")
+                    ),
+                ),
+                Daemon::Keepalived => lab.start_keepalived(
+                    &db.host,
+                    &keepalived_mysql_config(&lab, db, priority, &format!("{}", f64::from(interval_ms) / 1000.0)),
+                ),
+            }
+        };
+        let _a = start(&a_db, 200)?;
+        let _b = start(&b_db, 100)?;
+        let mut times = Vec::new();
+        for _ in 0..trials {
+            let id = |db: &Mariadb| db.server_id.to_string();
+            let steady = mariadb::wait_answer(&lab, "client", LAB_VIP, "SELECT @@server_id", &id(&a_db),
+                Duration::from_millis(200), Duration::from_secs(30))?;
+            if steady.is_none() {
+                eprintln!("  {}: a never answered through the VIP", daemon.name());
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            a_db.signal(Signal::SIGKILL)?;
+            let moved = mariadb::wait_answer(&lab, "client", LAB_VIP, "SELECT @@server_id", &id(&b_db),
+                Duration::from_millis(50), Duration::from_secs(20))?;
+            match moved {
+                Some(t) => times.push(t.as_secs_f64() * 1000.0),
+                None => eprintln!("  {}: the VIP did not move", daemon.name()),
+            }
+            a_db.start(&lab)?;
+            if daemon == Daemon::Keepalived {
+                a_db.sql(&lab, "SET GLOBAL read_only = 0")?;
+            }
+        }
+        report.json.insert(format!("mysql_failover.{}", daemon.name()), json!({ "ms": times }));
+        cell.insert(daemon.name(), p50_p99(times));
+    }
+    let text = |d: Daemon| {
+        let (p50, p99) = cell[d.name()];
+        format!("p50 {p50:.0} ms, max {p99:.0} ms")
+    };
+    report.add(
+        format!("mysqld SIGKILL -> VIP answered by the other server ({interval_ms} ms adverts)"),
+        text(Daemon::Xvrrp),
+        text(Daemon::Keepalived),
+        "<= 50 ms for xvrrp",
+    );
+    Ok(())
+}
+
+/// CPU time (user + system) of a process so far.
+fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after = stat.rsplit_once(')').context("stat")?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Ok(Duration::from_micros(ticks * 1_000_000 / hz.max(1)))
+}
+
+/// Resident memory of a process, MiB.
+fn rss_mib(pid: u32) -> anyhow::Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .context("VmRSS")?
+        .split_whitespace()
+        .next()
+        .context("VmRSS value")?
+        .parse()?;
+    Ok(kb / 1024.0)
+}
+
+fn probe_cost(report: &mut Report) -> anyhow::Result<()> {
+    println!("5. probe cost (xvrrp probing every 100 ms for 30 s)");
+    let lab = Lab::new(&["a", "client"])?;
+    let mut db = Mariadb::install(&lab, "a", 1)?;
+    db.start(&lab)?;
+    let xv = lab.start_xvrrp(
+        "a",
+        &format!(
+            "{}track_mysql = [\"local\"]\n\n{}",
+            lab.vrrp_config("a", 200, ""),
+            db.xvrrp_target("replication = false")
+                .replace("replication = true\n", "")
+        ),
+    )?;
+    std::thread::sleep(Duration::from_secs(2));
+    let before = cpu_time(xv.pid())?;
+    let started = Instant::now();
+    let mut rounds = Vec::new();
+    let mut last_probes = 0;
+    while started.elapsed() < Duration::from_secs(30) {
+        let st = lab.status("a")?;
+        let m = &st["mysql"][0];
+        let probes = m["probes"].as_u64().unwrap_or(0);
+        if probes != last_probes {
+            rounds.push(m["last_round_us"].as_f64().unwrap_or(f64::NAN) / 1000.0);
+            last_probes = probes;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let cpu = (cpu_time(xv.pid())? - before).as_secs_f64() / started.elapsed().as_secs_f64() * 100.0;
+    let st = lab.status("a")?;
+    let reconnects = st["mysql"][0]["reconnects"].as_u64().unwrap_or(u64::MAX);
+    // keepalived's probe: fork/exec of mariadb-admin ping.
+    let mut exec = Vec::new();
+    for _ in 0..50 {
+        let t = Instant::now();
+        let out = lab.run("a", "mariadb-admin", &[&db.defaults_arg(), "ping"], Duration::from_secs(10))?;
+        if out.status.success() {
+            exec.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    let (p50, p99) = p50_p99(rounds.clone());
+    let (e50, e99) = p50_p99(exec.clone());
+    report.add(
+        "MySQL probe round latency (ping + read_only)".into(),
+        format!("p50 {p50:.2} ms, p99 {p99:.2} ms"),
+        format!("mariadb-admin ping exec: p50 {e50:.1} ms, p99 {e99:.1} ms"),
+        "p99 <= 1 ms",
+    );
+    report.add(
+        "daemon CPU while probing every 100 ms".into(),
+        format!("{cpu:.2}% of one core, {reconnects} reconnects"),
+        "-".into(),
+        "<= 0.5%, 0 reconnects",
+    );
+    report.json.insert(
+        "probe".into(),
+        json!({ "round_ms": rounds, "exec_ms": exec, "cpu_percent": cpu, "reconnects": reconnects }),
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// False failovers under stress, and the footprint.
+
+/// Master transitions so far, from the daemon's log.
+fn masters_entered(daemon: Daemon, log: &str) -> usize {
+    let mark = match daemon {
+        Daemon::Xvrrp => "new=master",
+        Daemon::Keepalived => "Entering MASTER STATE",
+    };
+    log.lines().filter(|l| l.contains(mark)).count()
+}
+
+fn stress(args: &Args, report: &mut Report) -> anyhow::Result<()> {
+    let secs = args.stress_seconds;
+    println!("6. false failovers: {secs} s, stress-ng on both cores, 1% random loss, 20 ms adverts");
+    let mut labs = Vec::new();
+    for daemon in [Daemon::Xvrrp, Daemon::Keepalived] {
+        let lab = Lab::new(&["a", "b"])?;
+        let a = start_daemon(&lab, daemon, "a", 200, 20)?;
+        let b = start_daemon(&lab, daemon, "b", 100, 20)?;
+        labs.push((daemon, lab, a, b));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let before: Vec<usize> = labs
+        .iter()
+        .map(|(d, _, a, b)| masters_entered(*d, &a.log()) + masters_entered(*d, &b.log()))
+        .collect();
+    for (_, lab, ..) in &labs {
+        lab.set_faults(&[], 1)?;
+    }
+    let mut load = std::process::Command::new("stress-ng")
+        .args(["--cpu", "2", "--timeout", &format!("{secs}s"), "--quiet"])
+        .spawn()
+        .context("stress-ng (cargo xtask setup installs it)")?;
+    std::thread::sleep(Duration::from_secs(secs));
+    let _ = load.kill();
+    let _ = load.wait();
+    let changes: Vec<usize> = labs
+        .iter()
+        .zip(&before)
+        .map(|((d, _, a, b), n)| masters_entered(*d, &a.log()) + masters_entered(*d, &b.log()) - n)
+        .collect();
+    report.add(
+        format!("master changes in {secs} s under stress and 1% loss (20 ms adverts)"),
+        changes[0].to_string(),
+        changes[1].to_string(),
+        "0 for xvrrp",
+    );
+    report.json.insert("stress".into(), json!({ "seconds": secs, "xvrrp": changes[0], "keepalived": changes[1] }));
+    Ok(())
+}
+
+fn footprint(report: &mut Report) -> anyhow::Result<()> {
+    println!("7. footprint at idle, 100 ms adverts, master of all instances (20 s)");
+    for count in [1u32, 64] {
+        let mut cell = BTreeMap::new();
+        for daemon in [Daemon::Xvrrp, Daemon::Keepalived] {
+            let lab = Lab::new(&["a"])?;
+            let ips: Vec<Ipv4Addr> = (0..count).map(|i| Ipv4Addr::new(192, 0, 2, 100 + i as u8)).collect();
+            let iface = lab.host("a").iface.clone();
+            let proc = match daemon {
+                Daemon::Xvrrp => {
+                    let mut config = format!("interface = \"{iface}\"\nxdp_mode = \"native\"\n");
+                    for (i, ip) in ips.iter().enumerate() {
+                        config.push_str(&format!(
+                            "\n[[instance]]\nvrid = {}\npriority = 200\nstate = \"master\"\nadvert_interval_ms = 100\nvips = [\"{ip}/24\"]\n",
+                            i + 1
+                        ));
+                    }
+                    lab.start_xvrrp("a", &config)?
+                }
+                Daemon::Keepalived => {
+                    let mut config = "global_defs {\n  router_id a\n  vrrp_version 3\n}\n".to_owned();
+                    for (i, ip) in ips.iter().enumerate() {
+                        config.push_str(&format!(
+                            "vrrp_instance VI_{n} {{\n  state MASTER\n  interface {iface}\n  virtual_router_id {n}\n  priority 200\n  advert_int 0.1\n  virtual_ipaddress {{\n    {ip}/24\n  }}\n}}\n",
+                            n = i + 1
+                        ));
+                    }
+                    lab.start_keepalived("a", &config)?
+                }
+            };
+            std::thread::sleep(Duration::from_secs(3));
+            // keepalived forks a VRRP child: count the whole process tree.
+            let pids = tree(proc.pid());
+            let cpu: f64 = {
+                let before: Vec<Duration> = pids.iter().filter_map(|p| cpu_time(*p).ok()).collect();
+                std::thread::sleep(Duration::from_secs(20));
+                let after: Vec<Duration> = pids.iter().filter_map(|p| cpu_time(*p).ok()).collect();
+                after.iter().zip(&before).map(|(a, b)| (*a - *b).as_secs_f64()).sum::<f64>() / 20.0 * 100.0
+            };
+            let rss: f64 = pids.iter().filter_map(|p| rss_mib(*p).ok()).sum();
+            cell.insert(daemon.name(), (rss, cpu));
+            report.json.insert(
+                format!("footprint.{}.{count}", daemon.name()),
+                json!({ "rss_mib": rss, "cpu_percent": cpu }),
+            );
+            drop(proc);
+        }
+        let text = |d: Daemon| {
+            let (rss, cpu) = cell[d.name()];
+            format!("RSS {rss:.1} MiB, CPU {cpu:.2}%")
+        };
+        report.add(
+            format!("footprint, {count} instance(s)"),
+            text(Daemon::Xvrrp),
+            text(Daemon::Keepalived),
+            if count == 64 { "< 30 MB, < 1% of one core" } else { "-" },
+        );
+    }
+    Ok(())
+}
+
+/// `pid` and its descendants.
+fn tree(pid: u32) -> Vec<u32> {
+    let mut all = vec![pid];
+    let mut i = 0;
+    while i < all.len() {
+        let parent = all[i];
+        if let Ok(dir) = std::fs::read_dir("/proc") {
+            for e in dir.flatten() {
+                let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+                    continue;
+                };
+                let ppid = std::fs::read_to_string(format!("/proc/{p}/stat"))
+                    .ok()
+                    .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.to_owned()))
+                    .and_then(|r| r.split_whitespace().nth(1).and_then(|x| x.parse::<u32>().ok()));
+                if ppid == Some(parent) && !all.contains(&p) {
+                    all.push(p);
+                }
+            }
+        }
+        i += 1;
+    }
+    all
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = args()?;
+    if !nix::unistd::Uid::effective().is_root() {
+        bail!("the lab benchmarks need root (network namespaces, BPF)");
+    }
+    let wanted = |s: &str| args.only.as_ref().is_none_or(|o| o.iter().any(|x| x == s));
+    let mut report = Report {
+        figures: Vec::new(),
+        json: BTreeMap::new(),
+    };
+    if wanted("outage") {
+        outage(&args, &mut report)?;
+    }
+    if wanted("mysql") {
+        mysql_failover(&args, &mut report)?;
+    }
+    if wanted("probe") {
+        probe_cost(&mut report)?;
+    }
+    if wanted("footprint") {
+        footprint(&mut report)?;
+    }
+    if wanted("stress") {
+        stress(&args, &mut report)?;
+    }
+    println!("\n| what | xvrrp | keepalived 2.2.7 | target |\n|---|---|---|---|");
+    for f in &report.figures {
+        println!("| {} | {} | {} | {} |", f.what, f.xvrrp, f.keepalived, f.target);
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("lab.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&report.json)?)?;
+    println!("\nwritten: {}", path.display());
+    Ok(())
+}
