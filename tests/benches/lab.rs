@@ -261,14 +261,26 @@ fn longest_gap(answers: &[(Duration, u8)], at: Duration) -> Duration {
     gap
 }
 
-fn start_daemon(lab: &Lab, daemon: Daemon, host: &str, priority: u8, interval_ms: u32) -> anyhow::Result<Proc> {
+fn start_daemon(
+    lab: &Lab,
+    daemon: Daemon,
+    host: &str,
+    priority: u8,
+    interval_ms: u32,
+) -> anyhow::Result<Proc> {
     match daemon {
         Daemon::Xvrrp => {
             let hb = (interval_ms * 2).clamp(10, 250);
             let config = lab
                 .vrrp_config(host, priority, "")
-                .replace("advert_interval_ms = 100", &format!("advert_interval_ms = {interval_ms}"))
-                .replace("heartbeat_limit_ms = 200", &format!("heartbeat_limit_ms = {hb}"));
+                .replace(
+                    "advert_interval_ms = 100",
+                    &format!("advert_interval_ms = {interval_ms}"),
+                )
+                .replace(
+                    "heartbeat_limit_ms = 200",
+                    &format!("heartbeat_limit_ms = {hb}"),
+                );
             lab.start_xvrrp(host, &config)
         }
         Daemon::Keepalived => {
@@ -299,7 +311,12 @@ fn signal(p: &Proc, s: Signal) {
 
 /// One failover trial: a master (priority 200) and a backup (100) up and steady; the fault
 /// on a; the outage the client saw.
-fn outage_trial(lab: &Lab, daemon: Daemon, interval_ms: u32, fault: Fault) -> anyhow::Result<Duration> {
+fn outage_trial(
+    lab: &Lab,
+    daemon: Daemon,
+    interval_ms: u32,
+    fault: Fault,
+) -> anyhow::Result<Duration> {
     let mut echo_a = echo_server(lab, "a")?;
     let mut echo_b = echo_server(lab, "b")?;
     let mut a = start_daemon(lab, daemon, "a", 200, interval_ms)?;
@@ -310,7 +327,11 @@ fn outage_trial(lab: &Lab, daemon: Daemon, interval_ms: u32, fault: Fault) -> an
     if !wait_for(Duration::from_secs(20) + interval * 10, || {
         prober.steady("a", settle)
     }) {
-        bail!("{} on a never answered steadily; a:\n{}", daemon.name(), a.log());
+        bail!(
+            "{} on a never answered steadily; a:\n{}",
+            daemon.name(),
+            a.log()
+        );
     }
     let at = prober.start.elapsed();
     match fault {
@@ -325,7 +346,8 @@ fn outage_trial(lab: &Lab, daemon: Daemon, interval_ms: u32, fault: Fault) -> an
         Fault::LinkCut => lab.set_link("a", false)?,
         // The daemon's own graceful stop (keepalived's parent tells its child).
         Fault::Term => {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(a.pid() as i32), Signal::SIGTERM);
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(a.pid() as i32), Signal::SIGTERM);
         }
     }
     let moved = wait_for(Duration::from_secs(10) + interval * 10, || {
@@ -350,13 +372,20 @@ fn outage_trial(lab: &Lab, daemon: Daemon, interval_ms: u32, fault: Fault) -> an
     drop_vip(lab, "a");
     drop_vip(lab, "b");
     if !moved {
-        bail!("{} on b never took over after {}", daemon.name(), fault.name());
+        bail!(
+            "{} on b never took over after {}",
+            daemon.name(),
+            fault.name()
+        );
     }
     Ok(longest_gap(&answers, at))
 }
 
 fn outage(args: &Args, report: &mut Report) -> anyhow::Result<()> {
-    println!("3. failover outage ({} trials per cell; UDP probe every 1 ms)", args.trials);
+    println!(
+        "3. failover outage ({} trials per cell; UDP probe every 1 ms)",
+        args.trials
+    );
     for &interval_ms in &args.intervals {
         for fault in [Fault::Kill, Fault::Stop, Fault::LinkCut, Fault::Term] {
             let mut cell = BTreeMap::new();
@@ -371,7 +400,12 @@ fn outage(args: &Args, report: &mut Report) -> anyhow::Result<()> {
                 }
                 cell.insert(daemon.name(), p50_p99(gaps.clone()));
                 report.json.insert(
-                    format!("outage.{}.{}ms.{}", daemon.name(), interval_ms, fault.name()),
+                    format!(
+                        "outage.{}.{}ms.{}",
+                        daemon.name(),
+                        interval_ms,
+                        fault.name()
+                    ),
                     json!({ "gaps_ms": gaps }),
                 );
             }
@@ -404,7 +438,13 @@ fn keepalived_mysql_config(lab: &Lab, db: &Mariadb, priority: u8, advert: &str) 
         db.defaults_arg()
     );
     let base = lab
-        .keepalived_config(&db.host, priority, 3, advert, "  track_script {\n    mysql\n  }\n")
+        .keepalived_config(
+            &db.host,
+            priority,
+            3,
+            advert,
+            "  track_script {\n    mysql\n  }\n",
+        )
         .replacen("global_defs {\n", "global_defs {\n  script_user root\n", 1);
     format!("{script}{base}")
 }
@@ -412,7 +452,9 @@ fn keepalived_mysql_config(lab: &Lab, db: &Mariadb, priority: u8, advert: &str) 
 fn mysql_failover(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     let trials = args.trials.clamp(1, 10);
     let interval_ms = 20u32;
-    println!("4. mysqld SIGKILLed on the master -> first query through the VIP answered by the other server ({trials} trials, {interval_ms} ms adverts)");
+    println!(
+        "4. mysqld SIGKILLed on the master -> first query through the VIP answered by the other server ({trials} trials, {interval_ms} ms adverts)"
+    );
     let mut cell = BTreeMap::new();
     for daemon in [Daemon::Xvrrp, Daemon::Keepalived] {
         let lab = Lab::new(&["a", "b", "client"])?;
@@ -430,14 +472,22 @@ fn mysql_failover(args: &Args, report: &mut Report) -> anyhow::Result<()> {
                     &format!(
                         "{}track_mysql = [\"local\"]\n\n{}",
                         lab.vrrp_config(&db.host, priority, "")
-                            .replace("advert_interval_ms = 100", &format!("advert_interval_ms = {interval_ms}"))
+                            .replace(
+                                "advert_interval_ms = 100",
+                                &format!("advert_interval_ms = {interval_ms}")
+                            )
                             .replace("heartbeat_limit_ms = 200", "heartbeat_limit_ms = 40"),
                         db.xvrrp_target("")
                     ),
                 ),
                 Daemon::Keepalived => lab.start_keepalived(
                     &db.host,
-                    &keepalived_mysql_config(&lab, db, priority, &format!("{}", f64::from(interval_ms) / 1000.0)),
+                    &keepalived_mysql_config(
+                        &lab,
+                        db,
+                        priority,
+                        &format!("{}", f64::from(interval_ms) / 1000.0),
+                    ),
                 ),
             }
         };
@@ -446,18 +496,33 @@ fn mysql_failover(args: &Args, report: &mut Report) -> anyhow::Result<()> {
         let mut times = Vec::new();
         for _ in 0..trials {
             let id = |db: &Mariadb| db.server_id.to_string();
-            let steady = mariadb::wait_answer(&lab, "client", LAB_VIP, "SELECT @@server_id", &id(&a_db),
-                Duration::from_millis(200), Duration::from_secs(30))?;
+            let steady = mariadb::wait_answer(
+                &lab,
+                "client",
+                LAB_VIP,
+                "SELECT @@server_id",
+                &id(&a_db),
+                Duration::from_millis(200),
+                Duration::from_secs(30),
+            )?;
             if steady.is_none() {
                 eprintln!("  {}: a never answered through the VIP", daemon.name());
                 break;
             }
             std::thread::sleep(Duration::from_millis(500));
+            let killed = Instant::now();
             a_db.signal(Signal::SIGKILL)?;
-            let moved = mariadb::wait_answer(&lab, "client", LAB_VIP, "SELECT @@server_id", &id(&b_db),
-                Duration::from_millis(50), Duration::from_secs(20))?;
+            let moved = mariadb::wait_answer(
+                &lab,
+                "client",
+                LAB_VIP,
+                "SELECT @@server_id",
+                &id(&b_db),
+                Duration::from_millis(50),
+                Duration::from_secs(20),
+            )?;
             match moved {
-                Some(t) => times.push(t.as_secs_f64() * 1000.0),
+                Some(t) => times.push((t - killed).as_secs_f64() * 1000.0),
                 None => eprintln!("  {}: the VIP did not move", daemon.name()),
             }
             a_db.start(&lab)?;
@@ -465,7 +530,10 @@ fn mysql_failover(args: &Args, report: &mut Report) -> anyhow::Result<()> {
                 a_db.sql(&lab, "SET GLOBAL read_only = 0")?;
             }
         }
-        report.json.insert(format!("mysql_failover.{}", daemon.name()), json!({ "ms": times }));
+        report.json.insert(
+            format!("mysql_failover.{}", daemon.name()),
+            json!({ "ms": times }),
+        );
         cell.insert(daemon.name(), p50_p99(times));
     }
     let text = |d: Daemon| {
@@ -535,14 +603,20 @@ fn probe_cost(report: &mut Report) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let cpu = (cpu_time(xv.pid())? - before).as_secs_f64() / started.elapsed().as_secs_f64() * 100.0;
+    let cpu =
+        (cpu_time(xv.pid())? - before).as_secs_f64() / started.elapsed().as_secs_f64() * 100.0;
     let st = lab.status("a")?;
     let reconnects = st["mysql"][0]["reconnects"].as_u64().unwrap_or(u64::MAX);
     // keepalived's probe: fork/exec of mariadb-admin ping.
     let mut exec = Vec::new();
     for _ in 0..50 {
         let t = Instant::now();
-        let out = lab.run("a", "mariadb-admin", &[&db.defaults_arg(), "ping"], Duration::from_secs(10))?;
+        let out = lab.run(
+            "a",
+            "mariadb-admin",
+            &[&db.defaults_arg(), "ping"],
+            Duration::from_secs(10),
+        )?;
         if out.status.success() {
             exec.push(t.elapsed().as_secs_f64() * 1000.0);
         }
@@ -582,7 +656,9 @@ fn masters_entered(daemon: Daemon, log: &str) -> usize {
 
 fn stress(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     let secs = args.stress_seconds;
-    println!("6. false failovers: {secs} s, stress-ng on both cores, 1% random loss, 20 ms adverts");
+    println!(
+        "6. false failovers: {secs} s, stress-ng on both cores, 1% random loss, 20 ms adverts"
+    );
     let mut labs = Vec::new();
     for daemon in [Daemon::Xvrrp, Daemon::Keepalived] {
         let lab = Lab::new(&["a", "b"])?;
@@ -616,7 +692,10 @@ fn stress(args: &Args, report: &mut Report) -> anyhow::Result<()> {
         changes[1].to_string(),
         "0 for xvrrp",
     );
-    report.json.insert("stress".into(), json!({ "seconds": secs, "xvrrp": changes[0], "keepalived": changes[1] }));
+    report.json.insert(
+        "stress".into(),
+        json!({ "seconds": secs, "xvrrp": changes[0], "keepalived": changes[1] }),
+    );
     Ok(())
 }
 
@@ -626,7 +705,9 @@ fn footprint(report: &mut Report) -> anyhow::Result<()> {
         let mut cell = BTreeMap::new();
         for daemon in [Daemon::Xvrrp, Daemon::Keepalived] {
             let lab = Lab::new(&["a"])?;
-            let ips: Vec<Ipv4Addr> = (0..count).map(|i| Ipv4Addr::new(192, 0, 2, 100 + i as u8)).collect();
+            let ips: Vec<Ipv4Addr> = (0..count)
+                .map(|i| Ipv4Addr::new(192, 0, 2, 100 + i as u8))
+                .collect();
             let iface = lab.host("a").iface.clone();
             let proc = match daemon {
                 Daemon::Xvrrp => {
@@ -640,7 +721,8 @@ fn footprint(report: &mut Report) -> anyhow::Result<()> {
                     lab.start_xvrrp("a", &config)?
                 }
                 Daemon::Keepalived => {
-                    let mut config = "global_defs {\n  router_id a\n  vrrp_version 3\n}\n".to_owned();
+                    let mut config =
+                        "global_defs {\n  router_id a\n  vrrp_version 3\n}\n".to_owned();
                     for (i, ip) in ips.iter().enumerate() {
                         config.push_str(&format!(
                             "vrrp_instance VI_{n} {{\n  state MASTER\n  interface {iface}\n  virtual_router_id {n}\n  priority 200\n  advert_int 0.1\n  virtual_ipaddress {{\n    {ip}/24\n  }}\n}}\n",
@@ -657,7 +739,13 @@ fn footprint(report: &mut Report) -> anyhow::Result<()> {
                 let before: Vec<Duration> = pids.iter().filter_map(|p| cpu_time(*p).ok()).collect();
                 std::thread::sleep(Duration::from_secs(20));
                 let after: Vec<Duration> = pids.iter().filter_map(|p| cpu_time(*p).ok()).collect();
-                after.iter().zip(&before).map(|(a, b)| (*a - *b).as_secs_f64()).sum::<f64>() / 20.0 * 100.0
+                after
+                    .iter()
+                    .zip(&before)
+                    .map(|(a, b)| (*a - *b).as_secs_f64())
+                    .sum::<f64>()
+                    / 20.0
+                    * 100.0
             };
             let rss: f64 = pids.iter().filter_map(|p| rss_mib(*p).ok()).sum();
             cell.insert(daemon.name(), (rss, cpu));
@@ -675,7 +763,11 @@ fn footprint(report: &mut Report) -> anyhow::Result<()> {
             format!("footprint, {count} instance(s)"),
             text(Daemon::Xvrrp),
             text(Daemon::Keepalived),
-            if count == 64 { "< 30 MB, < 1% of one core" } else { "-" },
+            if count == 64 {
+                "< 30 MB, < 1% of one core"
+            } else {
+                "-"
+            },
         );
     }
     Ok(())
@@ -695,7 +787,11 @@ fn tree(pid: u32) -> Vec<u32> {
                 let ppid = std::fs::read_to_string(format!("/proc/{p}/stat"))
                     .ok()
                     .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.to_owned()))
-                    .and_then(|r| r.split_whitespace().nth(1).and_then(|x| x.parse::<u32>().ok()));
+                    .and_then(|r| {
+                        r.split_whitespace()
+                            .nth(1)
+                            .and_then(|x| x.parse::<u32>().ok())
+                    });
                 if ppid == Some(parent) && !all.contains(&p) {
                     all.push(p);
                 }
@@ -733,7 +829,10 @@ fn main() -> anyhow::Result<()> {
     }
     println!("\n| what | xvrrp | keepalived 2.2.7 | target |\n|---|---|---|---|");
     for f in &report.figures {
-        println!("| {} | {} | {} | {} |", f.what, f.xvrrp, f.keepalived, f.target);
+        println!(
+            "| {} | {} | {} | {} |",
+            f.what, f.xvrrp, f.keepalived, f.target
+        );
     }
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir)?;

@@ -328,9 +328,10 @@ pub fn master_master_pair(lab: &Lab, a: &str, b: &str) -> anyhow::Result<(Mariad
     Ok((one, two))
 }
 
-/// Runs `sql` as the app user against `addr` from `from`'s namespace, each attempt bounded
-/// by `attempt`, again and again until the first column of the first row is `want` or
-/// `within` passes; how long it took (None: never).
+/// Runs `sql` as the app user against `addr` from `from`'s namespace until the first column
+/// of the first row is `want` or `within` passes; when the answer came (None: never). A new
+/// attempt (connection and query, bounded by `attempt`) starts every 2 ms, so that one
+/// attempt stuck on a dead path does not hide the moment the answer comes.
 pub fn wait_answer(
     lab: &Lab,
     from: &str,
@@ -339,7 +340,7 @@ pub fn wait_answer(
     want: &str,
     attempt: Duration,
     within: Duration,
-) -> anyhow::Result<Option<Duration>> {
+) -> anyhow::Result<Option<std::time::Instant>> {
     let (sql, want) = (sql.to_owned(), want.to_owned());
     lab.host(from).ns.run_in(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -347,11 +348,22 @@ pub fn wait_answer(
             .build()?;
         rt.block_on(async move {
             let start = std::time::Instant::now();
+            let mut attempts = tokio::task::JoinSet::new();
+            let mut tick = tokio::time::interval(Duration::from_millis(2));
             while start.elapsed() < within {
-                if query_once(addr, &sql, attempt).await.as_deref() == Some(want.as_str()) {
-                    return Ok(Some(start.elapsed()));
+                tokio::select! {
+                    _ = tick.tick() => {
+                        if attempts.len() < 64 {
+                            let sql = sql.clone();
+                            attempts.spawn(async move { query_once(addr, &sql, attempt).await });
+                        }
+                    }
+                    Some(done) = attempts.join_next() => {
+                        if done.ok().flatten().as_deref() == Some(want.as_str()) {
+                            return Ok(Some(std::time::Instant::now()));
+                        }
+                    }
                 }
-                tokio::time::sleep(Duration::from_millis(2)).await;
             }
             Ok(None)
         })

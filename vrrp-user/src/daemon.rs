@@ -410,7 +410,9 @@ pub async fn run(
         }
     };
     // The dead-man switch: the data plane answers for VIPs only while this keeps ticking.
-    let mut heartbeat = tokio::time::interval((heartbeat_limit / 10).max(Duration::from_millis(1)));
+    // A quarter of the limit: a tick may come three quarters of it late before the data plane
+    // goes quiet.
+    let mut heartbeat = tokio::time::interval((heartbeat_limit / 4).max(Duration::from_millis(1)));
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let epoch = (Instant::now(), now());
     loop {
