@@ -261,6 +261,8 @@ fn longest_gap(answers: &[(Duration, u8)], at: Duration) -> Duration {
     gap
 }
 
+/// The daemon on `host`; priority 200 starts as master (keepalived's `state MASTER`), so that
+/// a trial need not wait for the first election.
 fn start_daemon(
     lab: &Lab,
     daemon: Daemon,
@@ -268,11 +270,16 @@ fn start_daemon(
     priority: u8,
     interval_ms: u32,
 ) -> anyhow::Result<Proc> {
+    let master = priority == 200;
     match daemon {
         Daemon::Xvrrp => {
             let hb = (interval_ms * 2).clamp(10, 250);
             let config = lab
-                .vrrp_config(host, priority, "")
+                .vrrp_config(
+                    host,
+                    priority,
+                    if master { "state = \"master\"\n" } else { "" },
+                )
                 .replace(
                     "advert_interval_ms = 100",
                     &format!("advert_interval_ms = {interval_ms}"),
@@ -285,7 +292,11 @@ fn start_daemon(
         }
         Daemon::Keepalived => {
             let advert = format!("{}", f64::from(interval_ms) / 1000.0);
-            lab.start_keepalived(host, &lab.keepalived_config(host, priority, 3, &advert, ""))
+            let mut config = lab.keepalived_config(host, priority, 3, &advert, "");
+            if master {
+                config = config.replace("state BACKUP", "state MASTER");
+            }
+            lab.start_keepalived(host, &config)
         }
     }
 }
@@ -323,7 +334,8 @@ fn outage_trial(
     let mut b = start_daemon(lab, daemon, "b", 100, interval_ms)?;
     let prober = Prober::start(lab)?;
     let interval = Duration::from_millis(u64::from(interval_ms));
-    let settle = Duration::from_millis(300) + interval * 4;
+    // The backup has heard a few adverts.
+    let settle = Duration::from_millis(300) + interval * 2;
     if !wait_for(Duration::from_secs(20) + interval * 10, || {
         prober.steady("a", settle)
     }) {
