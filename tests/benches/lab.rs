@@ -301,6 +301,19 @@ fn start_daemon(
     }
 }
 
+/// A number in [0, 1) that differs from call to call (no cryptographic pretence).
+fn random_unit() -> f64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// Removes the VIP from `host` (a killed daemon leaves it).
 fn drop_vip(lab: &Lab, host: &str) {
     let iface = lab.host(host).iface.clone();
@@ -345,6 +358,9 @@ fn outage_trial(
             a.log()
         );
     }
+    // A fault at a random phase of the master's advert cycle: with a fixed one, the outage
+    // would depend on how long each daemon takes to start.
+    std::thread::sleep(interval.mul_f64(random_unit()));
     let at = prober.start.elapsed();
     match fault {
         Fault::Kill => {
