@@ -369,6 +369,80 @@ fn live() -> Vec<(String, f64, u64, Duration)> {
     results
 }
 
+/// An ARP flood from the lab's client through the bridge while xvrrp runs on a (master,
+/// priority 200) and b (backup) with 100 ms adverts: the answers a gives, and whether the
+/// election holds (master changes, adverts b took in).
+fn flood_with_daemons(seconds: u64) -> anyhow::Result<serde_json::Value> {
+    use xvrrp_lab::{LAB_VIP, Lab, PIN_ROOT, per_cpu_counter};
+    let lab = Lab::new(&["a", "b", "client"])?;
+    let mut daemons = Vec::new();
+    for (host, priority) in [("a", 200), ("b", 100)] {
+        daemons.push(lab.start_xvrrp(host, &lab.vrrp_config(host, priority, ""))?);
+    }
+    lab.wait_answered_by("client", "a", LAB_VIP, 1, Duration::from_secs(10));
+    let stats = |host: &str, field: &str| {
+        let map = std::path::Path::new(PIN_ROOT)
+            .join(&lab.host(host).iface)
+            .join("vrid_stats");
+        per_cpu_counter(&map, 51, field).unwrap_or(0)
+    };
+    let masters = |d: &[xvrrp_lab::Proc]| {
+        d.iter()
+            .map(|p| p.log().matches("new=master").count())
+            .sum::<usize>()
+    };
+    let (masters_before, answered_before, adverts_before) = (
+        masters(&daemons),
+        stats("a", "answered"),
+        stats("b", "adverts_valid"),
+    );
+    let client = lab.host("client");
+    let (iface, mac, ip) = (client.iface.clone(), client.mac, client.ip);
+    let sent = client.ns.run_in(move || {
+        let mut frame = arp_request();
+        frame[6..12].copy_from_slice(&mac);
+        frame[22..28].copy_from_slice(&mac);
+        frame[28..32].copy_from_slice(&ip.octets());
+        let ifindex = nix::net::if_::if_nametoindex(iface.as_str())?;
+        let mut generator = DataPlane::load(mac, 1, KernelLogLevel::Info)?;
+        let ctx: Vec<u8> = [0, frame.len() as u32, 0, ifindex, 0, 0]
+            .iter()
+            .flat_map(|v| v.to_ne_bytes())
+            .collect();
+        let prog = generator.extra_program("xvrrp_bench_gen")?;
+        let start = Instant::now();
+        let mut sent = 0u64;
+        while start.elapsed() < Duration::from_secs(seconds) {
+            prog.test_run(TestRunOptions {
+                data_in: Some(&frame),
+                ctx_in: Some(&ctx),
+                repeat: 200_000,
+                attrs: TestRunAttrs::new().xdp_live_frames(64),
+                ..Default::default()
+            })?;
+            sent += 200_000;
+        }
+        Ok((sent, start.elapsed()))
+    })?;
+    std::thread::sleep(Duration::from_millis(300));
+    let (frames, took) = sent;
+    let answered = stats("a", "answered") - answered_before;
+    let adverts = stats("b", "adverts_valid") - adverts_before;
+    let changes = masters(&daemons) - masters_before;
+    let running = daemons.iter_mut().all(xvrrp_lab::Proc::running);
+    println!(
+        "  {frames} requests in {took:.2?} ({:.2} M/s offered); a answered {answered} ({:.2} Mpps); \
+         b took in {adverts} adverts from a (expected about {}); master changes {changes}; daemons running: {running}",
+        frames as f64 / took.as_secs_f64() / 1e6,
+        answered as f64 / took.as_secs_f64() / 1e6,
+        took.as_millis() / 100,
+    );
+    Ok(serde_json::json!({
+        "seconds": took.as_secs_f64(), "requests": frames, "answered": answered,
+        "adverts_received_by_backup": adverts, "master_changes": changes, "daemons_running": running,
+    }))
+}
+
 fn main() {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("SKIPPED: the data-plane bench needs root (BPF, namespaces)");
@@ -402,6 +476,14 @@ fn main() {
     let (kernel, xdp) = (live[0].1, live[1].1);
     let ratio = xdp / kernel.max(1.0);
     println!("xvrrp / kernel: {ratio:.1}x   (targets: >= 5 Mpps and >= 5x)");
+    println!();
+    println!(
+        "The same flood through the lab's bridge while xvrrp runs an election (100 ms adverts, 10 s):"
+    );
+    let during_flood = flood_with_daemons(10).unwrap_or_else(|err| {
+        println!("  failed: {err:#}");
+        serde_json::Value::Null
+    });
 
     let json = serde_json::json!({
         "per_packet_ns": rows.iter().map(|r| serde_json::json!({
@@ -411,6 +493,7 @@ fn main() {
             "responder": n, "pps": pps, "replies": replies, "seconds": took.as_secs_f64(),
         })).collect::<Vec<_>>(),
         "xvrrp_over_kernel": ratio,
+        "flood_with_daemons": during_flood,
         "when": format!("{:?}", Instant::now()),
     });
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");

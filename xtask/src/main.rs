@@ -94,10 +94,14 @@ fn main() -> anyhow::Result<()> {
             args,
         } => {
             setup::run()?;
-            if !skip_dataplane {
-                status(cargo().args(["bench", "--package", "vrrp-user", "--bench", "dataplane"]))?;
-            }
             let bin = build(true)?;
+            if !skip_dataplane {
+                status(
+                    cargo()
+                        .args(["bench", "--package", "vrrp-user", "--bench", "dataplane"])
+                        .env("XVRRP_BIN", &bin),
+                )?;
+            }
             status(
                 cargo()
                     .args(["bench", "--package", "xvrrp-lab", "--bench", "lab", "--"])
