@@ -370,16 +370,22 @@ pub fn wait_answer(
     })
 }
 
-/// One connection and query as the app user, within `timeout`; the first column of the
-/// first row.
-pub async fn query_once(addr: std::net::Ipv4Addr, sql: &str, timeout: Duration) -> Option<String> {
-    use mysql_async::prelude::Queryable as _;
-    let opts = mysql_async::OptsBuilder::default()
+/// How the app user connects to `addr` (over TCP only: see ../shared/MARIADB.md on
+/// prefer_socket).
+fn app_opts(addr: std::net::Ipv4Addr) -> mysql_async::OptsBuilder {
+    mysql_async::OptsBuilder::default()
         .ip_or_hostname(addr.to_string())
         .tcp_port(3306)
         .user(Some(APP_USER))
         .pass(Some(APP_PASSWORD))
-        .prefer_socket(false);
+        .prefer_socket(false)
+}
+
+/// One connection and query as the app user, within `timeout`; the first column of the
+/// first row.
+pub async fn query_once(addr: std::net::Ipv4Addr, sql: &str, timeout: Duration) -> Option<String> {
+    use mysql_async::prelude::Queryable as _;
+    let opts = app_opts(addr);
     tokio::time::timeout(timeout, async {
         let mut conn = mysql_async::Conn::new(opts).await.ok()?;
         let row: Option<String> = conn.query_first(sql).await.ok()?;
@@ -426,12 +432,7 @@ impl Writer {
                 use mysql_async::prelude::Queryable as _;
                 let mut acked = Vec::new();
                 let mut n = 0u64;
-                let opts = mysql_async::OptsBuilder::default()
-                    .ip_or_hostname(addr.to_string())
-                    .tcp_port(3306)
-                    .user(Some(APP_USER))
-                    .pass(Some(APP_PASSWORD))
-                    .prefer_socket(false);
+                let opts = app_opts(addr);
                 let bound = Duration::from_millis(300);
                 while !flag.load(Ordering::SeqCst) {
                     let Ok(Ok(mut conn)) =
