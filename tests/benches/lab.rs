@@ -523,13 +523,11 @@ fn mysql_failover(args: &Args, report: &mut Report) -> anyhow::Result<()> {
         let _b = start(&b_db, 100)?;
         let mut times = Vec::new();
         for _ in 0..trials {
-            let id = |db: &Mariadb| db.server_id.to_string();
-            let steady = mariadb::wait_answer(
+            let steady = mariadb::wait_served_by(
                 &lab,
                 "client",
                 LAB_VIP,
-                "SELECT @@server_id",
-                &id(&a_db),
+                &a_db,
                 Duration::from_millis(200),
                 Duration::from_secs(30),
             )?;
@@ -540,12 +538,11 @@ fn mysql_failover(args: &Args, report: &mut Report) -> anyhow::Result<()> {
             std::thread::sleep(Duration::from_millis(500));
             let killed = Instant::now();
             a_db.signal(Signal::SIGKILL)?;
-            let moved = mariadb::wait_answer(
+            let moved = mariadb::wait_served_by(
                 &lab,
                 "client",
                 LAB_VIP,
-                "SELECT @@server_id",
-                &id(&b_db),
+                &b_db,
                 Duration::from_millis(50),
                 Duration::from_secs(20),
             )?;

@@ -381,6 +381,27 @@ fn app_opts(addr: std::net::Ipv4Addr) -> mysql_async::OptsBuilder {
         .prefer_socket(false)
 }
 
+/// Waits until `db`'s server answers `SELECT @@server_id` through `addr` from `from` (see
+/// [`wait_answer`]); when it did.
+pub fn wait_served_by(
+    lab: &Lab,
+    from: &str,
+    addr: std::net::Ipv4Addr,
+    db: &Mariadb,
+    attempt: Duration,
+    within: Duration,
+) -> anyhow::Result<Option<std::time::Instant>> {
+    wait_answer(
+        lab,
+        from,
+        addr,
+        "SELECT @@server_id",
+        &db.server_id.to_string(),
+        attempt,
+        within,
+    )
+}
+
 /// One connection and query as the app user, within `timeout`; the first column of the
 /// first row.
 pub async fn query_once(addr: std::net::Ipv4Addr, sql: &str, timeout: Duration) -> Option<String> {

@@ -88,12 +88,11 @@ fn the_vip_follows_a_killed_mysqld_and_read_only_flips_in_order() {
 
     let killed = std::time::Instant::now();
     a_db.signal(Signal::SIGKILL).unwrap();
-    let moved = mariadb::wait_answer(
+    let moved = mariadb::wait_served_by(
         &lab,
         "client",
         VIP,
-        "SELECT @@server_id",
-        &b_db.server_id.to_string(),
+        &b_db,
         Duration::from_millis(50),
         Duration::from_secs(10),
     )
@@ -251,12 +250,11 @@ fn a_wrong_password_a_server_not_started_and_a_hanging_server_each_say_so_and_fa
     // takes the VIP.
     let stopped = std::time::Instant::now();
     a_db.signal(Signal::SIGSTOP).unwrap();
-    let moved = mariadb::wait_answer(
+    let moved = mariadb::wait_served_by(
         &lab,
         "client",
         VIP,
-        "SELECT @@server_id",
-        &b_db.server_id.to_string(),
+        &b_db,
         Duration::from_millis(100),
         Duration::from_secs(10),
     )

@@ -297,6 +297,14 @@ impl Instance {
 }
 
 impl Config {
+    /// Whether some instance follows the object `name` in the list `pick` gives (its
+    /// `track_scripts`, `track_files` or `track_mysql`).
+    pub fn tracked(&self, pick: impl Fn(&Instance) -> &Vec<String>, name: &str) -> bool {
+        self.instances
+            .iter()
+            .any(|i| pick(i).iter().any(|n| n == name))
+    }
+
     /// Where this config's maps are pinned.
     pub fn pin_dir(&self) -> PathBuf {
         self.bpffs.join("xvrrp").join(&self.interface)

@@ -258,23 +258,13 @@ pub async fn run(
     let _scripts: Vec<_> = config
         .track_scripts
         .iter()
-        .filter(|t| {
-            config
-                .instances
-                .iter()
-                .any(|i| i.track_scripts.contains(&t.name))
-        })
+        .filter(|t| config.tracked(|i| &i.track_scripts, &t.name))
         .map(|t| track::spawn(t.clone(), track_tx.clone()))
         .collect();
     let _files: Vec<_> = config
         .track_files
         .iter()
-        .filter(|t| {
-            config
-                .instances
-                .iter()
-                .any(|i| i.track_files.contains(&t.name))
-        })
+        .filter(|t| config.tracked(|i| &i.track_files, &t.name))
         .map(|t| track::spawn_file(t.clone(), track_tx.clone()))
         .collect();
     // MySQL targets that some instance follows: probes as tracking input, fencers for write
@@ -282,12 +272,7 @@ pub async fn run(
     let tracked_mysql: Vec<_> = config
         .mysql
         .iter()
-        .filter(|t| {
-            config
-                .instances
-                .iter()
-                .any(|i| i.track_mysql.contains(&t.name))
-        })
+        .filter(|t| config.tracked(|i| &i.track_mysql, &t.name))
         .collect();
     let mysql_status: Vec<mysql::SharedStatus> =
         tracked_mysql.iter().map(|t| mysql::new_status(t)).collect();
