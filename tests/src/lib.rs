@@ -377,6 +377,18 @@ impl Lab {
         args: &[&str],
         log: &str,
     ) -> anyhow::Result<Proc> {
+        self.spawn_env(host, program, args, &[], log)
+    }
+
+    /// [`Lab::spawn`] with environment variables added.
+    pub fn spawn_env(
+        &self,
+        host: &str,
+        program: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: &str,
+    ) -> anyhow::Result<Proc> {
         let log_path = self.workdir.join(format!("{log}.log"));
         let out = fs::File::create(&log_path)?;
         let err = out.try_clone()?;
@@ -385,6 +397,7 @@ impl Lab {
             .ns
             .command(program)?
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -433,11 +446,22 @@ impl Lab {
     /// Writes `config` (TOML) for `host` and starts `xvrrp run` with it there; returns once
     /// the daemon has pinned its maps (or fails with its log if it exits or takes over 20 s).
     pub fn start_xvrrp(&self, host: &str, config: &str) -> anyhow::Result<Proc> {
+        self.start_xvrrp_env(host, config, &[])
+    }
+
+    /// [`Lab::start_xvrrp`] with environment variables added (`XVRRP_LOG_FORMAT`,
+    /// `NOTIFY_SOCKET`, ...).
+    pub fn start_xvrrp_env(
+        &self,
+        host: &str,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Proc> {
         let path = self.workdir.join(format!("{host}.toml"));
         fs::write(&path, config)?;
         // It may hold a password: xvrrp refuses such a file if others can read it.
         fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-        let mut proc = self.spawn(
+        let mut proc = self.spawn_env(
             host,
             &self.xvrrp,
             &[
@@ -447,6 +471,7 @@ impl Lab {
                 "--log-level",
                 "info,vrrp_user=debug",
             ],
+            env,
             &format!("xvrrp-{host}"),
         )?;
         // Pins may be left by a killed daemon: readiness is the daemon's own word.

@@ -282,6 +282,8 @@ pub struct Config {
     pub control_socket: PathBuf,
     /// The JSON-lines event stream of state changes (None: off).
     pub event_socket: Option<PathBuf>,
+    /// Where the Prometheus endpoint listens (None: off).
+    pub metrics_listen: Option<std::net::SocketAddr>,
     pub track_scripts: Vec<TrackScript>,
     pub track_files: Vec<TrackFile>,
     pub mysql: Vec<MysqlTarget>,
@@ -328,6 +330,8 @@ struct RawConfig {
     #[serde(default)]
     event_socket: Option<PathBuf>,
     #[serde(default)]
+    metrics: Option<RawMetrics>,
+    #[serde(default)]
     track_script: Vec<RawTrackScript>,
     #[serde(default)]
     track_file: Vec<RawTrackFile>,
@@ -337,6 +341,12 @@ struct RawConfig {
     sync_group: Vec<RawSyncGroup>,
     #[serde(default)]
     instance: Vec<RawInstance>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1242,6 +1252,23 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         });
     }
 
+    let metrics_listen = match &raw.metrics {
+        None => None,
+        Some(m) => match m.listen.parse::<std::net::SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                problem(
+                    "metrics.listen".into(),
+                    format!(
+                        "expected ADDRESS:PORT such as \"127.0.0.1:9650\" or \"[::1]:9650\", got {:?}",
+                        m.listen
+                    ),
+                );
+                None
+            }
+        },
+    };
+
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -1254,6 +1281,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             .control_socket
             .unwrap_or_else(|| crate::control::default_socket(&interface)),
         event_socket: raw.event_socket,
+        metrics_listen,
         interface,
         track_scripts,
         track_files,

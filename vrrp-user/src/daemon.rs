@@ -40,6 +40,7 @@ use crate::{
     },
     garp::Announcer,
     hooks::{self, Hooks, StateEvent},
+    metrics::{self, Metrics},
     mysql::{self, Fencer},
     netlink::{self, Addresses},
     track,
@@ -276,10 +277,14 @@ pub async fn run(
         .collect();
     let mysql_status: Vec<mysql::SharedStatus> =
         tracked_mysql.iter().map(|t| mysql::new_status(t)).collect();
+    let metrics = Metrics::new(iface);
     let _probes: Vec<_> = tracked_mysql
         .iter()
         .zip(&mysql_status)
-        .map(|(t, status)| mysql::spawn_probe((*t).clone(), track_tx.clone(), status.clone()))
+        .map(|(t, status)| {
+            let latency = metrics.probe_latency(&t.name);
+            mysql::spawn_probe((*t).clone(), track_tx.clone(), status.clone(), latency)
+        })
         .collect();
     let fencers: HashMap<String, Fencer> = tracked_mysql
         .iter()
@@ -354,6 +359,7 @@ pub async fn run(
         mysql_status,
         macs,
         last_heard: HashMap::new(),
+        metrics,
     };
     shell.place_vips(&config, ifindex);
     engine.start(now());
@@ -365,6 +371,17 @@ pub async fn run(
             config.control_socket.display()
         )
     })?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the metrics endpoint {addr}"))?,
+        ),
+        None => None,
+    };
+    if let Some(addr) = config.metrics_listen {
+        info!(%addr, "metrics at http://{addr}/metrics");
+    }
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigusr2 = signal(SignalKind::user_defined2())?;
@@ -399,6 +416,18 @@ pub async fn run(
     // goes quiet.
     let mut heartbeat = tokio::time::interval((heartbeat_limit / 4).max(Duration::from_millis(1)));
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // systemd (Type=notify): ready once the data plane, the VIPs' owner and the control socket
+    // are in place; the watchdog is fed from this loop, so a stuck loop is restarted.
+    let ready = format!("{} instance(s) on {iface}", config.instances.len());
+    let _ = sd_notify::notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&ready),
+    ]);
+    let mut watchdog = sd_notify::watchdog_enabled().map(|every| {
+        let mut t = tokio::time::interval((every / 2).max(Duration::from_millis(10)));
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        t
+    });
     let epoch = (Instant::now(), now());
     loop {
         let deadline = engine.poll_timeout().map(|t| {
@@ -410,6 +439,9 @@ pub async fn run(
             _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
             _ = sighup.recv() => {
                 info!(file = %config_path.display(), "SIGHUP: reloading the configuration");
+                if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading, now]);
+                }
                 match reload(config_path, &config, &mut engine, &mut shell, &site, &mut stats_index) {
                     Ok(new) => config = new,
                     Err(err) => {
@@ -420,6 +452,10 @@ pub async fn run(
                     }
                 }
                 shell.apply(&mut engine).await;
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+            }
+            _ = async { watchdog.as_mut().expect("guarded").tick().await }, if watchdog.is_some() => {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
             }
             _ = sigusr2.recv() => {
                 info!("SIGUSR2: stopping for a hitless restart; the data plane, VIPs and roles stay");
@@ -440,6 +476,14 @@ pub async fn run(
                         tokio::io::AsyncWriteExt::write_all(&mut stream, text.as_bytes()),
                     )
                     .await;
+                }
+            }
+            conn = async { metrics_listener.as_ref().expect("guarded").accept().await },
+                if metrics_listener.is_some() => {
+                if let Ok((stream, _)) = conn {
+                    let status = shell.status(&engine, &config);
+                    let body = shell.metrics.render(&status);
+                    tokio::spawn(metrics::respond(stream, body));
                 }
             }
             _ = async { tokio::time::sleep_until(deadline.expect("guarded").into()).await }, if deadline.is_some() => {
@@ -489,6 +533,7 @@ pub async fn run(
         }
     }
 
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     if hitless {
         // The next daemon takes over within the heartbeat limit: nothing is released.
         shell.dp.heartbeat(dataplane::monotonic_coarse_ns())?;
@@ -796,6 +841,7 @@ fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
         ("configure_vips", old.configure_vips != new.configure_vips),
         ("control_socket", old.control_socket != new.control_socket),
         ("event_socket", old.event_socket != new.event_socket),
+        ("metrics.listen", old.metrics_listen != new.metrics_listen),
         ("track_script", old.track_scripts != new.track_scripts),
         ("track_file", old.track_files != new.track_files),
         (
@@ -841,6 +887,7 @@ struct Shell {
     macs: HashMap<InstanceKey, [u8; 6]>,
     /// The liveness time last fed to the engine, per instance.
     last_heard: HashMap<InstanceKey, u64>,
+    metrics: Metrics,
 }
 
 impl Shell {
@@ -956,6 +1003,17 @@ impl Shell {
                             + dp.adverts_drop_checksum
                             + dp.adverts_drop_unknown_vrid
                             + dp.adverts_drop_peer,
+                        adverts_dropped_by_reason: [
+                            ("ttl", dp.adverts_drop_ttl),
+                            ("version", dp.adverts_drop_version),
+                            ("length", dp.adverts_drop_length),
+                            ("checksum", dp.adverts_drop_checksum),
+                            ("unknown_vrid", dp.adverts_drop_unknown_vrid),
+                            ("peer", dp.adverts_drop_peer),
+                        ]
+                        .into_iter()
+                        .map(|(k, v)| (k.to_owned(), v))
+                        .collect(),
                         foreign_owner: dp.foreign_owner,
                     },
                 }
@@ -982,18 +1040,23 @@ impl Shell {
     /// Carries out the engine's actions, in order.
     async fn apply(&mut self, engine: &mut Engine) {
         while let Some(action) = engine.poll_action() {
+            // Every line about an instance names it, its VRID and its state.
+            let (instance, state) = engine
+                .name_and_state(action.key())
+                .map(|(n, s)| (n.to_owned(), s.to_string()))
+                .unwrap_or_default();
             match action {
                 Action::Send {
                     key, dst, bytes, ..
                 } => {
                     if let Err(err) = self.sockets.send(dst, &bytes) {
-                        warn!(vrid = key.vrid, %dst, error = %err, "cannot send advert");
+                        warn!(vrid = key.vrid, %instance, %state, %dst, error = %err, "cannot send advert");
                     }
                 }
                 Action::DataPlane { key, role } => {
                     let ipv6 = key.family == Family::V6;
                     if let Err(err) = self.dp.set_role(ipv6, key.vrid, role) {
-                        warn!(vrid = key.vrid, error = %dataplane::error_chain(&err), "cannot publish the role");
+                        warn!(vrid = key.vrid, %instance, %state, error = %dataplane::error_chain(&err), "cannot publish the role");
                     }
                     // Writes are enabled only once this node owns the VIP and answers for it.
                     if role == vrrp_common::role::MASTER {
@@ -1008,7 +1071,7 @@ impl Shell {
                             continue;
                         };
                         if let Err(err) = self.addresses.add(*dev, vip).await {
-                            warn!(vrid = key.vrid, vip = %addr, error = %err, "cannot add VIP");
+                            warn!(vrid = key.vrid, %instance, %state, vip = %addr, error = %err, "cannot add VIP");
                         }
                     }
                 }
@@ -1017,7 +1080,7 @@ impl Shell {
                     for addr in vips {
                         let dev = self.vips.get(&addr).map_or(key.iface, |(_, dev)| *dev);
                         if let Err(err) = self.addresses.remove(dev, addr).await {
-                            warn!(vrid = key.vrid, vip = %addr, error = %err, "cannot remove VIP");
+                            warn!(vrid = key.vrid, %instance, %state, vip = %addr, error = %err, "cannot remove VIP");
                         }
                     }
                 }
@@ -1026,7 +1089,7 @@ impl Shell {
                 Action::Announce { key, addr } => {
                     let mac = self.macs.get(&key).copied().unwrap_or_default();
                     if let Err(err) = self.announcer.announce(addr, mac) {
-                        warn!(vrid = key.vrid, %addr, error = %err, "cannot announce VIP");
+                        warn!(vrid = key.vrid, %instance, %state, %addr, error = %err, "cannot announce VIP");
                     }
                 }
                 Action::StateChanged {
@@ -1041,18 +1104,22 @@ impl Shell {
                         self.fence(key).await;
                     }
                     let priority = engine.effective_priority(&name).unwrap_or(0);
+                    let family = if key.family == Family::V6 {
+                        "ipv6"
+                    } else {
+                        "ipv4"
+                    };
+                    let (new, reason) = (new.to_string(), reason.to_string());
+                    self.metrics
+                        .transition(&name, key.vrid, family, &new, &reason);
                     self.hooks.state_changed(StateEvent {
                         time_ms: hooks::unix_ms(),
                         instance: name,
                         vrid: key.vrid,
-                        family: if key.family == Family::V6 {
-                            "ipv6"
-                        } else {
-                            "ipv4"
-                        },
+                        family,
                         old: old.to_string(),
-                        new: new.to_string(),
-                        reason: reason.to_string(),
+                        new,
+                        reason,
                         priority,
                     });
                 }

@@ -23,6 +23,9 @@ enum Command {
         /// Log filter, e.g. `info` or `xvrrp=debug` (RUST_LOG is used when this is absent).
         #[arg(long)]
         log_level: Option<String>,
+        /// Log lines as text, or as one JSON object per line (for log shippers).
+        #[arg(long, value_enum, default_value = "text", env = "XVRRP_LOG_FORMAT")]
+        log_format: LogFormat,
     },
     /// Show the state of a running daemon: one line per instance, or --json.
     Status {
@@ -40,6 +43,12 @@ enum Command {
         /// The configuration file (TOML).
         file: PathBuf,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 fn main() -> ExitCode {
@@ -94,7 +103,11 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run { config, log_level } => {
+        Command::Run {
+            config,
+            log_level,
+            log_format,
+        } => {
             let filter = match log_level {
                 Some(level) => EnvFilter::new(level),
                 None => {
@@ -109,11 +122,15 @@ fn main() -> ExitCode {
             } else {
                 KernelLogLevel::Info
             };
-            tracing_subscriber::fmt()
+            let logs = tracing_subscriber::fmt()
                 .with_env_filter(filter)
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .init();
+                .with_writer(std::io::stderr);
+            match log_format {
+                LogFormat::Text => logs
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .init(),
+                LogFormat::Json => logs.json().with_current_span(false).init(),
+            }
             let path = config;
             let config = match config::load(&path) {
                 Ok(config) => config,
@@ -135,7 +152,10 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(daemon::run(config, &path, kernel_log)) {
+            // Every line of the daemon names its interface.
+            let span = tracing::info_span!("xvrrp", interface = %config.interface);
+            let run = tracing::Instrument::instrument(daemon::run(config, &path, kernel_log), span);
+            match runtime.block_on(run) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     tracing::error!("{err:#}");

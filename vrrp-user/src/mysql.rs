@@ -389,11 +389,12 @@ fn park(mut conn: Conn) -> oneshot::Receiver<Failure> {
 }
 
 /// Probes `t` forever, sending (track, Up/Down) on every change: the alive track, and the
-/// replication track when replication is checked.
+/// replication track when replication is checked. Each round's duration goes into `latency`.
 pub fn spawn_probe(
     t: MysqlTarget,
     tx: mpsc::UnboundedSender<(String, TrackInput)>,
     status: SharedStatus,
+    latency: prometheus_client::metrics::histogram::Histogram,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let interval = Duration::from_millis(t.interval_ms);
@@ -457,6 +458,7 @@ pub fn spawn_probe(
                         update(&status, |s| {
                             s.probes += 1;
                             s.last_round_us = took.as_micros() as u64;
+                            latency.observe(took.as_secs_f64());
                             s.alive = Some(round.alive.is_ok());
                             match &round.alive {
                                 Ok(()) => s.reason.clear(),

@@ -464,13 +464,13 @@ impl Instance {
         };
         self.counters.adverts_received += 1;
         if self.peer_forms.insert(src, form) != Some(form) && self.cfg.family() == Family::V4 {
-            debug!(vrid = self.cfg.vrid, peer = %src, ?form, "peer's VRRPv3 checksum form");
+            debug!(vrid = self.cfg.vrid, instance = %self.cfg.name, state = %self.state, peer = %src, ?form, "peer's VRRPv3 checksum form");
         }
         // 7.1: a different address list is logged and counted, not fatal.
         if advert.priority != 0 && address_mismatch {
             self.counters.address_mismatch += 1;
             if self.counters.address_mismatch == 1 {
-                warn!(vrid = self.cfg.vrid, peer = %src, ours = ?self.cfg.vips,
+                warn!(vrid = self.cfg.vrid, instance = %self.cfg.name, state = %self.state, peer = %src, ours = ?self.cfg.vips,
                     "advert's address list differs from ours");
             }
         }
@@ -628,7 +628,9 @@ impl Instance {
                     bytes,
                 }),
                 // Configs are validated; an advert that cannot be encoded is a bug to log.
-                Err(err) => warn!(vrid = self.cfg.vrid, %dst, ?err, "cannot encode advert"),
+                Err(err) => {
+                    warn!(vrid = self.cfg.vrid, instance = %self.cfg.name, state = %self.state, %dst, ?err, "cannot encode advert")
+                }
             }
         }
         self.counters.adverts_sent += 1;
@@ -716,7 +718,7 @@ impl Instance {
                 }
             }
         }
-        info!(vrid = key.vrid, instance = %self.cfg.name, %old, %new, %reason, "state change");
+        info!(vrid = key.vrid, instance = %self.cfg.name, state = %new, %old, %reason, "state change");
         out.push(Action::StateChanged {
             key,
             name: self.cfg.name.clone(),

@@ -204,6 +204,20 @@ pub enum Action {
     },
 }
 
+impl Action {
+    /// The instance the action is about.
+    pub fn key(&self) -> InstanceKey {
+        match self {
+            Self::Send { key, .. }
+            | Self::AddVips { key, .. }
+            | Self::RemoveVips { key, .. }
+            | Self::DataPlane { key, .. }
+            | Self::Announce { key, .. }
+            | Self::StateChanged { key, .. } => *key,
+        }
+    }
+}
+
 /// Why a received packet was discarded. Every discard is counted; none changes the election.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Discard {
@@ -565,6 +579,14 @@ impl Engine {
             .iter()
             .find(|i| i.cfg.name == name)
             .map(Instance::effective_priority)
+    }
+
+    /// The name and state of the instance `key`, for log lines.
+    pub fn name_and_state(&self, key: InstanceKey) -> Option<(&str, State)> {
+        self.instances
+            .iter()
+            .find(|i| i.key() == key)
+            .map(|i| (i.cfg.name.as_str(), i.state))
     }
 
     pub fn state_of(&self, name: &str) -> Option<State> {

@@ -1,0 +1,437 @@
+//! The Prometheus endpoint (`[metrics] listen`): the daemon's status, the data plane's map
+//! counters, state transitions by reason and MySQL probe latencies, in the OpenMetrics text
+//! format, at `GET /metrics`.
+//!
+//! Most values are read from the status snapshot at each scrape (the maps and the engine keep
+//! the counts; nothing is counted twice). Transitions and probe latencies are events, recorded
+//! as they happen.
+
+use std::{sync::atomic::Ordering, time::Duration};
+
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::control::Status;
+
+type Labels = Vec<(&'static str, String)>;
+type Histograms = Family<Labels, Histogram, fn() -> Histogram>;
+
+/// Probe round latency buckets: 100 µs to ~3.3 s, doubling.
+fn probe_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+}
+
+/// The metrics of one daemon.
+pub struct Metrics {
+    registry: Registry,
+    interface: String,
+    // From the status snapshot, refilled at each scrape.
+    state: Family<Labels, Gauge>,
+    priority: Family<Labels, Gauge>,
+    adverts_sent: Family<Labels, Counter>,
+    adverts_received: Family<Labels, Counter>,
+    became_master: Family<Labels, Counter>,
+    requests: Family<Labels, Counter>,
+    answered: Family<Labels, Counter>,
+    dropped: Family<Labels, Counter>,
+    adverts_valid: Family<Labels, Counter>,
+    adverts_dropped: Family<Labels, Counter>,
+    foreign_owner: Family<Labels, Counter>,
+    mysql_up: Family<Labels, Gauge>,
+    mysql_read_only: Family<Labels, Gauge>,
+    mysql_replication_healthy: Family<Labels, Gauge>,
+    mysql_replication_lag: Family<Labels, Gauge>,
+    mysql_probes: Family<Labels, Counter>,
+    mysql_failures: Family<Labels, Counter>,
+    mysql_reconnects: Family<Labels, Counter>,
+    // Events.
+    transitions: Family<Labels, Counter>,
+    probe_seconds: Histograms,
+}
+
+/// The numeric code of a state name, as `xvrrp_instance_state` gives it.
+fn state_code(state: &str) -> i64 {
+    match state {
+        "backup" => 1,
+        "master" => 2,
+        "fault" => 3,
+        _ => 0,
+    }
+}
+
+impl Metrics {
+    pub fn new(interface: &str) -> Self {
+        let mut registry = Registry::with_prefix("xvrrp");
+        macro_rules! metric {
+            ($name:literal, $help:literal, $value:expr) => {{
+                let m = $value;
+                registry.register($name, $help, m.clone());
+                m
+            }};
+        }
+        Self {
+            interface: interface.to_owned(),
+            state: metric!(
+                "instance_state",
+                "VRRP state: 0 init, 1 backup, 2 master, 3 fault",
+                Family::default()
+            ),
+            priority: metric!(
+                "instance_effective_priority",
+                "Priority after tracking",
+                Family::default()
+            ),
+            adverts_sent: metric!("adverts_sent", "Adverts sent", Family::default()),
+            adverts_received: metric!(
+                "adverts_received",
+                "Adverts taken in by the election",
+                Family::default()
+            ),
+            became_master: metric!(
+                "became_master",
+                "Times this instance became master",
+                Family::default()
+            ),
+            requests: metric!(
+                "dataplane_requests",
+                "ARP requests / neighbour solicitations for the VIPs seen by XDP",
+                Family::default()
+            ),
+            answered: metric!(
+                "dataplane_answered",
+                "ARP replies / neighbour advertisements sent by XDP",
+                Family::default()
+            ),
+            dropped: metric!(
+                "dataplane_requests_dropped",
+                "Requests for the VIPs not answered, by reason",
+                Family::default()
+            ),
+            adverts_valid: metric!(
+                "dataplane_adverts_valid",
+                "Adverts the XDP program validated",
+                Family::default()
+            ),
+            adverts_dropped: metric!(
+                "dataplane_adverts_dropped",
+                "Adverts the XDP program dropped, by reason",
+                Family::default()
+            ),
+            foreign_owner: metric!(
+                "dataplane_foreign_owner",
+                "ARP / ND traffic showing another MAC claiming a VIP",
+                Family::default()
+            ),
+            mysql_up: metric!(
+                "mysql_up",
+                "1 when the last probe round of the MySQL target succeeded",
+                Family::default()
+            ),
+            mysql_read_only: metric!(
+                "mysql_read_only",
+                "@@global.read_only as last read",
+                Family::default()
+            ),
+            mysql_replication_healthy: metric!(
+                "mysql_replication_healthy",
+                "1 when the replica status was healthy at the last round",
+                Family::default()
+            ),
+            mysql_replication_lag: metric!(
+                "mysql_replication_lag_seconds",
+                "Seconds_Behind_Master as last read",
+                Family::default()
+            ),
+            mysql_probes: metric!("mysql_probes", "Probe rounds", Family::default()),
+            mysql_failures: metric!(
+                "mysql_probe_failures",
+                "Probe rounds that failed",
+                Family::default()
+            ),
+            mysql_reconnects: metric!(
+                "mysql_reconnects",
+                "Probe connections opened after the first",
+                Family::default()
+            ),
+            transitions: metric!(
+                "transitions",
+                "State changes, by new state and reason",
+                Family::default()
+            ),
+            probe_seconds: metric!(
+                "mysql_probe_duration_seconds",
+                "Duration of a probe round (ping, read_only, replica status)",
+                Histograms::new_with_constructor(probe_histogram)
+            ),
+            registry,
+        }
+    }
+
+    fn instance(&self, name: &str, vrid: u8, family: &str) -> Labels {
+        vec![
+            ("interface", self.interface.clone()),
+            ("instance", name.to_owned()),
+            ("vrid", vrid.to_string()),
+            ("family", family.to_owned()),
+        ]
+    }
+
+    /// Counts a state change.
+    pub fn transition(&self, name: &str, vrid: u8, family: &str, new: &str, reason: &str) {
+        let mut labels = self.instance(name, vrid, family);
+        labels.push(("to", new.to_owned()));
+        labels.push(("reason", reason.to_owned()));
+        self.transitions.get_or_create(&labels).inc();
+    }
+
+    /// The histogram a MySQL target's probe records its round durations in.
+    pub fn probe_latency(&self, target: &str) -> Histogram {
+        self.probe_seconds
+            .get_or_create_owned(&vec![("target", target.to_owned())])
+    }
+
+    /// The metrics text for this status.
+    pub fn render(&self, status: &Status) -> String {
+        let set = |family: &Family<Labels, Counter>, labels: &Labels, value: u64| {
+            family
+                .get_or_create(labels)
+                .inner()
+                .store(value, Ordering::Relaxed);
+        };
+        for family in [
+            &self.adverts_sent,
+            &self.adverts_received,
+            &self.became_master,
+            &self.requests,
+            &self.answered,
+            &self.dropped,
+            &self.adverts_valid,
+            &self.adverts_dropped,
+            &self.foreign_owner,
+            &self.mysql_probes,
+            &self.mysql_failures,
+            &self.mysql_reconnects,
+        ] {
+            family.clear();
+        }
+        for family in [
+            &self.state,
+            &self.priority,
+            &self.mysql_up,
+            &self.mysql_read_only,
+            &self.mysql_replication_healthy,
+            &self.mysql_replication_lag,
+        ] {
+            family.clear();
+        }
+        for i in &status.instances {
+            let labels = self.instance(&i.name, i.vrid, &i.family);
+            self.state.get_or_create(&labels).set(state_code(&i.state));
+            self.priority
+                .get_or_create(&labels)
+                .set(i64::from(i.effective_priority));
+            set(&self.adverts_sent, &labels, i.adverts_sent);
+            set(&self.adverts_received, &labels, i.adverts_received);
+            set(&self.became_master, &labels, i.became_master);
+            let dp = &i.data_plane;
+            set(&self.requests, &labels, dp.requests);
+            set(&self.answered, &labels, dp.answered);
+            set(&self.adverts_valid, &labels, dp.adverts_valid);
+            set(&self.foreign_owner, &labels, dp.foreign_owner);
+            let with = |reason: &str| {
+                let mut l = labels.clone();
+                l.push(("reason", reason.to_owned()));
+                l
+            };
+            set(&self.dropped, &with("not_master"), dp.dropped_not_master);
+            set(
+                &self.dropped,
+                &with("stale_heartbeat"),
+                dp.dropped_stale_heartbeat,
+            );
+            for (reason, n) in &dp.adverts_dropped_by_reason {
+                set(&self.adverts_dropped, &with(reason), *n);
+            }
+        }
+        for m in &status.mysql {
+            let labels = vec![("target", m.name.clone()), ("address", m.address.clone())];
+            let flag = |b: bool| i64::from(b);
+            if let Some(alive) = m.alive {
+                self.mysql_up.get_or_create(&labels).set(flag(alive));
+            }
+            if let Some(ro) = m.read_only {
+                self.mysql_read_only.get_or_create(&labels).set(flag(ro));
+            }
+            if let Some(r) = &m.replication {
+                self.mysql_replication_healthy
+                    .get_or_create(&labels)
+                    .set(flag(r.healthy));
+                if let Some(lag) = r.seconds_behind {
+                    self.mysql_replication_lag
+                        .get_or_create(&labels)
+                        .set(lag as i64);
+                }
+            }
+            set(&self.mysql_probes, &labels, m.probes);
+            set(&self.mysql_failures, &labels, m.failures);
+            set(&self.mysql_reconnects, &labels, m.reconnects);
+        }
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// Answers one HTTP connection with `body` for `GET /metrics` (404 for any other path, 405 for
+/// any other method). The request is read for at most 2 s and 8 KiB; a client that sends
+/// nothing useful gets nothing.
+pub async fn respond(mut stream: tokio::net::TcpStream, body: String) {
+    let mut request = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    let read = async {
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => request.extend_from_slice(&buf[..n]),
+            }
+        }
+        true
+    };
+    if !matches!(
+        tokio::time::timeout(Duration::from_secs(2), read).await,
+        Ok(true)
+    ) {
+        return;
+    }
+    let line = request
+        .split(|b| *b == b'\r')
+        .next()
+        .map(String::from_utf8_lossy)
+        .unwrap_or_default();
+    let mut words = line.split(' ');
+    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let path = path.split('?').next().unwrap_or("");
+    let (status, content_type, body) = match (method, path) {
+        ("GET", "/metrics") => (
+            "200 OK",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            body,
+        ),
+        ("GET", _) => (
+            "404 Not Found",
+            "text/plain",
+            "xvrrp serves /metrics only\n".to_owned(),
+        ),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "GET /metrics\n".to_owned(),
+        ),
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        stream.write_all(response.as_bytes()),
+    )
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::{DataPlaneCounters, InstanceStatus, MysqlStatus};
+
+    fn status(state: &str, answered: u64) -> Status {
+        Status {
+            interface: "eth0".into(),
+            instances: vec![InstanceStatus {
+                name: "db".into(),
+                vrid: 51,
+                family: "ipv4".into(),
+                state: state.into(),
+                effective_priority: 150,
+                advert_interval_ms: 100,
+                master: None,
+                vips: vec!["192.0.2.100/24".into()],
+                adverts_sent: 7,
+                adverts_received: 3,
+                became_master: 1,
+                address_mismatch: 0,
+                data_plane: DataPlaneCounters {
+                    answered,
+                    adverts_dropped_by_reason: [("ttl".to_owned(), 2)].into(),
+                    ..DataPlaneCounters::default()
+                },
+            }],
+            mysql: vec![MysqlStatus {
+                name: "local".into(),
+                address: "127.0.0.1:3306".into(),
+                alive: Some(true),
+                read_only: Some(false),
+                probes: 12,
+                ..MysqlStatus::default()
+            }],
+        }
+    }
+
+    fn value(text: &str, prefix: &str) -> Option<String> {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .map(str::to_owned)
+    }
+
+    #[test]
+    fn renders_the_snapshot_and_the_events() {
+        let m = Metrics::new("eth0");
+        m.transition("db", 51, "ipv4", "master", "master down timer expired");
+        m.probe_latency("local").observe(0.0004);
+        let text = m.render(&status("master", 5));
+        let inst = r#"{interface="eth0",instance="db",vrid="51",family="ipv4"}"#;
+        assert_eq!(
+            value(&text, &format!("xvrrp_instance_state{inst}")).as_deref(),
+            Some("2")
+        );
+        assert_eq!(
+            value(&text, &format!("xvrrp_dataplane_answered_total{inst}")).as_deref(),
+            Some("5")
+        );
+        assert!(text.contains(r#"reason="ttl"} 2"#), "{text}");
+        assert!(
+            text.contains(r#"to="master",reason="master down timer expired"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"xvrrp_mysql_probe_duration_seconds_count{target="local"} 1"#),
+            "{text}"
+        );
+        assert_eq!(
+            value(&text, "xvrrp_mysql_probes_total{").as_deref(),
+            Some("12")
+        );
+        // The next scrape sees the new snapshot.
+        let text = m.render(&status("backup", 9));
+        assert_eq!(
+            value(&text, &format!("xvrrp_instance_state{inst}")).as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            value(&text, &format!("xvrrp_dataplane_answered_total{inst}")).as_deref(),
+            Some("9")
+        );
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
