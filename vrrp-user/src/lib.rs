@@ -10,6 +10,7 @@ pub mod dataplane;
 pub mod engine;
 pub mod garp;
 pub mod hooks;
+pub mod import;
 pub mod metrics;
 pub mod mysql;
 pub mod netlink;

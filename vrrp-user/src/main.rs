@@ -38,6 +38,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write xvrrp configs equivalent to a keepalived.conf's VRRP side (one per interface), and
+    /// list on stderr what could not be carried over and why.
+    ImportKeepalived {
+        /// The keepalived configuration (includes are followed).
+        file: PathBuf,
+        /// Where to write: a file (one interface), or a directory that gets <interface>.toml
+        /// per interface. Without it, the configs go to stdout.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
     /// Validate a configuration file; print every problem and exit 1 if there is any.
     CheckConfig {
         /// The configuration file (TOML).
@@ -87,6 +97,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::ImportKeepalived { file, output } => import_keepalived(&file, output.as_deref()),
         Command::CheckConfig { file } => match config::load(&file) {
             Ok(config) => {
                 println!(
@@ -164,4 +175,73 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `xvrrp import-keepalived`.
+fn import_keepalived(file: &std::path::Path, output: Option<&std::path::Path>) -> ExitCode {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let imported = match vrrp_user::import::import(file) {
+        Ok(i) => i,
+        Err(err) => {
+            eprintln!("xvrrp import-keepalived: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if imported.files.is_empty() {
+        eprint!("{}", vrrp_user::import::report(&imported));
+        eprintln!(
+            "xvrrp import-keepalived: {}: no vrrp_instance with an interface; nothing to write",
+            file.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    let several = imported.files.len() > 1;
+    let mut invalid = Vec::new();
+    for f in &imported.files {
+        let name = format!("{}.toml", f.interface);
+        if let Err(err) = config::parse(&f.toml, std::path::Path::new(&name)) {
+            invalid.push(err.to_string());
+        }
+        // The config may hold a MySQL password: 0600.
+        let write = |path: &std::path::Path| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(path)
+                .and_then(|mut out| std::io::Write::write_all(&mut out, f.toml.as_bytes()))
+                .map(|()| eprintln!("wrote {}", path.display()))
+                .map_err(|e| format!("{}: {e}", path.display()))
+        };
+        let written = match output {
+            None => {
+                if several {
+                    println!("# ==> {name} <==");
+                }
+                print!("{}", f.toml);
+                Ok(())
+            }
+            Some(dir)
+                if several || dir.is_dir() || dir.as_os_str().to_string_lossy().ends_with('/') =>
+            {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| format!("{}: {e}", dir.display()))
+                    .and_then(|()| write(&dir.join(&name)))
+            }
+            Some(path) => write(path),
+        };
+        if let Err(err) = written {
+            eprintln!("xvrrp import-keepalived: cannot write {err}");
+            return ExitCode::FAILURE;
+        }
+    }
+    eprint!("{}", vrrp_user::import::report(&imported));
+    if !invalid.is_empty() {
+        eprintln!("Check before use (the result does not validate on this machine):");
+        for problem in invalid.iter().flat_map(|p| p.lines()) {
+            eprintln!("  - {problem}");
+        }
+    }
+    ExitCode::SUCCESS
 }

@@ -1,0 +1,240 @@
+//! `xvrrp import-keepalived` on real-world keepalived.conf files (tests/fixtures/keepalived):
+//! every config it writes passes `xvrrp check-config`, the report lists what it left out; and
+//! in the lab, a daemon running an imported MySQL master-master config fails over with a real
+//! keepalived peer running the original.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use nix::sys::signal::Signal;
+use xvrrp_lab::{
+    Lab,
+    mariadb::{self, Mariadb, PROBE_PASSWORD, PROBE_USER, master_master_pair},
+    privileged, run_with_timeout, xvrrp_bin,
+};
+
+const VIP: std::net::Ipv4Addr = xvrrp_lab::LAB_VIP;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/keepalived")
+        .join(name)
+}
+
+/// A fresh directory of this test's own.
+fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("xvrrp-import-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Imports `conf` into `dir`; (the files written, by name, and the report on stderr).
+fn import(conf: &Path, dir: &Path) -> (Vec<(String, String)>, String) {
+    let out = run_with_timeout(
+        Command::new(xvrrp_bin())
+            .arg("import-keepalived")
+            .arg(conf)
+            .arg("-o")
+            .arg(format!("{}/", dir.display())),
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    let report = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{report}");
+    let mut files: Vec<(String, String)> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read_to_string(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    for (name, _) in &files {
+        let check = run_with_timeout(
+            Command::new(xvrrp_bin())
+                .arg("check-config")
+                .arg(dir.join(name)),
+            Duration::from_secs(20),
+        )
+        .unwrap();
+        assert!(
+            check.status.success(),
+            "{name} does not validate: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(dir.join(name)).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o077, 0, "{name} may hold a password: 0600");
+    }
+    (files, report)
+}
+
+#[test]
+fn real_world_keepalived_configs_import_into_valid_configs_and_say_what_was_left_out() {
+    let dir = scratch("fixtures");
+
+    let (files, report) = import(&fixture("mysql-master-master.conf"), &dir.join("mysql"));
+    assert_eq!(files.len(), 1);
+    let (name, toml) = &files[0];
+    assert_eq!(name, "eth0.toml");
+    // The mysqladmin ping script is a native probe with the script's credentials and timing.
+    for want in [
+        "[[mysql]]\nname = \"chk_mysql\"\nhost = \"127.0.0.1\"\nport = 3306\nuser = \"keepalived\"\npassword = \"S3cret\"\ninterval_ms = 2000\ntimeout_ms = 3000\nrise = 2\nfall = 2\nweight = 0\nfence = false\n",
+        "track_mysql = [\"chk_mysql\"]",
+        "preempt = false",
+        "version = 2",
+        "unicast_peers = [\"10.0.0.12\"]",
+        "vips = [\"10.0.0.100/24 label eth0:vip\"]",
+    ] {
+        assert!(toml.contains(want), "{want:?} not in:\n{toml}");
+    }
+    assert!(!toml.contains("[[track_script]]"), "{toml}");
+    for want in [
+        "becomes a native MySQL probe",
+        "authentication: xvrrp sends VRRPv2 adverts without authentication",
+        "notification_email",
+    ] {
+        assert!(report.contains(want), "{want:?} not in:\n{report}");
+    }
+
+    let (files, report) = import(&fixture("router-sync-group.conf"), &dir.join("router"));
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["eth0.toml", "eth1.toml"]);
+    assert!(files[1].1.contains("[[sync_group]]\nname = \"G_LOCAL\""));
+    assert!(!files[1].1.contains("G_EDGE"));
+    for want in [
+        "router-sync-group.conf:8: vrrp_sync_group G_EDGE: its members are on several interfaces",
+        "router-sync-group.conf:41: vrrp_instance VI_IN: virtual_routes",
+        "router-sync-group.conf:60: virtual_server: xvrrp does no load balancing",
+    ] {
+        assert!(report.contains(want), "{want:?} not in:\n{report}");
+    }
+
+    let (files, report) = import(&fixture("haproxy-pair.conf"), &dir.join("haproxy"));
+    let toml = &files[0].1;
+    for want in [
+        "name = \"chk_haproxy_weight-40\"",
+        "weight = -40",
+        "advert_interval_ms = 100",
+        "version = 3",
+        "vips = [\"192.168.50.10/32\", \"192.168.50.11/24\"]",
+        "garp_master_refresh_ms = 60000",
+    ] {
+        assert!(toml.contains(want), "{want:?} not in:\n{toml}");
+    }
+    assert!(
+        report.contains("brd 192.168.50.255 is not carried"),
+        "{report}"
+    );
+
+    // Includes are followed; an instance of mixed families keeps its own family.
+    let (files, report) = import(&fixture("ipv6-vmac.conf"), &dir.join("vmac"));
+    let toml = &files[0].1;
+    for want in [
+        "vmac_interface = \"vrrp.70\"",
+        "virtual_mac = true",
+        "advert_interval_ms = 50",
+        "preempt_delay_ms = 10000",
+        "[[track_file]]\nname = \"maint\"\npath = \"/etc/keepalived/maintenance\"\nweight = -100",
+    ] {
+        assert!(toml.contains(want), "{want:?} not in:\n{toml}");
+    }
+    assert!(
+        report.contains("conf.d/service.conf:6: vrrp_instance VI_V4: 2001:db8:70::1/64 is of the other address family"),
+        "{report}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_broken_keepalived_conf_is_refused_with_its_line() {
+    let dir = scratch("broken");
+    let conf = dir.join("keepalived.conf");
+    std::fs::write(&conf, "vrrp_instance X {\n interface eth0\n").unwrap();
+    let out = run_with_timeout(
+        Command::new(xvrrp_bin())
+            .arg("import-keepalived")
+            .arg(&conf),
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("keepalived.conf:1: this '{' is never closed"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The usual master-master keepalived.conf for `db`'s host: a `mariadb-admin ping` script.
+fn mysql_keepalived_conf(lab: &Lab, db: &Mariadb, priority: u8) -> String {
+    lab.keepalived_config(
+        &db.host,
+        priority,
+        3,
+        "0.1",
+        "  track_script {\n    chk_mysql\n  }\n",
+    )
+    .replacen(
+        "vrrp_instance",
+        &format!(
+            "vrrp_script chk_mysql {{\n  script \"/usr/bin/mariadb-admin -u{PROBE_USER} -p{PROBE_PASSWORD} -h 127.0.0.1 --connect-timeout=1 ping\"\n  interval 1\n  timeout 1\n  fall 2\n  rise 2\n}}\n\nvrrp_instance"
+        ),
+        1,
+    )
+}
+
+#[test]
+fn an_imported_mysql_pair_config_fails_over_with_keepalived_running_the_original() {
+    let test = "an_imported_mysql_pair_config_fails_over_with_keepalived_running_the_original";
+    if !privileged(test) {
+        return;
+    }
+    assert!(
+        mariadb::available(),
+        "{test}: mariadb-server is not installed (cargo xtask setup installs it)"
+    );
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    let (mut a_db, b_db) = master_master_pair(&lab, "a", "b").expect("pair");
+
+    // a: the keepalived.conf imported and run by xvrrp; b: keepalived with its own original.
+    let conf = lab.workdir().join("keepalived-a-original.conf");
+    std::fs::write(&conf, mysql_keepalived_conf(&lab, &a_db, 200)).unwrap();
+    let (files, report) = import(&conf, &lab.workdir().join("imported"));
+    assert!(report.contains("becomes a native MySQL probe"), "{report}");
+    let mut a = lab.start_xvrrp("a", &files[0].1).expect("xvrrp on a");
+    let mut b = lab
+        .start_keepalived("b", &mysql_keepalived_conf(&lab, &b_db, 100))
+        .expect("keepalived on b");
+
+    let within = Duration::from_secs(15);
+    let attempt = Duration::from_millis(500);
+    let served = mariadb::wait_served_by(&lab, "client", VIP, &a_db, attempt, within).unwrap();
+    assert!(
+        served.is_some(),
+        "a's server never answered through the VIP:\n{}",
+        a.log()
+    );
+
+    // mysqld dies on a: xvrrp's native probe sees it, a resigns, keepalived on b takes over.
+    a_db.signal(Signal::SIGKILL).unwrap();
+    let served = mariadb::wait_served_by(&lab, "client", VIP, &b_db, attempt, within).unwrap();
+    assert!(
+        served.is_some(),
+        "b's server never answered through the VIP\nxvrrp:\n{}\nkeepalived:\n{}",
+        a.log(),
+        b.log()
+    );
+    assert!(a.log().contains("state change"), "{}", a.log());
+    a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+}

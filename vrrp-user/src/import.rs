@@ -1,0 +1,1276 @@
+//! `xvrrp import-keepalived`: a keepalived.conf turned into xvrrp configs (one per interface,
+//! since one xvrrp daemon serves one interface), with a list of what could not be carried over
+//! and why.
+//!
+//! The VRRP side only: `global_defs` (what applies), `vrrp_script`, `vrrp_track_file`,
+//! `vrrp_sync_group`, `vrrp_instance` with its addresses, tracking, unicast peers, notify
+//! scripts and gratuitous ARP settings. A `vrrp_script` that runs `mysqladmin ping` (or
+//! `mariadb-admin`, or `mysql -e QUERY`) becomes a native `[[mysql]]` probe. Pure: text in,
+//! text out; only `include` reads other files.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    path::{Path, PathBuf},
+};
+
+/// A statement of keepalived's configuration: its words, and the block that follows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    pub words: Vec<String>,
+    pub block: Option<Vec<Node>>,
+    /// Where it is: "file:line".
+    pub at: String,
+}
+
+impl Node {
+    fn key(&self) -> &str {
+        self.words.first().map_or("", String::as_str)
+    }
+
+    fn arg(&self, i: usize) -> Option<&str> {
+        self.words.get(i).map(String::as_str)
+    }
+
+    fn children(&self) -> &[Node] {
+        self.block.as_deref().unwrap_or(&[])
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("{0}: cannot read: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("{at}: {message}")]
+    Syntax { at: String, message: String },
+}
+
+#[derive(Debug, PartialEq)]
+enum Token {
+    Word(String),
+    Open,
+    Close,
+    Newline,
+}
+
+/// Splits one file into tokens: words (quotes kept together, then removed), braces, line ends.
+/// `#` and `!` outside quotes start a comment.
+fn tokenize(text: &str) -> Vec<(Token, usize)> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line_no = n + 1;
+        let mut word = String::new();
+        let mut quoted = false;
+        let mut in_word = false;
+        let flush = |word: &mut String, in_word: &mut bool, out: &mut Vec<(Token, usize)>| {
+            if *in_word {
+                out.push((Token::Word(std::mem::take(word)), line_no));
+                *in_word = false;
+            }
+        };
+        for c in line.chars() {
+            if quoted {
+                if c == '"' {
+                    quoted = false;
+                } else {
+                    word.push(c);
+                }
+                continue;
+            }
+            match c {
+                '"' => {
+                    quoted = true;
+                    in_word = true;
+                }
+                '#' | '!' if !in_word => break,
+                '{' | '}' => {
+                    flush(&mut word, &mut in_word, &mut out);
+                    out.push((if c == '{' { Token::Open } else { Token::Close }, line_no));
+                }
+                c if c.is_whitespace() => flush(&mut word, &mut in_word, &mut out),
+                c => {
+                    word.push(c);
+                    in_word = true;
+                }
+            }
+        }
+        flush(&mut word, &mut in_word, &mut out);
+        out.push((Token::Newline, line_no));
+    }
+    out
+}
+
+/// Parses keepalived's configuration syntax, following `include` (globs in the last part of
+/// the path: `*` and `?`).
+pub fn parse_file(path: &Path) -> Result<Vec<Node>, ImportError> {
+    let mut depth = 0;
+    parse_included(path, &mut depth)
+}
+
+fn parse_included(path: &Path, depth: &mut u32) -> Result<Vec<Node>, ImportError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ImportError::Read(path.to_owned(), e))?;
+    let nodes = parse_text(&text, &path.display().to_string())?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    expand_includes(nodes, base, depth)
+}
+
+fn expand_includes(
+    nodes: Vec<Node>,
+    base: &Path,
+    depth: &mut u32,
+) -> Result<Vec<Node>, ImportError> {
+    let mut out = Vec::new();
+    for mut node in nodes {
+        if node.key() == "include" && node.block.is_none() {
+            *depth += 1;
+            if *depth > 32 {
+                return Err(ImportError::Syntax {
+                    at: node.at,
+                    message: "includes nested more than 32 deep (a loop?)".into(),
+                });
+            }
+            for pattern in node.words.iter().skip(1) {
+                for file in glob(&base.join(pattern)) {
+                    out.extend(parse_included(&file, depth)?);
+                }
+            }
+            *depth -= 1;
+            continue;
+        }
+        if let Some(block) = node.block.take() {
+            node.block = Some(expand_includes(block, base, depth)?);
+        }
+        out.push(node);
+    }
+    Ok(out)
+}
+
+/// The files a path with `*` / `?` in its last part names, sorted; the path itself otherwise.
+fn glob(pattern: &Path) -> Vec<PathBuf> {
+    let name = pattern
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if !name.contains(['*', '?']) {
+        return vec![pattern.to_owned()];
+    }
+    let dir = pattern.parent().unwrap_or(Path::new("."));
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| wildcard(&name, &e.file_name().to_string_lossy()))
+        .map(|e| e.path())
+        .collect();
+    found.sort();
+    found
+}
+
+fn wildcard(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    fn go(p: &[char], n: &[char]) -> bool {
+        match (p.first(), n.first()) {
+            (None, None) => true,
+            (Some('*'), _) => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
+            (Some('?'), Some(_)) => go(&p[1..], &n[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &n[1..]),
+            _ => false,
+        }
+    }
+    go(&p, &n)
+}
+
+/// Parses the text of one file (`file` names it in locations).
+pub fn parse_text(text: &str, file: &str) -> Result<Vec<Node>, ImportError> {
+    let tokens = tokenize(text);
+    let mut i = 0;
+    let nodes = parse_block(&tokens, &mut i, file, None)?;
+    Ok(nodes)
+}
+
+fn parse_block(
+    tokens: &[(Token, usize)],
+    i: &mut usize,
+    file: &str,
+    opened_at: Option<usize>,
+) -> Result<Vec<Node>, ImportError> {
+    let mut nodes = Vec::new();
+    let mut words: Vec<String> = Vec::new();
+    let mut words_line = 0;
+    // A statement that ended with its line: it may still take a block opened on the next one.
+    let mut pending: Option<Node> = None;
+    while let Some((token, line)) = tokens.get(*i) {
+        *i += 1;
+        match token {
+            Token::Word(w) => {
+                nodes.extend(pending.take());
+                if words.is_empty() {
+                    words_line = *line;
+                }
+                words.push(w.clone());
+            }
+            Token::Newline => {
+                if !words.is_empty() {
+                    nodes.extend(pending.take());
+                    pending = Some(Node {
+                        words: std::mem::take(&mut words),
+                        block: None,
+                        at: format!("{file}:{words_line}"),
+                    });
+                }
+            }
+            Token::Open => {
+                let (header, at) = if !words.is_empty() {
+                    nodes.extend(pending.take());
+                    (std::mem::take(&mut words), format!("{file}:{words_line}"))
+                } else if let Some(p) = pending.take() {
+                    (p.words, p.at)
+                } else {
+                    (Vec::new(), format!("{file}:{line}"))
+                };
+                let block = parse_block(tokens, i, file, Some(*line))?;
+                nodes.push(Node {
+                    words: header,
+                    block: Some(block),
+                    at,
+                });
+            }
+            Token::Close => {
+                if opened_at.is_none() {
+                    return Err(ImportError::Syntax {
+                        at: format!("{file}:{line}"),
+                        message: "a '}' closes no block".into(),
+                    });
+                }
+                nodes.extend(pending.take());
+                if !words.is_empty() {
+                    nodes.push(Node {
+                        words: std::mem::take(&mut words),
+                        block: None,
+                        at: format!("{file}:{words_line}"),
+                    });
+                }
+                return Ok(nodes);
+            }
+        }
+    }
+    if let Some(line) = opened_at {
+        return Err(ImportError::Syntax {
+            at: format!("{file}:{line}"),
+            message: "this '{' is never closed".into(),
+        });
+    }
+    nodes.extend(pending.take());
+    Ok(nodes)
+}
+
+/// What the import produced.
+#[derive(Debug, Default)]
+pub struct Imported {
+    /// One config per interface, in the order the instances came.
+    pub files: Vec<ImportedFile>,
+    /// What changed on the way (carried over, but differently).
+    pub changed: Vec<String>,
+    /// What could not be carried over, and why.
+    pub dropped: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct ImportedFile {
+    pub interface: String,
+    /// The xvrrp configuration (TOML).
+    pub toml: String,
+}
+
+/// A TOML string.
+fn q(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+fn list(items: &[String]) -> String {
+    format!(
+        "[{}]",
+        items.iter().map(|s| q(s)).collect::<Vec<_>>().join(", ")
+    )
+}
+
+/// Seconds (possibly fractional) as milliseconds.
+fn ms(s: &str) -> Option<i64> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .map(|v| (v * 1000.0).round() as i64)
+}
+
+/// A `[[...]]` table being written: keys in order.
+#[derive(Debug, Default, Clone)]
+struct Table {
+    name: String,
+    keys: Vec<(String, String)>,
+}
+
+impl Table {
+    fn new(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            keys: Vec::new(),
+        }
+    }
+
+    fn set(&mut self, key: &str, value: String) {
+        match self.keys.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) => *v = value,
+            None => self.keys.push((key.into(), value)),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.keys
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn write(&self, out: &mut String) {
+        let _ = writeln!(out, "\n[[{}]]", self.name);
+        for (k, v) in &self.keys {
+            let _ = writeln!(out, "{k} = {v}");
+        }
+    }
+}
+
+/// A vrrp_script: kept as a script, or turned into a MySQL probe.
+#[derive(Debug, Clone)]
+enum Check {
+    Script(Table),
+    Mysql(Table),
+}
+
+/// A MySQL probe from a `mysqladmin ping` / `mysql -e` command line, if it is one.
+fn mysql_probe(name: &str, command: &str, at: &str, changed: &mut Vec<String>) -> Option<Table> {
+    let mut words = shell_words(command);
+    // `sh -c "..."` / `bash -c '...'`
+    if words.len() == 3
+        && ["sh", "bash", "/bin/sh", "/bin/bash"].contains(&words[0].as_str())
+        && words[1] == "-c"
+    {
+        words = shell_words(&words[2]);
+    }
+    let program = Path::new(words.first()?)
+        .file_name()?
+        .to_string_lossy()
+        .into_owned();
+    let admin = matches!(program.as_str(), "mysqladmin" | "mariadb-admin");
+    let client = matches!(program.as_str(), "mysql" | "mariadb");
+    if !admin && !client {
+        return None;
+    }
+    let mut t = Table::new("mysql");
+    t.set("name", q(name));
+    let (mut user, mut password, mut host, mut port, mut query, mut option_file) =
+        (None, None, None, None, None, None);
+    let mut pinged = false;
+    let mut it = words.iter().skip(1).peekable();
+    while let Some(w) = it.next() {
+        let mut value = |short: &str, long: &str| -> Option<String> {
+            if let Some(v) = w.strip_prefix(&format!("{long}=")) {
+                return Some(v.to_owned());
+            }
+            if w == long || w == short {
+                return it.next().cloned();
+            }
+            w.strip_prefix(short)
+                .filter(|v| !v.is_empty() && short.len() == 2)
+                .map(str::to_owned)
+        };
+        if let Some(v) = value("-u", "--user") {
+            user = Some(v);
+        } else if w.starts_with("--password=") || (w.starts_with("-p") && w.len() > 2) {
+            password = Some(
+                w.strip_prefix("--password=")
+                    .or_else(|| w.strip_prefix("-p"))
+                    .unwrap_or_default()
+                    .to_owned(),
+            );
+        } else if let Some(v) = value("-h", "--host") {
+            host = Some(v);
+        } else if let Some(v) = value("-P", "--port") {
+            port = Some(v);
+        } else if let Some(v) = value("-e", "--execute") {
+            query = Some(v);
+        } else if let Some(v) = w
+            .strip_prefix("--defaults-file=")
+            .or_else(|| w.strip_prefix("--defaults-extra-file="))
+        {
+            option_file = Some(v.to_owned());
+        } else if let Some(v) = value("-S", "--socket") {
+            changed.push(format!(
+                "{at}: vrrp_script {name}: the socket {v} becomes TCP to 127.0.0.1 (xvrrp probes over TCP only)"
+            ));
+        } else if w == "ping" || w == "status" {
+            pinged = true;
+        }
+    }
+    if (admin && !pinged) || (client && query.is_none()) {
+        return None;
+    }
+    t.set("host", q(host.as_deref().unwrap_or("127.0.0.1")));
+    if let Some(port) = port.and_then(|p| p.parse::<u16>().ok()) {
+        t.set("port", port.to_string());
+    }
+    match (&option_file, &user) {
+        (Some(f), _) => {
+            t.set("option_file", q(f));
+            if let Some(u) = &user {
+                t.set("user", q(u));
+            }
+        }
+        (None, Some(u)) => t.set("user", q(u)),
+        (None, None) => {
+            t.set("user", q("xvrrp_probe"));
+            changed.push(format!(
+                "{at}: vrrp_script {name}: the command names no user (mysqladmin ping succeeds even when access is denied); the native probe logs in as 'xvrrp_probe': CREATE USER 'xvrrp_probe'@'127.0.0.1' IDENTIFIED BY '...'; then set password_env"
+            ));
+        }
+    }
+    if let Some(p) = password {
+        t.set("password", q(&p));
+        changed.push(format!(
+            "{at}: vrrp_script {name}: its password is now in the xvrrp config, which must stay mode 0600 (xvrrp refuses it readable by others); password_env or option_file keep it out"
+        ));
+    }
+    if let Some(query) = query {
+        t.set("query", q(&query));
+    }
+    changed.push(format!(
+        "{at}: vrrp_script {name}: `{program}` becomes a native MySQL probe ([[mysql]] {name}): a persistent connection, no fork per check, a dead server seen at once; fencing is off as keepalived had none (fence = true sets read_only on the backup)"
+    ));
+    Some(t)
+}
+
+/// Words of a shell command line: whitespace-separated, with '...' and "..." quoting.
+fn shell_words(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut quote: Option<char> = None;
+    for c in s.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => word.push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                in_word = true;
+            }
+            (None, c) if c.is_whitespace() => {
+                if in_word {
+                    out.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            (None, c) => {
+                word.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        out.push(word);
+    }
+    out
+}
+
+/// keepalived's global settings that become instance defaults.
+#[derive(Debug, Default)]
+struct Globals {
+    version: Option<String>,
+    garp: Vec<(String, String)>,
+}
+
+fn globals(node: &Node, changed: &mut Vec<String>, dropped: &mut Vec<String>) -> Globals {
+    let mut g = Globals::default();
+    for c in node.children() {
+        let at = &c.at;
+        let arg = c.arg(1).unwrap_or("");
+        match c.key() {
+            "vrrp_version" => g.version = Some(arg.to_owned()),
+            "vrrp_garp_master_delay" => g.garp.push(("garp_master_delay_ms".into(), arg.into())),
+            "vrrp_garp_master_repeat" => g.garp.push(("garp_master_repeat".into(), arg.into())),
+            "vrrp_garp_master_refresh" => {
+                g.garp.push(("garp_master_refresh_ms".into(), arg.into()))
+            }
+            "vrrp_garp_master_refresh_repeat" => {
+                g.garp.push(("garp_master_refresh_repeat".into(), arg.into()))
+            }
+            "vrrp_garp_interval" | "vrrp_gna_interval" => {
+                g.garp.push(("garp_interval_ms".into(), arg.into()))
+            }
+            "router_id" | "vrrp_no_swap" | "checker_no_swap" | "vrrp_priority"
+            | "checker_priority" | "vrrp_rt_priority" | "vrrp_cpu_affinity" => {}
+            "notification_email" | "notification_email_from" | "smtp_server"
+            | "smtp_connect_timeout" | "smtp_alert" | "smtp_helo" => dropped.push(format!(
+                "{at}: {}: e-mail alerts are not sent by xvrrp; use notify scripts, the event_socket or Prometheus alerts",
+                c.key()
+            )),
+            "enable_script_security" => {}
+            "script_user" => dropped.push(format!(
+                "{at}: script_user: xvrrp runs scripts as its own user (root); wrap them in `runuser -u {arg} --` to drop privileges"
+            )),
+            "vrrp_skip_check_adv_addr" => changed.push(format!(
+                "{at}: vrrp_skip_check_adv_addr: xvrrp takes adverts whose address list differs and counts them (address_mismatch)"
+            )),
+            "vrrp_check_unicast_src" => changed.push(format!(
+                "{at}: vrrp_check_unicast_src: xvrrp always takes unicast adverts from configured peers only"
+            )),
+            "vrrp_strict" => dropped.push(format!(
+                "{at}: vrrp_strict: no strict mode; xvrrp adds no iptables rules and accepts traffic to the VIPs"
+            )),
+            "vrrp_iptables" | "vrrp_ipsets" | "vrrp_nftables" => dropped.push(format!(
+                "{at}: {}: xvrrp sets no firewall rules",
+                c.key()
+            )),
+            "vrrp_mcast_group4" | "vrrp_mcast_group6" => dropped.push(format!(
+                "{at}: {}: xvrrp uses the standard groups 224.0.0.18 / ff02::12",
+                c.key()
+            )),
+            "enable_snmp_vrrp" | "enable_snmp_keepalived" | "enable_snmp_rfcv2"
+            | "enable_snmp_rfcv3" | "enable_traps" | "snmp_socket" => dropped.push(format!(
+                "{at}: {}: no SNMP; xvrrp serves Prometheus metrics ([metrics] listen)",
+                c.key()
+            )),
+            "vrrp_notify_fifo" | "notify_fifo" | "vrrp_notify_fifo_script" | "notify_fifo_script" => {
+                dropped.push(format!(
+                    "{at}: {}: xvrrp streams state changes as JSON lines on a unix socket instead (event_socket)",
+                    c.key()
+                ))
+            }
+            other => dropped.push(format!(
+                "{at}: global_defs {other}: no xvrrp equivalent; ignored"
+            )),
+        }
+    }
+    g
+}
+
+/// Converts parsed keepalived configuration.
+pub fn convert(nodes: &[Node]) -> Imported {
+    let mut changed = Vec::new();
+    let mut dropped = Vec::new();
+    let mut g = Globals::default();
+    let mut checks: BTreeMap<String, Check> = BTreeMap::new();
+    let mut track_files: BTreeMap<String, Table> = BTreeMap::new();
+    let mut groups: Vec<(String, Vec<String>, String)> = Vec::new();
+    let mut instances: Vec<(String, Table)> = Vec::new();
+
+    for node in nodes {
+        let at = &node.at;
+        match node.key() {
+            "global_defs" => g = globals(node, &mut changed, &mut dropped),
+            "vrrp_script" => {
+                let name = node.arg(1).unwrap_or("").to_owned();
+                let mut t = Table::new("track_script");
+                t.set("name", q(&name));
+                let mut command = String::new();
+                let (mut interval, mut timeout, mut rise, mut fall, mut weight) =
+                    (None, None, None, None, None);
+                for c in node.children() {
+                    let arg = c.arg(1).unwrap_or("");
+                    match c.key() {
+                        "script" => command = c.words[1..].join(" "),
+                        "interval" => interval = ms(arg),
+                        "timeout" => timeout = ms(arg),
+                        "rise" => rise = arg.parse::<i64>().ok(),
+                        "fall" => fall = arg.parse::<i64>().ok(),
+                        "weight" => {
+                            weight = arg.parse::<i64>().ok();
+                            if c.arg(2) == Some("reverse") {
+                                dropped.push(format!(
+                                    "{}: vrrp_script {name}: weight reverse is not supported; the weight is applied as written",
+                                    c.at
+                                ));
+                            }
+                        }
+                        "user" => dropped.push(format!(
+                            "{}: vrrp_script {name}: user: scripts run as xvrrp's user",
+                            c.at
+                        )),
+                        "init_fail" => changed.push(format!(
+                            "{}: vrrp_script {name}: init_fail: every track starts down in xvrrp until its first result",
+                            c.at
+                        )),
+                        other => dropped.push(format!(
+                            "{}: vrrp_script {name}: {other}: not supported; ignored",
+                            c.at
+                        )),
+                    }
+                }
+                let check = match mysql_probe(&name, &command, at, &mut changed) {
+                    Some(mut m) => {
+                        m.set("interval_ms", interval.unwrap_or(1000).to_string());
+                        if let Some(t) = timeout {
+                            m.set("timeout_ms", t.to_string());
+                        }
+                        m.set("rise", rise.unwrap_or(1).to_string());
+                        m.set("fall", fall.unwrap_or(1).to_string());
+                        m.set("weight", weight.unwrap_or(0).to_string());
+                        m.set("fence", "false".into());
+                        Check::Mysql(m)
+                    }
+                    None => {
+                        t.set("script", q(&command));
+                        if let Some(i) = interval {
+                            t.set("interval_ms", i.to_string());
+                        }
+                        if let Some(v) = timeout {
+                            t.set("timeout_ms", v.to_string());
+                        }
+                        if let Some(v) = rise {
+                            t.set("rise", v.to_string());
+                        }
+                        if let Some(v) = fall {
+                            t.set("fall", v.to_string());
+                        }
+                        if let Some(v) = weight {
+                            t.set("weight", v.to_string());
+                        }
+                        if ["killall -0 mysqld", "pidof mysqld", "pgrep mysqld", "mariadbd"]
+                            .iter()
+                            .any(|p| command.contains(p))
+                        {
+                            changed.push(format!(
+                                "{at}: vrrp_script {name}: checks the mysqld process only; kept as a script, but a native [[mysql]] probe (see docs/configuration.md) also sees a hung or refusing server"
+                            ));
+                        }
+                        Check::Script(t)
+                    }
+                };
+                checks.insert(name, check);
+            }
+            "vrrp_track_file" | "track_file" => {
+                let name = node.arg(1).unwrap_or("").to_owned();
+                let mut t = Table::new("track_file");
+                t.set("name", q(&name));
+                for c in node.children() {
+                    match (c.key(), c.arg(1)) {
+                        ("file", Some(f)) => t.set("path", q(f)),
+                        ("weight", Some(w)) => t.set("weight", w.to_owned()),
+                        (other, _) => dropped.push(format!(
+                            "{}: track_file {name}: {other}: not supported; ignored",
+                            c.at
+                        )),
+                    }
+                }
+                track_files.insert(name, t);
+            }
+            "vrrp_sync_group" => {
+                let name = node.arg(1).unwrap_or("").to_owned();
+                let mut members = Vec::new();
+                for c in node.children() {
+                    match c.key() {
+                        "group" => {
+                            for m in c.children() {
+                                members.extend(m.words.iter().cloned());
+                            }
+                        }
+                        other => dropped.push(format!(
+                            "{}: vrrp_sync_group {name}: {other}: not supported for groups; set it on the member instances",
+                            c.at
+                        )),
+                    }
+                }
+                groups.push((name, members, at.clone()));
+            }
+            "vrrp_instance" => {
+                let name = node.arg(1).unwrap_or("").to_owned();
+                let (interface, table) =
+                    instance(node, &name, &g, &mut checks, &mut changed, &mut dropped);
+                if !interface.is_empty() {
+                    instances.push((interface, table));
+                }
+            }
+            "virtual_server" | "virtual_server_group" | "real_server" => dropped.push(format!(
+                "{at}: {}: xvrrp does no load balancing (IPVS); keep keepalived's checker or use IPVS tools for it",
+                node.key()
+            )),
+            "vrrp_track_process" | "track_process" => dropped.push(format!(
+                "{at}: {} {}: process tracking is not supported; use a track_script (`pidof NAME`) or, for mysqld, a native [[mysql]] probe",
+                node.key(),
+                node.arg(1).unwrap_or("")
+            )),
+            "bfd_instance" => dropped.push(format!("{at}: bfd_instance: BFD is not supported")),
+            "static_ipaddress" | "static_routes" | "static_rules" => dropped.push(format!(
+                "{at}: {}: xvrrp manages only the VIPs; configure static addresses and routes with the system",
+                node.key()
+            )),
+            other => dropped.push(format!("{at}: {other}: not known; ignored")),
+        }
+    }
+
+    // One file per interface, in the order the instances came.
+    let mut interfaces: Vec<String> = Vec::new();
+    for (iface, _) in &instances {
+        if !interfaces.contains(iface) {
+            interfaces.push(iface.clone());
+        }
+    }
+    let mut files = Vec::new();
+    for iface in &interfaces {
+        let mine: Vec<&(String, Table)> = instances.iter().filter(|(i, _)| i == iface).collect();
+        let names: Vec<String> = mine
+            .iter()
+            .filter_map(|(_, t)| t.get("name").map(str::to_owned))
+            .collect();
+        let mut out = format!(
+            "# Imported from keepalived by `xvrrp import-keepalived`.\ninterface = {}\n",
+            q(iface)
+        );
+        // What this file's instances follow.
+        let followed = |key: &str| -> Vec<String> {
+            let mut v: Vec<String> = mine
+                .iter()
+                .filter_map(|(_, t)| t.get(key))
+                .flat_map(|l| {
+                    toml::from_str::<toml::Table>(&format!("x = {l}"))
+                        .ok()
+                        .and_then(|t| t.get("x").cloned())
+                        .and_then(|v| v.as_array().cloned())
+                        .unwrap_or_default()
+                })
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        for name in followed("track_scripts") {
+            if let Some(Check::Script(t)) = checks.get(&name) {
+                t.write(&mut out);
+            }
+        }
+        for name in followed("track_mysql") {
+            if let Some(Check::Mysql(t)) = checks.get(&name) {
+                t.write(&mut out);
+            }
+        }
+        for name in followed("track_files") {
+            if let Some(t) = track_files.get(&name) {
+                t.write(&mut out);
+            }
+        }
+        for (group, members, at) in &groups {
+            let here: Vec<String> = members
+                .iter()
+                .filter(|m| names.contains(&q(m)))
+                .cloned()
+                .collect();
+            if here.is_empty() {
+                continue;
+            }
+            if here.len() < members.len() {
+                dropped.push(format!(
+                    "{at}: vrrp_sync_group {group}: its members are on several interfaces, and one xvrrp daemon serves one interface; the group is not carried over (each daemon moves its own instances)"
+                ));
+                continue;
+            }
+            let mut t = Table::new("sync_group");
+            t.set("name", q(group));
+            t.set("instances", list(&here));
+            t.write(&mut out);
+        }
+        for (_, t) in &mine {
+            t.write(&mut out);
+        }
+        files.push(ImportedFile {
+            interface: iface.clone(),
+            toml: out,
+        });
+    }
+    for (name, check) in &checks {
+        // Tracked as it is, or through a copy with another weight.
+        let copies = format!("\"{name}_weight");
+        let used = instances.iter().any(|(_, t)| {
+            ["track_scripts", "track_mysql"].iter().any(|k| {
+                t.get(k)
+                    .is_some_and(|l| l.contains(&q(name)) || l.contains(&copies))
+            })
+        });
+        if !used {
+            let kind = match check {
+                Check::Script(_) => "vrrp_script",
+                Check::Mysql(_) => "vrrp_script (MySQL)",
+            };
+            dropped.push(format!("{kind} {name}: no instance tracks it; left out"));
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    dropped.retain(|d| seen.insert(d.clone()));
+    Imported {
+        files,
+        changed,
+        dropped,
+    }
+}
+
+/// One vrrp_instance: (interface, the [[instance]] table).
+fn instance(
+    node: &Node,
+    name: &str,
+    g: &Globals,
+    checks: &mut BTreeMap<String, Check>,
+    changed: &mut Vec<String>,
+    dropped: &mut Vec<String>,
+) -> (String, Table) {
+    let mut t = Table::new("instance");
+    t.set("name", q(name));
+    let mut interface = String::new();
+    let mut vips = Vec::new();
+    let mut scripts = Vec::new();
+    let mut mysql = Vec::new();
+    let mut files = Vec::new();
+    let mut track_ifaces = Vec::new();
+    let mut peers = Vec::new();
+    // keepalived's default is VRRPv2: keep it, so that the peers still running keepalived
+    // during the migration understand each other.
+    let mut version = g.version.clone().unwrap_or_else(|| "2".into());
+    let mut garp: Vec<(String, String)> = g.garp.clone();
+    let mut vmac = false;
+    let who = format!("vrrp_instance {name}");
+    for c in node.children() {
+        let at = &c.at;
+        let arg = c.arg(1).unwrap_or("");
+        match c.key() {
+            "interface" => interface = arg.to_owned(),
+            "state" => t.set(
+                "state",
+                q(if arg.eq_ignore_ascii_case("master") {
+                    "master"
+                } else {
+                    "backup"
+                }),
+            ),
+            "virtual_router_id" => t.set("vrid", arg.to_owned()),
+            "priority" => t.set("priority", arg.to_owned()),
+            "advert_int" => {
+                if let Some(v) = ms(arg) {
+                    t.set("advert_interval_ms", v.to_string());
+                }
+            }
+            "version" => version = arg.to_owned(),
+            "nopreempt" => t.set("preempt", "false".into()),
+            "preempt" => t.set("preempt", "true".into()),
+            "preempt_delay" => {
+                if let Some(v) = ms(arg) {
+                    t.set("preempt_delay_ms", v.to_string());
+                }
+            }
+            "unicast_src_ip" | "mcast_src_ip" => t.set("source", q(arg)),
+            "unicast_peer" => {
+                for p in c.children() {
+                    if let Some(addr) = p.arg(0) {
+                        peers.push(addr.to_owned());
+                    }
+                    if p.words.len() > 1 {
+                        dropped.push(format!(
+                            "{}: {who}: unicast_peer {}: options after the address are not supported",
+                            p.at,
+                            p.words.join(" ")
+                        ));
+                    }
+                }
+            }
+            "virtual_ipaddress" | "virtual_ipaddress_excluded" => {
+                if c.key() == "virtual_ipaddress_excluded" {
+                    changed.push(format!(
+                        "{at}: {who}: virtual_ipaddress_excluded: these addresses are carried as VIPs and so are listed in the adverts"
+                    ));
+                }
+                for v in c.children() {
+                    if let Some(vip) = address(v, &interface, &who, dropped) {
+                        vips.push(vip);
+                    }
+                }
+            }
+            "track_script" => {
+                for s in c.children() {
+                    for (script, weight) in tracked(s) {
+                        let Some(check) = checks.get(&script).cloned() else {
+                            dropped.push(format!(
+                                "{}: {who}: track_script {script}: no vrrp_script of that name",
+                                s.at
+                            ));
+                            continue;
+                        };
+                        // A weight given here overrides the script's: a copy with that weight.
+                        let script = match weight {
+                            None => script,
+                            Some(w) => {
+                                let copy = format!("{script}_weight{w}");
+                                let mut c2 = check.clone();
+                                let (Check::Script(tt) | Check::Mysql(tt)) = &mut c2;
+                                tt.set("name", q(&copy));
+                                tt.set("weight", w.to_string());
+                                checks.insert(copy.clone(), c2);
+                                changed.push(format!(
+                                    "{}: {who}: track_script {script} weight {w}: xvrrp has weights on the check, so it tracks a copy named {copy}",
+                                    s.at
+                                ));
+                                copy
+                            }
+                        };
+                        match checks.get(&script) {
+                            Some(Check::Mysql(_)) => mysql.push(script),
+                            _ => scripts.push(script),
+                        }
+                    }
+                }
+            }
+            "track_file" => {
+                for f in c.children() {
+                    for (file, weight) in tracked(f) {
+                        if weight.is_some() {
+                            dropped.push(format!(
+                                "{}: {who}: track_file {file}: the weight here is not supported; the track_file's own weight applies",
+                                f.at
+                            ));
+                        }
+                        files.push(file);
+                    }
+                }
+            }
+            "track_interface" => {
+                for i in c.children() {
+                    for (iface, weight) in tracked(i) {
+                        if weight.is_some() {
+                            changed.push(format!(
+                                "{}: {who}: track_interface {iface} weight: xvrrp puts the instance in Fault while a tracked interface is down, whatever the weight",
+                                i.at
+                            ));
+                        }
+                        track_ifaces.push(iface);
+                    }
+                }
+            }
+            "notify_master" | "notify_backup" | "notify_fault" | "notify_stop" | "notify" => {
+                let command = c.words[1..].join(" ");
+                if command.contains("read_only") {
+                    changed.push(format!(
+                        "{at}: {who}: {}: this script toggles read_only; xvrrp can do it itself, in order with the VIP moves ([[mysql]] fence = true); kept as is",
+                        c.key()
+                    ));
+                }
+                t.set(c.key(), q(&command));
+            }
+            "use_vmac" => {
+                vmac = true;
+                if let Some(n) = c.arg(1) {
+                    t.set("vmac_interface", q(n));
+                }
+            }
+            "vmac_xmit_base" => {}
+            "garp_master_delay" => garp.push(("garp_master_delay_ms".into(), arg.into())),
+            "garp_master_repeat" => garp.push(("garp_master_repeat".into(), arg.into())),
+            "garp_master_refresh" => garp.push(("garp_master_refresh_ms".into(), arg.into())),
+            "garp_master_refresh_repeat" => {
+                garp.push(("garp_master_refresh_repeat".into(), arg.into()))
+            }
+            "garp_interval" | "gna_interval" => {
+                garp.push(("garp_interval_ms".into(), arg.into()))
+            }
+            "authentication" => dropped.push(format!(
+                "{at}: {who}: authentication: xvrrp sends VRRPv2 adverts without authentication and does not check it (RFC 5798 removed it; it never protected anything); a keepalived peer with auth_type PASS / AH rejects xvrrp's adverts, so remove it there during the migration"
+            )),
+            "native_ipv6" | "debug" | "dont_track_primary" | "accept" | "no_accept"
+            | "skip_check_adv_addr" | "check_unicast_src" => {
+                if c.key() == "dont_track_primary" {
+                    changed.push(format!(
+                        "{at}: {who}: dont_track_primary: xvrrp always goes to Fault when its interface is down"
+                    ));
+                }
+            }
+            "smtp_alert" => dropped.push(format!(
+                "{at}: {who}: smtp_alert: no e-mail; use notify scripts or Prometheus alerts"
+            )),
+            other => dropped.push(format!("{at}: {who}: {other}: not supported; ignored")),
+        }
+    }
+    // A mix of families: xvrrp instances are one family each (as VRRPv3 says).
+    if let Some(first) = vips.first().cloned() {
+        let v6_first = first
+            .split_whitespace()
+            .next()
+            .is_some_and(|a| a.contains(':'));
+        let (keep, other): (Vec<String>, Vec<String>) = vips.iter().cloned().partition(|s| {
+            s.split_whitespace()
+                .next()
+                .is_some_and(|a| a.contains(':') == v6_first)
+        });
+        if !other.is_empty() {
+            dropped.push(format!(
+                "{}: {who}: {} is of the other address family than {}; an xvrrp instance has one family: add an instance with the same VRID for it",
+                node.at,
+                other.join(", "),
+                first
+            ));
+        }
+        vips = keep;
+    }
+    if interface.is_empty() {
+        dropped.push(format!(
+            "{}: {who}: no interface; the instance is left out",
+            node.at
+        ));
+    }
+    // VRRPv2 counts whole seconds: keepalived rounds a fraction; so does the import.
+    if version == "2"
+        && let Some(v) = t
+            .get("advert_interval_ms")
+            .and_then(|v| v.parse::<i64>().ok())
+    {
+        let whole = ((v + 999) / 1000).max(1) * 1000;
+        if whole != v {
+            changed.push(format!(
+                "{}: {who}: advert_int {}s with VRRPv2 is rounded to {}s as keepalived does (version 3 allows fractions)",
+                node.at,
+                v as f64 / 1000.0,
+                whole / 1000
+            ));
+            t.set("advert_interval_ms", whole.to_string());
+        }
+    }
+    t.set("version", version);
+    t.set("vips", list(&vips));
+    if vmac {
+        t.set("virtual_mac", "true".into());
+    }
+    if !peers.is_empty() {
+        t.set("unicast_peers", list(&peers));
+    }
+    if !scripts.is_empty() {
+        t.set("track_scripts", list(&scripts));
+    }
+    if !mysql.is_empty() {
+        t.set("track_mysql", list(&mysql));
+    }
+    if !files.is_empty() {
+        t.set("track_files", list(&files));
+    }
+    if !track_ifaces.is_empty() {
+        t.set("track_interfaces", list(&track_ifaces));
+    }
+    for (key, value) in garp {
+        let v = if key.ends_with("_ms") {
+            ms(&value)
+        } else {
+            value.parse().ok()
+        };
+        if let Some(v) = v {
+            t.set(&key, v.to_string());
+        }
+    }
+    (interface, t)
+}
+
+/// `NAME [weight W]` lines of track_* blocks (several names on one line too).
+fn tracked(line: &Node) -> Vec<(String, Option<i64>)> {
+    match line.words.iter().position(|w| w == "weight") {
+        Some(p) => {
+            let w = line.arg(p + 1).and_then(|w| w.parse().ok());
+            line.words[..p].iter().map(|n| (n.clone(), w)).collect()
+        }
+        None => line.words.iter().map(|n| (n.clone(), None)).collect(),
+    }
+}
+
+/// A virtual_ipaddress line as an xvrrp VIP ("ADDR/PFX [label L]").
+fn address(v: &Node, interface: &str, who: &str, dropped: &mut Vec<String>) -> Option<String> {
+    let addr = v.arg(0)?;
+    let addr = if addr.contains('/') {
+        addr.to_owned()
+    } else if addr.contains(':') {
+        format!("{addr}/128")
+    } else {
+        format!("{addr}/32")
+    };
+    let mut label = None;
+    let mut words = v.words.iter().skip(1);
+    while let Some(w) = words.next() {
+        let value = words.clone().next().cloned().unwrap_or_default();
+        match w.as_str() {
+            "label" => {
+                label = Some(value);
+                words.next();
+            }
+            "dev" => {
+                words.next();
+                if value != interface {
+                    dropped.push(format!(
+                        "{}: {who}: {addr} dev {value}: a VIP on another interface than the instance's ({interface}) is not supported; left out",
+                        v.at
+                    ));
+                    return None;
+                }
+            }
+            "brd" | "broadcast" | "scope" | "preferred_lft" | "metric" => {
+                words.next();
+                dropped.push(format!(
+                    "{}: {who}: {addr}: {w} {value} is not carried (the kernel's default applies)",
+                    v.at
+                ));
+            }
+            "no_track" | "home" | "nodad" | "noprefixroute" | "autojoin" => {}
+            other => dropped.push(format!(
+                "{}: {who}: {addr}: {other}: not supported; ignored",
+                v.at
+            )),
+        }
+    }
+    Some(match label {
+        Some(l) => format!("{addr} label {l}"),
+        None => addr,
+    })
+}
+
+/// Imports `path`: the xvrrp configs and the report.
+pub fn import(path: &Path) -> Result<Imported, ImportError> {
+    Ok(convert(&parse_file(path)?))
+}
+
+/// The report for people: what changed, what was left out.
+pub fn report(imported: &Imported) -> String {
+    let mut out = String::new();
+    if !imported.changed.is_empty() {
+        out.push_str("Carried over differently:\n");
+        for c in &imported.changed {
+            let _ = writeln!(out, "  - {c}");
+        }
+    }
+    if !imported.dropped.is_empty() {
+        out.push_str("Not carried over:\n");
+        for d in &imported.dropped {
+            let _ = writeln!(out, "  - {d}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn convert_text(text: &str) -> Imported {
+        convert(&parse_text(text, "k.conf").expect("parses"))
+    }
+
+    #[test]
+    fn blocks_open_on_the_same_or_the_next_line_and_comments_and_quotes_are_handled() {
+        let nodes = parse_text(
+            "a {\n  b 1 # comment\n  c \"x y\" ! more\n}\nd\n{\n e { f g }\n}\n",
+            "k.conf",
+        )
+        .unwrap();
+        assert_eq!(nodes.len(), 2);
+        assert_eq!(nodes[0].words, ["a"]);
+        let a = nodes[0].children();
+        assert_eq!(a[0].words, ["b", "1"]);
+        assert_eq!(a[1].words, ["c", "x y"]);
+        assert_eq!(nodes[1].words, ["d"]);
+        assert_eq!(nodes[1].at, "k.conf:5");
+        assert_eq!(nodes[1].children()[0].children()[0].words, ["f", "g"]);
+    }
+
+    #[test]
+    fn unbalanced_braces_are_errors_with_their_line() {
+        let err = parse_text("a {\n b\n", "k.conf").unwrap_err().to_string();
+        assert_eq!(err, "k.conf:1: this '{' is never closed");
+        let err = parse_text("a\n}\n", "k.conf").unwrap_err().to_string();
+        assert_eq!(err, "k.conf:2: a '}' closes no block");
+    }
+
+    #[test]
+    fn mysql_commands_become_native_probes() {
+        let mut notes = Vec::new();
+        let t = mysql_probe(
+            "m",
+            "/usr/bin/mysqladmin --user=ka --password=pw --host=db --port 3307 ping",
+            "x",
+            &mut notes,
+        )
+        .unwrap();
+        assert_eq!(t.get("user"), Some("\"ka\""));
+        assert_eq!(t.get("password"), Some("\"pw\""));
+        assert_eq!(t.get("host"), Some("\"db\""));
+        assert_eq!(t.get("port"), Some("3307"));
+        let t = mysql_probe(
+            "m",
+            "bash -c 'mysql -uroot -e \"SELECT 1\"'",
+            "x",
+            &mut notes,
+        )
+        .unwrap();
+        assert_eq!(t.get("query"), Some("\"SELECT 1\""));
+        assert_eq!(t.get("user"), Some("\"root\""));
+        let t = mysql_probe(
+            "m",
+            "mariadb-admin --defaults-file=/etc/keepalived/my.cnf ping",
+            "x",
+            &mut notes,
+        )
+        .unwrap();
+        assert_eq!(t.get("option_file"), Some("\"/etc/keepalived/my.cnf\""));
+        assert_eq!(t.get("user"), None);
+        // Not a ping, not a query, not MySQL at all.
+        assert!(mysql_probe("m", "mysqladmin flush-logs", "x", &mut notes).is_none());
+        assert!(mysql_probe("m", "mysql -uroot", "x", &mut notes).is_none());
+        assert!(mysql_probe("m", "killall -0 mysqld", "x", &mut notes).is_none());
+    }
+
+    #[test]
+    fn keepalived_defaults_and_units_are_carried() {
+        let i = convert_text(
+            "vrrp_instance V {\n interface eth0\n virtual_router_id 7\n advert_int 0.02\n preempt_delay 1.5\n virtual_ipaddress {\n 192.0.2.1\n }\n}\n",
+        );
+        let toml = &i.files[0].toml;
+        // keepalived's default is VRRPv2 (whole seconds); a bare address is a /32.
+        assert!(toml.contains("version = 2\n"), "{toml}");
+        assert!(toml.contains("advert_interval_ms = 1000\n"), "{toml}");
+        assert!(i.changed[0].contains("rounded to 1s"), "{:?}", i.changed);
+        assert!(toml.contains("preempt_delay_ms = 1500\n"), "{toml}");
+        assert!(toml.contains("vips = [\"192.0.2.1/32\"]\n"), "{toml}");
+        crate::config::parse(toml, Path::new("eth0.toml")).expect("valid");
+        let i = convert_text(
+            "global_defs {\n vrrp_version 3\n}\nvrrp_instance V {\n interface eth0\n virtual_router_id 7\n advert_int 0.02\n virtual_ipaddress {\n 192.0.2.1\n }\n}\n",
+        );
+        let toml = &i.files[0].toml;
+        assert!(toml.contains("advert_interval_ms = 20\n"), "{toml}");
+        crate::config::parse(toml, Path::new("eth0.toml")).expect("valid");
+    }
+
+    #[test]
+    fn a_weight_on_the_track_line_tracks_a_copy_with_that_weight() {
+        let i = convert_text(
+            "vrrp_script s {\n script \"true\"\n weight -10\n}\nvrrp_instance V {\n interface eth0\n virtual_router_id 7\n virtual_ipaddress {\n 192.0.2.1/24\n }\n track_script {\n s weight -50\n }\n}\n",
+        );
+        let config = crate::config::parse(&i.files[0].toml, Path::new("x.toml")).expect("valid");
+        assert_eq!(config.track_scripts.len(), 1);
+        assert_eq!(config.track_scripts[0].name, "s_weight-50");
+        assert_eq!(config.track_scripts[0].weight, -50);
+        assert!(i.dropped.is_empty(), "{:?}", i.dropped);
+    }
+
+    #[test]
+    fn unknown_and_unsupported_statements_are_listed_not_silently_lost() {
+        let i = convert_text(
+            "vrrp_instance V {\n interface eth0\n virtual_router_id 7\n virtual_ipaddress {\n 192.0.2.1/24 dev eth9\n }\n frobnicate 3\n}\nlvs_thing {\n}\n",
+        );
+        let all = i.dropped.join("\n");
+        assert!(
+            all.contains("k.conf:5: vrrp_instance V: 192.0.2.1/24 dev eth9"),
+            "{all}"
+        );
+        assert!(
+            all.contains("k.conf:7: vrrp_instance V: frobnicate"),
+            "{all}"
+        );
+        assert!(all.contains("k.conf:9: lvs_thing: not known"), "{all}");
+    }
+}
