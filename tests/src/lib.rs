@@ -24,6 +24,7 @@ use std::{
 
 use anyhow::{Context as _, anyhow, bail, ensure};
 
+pub mod image;
 pub mod mariadb;
 pub mod xdp_pass;
 
@@ -53,6 +54,14 @@ pub fn xvrrp_bin() -> PathBuf {
         dir.pop();
     }
     dir.join("xvrrp")
+}
+
+/// The workspace's root directory.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate is inside the workspace")
+        .to_owned()
 }
 
 /// A unique short tag for one lab: 4 hex digits of the pid and 2 of a counter.

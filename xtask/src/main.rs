@@ -63,6 +63,14 @@ enum Cmd {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
+    /// Build the container image with podman, from scratch around the release binary (no
+    /// registry needed); --save writes it as an OCI archive too.
+    Image {
+        #[arg(long, default_value = "localhost/xvrrp:latest")]
+        tag: String,
+        #[arg(long)]
+        save: Option<PathBuf>,
+    },
     /// Build an empty lab (hosts a, b, client on a bridge) and keep it until Ctrl-C.
     Lab {
         #[arg(long, default_value = "a,b,client")]
@@ -108,6 +116,23 @@ fn main() -> anyhow::Result<()> {
                     .args(&args)
                     .env("XVRRP_BIN", &bin),
             )
+        }
+        Cmd::Image { tag, save } => {
+            setup::run()?;
+            let bin = build(true)?;
+            let work = workspace_root().join("target").join("image");
+            xvrrp_lab::image::build(&bin, &tag, &work)?;
+            println!("built {tag} (context: {})", work.display());
+            if let Some(path) = save {
+                status(
+                    Command::new("podman")
+                        .args(["save", "--format", "oci-archive", "--output"])
+                        .arg(&path)
+                        .arg(&tag),
+                )?;
+                println!("saved {}", path.display());
+            }
+            Ok(())
         }
         Cmd::Lab { hosts } => {
             setup::run()?;
@@ -199,10 +224,7 @@ fn apply_faults(lab: &Lab, groups: &[Vec<String>], loss: u32) -> anyhow::Result<
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask is inside the workspace")
-        .to_path_buf()
+    xvrrp_lab::workspace_root()
 }
 
 fn cargo() -> Command {

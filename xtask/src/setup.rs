@@ -22,7 +22,16 @@ const APT_PACKAGES: &[&str] = &[
     "mariadb-server",
     "keepalived",
     "stress-ng",
+    // The container image and its test (busybox: the image's /bin/sh), the Ansible role's
+    // syntax check, the systemd unit's check.
+    "busybox-static",
+    "ansible-core",
+    "systemd",
 ];
+
+/// Installed with their recommended packages: podman's container stack (runc: see
+/// xvrrp_lab::image::PODMAN_RUN).
+const APT_WITH_RECOMMENDS: &[&str] = &["podman", "runc"];
 
 /// The bpf-linker that builds with this machine's nightly (see ../shared/TOOLCHAIN.md).
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -150,7 +159,12 @@ pub fn cargo_fuzz() -> anyhow::Result<()> {
 }
 
 fn apt_packages() -> anyhow::Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES
+    apt_install(APT_PACKAGES, false)?;
+    apt_install(APT_WITH_RECOMMENDS, true)
+}
+
+fn apt_install(packages: &[&str], recommends: bool) -> anyhow::Result<()> {
+    let missing: Vec<&str> = packages
         .iter()
         .copied()
         .filter(|p| {
@@ -169,7 +183,8 @@ fn apt_packages() -> anyhow::Result<()> {
     )?;
     status(
         Command::new("apt-get")
-            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(["install", "-y", "-qq"])
+            .args((!recommends).then_some("--no-install-recommends"))
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
