@@ -155,7 +155,11 @@ fn the_metrics_endpoint_follows_the_election_and_the_data_plane() {
     let text = scrape(&lab, "b");
     assert_eq!(sample(&text, "xvrrp_instance_state", &[inst]), Some(2.0));
     assert_eq!(
-        sample(&text, "xvrrp_transitions_total", &[inst, r#"to="master""#]),
+        sample(
+            &text,
+            "xvrrp_transitions_total",
+            &[inst, r#"to="master""#, r#"reason="master_down""#]
+        ),
         Some(1.0),
         "{text}"
     );

@@ -1109,9 +1109,10 @@ impl Shell {
                     } else {
                         "ipv4"
                     };
-                    let (new, reason) = (new.to_string(), reason.to_string());
+                    let new = new.to_string();
                     self.metrics
-                        .transition(&name, key.vrid, family, &new, &reason);
+                        .transition(&name, key.vrid, family, &new, reason.kind());
+                    let reason = reason.to_string();
                     self.hooks.state_changed(StateEvent {
                         time_ms: hooks::unix_ms(),
                         instance: name,

@@ -397,7 +397,7 @@ mod tests {
     #[test]
     fn renders_the_snapshot_and_the_events() {
         let m = Metrics::new("eth0");
-        m.transition("db", 51, "ipv4", "master", "master down timer expired");
+        m.transition("db", 51, "ipv4", "master", "master_down");
         m.probe_latency("local").observe(0.0004);
         let text = m.render(&status("master", 5));
         let inst = r#"{interface="eth0",instance="db",vrid="51",family="ipv4"}"#;
@@ -411,7 +411,7 @@ mod tests {
         );
         assert!(text.contains(r#"reason="ttl"} 2"#), "{text}");
         assert!(
-            text.contains(r#"to="master",reason="master down timer expired"} 1"#),
+            text.contains(r#"to="master",reason="master_down"} 1"#),
             "{text}"
         );
         assert!(

@@ -79,6 +79,26 @@ pub enum Reason {
     Shutdown,
 }
 
+impl Reason {
+    /// The kind of reason, without addresses or names: a bounded set (metrics label it).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Startup => "startup",
+            Self::StartAsMaster => "start_as_master",
+            Self::Resumed => "resumed",
+            Self::AddressOwner => "address_owner",
+            Self::MasterDown { .. } => "master_down",
+            Self::MasterResigned { .. } => "master_resigned",
+            Self::Preempted { .. } => "preempted",
+            Self::HigherPriority { .. } => "higher_priority",
+            Self::TrackFailed { .. } => "track_failed",
+            Self::TrackRecovered => "track_recovered",
+            Self::SyncGroup { .. } => "sync_group",
+            Self::Shutdown => "shutdown",
+        }
+    }
+}
+
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
