@@ -828,6 +828,7 @@ fn tree(pid: u32) -> Vec<u32> {
 }
 
 fn main() -> anyhow::Result<()> {
+    xvrrp_lab::remove_labs_on_interrupt();
     let args = args()?;
     if !nix::unistd::Uid::effective().is_root() {
         bail!("the lab benchmarks need root (network namespaces, BPF)");

@@ -203,6 +203,52 @@ pub fn namespaces() -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// For programs that run labs until interrupted (the benchmarks): on SIGINT or SIGTERM, kill
+/// every process in a namespace this process made, delete those namespaces, and exit 130.
+/// Call it first in `main`, before any thread starts: it blocks both signals in every thread
+/// but the one that waits for them (children start with a clean mask: std resets it).
+pub fn remove_labs_on_interrupt() {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGTERM);
+    if let Err(err) = set.thread_block() {
+        eprintln!("lab: cannot block SIGINT/SIGTERM ({err}); an interrupt leaves namespaces");
+        return;
+    }
+    std::thread::spawn(move || {
+        let Ok(signal) = set.wait() else { return };
+        let prefix = format!("xv{:04x}", std::process::id() & 0xffff);
+        let mine: Vec<String> = namespaces()
+            .into_iter()
+            .filter(|n| n.starts_with(&prefix))
+            .collect();
+        eprintln!(
+            "lab: {signal}: removing {} namespace(s) and the processes in them",
+            mine.len()
+        );
+        for ns in &mine {
+            if let Ok(out) = run_with_timeout(
+                Command::new("ip").args(["netns", "pids", ns]),
+                Duration::from_secs(5),
+            ) {
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    if let Ok(pid) = pid.parse::<i32>() {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            Signal::SIGKILL,
+                        );
+                    }
+                }
+            }
+        }
+        for ns in &mine {
+            let _ = ip(&["netns", "del", ns]);
+        }
+        std::process::exit(130);
+    });
+}
+
 /// One host of the lab: its namespace and its interface on the bridge.
 #[derive(Debug)]
 pub struct Host {

@@ -738,7 +738,7 @@ impl Instance {
                 }
             }
         }
-        info!(vrid = key.vrid, instance = %self.cfg.name, state = %new, %old, %reason, "state change");
+        info!(vrid = key.vrid, instance = %self.cfg.name, %old, %new, %reason, state = %new, "state change");
         out.push(Action::StateChanged {
             key,
             name: self.cfg.name.clone(),
