@@ -649,7 +649,7 @@ fn probe_cost(report: &mut Report) -> anyhow::Result<()> {
     let (p50, p99) = p50_p99(rounds.clone());
     let (e50, e99) = p50_p99(exec.clone());
     report.add(
-        "MySQL probe round latency (ping + read_only)".into(),
+        "MySQL probe round latency (one query: SELECT @@global.read_only)".into(),
         format!("p50 {p50:.2} ms, p99 {p99:.2} ms"),
         format!("mariadb-admin ping exec: p50 {e50:.1} ms, p99 {e99:.1} ms"),
         "p99 <= 1 ms",

@@ -1,8 +1,8 @@
 //! MySQL / MariaDB health as tracking input, and write fencing with `read_only`, through
 //! mysql_async (no fork/exec).
 //!
-//! A probe keeps one connection for its checks (COM_PING, replication status, an optional
-//! query) and a second one parked in a long `SELECT SLEEP()`: when the server dies, the kernel
+//! A probe keeps one connection for its checks (`SELECT @@global.read_only`, which is the
+//! liveness check too, an optional query, replication status) and a second one parked in a long `SELECT SLEEP()`: when the server dies, the kernel
 //! closes both sockets and the parked query fails at once, so a dead server is a failure
 //! event at once, not at the next interval. Every call is bounded by the target's timeout
 //! (the driver has none of its own), and `prefer_socket` is off: the driver would otherwise
@@ -21,7 +21,8 @@ use crate::{
     track::RiseFall,
 };
 
-/// The track under which a target's liveness (ping and query) reaches the engine.
+/// The track under which a target's liveness (the read_only query and the optional query)
+/// reaches the engine.
 pub fn alive_track(target: &str) -> String {
     format!("mysql:{target}")
 }
@@ -240,8 +241,9 @@ struct Round {
     read_only: Option<bool>,
 }
 
-/// One round of checks on an open connection: ping, then the optional query; read_only; the
-/// replication status when asked for. A failure that loses the connection ends the round.
+/// One round of checks on an open connection: `SELECT @@global.read_only` (an answer is
+/// liveness), the optional query, the replication status when asked for. A failure of the
+/// first two ends the round; so does a lost connection during the third.
 async fn check(t: &MysqlTarget, conn: &mut Conn, statement: &str) -> Round {
     let timeout = Duration::from_millis(t.timeout_ms);
     let failed = |f| Round {
@@ -249,9 +251,17 @@ async fn check(t: &MysqlTarget, conn: &mut Conn, statement: &str) -> Round {
         replication: None,
         read_only: None,
     };
-    if let Err(f) = bounded(timeout, conn.ping()).await {
-        return failed(f);
-    }
+    // The read_only query is the liveness check too: a server that answers a query is alive
+    // (a COM_PING first would only add a round trip).
+    let read_only = match bounded(
+        timeout,
+        conn.query_first::<u8, _>("SELECT @@global.read_only"),
+    )
+    .await
+    {
+        Ok(v) => v.map(|v| v != 0),
+        Err(f) => return failed(f),
+    };
     if let Some(query) = &t.query {
         let got: Result<Option<Option<String>>, Failure> =
             bounded(timeout, conn.query_first(query.as_str())).await;
@@ -269,16 +279,6 @@ async fn check(t: &MysqlTarget, conn: &mut Conn, statement: &str) -> Round {
             Err(f) => return failed(f),
         }
     }
-    let read_only = match bounded(
-        timeout,
-        conn.query_first::<u8, _>("SELECT @@global.read_only"),
-    )
-    .await
-    {
-        Ok(v) => v.map(|v| v != 0),
-        Err(f) if f.drops_connection() => return failed(f),
-        Err(_) => None,
-    };
     let replication = match &t.replication {
         None => None,
         Some(_) => match replication(conn, statement, timeout).await {
