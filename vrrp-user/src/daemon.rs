@@ -411,11 +411,17 @@ pub async fn run(
             None
         }
     };
-    // The dead-man switch: the data plane answers for VIPs only while this keeps ticking.
-    // A quarter of the limit: a tick may come three quarters of it late before the data plane
-    // goes quiet.
-    let mut heartbeat = tokio::time::interval((heartbeat_limit / 4).max(Duration::from_millis(1)));
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // The dead-man switch: the data plane answers for VIPs only while the heartbeat is fresh.
+    // It is written whenever the loop wakes (adverts, probes, events; at most every eighth of
+    // the limit), and by a timer of its own only when nothing else woke the loop for half the
+    // limit: a wake-up may come half the limit late before the data plane goes quiet. A master
+    // at 100 ms adverts with the default 250 ms limit then never wakes for the heartbeat alone
+    // (a timer every quarter of the limit was a third of an idle daemon's CPU).
+    let heartbeat_every = (heartbeat_limit / 2).max(Duration::from_millis(1));
+    let heartbeat_gap = heartbeat_limit / 8;
+    let mut last_heartbeat = Instant::now();
+    // The engine's next deadline and the heartbeat's, on one timerfd.
+    let mut alarm = crate::alarm::Alarm::new().context("creating the timerfd")?;
     // systemd (Type=notify): ready once the data plane, the VIPs' owner and the control socket
     // are in place; the watchdog is fed from this loop, so a stuck loop is restarted.
     let ready = format!("{} instance(s) on {iface}", config.instances.len());
@@ -430,10 +436,16 @@ pub async fn run(
     });
     let epoch = (Instant::now(), now());
     loop {
+        if last_heartbeat.elapsed() >= heartbeat_gap {
+            shell.dp.heartbeat(dataplane::monotonic_coarse_ns())?;
+            last_heartbeat = Instant::now();
+        }
         let deadline = engine.poll_timeout().map(|t| {
             let (instant, time) = epoch;
             instant + Duration::from_micros(t.since(time))
         });
+        let heartbeat_due = last_heartbeat + heartbeat_every;
+        alarm.set(deadline.map_or(heartbeat_due, |d| d.min(heartbeat_due)))?;
         tokio::select! {
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
             _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
@@ -462,7 +474,6 @@ pub async fn run(
                 hitless = true;
                 break;
             }
-            _ = heartbeat.tick() => shell.dp.heartbeat(dataplane::monotonic_coarse_ns())?,
             Some((name, input)) = track_rx.recv() => {
                 engine.set_track(now(), &name, input);
                 shell.apply(&mut engine).await;
@@ -486,14 +497,18 @@ pub async fn run(
                     tokio::spawn(metrics::respond(stream, body));
                 }
             }
-            _ = async { tokio::time::sleep_until(deadline.expect("guarded").into()).await }, if deadline.is_some() => {
-                // Adverts heard since the last look may move the timer that is due.
-                shell.refresh_liveness(&mut engine);
-                let t = now();
-                if engine.poll_timeout().is_some_and(|d| d <= t) {
-                    engine.handle_timeout(t);
+            fired = alarm.fired() => {
+                fired.context("the timerfd")?;
+                // The heartbeat is written at the top of the loop; the engine's timer may be due.
+                if deadline.is_some_and(|d| d <= Instant::now()) {
+                    // Adverts heard since the last look may move the timer that is due.
+                    shell.refresh_liveness(&mut engine);
+                    let t = now();
+                    if engine.poll_timeout().is_some_and(|d| d <= t) {
+                        engine.handle_timeout(t);
+                    }
+                    shell.apply(&mut engine).await;
                 }
-                shell.apply(&mut engine).await;
             }
             ready = async { events.as_mut().expect("guarded by the if").readable_mut().await },
                 if events.is_some() => {

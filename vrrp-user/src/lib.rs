@@ -3,6 +3,7 @@
 //! - [`config`]: the TOML configuration, validated as a whole before anything is applied.
 //! - [`dataplane`]: loads, attaches and feeds the XDP program built from `vrrp-ebpf`.
 //! - [`daemon`]: the event loop that wires them to the kernel.
+pub mod alarm;
 pub mod config;
 pub mod control;
 pub mod daemon;

@@ -440,12 +440,28 @@ pub fn spawn_probe(
             info!(target = %t.name, host = %t.host, port = t.port, %version, "MySQL probe connected");
             let statement = replica_statement(&version);
             let mut gone = park(watcher);
-            let mut ticker = tokio::time::interval(interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Rounds on a timerfd (see crate::alarm): one wake-up per round, not two.
+            let mut ticker = match crate::alarm::Alarm::new() {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!(target = %t.name, error = %e, "cannot create a timerfd; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let mut next = std::time::Instant::now();
             let failure = loop {
+                if let Err(e) = ticker.set(next) {
+                    break Failure::Other(format!("timerfd: {e}"));
+                }
                 tokio::select! {
                     f = &mut gone => break f.unwrap_or(Failure::Gone("watcher ended".into())),
-                    _ = ticker.tick() => {
+                    fired = ticker.fired() => {
+                        if let Err(e) = fired {
+                            break Failure::Other(format!("timerfd: {e}"));
+                        }
+                        // A late round delays the next ones rather than bunching them.
+                        next = (next + interval).max(std::time::Instant::now());
                         let started = tokio::time::Instant::now();
                         let round = check(&t, &mut conn, statement).await;
                         let took = started.elapsed();
