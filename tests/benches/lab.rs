@@ -78,6 +78,8 @@ struct Args {
     intervals: Vec<u32>,
     stress_seconds: u64,
     only: Option<Vec<String>>,
+    /// Outage faults to run: kill, stop, link, term.
+    faults: Vec<String>,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -86,6 +88,7 @@ fn args() -> anyhow::Result<Args> {
         intervals: vec![1000, 100, 20, 10],
         stress_seconds: 600,
         only: None,
+        faults: ["kill", "stop", "link", "term"].map(String::from).to_vec(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -110,6 +113,14 @@ fn args() -> anyhow::Result<Args> {
                         .map(str::to_owned)
                         .collect(),
                 );
+            }
+            "--faults" => {
+                a.faults = it
+                    .next()
+                    .context("--faults kill,stop,link,term")?
+                    .split(',')
+                    .map(str::to_owned)
+                    .collect();
             }
             // What cargo bench passes.
             "--bench" => {}
@@ -415,7 +426,15 @@ fn outage(args: &Args, report: &mut Report) -> anyhow::Result<()> {
         args.trials
     );
     for &interval_ms in &args.intervals {
-        for fault in [Fault::Kill, Fault::Stop, Fault::LinkCut, Fault::Term] {
+        for (fault, key) in [
+            (Fault::Kill, "kill"),
+            (Fault::Stop, "stop"),
+            (Fault::LinkCut, "link"),
+            (Fault::Term, "term"),
+        ] {
+            if !args.faults.iter().any(|f| f == key) {
+                continue;
+            }
             let mut cell = BTreeMap::new();
             for daemon in [Daemon::Xvrrp, Daemon::Keepalived] {
                 let lab = Lab::new(&["a", "b", "client"])?;

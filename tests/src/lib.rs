@@ -56,6 +56,29 @@ pub fn xvrrp_bin() -> PathBuf {
     dir.join("xvrrp")
 }
 
+/// A fresh, empty directory of the test's own (removed first if a previous run left it).
+pub fn scratch_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("xvrrp-{}-{test}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).expect("creating a scratch directory");
+    dir
+}
+
+/// Panics with xvrrp's own words unless `xvrrp check-config path` accepts the file.
+pub fn assert_valid_config(path: &Path) {
+    let out = run_with_timeout(
+        Command::new(xvrrp_bin()).arg("check-config").arg(path),
+        Duration::from_secs(20),
+    )
+    .expect("running xvrrp check-config");
+    assert!(
+        out.status.success(),
+        "{} does not validate: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The workspace's root directory.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -205,26 +228,43 @@ pub fn namespaces() -> Vec<String> {
 
 /// For programs that run labs until interrupted (the benchmarks): on SIGINT or SIGTERM, kill
 /// every process in a namespace this process made, delete those namespaces, and exit 130.
-/// Call it first in `main`, before any thread starts: it blocks both signals in every thread
-/// but the one that waits for them (children start with a clean mask: std resets it).
+/// Handlers, not a blocked signal mask: the daemons the labs start inherit a mask, and a
+/// daemon with SIGTERM blocked never stops.
 pub fn remove_labs_on_interrupt() {
-    use nix::sys::signal::{SigSet, Signal};
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGINT);
-    set.add(Signal::SIGTERM);
-    if let Err(err) = set.thread_block() {
-        eprintln!("lab: cannot block SIGINT/SIGTERM ({err}); an interrupt leaves namespaces");
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!(
+                "lab: no runtime for the interrupt handler ({err}); an interrupt leaves namespaces"
+            );
+            return;
+        }
+    };
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        runtime.block_on(async { signal(SignalKind::interrupt()) }),
+        runtime.block_on(async { signal(SignalKind::terminate()) }),
+    ) else {
+        eprintln!("lab: cannot handle SIGINT/SIGTERM; an interrupt leaves namespaces");
         return;
-    }
+    };
     std::thread::spawn(move || {
-        let Ok(signal) = set.wait() else { return };
+        let name = runtime.block_on(async {
+            tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            }
+        });
         let prefix = format!("xv{:04x}", std::process::id() & 0xffff);
         let mine: Vec<String> = namespaces()
             .into_iter()
             .filter(|n| n.starts_with(&prefix))
             .collect();
         eprintln!(
-            "lab: {signal}: removing {} namespace(s) and the processes in them",
+            "lab: {name}: removing {} namespace(s) and the processes in them",
             mine.len()
         );
         for ns in &mine {
@@ -236,7 +276,7 @@ pub fn remove_labs_on_interrupt() {
                     if let Ok(pid) = pid.parse::<i32>() {
                         let _ = nix::sys::signal::kill(
                             nix::unistd::Pid::from_raw(pid),
-                            Signal::SIGKILL,
+                            nix::sys::signal::Signal::SIGKILL,
                         );
                     }
                 }

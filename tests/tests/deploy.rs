@@ -3,23 +3,12 @@
 //! (ansible's own `validate:` runs `xvrrp check-config`), the Kubernetes DaemonSet parses and
 //! its per-node configs are valid.
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-    time::Duration,
-};
+use std::{path::PathBuf, process::Command, time::Duration};
 
-use xvrrp_lab::{run_with_timeout, workspace_root, xvrrp_bin};
+use xvrrp_lab::{assert_valid_config, run_with_timeout, scratch_dir, workspace_root, xvrrp_bin};
 
 fn deploy(path: &str) -> PathBuf {
     workspace_root().join("deploy").join(path)
-}
-
-fn scratch(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("xvrrp-deploy-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// Whether `program` is installed; when not, says the test is skipped (setup installs it).
@@ -35,26 +24,13 @@ fn have(program: &str, test: &str) -> bool {
     found
 }
 
-fn check_config(path: &Path) {
-    let out = run_with_timeout(
-        Command::new(xvrrp_bin()).arg("check-config").arg(path),
-        Duration::from_secs(20),
-    )
-    .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn the_systemd_unit_verifies_without_a_warning() {
     let test = "the_systemd_unit_verifies_without_a_warning";
     if !have("systemd-analyze", test) {
         return;
     }
-    let dir = scratch("unit");
+    let dir = scratch_dir("deploy-unit");
     // An instance of the template, with the binary that exists here.
     let unit = std::fs::read_to_string(deploy("systemd/xvrrp@.service"))
         .unwrap()
@@ -99,7 +75,7 @@ fn the_ansible_role_passes_syntax_check_and_renders_a_valid_config() {
     );
 
     // Render for this host only (no service), into a scratch directory.
-    let dir = scratch("ansible");
+    let dir = scratch_dir("deploy-ansible");
     let option_file = dir.join("probe.cnf");
     std::fs::write(&option_file, "[client]\npassword = probe-secret\n").unwrap();
     std::fs::write(
@@ -148,7 +124,7 @@ fn the_ansible_role_passes_syntax_check_and_renders_a_valid_config() {
     ] {
         assert!(text.contains(want), "{want:?} not in:\n{text}");
     }
-    check_config(&rendered);
+    assert_valid_config(&rendered);
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(&rendered).unwrap().permissions(),
     );
@@ -201,13 +177,13 @@ fn the_daemonset_parses_and_its_node_configs_are_valid() {
         .expect("a bpffs volume");
     assert_eq!(bpffs["hostPath"]["path"], "/sys/fs/bpf");
 
-    let dir = scratch("daemonset");
+    let dir = scratch_dir("deploy-daemonset");
     let data = kind("ConfigMap")["data"].as_object().unwrap();
     assert!(!data.is_empty());
     for (name, text) in data {
         let path = dir.join(name);
         std::fs::write(&path, text.as_str().unwrap()).unwrap();
-        check_config(&path);
+        assert_valid_config(&path);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -11,9 +11,9 @@ use std::{
 
 use nix::sys::signal::Signal;
 use xvrrp_lab::{
-    Lab,
+    Lab, assert_valid_config,
     mariadb::{self, Mariadb, PROBE_PASSWORD, PROBE_USER, master_master_pair},
-    privileged, run_with_timeout, xvrrp_bin,
+    privileged, run_with_timeout, scratch_dir, xvrrp_bin,
 };
 
 const VIP: std::net::Ipv4Addr = xvrrp_lab::LAB_VIP;
@@ -22,14 +22,6 @@ fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures/keepalived")
         .join(name)
-}
-
-/// A fresh directory of this test's own.
-fn scratch(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("xvrrp-import-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// Imports `conf` into `dir`; (the files written, by name, and the report on stderr).
@@ -57,18 +49,7 @@ fn import(conf: &Path, dir: &Path) -> (Vec<(String, String)>, String) {
         .collect();
     files.sort();
     for (name, _) in &files {
-        let check = run_with_timeout(
-            Command::new(xvrrp_bin())
-                .arg("check-config")
-                .arg(dir.join(name)),
-            Duration::from_secs(20),
-        )
-        .unwrap();
-        assert!(
-            check.status.success(),
-            "{name} does not validate: {}",
-            String::from_utf8_lossy(&check.stderr)
-        );
+        assert_valid_config(&dir.join(name));
         let mode = std::os::unix::fs::PermissionsExt::mode(
             &std::fs::metadata(dir.join(name)).unwrap().permissions(),
         );
@@ -79,7 +60,7 @@ fn import(conf: &Path, dir: &Path) -> (Vec<(String, String)>, String) {
 
 #[test]
 fn real_world_keepalived_configs_import_into_valid_configs_and_say_what_was_left_out() {
-    let dir = scratch("fixtures");
+    let dir = scratch_dir("import-fixtures");
 
     let (files, report) = import(&fixture("mysql-master-master.conf"), &dir.join("mysql"));
     assert_eq!(files.len(), 1);
@@ -156,7 +137,7 @@ fn real_world_keepalived_configs_import_into_valid_configs_and_say_what_was_left
 
 #[test]
 fn a_broken_keepalived_conf_is_refused_with_its_line() {
-    let dir = scratch("broken");
+    let dir = scratch_dir("import-broken");
     let conf = dir.join("keepalived.conf");
     std::fs::write(&conf, "vrrp_instance X {\n interface eth0\n").unwrap();
     let out = run_with_timeout(

@@ -360,6 +360,7 @@ pub async fn run(
         macs,
         last_heard: HashMap::new(),
         metrics,
+        deferred: None,
     };
     shell.place_vips(&config, ifindex);
     engine.start(now());
@@ -557,9 +558,22 @@ pub async fn run(
         info!("stopped; the next xvrrp resumes from {}", pin_dir.display());
         return Ok(());
     }
-    // 6.4.3 Shutdown: a master resigns with priority 0, then the data plane is let go.
+    // 6.4.3 Shutdown: a master resigns with priority 0, then the data plane is let go. Its
+    // VIPs (fenced already) stay until the new master advertises: its gratuitous ARP is what
+    // moves the clients, and until it comes they still reach this host.
+    let resigned_ns = dataplane::monotonic_coarse_ns();
+    shell.deferred = Some(Vec::new());
     engine.shutdown(now());
     shell.apply(&mut engine).await;
+    let deferred = shell.deferred.take().unwrap_or_default();
+    if !deferred.is_empty() {
+        shell.await_successor(&config, &deferred, resigned_ns).await;
+        for (key, dev, addr) in deferred {
+            if let Err(err) = shell.addresses.remove(dev, addr).await {
+                warn!(vrid = key.vrid, vip = %addr, error = %err, "cannot remove VIP");
+            }
+        }
+    }
     for inst in &config.instances {
         let s = shell.dp.vrid_stats(inst.ipv6(), inst.vrid)?;
         info!(
@@ -903,6 +917,8 @@ struct Shell {
     /// The liveness time last fed to the engine, per instance.
     last_heard: HashMap<InstanceKey, u64>,
     metrics: Metrics,
+    /// While stopping: VIPs to remove once a successor advertises (instance, device, address).
+    deferred: Option<Vec<(InstanceKey, u32, IpAddr)>>,
 }
 
 impl Shell {
@@ -971,6 +987,47 @@ impl Shell {
             };
             self.feed(engine, key, heard, live.last_seen_ns);
         }
+    }
+
+    /// Waits until every instance of `deferred` has heard an advert with a priority above 0
+    /// since `resigned_ns` (a new master), or three of its advert intervals passed (3 s at
+    /// most): the time the VIPs stay after a resignation.
+    async fn await_successor(
+        &self,
+        config: &Config,
+        deferred: &[(InstanceKey, u32, IpAddr)],
+        resigned_ns: u64,
+    ) {
+        let mut keys: Vec<InstanceKey> = deferred.iter().map(|(k, _, _)| *k).collect();
+        keys.dedup();
+        let interval_ms = keys
+            .iter()
+            .filter_map(|k| {
+                config
+                    .instances
+                    .iter()
+                    .find(|i| i.vrid == k.vrid && i.ipv6() == (k.family == Family::V6))
+            })
+            .map(|i| u64::from(i.advert_interval_cs) * 10)
+            .max()
+            .unwrap_or(1000);
+        let grace = Duration::from_millis((3 * interval_ms).clamp(20, 3000));
+        let started = Instant::now();
+        let succeeded = |key: &InstanceKey| {
+            self.dp
+                .liveness(key.family == Family::V6, key.vrid)
+                .is_ok_and(|l| l.last_seen_ns >= resigned_ns && l.priority > 0)
+        };
+        while started.elapsed() < grace && !keys.iter().all(succeeded) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // Its gratuitous ARP went out with that advert; a moment for the clients to take it.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        info!(
+            waited_ms = started.elapsed().as_millis() as u64,
+            successor_heard = keys.iter().all(succeeded),
+            "releasing the VIPs"
+        );
     }
 
     /// The status `xvrrp status` shows.
@@ -1094,6 +1151,10 @@ impl Shell {
                     self.fence(key).await;
                     for addr in vips {
                         let dev = self.vips.get(&addr).map_or(key.iface, |(_, dev)| *dev);
+                        if let Some(deferred) = &mut self.deferred {
+                            deferred.push((key, dev, addr));
+                            continue;
+                        }
                         if let Err(err) = self.addresses.remove(dev, addr).await {
                             warn!(vrid = key.vrid, %instance, %state, vip = %addr, error = %err, "cannot remove VIP");
                         }

@@ -50,8 +50,8 @@ enum Cmd {
     },
     /// Benchmarks (printed, with targets; JSON under target/bench/). Needs root.
     /// Arguments go to the lab benchmarks: --trials N, --intervals 1000,100,20,10,
-    /// --stress-seconds S, --only outage,mysql,probe,footprint,stress; --skip-dataplane skips
-    /// the data-plane part.
+    /// --stress-seconds S, --only outage,mysql,probe,footprint,stress,
+    /// --faults kill,stop,link,term; --skip-dataplane skips the data-plane part.
     Bench {
         #[arg(long)]
         skip_dataplane: bool,
