@@ -312,17 +312,108 @@ fn start_daemon(
     }
 }
 
-/// A number in [0, 1) that differs from call to call (no cryptographic pretence).
-fn random_unit() -> f64 {
-    use std::hash::{BuildHasher as _, Hasher as _};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+/// Watches the lab network from the client for the master's adverts (an AF_PACKET socket: the
+/// bridge floods 224.0.0.18 to every port), so that a fault can be placed at a chosen phase of
+/// the master's advert cycle.
+struct AdvertWatch {
+    stop: Arc<AtomicBool>,
+    last: Arc<Mutex<Option<Instant>>>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl AdvertWatch {
+    fn start(lab: &Lab, from: Ipv4Addr) -> anyhow::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let last = Arc::new(Mutex::new(None));
+        let (flag, out) = (stop.clone(), last.clone());
+        let thread = lab.host("client").ns.spawn_in(move || {
+            // SAFETY: plain socket calls on a descriptor this closure owns and closes.
+            unsafe {
+                let fd = libc::socket(
+                    libc::AF_PACKET,
+                    libc::SOCK_DGRAM,
+                    i32::from((libc::ETH_P_IP as u16).to_be()),
+                );
+                if fd < 0 {
+                    bail!("AF_PACKET socket: {}", std::io::Error::last_os_error());
+                }
+                let tv = libc::timeval {
+                    tv_sec: 0,
+                    tv_usec: 20_000,
+                };
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_RCVTIMEO,
+                    (&raw const tv).cast(),
+                    size_of::<libc::timeval>() as u32,
+                );
+                let mut buf = [0u8; 128];
+                while !flag.load(Ordering::Relaxed) {
+                    let n = libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0);
+                    // An IPv4 header with protocol 112 (VRRP) from the master.
+                    if n >= 20 && buf[9] == 112 && buf[12..16] == from.octets() {
+                        *out.lock().expect("adverts") = Some(Instant::now());
+                    }
+                }
+                libc::close(fd);
+            }
+            Ok(())
+        })?;
+        Ok(Self {
+            stop,
+            last,
+            thread: Some(thread),
+        })
+    }
+
+    /// When the next advert from the master arrives (within `timeout`).
+    fn next(&self, timeout: Duration) -> anyhow::Result<Instant> {
+        let since = Instant::now();
+        loop {
+            if let Some(t) = *self.last.lock().expect("adverts")
+                && t > since
+            {
+                return Ok(t);
+            }
+            if since.elapsed() > timeout {
+                bail!("no advert from the master within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+}
+
+impl Drop for AdvertWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The phase of the advert cycle at which trial `i` of `n` places its fault: the cycle cut into
+/// `n` equal strata, one trial in the middle of each, in an order that spreads them out. Both
+/// daemons get the same phases, so their figures differ by what they do, not by luck.
+fn phase(i: u32, n: u32) -> f64 {
+    let n = n.max(1);
+    // A stride coprime with n visits every stratum once; near n / golden ratio, consecutive
+    // trials land far apart.
+    let target = f64::from(n) * 0.618;
+    let stride = (1..n.max(2))
+        .filter(|s| gcd(*s, n) == 1)
+        .min_by(|a, b| {
+            (f64::from(*a) - target)
+                .abs()
+                .total_cmp(&(f64::from(*b) - target).abs())
+        })
+        .unwrap_or(1);
+    (f64::from((i * stride) % n) + 0.5) / f64::from(n)
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 /// Removes the VIP from `host` (a killed daemon leaves it).
@@ -351,12 +442,14 @@ fn outage_trial(
     daemon: Daemon,
     interval_ms: u32,
     fault: Fault,
+    phase: f64,
 ) -> anyhow::Result<Duration> {
     let mut echo_a = echo_server(lab, "a")?;
     let mut echo_b = echo_server(lab, "b")?;
     let mut a = start_daemon(lab, daemon, "a", 200, interval_ms)?;
     let mut b = start_daemon(lab, daemon, "b", 100, interval_ms)?;
     let prober = Prober::start(lab)?;
+    let adverts = AdvertWatch::start(lab, lab.host("a").ip)?;
     let interval = Duration::from_millis(u64::from(interval_ms));
     // The backup has heard a few adverts.
     let settle = Duration::from_millis(300) + interval * 2;
@@ -369,9 +462,13 @@ fn outage_trial(
             a.log()
         );
     }
-    // A fault at a random phase of the master's advert cycle: with a fixed one, the outage
-    // would depend on how long each daemon takes to start.
-    std::thread::sleep(interval.mul_f64(random_unit()));
+    // The fault at the given phase of the master's advert cycle, counted from the arrival of an
+    // advert at the client (the backup hears it at the same moment).
+    let advert = adverts.next(interval * 5 + Duration::from_secs(1))?;
+    let fault_at = advert + interval.mul_f64(phase);
+    while Instant::now() < fault_at {
+        std::thread::sleep(Duration::from_micros(50));
+    }
     let at = prober.start.elapsed();
     match fault {
         Fault::Kill => {
@@ -439,10 +536,18 @@ fn outage(args: &Args, report: &mut Report) -> anyhow::Result<()> {
             for daemon in [Daemon::Xvrrp, Daemon::Keepalived] {
                 let lab = Lab::new(&["a", "b", "client"])?;
                 let mut gaps = Vec::new();
-                for _ in 0..args.trials {
-                    match outage_trial(&lab, daemon, interval_ms, fault) {
-                        Ok(gap) => gaps.push(gap.as_secs_f64() * 1000.0),
-                        Err(err) => eprintln!("  trial failed: {err:#}"),
+                for i in 0..args.trials {
+                    let phase = phase(i as u32, args.trials as u32);
+                    // A failed trial is retried at the same phase (twice at most), so that both
+                    // daemons' figures come from the same phases.
+                    for attempt in 1..=3 {
+                        match outage_trial(&lab, daemon, interval_ms, fault, phase) {
+                            Ok(gap) => {
+                                gaps.push(gap.as_secs_f64() * 1000.0);
+                                break;
+                            }
+                            Err(err) => eprintln!("  trial failed (attempt {attempt}): {err:#}"),
+                        }
                     }
                 }
                 cell.insert(daemon.name(), p50_p99(gaps.clone()));
@@ -595,13 +700,19 @@ fn mysql_failover(args: &Args, report: &mut Report) -> anyhow::Result<()> {
 
 /// CPU time (user + system) of a process so far.
 fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after = stat.rsplit_once(')').context("stat")?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>()? + fields[12].parse::<u64>()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Ok(Duration::from_micros(ticks * 1_000_000 / hz.max(1)))
+    // The scheduler's own run time of every thread, in ns (/proc/PID/task/TID/schedstat). The
+    // tick-sampled utime + stime of /proc/PID/stat have 10 ms granularity and, for a daemon that
+    // wakes on a timer, can be charged a whole tick per wake-up or none.
+    let mut ns = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let schedstat = std::fs::read_to_string(task?.path().join("schedstat"))?;
+        ns += schedstat
+            .split_whitespace()
+            .next()
+            .context("schedstat")?
+            .parse::<u64>()?;
+    }
+    Ok(Duration::from_nanos(ns))
 }
 
 /// Resident memory of a process, MiB.
