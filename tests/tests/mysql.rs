@@ -7,6 +7,7 @@ use nix::sys::signal::Signal;
 use xvrrp_lab::{
     Lab, Proc,
     mariadb::{self, APP_PASSWORD, APP_USER, Mariadb, master_master_pair},
+    metrics::{sample, scrape},
     privileged, wait_for,
 };
 
@@ -533,4 +534,82 @@ fn the_probe_speaks_tls_when_asked_and_an_unknown_host_is_named() {
         a.log()
     );
     assert_eq!(state(&lab, "a"), "fault");
+}
+
+#[test]
+fn the_metrics_endpoint_shows_the_probe_rounds_their_latency_and_a_dead_server() {
+    if !ready("the_metrics_endpoint_shows_the_probe_rounds_their_latency_and_a_dead_server") {
+        return;
+    }
+    const PORT: u16 = 9651;
+    let lab = Lab::new(&["a"]).expect("lab");
+    let mut db = Mariadb::install(&lab, "a", 1).expect("install");
+    db.start(&lab).expect("mariadb");
+    let config = format!(
+        "{}track_mysql = [\"local\"]\n\n{}\n[metrics]\nlisten = \"127.0.0.1:{PORT}\"\n",
+        lab.vrrp_config("a", 200, ""),
+        db.xvrrp_target("").replace("replication = true\n", "")
+    );
+    let a = lab.start_xvrrp("a", &config).expect("xvrrp");
+    let target = r#"target="local""#;
+    let up = |text: &str| sample(text, "xvrrp_mysql_up", &[target]);
+    // Up, master, and writable (read_only is cleared on promotion).
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            let text = scrape(&lab, "a", PORT);
+            up(&text) == Some(1.0)
+                && sample(&text, "xvrrp_instance_state", &[r#"vrid="51""#]) == Some(2.0)
+                && sample(&text, "xvrrp_mysql_read_only", &[target]) == Some(0.0)
+        }),
+        "never up, master and writable:\n{}\na:\n{}",
+        scrape(&lab, "a", PORT),
+        a.log()
+    );
+    let first = scrape(&lab, "a", PORT);
+    let probes = sample(&first, "xvrrp_mysql_probes_total", &[target]).expect("probes");
+    let rounds = sample(
+        &first,
+        "xvrrp_mysql_probe_duration_seconds_count",
+        &[target],
+    )
+    .expect("histogram");
+    assert!(rounds >= 1.0, "{first}");
+
+    // Rounds every 100 ms: both counters move, and the histogram's time is a real duration.
+    std::thread::sleep(Duration::from_millis(600));
+    let later = scrape(&lab, "a", PORT);
+    let probes_now = sample(&later, "xvrrp_mysql_probes_total", &[target]).unwrap();
+    let rounds_now = sample(
+        &later,
+        "xvrrp_mysql_probe_duration_seconds_count",
+        &[target],
+    )
+    .unwrap();
+    assert!(probes_now >= probes + 3.0, "{probes} -> {probes_now}");
+    assert!(rounds_now >= rounds + 3.0, "{rounds} -> {rounds_now}");
+    let seconds = sample(&later, "xvrrp_mysql_probe_duration_seconds_sum", &[target]).unwrap();
+    assert!(
+        seconds > 0.0 && seconds / rounds_now < 0.3,
+        "mean round {} s",
+        seconds / rounds_now
+    );
+    assert_eq!(
+        sample(&later, "xvrrp_mysql_probe_failures_total", &[target]),
+        Some(0.0)
+    );
+
+    // mysqld killed: the target goes down, failures are counted, the instance is in Fault.
+    db.signal(Signal::SIGKILL).expect("kill mysqld");
+    assert!(
+        wait_for(Duration::from_secs(5), || {
+            let text = scrape(&lab, "a", PORT);
+            up(&text) == Some(0.0)
+                && sample(&text, "xvrrp_mysql_probe_failures_total", &[target])
+                    .is_some_and(|f| f >= 1.0)
+                && sample(&text, "xvrrp_instance_state", &[r#"vrid="51""#]) == Some(3.0)
+        }),
+        "{}\na:\n{}",
+        scrape(&lab, "a", PORT),
+        a.log()
+    );
 }

@@ -3,14 +3,18 @@
 //! interface, instance, VRID and state.
 
 use std::{
-    io::{Read as _, Write as _},
+    io::Write as _,
     net::{Ipv4Addr, TcpStream},
     os::unix::net::UnixDatagram,
     time::{Duration, Instant},
 };
 
 use nix::sys::signal::Signal;
-use xvrrp_lab::{Lab, privileged, wait_for};
+use xvrrp_lab::{
+    Lab,
+    metrics::{self, sample},
+    privileged, wait_for,
+};
 
 const VIP: Ipv4Addr = xvrrp_lab::LAB_VIP;
 const PORT: u16 = 9650;
@@ -24,47 +28,12 @@ fn with_metrics(lab: &Lab, host: &str, priority: u8) -> String {
     )
 }
 
-/// One HTTP GET of `path` on `host`'s metrics port: (status line, body).
 fn get(lab: &Lab, host: &str, path: &str) -> (String, String) {
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
-    let text = lab
-        .host(host)
-        .ns
-        .run_in(move || {
-            let mut s = TcpStream::connect_timeout(
-                &(Ipv4Addr::LOCALHOST, PORT).into(),
-                Duration::from_secs(2),
-            )?;
-            s.set_read_timeout(Some(Duration::from_secs(5)))?;
-            s.write_all(request.as_bytes())?;
-            let mut text = String::new();
-            s.read_to_string(&mut text)?;
-            Ok(text)
-        })
-        .expect("scrape");
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    (
-        head.lines().next().unwrap_or("").to_owned(),
-        body.to_owned(),
-    )
-}
-
-/// The value of the sample `name` whose labels include every one of `labels`.
-fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
-    text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .find(|l| labels.iter().all(|want| l.contains(want)))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+    metrics::get(lab, host, PORT, path)
 }
 
 fn scrape(lab: &Lab, host: &str) -> String {
-    let (status, body) = get(lab, host, "/metrics");
-    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
-    body
+    metrics::scrape(lab, host, PORT)
 }
 
 #[test]

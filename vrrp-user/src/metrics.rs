@@ -169,7 +169,7 @@ impl Metrics {
             ),
             probe_seconds: metric!(
                 "mysql_probe_duration_seconds",
-                "Duration of a probe round (ping, read_only, replica status)",
+                "Duration of a probe round (read_only, the optional query, replica status)",
                 Histograms::new_with_constructor(probe_histogram)
             ),
             registry,
