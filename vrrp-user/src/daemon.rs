@@ -319,10 +319,7 @@ pub async fn run(
     if let Some(bridge) = bridge {
         bridge.stop();
     }
-    info!(
-        iface, mode = attached, pinned = %pin_dir.display(), heartbeat_limit_ms = config.heartbeat_limit_ms,
-        "xvrrp running"
-    );
+    info!(iface, mode = attached, pinned = %pin_dir.display(), "data plane attached");
 
     // Virtual MACs live on macvlans (keepalived's use_vmac): the NIC then accepts frames to
     // them, and the VIPs go there. A resumed daemon keeps them as they are.
@@ -425,7 +422,15 @@ pub async fn run(
     let mut alarm = crate::alarm::Alarm::new().context("creating the timerfd")?;
     // systemd (Type=notify): ready once the data plane, the VIPs' owner and the control socket
     // are in place; the watchdog is fed from this loop, so a stuck loop is restarted.
+    // "xvrrp running" is the log's word for the same moment (tests and operators wait for it):
+    // the control socket and the metrics endpoint already answer.
     let ready = format!("{} instance(s) on {iface}", config.instances.len());
+    info!(
+        iface,
+        instances = config.instances.len(),
+        heartbeat_limit_ms = config.heartbeat_limit_ms,
+        "xvrrp running"
+    );
     let _ = sd_notify::notify(&[
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status(&ready),
