@@ -123,7 +123,8 @@ fn two_percent_loss_at_100ms_adverts_causes_no_flap_in_60_seconds() {
 }
 
 /// Sends `n` adverts of each bad kind from the client, all claiming priority 254 for VRID 51
-/// (which would win the election if taken), plus some for an unknown VRID.
+/// (which would win the election if taken), plus some for a VRID not configured here (passed
+/// on to the kernel, counted).
 const FLOOD: &str = r#"
 import socket, struct, sys
 n = int(sys.argv[1]); src = sys.argv[2]
@@ -196,7 +197,8 @@ fn a_flood_of_bad_adverts_changes_nothing_and_is_counted() {
         ] {
             assert_eq!(count(51, field), 300, "{host}: {field}");
         }
-        assert_eq!(count(99, "adverts_drop_unknown_vrid"), 300, "{host}");
+        // Another VRID's adverts are passed on (another daemon may run it), and counted.
+        assert_eq!(count(99, "adverts_other_vrid"), 300, "{host}");
     }
     for p in &mut procs {
         p.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();

@@ -193,3 +193,85 @@ fn vrrpv3_unicast_mixed_pair_elects_and_fails_over_both_ways() {
     ka.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
     xv.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
 }
+
+/// Whether `host` has `addr` on its lab interface.
+fn holds(lab: &Lab, host: &str, addr: Ipv4Addr) -> bool {
+    let out = lab
+        .run(
+            host,
+            "ip",
+            &["-4", "-o", "addr", "show", "dev", &lab.host(host).iface],
+            Duration::from_secs(5),
+        )
+        .expect("ip addr");
+    String::from_utf8_lossy(&out.stdout).contains(&format!(" {addr}/"))
+}
+
+/// A migration done one VRID at a time: on the same two hosts and interfaces, xvrrp runs VRID 51
+/// and keepalived VRID 52. keepalived's pair must still hear each other through xvrrp's XDP
+/// program (which passes on adverts for VRIDs it does not run, and counts them) and elect one
+/// master; xvrrp's own election is not disturbed.
+#[test]
+fn keepalived_beside_xvrrp_on_the_same_interfaces_elects_one_master_of_its_own_vrid() {
+    if !privileged(
+        "keepalived_beside_xvrrp_on_the_same_interfaces_elects_one_master_of_its_own_vrid",
+    ) {
+        return;
+    }
+    const OTHER_VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 101);
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    let mut xa = xvrrp(&lab, "a", 200, 3, 100);
+    let mut xb = xvrrp(&lab, "b", 100, 3, 100);
+    answered_only_by(&lab, "a", Duration::from_secs(5), &[&xa, &xb]);
+    // keepalived's master is to be b, while xvrrp's is a.
+    let vrid_52 = |host: &str, priority: u8| {
+        let config = lab
+            .keepalived_config(host, priority, 3, "0.1", "")
+            .replace("virtual_router_id 51", "virtual_router_id 52")
+            .replace(&format!("{VIP}/24"), &format!("{OTHER_VIP}/24"));
+        lab.start_keepalived(host, &config).expect("keepalived")
+    };
+    let mut ka = vrid_52("a", 100);
+    let mut kb = vrid_52("b", 150);
+    let logs = |procs: &[&Proc]| -> String {
+        procs
+            .iter()
+            .map(|p| p.log())
+            .collect::<Vec<_>>()
+            .join("\n----\n")
+    };
+    assert!(
+        wait_for(Duration::from_secs(5), || holds(&lab, "b", OTHER_VIP)
+            && !holds(&lab, "a", OTHER_VIP)),
+        "keepalived's VRID 52 never settled on b alone:\n{}",
+        logs(&[&ka, &kb])
+    );
+    // For a second (ten of keepalived's advert intervals, three Master_Down_Intervals), a keeps
+    // hearing b through its XDP program and stays backup: one holder of the address.
+    let until = std::time::Instant::now() + Duration::from_secs(1);
+    while std::time::Instant::now() < until {
+        assert!(
+            holds(&lab, "b", OTHER_VIP) && !holds(&lab, "a", OTHER_VIP),
+            "keepalived's VRID 52 has two masters or none:\n{}",
+            logs(&[&ka, &kb])
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // xvrrp on a counted what it passed on; its own VIP is still answered by a alone.
+    let status = lab.status("a").expect("status");
+    let heard = status["other_vrids"]
+        .as_array()
+        .and_then(|o| o.iter().find(|v| v["vrid"] == 52))
+        .and_then(|v| v["adverts"].as_u64())
+        .unwrap_or(0);
+    assert!(heard >= 10, "{status:#}");
+    assert!(
+        lab.status_table("a")
+            .unwrap()
+            .contains("heard, not configured here: ipv4 52 (")
+    );
+    answered_only_by(&lab, "a", Duration::from_secs(2), &[&xa, &xb]);
+    for p in [&mut ka, &mut kb, &mut xa, &mut xb] {
+        p.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    }
+}

@@ -209,7 +209,9 @@ pub struct VridStats {
     pub adverts_drop_version: u64,
     pub adverts_drop_length: u64,
     pub adverts_drop_checksum: u64,
-    pub adverts_drop_unknown_vrid: u64,
+    /// Adverts for a VRID not configured on this interface: passed to the kernel unvalidated
+    /// (another VRRP daemon on the same interface may run it), counted in that VRID's slot.
+    pub adverts_other_vrid: u64,
     pub adverts_drop_peer: u64,
     /// ARP requests / neighbour solicitations for this VRID's VIPs.
     pub requests: u64,
@@ -252,7 +254,7 @@ counters!(VridStats {
     adverts_drop_version,
     adverts_drop_length,
     adverts_drop_checksum,
-    adverts_drop_unknown_vrid,
+    adverts_other_vrid,
     adverts_drop_peer,
     requests,
     answered,

@@ -366,8 +366,6 @@ pub enum AdvertDrop {
     /// interval, or an unknown VRRPv2 auth type.
     Length,
     Checksum,
-    /// No instance for this VRID on the interface.
-    UnknownVrid,
     /// Unicast mode: the source is not a configured peer.
     Peer,
 }

@@ -384,6 +384,12 @@ fn on_advert(
     }
     let slot = slot(family == Family::V6, hdr[1]);
     let state = XVRRP_VRIDS.get(slot).copied().unwrap_or_default();
+    if state.flags & vrid_flags::CONFIGURED == 0 {
+        // Not ours: another VRRP daemon on this interface may run this VRID (keepalived beside
+        // xvrrp during a migration), so it gets the advert as it would without XDP.
+        count_vrid(slot, |s| s.adverts_other_vrid += 1);
+        return Ok(XDP_PASS);
+    }
     let verdict = validate(
         ctx,
         off,
@@ -407,7 +413,6 @@ fn on_advert(
                 AdvertDrop::Version => s.adverts_drop_version += 1,
                 AdvertDrop::Length => s.adverts_drop_length += 1,
                 AdvertDrop::Checksum => s.adverts_drop_checksum += 1,
-                AdvertDrop::UnknownVrid => s.adverts_drop_unknown_vrid += 1,
                 AdvertDrop::Peer => s.adverts_drop_peer += 1,
             });
             Ok(XDP_DROP)
@@ -428,9 +433,6 @@ fn validate(
     slot: u32,
     state: &VridState,
 ) -> Result<u8, AdvertDrop> {
-    if state.flags & vrid_flags::CONFIGURED == 0 {
-        return Err(AdvertDrop::UnknownVrid);
-    }
     let unicast = state.flags & vrid_flags::UNICAST != 0;
     let need_ttl_255 = !unicast || state.flags & vrid_flags::UNICAST_CHECK_TTL != 0;
     let hdr: &mut [u8; HEADER_LEN] = at(ctx, off).map_err(|()| AdvertDrop::Length)?;

@@ -23,6 +23,18 @@ pub struct Status {
     /// The MySQL targets probed.
     #[serde(default)]
     pub mysql: Vec<MysqlStatus>,
+    /// VRIDs heard on the interface that no instance here runs (their adverts are passed on to
+    /// the kernel): another VRRP daemon's, or a peer configured with a different VRID.
+    #[serde(default)]
+    pub other_vrids: Vec<OtherVrid>,
+}
+
+/// Adverts the data plane saw for a VRID not configured here.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OtherVrid {
+    pub vrid: u8,
+    pub family: String,
+    pub adverts: u64,
 }
 
 /// What the probe of a MySQL target last found.
@@ -95,7 +107,7 @@ pub struct DataPlaneCounters {
     pub dropped_stale_heartbeat: u64,
     pub adverts_valid: u64,
     pub adverts_dropped: u64,
-    /// `adverts_dropped` by reason: ttl, version, length, checksum, unknown_vrid, peer.
+    /// `adverts_dropped` by reason: ttl, version, length, checksum, peer.
     #[serde(default)]
     pub adverts_dropped_by_reason: std::collections::BTreeMap<String, u64>,
     pub foreign_owner: u64,
@@ -206,6 +218,17 @@ pub fn table(status: &Status) -> String {
                 m.reason
             ));
         }
+    }
+    if !status.other_vrids.is_empty() {
+        let heard: Vec<String> = status
+            .other_vrids
+            .iter()
+            .map(|o| format!("{} {} ({} adverts)", o.family, o.vrid, o.adverts))
+            .collect();
+        out.push_str(&format!(
+            "\nheard, not configured here: {}\n",
+            heard.join(", ")
+        ));
     }
     out
 }

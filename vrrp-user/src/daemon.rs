@@ -13,7 +13,7 @@
 //!   gratuitous ARP / unsolicited NA on the engine's schedule.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     net::IpAddr,
     os::fd::AsRawFd as _,
     time::{Duration, Instant},
@@ -1038,7 +1038,7 @@ impl Shell {
     /// The status `xvrrp status` shows.
     fn status(&self, engine: &Engine, config: &Config) -> control::Status {
         let t = now();
-        let instances = engine
+        let instances: Vec<_> = engine
             .status()
             .into_iter()
             .map(|st| {
@@ -1078,14 +1078,12 @@ impl Shell {
                             + dp.adverts_drop_version
                             + dp.adverts_drop_length
                             + dp.adverts_drop_checksum
-                            + dp.adverts_drop_unknown_vrid
                             + dp.adverts_drop_peer,
                         adverts_dropped_by_reason: [
                             ("ttl", dp.adverts_drop_ttl),
                             ("version", dp.adverts_drop_version),
                             ("length", dp.adverts_drop_length),
                             ("checksum", dp.adverts_drop_checksum),
-                            ("unknown_vrid", dp.adverts_drop_unknown_vrid),
                             ("peer", dp.adverts_drop_peer),
                         ]
                         .into_iter()
@@ -1098,6 +1096,7 @@ impl Shell {
             .collect();
         control::Status {
             interface: config.interface.clone(),
+            other_vrids: self.other_vrids(&instances),
             instances,
             mysql: self
                 .mysql_status
@@ -1105,6 +1104,28 @@ impl Shell {
                 .filter_map(|s| s.lock().ok().map(|s| s.clone()))
                 .collect(),
         }
+    }
+
+    /// The VRIDs the data plane heard adverts for that none of `instances` runs (512 per-CPU
+    /// slots read: a millisecond or so, at a status request or a scrape).
+    fn other_vrids(&self, instances: &[control::InstanceStatus]) -> Vec<control::OtherVrid> {
+        let ours: HashSet<(bool, u8)> = instances
+            .iter()
+            .map(|i| (i.family == "ipv6", i.vrid))
+            .collect();
+        [false, true]
+            .into_iter()
+            .flat_map(|ipv6| (0..=u8::MAX).map(move |vrid| (ipv6, vrid)))
+            .filter(|key| !ours.contains(key))
+            .filter_map(|(ipv6, vrid)| {
+                let adverts = self.dp.vrid_stats(ipv6, vrid).ok()?.adverts_other_vrid;
+                (adverts > 0).then(|| control::OtherVrid {
+                    vrid,
+                    family: if ipv6 { "ipv6" } else { "ipv4" }.into(),
+                    adverts,
+                })
+            })
+            .collect()
     }
 
     /// Sets read_only on the MySQL servers `key` fences, each bounded by its timeout.

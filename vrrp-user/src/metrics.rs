@@ -46,6 +46,7 @@ pub struct Metrics {
     adverts_valid: Family<Labels, Counter>,
     adverts_dropped: Family<Labels, Counter>,
     foreign_owner: Family<Labels, Counter>,
+    adverts_other_vrid: Family<Labels, Counter>,
     mysql_up: Family<Labels, Gauge>,
     mysql_read_only: Family<Labels, Gauge>,
     mysql_replication_healthy: Family<Labels, Gauge>,
@@ -129,6 +130,11 @@ impl Metrics {
             foreign_owner: metric!(
                 "dataplane_foreign_owner",
                 "ARP / ND traffic showing another MAC claiming a VIP",
+                Family::default()
+            ),
+            adverts_other_vrid: metric!(
+                "dataplane_adverts_other_vrid",
+                "Adverts for a VRID no instance here runs, passed on to the kernel",
                 Family::default()
             ),
             mysql_up: metric!(
@@ -217,6 +223,7 @@ impl Metrics {
             &self.adverts_valid,
             &self.adverts_dropped,
             &self.foreign_owner,
+            &self.adverts_other_vrid,
             &self.mysql_probes,
             &self.mysql_failures,
             &self.mysql_reconnects,
@@ -261,6 +268,14 @@ impl Metrics {
             for (reason, n) in &dp.adverts_dropped_by_reason {
                 set(&self.adverts_dropped, &with(reason), *n);
             }
+        }
+        for o in &status.other_vrids {
+            let labels = vec![
+                ("interface", self.interface.clone()),
+                ("vrid", o.vrid.to_string()),
+                ("family", o.family.clone()),
+            ];
+            set(&self.adverts_other_vrid, &labels, o.adverts);
         }
         for m in &status.mysql {
             let labels = vec![("target", m.name.clone()), ("address", m.address.clone())];
@@ -352,7 +367,7 @@ pub async fn respond(mut stream: tokio::net::TcpStream, body: String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::{DataPlaneCounters, InstanceStatus, MysqlStatus};
+    use crate::control::{DataPlaneCounters, InstanceStatus, MysqlStatus, OtherVrid};
 
     fn status(state: &str, answered: u64) -> Status {
         Status {
@@ -383,6 +398,11 @@ mod tests {
                 read_only: Some(false),
                 probes: 12,
                 ..MysqlStatus::default()
+            }],
+            other_vrids: vec![OtherVrid {
+                vrid: 52,
+                family: "ipv4".into(),
+                adverts: answered * 10,
             }],
         }
     }
@@ -422,6 +442,9 @@ mod tests {
             value(&text, "xvrrp_mysql_probes_total{").as_deref(),
             Some("12")
         );
+        let other =
+            r#"xvrrp_dataplane_adverts_other_vrid_total{interface="eth0",vrid="52",family="ipv4"}"#;
+        assert_eq!(value(&text, other).as_deref(), Some("50"), "{text}");
         // The next scrape sees the new snapshot.
         let text = m.render(&status("backup", 9));
         assert_eq!(
@@ -432,6 +455,7 @@ mod tests {
             value(&text, &format!("xvrrp_dataplane_answered_total{inst}")).as_deref(),
             Some("9")
         );
+        assert_eq!(value(&text, other).as_deref(), Some("90"), "{text}");
         assert!(text.ends_with("# EOF\n"));
     }
 }

@@ -702,17 +702,19 @@ fn invalid_adverts_are_dropped_and_counted_by_reason() {
         ),
         (1, 2, 1, 1, 0)
     );
-    // An unknown VRID.
+    // A VRID not configured here is another daemon's business: passed on, unvalidated (even
+    // with a bad checksum), and counted in its own slot.
     assert_eq!(
         fx.verdict_unchanged(&advert4(99, 150, 255, ChecksumForm::PseudoHeader)),
-        XDP_DROP
+        XDP_PASS
     );
+    let mut bad = advert4(99, 150, 255, ChecksumForm::PseudoHeader);
+    bad[36] = 151;
+    assert_eq!(fx.verdict_unchanged(&bad), XDP_PASS);
+    assert_eq!(fx.dp.vrid_stats(false, 99).unwrap().adverts_other_vrid, 2);
     assert_eq!(
-        fx.dp
-            .vrid_stats(false, 99)
-            .unwrap()
-            .adverts_drop_unknown_vrid,
-        1
+        fx.dp.vrid_stats(false, 99).unwrap().adverts_drop_checksum,
+        0
     );
     // None of them touched the liveness entry, and none raised an event.
     assert_eq!(fx.dp.liveness(false, 52).unwrap().last_seen_ns, 0);
