@@ -154,6 +154,41 @@ fn vrrpv2_xvrrp_master_with_a_keepalived_backup() {
 }
 
 #[test]
+fn vrrpv2_with_a_password_mixed_pair_elects_and_a_wrong_password_is_not_heard() {
+    if !privileged("vrrpv2_with_a_password_mixed_pair_elects_and_a_wrong_password_is_not_heard") {
+        return;
+    }
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    let auth = "  authentication {\n    auth_type PASS\n    auth_pass s3cret\n  }\n";
+    // keepalived, the lower priority, stays backup only if it takes xvrrp's adverts: they must
+    // carry the password.
+    let mut ka = keepalived_with(&lab, "a", 100, 2, "1", auth);
+    let mut xv = xvrrp_with(&lab, "b", 200, 2, 1000, "auth_pass = \"s3cret\"\n");
+    answered_only_by(&lab, "b", Duration::from_secs(8), &[&ka, &xv]);
+    xv.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    answered_only_by(&lab, "a", Duration::from_secs(8), &[&ka]);
+    // With another password xvrrp does not take keepalived's adverts (counted as `auth`), so
+    // even at a lower priority it finds no master and takes over too.
+    let mut xv = xvrrp_with(&lab, "b", 50, 2, 1000, "auth_pass = \"other\"\n");
+    let state = || lab.status("b").unwrap()["instances"][0]["state"].clone();
+    assert!(
+        wait_for(Duration::from_secs(8), || state() == "master"),
+        "{}",
+        xv.log()
+    );
+    let stats = Path::new(xvrrp_lab::PIN_ROOT)
+        .join(&lab.host("b").iface)
+        .join("vrid_stats");
+    assert!(xvrrp_lab::per_cpu_counter(&stats, 51, "adverts_drop_auth").unwrap() >= 3);
+    assert_eq!(
+        xvrrp_lab::per_cpu_counter(&stats, 51, "adverts_valid").unwrap(),
+        0
+    );
+    xv.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    ka.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+}
+
+#[test]
 fn vrrpv2_mixed_pair_elects_and_fails_over() {
     if !privileged("vrrpv2_mixed_pair_elects_and_fails_over") {
         return;

@@ -108,6 +108,9 @@ pub mod vrid_flags {
     pub const UNICAST: u32 = 2;
     /// Unicast mode: require TTL / hop limit 255 as for multicast.
     pub const UNICAST_CHECK_TTL: u32 = 4;
+    /// VRRPv2 simple text authentication: adverts must carry auth type 1 and
+    /// [`super::VridState::auth`]; without this flag, auth type 0.
+    pub const AUTH_SIMPLE: u32 = 8;
 }
 
 /// Value of [`MAP_VRIDS`]. Host byte order.
@@ -120,6 +123,9 @@ pub struct VridState {
     pub flags: u32,
     /// The VRRP version the instance runs (2 or 3); adverts of another version are dropped.
     pub version: u32,
+    /// With [`vrid_flags::AUTH_SIMPLE`]: the VRRPv2 password, zero-padded.
+    pub auth: [u8; 8],
+    pub _pad: [u8; 4],
 }
 
 /// Key of [`MAP_PEERS`].
@@ -213,6 +219,7 @@ pub struct VridStats {
     /// (another VRRP daemon on the same interface may run it), counted in that VRID's slot.
     pub adverts_other_vrid: u64,
     pub adverts_drop_peer: u64,
+    pub adverts_drop_auth: u64,
     /// ARP requests / neighbour solicitations for this VRID's VIPs.
     pub requests: u64,
     pub answered: u64,
@@ -256,6 +263,7 @@ counters!(VridStats {
     adverts_drop_checksum,
     adverts_other_vrid,
     adverts_drop_peer,
+    adverts_drop_auth,
     requests,
     answered,
     dropped_not_master,
@@ -274,12 +282,12 @@ counters!(VipStats {
 const _: () = assert!(core::mem::size_of::<Vip4Key>() == 4);
 const _: () = assert!(core::mem::size_of::<Vip6Key>() == 16);
 const _: () = assert!(core::mem::size_of::<VipValue>() == 12);
-const _: () = assert!(core::mem::size_of::<VridState>() == 12);
+const _: () = assert!(core::mem::size_of::<VridState>() == 24);
 const _: () = assert!(core::mem::size_of::<PeerKey>() == 20);
 const _: () = assert!(core::mem::size_of::<Liveness>() == 40);
 const _: () = assert!(core::mem::size_of::<Heartbeat>() == 8);
 const _: () = assert!(core::mem::size_of::<Event>() == 48);
-const _: () = assert!(core::mem::size_of::<VridStats>() == 12 * 8);
+const _: () = assert!(core::mem::size_of::<VridStats>() == 13 * 8);
 const _: () = assert!(core::mem::size_of::<VipStats>() == 5 * 8);
 
 #[cfg(feature = "user")]

@@ -20,6 +20,8 @@ pub const TYPE_ADVERTISEMENT: u8 = 1;
 pub const HEADER_LEN: usize = 8;
 /// Length of the VRRPv2 authentication data.
 pub const V2_AUTH_LEN: usize = 8;
+/// VRRPv2 auth type of simple text passwords (0 is none; 2, IP AH, is not supported).
+pub const AUTH_TYPE_SIMPLE: u8 = 1;
 /// Largest advert: v3, IPv6, 255 addresses.
 pub const MAX_LEN: usize = HEADER_LEN + 255 * 16;
 
@@ -368,6 +370,8 @@ pub enum AdvertDrop {
     Checksum,
     /// Unicast mode: the source is not a configured peer.
     Peer,
+    /// VRRPv2: the auth type is not the instance's, or the simple text password differs.
+    Auth,
 }
 
 /// Whether a protocol-112 payload is CARP rather than VRRP. CARP (OpenBSD/FreeBSD) shares the
@@ -410,6 +414,28 @@ pub fn check_header(
         return Err(AdvertDrop::Length);
     }
     Ok(version)
+}
+
+/// Where a VRRPv2 advert's authentication data starts, from its address count.
+pub const fn v2_auth_offset(count: u8) -> usize {
+    HEADER_LEN + count as usize * 4
+}
+
+/// RFC 3768 7.1 for a VRRPv2 advert: its auth type must be the instance's, and with simple text
+/// its password (`data`, the advert's last 8 bytes) too. `ours` is the instance's zero-padded
+/// password, None without authentication.
+pub fn v2_auth_ok(
+    auth_type: u8,
+    data: &[u8; V2_AUTH_LEN],
+    ours: Option<&[u8; V2_AUTH_LEN]>,
+) -> bool {
+    match ours {
+        None => auth_type == 0,
+        // Compared as one word: the XDP program cannot call memcmp.
+        Some(pass) => {
+            auth_type == AUTH_TYPE_SIMPLE && u64::from_ne_bytes(*data) == u64::from_ne_bytes(*pass)
+        }
+    }
 }
 
 /// Which checksum form (`crate::checksum_form`) an advert verifies in, from the sum of its
@@ -798,6 +824,25 @@ mod tests {
         );
         // A real VRRPv2 advert is not CARP.
         assert!(!is_carp(&<[u8; 8]>::try_from(&KA_V2[..8]).unwrap(), 20));
+    }
+
+    #[test]
+    fn v2_authentication_matches_type_and_password() {
+        let pass = *b"1111\0\0\0\0";
+        // Without a password: only auth type 0, whatever the data.
+        assert!(v2_auth_ok(0, &[0; 8], None));
+        assert!(v2_auth_ok(0, &pass, None));
+        assert!(!v2_auth_ok(AUTH_TYPE_SIMPLE, &pass, None));
+        assert!(!v2_auth_ok(2, &[0; 8], None));
+        // With one: type 1 and the same 8 bytes, padding included.
+        assert!(v2_auth_ok(AUTH_TYPE_SIMPLE, &pass, Some(&pass)));
+        assert!(!v2_auth_ok(0, &pass, Some(&pass)));
+        assert!(!v2_auth_ok(2, &pass, Some(&pass)));
+        assert!(!v2_auth_ok(AUTH_TYPE_SIMPLE, b"1111\0\0\0x", Some(&pass)));
+        assert!(!v2_auth_ok(AUTH_TYPE_SIMPLE, b"1112\0\0\0\0", Some(&pass)));
+        // The data sits after the addresses.
+        assert_eq!(v2_auth_offset(1), 12);
+        assert_eq!(v2_auth_offset(255), 8 + 255 * 4);
     }
 
     #[test]

@@ -31,7 +31,7 @@ use vrrp_common::{
     ip::{ETH_P_8021Q, Ipv4Hdr, VlanHdr},
     nd::{self, ETH_P_IPV6, IPPROTO_ICMPV6, Ipv6Hdr, NdHead, NdOpt},
     role, slot, vrid_flags,
-    vrrp::{self, AdvertDrop, Family, HEADER_LEN, IPPROTO_VRRP},
+    vrrp::{self, AdvertDrop, Family, HEADER_LEN, IPPROTO_VRRP, V2_AUTH_LEN, Version},
 };
 
 #[btf_map]
@@ -414,6 +414,7 @@ fn on_advert(
                 AdvertDrop::Length => s.adverts_drop_length += 1,
                 AdvertDrop::Checksum => s.adverts_drop_checksum += 1,
                 AdvertDrop::Peer => s.adverts_drop_peer += 1,
+                AdvertDrop::Auth => s.adverts_drop_auth += 1,
             });
             Ok(XDP_DROP)
         }
@@ -437,6 +438,15 @@ fn validate(
     let need_ttl_255 = !unicast || state.flags & vrid_flags::UNICAST_CHECK_TTL != 0;
     let hdr: &mut [u8; HEADER_LEN] = at(ctx, off).map_err(|()| AdvertDrop::Length)?;
     let version = vrrp::check_header(hdr, payload_len, family, ttl, need_ttl_255, state.version)?;
+    if version == Version::V2 {
+        // The offset comes from the (bounded) count, which check_header matched to the length.
+        let data: &mut [u8; V2_AUTH_LEN] =
+            at(ctx, off + vrrp::v2_auth_offset(hdr[3])).map_err(|()| AdvertDrop::Length)?;
+        let ours = (state.flags & vrid_flags::AUTH_SIMPLE != 0).then_some(&state.auth);
+        if !vrrp::v2_auth_ok(hdr[4], data, ours) {
+            return Err(AdvertDrop::Auth);
+        }
+    }
     if unicast {
         // SAFETY: only tested for presence.
         let allowed = unsafe { XVRRP_PEERS.get(PeerKey { slot, addr: *src }) }.is_some();

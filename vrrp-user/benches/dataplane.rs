@@ -185,6 +185,7 @@ fn fixture() -> DataPlane {
         role: role::MASTER,
         flags: vrid_flags::CONFIGURED,
         version: 3,
+        ..VridState::default()
     };
     dp.set_vrid(false, 51, master).unwrap();
     dp.set_vrid(true, 51, master).unwrap();

@@ -116,6 +116,9 @@ pub struct Instance {
     pub unicast_peers: Vec<IpAddr>,
     /// Unicast mode: require TTL / hop limit 255 on received adverts (off: peers may be routed).
     pub unicast_check_ttl: bool,
+    /// VRRPv2 simple text authentication (keepalived's auth_type PASS): the password,
+    /// zero-padded to 8 bytes. Sent in every advert, required in every advert taken.
+    pub auth_pass: Option<[u8; 8]>,
     /// Names of the `[[track_script]]`s this instance follows.
     pub track_scripts: Vec<String>,
     /// Names of the `[[track_file]]`s this instance follows.
@@ -378,6 +381,8 @@ struct RawInstance {
     unicast_peers: Vec<String>,
     #[serde(default)]
     unicast_check_ttl: bool,
+    #[serde(default)]
+    auth_pass: Option<String>,
     #[serde(default)]
     track_scripts: Vec<String>,
     #[serde(default)]
@@ -991,6 +996,33 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         if inst.vips.is_empty() {
             problem(at("vips"), "expected at least one virtual address".into());
         }
+        let auth_pass = match inst.auth_pass.as_deref() {
+            None => None,
+            Some(_) if version != 2 => {
+                problem(
+                    at("auth_pass"),
+                    format!(
+                        "expected no password with version = {version} (VRRPv3 has no authentication; set version = 2 to speak to a keepalived peer with auth_type PASS)"
+                    ),
+                );
+                None
+            }
+            Some(pass) if pass.is_empty() || pass.len() > 8 => {
+                problem(
+                    at("auth_pass"),
+                    format!(
+                        "expected 1 to 8 bytes (a VRRPv2 advert carries 8; keepalived sends the first 8 of a longer one), got {}",
+                        pass.len()
+                    ),
+                );
+                None
+            }
+            Some(pass) => {
+                let mut padded = [0u8; 8];
+                padded[..pass.len()].copy_from_slice(pass.as_bytes());
+                Some(padded)
+            }
+        };
         let mut vips = Vec::new();
         for (j, text) in inst.vips.iter().enumerate() {
             let key = format!("instance[{i}].vips[{j}]");
@@ -1199,6 +1231,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             source,
             unicast_peers,
             unicast_check_ttl: inst.unicast_check_ttl,
+            auth_pass,
             track_scripts: inst.track_scripts,
             track_interfaces: inst.track_interfaces,
             track_files: inst.track_files,
@@ -1655,6 +1688,33 @@ mod tests {
             "test.toml: instance[2].vrid: expected a VRID not used by another IPv4 instance, but 7 is also instance[1]'s",
             "test.toml: instance[2].vips[1]: expected each VIP once, but 192.0.2.9 is also instance[2].vips[0]",
             "test.toml: instance[3].version: expected 3 for IPv6 VIPs (VRRPv2 is IPv4 only), got 2",
+        ];
+        assert_eq!(errs.len(), expect.len(), "{errs:#?}");
+        for (got, want) in errs.iter().zip(expect) {
+            assert!(got.starts_with(want), "got {got:?}\nwant {want:?}");
+        }
+    }
+
+    #[test]
+    fn a_vrrpv2_password_is_padded_and_checked() {
+        let config = parse_str(
+            "interface = \"eth0\"\n[[instance]]\nvrid = 51\nversion = 2\nadvert_interval_ms = 1000\n\
+             auth_pass = \"1111\"\nvips = [\"192.0.2.100\"]\n[[instance]]\nvrid = 52\nversion = 2\n\
+             advert_interval_ms = 1000\nvips = [\"192.0.2.101\"]\n",
+        )
+        .unwrap();
+        assert_eq!(config.instances[0].auth_pass, Some(*b"1111\0\0\0\0"));
+        assert_eq!(config.instances[1].auth_pass, None);
+        let errs = errors(
+            "interface = \"eth0\"\n[[instance]]\nvrid = 51\nauth_pass = \"1111\"\nvips = [\"192.0.2.100\"]\n\
+             [[instance]]\nvrid = 52\nversion = 2\nadvert_interval_ms = 1000\nauth_pass = \"123456789\"\n\
+             vips = [\"192.0.2.101\"]\n[[instance]]\nvrid = 53\nversion = 2\nadvert_interval_ms = 1000\n\
+             auth_pass = \"\"\nvips = [\"192.0.2.102\"]\n",
+        );
+        let expect = [
+            "test.toml: instance[0].auth_pass: expected no password with version = 3 (VRRPv3 has no authentication",
+            "test.toml: instance[1].auth_pass: expected 1 to 8 bytes (a VRRPv2 advert carries 8; keepalived sends the first 8 of a longer one), got 9",
+            "test.toml: instance[2].auth_pass: expected 1 to 8 bytes (a VRRPv2 advert carries 8; keepalived sends the first 8 of a longer one), got 0",
         ];
         assert_eq!(errs.len(), expect.len(), "{errs:#?}");
         for (got, want) in errs.iter().zip(expect) {

@@ -107,7 +107,7 @@ pub struct DataPlaneCounters {
     pub dropped_stale_heartbeat: u64,
     pub adverts_valid: u64,
     pub adverts_dropped: u64,
-    /// `adverts_dropped` by reason: ttl, version, length, checksum, peer.
+    /// `adverts_dropped` by reason: ttl, version, length, checksum, peer, auth.
     #[serde(default)]
     pub adverts_dropped_by_reason: std::collections::BTreeMap<String, u64>,
     pub foreign_owner: u64,

@@ -35,8 +35,8 @@ use crate::{
     control,
     dataplane::{self, DataPlane, KernelLogLevel},
     engine::{
-        Action, AnnouncePolicy, ChecksumForm, Engine, Family, Heard, InstanceConfig, InstanceKey,
-        State, SyncGroupConfig, Time, TrackConfig, TrackInput, Transport, Version,
+        Action, AnnouncePolicy, Auth, ChecksumForm, Engine, Family, Heard, InstanceConfig,
+        InstanceKey, State, SyncGroupConfig, Time, TrackConfig, TrackInput, Transport, Version,
     },
     garp::Announcer,
     hooks::{self, Hooks, StateEvent},
@@ -81,6 +81,7 @@ fn engine_config(
         Version::V3
     };
     c.priority = inst.priority;
+    c.auth = inst.auth_pass.map_or(Auth::None, Auth::Simple);
     c.advert_interval_cs = inst.advert_interval_cs;
     c.preempt = inst.preempt;
     c.preempt_delay_us = inst.preempt_delay_ms * 1_000;
@@ -760,6 +761,9 @@ impl Site {
                 dp.add_peer(inst.vrid, *peer)?;
             }
         }
+        if inst.auth_pass.is_some() {
+            flags |= vrid_flags::AUTH_SIMPLE;
+        }
         dp.set_vrid(
             ipv6,
             inst.vrid,
@@ -767,6 +771,8 @@ impl Site {
                 role,
                 flags,
                 version: u32::from(inst.version),
+                auth: inst.auth_pass.unwrap_or_default(),
+                ..VridState::default()
             },
         )?;
         let engine_config = self.engine_config(inst, config)?;
@@ -1078,13 +1084,15 @@ impl Shell {
                             + dp.adverts_drop_version
                             + dp.adverts_drop_length
                             + dp.adverts_drop_checksum
-                            + dp.adverts_drop_peer,
+                            + dp.adverts_drop_peer
+                            + dp.adverts_drop_auth,
                         adverts_dropped_by_reason: [
                             ("ttl", dp.adverts_drop_ttl),
                             ("version", dp.adverts_drop_version),
                             ("length", dp.adverts_drop_length),
                             ("checksum", dp.adverts_drop_checksum),
                             ("peer", dp.adverts_drop_peer),
+                            ("auth", dp.adverts_drop_auth),
                         ]
                         .into_iter()
                         .map(|(k, v)| (k.to_owned(), v))

@@ -834,6 +834,8 @@ fn instance(
     let mut version = g.version.clone().unwrap_or_else(|| "2".into());
     let mut garp: Vec<(String, String)> = g.garp.clone();
     let mut vmac = false;
+    // authentication { auth_type ..., auth_pass ... }: where, the type, the password.
+    let mut auth: Option<(String, String, String)> = None;
     let who = format!("vrrp_instance {name}");
     for c in node.children() {
         let at = &c.at;
@@ -973,14 +975,24 @@ fn instance(
             "garp_master_refresh_repeat" => {
                 garp.push(("garp_master_refresh_repeat".into(), arg.into()))
             }
-            "garp_interval" | "gna_interval" => {
-                garp.push(("garp_interval_ms".into(), arg.into()))
+            "garp_interval" | "gna_interval" => garp.push(("garp_interval_ms".into(), arg.into())),
+            "authentication" => {
+                let get = |key: &str| {
+                    c.children()
+                        .iter()
+                        .find(|a| a.key() == key)
+                        .map(|a| a.words[1..].join(" "))
+                        .unwrap_or_default()
+                };
+                auth = Some((at.to_string(), get("auth_type"), get("auth_pass")));
             }
-            "authentication" => dropped.push(format!(
-                "{at}: {who}: authentication: xvrrp sends VRRPv2 adverts without authentication and does not check it (RFC 5798 removed it; it never protected anything); a keepalived peer with auth_type PASS / AH rejects xvrrp's adverts, so remove it there during the migration"
-            )),
-            "native_ipv6" | "debug" | "dont_track_primary" | "accept" | "no_accept"
-            | "skip_check_adv_addr" | "check_unicast_src" => {
+            "native_ipv6"
+            | "debug"
+            | "dont_track_primary"
+            | "accept"
+            | "no_accept"
+            | "skip_check_adv_addr"
+            | "check_unicast_src" => {
                 if c.key() == "dont_track_primary" {
                     changed.push(format!(
                         "{at}: {who}: dont_track_primary: xvrrp always goes to Fault when its interface is down"
@@ -1037,7 +1049,37 @@ fn instance(
             t.set("advert_interval_ms", whole.to_string());
         }
     }
+    let mut auth_pass = None;
+    if let Some((at, kind, pass)) = auth {
+        match kind.to_ascii_uppercase().as_str() {
+            _ if version != "2" => dropped.push(format!(
+                "{at}: {who}: authentication: VRRPv3 has none (keepalived ignores it with version 3 too)"
+            )),
+            "PASS" if !pass.is_empty() => {
+                // keepalived sends the first 8 bytes of a longer password.
+                let mut end = pass.len().min(8);
+                while !pass.is_char_boundary(end) {
+                    end -= 1;
+                }
+                if end < pass.len() {
+                    changed.push(format!(
+                        "{at}: {who}: auth_pass is longer than 8 bytes; keepalived uses its first 8, and so does the import"
+                    ));
+                }
+                auth_pass = Some(q(&pass[..end]));
+            }
+            "AH" => dropped.push(format!(
+                "{at}: {who}: authentication: auth_type AH (IPsec AH) is not supported; remove it on the keepalived peers during the migration, or they reject xvrrp's adverts"
+            )),
+            _ => dropped.push(format!(
+                "{at}: {who}: authentication: expected auth_type PASS with an auth_pass, or AH; left out"
+            )),
+        }
+    }
     t.set("version", version);
+    if let Some(pass) = auth_pass {
+        t.set("auth_pass", pass);
+    }
     t.set("vips", list(&vips));
     if vmac {
         t.set("virtual_mac", "true".into());
@@ -1243,6 +1285,62 @@ mod tests {
         let toml = &i.files[0].toml;
         assert!(toml.contains("advert_interval_ms = 20\n"), "{toml}");
         crate::config::parse(toml, Path::new("eth0.toml")).expect("valid");
+    }
+
+    #[test]
+    fn vrrpv2_passwords_are_carried_and_the_rest_of_authentication_is_reported() {
+        let instance = |version: &str, auth: &str| {
+            format!(
+                "vrrp_instance V {{\n interface eth0\n virtual_router_id 7\n{version} authentication {{\n{auth} }}\n virtual_ipaddress {{\n 192.0.2.1/24\n }}\n}}\n"
+            )
+        };
+        let i = convert_text(&instance("", "  auth_type PASS\n  auth_pass s3cret\n"));
+        let toml = &i.files[0].toml;
+        assert!(
+            toml.contains("version = 2\nauth_pass = \"s3cret\"\n"),
+            "{toml}"
+        );
+        let config = crate::config::parse(toml, Path::new("eth0.toml")).expect("valid");
+        assert_eq!(config.instances[0].auth_pass, Some(*b"s3cret\0\0"));
+        assert!(i.dropped.is_empty() && i.changed.is_empty(), "{i:?}");
+        // keepalived truncates a longer password to 8 bytes: so does the import, and says so.
+        let i = convert_text(&instance("", "  auth_type pass\n  auth_pass 0123456789\n"));
+        assert!(
+            i.files[0].toml.contains("auth_pass = \"01234567\"\n"),
+            "{}",
+            i.files[0].toml
+        );
+        assert!(
+            i.changed[0].contains("longer than 8 bytes"),
+            "{:?}",
+            i.changed
+        );
+        // AH, VRRPv3 and a missing password are left out, each with its line.
+        for (version, auth, says) in [
+            ("", "  auth_type AH\n  auth_pass x\n", "IPsec AH"),
+            (
+                " version 3\n",
+                "  auth_type PASS\n  auth_pass x\n",
+                "VRRPv3 has none",
+            ),
+            (
+                "",
+                "  auth_type PASS\n",
+                "expected auth_type PASS with an auth_pass",
+            ),
+        ] {
+            let i = convert_text(&instance(version, auth));
+            assert!(
+                !i.files[0].toml.contains("auth_pass"),
+                "{}",
+                i.files[0].toml
+            );
+            let all = i.dropped.join("\n");
+            assert!(
+                all.contains("vrrp_instance V: authentication") && all.contains(says),
+                "{all}"
+            );
+        }
     }
 
     #[test]

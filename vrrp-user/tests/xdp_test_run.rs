@@ -236,6 +236,7 @@ impl Fixture {
             role,
             flags,
             version,
+            ..VridState::default()
         };
         let configured = vrid_flags::CONFIGURED;
         for ipv6 in [false, true] {
@@ -244,7 +245,17 @@ impl Fixture {
             dp.set_vrid(ipv6, 52, state(role::BACKUP, configured, 3))
                 .unwrap();
         }
-        dp.set_vrid(false, 60, state(role::BACKUP, configured, 2))
+        // VRRPv2 with a simple text password, and without authentication.
+        dp.set_vrid(
+            false,
+            60,
+            VridState {
+                auth: *b"secret1\0",
+                ..state(role::BACKUP, configured | vrid_flags::AUTH_SIMPLE, 2)
+            },
+        )
+        .unwrap();
+        dp.set_vrid(false, 61, state(role::BACKUP, configured, 2))
             .unwrap();
         dp.set_vrid(
             false,
@@ -719,6 +730,59 @@ fn invalid_adverts_are_dropped_and_counted_by_reason() {
     // None of them touched the liveness entry, and none raised an event.
     assert_eq!(fx.dp.liveness(false, 52).unwrap().last_seen_ns, 0);
     assert!(fx.events().is_empty());
+}
+
+/// A VRRPv2 advert frame for `vrid` from the peer with `auth`.
+fn advert_v2(vrid: u8, auth: Auth) -> Vec<u8> {
+    let payload = Advert {
+        version: Version::V2,
+        vrid,
+        priority: 120,
+        interval_cs: 100,
+        addrs: vec![IpAddr::from(VIP)],
+        auth,
+    }
+    .encode(
+        ChecksumForm::Plain,
+        IpAddr::from(PEER),
+        IpAddr::from(MCAST4),
+    )
+    .unwrap();
+    let mut frame = eth([0x01, 0, 0x5e, 0, 0, 0x12], OTHER_MAC, 0x0800, None);
+    frame.extend_from_slice(&ipv4(PEER, MCAST4, 255, 112, &[], &payload));
+    frame
+}
+
+#[test]
+fn vrrpv2_authentication_must_match_the_instances() {
+    if !privileged("vrrpv2_authentication_must_match_the_instances") {
+        return;
+    }
+    let mut fx = Fixture::new();
+    // VRID 60 has password "secret1": only that password is taken.
+    let right = Auth::Simple(*b"secret1\0");
+    assert_eq!(fx.verdict_unchanged(&advert_v2(60, right)), XDP_PASS);
+    for wrong in [
+        Auth::Simple(*b"secret2\0"),
+        Auth::Simple(*b"secret1x"),
+        Auth::None,
+    ] {
+        assert_eq!(
+            fx.verdict_unchanged(&advert_v2(60, wrong)),
+            XDP_DROP,
+            "{wrong:?}"
+        );
+    }
+    let s = fx.dp.vrid_stats(false, 60).unwrap();
+    assert_eq!((s.adverts_valid, s.adverts_drop_auth), (1, 3));
+    // VRID 61 has none: a password is a mismatch too (RFC 3768 7.1).
+    assert_eq!(fx.verdict_unchanged(&advert_v2(61, Auth::None)), XDP_PASS);
+    assert_eq!(fx.verdict_unchanged(&advert_v2(61, right)), XDP_DROP);
+    let s = fx.dp.vrid_stats(false, 61).unwrap();
+    assert_eq!((s.adverts_valid, s.adverts_drop_auth), (1, 1));
+    // Only the accepted ones reached the liveness map.
+    assert_eq!(fx.dp.liveness(false, 60).unwrap().priority, 120);
+    assert_eq!(fx.events().len(), 2);
 }
 
 #[test]
