@@ -318,6 +318,121 @@ fn a_failing_tracked_script_fails_over_and_recovery_takes_back() {
     }
 }
 
+/// A process named `name` (sleep, run through a symlink of that name) that dies with the test.
+struct Service(std::process::Child);
+
+impl Service {
+    fn start(link: &std::path::Path) -> Self {
+        Self(
+            std::process::Command::new(link)
+                .arg("600")
+                .spawn()
+                .expect("start the tracked process"),
+        )
+    }
+
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[test]
+fn a_tracked_process_fails_over_at_once_takes_back_and_keeps_its_state_across_reload_and_restart() {
+    if !privileged(
+        "a_tracked_process_fails_over_at_once_takes_back_and_keeps_its_state_across_reload_and_restart",
+    ) {
+        return;
+    }
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    // A name no other process has: /proc is shared by every test and lab host.
+    let name = format!("xvp{}", std::process::id());
+    let link = lab.workdir().join(&name);
+    let sleep = ["/usr/bin/sleep", "/bin/sleep"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("sleep");
+    std::os::unix::fs::symlink(sleep, &link).unwrap();
+    let mut service = Service::start(&link);
+    let iface = &lab.host("a").iface;
+    // /proc is read every 3 s: only the pidfd can see the exit sooner.
+    let config = |priority: u8| {
+        format!(
+            "interface = \"{iface}\"\nxdp_mode = \"native\"\nheartbeat_limit_ms = 200\n\n\
+             [[track_process]]\nname = \"svc\"\nprocess = \"{name}\"\nscan_interval_ms = 3000\n\n\
+             [[instance]]\nvrid = 51\npriority = {priority}\nadvert_interval_ms = 100\nvips = [\"{VIP}/24\"]\n\
+             track_processes = [\"svc\"]\n"
+        )
+    };
+    let mut a = lab.start_xvrrp("a", &config(200)).expect("start xvrrp");
+    let mut b = start(&lab, "b", 100);
+    until_answered_by(&lab, "a", Duration::from_secs(5));
+    assert!(
+        !a.log().contains("new=fault"),
+        "a started in Fault though its process runs:\n{}",
+        a.log()
+    );
+    service.kill();
+    assert!(
+        wait_for(Duration::from_millis(1_500), || a
+            .log()
+            .contains("new=fault")),
+        "a was not in Fault within 1.5 s of the exit:\n{}",
+        a.log()
+    );
+    until_answered_by(&lab, "b", Duration::from_secs(5));
+    assert!(a.log().contains("tracked process changed"), "{}", a.log());
+    // Back: the next read of /proc sees it, and a takes the VIP back.
+    let _service = Service::start(&link);
+    until_answered_by(&lab, "a", Duration::from_secs(8));
+    // A reload that changes the instance starts it again from the process's known state (the
+    // task reports only changes): it takes the VIP back, it does not sit in Fault.
+    std::fs::write(lab.workdir().join("a.toml"), config(190)).unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(a.pid() as i32), Signal::SIGHUP).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || a
+            .log()
+            .contains("configuration reloaded")),
+        "{}",
+        a.log()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    until_answered_by(&lab, "a", Duration::from_secs(3));
+    let after_reload = a.log();
+    let after_reload = &after_reload[after_reload.rfind("SIGHUP").unwrap_or(0)..];
+    assert!(
+        !after_reload.contains("new=fault"),
+        "the reloaded instance went to Fault:\n{after_reload}"
+    );
+    // A hitless restart hands the process's state to the next daemon: no Fault, no failover.
+    let b_took_over = b.log().matches("new=master").count();
+    a.stop(Signal::SIGUSR2, Duration::from_secs(10)).unwrap();
+    let mut a = lab.start_xvrrp("a", &config(190)).expect("restart xvrrp");
+    assert!(
+        a.log().contains("resuming after a hitless restart"),
+        "{}",
+        a.log()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    until_answered_by(&lab, "a", Duration::from_secs(1));
+    assert!(!a.log().contains("new=fault"), "{}", a.log());
+    assert_eq!(
+        b.log().matches("new=master").count(),
+        b_took_over,
+        "b took over during the restart:\n{}\na after the restart:\n{}",
+        b.log(),
+        a.log()
+    );
+    a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+}
+
 #[test]
 fn notify_scripts_and_the_event_stream_follow_every_change_in_order() {
     if !privileged("notify_scripts_and_the_event_stream_follow_every_change_in_order") {

@@ -26,6 +26,57 @@ fn promotions(p: &Proc) -> usize {
 }
 
 #[test]
+fn a_tracked_interface_with_a_weight_moves_the_priority_and_one_without_puts_in_fault() {
+    if !privileged(
+        "a_tracked_interface_with_a_weight_moves_the_priority_and_one_without_puts_in_fault",
+    ) {
+        return;
+    }
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    let ip = |args: &[&str]| {
+        let out = lab.run("a", "ip", args, Duration::from_secs(5)).unwrap();
+        assert!(out.status.success(), "ip {args:?}: {out:?}");
+    };
+    // Two dummy interfaces in a's namespace stand for an uplink and a storage link.
+    for name in ["trk0", "trk1"] {
+        ip(&["link", "add", name, "type", "dummy"]);
+        ip(&["link", "set", name, "up"]);
+    }
+    let mut a = lab
+        .start_xvrrp(
+            "a",
+            &lab.vrrp_config(
+                "a",
+                200,
+                "track_interfaces = [\"trk0\", { name = \"trk1\", weight = -150 }]\n",
+            ),
+        )
+        .expect("start xvrrp");
+    let mut b = start(&lab, "b", 100);
+    answered_only_by(&lab, "a", Duration::from_secs(5));
+    // trk1 down: 200 - 150 = 50 < 100, b takes over; a is a backup, not in Fault.
+    ip(&["link", "set", "trk1", "down"]);
+    answered_only_by(&lab, "b", Duration::from_secs(3));
+    assert!(!a.log().contains("new=fault"), "{}", a.log());
+    assert_eq!(
+        lab.status("a").unwrap()["instances"][0]["effective_priority"],
+        50
+    );
+    ip(&["link", "set", "trk1", "up"]);
+    answered_only_by(&lab, "a", Duration::from_secs(5));
+    // trk0 down: Fault.
+    ip(&["link", "set", "trk0", "down"]);
+    answered_only_by(&lab, "b", Duration::from_secs(3));
+    assert!(
+        wait_for(Duration::from_secs(3), || a.log().contains("new=fault")),
+        "{}",
+        a.log()
+    );
+    a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+}
+
+#[test]
 fn a_cut_link_fails_over_and_the_master_returns_when_it_heals() {
     if !privileged("a_cut_link_fails_over_and_the_master_returns_when_it_heals") {
         return;

@@ -114,6 +114,23 @@ fn real_world_keepalived_configs_import_into_valid_configs_and_say_what_was_left
         "{report}"
     );
 
+    // keepalived's process tracking is carried, with its delays and a weight override.
+    let (files, report) = import(&fixture("nginx-track-process.conf"), &dir.join("nginx"));
+    let toml = &files[0].1;
+    for want in [
+        "[[track_process]]\nname = \"chk_nginx\"\nprocess = \"nginx\"\nweight = -60\ndelay_ms = 1500\n",
+        "[[track_process]]\nname = \"chk_fpm_weight-20\"\nprocess = \"/usr/sbin/php-fpm8.2\"\nargs = [\"--nodaemonize\"]\nparam_match = \"initial\"\nquorum = 1\nquorum_max = 1\nweight = -20\n",
+        "track_processes = [\"chk_nginx\", \"chk_fpm_weight-20\"]",
+        "auth_pass = \"zabbix\"",
+    ] {
+        assert!(toml.contains(want), "{want:?} not in:\n{toml}");
+    }
+    assert!(
+        !report.contains("process tracking is not supported"),
+        "{report}"
+    );
+    assert!(report.contains("chk_fpm weight -20"), "{report}");
+
     // Includes are followed; an instance of mixed families keeps its own family.
     let (files, report) = import(&fixture("ipv6-vmac.conf"), &dir.join("vmac"));
     let toml = &files[0].1;

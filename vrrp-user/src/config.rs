@@ -123,13 +123,24 @@ pub struct Instance {
     pub track_scripts: Vec<String>,
     /// Names of the `[[track_file]]`s this instance follows.
     pub track_files: Vec<String>,
+    /// Names of the `[[track_process]]`es this instance follows.
+    pub track_processes: Vec<String>,
     /// Names of the `[[mysql]]` targets this instance follows (and fences).
     pub track_mysql: Vec<String>,
     /// Gratuitous ARP / unsolicited NA after a takeover (keepalived's garp_* settings).
     pub garp: Garp,
-    /// Other interfaces whose loss of link puts the instance in Fault (its own always does).
-    pub track_interfaces: Vec<String>,
+    /// Other interfaces whose link the instance follows (its own always puts it in Fault).
+    pub track_interfaces: Vec<TrackedInterface>,
     pub notify: Notify,
+}
+
+/// An interface an instance tracks (keepalived's track_interface): with weight 0 its loss of
+/// link (down, or no carrier) means Fault; otherwise the weight applies as a script's does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackedInterface {
+    pub name: String,
+    pub weight: i32,
+    pub weight_reverse: bool,
 }
 
 /// A tracked script (keepalived's vrrp_script): run periodically; its exit status is the health.
@@ -147,6 +158,9 @@ pub struct TrackScript {
     pub fall: u32,
     /// keepalived's weight: 0 = Fault while failed; > 0 added while good; < 0 added while failed.
     pub weight: i32,
+    /// keepalived's `weight ... reverse`: the adjustment goes the other way (a positive weight
+    /// is subtracted while good, a negative one added while failed; weight 0: Fault while good).
+    pub weight_reverse: bool,
 }
 
 /// keepalived's notify scripts of one instance (run with `/bin/sh -c`).
@@ -244,8 +258,53 @@ pub struct TrackFile {
     pub name: String,
     pub path: PathBuf,
     pub weight: i32,
+    /// keepalived's `weight ... reverse`: the number times the weight is subtracted.
+    pub weight_reverse: bool,
     /// How often the file is read.
     pub interval_ms: u64,
+}
+
+/// How the arguments of a tracked process are compared (keepalived's param_match).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ParamMatch {
+    /// The process has exactly these arguments.
+    #[default]
+    Exact,
+    /// Its first arguments are these; more may follow.
+    Partial,
+    /// Its command line starts with this one: the last argument given may be the start of a
+    /// longer one, and more may follow.
+    Initial,
+}
+
+/// A tracked process (keepalived's vrrp_track_process): good while the number of running
+/// processes that match is within the quorum.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackProcess {
+    pub name: String,
+    /// Matched exactly against the process name (`/proc/PID/comm`, 15 bytes at most), or, with
+    /// `full_command` or `args`, against the first word of the command line.
+    pub process: String,
+    /// The arguments to match (the command line after its first word); None: any.
+    pub args: Option<Vec<String>>,
+    pub param_match: ParamMatch,
+    /// Match `process` against the first word of the command line instead of the name.
+    pub full_command: bool,
+    /// Fewest matching processes for the track to be good.
+    pub quorum: u32,
+    /// Most matching processes for the track to be good (None: no limit).
+    pub quorum_max: Option<u32>,
+    /// keepalived's weight: 0 = Fault while failed; > 0 added while good; < 0 added while failed.
+    pub weight: i32,
+    /// keepalived's `weight ... reverse`: the adjustment goes the other way (a positive weight
+    /// is subtracted while good, a negative one added while failed; weight 0: Fault while good).
+    pub weight_reverse: bool,
+    /// How long a quorum gained must hold before the track is good again.
+    pub fork_delay_ms: u64,
+    /// How long a quorum lost must stay lost before the track fails.
+    pub terminate_delay_ms: u64,
+    /// How often /proc is read for new processes (an exit is seen at once, via a pidfd).
+    pub scan_interval_ms: u64,
 }
 
 /// Instances that change state together (keepalived's vrrp_sync_group).
@@ -289,6 +348,7 @@ pub struct Config {
     pub metrics_listen: Option<std::net::SocketAddr>,
     pub track_scripts: Vec<TrackScript>,
     pub track_files: Vec<TrackFile>,
+    pub track_processes: Vec<TrackProcess>,
     pub mysql: Vec<MysqlTarget>,
     pub sync_groups: Vec<SyncGroup>,
     pub instances: Vec<Instance>,
@@ -339,6 +399,8 @@ struct RawConfig {
     #[serde(default)]
     track_file: Vec<RawTrackFile>,
     #[serde(default)]
+    track_process: Vec<RawTrackProcess>,
+    #[serde(default)]
     mysql: Vec<RawMysql>,
     #[serde(default)]
     sync_group: Vec<RawSyncGroup>,
@@ -386,9 +448,11 @@ struct RawInstance {
     #[serde(default)]
     track_scripts: Vec<String>,
     #[serde(default)]
-    track_interfaces: Vec<String>,
+    track_interfaces: Vec<toml::Value>,
     #[serde(default)]
     track_files: Vec<String>,
+    #[serde(default)]
+    track_processes: Vec<String>,
     #[serde(default)]
     track_mysql: Vec<String>,
     #[serde(default = "default_garp_delay_ms")]
@@ -434,6 +498,8 @@ struct RawTrackScript {
     fall: i64,
     #[serde(default)]
     weight: i64,
+    #[serde(default)]
+    weight_reverse: bool,
 }
 
 const fn default_one() -> i64 {
@@ -455,8 +521,43 @@ struct RawTrackFile {
     path: PathBuf,
     #[serde(default = "default_one")]
     weight: i64,
+    #[serde(default)]
+    weight_reverse: bool,
     #[serde(default = "default_advert_interval_ms")]
     interval_ms: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrackProcess {
+    name: String,
+    process: String,
+    #[serde(default)]
+    args: Option<Vec<String>>,
+    #[serde(default)]
+    param_match: Option<String>,
+    #[serde(default)]
+    full_command: bool,
+    #[serde(default)]
+    quorum: Option<i64>,
+    #[serde(default)]
+    quorum_max: Option<i64>,
+    #[serde(default)]
+    weight: i64,
+    #[serde(default)]
+    weight_reverse: bool,
+    #[serde(default)]
+    delay_ms: Option<i64>,
+    #[serde(default)]
+    fork_delay_ms: Option<i64>,
+    #[serde(default)]
+    terminate_delay_ms: Option<i64>,
+    #[serde(default = "default_scan_interval_ms")]
+    scan_interval_ms: i64,
+}
+
+const fn default_scan_interval_ms() -> i64 {
+    1_000
 }
 
 /// Its Debug shows no password.
@@ -752,7 +853,106 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             name: t.name,
             path: t.path,
             weight: t.weight.clamp(-254, 254) as i32,
+            weight_reverse: t.weight_reverse,
             interval_ms: t.interval_ms.max(10) as u64,
+        });
+    }
+    let mut track_processes: Vec<TrackProcess> = Vec::new();
+    for (i, t) in raw.track_process.into_iter().enumerate() {
+        let at = |key: &str| format!("track_process[{i}].{key}");
+        if t.name.is_empty() || track_processes.iter().any(|p| p.name == t.name) {
+            problem(
+                at("name"),
+                format!("expected a unique, non-empty name, got {:?}", t.name),
+            );
+        }
+        if t.process.is_empty() || t.process.contains('\0') {
+            problem(
+                at("process"),
+                format!(
+                    "expected a process name (as in /proc/PID/comm) or, with full_command, a command, got {:?}",
+                    t.process
+                ),
+            );
+        }
+        let param_match = match t.param_match.as_deref() {
+            None | Some("exact") => ParamMatch::Exact,
+            Some("partial") => ParamMatch::Partial,
+            Some("initial") => ParamMatch::Initial,
+            Some(other) => {
+                problem(
+                    at("param_match"),
+                    format!("expected \"exact\", \"partial\" or \"initial\", got {other:?}"),
+                );
+                ParamMatch::Exact
+            }
+        };
+        // keepalived: param_match without parameters means "no parameters at all".
+        let args = match (t.args, t.param_match.is_some()) {
+            (None, true) => Some(Vec::new()),
+            (args, _) => args,
+        };
+        // keepalived: quorum_max = 0 alone means "must not run".
+        let quorum = t
+            .quorum
+            .unwrap_or(if t.quorum_max == Some(0) { 0 } else { 1 });
+        if !(0..=100_000).contains(&quorum) {
+            problem(
+                at("quorum"),
+                format!("expected a count from 0 to 100000, got {quorum}"),
+            );
+        }
+        if let Some(max) = t.quorum_max
+            && !(quorum.max(0)..=100_000).contains(&max)
+        {
+            problem(
+                at("quorum_max"),
+                format!("expected a count from quorum ({quorum}) to 100000, got {max}"),
+            );
+        }
+        if !(-254..=254).contains(&t.weight) {
+            problem(
+                at("weight"),
+                format!(
+                    "expected -254 to 254 (0: fault while failing), got {}",
+                    t.weight
+                ),
+            );
+        }
+        let mut delay = |key: &str, v: Option<i64>| -> u64 {
+            let v = v.or(t.delay_ms).unwrap_or(0);
+            if !(0..=3_600_000).contains(&v) {
+                problem(
+                    at(key),
+                    format!("expected milliseconds from 0 to 3600000, got {v}"),
+                );
+            }
+            v.clamp(0, 3_600_000) as u64
+        };
+        let fork_delay_ms = delay("fork_delay_ms", t.fork_delay_ms);
+        let terminate_delay_ms = delay("terminate_delay_ms", t.terminate_delay_ms);
+        if !(10..=3_600_000).contains(&t.scan_interval_ms) {
+            problem(
+                at("scan_interval_ms"),
+                format!(
+                    "expected milliseconds from 10 to 3600000, got {}",
+                    t.scan_interval_ms
+                ),
+            );
+        }
+        track_processes.push(TrackProcess {
+            name: t.name,
+            process: t.process,
+            args,
+            param_match,
+            full_command: t.full_command,
+            quorum: quorum.clamp(0, 100_000) as u32,
+            quorum_max: t.quorum_max.map(|m| m.clamp(0, 100_000) as u32),
+            weight: t.weight.clamp(-254, 254) as i32,
+            weight_reverse: t.weight_reverse,
+            fork_delay_ms,
+            terminate_delay_ms,
+            scan_interval_ms: t.scan_interval_ms.clamp(10, 3_600_000) as u64,
         });
     }
     let mut track_scripts = Vec::new();
@@ -808,6 +1008,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             rise: t.rise.clamp(1, 1000) as u32,
             fall: t.fall.clamp(1, 1000) as u32,
             weight: t.weight.clamp(-254, 254) as i32,
+            weight_reverse: t.weight_reverse,
         });
     }
     let mut mysql: Vec<MysqlTarget> = Vec::new();
@@ -1172,12 +1373,29 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
                 );
             }
         }
-        for (j, name) in inst.track_interfaces.iter().enumerate() {
-            if !is_interface_name(name) {
+        for (j, track) in inst.track_processes.iter().enumerate() {
+            if !track_processes.iter().any(|t| t.name == *track) {
                 problem(
-                    format!("instance[{i}].track_interfaces[{j}]"),
-                    format!("expected a network interface name, got {name:?}"),
+                    format!("instance[{i}].track_processes[{j}]"),
+                    format!("expected the name of a [[track_process]], got {track:?}"),
                 );
+            }
+        }
+        let mut track_interfaces = Vec::new();
+        for (j, entry) in inst.track_interfaces.iter().enumerate() {
+            let key = format!("instance[{i}].track_interfaces[{j}]");
+            match tracked_interface(entry) {
+                Some(t) if is_interface_name(&t.name) => track_interfaces.push(t),
+                Some(t) => problem(
+                    key,
+                    format!("expected a network interface name, got {:?}", t.name),
+                ),
+                None => problem(
+                    key,
+                    format!(
+                        "expected an interface name, or a table {{ name = \"eth1\", weight = -10 }} (weight -254 to 254, 0: Fault while down; optional weight_reverse = true), got {entry}"
+                    ),
+                ),
             }
         }
         for (key, v, max) in [
@@ -1233,8 +1451,9 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             unicast_check_ttl: inst.unicast_check_ttl,
             auth_pass,
             track_scripts: inst.track_scripts,
-            track_interfaces: inst.track_interfaces,
+            track_interfaces,
             track_files: inst.track_files,
+            track_processes: inst.track_processes,
             track_mysql: inst.track_mysql,
             garp: Garp {
                 delay_ms: inst.garp_master_delay_ms.clamp(0, 3_600_000) as u64,
@@ -1318,10 +1537,43 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         interface,
         track_scripts,
         track_files,
+        track_processes,
         mysql,
         sync_groups,
         instances,
     })
+}
+
+/// A `track_interfaces` entry: a name (Fault while down), or `{ name, weight, weight_reverse }`.
+fn tracked_interface(entry: &toml::Value) -> Option<TrackedInterface> {
+    match entry {
+        toml::Value::String(name) => Some(TrackedInterface {
+            name: name.clone(),
+            weight: 0,
+            weight_reverse: false,
+        }),
+        toml::Value::Table(t) => {
+            if t.keys()
+                .any(|k| !["name", "weight", "weight_reverse"].contains(&k.as_str()))
+            {
+                return None;
+            }
+            let weight = match t.get("weight") {
+                None => 0,
+                Some(w) => w.as_integer().filter(|w| (-254..=254).contains(w))?,
+            };
+            let weight_reverse = match t.get("weight_reverse") {
+                None => false,
+                Some(r) => r.as_bool()?,
+            };
+            Some(TrackedInterface {
+                name: t.get("name")?.as_str()?.to_owned(),
+                weight: weight as i32,
+                weight_reverse,
+            })
+        }
+        _ => None,
+    }
 }
 
 /// Whether `name` can name a network interface.
@@ -1873,6 +2125,126 @@ mod tests {
                 "test.toml: instance[0].track_files[0]: expected the name of a [[track_file]], got \"nope\"",
                 "test.toml: sync_group[0].instances[1]: expected the name of an [[instance]], got \"x\"",
                 "test.toml: sync_group[1].instances[0]: expected an instance in one sync group only, but \"a\" is also in \"g\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn tracked_interfaces_are_names_or_weighted_tables() {
+        let config = parse_str(
+            "interface = \"eth0\"\n[[instance]]\nvrid = 1\nvips = [\"192.0.2.1\"]\n\
+             track_interfaces = [\"eth1\", { name = \"eth2\", weight = -10 }, \
+             { name = \"eth3\", weight = 5, weight_reverse = true }]\n",
+        )
+        .unwrap();
+        let t = |name: &str, weight, weight_reverse| TrackedInterface {
+            name: name.into(),
+            weight,
+            weight_reverse,
+        };
+        assert_eq!(
+            config.instances[0].track_interfaces,
+            vec![
+                t("eth1", 0, false),
+                t("eth2", -10, false),
+                t("eth3", 5, true)
+            ]
+        );
+        let errs = errors(
+            "interface = \"eth0\"\n[[instance]]\nvrid = 1\nvips = [\"192.0.2.1\"]\n\
+             track_interfaces = [\"bad/name\", { name = \"eth2\", weight = 300 }, 7, \
+             { name = \"eth3\", colour = \"red\" }]\n",
+        );
+        assert_eq!(errs.len(), 4, "{errs:?}");
+        assert_eq!(
+            errs[0],
+            "test.toml: instance[0].track_interfaces[0]: expected a network interface name, got \"bad/name\""
+        );
+        for (j, got) in [(1, "300"), (2, "7"), (3, "colour")] {
+            assert!(
+                errs[j].starts_with(&format!(
+                    "test.toml: instance[0].track_interfaces[{j}]: expected an interface name, or a table"
+                )) && errs[j].contains(got),
+                "{}",
+                errs[j]
+            );
+        }
+    }
+
+    #[test]
+    fn tracked_processes_are_read_with_keepalived_defaults_and_checked() {
+        let config = parse_str(
+            "interface = \"eth0\"\n\
+             [[track_process]]\nname = \"db\"\nprocess = \"mariadbd\"\n\
+             [[track_process]]\nname = \"lb\"\nprocess = \"/usr/sbin/haproxy\"\nargs = [\"-f\"]\n\
+             param_match = \"partial\"\nquorum = 2\nquorum_max = 4\nweight = -20\ndelay_ms = 500\n\
+             fork_delay_ms = 100\nscan_interval_ms = 200\n\
+             [[track_process]]\nname = \"none\"\nprocess = \"/bin/worker\"\nparam_match = \"exact\"\n\
+             [[track_process]]\nname = \"never\"\nprocess = \"telnetd\"\nquorum_max = 0\n\
+             [[instance]]\nname = \"a\"\nvrid = 1\nvips = [\"192.0.2.1\"]\ntrack_processes = [\"db\", \"lb\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.track_processes[0],
+            TrackProcess {
+                name: "db".into(),
+                process: "mariadbd".into(),
+                args: None,
+                param_match: ParamMatch::Exact,
+                full_command: false,
+                quorum: 1,
+                quorum_max: None,
+                weight: 0,
+                weight_reverse: false,
+                fork_delay_ms: 0,
+                terminate_delay_ms: 0,
+                scan_interval_ms: 1_000,
+            }
+        );
+        let lb = &config.track_processes[1];
+        assert_eq!(lb.args, Some(vec!["-f".to_owned()]));
+        assert_eq!(lb.param_match, ParamMatch::Partial);
+        assert_eq!((lb.quorum, lb.quorum_max, lb.weight), (2, Some(4), -20));
+        assert_eq!(
+            (lb.fork_delay_ms, lb.terminate_delay_ms, lb.scan_interval_ms),
+            (100, 500, 200),
+            "delay_ms sets both delays; fork_delay_ms overrides one"
+        );
+        assert_eq!(
+            config.track_processes[2].args,
+            Some(vec![]),
+            "param_match without args: no arguments at all (keepalived)"
+        );
+        assert_eq!(
+            (
+                config.track_processes[3].quorum,
+                config.track_processes[3].quorum_max
+            ),
+            (0, Some(0)),
+            "quorum_max 0 alone: must not run (keepalived)"
+        );
+        assert_eq!(
+            config.instances[0].track_processes,
+            vec!["db".to_owned(), "lb".to_owned()]
+        );
+        let errs = errors(
+            "interface = \"eth0\"\n\
+             [[track_process]]\nname = \"p\"\nprocess = \"\"\nparam_match = \"fuzzy\"\nquorum = 3\nquorum_max = 2\n\
+             weight = 300\nterminate_delay_ms = -1\nscan_interval_ms = 1\n\
+             [[track_process]]\nname = \"p\"\nprocess = \"x\"\n\
+             [[instance]]\nname = \"a\"\nvrid = 1\nvips = [\"192.0.2.1\"]\ntrack_processes = [\"q\"]\n",
+        );
+        assert_eq!(
+            errs,
+            vec![
+                "test.toml: track_process[0].process: expected a process name (as in /proc/PID/comm) or, with full_command, a command, got \"\"",
+                "test.toml: track_process[0].param_match: expected \"exact\", \"partial\" or \"initial\", got \"fuzzy\"",
+                "test.toml: track_process[0].quorum_max: expected a count from quorum (3) to 100000, got 2",
+                "test.toml: track_process[0].weight: expected -254 to 254 (0: fault while failing), got 300",
+                "test.toml: track_process[0].terminate_delay_ms: expected milliseconds from 0 to 3600000, got -1",
+                "test.toml: track_process[0].scan_interval_ms: expected milliseconds from 10 to 3600000, got 1",
+                "test.toml: track_process[1].name: expected a unique, non-empty name, got \"p\"",
+                "test.toml: instance[0].track_processes[0]: expected the name of a [[track_process]], got \"q\"",
             ]
         );
     }

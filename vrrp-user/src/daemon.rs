@@ -43,7 +43,7 @@ use crate::{
     metrics::{self, Metrics},
     mysql::{self, Fencer},
     netlink::{self, Addresses},
-    track,
+    process, track,
     wire::{self, AdvertSockets},
 };
 
@@ -100,7 +100,7 @@ fn engine_config(
         .map(|t| TrackConfig {
             name: t.name.clone(),
             weight: t.weight,
-            reverse: false,
+            reverse: t.weight_reverse,
             initial: TrackInput::Up,
         })
         .collect();
@@ -111,8 +111,20 @@ fn engine_config(
             .map(|t| TrackConfig {
                 name: t.name.clone(),
                 weight: t.weight,
-                reverse: false,
+                reverse: t.weight_reverse,
                 initial: TrackInput::Value(0),
+            }),
+    );
+    // Tracked processes start down; the daemon reads /proc before it starts the instances.
+    c.tracks.extend(
+        inst.track_processes
+            .iter()
+            .filter_map(|name| config.track_processes.iter().find(|t| t.name == *name))
+            .map(|t| TrackConfig {
+                name: process::track_name(&t.name),
+                weight: t.weight,
+                reverse: t.weight_reverse,
+                initial: TrackInput::Down,
             }),
     );
     // MySQL targets start down: no takeover before the first probe has answered.
@@ -136,12 +148,19 @@ fn engine_config(
             });
         }
     }
-    // The instance's own interface, and the others it tracks: no link, Fault (keepalived).
-    for link in std::iter::once(iface).chain(inst.track_interfaces.iter().map(String::as_str)) {
+    // The instance's own interface (no link: Fault, as in keepalived), and the others it
+    // tracks, with their weights.
+    c.tracks.push(TrackConfig {
+        name: netlink::link_track_name(iface),
+        weight: 0,
+        reverse: false,
+        initial: TrackInput::Up,
+    });
+    for link in &inst.track_interfaces {
         c.tracks.push(TrackConfig {
-            name: netlink::link_track_name(link),
-            weight: 0,
-            reverse: false,
+            name: netlink::link_track_name(&link.name),
+            weight: link.weight,
+            reverse: link.weight_reverse,
             initial: TrackInput::Up,
         });
     }
@@ -173,7 +192,25 @@ pub async fn run(
     // pinned, with a marker: take them over instead of starting afresh.
     let marker = config.control_socket.with_extension("resume");
     let resume = marker.exists() && pin_dir.join(dataplane::PINNED_LINK).exists();
-    let bridge = resume.then(|| HeartbeatBridge::start(&pin_dir, heartbeat_limit / 10));
+    // What the tracks last said, as the daemon this one takes over from left it: the instances
+    // start from it, not from a Fault that would drop the VIP until the first probe.
+    let (resumed_inputs, resumed_adverts) = if resume {
+        decode_resume(&std::fs::read(&marker).unwrap_or_default())
+    } else {
+        (HashMap::new(), Vec::new())
+    };
+    // Tracked processes are read once now, so that instances start from what runs (not from a
+    // Fault until the task's first read); this is fresher than what a restart carried over.
+    let tracked_processes: Vec<_> = config
+        .track_processes
+        .iter()
+        .filter(|t| config.tracked(|i| &i.track_processes, &t.name))
+        .cloned()
+        .collect();
+    let mut start_inputs = resumed_inputs.clone();
+    start_inputs.extend(process::initial_inputs(&tracked_processes));
+    let bridge = resume
+        .then(|| HeartbeatBridge::start(&pin_dir, heartbeat_limit / 10, iface, resumed_adverts));
     let mut dp = if resume {
         info!(iface, pinned = %pin_dir.display(), "resuming after a hitless restart");
         DataPlane::load_resuming(
@@ -240,6 +277,11 @@ pub async fn run(
         let (mut engine_config, mac) =
             site.publish(&mut dp, inst, &config, &mut stats_index, was)?;
         engine_config.resume_as_master = was == role::MASTER;
+        for track in &mut engine_config.tracks {
+            if let Some(input) = start_inputs.get(&track.name) {
+                track.initial = *input;
+            }
+        }
         macs.insert(key_of(&engine_config), mac);
         if let Some(name) = &inst.vmac_interface {
             wanted_vmacs.push((&inst.name, name, mac));
@@ -261,7 +303,10 @@ pub async fn run(
         .track_scripts
         .iter()
         .filter(|t| config.tracked(|i| &i.track_scripts, &t.name))
-        .map(|t| track::spawn(t.clone(), track_tx.clone()))
+        .map(|t| {
+            let up = resumed_inputs.get(&t.name) != Some(&TrackInput::Down);
+            track::spawn(t.clone(), up, track_tx.clone())
+        })
         .collect();
     let _files: Vec<_> = config
         .track_files
@@ -269,6 +314,8 @@ pub async fn run(
         .filter(|t| config.tracked(|i| &i.track_files, &t.name))
         .map(|t| track::spawn_file(t.clone(), track_tx.clone()))
         .collect();
+    // Tracked processes that some instance follows: one task reads /proc for all of them.
+    let _processes = process::spawn(tracked_processes, track_tx.clone());
     // MySQL targets that some instance follows: probes as tracking input, fencers for write
     // fencing.
     let tracked_mysql: Vec<_> = config
@@ -298,7 +345,7 @@ pub async fn run(
         config
             .instances
             .iter()
-            .flat_map(|i| i.track_interfaces.clone()),
+            .flat_map(|i| i.track_interfaces.iter().map(|t| t.name.clone())),
     ) {
         let index = nix::net::if_::if_nametoindex(name.as_str())
             .with_context(|| format!("tracked interface {name}"))?;
@@ -317,9 +364,6 @@ pub async fn run(
         }
     };
     dp.pin(&pin_dir)?;
-    if let Some(bridge) = bridge {
-        bridge.stop();
-    }
     info!(iface, mode = attached, pinned = %pin_dir.display(), "data plane attached");
 
     // Virtual MACs live on macvlans (keepalived's use_vmac): the NIC then accepts frames to
@@ -357,10 +401,15 @@ pub async fn run(
         mysql_status,
         macs,
         last_heard: HashMap::new(),
+        last_adverts: HashMap::new(),
         metrics,
         deferred: None,
     };
     shell.place_vips(&config, ifindex);
+    // From here on the engine sends the adverts and the loop keeps the heartbeat.
+    if let Some(bridge) = bridge {
+        bridge.stop();
+    }
     engine.start(now());
     shell.apply(&mut engine).await;
 
@@ -442,6 +491,9 @@ pub async fn run(
         t
     });
     let epoch = (Instant::now(), now());
+    // The last input of every track: an instance a reload starts again starts from them (the
+    // tasks behind them only report changes).
+    let mut track_inputs: HashMap<String, TrackInput> = start_inputs;
     loop {
         if last_heartbeat.elapsed() >= heartbeat_gap {
             shell.dp.heartbeat(dataplane::monotonic_coarse_ns())?;
@@ -461,7 +513,7 @@ pub async fn run(
                 if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading, now]);
                 }
-                match reload(config_path, &config, &mut engine, &mut shell, &site, &mut stats_index) {
+                match reload(config_path, &config, &mut engine, &mut shell, (&site, &track_inputs), &mut stats_index) {
                     Ok(new) => config = new,
                     Err(err) => {
                         for line in format!("{err:#}").lines() {
@@ -483,6 +535,7 @@ pub async fn run(
             }
             Some((name, input)) = track_rx.recv() => {
                 engine.set_track(now(), &name, input);
+                track_inputs.insert(name, input);
                 shell.apply(&mut engine).await;
             }
             conn = control.accept() => {
@@ -559,7 +612,10 @@ pub async fn run(
     if hitless {
         // The next daemon takes over within the heartbeat limit: nothing is released.
         shell.dp.heartbeat(dataplane::monotonic_coarse_ns())?;
-        shell.dp.leave_for_restart(&marker)?;
+        let adverts = shell.master_adverts(&engine, &config, &sources);
+        shell
+            .dp
+            .leave_for_restart(&marker, &encode_resume(&track_inputs, adverts))?;
         let _ = std::fs::remove_file(&config.control_socket);
         info!("stopped; the next xvrrp resumes from {}", pin_dir.display());
         return Ok(());
@@ -613,37 +669,87 @@ pub async fn run(
 }
 
 /// Keeps the pinned heartbeat fresh while a resuming daemon loads and verifies its program, so
-/// that the data plane never stops answering during a hitless restart.
+/// that the data plane never stops answering during a hitless restart, and sends the old
+/// daemon's last advert of each master instance at its interval, so that no backup's
+/// Master_Down timer runs out meanwhile (loading takes longer than 3 intervals of 100 ms).
 struct HeartbeatBridge {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     thread: std::thread::JoinHandle<()>,
 }
 
+/// Advert sockets for the bridge, from the sources the adverts were sent from.
+fn bridge_sockets(iface: &str, adverts: &[ResumeAdvert]) -> Option<AdvertSockets> {
+    let v4 = adverts.iter().find_map(|a| match a.src {
+        IpAddr::V4(s) => Some(s),
+        IpAddr::V6(_) => None,
+    });
+    let v6 = adverts.iter().find_map(|a| match a.src {
+        IpAddr::V6(s) => Some(s),
+        IpAddr::V4(_) => None,
+    });
+    let ifindex = nix::net::if_::if_nametoindex(iface).ok()?;
+    match AdvertSockets::open(iface, ifindex, v4, v6) {
+        Ok(s) => Some(s),
+        Err(err) => {
+            warn!(iface, error = %err, "cannot open advert sockets to bridge the restart");
+            None
+        }
+    }
+}
+
 impl HeartbeatBridge {
-    fn start(pin_dir: &std::path::Path, every: Duration) -> Self {
+    fn start(
+        pin_dir: &std::path::Path,
+        every: Duration,
+        iface: &str,
+        adverts: Vec<ResumeAdvert>,
+    ) -> Self {
         use std::sync::atomic::Ordering;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let path = pin_dir.join("heartbeat");
         let flag = stop.clone();
+        let iface = iface.to_owned();
         let thread = std::thread::spawn(move || {
-            let Ok(map) = aya::maps::MapData::from_pin(&path) else {
-                warn!(path = %path.display(), "cannot open the pinned heartbeat");
-                return;
+            let mut hb = match aya::maps::MapData::from_pin(&path) {
+                Ok(map) => aya::maps::Array::<_, vrrp_common::Heartbeat>::try_from(
+                    aya::maps::Map::Array(map),
+                )
+                .ok(),
+                Err(_) => {
+                    warn!(path = %path.display(), "cannot open the pinned heartbeat");
+                    None
+                }
             };
-            let Ok(mut hb) =
-                aya::maps::Array::<_, vrrp_common::Heartbeat>::try_from(aya::maps::Map::Array(map))
-            else {
-                return;
+            let sockets = if adverts.is_empty() {
+                None
+            } else {
+                bridge_sockets(&iface, &adverts)
             };
+            let tick = adverts
+                .iter()
+                .map(|a| Duration::from_millis(a.interval_ms.max(10)))
+                .fold(every, Duration::min)
+                .max(Duration::from_millis(1));
+            let mut due = vec![Instant::now(); adverts.len()];
             while !flag.load(Ordering::SeqCst) {
-                let _ = hb.set(
-                    0,
-                    vrrp_common::Heartbeat {
-                        ns: dataplane::monotonic_coarse_ns(),
-                    },
-                    0,
-                );
-                std::thread::sleep(every.max(Duration::from_millis(1)));
+                if let Some(hb) = hb.as_mut() {
+                    let _ = hb.set(
+                        0,
+                        vrrp_common::Heartbeat {
+                            ns: dataplane::monotonic_coarse_ns(),
+                        },
+                        0,
+                    );
+                }
+                if let Some(sockets) = &sockets {
+                    for (a, at) in adverts.iter().zip(due.iter_mut()) {
+                        if Instant::now() >= *at {
+                            let _ = sockets.send(a.dst, &a.bytes);
+                            *at += Duration::from_millis(a.interval_ms.max(10));
+                        }
+                    }
+                }
+                std::thread::sleep(tick);
             }
         });
         Self { stop, thread }
@@ -662,18 +768,23 @@ fn reload(
     old: &Config,
     engine: &mut Engine,
     shell: &mut Shell,
-    site: &Site,
+    (site, inputs): (&Site, &HashMap<String, TrackInput>),
     stats_index: &mut u32,
 ) -> anyhow::Result<Config> {
     let new = crate::config::load(path)?;
     if let Some(key) = needs_restart(old, &new) {
         anyhow::bail!("{}: {key} changed, which needs a restart", path.display());
     }
-    let configs = new
+    let mut configs = new
         .instances
         .iter()
         .map(|inst| site.engine_config(inst, &new))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    for track in configs.iter_mut().flat_map(|c| c.tracks.iter_mut()) {
+        if let Some(input) = inputs.get(&track.name) {
+            track.initial = *input;
+        }
+    }
     let done = engine.reconfigure(now(), configs)?;
     // What the stopped instances had and the new configuration has not leaves the data plane.
     let new_vips: Vec<IpAddr> = new
@@ -835,6 +946,58 @@ fn restore_sysctls(old: &[(String, String)]) {
     }
 }
 
+/// What a daemon stopping for a hitless restart leaves the next one in its marker: the last
+/// input of every track, and the last advert of every master instance (the next daemon's
+/// bridge sends them on while its program loads, so that backups hear no silence).
+#[derive(Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+struct ResumeState {
+    #[serde(default)]
+    tracks: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    adverts: Vec<ResumeAdvert>,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct ResumeAdvert {
+    src: IpAddr,
+    dst: IpAddr,
+    interval_ms: u64,
+    bytes: Vec<u8>,
+}
+
+fn encode_resume(inputs: &HashMap<String, TrackInput>, adverts: Vec<ResumeAdvert>) -> Vec<u8> {
+    let tracks = inputs
+        .iter()
+        .map(|(name, input)| {
+            let v = match input {
+                TrackInput::Up => "up".to_owned(),
+                TrackInput::Down => "down".to_owned(),
+                TrackInput::Value(n) => n.to_string(),
+            };
+            (name.clone(), v)
+        })
+        .collect();
+    serde_json::to_vec(&ResumeState { tracks, adverts }).unwrap_or_default()
+}
+
+/// [`encode_resume`] read back; anything else (an empty marker from an older daemon) is none.
+fn decode_resume(bytes: &[u8]) -> (HashMap<String, TrackInput>, Vec<ResumeAdvert>) {
+    let state: ResumeState = serde_json::from_slice(bytes).unwrap_or_default();
+    let inputs = state
+        .tracks
+        .into_iter()
+        .filter_map(|(name, v)| {
+            let input = match v.as_str() {
+                "up" => TrackInput::Up,
+                "down" => TrackInput::Down,
+                n => TrackInput::Value(n.parse().ok()?),
+            };
+            Some((name, input))
+        })
+        .collect();
+    (inputs, state.adverts)
+}
+
 /// The first setting a reload cannot change without a restart, if any differs.
 fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
     let sorted = |mut v: Vec<String>| {
@@ -846,7 +1009,15 @@ fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
         sorted(
             c.instances
                 .iter()
-                .flat_map(|i| i.track_interfaces.clone())
+                .flat_map(|i| i.track_interfaces.iter().map(|t| t.name.clone()))
+                .collect(),
+        )
+    };
+    let tracked_processes = |c: &Config| {
+        sorted(
+            c.instances
+                .iter()
+                .flat_map(|i| i.track_processes.clone())
                 .collect(),
         )
     };
@@ -884,6 +1055,11 @@ fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
         ("metrics.listen", old.metrics_listen != new.metrics_listen),
         ("track_script", old.track_scripts != new.track_scripts),
         ("track_file", old.track_files != new.track_files),
+        (
+            "track_process (or which processes instances track)",
+            old.track_processes != new.track_processes
+                || tracked_processes(old) != tracked_processes(new),
+        ),
         (
             "mysql (or which targets instances track)",
             old.mysql != new.mysql || tracked_mysql(old) != tracked_mysql(new),
@@ -927,6 +1103,8 @@ struct Shell {
     macs: HashMap<InstanceKey, [u8; 6]>,
     /// The liveness time last fed to the engine, per instance.
     last_heard: HashMap<InstanceKey, u64>,
+    /// The last advert sent, per instance and destination (for a hitless restart).
+    last_adverts: HashMap<(InstanceKey, IpAddr), Vec<u8>>,
     metrics: Metrics,
     /// While stopping: VIPs to remove once a successor advertises (instance, device, address).
     deferred: Option<Vec<(InstanceKey, u32, IpAddr)>>,
@@ -935,6 +1113,32 @@ struct Shell {
 impl Shell {
     /// Where each VIP of `config` goes (its instance's macvlan, or the interface), and which
     /// MySQL servers each instance fences.
+    /// The last advert of every instance that is master now, with its source and interval.
+    fn master_adverts(
+        &self,
+        engine: &Engine,
+        config: &Config,
+        sources: &HashMap<bool, IpAddr>,
+    ) -> Vec<ResumeAdvert> {
+        self.last_adverts
+            .iter()
+            .filter_map(|((key, dst), bytes)| {
+                let (name, state) = engine.name_and_state(*key)?;
+                if state != State::Master {
+                    return None;
+                }
+                let inst = config.instances.iter().find(|i| i.name == name)?;
+                let src = inst.source.or_else(|| sources.get(&inst.ipv6()).copied())?;
+                Some(ResumeAdvert {
+                    src,
+                    dst: *dst,
+                    interval_ms: u64::from(inst.advert_interval_cs) * 10,
+                    bytes: bytes.clone(),
+                })
+            })
+            .collect()
+    }
+
     fn place_vips(&mut self, config: &Config, ifindex: u32) {
         self.fences = config
             .instances
@@ -1158,6 +1362,7 @@ impl Shell {
                     if let Err(err) = self.sockets.send(dst, &bytes) {
                         warn!(vrid = key.vrid, %instance, %state, %dst, error = %err, "cannot send advert");
                     }
+                    self.last_adverts.insert((key, dst), bytes);
                 }
                 Action::DataPlane { key, role } => {
                     let ipv6 = key.family == Family::V6;
@@ -1310,4 +1515,35 @@ pub fn format_mac(mac: &[u8; 6]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn track_inputs_and_adverts_survive_the_resume_marker() {
+        let inputs = HashMap::from([
+            ("mysql:db".to_owned(), TrackInput::Up),
+            ("process:svc".to_owned(), TrackInput::Down),
+            ("prio".to_owned(), TrackInput::Value(-42)),
+        ]);
+        let adverts = vec![ResumeAdvert {
+            src: "192.0.2.1".parse().unwrap(),
+            dst: "224.0.0.18".parse().unwrap(),
+            interval_ms: 100,
+            bytes: vec![0x31, 51, 200, 1],
+        }];
+        assert_eq!(
+            decode_resume(&encode_resume(&inputs, adverts.clone())),
+            (inputs, adverts)
+        );
+        let (none, no_adverts) = decode_resume(b"");
+        assert!(
+            none.is_empty() && no_adverts.is_empty(),
+            "an older daemon's empty marker"
+        );
+        let (odd, _) = decode_resume(b"{\"tracks\": {\"x\": \"sideways\"}}");
+        assert!(odd.is_empty());
+    }
 }

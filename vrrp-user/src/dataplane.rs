@@ -343,9 +343,9 @@ impl DataPlane {
     /// Leaves the program attached and everything pinned when this is dropped, and writes
     /// `marker` (outside bpffs, which holds no plain files) so that the next daemon resumes
     /// (a hitless restart).
-    pub fn leave_for_restart(&mut self, marker: &Path) -> Result<()> {
+    pub fn leave_for_restart(&mut self, marker: &Path, contents: &[u8]) -> Result<()> {
         self.keep = true;
-        std::fs::write(marker, b"").map_err(|source| DataPlaneError::Io {
+        std::fs::write(marker, contents).map_err(|source| DataPlaneError::Io {
             action: "writing",
             path: marker.to_owned(),
             source,

@@ -559,10 +559,27 @@ pub fn convert(nodes: &[Node]) -> Imported {
     let mut g = Globals::default();
     let mut checks: BTreeMap<String, Check> = BTreeMap::new();
     let mut track_files: BTreeMap<String, Table> = BTreeMap::new();
+    let mut processes: BTreeMap<String, Table> = BTreeMap::new();
     let mut groups: Vec<(String, Vec<String>, String)> = Vec::new();
     let mut instances: Vec<(String, Table)> = Vec::new();
 
-    for node in nodes {
+    // What instances refer to is read first: keepalived allows it anywhere in the file.
+    let definition = |n: &&Node| {
+        matches!(
+            n.key(),
+            "global_defs"
+                | "vrrp_script"
+                | "vrrp_track_file"
+                | "track_file"
+                | "vrrp_track_process"
+                | "track_process"
+        )
+    };
+    let ordered = nodes
+        .iter()
+        .filter(definition)
+        .chain(nodes.iter().filter(|n| !definition(n)));
+    for node in ordered {
         let at = &node.at;
         match node.key() {
             "global_defs" => g = globals(node, &mut changed, &mut dropped),
@@ -573,6 +590,7 @@ pub fn convert(nodes: &[Node]) -> Imported {
                 let mut command = String::new();
                 let (mut interval, mut timeout, mut rise, mut fall, mut weight) =
                     (None, None, None, None, None);
+                let mut reverse = false;
                 for c in node.children() {
                     let arg = c.arg(1).unwrap_or("");
                     match c.key() {
@@ -583,12 +601,7 @@ pub fn convert(nodes: &[Node]) -> Imported {
                         "fall" => fall = arg.parse::<i64>().ok(),
                         "weight" => {
                             weight = arg.parse::<i64>().ok();
-                            if c.arg(2) == Some("reverse") {
-                                dropped.push(format!(
-                                    "{}: vrrp_script {name}: weight reverse is not supported; the weight is applied as written",
-                                    c.at
-                                ));
-                            }
+                            reverse = c.arg(2) == Some("reverse");
                         }
                         "user" => dropped.push(format!(
                             "{}: vrrp_script {name}: user: scripts run as xvrrp's user",
@@ -613,6 +626,11 @@ pub fn convert(nodes: &[Node]) -> Imported {
                         m.set("rise", rise.unwrap_or(1).to_string());
                         m.set("fall", fall.unwrap_or(1).to_string());
                         m.set("weight", weight.unwrap_or(0).to_string());
+                        if reverse {
+                            dropped.push(format!(
+                                "{at}: vrrp_script {name}: weight reverse is not supported for a native MySQL probe; the weight is applied as written"
+                            ));
+                        }
                         m.set("fence", "false".into());
                         Check::Mysql(m)
                     }
@@ -632,6 +650,9 @@ pub fn convert(nodes: &[Node]) -> Imported {
                         }
                         if let Some(v) = weight {
                             t.set("weight", v.to_string());
+                        }
+                        if reverse {
+                            t.set("weight_reverse", "true".into());
                         }
                         if ["killall -0 mysqld", "pidof mysqld", "pgrep mysqld", "mariadbd"]
                             .iter()
@@ -653,7 +674,12 @@ pub fn convert(nodes: &[Node]) -> Imported {
                 for c in node.children() {
                     match (c.key(), c.arg(1)) {
                         ("file", Some(f)) => t.set("path", q(f)),
-                        ("weight", Some(w)) => t.set("weight", w.to_owned()),
+                        ("weight", Some(w)) => {
+                            t.set("weight", w.to_owned());
+                            if c.arg(2) == Some("reverse") {
+                                t.set("weight_reverse", "true".into());
+                            }
+                        }
                         (other, _) => dropped.push(format!(
                             "{}: track_file {name}: {other}: not supported; ignored",
                             c.at
@@ -682,8 +708,14 @@ pub fn convert(nodes: &[Node]) -> Imported {
             }
             "vrrp_instance" => {
                 let name = node.arg(1).unwrap_or("").to_owned();
-                let (interface, table) =
-                    instance(node, &name, &g, &mut checks, &mut changed, &mut dropped);
+                let (interface, table) = instance(
+                    node,
+                    &name,
+                    &g,
+                    (&mut checks, &mut processes),
+                    &mut changed,
+                    &mut dropped,
+                );
                 if !interface.is_empty() {
                     instances.push((interface, table));
                 }
@@ -692,11 +724,11 @@ pub fn convert(nodes: &[Node]) -> Imported {
                 "{at}: {}: xvrrp does no load balancing (IPVS); keep keepalived's checker or use IPVS tools for it",
                 node.key()
             )),
-            "vrrp_track_process" | "track_process" => dropped.push(format!(
-                "{at}: {} {}: process tracking is not supported; use a track_script (`pidof NAME`) or, for mysqld, a native [[mysql]] probe",
-                node.key(),
-                node.arg(1).unwrap_or("")
-            )),
+            "vrrp_track_process" | "track_process" => {
+                let name = node.arg(1).unwrap_or("").to_owned();
+                let t = track_process(node, &name, &mut changed, &mut dropped);
+                processes.insert(name, t);
+            }
             "bfd_instance" => dropped.push(format!("{at}: bfd_instance: BFD is not supported")),
             "static_ipaddress" | "static_routes" | "static_rules" => dropped.push(format!(
                 "{at}: {}: xvrrp manages only the VIPs; configure static addresses and routes with the system",
@@ -757,6 +789,11 @@ pub fn convert(nodes: &[Node]) -> Imported {
                 t.write(&mut out);
             }
         }
+        for name in followed("track_processes") {
+            if let Some(t) = processes.get(&name) {
+                t.write(&mut out);
+            }
+        }
         for (group, members, at) in &groups {
             let here: Vec<String> = members
                 .iter()
@@ -802,6 +839,18 @@ pub fn convert(nodes: &[Node]) -> Imported {
             dropped.push(format!("{kind} {name}: no instance tracks it; left out"));
         }
     }
+    for name in processes.keys() {
+        let copies = format!("\"{name}_weight");
+        let used = instances.iter().any(|(_, t)| {
+            t.get("track_processes")
+                .is_some_and(|l| l.contains(&q(name)) || l.contains(&copies))
+        });
+        if !used {
+            dropped.push(format!(
+                "vrrp_track_process {name}: no instance tracks it; left out"
+            ));
+        }
+    }
     let mut seen = std::collections::BTreeSet::new();
     dropped.retain(|d| seen.insert(d.clone()));
     Imported {
@@ -811,12 +860,82 @@ pub fn convert(nodes: &[Node]) -> Imported {
     }
 }
 
+/// A vrrp_track_process as a [[track_process]] table.
+fn track_process(
+    node: &Node,
+    name: &str,
+    changed: &mut Vec<String>,
+    dropped: &mut Vec<String>,
+) -> Table {
+    let mut t = Table::new("track_process");
+    t.set("name", q(name));
+    let (mut quorum, mut quorum_max) = (None, None);
+    for c in node.children() {
+        let arg = c.arg(1).unwrap_or("");
+        match c.key() {
+            "process" => {
+                t.set("process", q(arg));
+                // Parameters after the command: matched against the command line.
+                if c.words.len() > 2 {
+                    t.set("args", list(&c.words[2..]));
+                }
+            }
+            "param_match" => t.set(
+                "param_match",
+                q(match arg {
+                    "initial" | "partial" => arg,
+                    _ => "exact",
+                }),
+            ),
+            "full_command" => t.set("full_command", "true".into()),
+            "weight" => {
+                if let Ok(w) = arg.parse::<i64>() {
+                    t.set("weight", w.to_string());
+                }
+                if c.arg(2) == Some("reverse") {
+                    t.set("weight_reverse", "true".into());
+                }
+            }
+            "quorum" => quorum = arg.parse::<i64>().ok(),
+            "quorum_max" => quorum_max = arg.parse::<i64>().ok(),
+            "delay" | "fork_delay" | "terminate_delay" => {
+                if let Some(v) = ms(arg) {
+                    t.set(&format!("{}_ms", c.key()), v.to_string());
+                }
+            }
+            other => dropped.push(format!(
+                "{}: vrrp_track_process {name}: {other}: not supported; ignored",
+                c.at
+            )),
+        }
+    }
+    if t.get("process")
+        .is_some_and(|p| ["\"mysqld\"", "\"mariadbd\""].contains(&p))
+    {
+        changed.push(format!(
+            "{}: vrrp_track_process {name}: checks the mysqld process only; kept, but a native [[mysql]] probe (see docs/configuration.md) also sees a hung or refusing server",
+            node.at
+        ));
+    }
+    if let Some(v) = quorum {
+        t.set("quorum", v.to_string());
+    }
+    if let Some(v) = quorum_max {
+        t.set("quorum_max", v.to_string());
+    }
+    changed.push(format!(
+        "{}: vrrp_track_process {name}: an exit is seen at once (pidfd), a start at the next read of /proc (scan_interval_ms, 1 s by default; keepalived hears of both from the kernel)",
+        node.at
+    ));
+    t
+}
+
 /// One vrrp_instance: (interface, the [[instance]] table).
 fn instance(
     node: &Node,
     name: &str,
     g: &Globals,
-    checks: &mut BTreeMap<String, Check>,
+    (checks, processes): (&mut BTreeMap<String, Check>, &mut BTreeMap<String, Table>),
     changed: &mut Vec<String>,
     dropped: &mut Vec<String>,
 ) -> (String, Table) {
@@ -827,6 +946,7 @@ fn instance(
     let mut scripts = Vec::new();
     let mut mysql = Vec::new();
     let mut files = Vec::new();
+    let mut procs = Vec::new();
     let mut track_ifaces = Vec::new();
     let mut peers = Vec::new();
     // keepalived's default is VRRPv2: keep it, so that the peers still running keepalived
@@ -906,8 +1026,23 @@ fn instance(
                         let script = match weight {
                             None => script,
                             Some(w) => {
-                                let copy = format!("{script}_weight{w}");
+                                let reverse = reversed(s);
+                                let copy = copy_name(&script, w, reverse);
                                 let mut c2 = check.clone();
+                                match &mut c2 {
+                                    Check::Script(tt) => {
+                                        if let Some(r) = reverse {
+                                            tt.set("weight_reverse", r.to_string());
+                                        }
+                                    }
+                                    Check::Mysql(_) if reverse == Some(true) => {
+                                        dropped.push(format!(
+                                            "{}: {who}: track_script {script}: weight reverse is not supported for a native MySQL probe; the weight is applied as written",
+                                            s.at
+                                        ));
+                                    }
+                                    Check::Mysql(_) => {}
+                                }
                                 let (Check::Script(tt) | Check::Mysql(tt)) = &mut c2;
                                 tt.set("name", q(&copy));
                                 tt.set("weight", w.to_string());
@@ -939,16 +1074,56 @@ fn instance(
                     }
                 }
             }
+            "track_process" => {
+                for p in c.children() {
+                    for (process, weight) in tracked(p) {
+                        let Some(table) = processes.get(&process).cloned() else {
+                            dropped.push(format!(
+                                "{}: {who}: track_process {process}: no vrrp_track_process of that name",
+                                p.at
+                            ));
+                            continue;
+                        };
+                        // A weight given here overrides the process's: a copy with that weight.
+                        let process = match weight {
+                            None => process,
+                            Some(w) => {
+                                let reverse = reversed(p);
+                                let copy = copy_name(&process, w, reverse);
+                                let mut t2 = table;
+                                t2.set("name", q(&copy));
+                                t2.set("weight", w.to_string());
+                                if let Some(r) = reverse {
+                                    t2.set("weight_reverse", r.to_string());
+                                }
+                                processes.insert(copy.clone(), t2);
+                                changed.push(format!(
+                                    "{}: {who}: track_process {process} weight {w}: xvrrp has weights on the tracked process, so it tracks a copy named {copy}",
+                                    p.at
+                                ));
+                                copy
+                            }
+                        };
+                        procs.push(process);
+                    }
+                }
+            }
             "track_interface" => {
                 for i in c.children() {
                     for (iface, weight) in tracked(i) {
-                        if weight.is_some() {
-                            changed.push(format!(
-                                "{}: {who}: track_interface {iface} weight: xvrrp puts the instance in Fault while a tracked interface is down, whatever the weight",
-                                i.at
-                            ));
-                        }
-                        track_ifaces.push(iface);
+                        // keepalived's weight 0 is Fault, as a bare name is.
+                        let entry = match weight.filter(|w| *w != 0) {
+                            None if reversed(i) != Some(true) => q(&iface),
+                            w => {
+                                let mut e =
+                                    format!("{{ name = {}, weight = {}", q(&iface), w.unwrap_or(0));
+                                if reversed(i) == Some(true) {
+                                    e.push_str(", weight_reverse = true");
+                                }
+                                e + " }"
+                            }
+                        };
+                        track_ifaces.push(entry);
                     }
                 }
             }
@@ -1096,8 +1271,11 @@ fn instance(
     if !files.is_empty() {
         t.set("track_files", list(&files));
     }
+    if !procs.is_empty() {
+        t.set("track_processes", list(&procs));
+    }
     if !track_ifaces.is_empty() {
-        t.set("track_interfaces", list(&track_ifaces));
+        t.set("track_interfaces", format!("[{}]", track_ifaces.join(", ")));
     }
     for (key, value) in garp {
         let v = if key.ends_with("_ms") {
@@ -1120,6 +1298,23 @@ fn tracked(line: &Node) -> Vec<(String, Option<i64>)> {
             line.words[..p].iter().map(|n| (n.clone(), w)).collect()
         }
         None => line.words.iter().map(|n| (n.clone(), None)).collect(),
+    }
+}
+
+/// `reverse` / `noreverse` after the weight on a track line, if either is there.
+fn reversed(line: &Node) -> Option<bool> {
+    line.words.iter().find_map(|w| match w.as_str() {
+        "reverse" => Some(true),
+        "noreverse" | "no_reverse" => Some(false),
+        _ => None,
+    })
+}
+
+/// The name of a copy of a tracked object with the weight of a track line.
+fn copy_name(name: &str, weight: i64, reverse: Option<bool>) -> String {
+    match reverse {
+        Some(true) => format!("{name}_weight{weight}_reverse"),
+        _ => format!("{name}_weight{weight}"),
     }
 }
 
@@ -1353,6 +1548,101 @@ mod tests {
         assert_eq!(config.track_scripts[0].name, "s_weight-50");
         assert_eq!(config.track_scripts[0].weight, -50);
         assert!(i.dropped.is_empty(), "{:?}", i.dropped);
+    }
+
+    #[test]
+    fn weights_and_reversed_weights_of_scripts_files_and_interfaces_are_carried() {
+        let i = convert_text(
+            "vrrp_script s {\n script \"true\"\n weight 10 reverse\n}\n\
+             vrrp_script t {\n script \"false\"\n}\n\
+             vrrp_track_file f {\n file /run/prio\n weight -2 reverse\n}\n\
+             vrrp_instance V {\n interface eth0\n virtual_router_id 7\n virtual_ipaddress {\n 192.0.2.1/24\n }\n\
+             track_script {\n s\n t weight 5 reverse\n }\n track_file {\n f\n }\n\
+             track_interface {\n eth1\n eth2 weight -10\n eth3 weight 5 reverse\n eth4 weight 0\n }\n}\n",
+        );
+        let config = crate::config::parse(&i.files[0].toml, Path::new("x.toml")).expect("valid");
+        let scripts: Vec<(&str, i32, bool)> = config
+            .track_scripts
+            .iter()
+            .map(|t| (t.name.as_str(), t.weight, t.weight_reverse))
+            .collect();
+        assert_eq!(scripts, [("s", 10, true), ("t_weight5_reverse", 5, true)]);
+        assert_eq!(
+            (
+                config.track_files[0].weight,
+                config.track_files[0].weight_reverse
+            ),
+            (-2, true)
+        );
+        let links: Vec<(&str, i32, bool)> = config.instances[0]
+            .track_interfaces
+            .iter()
+            .map(|t| (t.name.as_str(), t.weight, t.weight_reverse))
+            .collect();
+        assert_eq!(
+            links,
+            [
+                ("eth1", 0, false),
+                ("eth2", -10, false),
+                ("eth3", 5, true),
+                ("eth4", 0, false)
+            ]
+        );
+        assert!(i.dropped.is_empty(), "{:?}", i.dropped);
+    }
+
+    #[test]
+    fn tracked_processes_are_carried_even_when_defined_after_the_instance() {
+        let i = convert_text(
+            "vrrp_instance V {\n interface eth0\n virtual_router_id 7\n virtual_ipaddress {\n 192.0.2.1/24\n }\n\
+             track_process {\n lb\n db weight -30 reverse\n nope\n }\n}\n\
+             vrrp_track_process lb {\n process /usr/sbin/haproxy -f \"/etc/haproxy/a b.cfg\"\n param_match partial\n\
+             weight -20\n quorum 2\n delay 0.5\n fork_delay 0.25\n}\n\
+             vrrp_track_process db {\n process mariadbd\n}\n\
+             vrrp_track_process unused {\n process x\n quorum_max 0\n}\n",
+        );
+        let config = crate::config::parse(&i.files[0].toml, Path::new("x.toml")).expect("valid");
+        let names: Vec<&str> = config
+            .track_processes
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect();
+        assert_eq!(names, ["db_weight-30_reverse", "lb"], "{}", i.files[0].toml);
+        assert_eq!(
+            config.instances[0].track_processes,
+            ["lb", "db_weight-30_reverse"]
+        );
+        let lb = &config.track_processes[1];
+        assert_eq!(lb.process, "/usr/sbin/haproxy");
+        assert_eq!(
+            lb.args,
+            Some(vec!["-f".to_owned(), "/etc/haproxy/a b.cfg".to_owned()])
+        );
+        assert_eq!(lb.param_match, crate::config::ParamMatch::Partial);
+        assert_eq!((lb.weight, lb.quorum), (-20, 2));
+        assert_eq!((lb.fork_delay_ms, lb.terminate_delay_ms), (250, 500));
+        let db = &config.track_processes[0];
+        assert_eq!(
+            (db.process.as_str(), db.weight, db.weight_reverse),
+            ("mariadbd", -30, true)
+        );
+        assert!(!lb.weight_reverse);
+        let dropped = i.dropped.join("\n");
+        let changed = i.changed.join("\n");
+        assert!(!dropped.contains("reverse"), "{dropped}");
+        assert!(
+            dropped.contains("track_process nope: no vrrp_track_process of that name"),
+            "{dropped}"
+        );
+        assert!(
+            dropped.contains("vrrp_track_process unused: no instance tracks it"),
+            "{dropped}"
+        );
+        assert!(
+            changed.contains("vrrp_track_process db: checks the mysqld process only"),
+            "{changed}"
+        );
+        assert!(changed.contains("an exit is seen at once"), "{changed}");
     }
 
     #[test]

@@ -15,5 +15,6 @@ pub mod import;
 pub mod metrics;
 pub mod mysql;
 pub mod netlink;
+pub mod process;
 pub mod track;
 pub mod wire;

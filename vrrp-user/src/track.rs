@@ -102,13 +102,15 @@ pub async fn run_command(what: &str, command: &str, args: &[String], timeout: Du
     }
 }
 
-/// Runs `t` forever, sending (name, Up/Down) on every change of its rise/fall state.
+/// Runs `t` forever, sending (name, Up/Down) on every change of its rise/fall state, from
+/// `initially_up` (what the engine starts from: up, or what a hitless restart carried over).
 pub fn spawn(
     t: TrackScript,
+    initially_up: bool,
     tx: mpsc::UnboundedSender<(String, TrackInput)>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut state = RiseFall::new(t.rise, t.fall, true);
+        let mut state = RiseFall::new(t.rise, t.fall, initially_up);
         let mut ticker = tokio::time::interval(Duration::from_millis(t.interval_ms));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -213,6 +215,7 @@ mod tests {
             rise: 1,
             fall: 1,
             weight: 0,
+            weight_reverse: false,
         }
     }
 

@@ -51,7 +51,7 @@ enum Cmd {
     /// Benchmarks (printed, with targets; JSON under target/bench/). Needs root.
     /// Arguments go to the lab benchmarks: --trials N, --intervals 1000,100,20,10,
     /// --stress-seconds S, --only outage,mysql,probe,footprint,stress,
-    /// --faults kill,stop,link,term; --skip-dataplane skips the data-plane part.
+    /// --faults kill,stop,link,term; --skip-dataplane skips the data-plane and tracking parts.
     Bench {
         #[arg(long)]
         skip_dataplane: bool,
@@ -109,6 +109,7 @@ fn main() -> anyhow::Result<()> {
                         .args(["bench", "--package", "vrrp-user", "--bench", "dataplane"])
                         .env("XVRRP_BIN", &bin),
                 )?;
+                status(cargo().args(["bench", "--package", "vrrp-user", "--bench", "tracking"]))?;
             }
             status(
                 cargo()

@@ -750,24 +750,34 @@ impl Instance {
 }
 
 /// keepalived's tracking semantics. Up/down objects: weight 0 puts the instance in Fault when
-/// down; a positive weight is added while up; a negative weight is added while down; `reverse`
-/// swaps up and down. A value (track_file) is multiplied by the weight; -254 or less is Fault.
+/// down; a positive weight is added while up; a negative weight is added while down. `reverse`
+/// (keepalived's `weight W reverse`) turns the adjustment around: a positive weight is
+/// subtracted while up, a negative one is subtracted (so, added) while down, and weight 0 means
+/// Fault while up. A value (track_file) is multiplied by the weight (by minus the weight with
+/// `reverse`); -254 or less is Fault; with weight 0 any value but 0 is Fault.
 fn contribution(weight: i32, reverse: bool, input: TrackInput) -> Contribution {
     let weight = i64::from(weight);
+    let signed = if reverse { -weight } else { weight };
     match input {
         TrackInput::Up | TrackInput::Down => {
-            let up = (input == TrackInput::Up) != reverse;
-            match (weight, up) {
-                (0, true) => Contribution::Delta(0),
-                (0, false) => Contribution::Fault,
-                (w, true) if w > 0 => Contribution::Delta(w),
-                (w, false) if w < 0 => Contribution::Delta(w),
+            let up = input == TrackInput::Up;
+            match weight {
+                0 if up == reverse => Contribution::Fault,
+                0 => Contribution::Delta(0),
+                w if (w > 0) == up => Contribution::Delta(signed),
                 _ => Contribution::Delta(0),
             }
         }
+        // Weight 0 on a value: Fault while it is not 0 (with `reverse`, while it is 0).
+        TrackInput::Value(v) if weight == 0 => {
+            if (v != 0) != reverse {
+                Contribution::Fault
+            } else {
+                Contribution::Delta(0)
+            }
+        }
         TrackInput::Value(v) => {
-            let w = if weight == 0 { 1 } else { weight };
-            let d = v.saturating_mul(if reverse { -w } else { w });
+            let d = v.saturating_mul(signed);
             if d <= -254 {
                 Contribution::Fault
             } else {
@@ -805,8 +815,14 @@ mod tests {
         assert_eq!(contribution(10, false, Down), Delta(0));
         assert_eq!(contribution(-20, false, Up), Delta(0));
         assert_eq!(contribution(-20, false, Down), Delta(-20));
-        assert_eq!(contribution(-20, true, Up), Delta(-20));
-        assert_eq!(contribution(0, false, Value(-30)), Delta(-30));
+        assert_eq!(contribution(-20, true, Up), Delta(0));
+        assert_eq!(contribution(-20, true, Down), Delta(20));
+        assert_eq!(contribution(10, true, Up), Delta(-10));
+        assert_eq!(contribution(10, true, Down), Delta(0));
+        assert_eq!(contribution(0, false, Value(-30)), Fault);
+        assert_eq!(contribution(0, false, Value(0)), Delta(0));
+        assert_eq!(contribution(0, true, Value(0)), Fault);
+        assert_eq!(contribution(0, true, Value(3)), Delta(0));
         assert_eq!(contribution(2, false, Value(7)), Delta(14));
         assert_eq!(contribution(1, false, Value(-254)), Fault);
         assert_eq!(contribution(-1, true, Value(5)), Delta(5));

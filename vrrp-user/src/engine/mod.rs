@@ -387,11 +387,15 @@ impl Engine {
                 return Err(EngineError::DuplicateVrid(c.name.clone(), c.vrid));
             }
         }
-        // Start-up hints do not make a configuration different.
+        // Start-up hints (and the inputs a track starts from) do not make a configuration
+        // different.
         let same = |a: &InstanceConfig, b: &InstanceConfig| {
             let mut b = b.clone();
             b.start_as_master = a.start_as_master;
             b.resume_as_master = a.resume_as_master;
+            for (x, y) in a.tracks.iter().zip(b.tracks.iter_mut()) {
+                y.initial = x.initial;
+            }
             *a == b
         };
         let mut reload = Reload::default();

@@ -943,6 +943,85 @@ fn a_reload_keeps_unchanged_instances_and_restarts_changed_ones() {
 }
 
 #[test]
+fn a_reload_keeps_an_instance_whose_tracks_only_start_elsewhere_and_starts_a_changed_one_from_them()
+{
+    let mut a = cfg(100, "192.0.2.1");
+    a.name = "a".into();
+    a.tracks.push(TrackConfig {
+        name: "mysql:db".into(),
+        weight: 0,
+        reverse: false,
+        initial: TrackInput::Down,
+    });
+    let mut e = engine(a.clone());
+    e.start(Time(0));
+    assert_eq!(e.state_of("a"), Some(State::Fault));
+    e.set_track(Time(SEC), "mysql:db", TrackInput::Up);
+    assert_eq!(e.state_of("a"), Some(State::Backup));
+    drain(&mut e);
+    // The daemon hands a reload the tracks' current inputs as the ones to start from.
+    let mut now_up = a.clone();
+    now_up.tracks[0].initial = TrackInput::Up;
+    let reload = e.reconfigure(Time(2 * SEC), vec![now_up.clone()]).unwrap();
+    assert_eq!(
+        reload.kept,
+        vec!["a".to_owned()],
+        "nothing changed but the start"
+    );
+    assert!(drain(&mut e).is_empty());
+    // A changed instance starts again from them: as backup, not in Fault until the probe
+    // changes (it reports changes only).
+    let mut changed = now_up;
+    changed.priority = 150;
+    let reload = e.reconfigure(Time(3 * SEC), vec![changed]).unwrap();
+    assert_eq!(reload.started, vec!["a".to_owned()]);
+    assert_eq!(e.state_of("a"), Some(State::Backup));
+}
+
+#[test]
+fn a_reversed_weight_turns_the_adjustment_around_as_keepalived_does() {
+    let with = |weight: i32, reverse: bool| {
+        let mut c = cfg(100, "192.0.2.1");
+        c.tracks.push(TrackConfig {
+            name: "chk".into(),
+            weight,
+            reverse,
+            initial: TrackInput::Up,
+        });
+        let mut e = engine(c);
+        e.start(Time(0));
+        let mut seen = Vec::new();
+        for (at, input) in [(1, TrackInput::Up), (2, TrackInput::Down)] {
+            e.set_track(Time(at * SEC), "chk", input);
+            seen.push((
+                e.state_of("vi") == Some(State::Fault),
+                e.status()[0].effective_priority,
+            ));
+        }
+        seen
+    };
+    // (fault, priority) while up, then while down.
+    assert_eq!(with(20, false), [(false, 120), (false, 100)]);
+    assert_eq!(
+        with(20, true),
+        [(false, 80), (false, 100)],
+        "subtracted while up"
+    );
+    assert_eq!(with(-20, false), [(false, 100), (false, 80)]);
+    assert_eq!(
+        with(-20, true),
+        [(false, 100), (false, 120)],
+        "added while down"
+    );
+    assert!(with(0, false)[1].0, "Fault while down");
+    let reversed = with(0, true);
+    assert!(
+        reversed[0].0 && !reversed[1].0,
+        "Fault while up: {reversed:?}"
+    );
+}
+
+#[test]
 fn a_shared_value_track_lowers_every_instance_that_follows_it() {
     let file = TrackConfig {
         name: "prio".into(),
