@@ -37,9 +37,12 @@ fn a_tracked_interface_with_a_weight_moves_the_priority_and_one_without_puts_in_
         let out = lab.run("a", "ip", args, Duration::from_secs(5)).unwrap();
         assert!(out.status.success(), "ip {args:?}: {out:?}");
     };
-    // Two dummy interfaces in a's namespace stand for an uplink and a storage link.
+    // Two veth pairs in a's namespace stand for an uplink and a storage link (this kernel has
+    // no dummy interfaces); an end has carrier while both are up.
     for name in ["trk0", "trk1"] {
-        ip(&["link", "add", name, "type", "dummy"]);
+        let peer = format!("{name}p");
+        ip(&["link", "add", name, "type", "veth", "peer", "name", &peer]);
+        ip(&["link", "set", &peer, "up"]);
         ip(&["link", "set", name, "up"]);
     }
     let mut a = lab
