@@ -318,6 +318,18 @@ fn a_failing_tracked_script_fails_over_and_recovery_takes_back() {
     }
 }
 
+/// Sends SIGHUP to `p` and waits until it says it reloaded its configuration.
+fn reload(p: &Proc) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid() as i32), Signal::SIGHUP).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || p
+            .log()
+            .contains("configuration reloaded")),
+        "{}",
+        p.log()
+    );
+}
+
 /// A process named `name` (sleep, run through a symlink of that name) that dies with the test.
 struct Service(std::process::Child);
 
@@ -394,14 +406,7 @@ fn a_tracked_process_fails_over_at_once_takes_back_and_keeps_its_state_across_re
     // A reload that changes the instance starts it again from the process's known state (the
     // task reports only changes): it takes the VIP back, it does not sit in Fault.
     std::fs::write(lab.workdir().join("a.toml"), config(190)).unwrap();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(a.pid() as i32), Signal::SIGHUP).unwrap();
-    assert!(
-        wait_for(Duration::from_secs(5), || a
-            .log()
-            .contains("configuration reloaded")),
-        "{}",
-        a.log()
-    );
+    reload(&a);
     std::thread::sleep(Duration::from_millis(500));
     until_answered_by(&lab, "a", Duration::from_secs(3));
     let after_reload = a.log();
@@ -647,14 +652,7 @@ fn sighup_reload_changes_only_what_changed_and_refuses_a_bad_file() {
     )
     .unwrap();
     let a_pid = nix::unistd::Pid::from_raw(a.pid() as i32);
-    nix::sys::signal::kill(a_pid, Signal::SIGHUP).unwrap();
-    assert!(
-        wait_for(Duration::from_secs(5), || a
-            .log()
-            .contains("configuration reloaded")),
-        "{}",
-        a.log()
-    );
+    reload(&a);
     lab.wait_answered_by("client", "b", vip(101), 1, Duration::from_secs(5));
     lab.wait_answered_by("client", "a", vip(102), 1, Duration::from_secs(5));
     lab.wait_answered_by("client", "a", vip(100), 3, Duration::from_secs(1));

@@ -11,27 +11,13 @@
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
-use vrrp_user::{
-    config::{ParamMatch, TrackProcess},
-    engine::TrackInput,
-    process,
-};
+use vrrp_user::{config::TrackProcess, engine::TrackInput, process};
 
 fn track(process: &str, full_command: bool) -> TrackProcess {
-    TrackProcess {
-        name: "bench".into(),
-        process: process.into(),
-        args: None,
-        param_match: ParamMatch::Exact,
-        full_command,
-        quorum: 1,
-        quorum_max: None,
-        weight: 0,
-        weight_reverse: false,
-        fork_delay_ms: 0,
-        terminate_delay_ms: 0,
-        scan_interval_ms: 60_000,
-    }
+    let mut t = TrackProcess::new("bench", process);
+    t.full_command = full_command;
+    t.scan_interval_ms = 60_000;
+    t
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

@@ -307,6 +307,26 @@ pub struct TrackProcess {
     pub scan_interval_ms: u64,
 }
 
+impl TrackProcess {
+    /// A track of the process named `process`, with the defaults of the config file.
+    pub fn new(name: &str, process: &str) -> Self {
+        Self {
+            name: name.into(),
+            process: process.into(),
+            args: None,
+            param_match: ParamMatch::Exact,
+            full_command: false,
+            quorum: 1,
+            quorum_max: None,
+            weight: 0,
+            weight_reverse: false,
+            fork_delay_ms: 0,
+            terminate_delay_ms: 0,
+            scan_interval_ms: default_scan_interval_ms() as u64,
+        }
+    }
+}
+
 /// Instances that change state together (keepalived's vrrp_sync_group).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SyncGroup {
@@ -2186,21 +2206,11 @@ mod tests {
         .unwrap();
         assert_eq!(
             config.track_processes[0],
-            TrackProcess {
-                name: "db".into(),
-                process: "mariadbd".into(),
-                args: None,
-                param_match: ParamMatch::Exact,
-                full_command: false,
-                quorum: 1,
-                quorum_max: None,
-                weight: 0,
-                weight_reverse: false,
-                fork_delay_ms: 0,
-                terminate_delay_ms: 0,
-                scan_interval_ms: 1_000,
-            }
+            TrackProcess::new("db", "mariadbd"),
+            "the defaults"
         );
+        assert_eq!(config.track_processes[0].quorum, 1);
+        assert_eq!(config.track_processes[0].scan_interval_ms, 1_000);
         let lb = &config.track_processes[1];
         assert_eq!(lb.args, Some(vec!["-f".to_owned()]));
         assert_eq!(lb.param_match, ParamMatch::Partial);

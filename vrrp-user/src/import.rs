@@ -1026,26 +1026,21 @@ fn instance(
                         let script = match weight {
                             None => script,
                             Some(w) => {
-                                let reverse = reversed(s);
-                                let copy = copy_name(&script, w, reverse);
                                 let mut c2 = check.clone();
-                                match &mut c2 {
-                                    Check::Script(tt) => {
-                                        if let Some(r) = reverse {
-                                            tt.set("weight_reverse", r.to_string());
+                                let reverse = match &c2 {
+                                    Check::Script(_) => reversed(s),
+                                    Check::Mysql(_) => {
+                                        if reversed(s) == Some(true) {
+                                            dropped.push(format!(
+                                                "{}: {who}: track_script {script}: weight reverse is not supported for a native MySQL probe; the weight is applied as written",
+                                                s.at
+                                            ));
                                         }
+                                        None
                                     }
-                                    Check::Mysql(_) if reverse == Some(true) => {
-                                        dropped.push(format!(
-                                            "{}: {who}: track_script {script}: weight reverse is not supported for a native MySQL probe; the weight is applied as written",
-                                            s.at
-                                        ));
-                                    }
-                                    Check::Mysql(_) => {}
-                                }
+                                };
                                 let (Check::Script(tt) | Check::Mysql(tt)) = &mut c2;
-                                tt.set("name", q(&copy));
-                                tt.set("weight", w.to_string());
+                                let copy = weighted_copy(tt, &script, w, reverse);
                                 checks.insert(copy.clone(), c2);
                                 changed.push(format!(
                                     "{}: {who}: track_script {script} weight {w}: xvrrp has weights on the check, so it tracks a copy named {copy}",
@@ -1088,14 +1083,8 @@ fn instance(
                         let process = match weight {
                             None => process,
                             Some(w) => {
-                                let reverse = reversed(p);
-                                let copy = copy_name(&process, w, reverse);
                                 let mut t2 = table;
-                                t2.set("name", q(&copy));
-                                t2.set("weight", w.to_string());
-                                if let Some(r) = reverse {
-                                    t2.set("weight_reverse", r.to_string());
-                                }
+                                let copy = weighted_copy(&mut t2, &process, w, reversed(p));
                                 processes.insert(copy.clone(), t2);
                                 changed.push(format!(
                                     "{}: {who}: track_process {process} weight {w}: xvrrp has weights on the tracked process, so it tracks a copy named {copy}",
@@ -1310,12 +1299,19 @@ fn reversed(line: &Node) -> Option<bool> {
     })
 }
 
-/// The name of a copy of a tracked object with the weight of a track line.
-fn copy_name(name: &str, weight: i64, reverse: Option<bool>) -> String {
-    match reverse {
+/// Makes `t` (a copy of tracked object `name`'s table) carry the weight of a track line, and
+/// names it after it; returns that name.
+fn weighted_copy(t: &mut Table, name: &str, weight: i64, reverse: Option<bool>) -> String {
+    let copy = match reverse {
         Some(true) => format!("{name}_weight{weight}_reverse"),
         _ => format!("{name}_weight{weight}"),
+    };
+    t.set("name", q(&copy));
+    t.set("weight", weight.to_string());
+    if let Some(r) = reverse {
+        t.set("weight_reverse", r.to_string());
     }
+    copy
 }
 
 /// A virtual_ipaddress line as an xvrrp VIP ("ADDR/PFX [label L]").

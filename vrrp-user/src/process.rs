@@ -336,20 +336,7 @@ mod tests {
     use super::*;
 
     fn track(process: &str) -> TrackProcess {
-        TrackProcess {
-            name: "t".into(),
-            process: process.into(),
-            args: None,
-            param_match: ParamMatch::Exact,
-            full_command: false,
-            quorum: 1,
-            quorum_max: None,
-            weight: 0,
-            weight_reverse: false,
-            fork_delay_ms: 0,
-            terminate_delay_ms: 0,
-            scan_interval_ms: 1_000,
-        }
+        TrackProcess::new("t", process)
     }
 
     #[test]
