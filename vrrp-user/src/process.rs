@@ -3,10 +3,10 @@
 //!
 //! The matching and the quorum with its delays are pure ([`matches`], [`Quorum`]). The task
 //! ([`spawn`]) reads /proc when it starts and every `scan_interval_ms` after, and holds a pidfd
-//! for every process that matched: an exit wakes it at once, so a lost quorum is seen within
-//! microseconds, while a process that starts is seen at the next scan. keepalived learns both
-//! from the kernel's process-events connector, which only exists in the initial network
-//! namespace; a pidfd works in any.
+//! for every process that matched: an exit wakes it at once, so a lost quorum is reported
+//! within a millisecond (0.5 ms measured, a /proc read included), while a process that starts
+//! is seen at the next scan. keepalived learns both from the kernel's process-events
+//! connector, which only exists in the initial network namespace; a pidfd works in any.
 
 use std::{
     collections::HashMap,
