@@ -848,11 +848,8 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
     let mut track_files = Vec::new();
     for (i, t) in raw.track_file.into_iter().enumerate() {
         let at = |key: &str| format!("track_file[{i}].{key}");
-        if t.name.is_empty() || track_files.iter().any(|f: &TrackFile| f.name == t.name) {
-            problem(
-                at("name"),
-                format!("expected a unique, non-empty name, got {:?}", t.name),
-            );
+        if let Some(m) = unique_name(&t.name, track_files.iter().map(|f: &TrackFile| &f.name)) {
+            problem(at("name"), m);
         }
         if !(-254..=254).contains(&t.weight) {
             problem(
@@ -880,11 +877,8 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
     let mut track_processes: Vec<TrackProcess> = Vec::new();
     for (i, t) in raw.track_process.into_iter().enumerate() {
         let at = |key: &str| format!("track_process[{i}].{key}");
-        if t.name.is_empty() || track_processes.iter().any(|p| p.name == t.name) {
-            problem(
-                at("name"),
-                format!("expected a unique, non-empty name, got {:?}", t.name),
-            );
+        if let Some(m) = unique_name(&t.name, track_processes.iter().map(|p| &p.name)) {
+            problem(at("name"), m);
         }
         if t.process.is_empty() || t.process.contains('\0') {
             problem(
@@ -978,11 +972,8 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
     let mut track_scripts = Vec::new();
     for (i, t) in raw.track_script.into_iter().enumerate() {
         let at = |key: &str| format!("track_script[{i}].{key}");
-        if t.name.is_empty() || track_scripts.iter().any(|s: &TrackScript| s.name == t.name) {
-            problem(
-                at("name"),
-                format!("expected a unique, non-empty name, got {:?}", t.name),
-            );
+        if let Some(m) = unique_name(&t.name, track_scripts.iter().map(|s: &TrackScript| &s.name)) {
+            problem(at("name"), m);
         }
         if t.script.trim().is_empty() {
             problem(
@@ -1034,11 +1025,8 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
     let mut mysql: Vec<MysqlTarget> = Vec::new();
     for (i, m) in raw.mysql.into_iter().enumerate() {
         let at = |key: &str| format!("mysql[{i}].{key}");
-        if m.name.is_empty() || mysql.iter().any(|t| t.name == m.name) {
-            problem(
-                at("name"),
-                format!("expected a unique, non-empty name, got {:?}", m.name),
-            );
+        if let Some(msg) = unique_name(&m.name, mysql.iter().map(|t| &t.name)) {
+            problem(at("name"), msg);
         }
         let given = [
             m.password.is_some(),
@@ -1495,11 +1483,8 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
 
     let mut sync_groups: Vec<SyncGroup> = Vec::new();
     for (g, group) in raw.sync_group.into_iter().enumerate() {
-        if group.name.is_empty() || sync_groups.iter().any(|s| s.name == group.name) {
-            problem(
-                format!("sync_group[{g}].name"),
-                format!("expected a unique, non-empty name, got {:?}", group.name),
-            );
+        if let Some(m) = unique_name(&group.name, sync_groups.iter().map(|s| &s.name)) {
+            problem(format!("sync_group[{g}].name"), m);
         }
         for (j, member) in group.instances.iter().enumerate() {
             let key = format!("sync_group[{g}].instances[{j}]");
@@ -1594,6 +1579,13 @@ fn tracked_interface(entry: &toml::Value) -> Option<TrackedInterface> {
         }
         _ => None,
     }
+}
+
+/// What is wrong with `name` for a table whose names must be unique and non-empty, if anything:
+/// `taken` are the names of the tables before it.
+fn unique_name<'a>(name: &str, mut taken: impl Iterator<Item = &'a String>) -> Option<String> {
+    (name.is_empty() || taken.any(|n| n == name))
+        .then(|| format!("expected a unique, non-empty name, got {name:?}"))
 }
 
 /// Whether `name` can name a network interface.

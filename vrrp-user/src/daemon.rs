@@ -401,7 +401,6 @@ pub async fn run(
         mysql_status,
         macs,
         last_heard: HashMap::new(),
-        last_adverts: HashMap::new(),
         metrics,
         deferred: None,
     };
@@ -612,7 +611,7 @@ pub async fn run(
     if hitless {
         // The next daemon takes over within the heartbeat limit: nothing is released.
         shell.dp.heartbeat(dataplane::monotonic_coarse_ns())?;
-        let adverts = shell.master_adverts(&engine, &config, &sources);
+        let adverts = master_adverts(&engine);
         shell
             .dp
             .leave_for_restart(&marker, &encode_resume(&track_inputs, adverts))?;
@@ -980,6 +979,28 @@ fn encode_resume(inputs: &HashMap<String, TrackInput>, adverts: Vec<ResumeAdvert
     serde_json::to_vec(&ResumeState { tracks, adverts }).unwrap_or_default()
 }
 
+/// What every master instance advertises now, with its source and interval, for the marker.
+fn master_adverts(engine: &Engine) -> Vec<ResumeAdvert> {
+    engine
+        .master_adverts()
+        .into_iter()
+        .filter_map(|action| match action {
+            Action::Send {
+                key,
+                src,
+                dst,
+                bytes,
+            } => Some(ResumeAdvert {
+                src,
+                dst,
+                interval_ms: u64::from(engine.advert_interval_cs(key)?) * 10,
+                bytes,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
 /// [`encode_resume`] read back; anything else (an empty marker from an older daemon) is none.
 fn decode_resume(bytes: &[u8]) -> (HashMap<String, TrackInput>, Vec<ResumeAdvert>) {
     let state: ResumeState = serde_json::from_slice(bytes).unwrap_or_default();
@@ -1103,8 +1124,6 @@ struct Shell {
     macs: HashMap<InstanceKey, [u8; 6]>,
     /// The liveness time last fed to the engine, per instance.
     last_heard: HashMap<InstanceKey, u64>,
-    /// The last advert sent, per instance and destination (for a hitless restart).
-    last_adverts: HashMap<(InstanceKey, IpAddr), Vec<u8>>,
     metrics: Metrics,
     /// While stopping: VIPs to remove once a successor advertises (instance, device, address).
     deferred: Option<Vec<(InstanceKey, u32, IpAddr)>>,
@@ -1113,32 +1132,6 @@ struct Shell {
 impl Shell {
     /// Where each VIP of `config` goes (its instance's macvlan, or the interface), and which
     /// MySQL servers each instance fences.
-    /// The last advert of every instance that is master now, with its source and interval.
-    fn master_adverts(
-        &self,
-        engine: &Engine,
-        config: &Config,
-        sources: &HashMap<bool, IpAddr>,
-    ) -> Vec<ResumeAdvert> {
-        self.last_adverts
-            .iter()
-            .filter_map(|((key, dst), bytes)| {
-                let (name, state) = engine.name_and_state(*key)?;
-                if state != State::Master {
-                    return None;
-                }
-                let inst = config.instances.iter().find(|i| i.name == name)?;
-                let src = inst.source.or_else(|| sources.get(&inst.ipv6()).copied())?;
-                Some(ResumeAdvert {
-                    src,
-                    dst: *dst,
-                    interval_ms: u64::from(inst.advert_interval_cs) * 10,
-                    bytes: bytes.clone(),
-                })
-            })
-            .collect()
-    }
-
     fn place_vips(&mut self, config: &Config, ifindex: u32) {
         self.fences = config
             .instances
@@ -1362,7 +1355,6 @@ impl Shell {
                     if let Err(err) = self.sockets.send(dst, &bytes) {
                         warn!(vrid = key.vrid, %instance, %state, %dst, error = %err, "cannot send advert");
                     }
-                    self.last_adverts.insert((key, dst), bytes);
                 }
                 Action::DataPlane { key, role } => {
                     let ipv6 = key.family == Family::V6;

@@ -625,6 +625,16 @@ impl Instance {
 
     /// Sends one advert with `priority` to the multicast group or to every unicast peer.
     fn send_advert(&mut self, priority: u8, out: &mut Vec<Action>) {
+        out.extend(self.adverts(priority));
+        self.counters.adverts_sent += 1;
+        if priority == 0 {
+            self.counters.priority_zero_sent += 1;
+        }
+    }
+
+    /// The advert with `priority`, one [`Action::Send`] per destination (the multicast group,
+    /// or every unicast peer).
+    fn adverts(&self, priority: u8) -> Vec<Action> {
         let advert = Advert {
             version: self.cfg.version,
             vrid: self.cfg.vrid,
@@ -639,9 +649,9 @@ impl Instance {
             Transport::Multicast => vec![super::multicast_group(self.cfg.family())],
             Transport::Unicast { peers, .. } => peers.clone(),
         };
-        for dst in dsts {
-            match advert.encode(self.cfg.checksum_form, src, dst) {
-                Ok(bytes) => out.push(Action::Send {
+        dsts.into_iter()
+            .filter_map(|dst| match advert.encode(self.cfg.checksum_form, src, dst) {
+                Ok(bytes) => Some(Action::Send {
                     key,
                     src,
                     dst,
@@ -649,13 +659,20 @@ impl Instance {
                 }),
                 // Configs are validated; an advert that cannot be encoded is a bug to log.
                 Err(err) => {
-                    warn!(vrid = self.cfg.vrid, instance = %self.cfg.name, state = %self.state, %dst, ?err, "cannot encode advert")
+                    warn!(vrid = self.cfg.vrid, instance = %self.cfg.name, state = %self.state, %dst, ?err, "cannot encode advert");
+                    None
                 }
-            }
-        }
-        self.counters.adverts_sent += 1;
-        if priority == 0 {
-            self.counters.priority_zero_sent += 1;
+            })
+            .collect()
+    }
+
+    /// What this instance advertises now if it is master (for a hitless restart to send on
+    /// while the next daemon loads); nothing otherwise.
+    pub fn master_adverts(&self) -> Vec<Action> {
+        if self.state == State::Master {
+            self.adverts(self.effective_priority())
+        } else {
+            Vec::new()
         }
     }
 

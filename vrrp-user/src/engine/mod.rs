@@ -586,6 +586,22 @@ impl Engine {
     }
 
     /// The name and state of the instance `key`, for log lines.
+    /// The advert every master instance sends now, as [`Action::Send`]s (not queued).
+    pub fn master_adverts(&self) -> Vec<Action> {
+        self.instances
+            .iter()
+            .flat_map(Instance::master_adverts)
+            .collect()
+    }
+
+    /// The advert interval an instance is configured with, in centiseconds.
+    pub fn advert_interval_cs(&self, key: InstanceKey) -> Option<u16> {
+        self.instances
+            .iter()
+            .find(|i| i.key() == key)
+            .map(|i| i.cfg.advert_interval_cs)
+    }
+
     pub fn name_and_state(&self, key: InstanceKey) -> Option<(&str, State)> {
         self.instances
             .iter()

@@ -1022,6 +1022,25 @@ fn a_reversed_weight_turns_the_adjustment_around_as_keepalived_does() {
 }
 
 #[test]
+fn master_adverts_are_what_masters_send_and_nothing_from_a_backup() {
+    let mut e = engine(cfg(150, "192.0.2.1"));
+    e.start(Time(0));
+    assert!(e.master_adverts().is_empty(), "a backup advertises nothing");
+    e.handle_timeout(Time(MDI_100));
+    assert_eq!(e.state_of("vi"), Some(State::Master));
+    let sent = drain(&mut e);
+    let now = e.master_adverts();
+    assert_eq!(sent_priorities(&now), vec![150]);
+    let last_sent = sent
+        .iter()
+        .rev()
+        .find(|a| matches!(a, Action::Send { .. }))
+        .expect("the master advertised");
+    assert_eq!(&now[0], last_sent, "the same bytes to the same place");
+    assert!(e.poll_action().is_none(), "nothing is queued");
+}
+
+#[test]
 fn a_shared_value_track_lowers_every_instance_that_follows_it() {
     let file = TrackConfig {
         name: "prio".into(),
