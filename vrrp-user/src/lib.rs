@@ -12,6 +12,7 @@ pub mod engine;
 pub mod garp;
 pub mod hooks;
 pub mod import;
+pub mod lease;
 pub mod metrics;
 pub mod mysql;
 pub mod netlink;
