@@ -240,6 +240,28 @@ pub struct MysqlTarget {
     /// On promotion, wait at most this long for the relay log to be applied before enabling
     /// writes; None: take over at once.
     pub catch_up_timeout_ms: Option<u64>,
+    /// The peer's server (another `[[mysql]]` target's name): set read_only before this node
+    /// enables writes, and kept read_only while this node is master.
+    pub peer: Option<String>,
+}
+
+/// The write lease (`[write_lease]`): writes are enabled only while a majority of {this node,
+/// its peer, the witness} grants a time-bounded lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteLease {
+    /// This node's address (its identity among the voters) and UDP port.
+    pub listen: std::net::SocketAddr,
+    /// The peer's `listen`.
+    pub peer: std::net::SocketAddr,
+    /// The witness (`xvrrp witness`); None: without one, a node that cannot hear its peer
+    /// holds the lease alone.
+    pub witness: Option<std::net::SocketAddr>,
+    /// The key shared by the pair and the witness (HMAC-SHA256).
+    pub key: Secret,
+    /// Whether the key is written in the config file (which must then not be readable by
+    /// others).
+    pub key_in_file: bool,
+    pub lease_ms: u32,
 }
 
 /// How replication health counts.
@@ -372,6 +394,7 @@ pub struct Config {
     pub mysql: Vec<MysqlTarget>,
     pub sync_groups: Vec<SyncGroup>,
     pub instances: Vec<Instance>,
+    pub write_lease: Option<WriteLease>,
 }
 
 impl Instance {
@@ -426,6 +449,36 @@ struct RawConfig {
     sync_group: Vec<RawSyncGroup>,
     #[serde(default)]
     instance: Vec<RawInstance>,
+    #[serde(default)]
+    write_lease: Option<RawWriteLease>,
+}
+
+/// Its Debug shows no key.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWriteLease {
+    listen: String,
+    peer: String,
+    #[serde(default)]
+    witness: Option<String>,
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    key_env: Option<String>,
+    #[serde(default = "default_lease_ms")]
+    lease_ms: i64,
+}
+
+impl fmt::Debug for RawWriteLease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawWriteLease")
+            .field("listen", &self.listen)
+            .finish_non_exhaustive()
+    }
+}
+
+const fn default_lease_ms() -> i64 {
+    3_000
 }
 
 #[derive(Debug, Deserialize)]
@@ -627,6 +680,8 @@ struct RawMysql {
     takeover: String,
     #[serde(default = "default_catch_up_timeout_ms")]
     catch_up_timeout_ms: i64,
+    #[serde(default)]
+    peer: Option<String>,
 }
 
 impl fmt::Debug for RawMysql {
@@ -754,8 +809,16 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         .iter()
         .enumerate()
         .filter(|(_, t)| t.password_source == PasswordSource::ConfigFile && mode & 0o004 != 0)
-        .map(|(i, _)| Problem {
-            key: format!("mysql[{i}].password"),
+        .map(|(i, _)| format!("mysql[{i}].password"))
+        .chain(
+            config
+                .write_lease
+                .as_ref()
+                .filter(|w| w.key_in_file && mode & 0o004 != 0)
+                .map(|_| "write_lease.key".to_owned()),
+        )
+        .map(|key| Problem {
+            key,
             message: format!(
                 "expected a file not readable by others when it holds a password, but its mode is {:o} (chmod o-r, or use password_env or option_file)",
                 mode & 0o777
@@ -1143,6 +1206,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             }),
             fence: m.fence,
             catch_up_timeout_ms,
+            peer: m.peer,
         });
     }
     let mut all_vips: BTreeMap<IpAddr, String> = BTreeMap::new();
@@ -1509,6 +1573,20 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         });
     }
 
+    for (i, t) in mysql.iter().enumerate() {
+        if let Some(peer) = &t.peer
+            && (peer == &t.name || !mysql.iter().any(|o| o.name == *peer))
+        {
+            problem(
+                format!("mysql[{i}].peer"),
+                format!("expected the name of another [[mysql]] target (the peer's server), got {peer:?}"),
+            );
+        }
+    }
+    let write_lease = raw
+        .write_lease
+        .and_then(|w| write_lease(w, &mysql, &mut problem));
+
     let metrics_listen = match &raw.metrics {
         None => None,
         Some(m) => match m.listen.parse::<std::net::SocketAddr>() {
@@ -1546,6 +1624,85 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         mysql,
         sync_groups,
         instances,
+        write_lease,
+    })
+}
+
+/// `[write_lease]`, checked; every problem goes to `problem`.
+fn write_lease(
+    w: RawWriteLease,
+    mysql: &[MysqlTarget],
+    problem: &mut impl FnMut(String, String),
+) -> Option<WriteLease> {
+    let at = |key: &str| format!("write_lease.{key}");
+    let mut addr = |key: &str, text: &str| match text.parse::<std::net::SocketAddr>() {
+        Ok(a) if !a.ip().is_unspecified() && a.port() != 0 => Some(a),
+        _ => {
+            problem(
+                at(key),
+                format!("expected ADDRESS:PORT of a host (not 0.0.0.0 or port 0), such as \"192.0.2.1:5405\", got {text:?}"),
+            );
+            None
+        }
+    };
+    let listen = addr("listen", &w.listen);
+    let peer = addr("peer", &w.peer);
+    let witness = match &w.witness {
+        Some(text) => Some(addr("witness", text)?),
+        None => None,
+    };
+    let key = match (w.key, w.key_env) {
+        (Some(k), None) => Some((k, true)),
+        (None, Some(var)) => match std::env::var(&var) {
+            Ok(k) => Some((k, false)),
+            Err(_) => {
+                problem(
+                    at("key_env"),
+                    format!("expected the name of a set environment variable, but {var:?} is not set"),
+                );
+                None
+            }
+        },
+        _ => {
+            problem(at("key"), "expected one of key and key_env".into());
+            None
+        }
+    };
+    if let Some((k, _)) = &key
+        && k.len() < 16
+    {
+        problem(
+            at("key"),
+            format!("expected a shared key of at least 16 bytes, got {}", k.len()),
+        );
+    }
+    let fence_lead_ms = mysql
+        .iter()
+        .filter(|t| t.fence)
+        .map(|t| 2 * t.timeout_ms)
+        .max()
+        .unwrap_or(0);
+    let lease_ms = match u32::try_from(w.lease_ms) {
+        Ok(ms) if (100..=60_000).contains(&ms) && u64::from(ms) >= 3 * fence_lead_ms => Some(ms),
+        _ => {
+            problem(
+                at("lease_ms"),
+                format!(
+                    "expected 100 to 60000 and at least 3 x the time a fence may take (2 x the largest timeout_ms of a fenced [[mysql]] target: {fence_lead_ms}), got {}",
+                    w.lease_ms
+                ),
+            );
+            None
+        }
+    };
+    let (key, key_in_file) = key?;
+    Some(WriteLease {
+        listen: listen?,
+        peer: peer?,
+        witness,
+        key: Secret::new(key),
+        key_in_file,
+        lease_ms: lease_ms?,
     })
 }
 

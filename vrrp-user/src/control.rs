@@ -27,6 +27,9 @@ pub struct Status {
     /// the kernel): another VRRP daemon's, or a peer configured with a different VRID.
     #[serde(default)]
     pub other_vrids: Vec<OtherVrid>,
+    /// The write lease, when configured.
+    #[serde(default)]
+    pub lease: Option<crate::lease::task::LeaseStatus>,
 }
 
 /// Adverts the data plane saw for a VRID not configured here.
@@ -57,6 +60,13 @@ pub struct MysqlStatus {
     pub reconnects: u64,
     /// How long the last round of checks took, microseconds.
     pub last_round_us: u64,
+    /// With `fence`: fenced, unfenced, fencing, unfencing, down, or failed: why.
+    #[serde(default)]
+    pub fence: String,
+    /// With `peer`: the peer's server's read_only as last seen (None: not seen, or
+    /// unreachable).
+    #[serde(default)]
+    pub peer_read_only: Option<bool>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -217,6 +227,35 @@ pub fn table(status: &Status) -> String {
                 m.last_round_us,
                 m.reason
             ));
+            if !m.fence.is_empty() {
+                out.push_str(&format!(
+                    "{:<12} fence {}{}\n",
+                    "",
+                    m.fence,
+                    match m.peer_read_only {
+                        Some(true) => ", peer read_only ON",
+                        Some(false) => ", peer read_only OFF",
+                        None => "",
+                    }
+                ));
+            }
+        }
+    }
+    if let Some(l) = &status.lease {
+        out.push_str(&format!(
+            "\nwrite lease: {}{}{} (node {}, peer {}, {})\n",
+            if l.held { "HELD" } else { "not held" },
+            l.held_for_ms.map_or(String::new(), |ms| format!(" for {ms} ms")),
+            if l.blocked { ", BLOCKED: yielded to a stronger holder" } else { "" },
+            l.node,
+            l.peer,
+            match &l.witness {
+                Some(w) => format!("witness {w}"),
+                None => "NO WITNESS: a partition between the nodes can make both writable".to_owned(),
+            }
+        ));
+        if let Some((holder, ms)) = &l.own_vote {
+            out.push_str(&format!("own vote: granted to {holder} for {ms} ms\n"));
         }
     }
     if !status.other_vrids.is_empty() {

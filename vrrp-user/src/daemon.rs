@@ -49,7 +49,7 @@ use crate::{
 
 /// The engine's clock: CLOCK_MONOTONIC in microseconds. The data plane's times
 /// (CLOCK_MONOTONIC_COARSE) are on the same time base, a jiffy behind at most.
-fn now() -> Time {
+pub fn now() -> Time {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -147,6 +147,20 @@ fn engine_config(
                 initial: TrackInput::Down,
             });
         }
+    }
+    // With a write lease, an instance that fences stays in Fault while the node yielded the
+    // lease to a stronger holder (its server could not be made writable).
+    let fences = inst
+        .track_mysql
+        .iter()
+        .any(|n| config.mysql.iter().any(|t| t.name == *n && t.fence));
+    if config.write_lease.is_some() && fences {
+        c.tracks.push(TrackConfig {
+            name: crate::lease::task::TRACK.to_owned(),
+            weight: 0,
+            reverse: false,
+            initial: TrackInput::Up,
+        });
     }
     // The instance's own interface (no link: Fault, as in keepalived), and the others it
     // tracks, with their weights.
@@ -326,18 +340,50 @@ pub async fn run(
     let mysql_status: Vec<mysql::SharedStatus> =
         tracked_mysql.iter().map(|t| mysql::new_status(t)).collect();
     let metrics = Metrics::new(iface);
+    // The write lease: fencers enable writes only while it is held.
+    let lease = match &config.write_lease {
+        Some(w) => {
+            let guard_ms = w.lease_ms / 10
+                + tracked_mysql
+                    .iter()
+                    .filter(|t| t.fence)
+                    .map(|t| 2 * t.timeout_ms as u32)
+                    .max()
+                    .unwrap_or(0);
+            Some(crate::lease::task::spawn(w, guard_ms, now, track_tx.clone())?)
+        }
+        None => None,
+    };
+    let fencers: HashMap<String, Fencer> = tracked_mysql
+        .iter()
+        .zip(&mysql_status)
+        .filter(|(t, _)| t.fence)
+        .map(|(t, status)| {
+            let gate = mysql::FenceGate {
+                held: lease.as_ref().map(|l| l.held.clone()),
+                peer: t
+                    .peer
+                    .as_ref()
+                    .and_then(|p| config.mysql.iter().find(|m| m.name == *p))
+                    .cloned(),
+            };
+            (
+                t.name.clone(),
+                Fencer::spawn((*t).clone(), gate, status.clone()),
+            )
+        })
+        .collect();
+    if let Some(l) = &lease {
+        mysql::report_fenced(fencers.values().map(Fencer::state).collect(), l.fenced.clone());
+    }
     let _probes: Vec<_> = tracked_mysql
         .iter()
         .zip(&mysql_status)
         .map(|(t, status)| {
             let latency = metrics.probe_latency(&t.name);
-            mysql::spawn_probe((*t).clone(), track_tx.clone(), status.clone(), latency)
+            let fencer = fencers.get(&t.name).cloned();
+            mysql::spawn_probe((*t).clone(), track_tx.clone(), status.clone(), latency, fencer)
         })
-        .collect();
-    let fencers: HashMap<String, Fencer> = tracked_mysql
-        .iter()
-        .filter(|t| t.fence)
-        .map(|t| (t.name.clone(), Fencer::spawn((*t).clone())))
         .collect();
     // Link state of the interface and the tracked ones, from netlink events.
     let mut links = HashMap::new();
@@ -403,6 +449,7 @@ pub async fn run(
         last_heard: HashMap::new(),
         metrics,
         deferred: None,
+        lease,
     };
     shell.place_vips(&config, ifindex);
     // From here on the engine sends the adverts and the loop keeps the heartbeat.
@@ -635,6 +682,7 @@ pub async fn run(
             }
         }
     }
+    release_lease(&shell).await;
     for inst in &config.instances {
         let s = shell.dp.vrid_stats(inst.ipv6(), inst.vrid)?;
         info!(
@@ -665,6 +713,20 @@ pub async fn run(
     }
     info!("stopped");
     Ok(())
+}
+
+/// On a stop: no instance is a candidate any more; the lease is released once every server
+/// reads back fenced (at most a second; otherwise it runs out at the voters).
+async fn release_lease(shell: &Shell) {
+    let Some(lease) = &shell.lease else { return };
+    lease.want.send_replace(None);
+    let mut held = lease.held.clone();
+    let released = tokio::time::timeout(Duration::from_secs(1), held.wait_for(|h| !*h)).await;
+    if released.is_ok() {
+        info!("write lease released");
+    } else {
+        warn!("write lease not released (a server is not confirmed fenced); it runs out at the voters");
+    }
 }
 
 /// Keeps the pinned heartbeat fresh while a resuming daemon loads and verifies its program, so
@@ -1086,6 +1148,7 @@ fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
             old.mysql != new.mysql || tracked_mysql(old) != tracked_mysql(new),
         ),
         ("sync_group", old.sync_groups != new.sync_groups),
+        ("write_lease", old.write_lease != new.write_lease),
         ("track_interfaces", interfaces(old) != interfaces(new)),
         ("virtual_mac / vmac_interface", vmacs(old) != vmacs(new)),
     ]
@@ -1127,6 +1190,8 @@ struct Shell {
     metrics: Metrics,
     /// While stopping: VIPs to remove once a successor advertises (instance, device, address).
     deferred: Option<Vec<(InstanceKey, u32, IpAddr)>>,
+    /// The write lease, when configured.
+    lease: Option<crate::lease::task::LeaseHandle>,
 }
 
 impl Shell {
@@ -1308,6 +1373,10 @@ impl Shell {
                 .iter()
                 .filter_map(|s| s.lock().ok().map(|s| s.clone()))
                 .collect(),
+            lease: self
+                .lease
+                .as_ref()
+                .and_then(|l| l.status.lock().ok().map(|s| s.clone())),
         }
     }
 
@@ -1432,7 +1501,23 @@ impl Shell {
                     });
                 }
             }
-        }
+        }        self.claim_lease(engine);
+    }
+
+    /// Tells the write lease whether this node is a candidate: the highest priority of the
+    /// master instances that fence a server, or none.
+    fn claim_lease(&self, engine: &Engine) {
+        let Some(lease) = &self.lease else { return };
+        let want = engine
+            .masters()
+            .filter(|(key, _)| self.fences.get(key).is_some_and(|f| !f.is_empty()))
+            .map(|(_, priority)| priority)
+            .max();
+        lease.want.send_if_modified(|w| {
+            let changed = *w != want;
+            *w = want;
+            changed
+        });
     }
 }
 

@@ -48,6 +48,20 @@ enum Command {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    /// Run a witness: the third vote of a MySQL pair's write lease, on any third host.
+    Witness {
+        /// The address (the witness's identity for the nodes: their `write_lease.witness`)
+        /// and UDP port to listen on.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// The environment variable holding the key shared with the nodes.
+        #[arg(long, default_value = "XVRRP_LEASE_KEY")]
+        key_env: String,
+        /// The longest lease granted, ms; also how long a started witness grants nothing (it
+        /// may have forgotten a grant that still runs). At least the nodes' lease_ms.
+        #[arg(long, default_value_t = 10_000)]
+        max_lease_ms: u32,
+    },
     /// Validate a configuration file; print every problem and exit 1 if there is any.
     CheckConfig {
         /// The configuration file (TOML).
@@ -97,6 +111,11 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Witness {
+            listen,
+            key_env,
+            max_lease_ms,
+        } => witness(listen, &key_env, max_lease_ms),
         Command::ImportKeepalived { file, output } => import_keepalived(&file, output.as_deref()),
         Command::CheckConfig { file } => match config::load(&file) {
             Ok(config) => {
@@ -173,6 +192,43 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// `xvrrp witness`.
+fn witness(listen: std::net::SocketAddr, key_env: &str, max_lease_ms: u32) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let key = match std::env::var(key_env) {
+        Ok(k) if k.len() >= 16 => k.into_bytes(),
+        _ => {
+            tracing::error!(
+                "xvrrp witness: expected the shared key (at least 16 bytes) in the environment variable {key_env}"
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let run = vrrp_user::lease::task::run_witness(listen, key, max_lease_ms, daemon::now);
+    match runtime.block_on(run) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("xvrrp witness: {err:#}");
+            ExitCode::FAILURE
         }
     }
 }

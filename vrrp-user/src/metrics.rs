@@ -404,6 +404,7 @@ mod tests {
                 family: "ipv4".into(),
                 adverts: answered * 10,
             }],
+            lease: None,
         }
     }
 

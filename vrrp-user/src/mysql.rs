@@ -395,6 +395,7 @@ pub fn spawn_probe(
     tx: mpsc::UnboundedSender<(String, TrackInput)>,
     status: SharedStatus,
     latency: prometheus_client::metrics::histogram::Histogram,
+    fencer: Option<Fencer>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let interval = Duration::from_millis(t.interval_ms);
@@ -497,6 +498,15 @@ pub fn spawn_probe(
                                 });
                             }
                         });
+                        // A server that should be fenced and reads writable (restarted from its
+                        // my.cnf, or set by hand) is fenced again at once.
+                        if round.read_only == Some(false)
+                            && let Some(f) = &fencer
+                            && f.state.borrow().safe()
+                        {
+                            warn!(target = %t.name, "writable while fenced: fencing again");
+                            f.refence();
+                        }
                         if !alive.record(round.alive.map_err(|f| f.to_string()), false, &tx) {
                             return;
                         }
@@ -529,10 +539,56 @@ pub fn spawn_probe(
 
 /// A command to a target's fencer.
 enum FenceCmd {
-    /// Set read_only; answers when done (or failed).
-    Fence(oneshot::Sender<()>),
-    /// Clear read_only, after waiting for the relay log to be applied when asked.
+    /// Set read_only (again, even if it is thought set); answers once the first attempt is
+    /// done. Retries go on in the background until the server reads back read_only = 1.
+    Fence(Option<oneshot::Sender<()>>),
+    /// Enable writes: after the relay log is applied (when asked), while the write lease is
+    /// held (when configured), and once the peer's server is read_only or unreachable.
     Unfence,
+}
+
+/// What a fencer knows of its server's writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FenceState {
+    Fencing,
+    /// read_only = 1, read back.
+    Fenced,
+    /// The server is not running (connection refused): it takes no writes.
+    Down,
+    /// Waiting to enable writes (catch-up, lease, peer).
+    Unfencing,
+    Unfenced,
+    /// The last attempt failed; retried every 100 ms.
+    Failed(String),
+}
+
+impl FenceState {
+    /// Whether the server cannot take writes from ordinary users now.
+    pub fn safe(&self) -> bool {
+        matches!(self, FenceState::Fenced | FenceState::Down)
+    }
+}
+
+impl fmt::Display for FenceState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FenceState::Fencing => write!(f, "fencing"),
+            FenceState::Fenced => write!(f, "fenced"),
+            FenceState::Down => write!(f, "down"),
+            FenceState::Unfencing => write!(f, "unfencing"),
+            FenceState::Unfenced => write!(f, "unfenced"),
+            FenceState::Failed(why) => write!(f, "failed: {why}"),
+        }
+    }
+}
+
+/// What a fencer waits for before it enables writes.
+#[derive(Clone, Default)]
+pub struct FenceGate {
+    /// The write lease: writes only while it is held (and fenced at once when it is not).
+    pub held: Option<tokio::sync::watch::Receiver<bool>>,
+    /// The peer's server: set read_only before writes are enabled here, and kept so.
+    pub peer: Option<MysqlTarget>,
 }
 
 /// Sets and clears a server's read_only, in order, on a connection of its own.
@@ -541,73 +597,295 @@ pub struct Fencer {
     name: String,
     tx: mpsc::UnboundedSender<FenceCmd>,
     timeout: Duration,
+    state: tokio::sync::watch::Receiver<FenceState>,
+}
+
+/// The fencer's loop state.
+struct FenceTask {
+    t: MysqlTarget,
+    gate: FenceGate,
+    status: SharedStatus,
+    state: tokio::sync::watch::Sender<FenceState>,
+    conn: Option<Conn>,
+    peer_conn: Option<Conn>,
+    /// The last command was Unfence.
+    master: bool,
+    caught_up: bool,
+    /// A Fence command asks for the statement again.
+    force: bool,
+    waiters: Vec<oneshot::Sender<()>>,
+}
+
+impl FenceTask {
+    fn held(&self) -> bool {
+        self.gate.held.as_ref().is_none_or(|h| *h.borrow())
+    }
+
+    fn set(&mut self, state: FenceState) {
+        update(&self.status, |s| s.fence = state.to_string());
+        self.state.send_replace(state);
+    }
+
+    /// One step towards what is wanted: fenced, or (master, caught up, lease held) writable.
+    async fn act(&mut self) {
+        let current = self.state.borrow().clone();
+        if !(self.master && self.caught_up && self.held()) {
+            if self.force || !current.safe() {
+                self.force = false;
+                if current == FenceState::Unfenced && self.master {
+                    warn!(target = %self.t.name, "write lease lost: fencing");
+                }
+                self.set(FenceState::Fencing);
+                let next = match fence_and_check(&self.t, &mut self.conn).await {
+                    Ok(()) => {
+                        info!(target = %self.t.name, "fenced: read_only ON");
+                        FenceState::Fenced
+                    }
+                    Err(Failure::NotRunning) => FenceState::Down,
+                    Err(f) => {
+                        warn!(target = %self.t.name, reason = %f, "cannot set read_only ON; retrying");
+                        FenceState::Failed(f.to_string())
+                    }
+                };
+                self.set(next);
+                for w in self.waiters.drain(..) {
+                    let _ = w.send(());
+                }
+            }
+        } else if current != FenceState::Unfenced {
+            self.set(FenceState::Unfencing);
+            if let Some(peer) = self.gate.peer.clone()
+                && !fence_peer(&peer, &mut self.peer_conn, &self.status).await
+            {
+                self.set(FenceState::Failed(format!(
+                    "the peer's server {} could not be set read_only",
+                    peer.name
+                )));
+                return;
+            }
+            info!(target = %self.t.name, "setting read_only OFF");
+            match set_read_only(&self.t, &mut self.conn, false).await {
+                Ok(()) => {
+                    info!(target = %self.t.name, "writes enabled: read_only OFF");
+                    self.set(FenceState::Unfenced);
+                }
+                Err(f) => {
+                    warn!(target = %self.t.name, reason = %f, "cannot set read_only OFF");
+                    self.set(FenceState::Failed(f.to_string()));
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: FenceCmd) {
+        match cmd {
+            FenceCmd::Fence(done) => {
+                if self.master && !self.caught_up {
+                    info!(target = %self.t.name, "promotion cancelled before writes were enabled");
+                }
+                self.master = false;
+                self.caught_up = false;
+                self.force = true;
+                if let Some(done) = done {
+                    self.waiters.push(done);
+                }
+            }
+            FenceCmd::Unfence => {
+                if !self.master {
+                    self.master = true;
+                    self.caught_up = false;
+                }
+            }
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<FenceCmd>) {
+        let mut held = self.gate.held.clone();
+        loop {
+            self.act().await;
+            let state = self.state.borrow().clone();
+            // Failed attempts are retried; a writable master keeps the peer's server fenced.
+            let tick = match state {
+                FenceState::Failed(_) => Some(Duration::from_millis(100)),
+                FenceState::Unfenced if self.gate.peer.is_some() => {
+                    Some(Duration::from_millis(self.t.interval_ms))
+                }
+                _ => None,
+            };
+            let catching_up = self.master && !self.caught_up;
+            let woke = tokio::select! {
+                cmd = rx.recv() => Woke::Command(cmd),
+                () = catch_up(&self.t, &mut self.conn), if catching_up => Woke::CaughtUp,
+                r = async { held.as_mut().expect("guarded").changed().await }, if held.is_some() => {
+                    Woke::Lease(r.is_ok())
+                }
+                () = async {
+                    match tick {
+                        Some(d) => tokio::time::sleep(d).await,
+                        None => std::future::pending().await,
+                    }
+                } => Woke::Tick,
+            };
+            match woke {
+                Woke::Command(Some(cmd)) => self.command(cmd),
+                Woke::Command(None) => return,
+                Woke::CaughtUp => self.caught_up = true,
+                Woke::Lease(true) => {}
+                Woke::Lease(false) => {
+                    // The lease task ended (the daemon is stopping): no writes any more.
+                    held = None;
+                    self.gate.held = None;
+                    self.master = false;
+                }
+                Woke::Tick => {
+                    if state == FenceState::Unfenced
+                        && let Some(peer) = self.gate.peer.clone()
+                    {
+                        fence_peer_if_writable(&peer, &mut self.peer_conn, &self.status).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What woke a fencer.
+enum Woke {
+    Command(Option<FenceCmd>),
+    CaughtUp,
+    /// The lease changed (true), or its task ended (false).
+    Lease(bool),
+    Tick,
 }
 
 impl Fencer {
-    pub fn spawn(t: MysqlTarget) -> Self {
-        let (tx, mut rx) = mpsc::unbounded_channel();
+    pub fn spawn(t: MysqlTarget, gate: FenceGate, status: SharedStatus) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (state_tx, state) = tokio::sync::watch::channel(FenceState::Fencing);
         let fencer = Self {
             name: t.name.clone(),
             tx,
             timeout: Duration::from_millis(t.timeout_ms) * 2,
+            state,
         };
-        tokio::spawn(async move {
-            let mut conn: Option<Conn> = None;
-            while let Some(cmd) = rx.recv().await {
-                match cmd {
-                    FenceCmd::Fence(done) => {
-                        let r = set_read_only(&t, &mut conn, true).await;
-                        match r {
-                            Ok(()) => info!(target = %t.name, "fenced: read_only ON"),
-                            Err(f) => {
-                                warn!(target = %t.name, reason = %f, "cannot set read_only ON")
-                            }
-                        }
-                        let _ = done.send(());
-                    }
-                    FenceCmd::Unfence => {
-                        // A fence that comes during the catch-up wait cancels the unfence.
-                        tokio::select! {
-                            () = catch_up(&t, &mut conn) => {}
-                            next = rx.recv() => {
-                                info!(target = %t.name, "promotion cancelled before writes were enabled");
-                                if let Some(FenceCmd::Fence(done)) = next {
-                                    conn = None;
-                                    if let Err(f) = set_read_only(&t, &mut conn, true).await {
-                                        warn!(target = %t.name, reason = %f, "cannot set read_only ON");
-                                    }
-                                    let _ = done.send(());
-                                }
-                                continue;
-                            }
-                        }
-                        info!(target = %t.name, "setting read_only OFF");
-                        match set_read_only(&t, &mut conn, false).await {
-                            Ok(()) => info!(target = %t.name, "writes enabled: read_only OFF"),
-                            Err(f) => {
-                                warn!(target = %t.name, reason = %f, "cannot set read_only OFF")
-                            }
-                        }
-                    }
-                }
-            }
-        });
+        let task = FenceTask {
+            t,
+            gate,
+            status,
+            state: state_tx,
+            conn: None,
+            peer_conn: None,
+            master: false,
+            caught_up: false,
+            force: true,
+            waiters: Vec::new(),
+        };
+        tokio::spawn(task.run(rx));
         fencer
     }
 
-    /// Sets read_only and waits until it is set (or failed), at most twice the timeout.
+    /// Sets read_only and waits until the first attempt is done, at most twice the timeout
+    /// (retries go on in the background).
     pub async fn fence(&self) {
         let (done, wait) = oneshot::channel();
-        if self.tx.send(FenceCmd::Fence(done)).is_ok()
+        if self.tx.send(FenceCmd::Fence(Some(done))).is_ok()
             && tokio::time::timeout(self.timeout, wait).await.is_err()
         {
             warn!(target = %self.name, "fencing did not finish in time; going on");
         }
     }
 
-    /// Clears read_only in the background (after the catch-up wait the target asks for).
+    /// Sets read_only again without waiting (the server was seen writable while fenced).
+    pub fn refence(&self) {
+        let _ = self.tx.send(FenceCmd::Fence(None));
+    }
+
+    /// Enables writes in the background, once the gates are open.
     pub fn unfence(&self) {
         let _ = self.tx.send(FenceCmd::Unfence);
+    }
+
+    /// What the fencer knows now, and its changes.
+    pub fn state(&self) -> tokio::sync::watch::Receiver<FenceState> {
+        self.state.clone()
+    }
+}
+
+/// Keeps `fenced` true while every fencer's server cannot take writes (read back read_only,
+/// or down): the write lease is released only then.
+pub fn report_fenced(
+    mut states: Vec<tokio::sync::watch::Receiver<FenceState>>,
+    fenced: tokio::sync::watch::Sender<bool>,
+) {
+    tokio::spawn(async move {
+        loop {
+            let all = states.iter().all(|s| s.borrow().safe());
+            fenced.send_if_modified(|f| std::mem::replace(f, all) != all);
+            if states.is_empty() {
+                return;
+            }
+            let changed = states.iter_mut().map(|s| Box::pin(s.changed()));
+            if futures::future::select_all(changed).await.0.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// Sets read_only and reads it back.
+async fn fence_and_check(t: &MysqlTarget, conn: &mut Option<Conn>) -> Result<(), Failure> {
+    set_read_only(t, conn, true).await?;
+    let timeout = Duration::from_millis(t.timeout_ms);
+    let c = conn.as_mut().expect("open after set_read_only");
+    match bounded(timeout, c.query_first::<u8, _>("SELECT @@global.read_only")).await {
+        Ok(Some(1)) => Ok(()),
+        Ok(v) => Err(Failure::Check(format!("read_only read back as {v:?}"))),
+        Err(f) => {
+            if f.drops_connection() {
+                *conn = None;
+            }
+            Err(f)
+        }
+    }
+}
+
+/// Before writes are enabled here: the peer's server set read_only, or found unreachable
+/// (the lease then decides). False: it answered but could not be fenced (retry).
+async fn fence_peer(peer: &MysqlTarget, conn: &mut Option<Conn>, status: &SharedStatus) -> bool {
+    match fence_and_check(peer, conn).await {
+        Ok(()) => {
+            info!(peer = %peer.name, "the peer's server is read_only");
+            update(status, |s| s.peer_read_only = Some(true));
+            true
+        }
+        Err(f @ (Failure::NotRunning | Failure::Timeout | Failure::UnknownHost(_) | Failure::Gone(_))) => {
+            *conn = None;
+            warn!(peer = %peer.name, reason = %f, "the peer's server is unreachable; enabling writes on the lease alone");
+            update(status, |s| s.peer_read_only = None);
+            true
+        }
+        Err(f) => {
+            warn!(peer = %peer.name, reason = %f, "cannot set the peer's server read_only; writes stay off");
+            false
+        }
+    }
+}
+
+/// While writable here: the peer's server found writable is fenced at once.
+async fn fence_peer_if_writable(peer: &MysqlTarget, conn: &mut Option<Conn>, status: &SharedStatus) {
+    if conn.is_none() {
+        *conn = connect(peer).await.ok();
+    }
+    let Some(c) = conn.as_mut() else { return };
+    let timeout = Duration::from_millis(peer.timeout_ms);
+    match bounded(timeout, c.query_first::<u8, _>("SELECT @@global.read_only")).await {
+        Ok(Some(0)) => {
+            warn!(peer = %peer.name, "the peer's server is writable while this node is: fencing it");
+            update(status, |s| s.peer_read_only = Some(false));
+            fence_peer(peer, conn, status).await;
+        }
+        Ok(v) => update(status, |s| s.peer_read_only = v.map(|v| v != 0)),
+        Err(_) => *conn = None,
     }
 }
 

@@ -577,6 +577,14 @@ impl Engine {
         self.instances.iter().map(Instance::status).collect()
     }
 
+    /// The master instances and their effective priorities, without building a whole status.
+    pub fn masters(&self) -> impl Iterator<Item = (InstanceKey, u8)> + '_ {
+        self.instances
+            .iter()
+            .filter(|i| i.state == State::Master)
+            .map(|i| (i.key(), i.effective_priority()))
+    }
+
     /// The effective priority of the instance `name`, without building a whole status.
     pub fn effective_priority(&self, name: &str) -> Option<u8> {
         self.instances

@@ -1,1 +1,243 @@
-//! (filled below)
+//! The write lease on a UDP socket: the daemon's node ([`spawn`]) and `xvrrp witness`
+//! ([`run_witness`]).
+//!
+//! ```text
+//!  daemon loop ──want (priority of the master instances that fence, or none)──▶ ┐
+//!  fencers ─────fenced (every fenced server read back read_only, or down)─────▶ │ node task ◀─UDP─▶ peer, witness
+//!  fencers ◀────held (writes may be enabled)─────────────────────────────────── │
+//!  engine ◀─────track "write_lease" Down while blocked (yielded to a stronger holder) ┘
+//! ```
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+use tokio::{net::UdpSocket, sync::watch};
+use tracing::{info, warn};
+
+use super::{
+    node::{Dest, Node, NodeConfig, Output},
+    voter::Voter,
+    wire::{self, NodeId},
+};
+use crate::{
+    config::WriteLease,
+    engine::{Time, TrackInput},
+};
+
+/// The engine track a blocked node's instances follow (weight 0: Fault while blocked).
+pub const TRACK: &str = "write_lease";
+
+/// What `xvrrp status` shows of the lease.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct LeaseStatus {
+    /// This node's address and port.
+    pub node: String,
+    pub peer: String,
+    /// None: no witness (a true partition can give both nodes the lease).
+    pub witness: Option<String>,
+    /// Whether this node holds the lease (its servers may be writable).
+    pub held: bool,
+    /// How long the lease is still held on this node's clock, ms.
+    pub held_for_ms: Option<u64>,
+    /// Whether this node is a candidate (some instance that fences is master).
+    pub candidate: bool,
+    /// Whether this node yielded to a stronger holder (its instances are in Fault).
+    pub blocked: bool,
+    /// Who holds this node's own vote, and for how long more (ms).
+    pub own_vote: Option<(String, u64)>,
+    /// Datagrams dropped: bad length, magic or authentication.
+    pub dropped: u64,
+}
+
+/// The daemon's side of the lease.
+pub struct LeaseHandle {
+    /// The claim's priority while some instance that fences is master.
+    pub want: watch::Sender<Option<u8>>,
+    /// True while every fenced server is read back read_only (or down): only then is the
+    /// lease released.
+    pub fenced: watch::Sender<bool>,
+    /// Whether the lease is held.
+    pub held: watch::Receiver<bool>,
+    pub status: Arc<Mutex<LeaseStatus>>,
+}
+
+/// The wall clock in microseconds: a restarted node's counters start above its last run's.
+fn first_seq() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_micros() as u64)
+}
+
+/// Binds the node's socket and runs it; track changes go to `tracks`.
+pub fn spawn(
+    cfg: &WriteLease,
+    guard_ms: u32,
+    now: fn() -> Time,
+    tracks: tokio::sync::mpsc::UnboundedSender<(String, TrackInput)>,
+) -> anyhow::Result<LeaseHandle> {
+    let std_socket = std::net::UdpSocket::bind(cfg.listen)
+        .with_context(|| format!("binding the write lease's socket {}", cfg.listen))?;
+    std_socket.set_nonblocking(true)?;
+    let socket = UdpSocket::from_std(std_socket)?;
+    let node_cfg = NodeConfig {
+        me: NodeId::new(cfg.listen.ip()),
+        peer: NodeId::new(cfg.peer.ip()),
+        witness: cfg.witness.map(|w| NodeId::new(w.ip())),
+        lease_ms: cfg.lease_ms,
+        guard_ms,
+    };
+    let (want, mut want_rx) = watch::channel(None);
+    let (fenced, mut fenced_rx) = watch::channel(true);
+    let (held_tx, held) = watch::channel(false);
+    let status = Arc::new(Mutex::new(LeaseStatus {
+        node: cfg.listen.to_string(),
+        peer: cfg.peer.to_string(),
+        witness: cfg.witness.map(|w| w.to_string()),
+        ..LeaseStatus::default()
+    }));
+    let shared = status.clone();
+    let key = cfg.key.expose().as_bytes().to_vec();
+    let (peer, witness) = (cfg.peer, cfg.witness);
+    let epoch = (Instant::now(), now());
+    let at = move |t: Time| epoch.0 + Duration::from_micros(t.since(epoch.1));
+    tokio::spawn(async move {
+        let mut node = Node::new(node_cfg, now(), first_seq(), None);
+        let mut buf = [0u8; 256];
+        let mut dropped = 0u64;
+        let mut last_want = None;
+        loop {
+            // Released only once the servers are fenced; until then the node stays a
+            // candidate at its last priority (its grants keep the peer from enabling writes).
+            let want = *want_rx.borrow();
+            let effective = match want {
+                Some(p) => Some(p),
+                None if !*fenced_rx.borrow() => last_want,
+                None => None,
+            };
+            if effective != last_want {
+                node.set_want(now(), effective);
+                last_want = effective;
+            }
+            while let Some(out) = node.poll_output() {
+                match out {
+                    Output::Send(dest, msg) => {
+                        let to = match dest {
+                            Dest::Peer => Some(peer),
+                            Dest::Witness => witness,
+                        };
+                        if let Some(to) = to {
+                            let _ = socket.try_send_to(&wire::encode(&msg, &key), to);
+                        }
+                    }
+                    Output::Held(h) => {
+                        info!(held = h, "write lease {}", if h { "held" } else { "not held" });
+                        let _ = held_tx.send(h);
+                    }
+                    Output::Blocked(b) => {
+                        if b {
+                            warn!("write lease: yielded to a stronger holder; instances that fence stay in Fault while it holds");
+                        } else {
+                            info!("write lease: no other holder any more; instances may run again");
+                        }
+                        let input = if b { TrackInput::Down } else { TrackInput::Up };
+                        if tracks.send((TRACK.to_owned(), input)).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            if let Ok(mut s) = shared.lock() {
+                let t = now();
+                s.held = node.held();
+                s.held_for_ms = node.held_until().map(|u| u.since(t) / 1_000);
+                s.candidate = want.is_some();
+                s.blocked = node.blocked();
+                s.own_vote = node
+                    .own_grant(t)
+                    .map(|g| (g.to.to_string(), g.until.since(t) / 1_000));
+                s.dropped = dropped;
+            }
+            let deadline = node.poll_timeout().map(at);
+            tokio::select! {
+                r = socket.recv_from(&mut buf) => {
+                    let Ok((n, src)) = r else { continue };
+                    match wire::decode(&buf[..n], &key) {
+                        Ok(msg) => {
+                            let dest = if src == peer {
+                                Some(Dest::Peer)
+                            } else if Some(src) == witness {
+                                Some(Dest::Witness)
+                            } else {
+                                None
+                            };
+                            if let Some(answer) = node.handle(now(), dest, &msg) {
+                                let _ = socket.try_send_to(&wire::encode(&answer, &key), src);
+                            }
+                        }
+                        Err(err) => {
+                            dropped += 1;
+                            warn!(%src, error = %err, "write lease: datagram dropped");
+                        }
+                    }
+                }
+                () = async {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(d.into()).await,
+                        None => std::future::pending().await,
+                    }
+                } => node.handle_timeout(now()),
+                r = want_rx.changed() => if r.is_err() { return },
+                r = fenced_rx.changed() => if r.is_err() { return },
+            }
+        }
+    });
+    Ok(LeaseHandle {
+        want,
+        fenced,
+        held,
+        status,
+    })
+}
+
+/// `xvrrp witness`: one vote, granted to one node at a time, until the process ends.
+pub async fn run_witness(
+    listen: SocketAddr,
+    key: Vec<u8>,
+    max_lease_ms: u32,
+    now: fn() -> Time,
+) -> anyhow::Result<()> {
+    let socket = UdpSocket::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let mut voter = Voter::new(NodeId::new(listen.ip()), now(), max_lease_ms, None);
+    info!(%listen, max_lease_ms, "xvrrp witness running (granting nothing for the first lease time)");
+    let mut buf = [0u8; 256];
+    let mut holder = None;
+    loop {
+        let (n, src) = socket.recv_from(&mut buf).await?;
+        let msg = match wire::decode(&buf[..n], &key) {
+            Ok(m) => m,
+            Err(err) => {
+                warn!(%src, error = %err, "datagram dropped");
+                continue;
+            }
+        };
+        let t = now();
+        if let Some(answer) = voter.handle(t, &msg) {
+            let _ = socket.try_send_to(&wire::encode(&answer, &key), src);
+        }
+        let current = voter.current(t).map(|g| g.to);
+        if current != holder {
+            match current {
+                Some(to) => info!(holder = %to, "vote granted"),
+                None => info!("vote free"),
+            }
+            holder = current;
+        }
+    }
+}
