@@ -691,6 +691,33 @@ impl Lab {
         Ok(())
     }
 
+    /// Drops VRRP (IP protocol 112) between hosts `x` and `y` both ways, and nothing else (a
+    /// firewall or security group that blocks VRRP, IGMP snooping without a querier); `None`
+    /// lets it through again.
+    pub fn drop_vrrp_between(&self, hosts: Option<(&str, &str)>) -> anyhow::Result<()> {
+        let mut rules = String::from("table bridge xvvrrp\ndelete table bridge xvvrrp\n");
+        if let Some((x, y)) = hosts {
+            let (px, py) = (self.port(x), self.port(y));
+            rules.push_str(&format!(
+                "table bridge xvvrrp {{\n chain forward {{\n  type filter hook forward priority -1; policy accept;\n\
+                   iifname \"{px}\" oifname \"{py}\" ip protocol 112 drop\n\
+                   iifname \"{py}\" oifname \"{px}\" ip protocol 112 drop\n }}\n}}\n"
+            ));
+        }
+        let path = self.workdir.join("vrrp.nft");
+        fs::write(&path, rules)?;
+        let out = run_with_timeout(
+            self.switch.command("nft")?.arg("-f").arg(&path),
+            Duration::from_secs(10),
+        )?;
+        ensure!(
+            out.status.success(),
+            "nft: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+
     /// `xvrrp status` (the table) of the daemon on `host`.
     pub fn status_table(&self, host: &str) -> anyhow::Result<String> {
         let out = run_with_timeout(

@@ -1579,7 +1579,9 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         {
             problem(
                 format!("mysql[{i}].peer"),
-                format!("expected the name of another [[mysql]] target (the peer's server), got {peer:?}"),
+                format!(
+                    "expected the name of another [[mysql]] target (the peer's server), got {peer:?}"
+                ),
             );
         }
     }
@@ -1640,7 +1642,9 @@ fn write_lease(
         _ => {
             problem(
                 at(key),
-                format!("expected ADDRESS:PORT of a host (not 0.0.0.0 or port 0), such as \"192.0.2.1:5405\", got {text:?}"),
+                format!(
+                    "expected ADDRESS:PORT of a host (not 0.0.0.0 or port 0), such as \"192.0.2.1:5405\", got {text:?}"
+                ),
             );
             None
         }
@@ -1658,7 +1662,9 @@ fn write_lease(
             Err(_) => {
                 problem(
                     at("key_env"),
-                    format!("expected the name of a set environment variable, but {var:?} is not set"),
+                    format!(
+                        "expected the name of a set environment variable, but {var:?} is not set"
+                    ),
                 );
                 None
             }
@@ -1673,7 +1679,10 @@ fn write_lease(
     {
         problem(
             at("key"),
-            format!("expected a shared key of at least 16 bytes, got {}", k.len()),
+            format!(
+                "expected a shared key of at least 16 bytes, got {}",
+                k.len()
+            ),
         );
     }
     let fence_lead_ms = mysql

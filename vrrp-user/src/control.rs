@@ -245,13 +245,19 @@ pub fn table(status: &Status) -> String {
         out.push_str(&format!(
             "\nwrite lease: {}{}{} (node {}, peer {}, {})\n",
             if l.held { "HELD" } else { "not held" },
-            l.held_for_ms.map_or(String::new(), |ms| format!(" for {ms} ms")),
-            if l.blocked { ", BLOCKED: yielded to a stronger holder" } else { "" },
+            l.held_for_ms
+                .map_or(String::new(), |ms| format!(" for {ms} ms")),
+            if l.blocked {
+                ", BLOCKED: yielded to a stronger holder"
+            } else {
+                ""
+            },
             l.node,
             l.peer,
             match &l.witness {
                 Some(w) => format!("witness {w}"),
-                None => "NO WITNESS: a partition between the nodes can make both writable".to_owned(),
+                None =>
+                    "NO WITNESS: a partition between the nodes can make both writable".to_owned(),
             }
         ));
         if let Some((holder, ms)) = &l.own_vote {

@@ -350,7 +350,12 @@ pub async fn run(
                     .map(|t| 2 * t.timeout_ms as u32)
                     .max()
                     .unwrap_or(0);
-            Some(crate::lease::task::spawn(w, guard_ms, now, track_tx.clone())?)
+            Some(crate::lease::task::spawn(
+                w,
+                guard_ms,
+                now,
+                track_tx.clone(),
+            )?)
         }
         None => None,
     };
@@ -374,7 +379,10 @@ pub async fn run(
         })
         .collect();
     if let Some(l) = &lease {
-        mysql::report_fenced(fencers.values().map(Fencer::state).collect(), l.fenced.clone());
+        mysql::report_fenced(
+            fencers.values().map(Fencer::state).collect(),
+            l.fenced.clone(),
+        );
     }
     let _probes: Vec<_> = tracked_mysql
         .iter()
@@ -382,7 +390,13 @@ pub async fn run(
         .map(|(t, status)| {
             let latency = metrics.probe_latency(&t.name);
             let fencer = fencers.get(&t.name).cloned();
-            mysql::spawn_probe((*t).clone(), track_tx.clone(), status.clone(), latency, fencer)
+            mysql::spawn_probe(
+                (*t).clone(),
+                track_tx.clone(),
+                status.clone(),
+                latency,
+                fencer,
+            )
         })
         .collect();
     // Link state of the interface and the tracked ones, from netlink events.
@@ -725,7 +739,9 @@ async fn release_lease(shell: &Shell) {
     if released.is_ok() {
         info!("write lease released");
     } else {
-        warn!("write lease not released (a server is not confirmed fenced); it runs out at the voters");
+        warn!(
+            "write lease not released (a server is not confirmed fenced); it runs out at the voters"
+        );
     }
 }
 
@@ -1501,7 +1517,8 @@ impl Shell {
                     });
                 }
             }
-        }        self.claim_lease(engine);
+        }
+        self.claim_lease(engine);
     }
 
     /// Tells the write lease whether this node is a candidate: the highest priority of the

@@ -858,7 +858,12 @@ async fn fence_peer(peer: &MysqlTarget, conn: &mut Option<Conn>, status: &Shared
             update(status, |s| s.peer_read_only = Some(true));
             true
         }
-        Err(f @ (Failure::NotRunning | Failure::Timeout | Failure::UnknownHost(_) | Failure::Gone(_))) => {
+        Err(
+            f @ (Failure::NotRunning
+            | Failure::Timeout
+            | Failure::UnknownHost(_)
+            | Failure::Gone(_)),
+        ) => {
             *conn = None;
             warn!(peer = %peer.name, reason = %f, "the peer's server is unreachable; enabling writes on the lease alone");
             update(status, |s| s.peer_read_only = None);
@@ -872,7 +877,11 @@ async fn fence_peer(peer: &MysqlTarget, conn: &mut Option<Conn>, status: &Shared
 }
 
 /// While writable here: the peer's server found writable is fenced at once.
-async fn fence_peer_if_writable(peer: &MysqlTarget, conn: &mut Option<Conn>, status: &SharedStatus) {
+async fn fence_peer_if_writable(
+    peer: &MysqlTarget,
+    conn: &mut Option<Conn>,
+    status: &SharedStatus,
+) {
     if conn.is_none() {
         *conn = connect(peer).await.ok();
     }

@@ -12,7 +12,7 @@
 //!   can then give both sides the lease, which `xvrrp status` and the docs say);
 //! - two candidates that hear of each other decide by claim (priority, then address): the
 //!   lower one yields (it is blocked: its instances go to Fault, and its server is fenced
-//!   before the lease is released) for as long as the other holds, and a hold-down;
+//!   before the lease is released) for a hold-down of five lease times;
 //! - with a witness, a candidate refused by the witness for a holder that keeps renewing,
 //!   and that outranks it or cannot be heard, yields the same way, so that clients are not
 //!   split between a writable server and a fenced one.
@@ -101,8 +101,6 @@ pub struct Node {
     heard_peer: Option<Heard>,
     heard_witness: Option<Heard>,
     blocked_until: Option<Time>,
-    last_query: u64,
-    next_query: Time,
     out: VecDeque<Output>,
 }
 
@@ -124,8 +122,6 @@ impl Node {
             heard_peer: None,
             heard_witness: None,
             blocked_until: None,
-            last_query: 0,
-            next_query: now,
             out: VecDeque::new(),
         }
     }
@@ -290,7 +286,6 @@ impl Node {
         }
         if let Some(b) = self.blocked_until {
             at(b);
-            at(self.next_query);
         }
         t
     }
@@ -299,30 +294,11 @@ impl Node {
         if self.held_until.is_some_and(|h| now >= h) {
             self.set_held(None);
         }
-        if let Some(until) = self.blocked_until {
-            if now >= self.next_query {
-                let seq = self.next_seq();
-                self.last_query = seq;
-                self.next_query = now.plus(self.cfg.retry_us());
-                self.send(
-                    now,
-                    Msg::Query {
-                        from: self.cfg.me,
-                        seq,
-                    },
-                );
-            }
-            if now >= until {
-                let other = self.foreign_until(now);
-                if other > now {
-                    self.blocked_until = Some(other);
-                } else {
-                    self.blocked_until = None;
-                    self.out.push_back(Output::Blocked(false));
-                    if self.want.is_some() {
-                        self.start_round(now);
-                    }
-                }
+        if self.blocked_until.is_some_and(|until| now >= until) {
+            self.blocked_until = None;
+            self.out.push_back(Output::Blocked(false));
+            if self.want.is_some() {
+                self.start_round(now);
             }
         }
         if self.want.is_some() && !self.blocked() && now >= self.next_round {
@@ -330,33 +306,17 @@ impl Node {
         }
     }
 
-    /// Until when some other node is known to hold a grant (the own voter's, or what the
-    /// other voters last said).
-    fn foreign_until(&self, now: Time) -> Time {
-        let own = self
-            .voter
-            .current(now)
-            .filter(|g| g.to != self.cfg.me)
-            .map_or(Time(0), |g| g.until);
-        [self.heard_peer, self.heard_witness]
-            .into_iter()
-            .flatten()
-            .filter(|h| h.holder != self.cfg.me && h.holder != NOBODY)
-            .map(|h| h.until)
-            .fold(own, Time::max)
-    }
-
-    /// Yields to `to`: stops holding (the shell fences), and is blocked for as long as the other
-    /// holds, and at least a lease time.
+    /// Yields: stops holding (the shell fences) and is blocked for a hold-down of five lease
+    /// times. Blocking only keeps the instances out of the election (no VIP claimed for a
+    /// server that cannot be writable); writes stay governed by the lease alone, so a block
+    /// that ends while the other still holds costs availability, never safety.
     fn yield_to(&mut self, now: Time) {
         self.round = None;
         self.set_held(None);
-        let until = self.foreign_until(now).max(now.plus(self.cfg.lease_us()));
         if self.blocked_until.is_none() {
             self.out.push_back(Output::Blocked(true));
-            self.next_query = now.plus(self.cfg.retry_us());
         }
-        self.blocked_until = Some(until.max(self.blocked_until.unwrap_or(Time(0))));
+        self.blocked_until = Some(now.plus(5 * self.cfg.lease_us()));
     }
 
     fn outranks(&self, priority: u8, other: NodeId) -> bool {
@@ -381,11 +341,6 @@ impl Node {
                 let refused = matches!(answer, Some(Msg::Refuse { .. }));
                 if refused && from != self.cfg.me && self.outranks(priority, from) {
                     self.yield_to(now);
-                }
-                if let (Some(Msg::Grant { .. }), Some(b)) = (answer, self.blocked_until) {
-                    // Blocked for at least as long as the grant just made.
-                    let g = self.voter.current(now).map_or(b, |g| g.until);
-                    self.blocked_until = Some(b.max(g));
                 }
                 answer
             }
@@ -415,7 +370,7 @@ impl Node {
                 remaining_ms,
             } => {
                 let dest = dest.filter(|d| self.expected(*d, from))?;
-                let current = self.round.is_some_and(|r| r.seq == seq) || seq == self.last_query;
+                let current = self.round.is_some_and(|r| r.seq == seq);
                 if to != self.cfg.me || !current {
                     return None;
                 }
@@ -433,8 +388,7 @@ impl Node {
                 if holder == NOBODY || holder == self.cfg.me {
                     return None;
                 }
-                if let Some(b) = self.blocked_until {
-                    self.blocked_until = Some(b.max(until));
+                if self.blocked() {
                     return None;
                 }
                 let yields = match dest {

