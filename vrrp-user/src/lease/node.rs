@@ -346,9 +346,7 @@ impl Node {
             }
             Msg::Query { .. } | Msg::Release { .. } => self.voter.handle(now, msg),
             Msg::Grant { from, to, seq, .. } => {
-                let Some(dest) = dest.filter(|d| self.expected(*d, from)) else {
-                    return None;
-                };
+                let dest = dest.filter(|d| self.expected(*d, from))?;
                 if to != self.cfg.me {
                     return None;
                 }

@@ -196,7 +196,10 @@ pub fn spawn(
                         Some(d) => tokio::time::sleep_until(d.into()).await,
                         None => std::future::pending().await,
                     }
-                } => node.handle_timeout(now()),
+                } => {
+                    node.handle_timeout(now());
+                    tracing::trace!(blocked = node.blocked(), held = node.held(), "write lease timer");
+                }
                 r = want_rx.changed() => if r.is_err() { return },
                 r = fenced_rx.changed() => if r.is_err() { return },
             }

@@ -243,9 +243,8 @@ fn two_candidates_that_hear_each_other_leave_the_lease_to_the_higher_claim() {
         } else {
             (Who::B, Who::A)
         };
-        assert_eq!(
+        assert!(
             sim.first(loser, Output::Blocked(true)).is_some(),
-            true,
             "{pa}/{pb}"
         );
         // The loser's shell fences, its instances leave the election, and it releases.
