@@ -1585,9 +1585,16 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             );
         }
     }
+    // The fence a lease must leave time for: the servers instances track (a peer's target is
+    // only fenced before writes are enabled).
+    let tracked: Vec<MysqlTarget> = mysql
+        .iter()
+        .filter(|t| instances.iter().any(|i| i.track_mysql.contains(&t.name)))
+        .cloned()
+        .collect();
     let write_lease = raw
         .write_lease
-        .and_then(|w| write_lease(w, &mysql, &mut problem));
+        .and_then(|w| write_lease(w, &tracked, &mut problem));
 
     let metrics_listen = match &raw.metrics {
         None => None,
@@ -2413,6 +2420,40 @@ mod tests {
                 "test.toml: track_process[0].scan_interval_ms: expected milliseconds from 10 to 3600000, got 1",
                 "test.toml: track_process[1].name: expected a unique, non-empty name, got \"p\"",
                 "test.toml: instance[0].track_processes[0]: expected the name of a [[track_process]], got \"q\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_write_lease_is_read_and_every_problem_named() {
+        let base = "interface = \"eth0\"\n[[mysql]]\nname = \"local\"\nuser = \"u\"\ntimeout_ms = 300\npeer = \"other\"\n\
+                    [[mysql]]\nname = \"other\"\nhost = \"192.0.2.2\"\nuser = \"u\"\n\
+                    [[instance]]\nvrid = 1\nvips = [\"192.0.2.100\"]\ntrack_mysql = [\"local\"]\n";
+        let config = parse_str(&format!(
+            "{base}[write_lease]\nlisten = \"192.0.2.1:5405\"\npeer = \"192.0.2.2:5405\"\n\
+             witness = \"192.0.2.3:5405\"\nkey = \"0123456789abcdef\"\nlease_ms = 2000\n"
+        ))
+        .expect("valid");
+        let w = config.write_lease.expect("lease");
+        assert_eq!(w.listen, "192.0.2.1:5405".parse().unwrap());
+        assert_eq!(w.witness, Some("192.0.2.3:5405".parse().unwrap()));
+        assert_eq!((w.lease_ms, w.key_in_file), (2000, true));
+        assert_eq!(config.mysql[0].peer.as_deref(), Some("other"));
+        assert_eq!(
+            errors(&format!(
+                "{base}[write_lease]\nlisten = \"0.0.0.0:5405\"\npeer = \"nope\"\nkey = \"short\"\nlease_ms = 1000\n"
+            )),
+            vec![
+                "test.toml: write_lease.listen: expected ADDRESS:PORT of a host (not 0.0.0.0 or port 0), such as \"192.0.2.1:5405\", got \"0.0.0.0:5405\"",
+                "test.toml: write_lease.peer: expected ADDRESS:PORT of a host (not 0.0.0.0 or port 0), such as \"192.0.2.1:5405\", got \"nope\"",
+                "test.toml: write_lease.key: expected a shared key of at least 16 bytes, got 5",
+                "test.toml: write_lease.lease_ms: expected 100 to 60000 and at least 3 x the time a fence may take (2 x the largest timeout_ms of a fenced [[mysql]] target: 2000), got 1000",
+            ]
+        );
+        assert_eq!(
+            errors(&base.replace("peer = \"other\"", "peer = \"local\"")),
+            vec![
+                "test.toml: mysql[0].peer: expected the name of another [[mysql]] target (the peer's server), got \"local\""
             ]
         );
     }
