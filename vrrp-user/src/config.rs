@@ -2447,7 +2447,7 @@ mod tests {
                 "test.toml: write_lease.listen: expected ADDRESS:PORT of a host (not 0.0.0.0 or port 0), such as \"192.0.2.1:5405\", got \"0.0.0.0:5405\"",
                 "test.toml: write_lease.peer: expected ADDRESS:PORT of a host (not 0.0.0.0 or port 0), such as \"192.0.2.1:5405\", got \"nope\"",
                 "test.toml: write_lease.key: expected a shared key of at least 16 bytes, got 5",
-                "test.toml: write_lease.lease_ms: expected 100 to 60000 and at least 3 x the time a fence may take (2 x the largest timeout_ms of a fenced [[mysql]] target: 2000), got 1000",
+                "test.toml: write_lease.lease_ms: expected 100 to 60000 and at least 3 x the time a fence may take (2 x the largest timeout_ms of a fenced [[mysql]] target: 600), got 1000",
             ]
         );
         assert_eq!(
