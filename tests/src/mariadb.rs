@@ -65,7 +65,7 @@ impl Mariadb {
             format!(
                 "FLUSH PRIVILEGES;\n\
                  CREATE USER '{PROBE_USER}'@'%' IDENTIFIED BY '{PROBE_PASSWORD}';\n\
-                 GRANT SLAVE MONITOR, READ_ONLY ADMIN, PROCESS ON *.* TO '{PROBE_USER}'@'%';\n\
+                 GRANT SLAVE MONITOR, READ_ONLY ADMIN, PROCESS, CONNECTION ADMIN ON *.* TO '{PROBE_USER}'@'%';\n\
                  CREATE USER 'repl'@'%' IDENTIFIED BY 'repl-secret';\n\
                  GRANT REPLICATION SLAVE ON *.* TO 'repl'@'%';\n\
                  CREATE DATABASE appdb;\n\

@@ -240,6 +240,9 @@ pub struct MysqlTarget {
     /// On promotion, wait at most this long for the relay log to be applied before enabling
     /// writes; None: take over at once.
     pub catch_up_timeout_ms: Option<u64>,
+    /// A fence held off by a lock wait this long kills the application's sessions; None:
+    /// never.
+    pub fence_escalate_ms: Option<u64>,
     /// The peer's server (another `[[mysql]]` target's name): set read_only before this node
     /// enables writes, and kept read_only while this node is master.
     pub peer: Option<String>,
@@ -682,6 +685,12 @@ struct RawMysql {
     catch_up_timeout_ms: i64,
     #[serde(default)]
     peer: Option<String>,
+    #[serde(default = "default_fence_escalate_ms")]
+    fence_escalate_ms: i64,
+}
+
+const fn default_fence_escalate_ms() -> i64 {
+    2_000
 }
 
 impl fmt::Debug for RawMysql {
@@ -1162,6 +1171,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             ("replication_weight", m.replication_weight, -254, 254),
             ("max_lag_s", m.max_lag_s, 0, 86_400),
             ("catch_up_timeout_ms", m.catch_up_timeout_ms, 0, 3_600_000),
+            ("fence_escalate_ms", m.fence_escalate_ms, 0, 3_600_000),
         ] {
             if !(min..=max).contains(&v) {
                 problem(at(key), format!("expected {min} to {max}, got {v}"));
@@ -1207,6 +1217,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             fence: m.fence,
             catch_up_timeout_ms,
             peer: m.peer,
+            fence_escalate_ms: u64::try_from(m.fence_escalate_ms).ok().filter(|ms| *ms > 0),
         });
     }
     let mut all_vips: BTreeMap<IpAddr, String> = BTreeMap::new();

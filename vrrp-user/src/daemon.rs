@@ -455,6 +455,7 @@ pub async fn run(
         configure_vips: config.configure_vips,
         announcer: Announcer::open(ifindex).context("opening the announcement socket")?,
         vips: HashMap::new(),
+        vip_keys: HashMap::new(),
         vmacs,
         fencers,
         fences: HashMap::new(),
@@ -551,6 +552,7 @@ pub async fn run(
         t
     });
     let epoch = (Instant::now(), now());
+    let mut contested = shell.lease.as_ref().map(|l| l.contested.clone());
     // The last input of every track: an instance a reload starts again starts from them (the
     // tasks behind them only report changes).
     let mut track_inputs: HashMap<String, TrackInput> = start_inputs;
@@ -592,6 +594,13 @@ pub async fn run(
                 info!("SIGUSR2: stopping for a hitless restart; the data plane, VIPs and roles stay");
                 hitless = true;
                 break;
+            }
+            r = async { contested.as_mut().expect("guarded").changed().await }, if contested.is_some() => {
+                if r.is_ok() {
+                    shell.reannounce(&engine);
+                } else {
+                    contested = None;
+                }
             }
             Some((name, input)) = track_rx.recv() => {
                 engine.set_track(now(), &name, input);
@@ -685,6 +694,8 @@ pub async fn run(
     // moves the clients, and until it comes they still reach this host.
     let resigned_ns = dataplane::monotonic_coarse_ns();
     shell.deferred = Some(Vec::new());
+    // Fence first, then resign: the priority-0 advert lets the peer take over at once.
+    shell.fence_all().await;
     engine.shutdown(now());
     shell.apply(&mut engine).await;
     let deferred = shell.deferred.take().unwrap_or_default();
@@ -1191,6 +1202,8 @@ struct Shell {
     announcer: Announcer,
     /// Each VIP (prefix, label) and the index of the interface it goes on.
     vips: HashMap<IpAddr, (Vip, u32)>,
+    /// The instance each VIP belongs to.
+    vip_keys: HashMap<IpAddr, InstanceKey>,
     /// The macvlans of virtual MACs: name, index.
     vmacs: HashMap<String, u32>,
     /// The fencer of each fenced MySQL target, by name.
@@ -1229,6 +1242,18 @@ impl Shell {
                     .filter_map(|name| self.fencers.get(name).cloned())
                     .collect();
                 (key, fencers)
+            })
+            .collect();
+        self.vip_keys = config
+            .instances
+            .iter()
+            .flat_map(|inst| {
+                let key = InstanceKey {
+                    iface: ifindex,
+                    family: if inst.ipv6() { Family::V6 } else { Family::V4 },
+                    vrid: inst.vrid,
+                };
+                inst.vips.iter().map(move |v| (v.addr, key))
             })
             .collect();
         self.vips = config
@@ -1418,9 +1443,19 @@ impl Shell {
             .collect()
     }
 
-    /// Sets read_only on the MySQL servers `key` fences, each bounded by its timeout.
-    async fn fence(&self, key: InstanceKey) {
+    /// Asks the fencers of the MySQL servers `key` fences to set read_only, without waiting:
+    /// adverts and the heartbeat go on while a fence waits (the write lease, when configured,
+    /// keeps the peer from enabling writes until the fence reads back).
+    fn fence(&self, key: InstanceKey) {
         for fencer in self.fences.get(&key).into_iter().flatten() {
+            fencer.request_fence();
+        }
+    }
+
+    /// Sets read_only on every fenced server and waits for each first attempt (at most twice
+    /// its timeout): on a stop, before the priority-0 advert lets the peer take over.
+    async fn fence_all(&self) {
+        for fencer in self.fencers.values() {
             fencer.fence().await;
         }
     }
@@ -1464,7 +1499,7 @@ impl Shell {
                     }
                 }
                 Action::RemoveVips { key, vips, .. } if self.configure_vips => {
-                    self.fence(key).await;
+                    self.fence(key);
                     for addr in vips {
                         let dev = self.vips.get(&addr).map_or(key.iface, |(_, dev)| *dev);
                         if let Some(deferred) = &mut self.deferred {
@@ -1476,7 +1511,7 @@ impl Shell {
                         }
                     }
                 }
-                Action::RemoveVips { key, .. } => self.fence(key).await,
+                Action::RemoveVips { key, .. } => self.fence(key),
                 Action::AddVips { .. } => {}
                 Action::Announce { key, addr } => {
                     let mac = self.macs.get(&key).copied().unwrap_or_default();
@@ -1493,7 +1528,7 @@ impl Shell {
                 } => {
                     // Not master, and not just demoted (RemoveVips fenced then): read-only.
                     if old != State::Master && new != State::Master {
-                        self.fence(key).await;
+                        self.fence(key);
                     }
                     let priority = engine.effective_priority(&name).unwrap_or(0);
                     let family = if key.family == Family::V6 {
@@ -1519,6 +1554,24 @@ impl Shell {
             }
         }
         self.claim_lease(engine);
+    }
+
+    /// Announces the VIPs of every master instance that fences again (a weaker master that
+    /// could not hear our adverts may have drawn the clients to itself).
+    fn reannounce(&self, engine: &Engine) {
+        for (key, _) in engine.masters() {
+            if self.fences.get(&key).is_none_or(Vec::is_empty) {
+                continue;
+            }
+            let mac = self.macs.get(&key).copied().unwrap_or_default();
+            for addr in self.vips.keys() {
+                if self.vip_keys.get(addr) == Some(&key)
+                    && let Err(err) = self.announcer.announce(*addr, mac)
+                {
+                    warn!(vrid = key.vrid, vip = %addr, error = %err, "cannot announce VIP");
+                }
+            }
+        }
     }
 
     /// Tells the write lease whether this node is a candidate: the highest priority of the

@@ -54,6 +54,10 @@ pub struct Metrics {
     mysql_probes: Family<Labels, Counter>,
     mysql_failures: Family<Labels, Counter>,
     mysql_reconnects: Family<Labels, Counter>,
+    mysql_fenced: Family<Labels, Gauge>,
+    mysql_peer_read_only: Family<Labels, Gauge>,
+    lease_held: Family<Labels, Gauge>,
+    lease_blocked: Family<Labels, Gauge>,
     // Events.
     transitions: Family<Labels, Counter>,
     probe_seconds: Histograms,
@@ -147,6 +151,26 @@ impl Metrics {
                 "@@global.read_only as last read",
                 Family::default()
             ),
+            mysql_fenced: metric!(
+                "mysql_fenced",
+                "1 while the fencer knows the server takes no writes (read_only read back, or not running); the state label says which fence state",
+                Family::default()
+            ),
+            mysql_peer_read_only: metric!(
+                "mysql_peer_read_only",
+                "The peer's server's read_only as last seen by this node's fencer",
+                Family::default()
+            ),
+            lease_held: metric!(
+                "write_lease_held",
+                "1 while this node holds the write lease (its fenced servers may be writable)",
+                Family::default()
+            ),
+            lease_blocked: metric!(
+                "write_lease_blocked",
+                "1 while this node yielded the write lease to a stronger holder (its fencing instances are in Fault)",
+                Family::default()
+            ),
             mysql_replication_healthy: metric!(
                 "mysql_replication_healthy",
                 "1 when the replica status was healthy at the last round",
@@ -237,6 +261,10 @@ impl Metrics {
             &self.mysql_read_only,
             &self.mysql_replication_healthy,
             &self.mysql_replication_lag,
+            &self.mysql_fenced,
+            &self.mysql_peer_read_only,
+            &self.lease_held,
+            &self.lease_blocked,
         ] {
             family.clear();
         }
@@ -299,6 +327,28 @@ impl Metrics {
             set(&self.mysql_probes, &labels, m.probes);
             set(&self.mysql_failures, &labels, m.failures);
             set(&self.mysql_reconnects, &labels, m.reconnects);
+            if !m.fence.is_empty() {
+                let state = m.fence.split(':').next().unwrap_or_default().to_owned();
+                let mut l = labels.clone();
+                l.push(("state", state.clone()));
+                self.mysql_fenced
+                    .get_or_create(&l)
+                    .set(flag(state == "fenced" || state == "down"));
+            }
+            if let Some(ro) = m.peer_read_only {
+                self.mysql_peer_read_only
+                    .get_or_create(&labels)
+                    .set(flag(ro));
+            }
+        }
+        if let Some(l) = &status.lease {
+            let labels = vec![("node", l.node.clone()), ("peer", l.peer.clone())];
+            self.lease_held
+                .get_or_create(&labels)
+                .set(i64::from(l.held));
+            self.lease_blocked
+                .get_or_create(&labels)
+                .set(i64::from(l.blocked));
         }
         let mut text = String::new();
         // Writing into a String cannot fail.
@@ -397,6 +447,8 @@ mod tests {
                 alive: Some(true),
                 read_only: Some(false),
                 probes: 12,
+                fence: "unfenced".into(),
+                peer_read_only: Some(true),
                 ..MysqlStatus::default()
             }],
             other_vrids: vec![OtherVrid {
@@ -404,7 +456,12 @@ mod tests {
                 family: "ipv4".into(),
                 adverts: answered * 10,
             }],
-            lease: None,
+            lease: Some(crate::lease::task::LeaseStatus {
+                node: "192.0.2.1:5405".into(),
+                peer: "192.0.2.2:5405".into(),
+                held: true,
+                ..Default::default()
+            }),
         }
     }
 
@@ -446,6 +503,27 @@ mod tests {
         let other =
             r#"xvrrp_dataplane_adverts_other_vrid_total{interface="eth0",vrid="52",family="ipv4"}"#;
         assert_eq!(value(&text, other).as_deref(), Some("50"), "{text}");
+        assert_eq!(
+            value(
+                &text,
+                "xvrrp_mysql_fenced{target=\"local\",address=\"127.0.0.1:3306\",state=\"unfenced\"}"
+            )
+            .as_deref(),
+            Some("0"),
+            "{text}"
+        );
+        assert_eq!(
+            value(&text, "xvrrp_mysql_peer_read_only{").as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            value(&text, "xvrrp_write_lease_held{").as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            value(&text, "xvrrp_write_lease_blocked{").as_deref(),
+            Some("0")
+        );
         // The next scrape sees the new snapshot.
         let text = m.render(&status("backup", 9));
         assert_eq!(

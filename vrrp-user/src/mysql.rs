@@ -505,7 +505,7 @@ pub fn spawn_probe(
                             && f.state.borrow().safe()
                         {
                             warn!(target = %t.name, "writable while fenced: fencing again");
-                            f.refence();
+                            f.request_fence();
                         }
                         if !alive.record(round.alive.map_err(|f| f.to_string()), false, &tx) {
                             return;
@@ -550,6 +550,9 @@ enum FenceCmd {
 /// What a fencer knows of its server's writes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FenceState {
+    /// Started, no command yet: the server is left as it is (a daemon that resumes after a
+    /// hitless restart must not fence a master's server while it starts).
+    Unknown,
     Fencing,
     /// read_only = 1, read back.
     Fenced,
@@ -572,6 +575,7 @@ impl FenceState {
 impl fmt::Display for FenceState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            FenceState::Unknown => write!(f, "unknown"),
             FenceState::Fencing => write!(f, "fencing"),
             FenceState::Fenced => write!(f, "fenced"),
             FenceState::Down => write!(f, "down"),
@@ -614,6 +618,8 @@ struct FenceTask {
     /// A Fence command asks for the statement again.
     force: bool,
     waiters: Vec<oneshot::Sender<()>>,
+    /// Since when fencing has failed on a lock wait (a transaction holds it off).
+    blocked_since: Option<std::time::Instant>,
 }
 
 impl FenceTask {
@@ -629,6 +635,9 @@ impl FenceTask {
     /// One step towards what is wanted: fenced, or (master, caught up, lease held) writable.
     async fn act(&mut self) {
         let current = self.state.borrow().clone();
+        if current == FenceState::Unknown && !self.force && !self.master {
+            return;
+        }
         if !(self.master && self.caught_up && self.held()) {
             if self.force || !current.safe() {
                 self.force = false;
@@ -639,11 +648,13 @@ impl FenceTask {
                 let next = match fence_and_check(&self.t, &mut self.conn).await {
                     Ok(()) => {
                         info!(target = %self.t.name, "fenced: read_only ON");
+                        self.blocked_since = None;
                         FenceState::Fenced
                     }
                     Err(Failure::NotRunning) => FenceState::Down,
                     Err(f) => {
                         warn!(target = %self.t.name, reason = %f, "cannot set read_only ON; retrying");
+                        escalate(&self.t, &mut self.blocked_since, &f).await;
                         FenceState::Failed(f.to_string())
                     }
                 };
@@ -761,7 +772,7 @@ enum Woke {
 impl Fencer {
     pub fn spawn(t: MysqlTarget, gate: FenceGate, status: SharedStatus) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let (state_tx, state) = tokio::sync::watch::channel(FenceState::Fencing);
+        let (state_tx, state) = tokio::sync::watch::channel(FenceState::Unknown);
         let fencer = Self {
             name: t.name.clone(),
             tx,
@@ -777,8 +788,9 @@ impl Fencer {
             peer_conn: None,
             master: false,
             caught_up: false,
-            force: true,
+            force: false,
             waiters: Vec::new(),
+            blocked_since: None,
         };
         tokio::spawn(task.run(rx));
         fencer
@@ -795,8 +807,9 @@ impl Fencer {
         }
     }
 
-    /// Sets read_only again without waiting (the server was seen writable while fenced).
-    pub fn refence(&self) {
+    /// Sets read_only without waiting (a demotion inside the event loop, or a server seen
+    /// writable while fenced); the fencer retries until it reads back.
+    pub fn request_fence(&self) {
         let _ = self.tx.send(FenceCmd::Fence(None));
     }
 
@@ -871,9 +884,54 @@ async fn fence_peer(peer: &MysqlTarget, conn: &mut Option<Conn>, status: &Shared
         }
         Err(f) => {
             warn!(peer = %peer.name, reason = %f, "cannot set the peer's server read_only; writes stay off");
+            // A lock wait on the peer: its sessions are killed at once (the peer is not master
+            // by our lease; a transaction there must not keep writes off here).
+            let mut since = Some(std::time::Instant::now() - Duration::from_secs(3600));
+            escalate(peer, &mut since, &f).await;
             false
         }
     }
+}
+
+/// Whether a failure is a lock wait: a running transaction holds `SET GLOBAL read_only` off.
+fn lock_wait(f: &Failure) -> bool {
+    matches!(f, Failure::Server(1205, _)) || matches!(f, Failure::Timeout)
+}
+
+/// A fence held off by a lock wait for longer than `fence_escalate_ms`: kills the sessions of
+/// the other users (the application's), which also makes pooled clients reconnect through
+/// the VIP. The probe user needs CONNECTION ADMIN (or SUPER) and PROCESS.
+async fn escalate(t: &MysqlTarget, since: &mut Option<std::time::Instant>, f: &Failure) {
+    let Some(after) = t.fence_escalate_ms else {
+        return;
+    };
+    if !lock_wait(f) {
+        *since = None;
+        return;
+    }
+    let started = *since.get_or_insert_with(std::time::Instant::now);
+    if started.elapsed() < Duration::from_millis(after) {
+        return;
+    }
+    let timeout = Duration::from_millis(t.timeout_ms);
+    let Ok(mut c) = connect(t).await else { return };
+    let ids: Vec<u64> = bounded(
+        timeout,
+        c.exec(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() \
+             AND USER NOT IN (?, 'system user', 'event_scheduler', 'unauthenticated user') \
+             AND COMMAND NOT IN ('Binlog Dump', 'Binlog Dump GTID', 'Daemon')",
+            (t.user.as_str(),),
+        ),
+    )
+    .await
+    .unwrap_or_default();
+    for id in &ids {
+        let _ = bounded(timeout, c.query_drop(format!("KILL CONNECTION {id}"))).await;
+    }
+    warn!(target = %t.name, killed = ids.len(), waited_ms = started.elapsed().as_millis() as u64,
+        "fence held off by a lock: application sessions killed");
+    *since = None;
 }
 
 /// While writable here: the peer's server found writable is fenced at once.

@@ -41,6 +41,9 @@ pub enum Output {
     /// The node yielded to a stronger holder: its instances stay out of the election while
     /// true.
     Blocked(bool),
+    /// A weaker node asked for the lease while this one holds it: it was master too (adverts
+    /// lost between the two) and may have announced the VIPs; the shell announces them again.
+    Contested,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,6 +104,8 @@ pub struct Node {
     heard_peer: Option<Heard>,
     heard_witness: Option<Heard>,
     blocked_until: Option<Time>,
+    /// The holder this node yielded to: its release ends the block at once.
+    yielded_to: Option<NodeId>,
     out: VecDeque<Output>,
 }
 
@@ -122,6 +127,7 @@ impl Node {
             heard_peer: None,
             heard_witness: None,
             blocked_until: None,
+            yielded_to: None,
             out: VecDeque::new(),
         }
     }
@@ -295,11 +301,7 @@ impl Node {
             self.set_held(None);
         }
         if self.blocked_until.is_some_and(|until| now >= until) {
-            self.blocked_until = None;
-            self.out.push_back(Output::Blocked(false));
-            if self.want.is_some() {
-                self.start_round(now);
-            }
+            self.unblock(now);
         }
         if self.want.is_some() && !self.blocked() && now >= self.next_round {
             self.start_round(now);
@@ -310,13 +312,23 @@ impl Node {
     /// times. Blocking only keeps the instances out of the election (no VIP claimed for a
     /// server that cannot be writable); writes stay governed by the lease alone, so a block
     /// that ends while the other still holds costs availability, never safety.
-    fn yield_to(&mut self, now: Time) {
+    fn yield_to(&mut self, now: Time, holder: NodeId) {
+        self.yielded_to = Some(holder);
         self.round = None;
         self.set_held(None);
         if self.blocked_until.is_none() {
             self.out.push_back(Output::Blocked(true));
         }
         self.blocked_until = Some(now.plus(5 * self.cfg.lease_us()));
+    }
+
+    fn unblock(&mut self, now: Time) {
+        self.blocked_until = None;
+        self.yielded_to = None;
+        self.out.push_back(Output::Blocked(false));
+        if self.want.is_some() {
+            self.start_round(now);
+        }
     }
 
     fn outranks(&self, priority: u8, other: NodeId) -> bool {
@@ -340,11 +352,24 @@ impl Node {
                 // renewal it was granted, in flight when it released, does not).
                 let refused = matches!(answer, Some(Msg::Refuse { .. }));
                 if refused && from != self.cfg.me && self.outranks(priority, from) {
-                    self.yield_to(now);
+                    self.yield_to(now, from);
+                } else if refused && from != self.cfg.me && self.held() {
+                    self.out.push_back(Output::Contested);
                 }
                 answer
             }
-            Msg::Query { .. } | Msg::Release { .. } => self.voter.handle(now, msg),
+            Msg::Release { from, .. } => {
+                let had = self.voter.current(now).is_some_and(|g| g.to == from);
+                let answer = self.voter.handle(now, msg);
+                let released = had && self.voter.current(now).is_none();
+                // The holder this node yielded to gave the lease back (it demoted or stopped):
+                // no reason to stay out of the election.
+                if released && self.blocked() && self.yielded_to == Some(from) {
+                    self.unblock(now);
+                }
+                answer
+            }
+            Msg::Query { .. } => self.voter.handle(now, msg),
             Msg::Grant { from, to, seq, .. } => {
                 let dest = dest.filter(|d| self.expected(*d, from))?;
                 if to != self.cfg.me {
@@ -397,7 +422,7 @@ impl Node {
                     }
                 };
                 if yields {
-                    self.yield_to(now);
+                    self.yield_to(now, holder);
                 }
                 None
             }

@@ -63,6 +63,9 @@ pub struct LeaseHandle {
     pub fenced: watch::Sender<bool>,
     /// Whether the lease is held.
     pub held: watch::Receiver<bool>,
+    /// Counts the times a weaker master asked for the lease this node holds (the daemon
+    /// announces the VIPs again).
+    pub contested: watch::Receiver<u64>,
     pub status: Arc<Mutex<LeaseStatus>>,
 }
 
@@ -94,6 +97,7 @@ pub fn spawn(
     let (want, mut want_rx) = watch::channel(None);
     let (fenced, mut fenced_rx) = watch::channel(true);
     let (held_tx, held) = watch::channel(false);
+    let (contested_tx, contested) = watch::channel(0u64);
     let status = Arc::new(Mutex::new(LeaseStatus {
         node: cfg.listen.to_string(),
         peer: cfg.peer.to_string(),
@@ -141,6 +145,12 @@ pub fn spawn(
                             if h { "held" } else { "not held" }
                         );
                         let _ = held_tx.send(h);
+                    }
+                    Output::Contested => {
+                        info!(
+                            "write lease contested by a weaker master: announcing the VIPs again"
+                        );
+                        contested_tx.send_modify(|n| *n += 1);
                     }
                     Output::Blocked(b) => {
                         if b {
@@ -209,6 +219,7 @@ pub fn spawn(
         want,
         fenced,
         held,
+        contested,
         status,
     })
 }

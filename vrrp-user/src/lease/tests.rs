@@ -508,3 +508,23 @@ fn without_a_witness_up_to_ten_percent_loss_and_delay_never_give_both_the_lease(
         assert!(holds > 2, "seed {seed}: the lease was held {holds} times");
     }
 }
+
+#[test]
+fn a_yielded_node_rejoins_at_once_when_the_holder_releases() {
+    let mut sim = Sim::new(false);
+    sim.want(Who::A, Some(200));
+    sim.run_for(300 * MS);
+    sim.want(Who::B, Some(100));
+    sim.run_for(300 * MS);
+    assert!(sim.b.blocked());
+    sim.want(Who::B, None);
+    sim.run_for(300 * MS);
+    // A demotes: fenced, it releases; B is no longer kept out.
+    sim.want(Who::A, None);
+    let released = sim.now;
+    sim.run_for(10 * MS);
+    let unblocked = sim
+        .first(Who::B, Output::Blocked(false))
+        .expect("unblocked");
+    assert!(unblocked.since(released) <= 2 * sim.latency);
+}
