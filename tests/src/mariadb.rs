@@ -307,6 +307,17 @@ impl Mariadb {
     }
 }
 
+/// Creates `appdb.counter` (one row, n = 0) on `db`; it replicates to the peer. The app user
+/// may update it.
+pub fn create_counter(lab: &Lab, db: &Mariadb) -> anyhow::Result<()> {
+    db.sql(
+        lab,
+        "CREATE TABLE appdb.counter (id INT PRIMARY KEY, n BIGINT NOT NULL) ENGINE=InnoDB; \
+         INSERT INTO appdb.counter VALUES (1, 0)",
+    )?;
+    Ok(())
+}
+
 /// Two servers replicating from each other, on hosts `a` and `b` of `lab`; returns once both
 /// replicate (at most 30 s).
 pub fn master_master_pair(lab: &Lab, a: &str, b: &str) -> anyhow::Result<(Mariadb, Mariadb)> {
@@ -440,7 +451,21 @@ pub struct Progress {
 
 impl Writer {
     pub fn start(lab: &Lab, from: &str, addr: std::net::Ipv4Addr) -> anyhow::Result<Self> {
+        Self::start_with(lab, from, addr, "w", false)
+    }
+
+    /// A writer whose keys start with `tag` (writers running at once need different tags);
+    /// with `increment`, each write is `UPDATE appdb.counter SET n = n + 1` instead of an
+    /// insert (the table is created by [`create_counter`]).
+    pub fn start_with(
+        lab: &Lab,
+        from: &str,
+        addr: std::net::Ipv4Addr,
+        tag: &str,
+        increment: bool,
+    ) -> anyhow::Result<Self> {
         use std::sync::atomic::Ordering;
+        let tag = tag.to_owned();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
         let progress = std::sync::Arc::new(Progress::default());
@@ -473,10 +498,14 @@ impl Writer {
                     }
                     while !flag.load(Ordering::SeqCst) {
                         n += 1;
-                        let k = format!("w{n}");
-                        let insert = format!(
-                            "INSERT INTO {APP_TABLE} (k, server, at) VALUES ('{k}', @@server_id, UTC_TIMESTAMP(6))"
-                        );
+                        let k = format!("{tag}{n}");
+                        let insert = if increment {
+                            "UPDATE appdb.counter SET n = n + 1 WHERE id = 1".to_owned()
+                        } else {
+                            format!(
+                                "INSERT INTO {APP_TABLE} (k, server, at) VALUES ('{k}', @@server_id, UTC_TIMESTAMP(6))"
+                            )
+                        };
                         match tokio::time::timeout(bound, conn.query_drop(insert)).await {
                             Ok(Ok(())) => {
                                 acked.push(k);

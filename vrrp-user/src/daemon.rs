@@ -707,7 +707,7 @@ pub async fn run(
             }
         }
     }
-    release_lease(&shell).await;
+    release_lease(&shell, &config).await;
     for inst in &config.instances {
         let s = shell.dp.vrid_stats(inst.ipv6(), inst.vrid)?;
         info!(
@@ -741,12 +741,23 @@ pub async fn run(
 }
 
 /// On a stop: no instance is a candidate any more; the lease is released once every server
-/// reads back fenced (at most a second; otherwise it runs out at the voters).
-async fn release_lease(shell: &Shell) {
+/// reads back fenced (at most the fence's escalation time and a second; otherwise it runs
+/// out at the voters).
+async fn release_lease(shell: &Shell, config: &Config) {
     let Some(lease) = &shell.lease else { return };
     lease.want.send_replace(None);
+    // Long enough for a fence held off by a lock to escalate (kill the sessions) and read
+    // back.
+    let bound = config
+        .mysql
+        .iter()
+        .filter(|t| t.fence)
+        .map(|t| t.fence_escalate_ms.unwrap_or(0) + 2 * t.timeout_ms)
+        .max()
+        .unwrap_or(0)
+        + 1_000;
     let mut held = lease.held.clone();
-    let released = tokio::time::timeout(Duration::from_secs(1), held.wait_for(|h| !*h)).await;
+    let released = tokio::time::timeout(Duration::from_millis(bound), held.wait_for(|h| !*h)).await;
     if released.is_ok() {
         info!("write lease released");
     } else {

@@ -103,6 +103,30 @@ async fn bounded<T>(
     }
 }
 
+/// The first column of the first row `query` returns, as text (None: no row, or NULL). Never
+/// panics on a row of another shape (a user's query with several columns, or a result left on
+/// the connection by a cancelled call).
+async fn scalar(
+    conn: &mut Conn,
+    timeout: Duration,
+    query: &str,
+) -> Result<Option<String>, Failure> {
+    let rows: Vec<Row> = bounded(timeout, conn.query(query)).await?;
+    Ok(rows
+        .into_iter()
+        .next()
+        .and_then(|row| row.get_opt::<Option<String>, usize>(0))
+        .and_then(Result::ok)
+        .flatten())
+}
+
+/// `@@global.read_only` on `conn`.
+async fn read_only_of(conn: &mut Conn, timeout: Duration) -> Result<Option<bool>, Failure> {
+    Ok(scalar(conn, timeout, "SELECT @@global.read_only")
+        .await?
+        .map(|v| v.trim() != "0"))
+}
+
 /// Resolves the target's address (bounded): an unknown host is its own outcome.
 async fn resolve(t: &MysqlTarget) -> Result<SocketAddr, Failure> {
     let timeout = Duration::from_millis(t.timeout_ms);
@@ -253,24 +277,17 @@ async fn check(t: &MysqlTarget, conn: &mut Conn, statement: &str) -> Round {
     };
     // The read_only query is the liveness check too: a server that answers a query is alive
     // (a COM_PING first would only add a round trip).
-    let read_only = match bounded(
-        timeout,
-        conn.query_first::<u8, _>("SELECT @@global.read_only"),
-    )
-    .await
-    {
-        Ok(v) => v.map(|v| v != 0),
+    let read_only = match read_only_of(conn, timeout).await {
+        Ok(v) => v,
         Err(f) => return failed(f),
     };
     if let Some(query) = &t.query {
-        let got: Result<Option<Option<String>>, Failure> =
-            bounded(timeout, conn.query_first(query.as_str())).await;
-        match got {
-            Ok(Some(Some(v))) if t.expect.as_deref().is_none_or(|e| e == v) => {}
+        match scalar(conn, timeout, query).await {
+            Ok(Some(v)) if t.expect.as_deref().is_none_or(|e| e == v) => {}
             Ok(v) => {
                 return failed(Failure::Check(format!(
                     "{query:?} returned {:?}, expected {}",
-                    v.flatten(),
+                    v,
                     t.expect
                         .as_ref()
                         .map_or("a value".to_owned(), |e| format!("{e:?}"))
@@ -407,9 +424,10 @@ pub fn spawn_probe(
             // Connect: the check connection, its server's dialect, and the parked watcher.
             let opened = async {
                 let mut conn = connect(&t).await?;
-                let version: Option<String> = bounded(
+                let version = scalar(
+                    &mut conn,
                     Duration::from_millis(t.timeout_ms),
-                    conn.query_first("SELECT VERSION()"),
+                    "SELECT VERSION()",
                 )
                 .await?;
                 let watcher = connect(&t).await?;
@@ -612,8 +630,15 @@ struct FenceTask {
     state: tokio::sync::watch::Sender<FenceState>,
     conn: Option<Conn>,
     peer_conn: Option<Conn>,
+    /// The catch-up wait's own connection: a wait cancelled mid-query leaves its result
+    /// unread, so the connection is dropped then.
+    catch_up_conn: Option<Conn>,
     /// The last command was Unfence.
     master: bool,
+    /// Promotion: the peer's server was fenced (or found unreachable) under the lease.
+    peer_checked: bool,
+    /// What the fenced peer had written (its GTID domains), for the catch-up wait.
+    peer_gtid: Option<String>,
     caught_up: bool,
     /// A Fence command asks for the statement again.
     force: bool,
@@ -638,6 +663,10 @@ impl FenceTask {
         if current == FenceState::Unknown && !self.force && !self.master {
             return;
         }
+        if self.master && self.held() && !self.peer_checked && current.safe() {
+            self.peer_checked = self.check_peer().await;
+            return;
+        }
         if !(self.master && self.caught_up && self.held()) {
             if self.force || !current.safe() {
                 self.force = false;
@@ -654,6 +683,9 @@ impl FenceTask {
                     Err(Failure::NotRunning) => FenceState::Down,
                     Err(f) => {
                         warn!(target = %self.t.name, reason = %f, "cannot set read_only ON; retrying");
+                        // The next try starts on a fresh connection: whatever went wrong cannot
+                        // leave a reply behind that the next statement would read as its own.
+                        self.conn = None;
                         escalate(&self.t, &mut self.blocked_since, &f).await;
                         FenceState::Failed(f.to_string())
                     }
@@ -664,16 +696,6 @@ impl FenceTask {
                 }
             }
         } else if current != FenceState::Unfenced {
-            self.set(FenceState::Unfencing);
-            if let Some(peer) = self.gate.peer.clone()
-                && !fence_peer(&peer, &mut self.peer_conn, &self.status).await
-            {
-                self.set(FenceState::Failed(format!(
-                    "the peer's server {} could not be set read_only",
-                    peer.name
-                )));
-                return;
-            }
             info!(target = %self.t.name, "setting read_only OFF");
             match set_read_only(&self.t, &mut self.conn, false).await {
                 Ok(()) => {
@@ -688,6 +710,31 @@ impl FenceTask {
         }
     }
 
+    /// Before the catch-up wait of a promotion (once the lease is held): the peer's server set
+    /// read_only, and what it wrote read, so that the wait covers it. False: the peer answered
+    /// but could not be fenced (retried).
+    async fn check_peer(&mut self) -> bool {
+        self.peer_gtid = None;
+        let Some(peer) = self.gate.peer.clone() else {
+            return true;
+        };
+        self.set(FenceState::Unfencing);
+        match fence_peer(&peer, &mut self.peer_conn, &self.status).await {
+            PeerFence::Fenced => {
+                self.peer_gtid = peer_writes(&peer, &mut self.peer_conn).await;
+                true
+            }
+            PeerFence::Unreachable => true,
+            PeerFence::Refused => {
+                self.set(FenceState::Failed(format!(
+                    "the peer's server {} could not be set read_only",
+                    peer.name
+                )));
+                false
+            }
+        }
+    }
+
     fn command(&mut self, cmd: FenceCmd) {
         match cmd {
             FenceCmd::Fence(done) => {
@@ -696,6 +743,7 @@ impl FenceTask {
                 }
                 self.master = false;
                 self.caught_up = false;
+                self.peer_checked = false;
                 self.force = true;
                 if let Some(done) = done {
                     self.waiters.push(done);
@@ -705,6 +753,7 @@ impl FenceTask {
                 if !self.master {
                     self.master = true;
                     self.caught_up = false;
+                    self.peer_checked = false;
                 }
             }
         }
@@ -718,15 +767,19 @@ impl FenceTask {
             // Failed attempts are retried; a writable master keeps the peer's server fenced.
             let tick = match state {
                 FenceState::Failed(_) => Some(Duration::from_millis(100)),
+                // A server that is down may come back writable (read_only is not kept across a
+                // restart): it is fenced within 10 ms of accepting connections.
+                FenceState::Down if !self.master => Some(Duration::from_millis(10)),
                 FenceState::Unfenced if self.gate.peer.is_some() => {
                     Some(Duration::from_millis(self.t.interval_ms))
                 }
                 _ => None,
             };
-            let catching_up = self.master && !self.caught_up;
+            // The catch-up wait runs once the lease is held and the peer is fenced.
+            let catching_up = self.master && !self.caught_up && self.held() && self.peer_checked;
             let woke = tokio::select! {
                 cmd = rx.recv() => Woke::Command(cmd),
-                () = catch_up(&self.t, &mut self.conn), if catching_up => Woke::CaughtUp,
+                () = catch_up(&self.t, &mut self.catch_up_conn, self.peer_gtid.as_deref()), if catching_up => Woke::CaughtUp,
                 r = async { held.as_mut().expect("guarded").changed().await }, if held.is_some() => {
                     Woke::Lease(r.is_ok())
                 }
@@ -737,11 +790,20 @@ impl FenceTask {
                     }
                 } => Woke::Tick,
             };
+            if catching_up && !matches!(woke, Woke::CaughtUp) {
+                self.catch_up_conn = None;
+            }
             match woke {
                 Woke::Command(Some(cmd)) => self.command(cmd),
                 Woke::Command(None) => return,
                 Woke::CaughtUp => self.caught_up = true,
-                Woke::Lease(true) => {}
+                Woke::Lease(true) => {
+                    if !self.held() {
+                        // Lost: a promotion starts again (peer and catch-up) once it is back.
+                        self.peer_checked = false;
+                        self.caught_up = false;
+                    }
+                }
                 Woke::Lease(false) => {
                     // The lease task ended (the daemon is stopping): no writes any more.
                     held = None;
@@ -749,6 +811,9 @@ impl FenceTask {
                     self.master = false;
                 }
                 Woke::Tick => {
+                    if state == FenceState::Down {
+                        self.force = true;
+                    }
                     if state == FenceState::Unfenced
                         && let Some(peer) = self.gate.peer.clone()
                     {
@@ -786,7 +851,10 @@ impl Fencer {
             state: state_tx,
             conn: None,
             peer_conn: None,
+            catch_up_conn: None,
             master: false,
+            peer_checked: false,
+            peer_gtid: None,
             caught_up: false,
             force: false,
             waiters: Vec::new(),
@@ -850,8 +918,8 @@ async fn fence_and_check(t: &MysqlTarget, conn: &mut Option<Conn>) -> Result<(),
     set_read_only(t, conn, true).await?;
     let timeout = Duration::from_millis(t.timeout_ms);
     let c = conn.as_mut().expect("open after set_read_only");
-    match bounded(timeout, c.query_first::<u8, _>("SELECT @@global.read_only")).await {
-        Ok(Some(1)) => Ok(()),
+    match read_only_of(c, timeout).await {
+        Ok(Some(true)) => Ok(()),
         Ok(v) => Err(Failure::Check(format!("read_only read back as {v:?}"))),
         Err(f) => {
             if f.drops_connection() {
@@ -862,14 +930,28 @@ async fn fence_and_check(t: &MysqlTarget, conn: &mut Option<Conn>) -> Result<(),
     }
 }
 
-/// Before writes are enabled here: the peer's server set read_only, or found unreachable
-/// (the lease then decides). False: it answered but could not be fenced (retry).
-async fn fence_peer(peer: &MysqlTarget, conn: &mut Option<Conn>, status: &SharedStatus) -> bool {
+/// What fencing the peer's server found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PeerFence {
+    /// read_only = 1, read back.
+    Fenced,
+    /// Not reachable (refused, timed out, unknown): the lease decides.
+    Unreachable,
+    /// It answered but could not be fenced: writes stay off here (retried).
+    Refused,
+}
+
+/// Before writes are enabled here: the peer's server set read_only, or found unreachable.
+async fn fence_peer(
+    peer: &MysqlTarget,
+    conn: &mut Option<Conn>,
+    status: &SharedStatus,
+) -> PeerFence {
     match fence_and_check(peer, conn).await {
         Ok(()) => {
             info!(peer = %peer.name, "the peer's server is read_only");
             update(status, |s| s.peer_read_only = Some(true));
-            true
+            PeerFence::Fenced
         }
         Err(
             f @ (Failure::NotRunning
@@ -880,17 +962,41 @@ async fn fence_peer(peer: &MysqlTarget, conn: &mut Option<Conn>, status: &Shared
             *conn = None;
             warn!(peer = %peer.name, reason = %f, "the peer's server is unreachable; enabling writes on the lease alone");
             update(status, |s| s.peer_read_only = None);
-            true
+            PeerFence::Unreachable
         }
         Err(f) => {
+            *conn = None;
             warn!(peer = %peer.name, reason = %f, "cannot set the peer's server read_only; writes stay off");
             // A lock wait on the peer: its sessions are killed at once (the peer is not master
             // by our lease; a transaction there must not keep writes off here).
             let mut since = Some(std::time::Instant::now() - Duration::from_secs(3600));
             escalate(peer, &mut since, &f).await;
-            false
+            PeerFence::Refused
         }
     }
+}
+
+/// What the fenced peer wrote: its `@@gtid_binlog_pos` without this node's own domain is
+/// read on the local server later (MariaDB's GTIDs; None elsewhere, or if unreadable).
+async fn peer_writes(peer: &MysqlTarget, conn: &mut Option<Conn>) -> Option<String> {
+    let c = conn.as_mut()?;
+    let timeout = Duration::from_millis(peer.timeout_ms);
+    let version = scalar(c, timeout, "SELECT VERSION()").await.ok()??;
+    if !version.to_ascii_lowercase().contains("mariadb") {
+        return None;
+    }
+    scalar(c, timeout, "SELECT @@global.gtid_binlog_pos")
+        .await
+        .ok()?
+}
+
+/// The GTIDs of `pos` ("D-S-N,...") outside `own_domain`.
+fn foreign_gtids(pos: &str, own_domain: &str) -> String {
+    pos.split(',')
+        .map(str::trim)
+        .filter(|g| !g.is_empty() && g.split('-').next() != Some(own_domain))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// Whether a failure is a lock wait: a running transaction holds `SET GLOBAL read_only` off.
@@ -945,13 +1051,13 @@ async fn fence_peer_if_writable(
     }
     let Some(c) = conn.as_mut() else { return };
     let timeout = Duration::from_millis(peer.timeout_ms);
-    match bounded(timeout, c.query_first::<u8, _>("SELECT @@global.read_only")).await {
-        Ok(Some(0)) => {
+    match read_only_of(c, timeout).await {
+        Ok(Some(false)) => {
             warn!(peer = %peer.name, "the peer's server is writable while this node is: fencing it");
             update(status, |s| s.peer_read_only = Some(false));
-            fence_peer(peer, conn, status).await;
+            let _ = fence_peer(peer, conn, status).await;
         }
-        Ok(v) => update(status, |s| s.peer_read_only = v.map(|v| v != 0)),
+        Ok(v) => update(status, |s| s.peer_read_only = v),
         Err(_) => *conn = None,
     }
 }
@@ -995,9 +1101,10 @@ async fn set_read_only(t: &MysqlTarget, conn: &mut Option<Conn>, on: bool) -> Re
     Ok(())
 }
 
-/// The promotion policy's wait: until the local relay log is applied, at most
-/// `catch_up_timeout_ms`; logs which way it went.
-async fn catch_up(t: &MysqlTarget, conn: &mut Option<Conn>) {
+/// The promotion policy's wait, at most `catch_up_timeout_ms`: with `peer_gtid` (what the
+/// fenced peer wrote), until this server has applied it (MASTER_GTID_WAIT); otherwise until
+/// the local relay log is applied. Logs which way it went.
+async fn catch_up(t: &MysqlTarget, conn: &mut Option<Conn>, peer_gtid: Option<&str>) {
     let Some(limit) = t.catch_up_timeout_ms.filter(|_| t.replication.is_some()) else {
         info!(target = %t.name, "takeover at once: writes enabled without waiting for the relay log");
         return;
@@ -1009,24 +1116,48 @@ async fn catch_up(t: &MysqlTarget, conn: &mut Option<Conn>) {
             *conn = connect(t).await.ok();
         }
         if let Some(c) = conn.as_mut() {
-            let version: Option<String> = bounded(timeout, c.query_first("SELECT VERSION()"))
-                .await
-                .ok()
-                .flatten();
-            let statement = replica_statement(version.as_deref().unwrap_or(""));
-            match replication(c, statement, timeout).await {
-                Ok(r) if !r.configured || r.caught_up => {
-                    info!(target = %t.name, "relay log applied: enabling writes");
-                    return;
+            match peer_gtid {
+                Some(pos) => {
+                    let own = scalar(c, timeout, "SELECT @@global.gtid_domain_id")
+                        .await
+                        .ok()
+                        .flatten()
+                        .unwrap_or_default();
+                    let wanted = foreign_gtids(pos, &own);
+                    if wanted.is_empty() {
+                        return;
+                    }
+                    // Short slices: each call is bounded like any other.
+                    let slice = (timeout.as_secs_f64() / 2.0).max(0.05);
+                    let q = format!("SELECT MASTER_GTID_WAIT('{wanted}', {slice:.3})");
+                    match scalar(c, timeout * 2, &q).await {
+                        Ok(Some(r)) if r.trim() == "0" => {
+                            info!(target = %t.name, gtid = %wanted, "the peer's writes are applied here: enabling writes");
+                            return;
+                        }
+                        Ok(_) => {}
+                        Err(f) if f.drops_connection() => *conn = None,
+                        Err(_) => {}
+                    }
                 }
-                Ok(_) => {}
-                Err(f) if f.drops_connection() => *conn = None,
-                Err(_) => {}
+                None => {
+                    let version = scalar(c, timeout, "SELECT VERSION()").await.ok().flatten();
+                    let statement = replica_statement(version.as_deref().unwrap_or(""));
+                    match replication(c, statement, timeout).await {
+                        Ok(r) if !r.configured || r.caught_up => {
+                            info!(target = %t.name, "relay log applied: enabling writes");
+                            return;
+                        }
+                        Ok(_) => {}
+                        Err(f) if f.drops_connection() => *conn = None,
+                        Err(_) => {}
+                    }
+                }
             }
         }
         if tokio::time::Instant::now() >= deadline {
             warn!(target = %t.name, limit_ms = limit,
-                "relay log not applied within the catch-up limit: enabling writes anyway");
+                "not caught up within the catch-up limit: enabling writes anyway");
             return;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -1036,6 +1167,17 @@ async fn catch_up(t: &MysqlTarget, conn: &mut Option<Conn>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_peers_own_gtids_are_what_a_promotion_waits_for() {
+        assert_eq!(foreign_gtids("1-1-4606,2-2-9", "1"), "2-2-9");
+        assert_eq!(
+            foreign_gtids("1-1-4606, 2-2-9,3-7-1", "2"),
+            "1-1-4606,3-7-1"
+        );
+        assert_eq!(foreign_gtids("1-1-5", "1"), "");
+        assert_eq!(foreign_gtids("", "1"), "");
+    }
 
     #[test]
     fn the_replica_statement_follows_the_server() {

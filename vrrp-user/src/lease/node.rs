@@ -190,7 +190,14 @@ impl Node {
                     self.start_round(now);
                 }
             }
-            (Some(_), Some(p)) => self.want = Some(p),
+            (Some(old), Some(p)) => {
+                self.want = Some(p);
+                // The voters learn the new claim at once (the own voter now): a peer that asks
+                // meanwhile must not be refused in the name of the old one.
+                if old != p && !self.blocked() {
+                    self.start_round(now);
+                }
+            }
             (Some(_), None) => {
                 self.want = None;
                 self.round = None;
@@ -331,10 +338,13 @@ impl Node {
         }
     }
 
+    /// Whether a claim beats this node's, so that this node yields. A claim of priority 0
+    /// (a node that is no longer master but whose server is not confirmed fenced) never
+    /// yields: it keeps its grants until the fence reads back.
     fn outranks(&self, priority: u8, other: NodeId) -> bool {
         match self.want {
-            Some(mine) => (priority, other) > (mine, self.cfg.me),
-            None => false,
+            Some(mine) if mine > 0 => (priority, other) > (mine, self.cfg.me),
+            _ => false,
         }
     }
 
@@ -366,6 +376,9 @@ impl Node {
                 // no reason to stay out of the election.
                 if released && self.blocked() && self.yielded_to == Some(from) {
                     self.unblock(now);
+                } else if released && self.want.is_some() && !self.held() && !self.blocked() {
+                    // A candidate waiting for that grant asks again now, not at its next retry.
+                    self.start_round(now);
                 }
                 answer
             }

@@ -115,12 +115,13 @@ pub fn spawn(
         let mut dropped = 0u64;
         let mut last_want = None;
         loop {
-            // Released only once the servers are fenced; until then the node stays a
-            // candidate at its last priority (its grants keep the peer from enabling writes).
+            // Released only once the servers are fenced; until then the node keeps its grants
+            // with a claim of priority 0: it neither yields (its server may still be
+            // writable) nor keeps a real candidate out of the election.
             let want = *want_rx.borrow();
             let effective = match want {
                 Some(p) => Some(p),
-                None if !*fenced_rx.borrow() => last_want,
+                None if !*fenced_rx.borrow() => Some(0),
                 None => None,
             };
             if effective != last_want {

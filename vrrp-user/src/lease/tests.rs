@@ -528,3 +528,23 @@ fn a_yielded_node_rejoins_at_once_when_the_holder_releases() {
         .expect("unblocked");
     assert!(unblocked.since(released) <= 2 * sim.latency);
 }
+
+#[test]
+fn a_node_finishing_its_fence_keeps_its_grants_and_keeps_nobody_out() {
+    let mut sim = Sim::new(false);
+    sim.want(Who::A, Some(200));
+    sim.run_for(300 * MS);
+    // A demoted, but its server is not confirmed fenced: it claims at priority 0.
+    sim.want(Who::A, Some(0));
+    sim.want(Who::B, Some(100));
+    sim.run_for(3_000 * MS);
+    assert!(!sim.b.held(), "B waits for A's release");
+    assert!(
+        !sim.b.blocked() && !sim.a.blocked(),
+        "nobody yields to a claim of 0, nor does it"
+    );
+    sim.want(Who::A, None);
+    sim.run_for(10 * MS);
+    assert!(sim.b.held(), "the release hands over at once");
+    assert_eq!(sim.both_held_at, None);
+}
