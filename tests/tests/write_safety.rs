@@ -96,22 +96,26 @@ struct Samples {
     longest_unwritable: Duration,
 }
 
-/// Samples both servers' read_only every 50 ms for `span`.
+/// Samples both servers' read_only every 50 ms for `span` (a sample reads a, b, a).
 fn sample(lab: &Lab, a: &Mariadb, b: &Mariadb, span: Duration) -> Samples {
     let started = Instant::now();
     let (mut samples, mut both, mut longest, mut since) = (0, 0, Duration::ZERO, None::<Instant>);
     while started.elapsed() < span {
+        // a, b, then a again: the two servers cannot be read at one instant, so both count as
+        // writable together only if a was writable before and after b's read (a server
+        // fenced and unfenced again within a sample would be missed, never invented).
         let wa = a.read_only(lab).ok().map(|ro| !ro);
         let wb = b.read_only(lab).ok().map(|ro| !ro);
+        let wa_after = a.read_only(lab).ok().map(|ro| !ro);
         samples += 1;
-        if wa == Some(true) && wb == Some(true) {
+        if wa == Some(true) && wb == Some(true) && wa_after == Some(true) {
             both += 1;
             eprintln!(
                 "sample {samples} at {:?}: both servers writable",
                 started.elapsed()
             );
         }
-        if wa == Some(true) || wb == Some(true) {
+        if wa == Some(true) || wb == Some(true) || wa_after == Some(true) {
             since = None;
         } else {
             let s = *since.get_or_insert_with(Instant::now);
@@ -370,6 +374,15 @@ fn cell(
         both: during.both + after.both,
         longest_unwritable: during.longest_unwritable.max(after.longest_unwritable),
     };
+    if std::env::var_os("XVRRP_CELL_LOGS").is_some() {
+        for (host, proc) in [("a", &p.a), ("b", &p.b)] {
+            for line in proc.as_ref().map(Proc::log).unwrap_or_default().lines() {
+                if !line.contains("DEBUG") {
+                    println!("{host}: {line}");
+                }
+            }
+        }
+    }
     println!(
         "cell {name}: {} samples, {} with both writable, longest without a writable server {:?}; {} acknowledged writes, {increments} increments",
         samples.samples,
@@ -699,4 +712,84 @@ fn matrix_sigterm_of_the_master() {
         },
     );
     assert_eq!(s.both, 0);
+}
+
+/// xvrrp on `db`'s host with an IPv4 and an IPv6 instance (VRID 51 each) tracking and fencing
+/// its one server, at priorities `p4` and `p6`.
+fn dual_stack_config(lab: &Lab, db: &Mariadb, p4: u8, p6: u8) -> String {
+    let iface = &lab.host(&db.host).iface;
+    format!(
+        "interface = \"{iface}\"\nxdp_mode = \"native\"\nheartbeat_limit_ms = 200\n\n\
+         [[instance]]\nname = \"v4\"\nvrid = 51\npriority = {p4}\nadvert_interval_ms = 100\n\
+         vips = [\"{LAB_VIP}/24\"]\ntrack_mysql = [\"local\"]\n\n\
+         [[instance]]\nname = \"v6\"\nvrid = 51\npriority = {p6}\nadvert_interval_ms = 100\n\
+         vips = [\"2001:db8::100/64\"]\ntrack_mysql = [\"local\"]\n\n{}",
+        db.xvrrp_target("")
+    )
+}
+
+#[test]
+fn a_server_fenced_by_two_instances_is_writable_only_while_both_are_master() {
+    if !ready("a_server_fenced_by_two_instances_is_writable_only_while_both_are_master") {
+        return;
+    }
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    let (a_db, b_db) = master_master_pair(&lab, "a", "b").expect("pair");
+    // a is master of IPv4 only (b of IPv6): neither node has every instance that fences its
+    // server, so neither server may be writable.
+    let a = lab
+        .start_xvrrp("a", &dual_stack_config(&lab, &a_db, 200, 50))
+        .expect("xvrrp a");
+    let _b = lab
+        .start_xvrrp("b", &dual_stack_config(&lab, &b_db, 100, 100))
+        .expect("xvrrp b");
+    let path = lab.workdir().join("a.toml");
+    let reload = |p4, p6| {
+        std::fs::write(&path, dual_stack_config(&lab, &a_db, p4, p6)).expect("config");
+        let reloads = a.log().matches("configuration reloaded").count();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(a.pid() as i32), Signal::SIGHUP)
+            .expect("SIGHUP");
+        assert!(wait_for(Duration::from_secs(5), || a
+            .log()
+            .matches("configuration reloaded")
+            .count()
+            > reloads));
+    };
+    let split = || {
+        let status = lab.status("a").expect("status");
+        let states: Vec<String> = status["instances"]
+            .as_array()
+            .expect("instances")
+            .iter()
+            .map(|i| i["state"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        states == ["master", "backup"]
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), split),
+        "a: IPv4 master, IPv6 backup"
+    );
+    let s = sample(&lab, &a_db, &b_db, Duration::from_secs(2));
+    assert_eq!(
+        (s.both, s.longest_unwritable >= Duration::from_millis(1500)),
+        (0, true),
+        "neither server writable while the instances are split: {s:?}"
+    );
+    reload(200, 200);
+    assert!(
+        wait_for(Duration::from_secs(10), || writable(&lab, &a_db)
+            && !writable(&lab, &b_db)),
+        "a master of both: writable"
+    );
+    // a gives up the IPv6 instance again: fenced.
+    reload(200, 50);
+    assert!(
+        wait_for(Duration::from_secs(5), || !writable(&lab, &a_db)),
+        "a is no longer master of every instance that fences its server: {}",
+        a.log()
+    );
+    assert!(wait_for(Duration::from_secs(10), split));
+    let s = sample(&lab, &a_db, &b_db, Duration::from_secs(2));
+    assert_eq!(s.both, 0, "{s:?}");
+    assert!(!writable(&lab, &a_db) && !writable(&lab, &b_db));
 }

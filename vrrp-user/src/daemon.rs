@@ -459,6 +459,7 @@ pub async fn run(
         vmacs,
         fencers,
         fences: HashMap::new(),
+        writable: HashMap::new(),
         mysql_status,
         macs,
         last_heard: HashMap::new(),
@@ -1221,6 +1222,8 @@ struct Shell {
     fencers: HashMap<String, Fencer>,
     /// The MySQL targets each instance fences.
     fences: HashMap<InstanceKey, Vec<Fencer>>,
+    /// Whether each fenced target (by name) was last told to be writable.
+    writable: HashMap<String, bool>,
     /// What each MySQL probe last found.
     mysql_status: Vec<mysql::SharedStatus>,
     /// The MAC each instance answers and announces from.
@@ -1457,9 +1460,35 @@ impl Shell {
     /// Asks the fencers of the MySQL servers `key` fences to set read_only, without waiting:
     /// adverts and the heartbeat go on while a fence waits (the write lease, when configured,
     /// keeps the peer from enabling writes until the fence reads back).
-    fn fence(&self, key: InstanceKey) {
+    fn fence(&mut self, key: InstanceKey) {
         for fencer in self.fences.get(&key).into_iter().flatten() {
             fencer.request_fence();
+            self.writable.insert(fencer.name().to_owned(), false);
+        }
+    }
+
+    /// After the actions: a server is writable only while every instance that fences it is
+    /// master (IPv4 and IPv6 instances, or a sync group, tracking one server), and then only
+    /// once those instances own their VIPs and the data plane answers for them (the actions
+    /// just carried out). Each change goes to the fencer once.
+    fn reconcile_fences(&mut self, engine: &Engine) {
+        let masters: HashSet<InstanceKey> = engine.masters().map(|(key, _)| key).collect();
+        for (name, fencer) in &self.fencers {
+            let mut keys = self
+                .fences
+                .iter()
+                .filter(|(_, fs)| fs.iter().any(|f| f.name() == name))
+                .map(|(key, _)| key)
+                .peekable();
+            let writable = keys.peek().is_some() && keys.all(|key| masters.contains(key));
+            if self.writable.get(name) != Some(&writable) {
+                if writable {
+                    fencer.unfence();
+                } else {
+                    fencer.request_fence();
+                }
+                self.writable.insert(name.clone(), writable);
+            }
         }
     }
 
@@ -1491,12 +1520,6 @@ impl Shell {
                     let ipv6 = key.family == Family::V6;
                     if let Err(err) = self.dp.set_role(ipv6, key.vrid, role) {
                         warn!(vrid = key.vrid, %instance, %state, error = %dataplane::error_chain(&err), "cannot publish the role");
-                    }
-                    // Writes are enabled only once this node owns the VIP and answers for it.
-                    if role == vrrp_common::role::MASTER {
-                        for fencer in self.fences.get(&key).into_iter().flatten() {
-                            fencer.unfence();
-                        }
                     }
                 }
                 Action::AddVips { key, vips, .. } if self.configure_vips => {
@@ -1564,6 +1587,7 @@ impl Shell {
                 }
             }
         }
+        self.reconcile_fences(engine);
         self.claim_lease(engine);
     }
 

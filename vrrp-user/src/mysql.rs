@@ -886,6 +886,11 @@ impl Fencer {
         let _ = self.tx.send(FenceCmd::Unfence);
     }
 
+    /// The target's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// What the fencer knows now, and its changes.
     pub fn state(&self) -> tokio::sync::watch::Receiver<FenceState> {
         self.state.clone()
