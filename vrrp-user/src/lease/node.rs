@@ -106,6 +106,7 @@ pub struct Node {
     blocked_until: Option<Time>,
     /// The holder this node yielded to: its release ends the block at once.
     yielded_to: Option<NodeId>,
+    last_contested: Option<Time>,
     out: VecDeque<Output>,
 }
 
@@ -128,6 +129,7 @@ impl Node {
             heard_witness: None,
             blocked_until: None,
             yielded_to: None,
+            last_contested: None,
             out: VecDeque::new(),
         }
     }
@@ -315,14 +317,21 @@ impl Node {
         }
     }
 
-    /// Yields: stops holding (the shell fences) and is blocked for a hold-down of five lease
-    /// times. Blocking only keeps the instances out of the election (no VIP claimed for a
+    /// Yields: a holder stops holding (the shell fences); a candidate that does not hold is
+    /// blocked for a hold-down of five lease times. Blocking only keeps the instances out of the election (no VIP claimed for a
     /// server that cannot be writable); writes stay governed by the lease alone, so a block
     /// that ends while the other still holds costs availability, never safety.
     fn yield_to(&mut self, now: Time, holder: NodeId) {
-        self.yielded_to = Some(holder);
         self.round = None;
-        self.set_held(None);
+        if self.held() {
+            // The holder gives way (a preemption that VRRP may well be carrying out too): it
+            // stops holding, and its shell fences. Only if it still competes after that (it
+            // asks again and is refused) is it blocked.
+            self.set_held(None);
+            self.next_round = now.plus(self.cfg.retry_us());
+            return;
+        }
+        self.yielded_to = Some(holder);
         if self.blocked_until.is_none() {
             self.out.push_back(Output::Blocked(true));
         }
@@ -363,7 +372,15 @@ impl Node {
                 let refused = matches!(answer, Some(Msg::Refuse { .. }));
                 if refused && from != self.cfg.me && self.outranks(priority, from) {
                     self.yield_to(now, from);
-                } else if refused && from != self.cfg.me && self.held() {
+                } else if refused
+                    && from != self.cfg.me
+                    && self.held()
+                    && self
+                        .last_contested
+                        .is_none_or(|t| now.since(t) >= 1_000_000)
+                {
+                    // At most once a second: the competitor asks again at every retry.
+                    self.last_contested = Some(now);
                     self.out.push_back(Output::Contested);
                 }
                 answer

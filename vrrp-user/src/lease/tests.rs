@@ -548,3 +548,24 @@ fn a_node_finishing_its_fence_keeps_its_grants_and_keeps_nobody_out() {
     assert!(sim.b.held(), "the release hands over at once");
     assert_eq!(sim.both_held_at, None);
 }
+
+#[test]
+fn a_holder_preempted_by_a_stronger_claim_gives_way_without_being_blocked() {
+    // VRRP preemption: B outranks the holder A and both hear each other.
+    let mut sim = Sim::new(false);
+    sim.want(Who::A, Some(100));
+    sim.run_for(300 * MS);
+    sim.want(Who::B, Some(200));
+    sim.run_for(10 * MS);
+    assert!(!sim.a.held(), "A stops holding");
+    assert!(
+        !sim.a.blocked(),
+        "a holder that gives way is not kept out of the election"
+    );
+    // VRRP demotes A; once fenced it releases.
+    sim.want(Who::A, None);
+    sim.run_for(50 * MS);
+    assert!(sim.b.held());
+    assert!(!sim.a.blocked() && !sim.b.blocked());
+    assert_eq!(sim.both_held_at, None);
+}
