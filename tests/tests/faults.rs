@@ -258,3 +258,62 @@ fn a_flood_of_bad_adverts_changes_nothing_and_is_counted() {
         p.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
     }
 }
+
+#[test]
+fn a_split_brain_seen_on_the_wire_steps_the_lower_priority_down_and_the_winner_announces() {
+    if !privileged(
+        "a_split_brain_seen_on_the_wire_steps_the_lower_priority_down_and_the_winner_announces",
+    ) {
+        return;
+    }
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    let a = start(&lab, "a", 200);
+    let b = start(&lab, "b", 100);
+    answered_only_by(&lab, "a", Duration::from_secs(10));
+    // VRRP dropped between the two (a firewall on protocol 112): b hears no adverts and takes
+    // over; its gratuitous ARP reaches a, which has never heard b's adverts and announces
+    // again; that reaches b, which heard a's adverts (priority 200 over its 100) and steps
+    // down for the hold-down. The client is left with a.
+    lab.drop_vrrp_between(Some(("a", "b"))).expect("drop VRRP");
+    assert!(
+        wait_for(Duration::from_secs(5), || b
+            .log()
+            .contains("this node loses")),
+        "b steps down: {}",
+        b.log()
+    );
+    assert!(
+        a.log().contains("announcing ours again"),
+        "a announced again: {}",
+        a.log()
+    );
+    assert_eq!(
+        lab.status("b").expect("status")["instances"][0]["state"],
+        "fault"
+    );
+    answered_only_by(&lab, "a", Duration::from_secs(3));
+    // Healed: after its hold-down b hears a's adverts and stays backup.
+    lab.drop_vrrp_between(None).expect("heal");
+    assert!(
+        wait_for(Duration::from_secs(10), || lab
+            .status("b")
+            .is_ok_and(|s| s["instances"][0]["state"] == "backup")),
+        "{}",
+        b.log()
+    );
+    answered_only_by(&lab, "a", Duration::from_secs(3));
+    assert!(!a.log().contains("this node loses"), "{}", a.log());
+    // A legitimate preemption is not a split brain: b, restarted at a higher priority, takes
+    // over; its first gratuitous ARP comes with its first advert, and a says nothing of it.
+    let before = a.log().matches("split brain seen on the wire").count();
+    drop(b);
+    let _b = start(&lab, "b", 250);
+    answered_only_by(&lab, "b", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        a.log().matches("split brain seen on the wire").count(),
+        before,
+        "{}",
+        a.log()
+    );
+}

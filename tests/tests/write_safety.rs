@@ -130,6 +130,13 @@ fn sample(lab: &Lab, a: &Mariadb, b: &Mariadb, span: Duration) -> Samples {
     }
 }
 
+/// The last lines of a daemon's log above DEBUG, for failure messages.
+fn tail(proc: Option<&Proc>) -> String {
+    let log = proc.map(Proc::log).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.contains("DEBUG")).collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
 fn writable(lab: &Lab, db: &Mariadb) -> bool {
     db.read_only(lab).is_ok_and(|ro| !ro)
 }
@@ -360,7 +367,9 @@ fn cell(
     assert!(
         wait_for(Duration::from_secs(30), || writable(&p.lab, &p.a_db)
             || writable(&p.lab, &p.b_db)),
-        "{name}: a writable server after the heal"
+        "{name}: a writable server after the heal; a: {}\nb: {}",
+        tail(p.a.as_ref()),
+        tail(p.b.as_ref())
     );
     std::thread::sleep(Duration::from_millis(500));
     let mut acked: Vec<String> = Vec::new();
@@ -792,4 +801,33 @@ fn a_server_fenced_by_two_instances_is_writable_only_while_both_are_master() {
     let s = sample(&lab, &a_db, &b_db, Duration::from_secs(2));
     assert_eq!(s.both, 0, "{s:?}");
     assert!(!writable(&lab, &a_db) && !writable(&lab, &b_db));
+}
+
+#[test]
+fn a_hitless_restart_of_the_lease_holder_keeps_its_server_writable() {
+    if !ready("a_hitless_restart_of_the_lease_holder_keeps_its_server_writable") {
+        return;
+    }
+    let mut p = Pair::new(false);
+    let s = cell(
+        "hitless restart (SIGUSR2) of a's xvrrp",
+        true,
+        &mut p,
+        |p| {
+            Pair::signal(&p.a, Signal::SIGUSR2);
+            let _ =
+                p.a.as_mut()
+                    .map(|a| wait_for(Duration::from_secs(10), || !a.running()));
+            p.restart_xvrrp_a();
+        },
+        Duration::from_secs(3),
+        |_| {},
+    );
+    assert_eq!(s.both, 0);
+    // The new daemon renews the lease from the vote the old one left and never fences its
+    // server meanwhile.
+    assert_eq!(s.longest_unwritable, Duration::ZERO, "{s:?}");
+    let log = p.a.as_ref().expect("a").log();
+    assert!(log.contains("resuming after a hitless restart"), "{log}");
+    assert!(!log.contains("fenced: read_only ON"), "{log}");
 }

@@ -201,7 +201,7 @@ pub struct Event {
     pub checksum_form: u8,
     pub interval_cs: u16,
     pub _pad: [u8; 2],
-    /// For FOREIGN_OWNER: the other owner's MAC.
+    /// For FOREIGN_OWNER: the other owner's MAC; for an advert: its sender's MAC.
     pub mac: [u8; 6],
     pub _pad2: [u8; 2],
 }

@@ -404,7 +404,10 @@ fn on_advert(
     match verdict {
         Ok(form) => {
             count_vrid(slot, |s| s.adverts_valid += 1);
-            record(slot, hdr, &src, form);
+            // The sender's MAC goes with the events: a host that later announces a VIP of ours
+            // is known by it (split brain judged in the daemon).
+            let mac = at::<EthHdr>(ctx, 0).map(|eth| eth.src).unwrap_or_default();
+            record(slot, hdr, &src, form, mac);
             Ok(XDP_PASS)
         }
         Err(why) => {
@@ -475,7 +478,7 @@ fn sum_words(ctx: &XdpContext, off: usize, len: usize) -> Option<u64> {
 
 /// Updates the VRID's liveness entry, and pushes an event when its master changed or resigned.
 #[inline(always)]
-fn record(slot: u32, hdr: &[u8; HEADER_LEN], src: &[u8; 16], form: u8) {
+fn record(slot: u32, hdr: &[u8; HEADER_LEN], src: &[u8; 16], form: u8, mac: [u8; 6]) {
     let Some(live) = XVRRP_LIVENESS.get_ptr_mut(slot) else {
         return;
     };
@@ -512,6 +515,7 @@ fn record(slot: u32, hdr: &[u8; HEADER_LEN], src: &[u8; 16], form: u8) {
                 count: hdr[3],
                 checksum_form: form,
                 interval_cs,
+                mac,
                 ..Event::default()
             },
             0,

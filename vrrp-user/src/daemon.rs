@@ -162,6 +162,17 @@ fn engine_config(
             initial: TrackInput::Up,
         });
     }
+    // Out of the election while it lost a split brain seen on the wire (crate::split).
+    c.tracks.push(TrackConfig {
+        name: crate::split::track_name(InstanceKey {
+            iface: ifindex,
+            family: if inst.ipv6() { Family::V6 } else { Family::V4 },
+            vrid: inst.vrid,
+        }),
+        weight: 0,
+        reverse: false,
+        initial: TrackInput::Up,
+    });
     // The instance's own interface (no link: Fault, as in keepalived), and the others it
     // tracks, with their weights.
     c.tracks.push(TrackConfig {
@@ -208,10 +219,10 @@ pub async fn run(
     let resume = marker.exists() && pin_dir.join(dataplane::PINNED_LINK).exists();
     // What the tracks last said, as the daemon this one takes over from left it: the instances
     // start from it, not from a Fault that would drop the VIP until the first probe.
-    let (resumed_inputs, resumed_adverts) = if resume {
+    let (resumed_inputs, resumed_adverts, resumed_lease) = if resume {
         decode_resume(&std::fs::read(&marker).unwrap_or_default())
     } else {
-        (HashMap::new(), Vec::new())
+        (HashMap::new(), Vec::new(), None)
     };
     // Tracked processes are read once now, so that instances start from what runs (not from a
     // Fault until the task's first read); this is fresher than what a restart carried over.
@@ -278,6 +289,7 @@ pub async fn run(
     let mut stats_index = 0u32;
     let mut engine_configs = Vec::new();
     let mut macs = HashMap::new();
+    let mut primaries = HashMap::new();
     let mut wanted_vmacs = Vec::new();
     for inst in &config.instances {
         // On resume the role the data plane has stays until the engine says otherwise.
@@ -297,6 +309,7 @@ pub async fn run(
             }
         }
         macs.insert(key_of(&engine_config), mac);
+        primaries.insert(key_of(&engine_config), engine_config.primary);
         if let Some(name) = &inst.vmac_interface {
             wanted_vmacs.push((&inst.name, name, mac));
         }
@@ -350,11 +363,17 @@ pub async fn run(
                     .map(|t| 2 * t.timeout_ms as u32)
                     .max()
                     .unwrap_or(0);
+            let grant = resumed_lease.map(|g| crate::lease::voter::Grant {
+                to: crate::lease::wire::NodeId::new(g.to),
+                priority: g.priority,
+                until: now().plus(g.remaining_ms * 1_000),
+            });
             Some(crate::lease::task::spawn(
                 w,
                 guard_ms,
                 now,
                 track_tx.clone(),
+                grant,
             )?)
         }
         None => None,
@@ -365,6 +384,12 @@ pub async fn run(
         .filter(|(t, _)| t.fence)
         .map(|(t, status)| {
             let gate = mysql::FenceGate {
+                // A daemon resuming a master does not fence its server while it renews the
+                // lease it held (at most a lease time).
+                resume_grace: match (&config.write_lease, resume) {
+                    (Some(w), true) => Duration::from_millis(u64::from(w.lease_ms)),
+                    _ => Duration::ZERO,
+                },
                 held: lease.as_ref().map(|l| l.held.clone()),
                 peer: t
                     .peer
@@ -466,6 +491,9 @@ pub async fn run(
         metrics,
         deferred: None,
         lease,
+        advertisers: HashMap::new(),
+        primaries,
+        split: crate::split::SplitBrain::default(),
     };
     shell.place_vips(&config, ifindex);
     // From here on the engine sends the adverts and the loop keeps the heartbeat.
@@ -562,7 +590,11 @@ pub async fn run(
             shell.dp.heartbeat(dataplane::monotonic_coarse_ns())?;
             last_heartbeat = Instant::now();
         }
-        let deadline = engine.poll_timeout().map(|t| {
+        let next = match (engine.poll_timeout(), shell.split.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let deadline = next.map(|t| {
             let (instant, time) = epoch;
             instant + Duration::from_micros(t.since(time))
         });
@@ -637,6 +669,7 @@ pub async fn run(
                     if engine.poll_timeout().is_some_and(|d| d <= t) {
                         engine.handle_timeout(t);
                     }
+                    shell.judge_claims(&mut engine, t, &mut track_inputs);
                     shell.apply(&mut engine).await;
                 }
             }
@@ -644,15 +677,27 @@ pub async fn run(
                 if events.is_some() => {
                 match ready {
                     Ok(mut guard) => {
-                        let mut heard = Vec::new();
+                        let mut seen = Vec::new();
                         while let Some(item) = guard.get_inner_mut().next() {
-                            if let Some(h) = log_event(iface, ifindex, &item) {
-                                heard.push(h);
+                            if let Some(e) = log_event(iface, ifindex, &item) {
+                                seen.push(e);
                             }
                         }
                         guard.clear_ready();
-                        for (key, h, at_ns) in heard {
-                            shell.feed(&mut engine, key, h, at_ns);
+                        for e in seen {
+                            match e {
+                                DpEvent::Heard(key, h, at_ns, mac) => {
+                                    shell.advertisers.insert((key, mac), (h.priority, h.src));
+                                    shell.feed(&mut engine, key, h, at_ns);
+                                }
+                                DpEvent::Claim(key, mac) => {
+                                    let grace = engine
+                                        .advert_interval_cs(key)
+                                        .map_or(1_500_000, |cs| u64::from(cs) * 15_000)
+                                        .max(20_000);
+                                    shell.split.observe(now(), key, mac, grace);
+                                }
+                            }
                         }
                         shell.apply(&mut engine).await;
                     }
@@ -683,9 +728,10 @@ pub async fn run(
         // The next daemon takes over within the heartbeat limit: nothing is released.
         shell.dp.heartbeat(dataplane::monotonic_coarse_ns())?;
         let adverts = master_adverts(&engine);
-        shell
-            .dp
-            .leave_for_restart(&marker, &encode_resume(&track_inputs, adverts))?;
+        shell.dp.leave_for_restart(
+            &marker,
+            &encode_resume(&track_inputs, adverts, shell.resume_grant()),
+        )?;
         let _ = std::fs::remove_file(&config.control_socket);
         info!("stopped; the next xvrrp resumes from {}", pin_dir.display());
         return Ok(());
@@ -917,6 +963,7 @@ fn reload(
     {
         let (c, mac) = site.publish(&mut shell.dp, inst, &new, stats_index, role::INIT)?;
         shell.macs.insert(key_of(&c), mac);
+        shell.primaries.insert(key_of(&c), c.primary);
     }
     shell.place_vips(&new, site.ifindex);
     shell.hooks.reconfigure(&new, &done.started);
@@ -1055,6 +1102,18 @@ struct ResumeState {
     tracks: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     adverts: Vec<ResumeAdvert>,
+    /// The write lease's own vote as it stood: the next daemon's voter starts from it (no
+    /// quiet period), so that a holder renews its lease at once.
+    #[serde(default)]
+    lease: Option<ResumeGrant>,
+}
+
+/// A vote carried over a hitless restart.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct ResumeGrant {
+    to: IpAddr,
+    priority: u8,
+    remaining_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -1065,7 +1124,11 @@ struct ResumeAdvert {
     bytes: Vec<u8>,
 }
 
-fn encode_resume(inputs: &HashMap<String, TrackInput>, adverts: Vec<ResumeAdvert>) -> Vec<u8> {
+fn encode_resume(
+    inputs: &HashMap<String, TrackInput>,
+    adverts: Vec<ResumeAdvert>,
+    lease: Option<ResumeGrant>,
+) -> Vec<u8> {
     let tracks = inputs
         .iter()
         .map(|(name, input)| {
@@ -1077,7 +1140,12 @@ fn encode_resume(inputs: &HashMap<String, TrackInput>, adverts: Vec<ResumeAdvert
             (name.clone(), v)
         })
         .collect();
-    serde_json::to_vec(&ResumeState { tracks, adverts }).unwrap_or_default()
+    serde_json::to_vec(&ResumeState {
+        tracks,
+        adverts,
+        lease,
+    })
+    .unwrap_or_default()
 }
 
 /// What every master instance advertises now, with its source and interval, for the marker.
@@ -1103,7 +1171,13 @@ fn master_adverts(engine: &Engine) -> Vec<ResumeAdvert> {
 }
 
 /// [`encode_resume`] read back; anything else (an empty marker from an older daemon) is none.
-fn decode_resume(bytes: &[u8]) -> (HashMap<String, TrackInput>, Vec<ResumeAdvert>) {
+type Resumed = (
+    HashMap<String, TrackInput>,
+    Vec<ResumeAdvert>,
+    Option<ResumeGrant>,
+);
+
+fn decode_resume(bytes: &[u8]) -> Resumed {
     let state: ResumeState = serde_json::from_slice(bytes).unwrap_or_default();
     let inputs = state
         .tracks
@@ -1117,7 +1191,7 @@ fn decode_resume(bytes: &[u8]) -> (HashMap<String, TrackInput>, Vec<ResumeAdvert
             Some((name, input))
         })
         .collect();
-    (inputs, state.adverts)
+    (inputs, state.adverts, state.lease)
 }
 
 /// The first setting a reload cannot change without a restart, if any differs.
@@ -1235,6 +1309,12 @@ struct Shell {
     deferred: Option<Vec<(InstanceKey, u32, IpAddr)>>,
     /// The write lease, when configured.
     lease: Option<crate::lease::task::LeaseHandle>,
+    /// Who sent the adverts heard, by instance and MAC: (priority, address).
+    advertisers: HashMap<(InstanceKey, [u8; 6]), (u8, IpAddr)>,
+    /// Each instance's primary address (its claim's tie-breaker).
+    primaries: HashMap<InstanceKey, IpAddr>,
+    /// Claims on our VIPs by other hosts, judged after a grace.
+    split: crate::split::SplitBrain,
 }
 
 impl Shell {
@@ -1591,20 +1671,105 @@ impl Shell {
         self.claim_lease(engine);
     }
 
+    /// The write lease's own vote, for the resume marker of a hitless restart.
+    fn resume_grant(&self) -> Option<ResumeGrant> {
+        let status = self.lease.as_ref()?.status.lock().ok()?.clone();
+        let (to, remaining_ms) = status.own_vote?;
+        Some(ResumeGrant {
+            to: to.parse().ok()?,
+            priority: status.own_vote_priority,
+            remaining_ms,
+        })
+    }
+
+    /// Judges the claims on our VIPs whose grace is over (crate::split), and lets held-out
+    /// losers run again.
+    fn judge_claims(
+        &mut self,
+        engine: &mut Engine,
+        t: Time,
+        inputs: &mut HashMap<String, TrackInput>,
+    ) {
+        use crate::split::Verdict;
+        for key in self.split.expired(t) {
+            info!(
+                vrid = key.vrid,
+                "split-brain hold-down over: the instance runs again"
+            );
+            let name = crate::split::track_name(key);
+            engine.set_track(t, &name, TrackInput::Up);
+            inputs.insert(name, TrackInput::Up);
+        }
+        let masters: HashMap<InstanceKey, u8> = engine.masters().collect();
+        for (key, mac) in self.split.due(t) {
+            let ours = (
+                masters.get(&key).copied().unwrap_or(0),
+                self.primaries
+                    .get(&key)
+                    .copied()
+                    .unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            );
+            let theirs = self.advertisers.get(&(key, mac)).copied();
+            let instance = engine
+                .name_and_state(key)
+                .map(|(n, _)| n.to_owned())
+                .unwrap_or_default();
+            let mac_text = format_mac(&mac);
+            match self
+                .split
+                .judge(t, key, masters.contains_key(&key), ours, theirs)
+            {
+                Verdict::Preempted => {
+                    debug!(vrid = key.vrid, %instance, mac = %mac_text, "the host that announced our VIP preempted us");
+                }
+                Verdict::Win { theirs } => {
+                    warn!(vrid = key.vrid, %instance, mac = %mac_text, their_priority = theirs.0, their_address = %theirs.1,
+                        our_priority = ours.0, "split brain seen on the wire: this node wins; announcing its VIPs again");
+                    self.announce_instance(key);
+                }
+                Verdict::Lose { theirs } => {
+                    let interval_us = engine
+                        .advert_interval_cs(key)
+                        .map_or(1_000_000, |cs| u64::from(cs) * 10_000);
+                    let hold_us = (30 * interval_us).clamp(3_000_000, 60_000_000);
+                    warn!(vrid = key.vrid, %instance, mac = %mac_text, their_priority = theirs.0, their_address = %theirs.1,
+                        our_priority = ours.0, hold_down_ms = hold_us / 1_000,
+                        "split brain seen on the wire: this node loses; fencing and stepping down for the hold-down");
+                    self.fence(key);
+                    self.split.hold(key, t.plus(hold_us));
+                    let name = crate::split::track_name(key);
+                    engine.set_track(t, &name, TrackInput::Down);
+                    inputs.insert(name, TrackInput::Down);
+                }
+                Verdict::Unknown { announce } => {
+                    if announce {
+                        warn!(vrid = key.vrid, %instance, mac = %mac_text,
+                            "split brain seen on the wire: another host claims a VIP of ours and none of its adverts was heard; announcing ours again");
+                        self.announce_instance(key);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Announces the VIPs of instance `key` again.
+    fn announce_instance(&self, key: InstanceKey) {
+        let mac = self.macs.get(&key).copied().unwrap_or_default();
+        for addr in self.vips.keys() {
+            if self.vip_keys.get(addr) == Some(&key)
+                && let Err(err) = self.announcer.announce(*addr, mac)
+            {
+                warn!(vrid = key.vrid, vip = %addr, error = %err, "cannot announce VIP");
+            }
+        }
+    }
+
     /// Announces the VIPs of every master instance that fences again (a weaker master that
     /// could not hear our adverts may have drawn the clients to itself).
     fn reannounce(&self, engine: &Engine) {
         for (key, _) in engine.masters() {
-            if self.fences.get(&key).is_none_or(Vec::is_empty) {
-                continue;
-            }
-            let mac = self.macs.get(&key).copied().unwrap_or_default();
-            for addr in self.vips.keys() {
-                if self.vip_keys.get(addr) == Some(&key)
-                    && let Err(err) = self.announcer.announce(*addr, mac)
-                {
-                    warn!(vrid = key.vrid, vip = %addr, error = %err, "cannot announce VIP");
-                }
+            if self.fences.get(&key).is_some_and(|f| !f.is_empty()) {
+                self.announce_instance(key);
             }
         }
     }
@@ -1643,9 +1808,17 @@ fn form_of(form: u8) -> ChecksumForm {
     }
 }
 
-/// Logs one event from the data plane's ring buffer; for an advert event, what to feed the
-/// engine: the instance, the advert, and when it was seen.
-fn log_event(iface: &str, ifindex: u32, bytes: &[u8]) -> Option<(InstanceKey, Heard, u64)> {
+/// What an event from the data plane's ring buffer means to the daemon.
+enum DpEvent {
+    /// An advert to feed the engine: the instance, the advert, when it was seen, and its
+    /// sender's MAC.
+    Heard(InstanceKey, Heard, u64, [u8; 6]),
+    /// Another host announced a VIP of this instance (from this MAC).
+    Claim(InstanceKey, [u8; 6]),
+}
+
+/// Logs one event from the data plane's ring buffer and says what it means.
+fn log_event(iface: &str, ifindex: u32, bytes: &[u8]) -> Option<DpEvent> {
     if bytes.len() != std::mem::size_of::<Event>() {
         warn!(len = bytes.len(), "malformed data-plane event");
         return None;
@@ -1671,18 +1844,18 @@ fn log_event(iface: &str, ifindex: u32, bytes: &[u8]) -> Option<(InstanceKey, He
         event::MASTER_CHANGED => {
             debug!(iface, vrid, ipv6, master = %addr, priority = e.priority, interval_cs = e.interval_cs,
                 "advert from a new master, or a changed one");
-            Some((key, heard, e.at_ns))
+            Some(DpEvent::Heard(key, heard, e.at_ns, e.mac))
         }
         event::PRIORITY_ZERO => {
             info!(iface, vrid, ipv6, master = %addr, "master resigned (priority 0)");
-            Some((key, heard, e.at_ns))
+            Some(DpEvent::Heard(key, heard, e.at_ns, e.mac))
         }
         event::FOREIGN_OWNER => {
-            warn!(
-                iface, vrid, ipv6, vip = %addr, mac = %format_mac(&e.mac),
-                "another host claims a VIP this node is master of (split brain seen on the wire)"
-            );
-            None
+            // Judged after a grace (crate::split): a preempting master's first announcement
+            // comes with its first advert.
+            debug!(iface, vrid, ipv6, vip = %addr, mac = %format_mac(&e.mac),
+                "another host announced a VIP this node is master of");
+            Some(DpEvent::Claim(key, e.mac))
         }
         other => {
             warn!(kind = other, "unknown data-plane event");
@@ -1716,16 +1889,22 @@ mod tests {
             interval_ms: 100,
             bytes: vec![0x31, 51, 200, 1],
         }];
+        let lease = Some(ResumeGrant {
+            to: "192.0.2.1".parse().unwrap(),
+            priority: 200,
+            remaining_ms: 1500,
+        });
         assert_eq!(
-            decode_resume(&encode_resume(&inputs, adverts.clone())),
-            (inputs, adverts)
+            decode_resume(&encode_resume(&inputs, adverts.clone(), lease)),
+            (inputs, adverts, lease)
         );
-        let (none, no_adverts) = decode_resume(b"");
+        let (none, no_adverts, no_lease) = decode_resume(b"");
+        assert!(no_lease.is_none());
         assert!(
             none.is_empty() && no_adverts.is_empty(),
             "an older daemon's empty marker"
         );
-        let (odd, _) = decode_resume(b"{\"tracks\": {\"x\": \"sideways\"}}");
+        let (odd, _, _) = decode_resume(b"{\"tracks\": {\"x\": \"sideways\"}}");
         assert!(odd.is_empty());
     }
 }

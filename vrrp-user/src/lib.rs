@@ -17,5 +17,6 @@ pub mod metrics;
 pub mod mysql;
 pub mod netlink;
 pub mod process;
+pub mod split;
 pub mod track;
 pub mod wire;

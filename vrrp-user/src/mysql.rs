@@ -609,6 +609,9 @@ impl fmt::Display for FenceState {
 pub struct FenceGate {
     /// The write lease: writes only while it is held (and fenced at once when it is not).
     pub held: Option<tokio::sync::watch::Receiver<bool>>,
+    /// After a hitless restart: how long a master's server, in an unknown state (writable, as
+    /// the last daemon left it), is left alone while the lease is renewed.
+    pub resume_grace: Duration,
     /// The peer's server: set read_only before writes are enabled here, and kept so.
     pub peer: Option<MysqlTarget>,
 }
@@ -645,6 +648,7 @@ struct FenceTask {
     waiters: Vec<oneshot::Sender<()>>,
     /// Since when fencing has failed on a lock wait (a transaction holds it off).
     blocked_since: Option<std::time::Instant>,
+    started: std::time::Instant,
 }
 
 impl FenceTask {
@@ -661,6 +665,23 @@ impl FenceTask {
     async fn act(&mut self) {
         let current = self.state.borrow().clone();
         if current == FenceState::Unknown && !self.force && !self.master {
+            return;
+        }
+        // A resumed master's server (unknown: as the last daemon left it, writable) is left
+        // alone while the lease is renewed (at most the grace) and the promotion runs: fencing
+        // it would cut the writes a hitless restart keeps.
+        let resuming = current == FenceState::Unknown && self.master;
+        if resuming && !self.held() && self.started.elapsed() < self.gate.resume_grace {
+            return;
+        }
+        if resuming && self.held() && !self.caught_up && !self.gate.resume_grace.is_zero() {
+            if !self.peer_checked {
+                self.peer_checked = self.check_peer().await;
+                if self.peer_checked {
+                    // check_peer marked the state; it is still the resumed, writable one.
+                    self.set(FenceState::Unknown);
+                }
+            }
             return;
         }
         if self.master && self.held() && !self.peer_checked && current.safe() {
@@ -762,7 +783,24 @@ impl FenceTask {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<FenceCmd>) {
         let mut held = self.gate.held.clone();
         loop {
-            self.act().await;
+            // One step may enable the next (fenced, then the peer checked): act until nothing
+            // changes.
+            for _ in 0..4 {
+                let before = (
+                    self.state.borrow().clone(),
+                    self.peer_checked,
+                    self.caught_up,
+                );
+                self.act().await;
+                if (
+                    self.state.borrow().clone(),
+                    self.peer_checked,
+                    self.caught_up,
+                ) == before
+                {
+                    break;
+                }
+            }
             let state = self.state.borrow().clone();
             // Failed attempts are retried; a writable master keeps the peer's server fenced.
             let tick = match state {
@@ -770,6 +808,14 @@ impl FenceTask {
                 // A server that is down may come back writable (read_only is not kept across a
                 // restart): it is fenced within 10 ms of accepting connections.
                 FenceState::Down if !self.master => Some(Duration::from_millis(10)),
+                // A resumed master's server left alone while the lease is renewed: fenced when
+                // the grace ends without it.
+                FenceState::Unknown if self.master && !self.held() => Some(
+                    self.gate
+                        .resume_grace
+                        .saturating_sub(self.started.elapsed())
+                        .max(Duration::from_millis(1)),
+                ),
                 FenceState::Unfenced if self.gate.peer.is_some() => {
                     Some(Duration::from_millis(self.t.interval_ms))
                 }
@@ -859,6 +905,7 @@ impl Fencer {
             force: false,
             waiters: Vec::new(),
             blocked_since: None,
+            started: std::time::Instant::now(),
         };
         tokio::spawn(task.run(rx));
         fencer

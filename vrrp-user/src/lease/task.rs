@@ -50,6 +50,9 @@ pub struct LeaseStatus {
     pub blocked: bool,
     /// Who holds this node's own vote, and for how long more (ms).
     pub own_vote: Option<(String, u64)>,
+    /// The priority that vote was granted at.
+    #[serde(default)]
+    pub own_vote_priority: u8,
     /// Datagrams dropped: bad length, magic or authentication.
     pub dropped: u64,
 }
@@ -76,12 +79,14 @@ fn first_seq() -> u64 {
         .map_or(1, |d| d.as_micros() as u64)
 }
 
-/// Binds the node's socket and runs it; track changes go to `tracks`.
+/// Binds the node's socket and runs it; track changes go to `tracks`. `resumed`: the own
+/// vote a daemon stopping for a hitless restart left.
 pub fn spawn(
     cfg: &WriteLease,
     guard_ms: u32,
     now: fn() -> Time,
     tracks: tokio::sync::mpsc::UnboundedSender<(String, TrackInput)>,
+    resumed: Option<super::voter::Grant>,
 ) -> anyhow::Result<LeaseHandle> {
     let std_socket = std::net::UdpSocket::bind(cfg.listen)
         .with_context(|| format!("binding the write lease's socket {}", cfg.listen))?;
@@ -94,6 +99,12 @@ pub fn spawn(
         lease_ms: cfg.lease_ms,
         guard_ms,
     };
+    if cfg.witness.is_none() {
+        warn!(
+            peer = %cfg.peer,
+            "write lease without a witness: a node that cannot hear its peer holds the lease alone, so a partition between the two can make both servers writable (set write_lease.witness)"
+        );
+    }
     let (want, mut want_rx) = watch::channel(None);
     let (fenced, mut fenced_rx) = watch::channel(true);
     let (held_tx, held) = watch::channel(false);
@@ -110,7 +121,7 @@ pub fn spawn(
     let epoch = (Instant::now(), now());
     let at = move |t: Time| epoch.0 + Duration::from_micros(t.since(epoch.1));
     tokio::spawn(async move {
-        let mut node = Node::new(node_cfg, now(), first_seq(), None);
+        let mut node = Node::new(node_cfg, now(), first_seq(), resumed);
         let mut buf = [0u8; 256];
         let mut dropped = 0u64;
         let mut last_want = None;
@@ -174,9 +185,9 @@ pub fn spawn(
                 s.held_for_ms = node.held_until().map(|u| u.since(t) / 1_000);
                 s.candidate = want.is_some();
                 s.blocked = node.blocked();
-                s.own_vote = node
-                    .own_grant(t)
-                    .map(|g| (g.to.to_string(), g.until.since(t) / 1_000));
+                let own = node.own_grant(t);
+                s.own_vote = own.map(|g| (g.to.to_string(), g.until.since(t) / 1_000));
+                s.own_vote_priority = own.map_or(0, |g| g.priority);
                 s.dropped = dropped;
             }
             let deadline = node.poll_timeout().map(at);
