@@ -694,7 +694,11 @@ impl FenceTask {
                 if current == FenceState::Unfenced && self.master {
                     warn!(target = %self.t.name, "write lease lost: fencing");
                 }
-                self.set(FenceState::Fencing);
+                // Polling a server that is down keeps it Down meanwhile: watchers (the lease)
+                // must not see it flap through Fencing every 10 ms.
+                if current != FenceState::Down {
+                    self.set(FenceState::Fencing);
+                }
                 let next = match fence_and_check(&self.t, &mut self.conn).await {
                     Ok(()) => {
                         info!(target = %self.t.name, "fenced: read_only ON");
@@ -711,7 +715,9 @@ impl FenceTask {
                         FenceState::Failed(f.to_string())
                     }
                 };
-                self.set(next);
+                if next != current || current != FenceState::Down {
+                    self.set(next);
+                }
                 for w in self.waiters.drain(..) {
                     let _ = w.send(());
                 }
