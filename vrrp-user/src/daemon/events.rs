@@ -1,0 +1,76 @@
+//! The data plane's ring buffer: what each event means to the daemon.
+
+use super::*;
+
+/// An address as the maps hold it: IPv6 in 16 bytes, IPv4 in the first 4.
+pub(super) fn map_addr(ipv6: bool, bytes: [u8; 16]) -> IpAddr {
+    if ipv6 {
+        IpAddr::from(bytes)
+    } else {
+        IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
+    }
+}
+
+pub(super) fn form_of(form: u8) -> ChecksumForm {
+    if form == checksum_form::PLAIN {
+        ChecksumForm::Plain
+    } else {
+        ChecksumForm::PseudoHeader
+    }
+}
+
+/// What an event from the data plane's ring buffer means to the daemon.
+pub(super) enum DpEvent {
+    /// An advert to feed the engine: the instance, the advert, when it was seen, and its
+    /// sender's MAC.
+    Heard(InstanceKey, Heard, u64, [u8; 6]),
+    /// Another host announced a VIP of this instance (from this MAC).
+    Claim(InstanceKey, [u8; 6]),
+}
+
+/// Logs one event from the data plane's ring buffer and says what it means.
+pub(super) fn log_event(iface: &str, ifindex: u32, bytes: &[u8]) -> Option<DpEvent> {
+    if bytes.len() != std::mem::size_of::<Event>() {
+        warn!(len = bytes.len(), "malformed data-plane event");
+        return None;
+    }
+    // SAFETY: the length is that of an Event, a Pod; read_unaligned copes with any alignment.
+    let e: Event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    let ipv6 = e.slot >= 256;
+    let vrid = (e.slot % 256) as u8;
+    let addr = map_addr(ipv6, e.addr);
+    let key = InstanceKey {
+        iface: ifindex,
+        family: if ipv6 { Family::V6 } else { Family::V4 },
+        vrid,
+    };
+    let heard = Heard {
+        src: addr,
+        priority: e.priority,
+        interval_cs: e.interval_cs,
+        count: e.count,
+        form: form_of(e.checksum_form),
+    };
+    match e.kind {
+        event::MASTER_CHANGED => {
+            debug!(iface, vrid, ipv6, master = %addr, priority = e.priority, interval_cs = e.interval_cs,
+                "advert from a new master, or a changed one");
+            Some(DpEvent::Heard(key, heard, e.at_ns, e.mac))
+        }
+        event::PRIORITY_ZERO => {
+            info!(iface, vrid, ipv6, master = %addr, "master resigned (priority 0)");
+            Some(DpEvent::Heard(key, heard, e.at_ns, e.mac))
+        }
+        event::FOREIGN_OWNER => {
+            // Judged after a grace (crate::split): a preempting master's first announcement
+            // comes with its first advert.
+            debug!(iface, vrid, ipv6, vip = %addr, mac = %format_mac(&e.mac),
+                "another host announced a VIP this node is master of");
+            Some(DpEvent::Claim(key, e.mac))
+        }
+        other => {
+            warn!(kind = other, "unknown data-plane event");
+            None
+        }
+    }
+}

@@ -1,0 +1,700 @@
+//! The daemon: one event loop that owns the engine, the data plane, the advert sockets and the
+//! timers. The engine decides; this shell carries out its actions and feeds it what happens:
+//!
+//! - adverts come from the data plane: its ring buffer says at once when a VRID's master
+//!   changes or resigns, and each VRID's liveness entry (the last valid advert) is read just
+//!   before a timer is allowed to fire, so a master that keeps advertising keeps the backups
+//!   waiting without the daemon waking for every advert;
+//! - adverts go out on raw sockets;
+//! - roles go to the data plane, which answers for the VIPs of the VRIDs this node is master of
+//!   while the heartbeat written here is fresh.
+//!
+//! - VIPs are added to and removed from the interface through netlink, and announced with
+//!   gratuitous ARP / unsolicited NA on the engine's schedule.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::IpAddr,
+    os::fd::AsRawFd as _,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{SignalKind, signal},
+};
+use tracing::{debug, info, warn};
+use vrrp_common::{
+    Event, VipValue, VridState, checksum_form, event, role, virtual_mac_v4, virtual_mac_v6,
+    vrid_flags,
+};
+
+use crate::{
+    config::{Config, InitialState, Instance, Vip},
+    control,
+    dataplane::{self, DataPlane, KernelLogLevel},
+    engine::{
+        Action, AnnouncePolicy, Auth, ChecksumForm, Engine, Family, Heard, InstanceConfig,
+        InstanceKey, State, SyncGroupConfig, Time, TrackConfig, TrackInput, Transport, Version,
+    },
+    garp::Announcer,
+    hooks::{self, Hooks, StateEvent},
+    metrics::{self, Metrics},
+    mysql::{self, Fencer},
+    netlink::{self, Addresses},
+    process, track,
+    wire::{self, AdvertSockets},
+};
+
+mod events;
+mod reload;
+mod resume;
+mod shell;
+mod site;
+
+use self::{events::*, reload::*, resume::*, shell::*, site::*};
+
+/// The engine's clock: CLOCK_MONOTONIC in microseconds. The data plane's times
+/// (CLOCK_MONOTONIC_COARSE) are on the same time base, a jiffy behind at most.
+pub fn now() -> Time {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    Time(ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000)
+}
+
+/// Runs the daemon until SIGTERM or SIGINT, then resigns, detaches and removes what it pinned.
+pub async fn run(
+    config: Config,
+    config_path: &std::path::Path,
+    kernel_log: KernelLogLevel,
+) -> anyhow::Result<()> {
+    let iface_name = config.interface.clone();
+    let iface = iface_name.as_str();
+    dataplane::ensure_bpffs(&config.bpffs)
+        .with_context(|| format!("mounting the BPF filesystem at {}", config.bpffs.display()))?;
+    let iface_mac = dataplane::interface_mac(iface)?;
+    let ifindex =
+        nix::net::if_::if_nametoindex(iface).with_context(|| format!("no interface {iface}"))?;
+    let heartbeat_limit = Duration::from_millis(config.heartbeat_limit_ms);
+    let pin_dir = config.pin_dir();
+    // A daemon that stopped for a hitless restart left its program attached and its maps
+    // pinned, with a marker: take them over instead of starting afresh.
+    let marker = config.control_socket.with_extension("resume");
+    let resume = marker.exists() && pin_dir.join(dataplane::PINNED_LINK).exists();
+    // What the tracks last said, as the daemon this one takes over from left it: the instances
+    // start from it, not from a Fault that would drop the VIP until the first probe.
+    let (resumed_inputs, resumed_adverts, resumed_lease) = if resume {
+        decode_resume(&std::fs::read(&marker).unwrap_or_default())
+    } else {
+        (HashMap::new(), Vec::new(), None)
+    };
+    // Tracked processes are read once now, so that instances start from what runs (not from a
+    // Fault until the task's first read); this is fresher than what a restart carried over.
+    let tracked_processes: Vec<_> = config
+        .track_processes
+        .iter()
+        .filter(|t| config.tracked(|i| &i.track_processes, &t.name))
+        .cloned()
+        .collect();
+    let mut start_inputs = resumed_inputs.clone();
+    start_inputs.extend(process::initial_inputs(&tracked_processes));
+    let bridge = resume
+        .then(|| HeartbeatBridge::start(&pin_dir, heartbeat_limit / 10, iface, resumed_adverts));
+    let mut dp = if resume {
+        info!(iface, pinned = %pin_dir.display(), "resuming after a hitless restart");
+        DataPlane::load_resuming(
+            iface_mac,
+            heartbeat_limit.as_nanos() as u64,
+            kernel_log,
+            &pin_dir,
+        )?
+    } else {
+        DataPlane::load(iface_mac, heartbeat_limit.as_nanos() as u64, kernel_log)?
+    };
+    let logger = dp.take_logger();
+
+    // The primary address of each family in use: the configured source, or the interface's.
+    let mut sources: HashMap<bool, IpAddr> = HashMap::new();
+    for inst in &config.instances {
+        let ipv6 = inst.ipv6();
+        let source = match inst.source {
+            Some(s) => s,
+            None => match sources.get(&ipv6) {
+                Some(s) => *s,
+                None => wire::interface_address(iface, ipv6)?.with_context(|| {
+                    format!(
+                        "instance {}: {iface} has no {} address to send adverts from; set `source`",
+                        inst.name,
+                        if ipv6 { "link-local IPv6" } else { "IPv4" }
+                    )
+                })?,
+            },
+        };
+        sources.entry(ipv6).or_insert(source);
+    }
+    let v4_src = sources.get(&false).and_then(|a| match a {
+        IpAddr::V4(a) => Some(*a),
+        IpAddr::V6(_) => None,
+    });
+    let v6_src = sources.get(&true).and_then(|a| match a {
+        IpAddr::V6(a) => Some(*a),
+        IpAddr::V4(_) => None,
+    });
+    let sockets = AdvertSockets::open(iface, ifindex, v4_src, v6_src)
+        .context("opening the advert sockets")?;
+
+    // Everything the program reads is in place before it sees its first packet.
+    let site = Site {
+        iface: iface.to_owned(),
+        ifindex,
+        iface_mac,
+        sources: sources.clone(),
+    };
+    let mut stats_index = 0u32;
+    let mut engine_configs = Vec::new();
+    let mut macs = HashMap::new();
+    let mut primaries = HashMap::new();
+    let mut wanted_vmacs = Vec::new();
+    for inst in &config.instances {
+        // On resume the role the data plane has stays until the engine says otherwise.
+        let was = if resume {
+            dp.vrid(inst.ipv6(), inst.vrid)
+                .map(|v| v.role)
+                .unwrap_or(role::INIT)
+        } else {
+            role::INIT
+        };
+        let (mut engine_config, mac) =
+            site.publish(&mut dp, inst, &config, &mut stats_index, was)?;
+        engine_config.resume_as_master = was == role::MASTER;
+        for track in &mut engine_config.tracks {
+            if let Some(input) = start_inputs.get(&track.name) {
+                track.initial = *input;
+            }
+        }
+        macs.insert(key_of(&engine_config), mac);
+        primaries.insert(key_of(&engine_config), engine_config.primary);
+        if let Some(name) = &inst.vmac_interface {
+            wanted_vmacs.push((&inst.name, name, mac));
+        }
+        engine_configs.push(engine_config);
+    }
+    let groups = config
+        .sync_groups
+        .iter()
+        .map(|g| SyncGroupConfig {
+            name: g.name.clone(),
+            members: g.instances.clone(),
+        })
+        .collect();
+    let mut engine = Engine::new(engine_configs, groups)?;
+    // Tracked scripts that some instance follows run as tasks reporting changes here.
+    let (track_tx, mut track_rx) = tokio::sync::mpsc::unbounded_channel();
+    let _scripts: Vec<_> = config
+        .track_scripts
+        .iter()
+        .filter(|t| config.tracked(|i| &i.track_scripts, &t.name))
+        .map(|t| {
+            let up = resumed_inputs.get(&t.name) != Some(&TrackInput::Down);
+            track::spawn(t.clone(), up, track_tx.clone())
+        })
+        .collect();
+    let _files: Vec<_> = config
+        .track_files
+        .iter()
+        .filter(|t| config.tracked(|i| &i.track_files, &t.name))
+        .map(|t| track::spawn_file(t.clone(), track_tx.clone()))
+        .collect();
+    // Tracked processes that some instance follows: one task reads /proc for all of them.
+    let _processes = process::spawn(tracked_processes, track_tx.clone());
+    // MySQL targets that some instance follows: probes as tracking input, fencers for write
+    // fencing.
+    let tracked_mysql: Vec<_> = config
+        .mysql
+        .iter()
+        .filter(|t| config.tracked(|i| &i.track_mysql, &t.name))
+        .collect();
+    let mysql_status: Vec<mysql::SharedStatus> =
+        tracked_mysql.iter().map(|t| mysql::new_status(t)).collect();
+    let metrics = Metrics::new(iface);
+    // The write lease: fencers enable writes only while it is held.
+    let lease = match &config.write_lease {
+        Some(w) => {
+            let guard_ms = w.lease_ms / 10
+                + tracked_mysql
+                    .iter()
+                    .filter(|t| t.fence)
+                    .map(|t| 2 * t.timeout_ms as u32)
+                    .max()
+                    .unwrap_or(0);
+            let grant = resumed_lease.map(|g| crate::lease::voter::Grant {
+                to: crate::lease::wire::NodeId::new(g.to),
+                priority: g.priority,
+                until: now().plus(g.remaining_ms * 1_000),
+            });
+            Some(crate::lease::task::spawn(
+                w,
+                guard_ms,
+                now,
+                track_tx.clone(),
+                grant,
+            )?)
+        }
+        None => None,
+    };
+    let fencers: HashMap<String, Fencer> = tracked_mysql
+        .iter()
+        .zip(&mysql_status)
+        .filter(|(t, _)| t.fence)
+        .map(|(t, status)| {
+            let gate = mysql::FenceGate {
+                // A daemon resuming a master does not fence its server while it renews the
+                // lease it held (at most a lease time).
+                resume_grace: match (&config.write_lease, resume) {
+                    (Some(w), true) => Duration::from_millis(u64::from(w.lease_ms)),
+                    _ => Duration::ZERO,
+                },
+                held: lease.as_ref().map(|l| l.held.clone()),
+                peer: t
+                    .peer
+                    .as_ref()
+                    .and_then(|p| config.mysql.iter().find(|m| m.name == *p))
+                    .cloned(),
+            };
+            (
+                t.name.clone(),
+                Fencer::spawn((*t).clone(), gate, status.clone()),
+            )
+        })
+        .collect();
+    if let Some(l) = &lease {
+        mysql::report_fenced(
+            fencers.values().map(Fencer::state).collect(),
+            l.fenced.clone(),
+        );
+    }
+    let _probes: Vec<_> = tracked_mysql
+        .iter()
+        .zip(&mysql_status)
+        .map(|(t, status)| {
+            let latency = metrics.probe_latency(&t.name);
+            let fencer = fencers.get(&t.name).cloned();
+            mysql::spawn_probe(
+                (*t).clone(),
+                track_tx.clone(),
+                status.clone(),
+                latency,
+                fencer,
+            )
+        })
+        .collect();
+    // Link state of the interface and the tracked ones, from netlink events.
+    let mut links = HashMap::new();
+    for name in std::iter::once(iface.to_owned()).chain(
+        config
+            .instances
+            .iter()
+            .flat_map(|i| i.track_interfaces.iter().map(|t| t.name.clone())),
+    ) {
+        let index = nix::net::if_::if_nametoindex(name.as_str())
+            .with_context(|| format!("tracked interface {name}"))?;
+        links.insert(index, name);
+    }
+    netlink::watch_links(links, track_tx.clone()).context("watching link state")?;
+    dp.heartbeat(dataplane::monotonic_coarse_ns())?;
+    let attached = if resume {
+        dp.adopt(&pin_dir)?;
+        let _ = std::fs::remove_file(&marker);
+        "adopted"
+    } else {
+        match dp.attach(iface, config.xdp_mode, &pin_dir)? {
+            dataplane::Attached::Native => "native",
+            dataplane::Attached::Generic => "generic",
+        }
+    };
+    dp.pin(&pin_dir)?;
+    info!(iface, mode = attached, pinned = %pin_dir.display(), "data plane attached");
+
+    // Virtual MACs live on macvlans (keepalived's use_vmac): the NIC then accepts frames to
+    // them, and the VIPs go there. A resumed daemon keeps them as they are.
+    let addresses = Addresses::connect().context("opening netlink")?;
+    let mut vmacs = HashMap::new();
+    for (instance, name, mac) in wanted_vmacs {
+        let index = if resume {
+            addresses.keep_macvlan(name, ifindex, mac).await
+        } else {
+            addresses.macvlan(name, ifindex, mac).await
+        }
+        .with_context(|| format!("instance {instance}: the virtual MAC's interface {name}"))?;
+        info!(%instance, vmac_interface = %name, mac = %format_mac(&mac), "virtual MAC interface ready");
+        vmacs.insert(name.clone(), index);
+    }
+    // With a VIP on a macvlan, the parent must not put the VIP as the sender of its own ARP
+    // requests (that would teach neighbours the parent's MAC for the VIP): arp_announce 2.
+    let sysctls = if vmacs.is_empty() || !sources.contains_key(&false) {
+        Vec::new()
+    } else {
+        set_sysctls(&[(format!("net/ipv4/conf/{iface}/arp_announce"), "2")])
+    };
+    let mut shell = Shell {
+        hooks: Hooks::start(&config).context("starting the notify hooks and the event stream")?,
+        dp,
+        sockets,
+        addresses,
+        configure_vips: config.configure_vips,
+        announcer: Announcer::open(ifindex).context("opening the announcement socket")?,
+        vips: HashMap::new(),
+        vip_keys: HashMap::new(),
+        vmacs,
+        fencers,
+        fences: HashMap::new(),
+        writable: HashMap::new(),
+        mysql_status,
+        macs,
+        last_heard: HashMap::new(),
+        metrics,
+        deferred: None,
+        lease,
+        advertisers: HashMap::new(),
+        primaries,
+        split: crate::split::SplitBrain::default(),
+    };
+    shell.place_vips(&config, ifindex);
+    // From here on the engine sends the adverts and the loop keeps the heartbeat.
+    if let Some(bridge) = bridge {
+        bridge.stop();
+    }
+    engine.start(now());
+    shell.apply(&mut engine).await;
+
+    let control = control::bind(&config.control_socket).with_context(|| {
+        format!(
+            "binding the control socket {}",
+            config.control_socket.display()
+        )
+    })?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the metrics endpoint {addr}"))?,
+        ),
+        None => None,
+    };
+    if let Some(addr) = config.metrics_listen {
+        info!(%addr, "metrics at http://{addr}/metrics");
+    }
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigusr2 = signal(SignalKind::user_defined2())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let mut config = config;
+    let mut hitless = false;
+    let mut logs = match logger {
+        Some(logger) => {
+            let fd = logger.as_raw_fd();
+            // SAFETY: the logger owns its ring buffer's fd, which stays open and the same for
+            // as long as the logger lives, and the logger lives inside the AsyncFd.
+            match unsafe { AsyncFd::register(logger) } {
+                Ok(logs) => Some(logs),
+                Err(err) => {
+                    warn!(fd, error = %err, "cannot poll kernel-side logs");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let mut events = match shell.dp.take_events() {
+        // SAFETY: the ring buffer owns its fd for as long as it lives inside the AsyncFd.
+        Ok(ring) => unsafe { AsyncFd::register(ring) }.ok(),
+        Err(err) => {
+            warn!(error = %err, "data-plane events are not available");
+            None
+        }
+    };
+    // The dead-man switch: the data plane answers for VIPs only while the heartbeat is fresh.
+    // It is written whenever the loop wakes (adverts, probes, events; at most every eighth of
+    // the limit), and by a timer of its own only when nothing else woke the loop for half the
+    // limit: a wake-up may come half the limit late before the data plane goes quiet. A master
+    // at 100 ms adverts with the default 250 ms limit then never wakes for the heartbeat alone
+    // (a timer every quarter of the limit was a third of an idle daemon's CPU).
+    let heartbeat_every = (heartbeat_limit / 2).max(Duration::from_millis(1));
+    let heartbeat_gap = heartbeat_limit / 8;
+    let mut last_heartbeat = Instant::now();
+    // The engine's next deadline and the heartbeat's, on one timerfd.
+    let mut alarm = crate::alarm::Alarm::new().context("creating the timerfd")?;
+    // systemd (Type=notify): ready once the data plane, the VIPs' owner and the control socket
+    // are in place; the watchdog is fed from this loop, so a stuck loop is restarted.
+    // "xvrrp running" is the log's word for the same moment (tests and operators wait for it):
+    // the control socket and the metrics endpoint already answer.
+    let ready = format!("{} instance(s) on {iface}", config.instances.len());
+    info!(
+        iface,
+        instances = config.instances.len(),
+        heartbeat_limit_ms = config.heartbeat_limit_ms,
+        "xvrrp running"
+    );
+    let _ = sd_notify::notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&ready),
+    ]);
+    let mut watchdog = sd_notify::watchdog_enabled().map(|every| {
+        let mut t = tokio::time::interval((every / 2).max(Duration::from_millis(10)));
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        t
+    });
+    let epoch = (Instant::now(), now());
+    let mut contested = shell.lease.as_ref().map(|l| l.contested.clone());
+    // The last input of every track: an instance a reload starts again starts from them (the
+    // tasks behind them only report changes).
+    let mut track_inputs: HashMap<String, TrackInput> = start_inputs;
+    loop {
+        if last_heartbeat.elapsed() >= heartbeat_gap {
+            shell.dp.heartbeat(dataplane::monotonic_coarse_ns())?;
+            last_heartbeat = Instant::now();
+        }
+        let next = match (engine.poll_timeout(), shell.split.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let deadline = next.map(|t| {
+            let (instant, time) = epoch;
+            instant + Duration::from_micros(t.since(time))
+        });
+        let heartbeat_due = last_heartbeat + heartbeat_every;
+        alarm.set(deadline.map_or(heartbeat_due, |d| d.min(heartbeat_due)))?;
+        tokio::select! {
+            _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
+            _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
+            _ = sighup.recv() => {
+                info!(file = %config_path.display(), "SIGHUP: reloading the configuration");
+                if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading, now]);
+                }
+                match reload(config_path, &config, &mut engine, &mut shell, (&site, &track_inputs), &mut stats_index) {
+                    Ok(new) => config = new,
+                    Err(err) => {
+                        for line in format!("{err:#}").lines() {
+                            tracing::error!("{line}");
+                        }
+                        tracing::error!("reload refused; the running configuration is kept");
+                    }
+                }
+                shell.apply(&mut engine).await;
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+            }
+            _ = async { watchdog.as_mut().expect("guarded").tick().await }, if watchdog.is_some() => {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+            _ = sigusr2.recv() => {
+                info!("SIGUSR2: stopping for a hitless restart; the data plane, VIPs and roles stay");
+                hitless = true;
+                break;
+            }
+            r = async { contested.as_mut().expect("guarded").changed().await }, if contested.is_some() => {
+                if r.is_ok() {
+                    shell.reannounce(&engine);
+                } else {
+                    contested = None;
+                }
+            }
+            Some((name, input)) = track_rx.recv() => {
+                engine.set_track(now(), &name, input);
+                track_inputs.insert(name, input);
+                shell.apply(&mut engine).await;
+            }
+            conn = control.accept() => {
+                if let Ok((mut stream, _)) = conn {
+                    let status = shell.status(&engine, &config);
+                    let text = serde_json::to_string(&status).unwrap_or_default();
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(2),
+                        tokio::io::AsyncWriteExt::write_all(&mut stream, text.as_bytes()),
+                    )
+                    .await;
+                }
+            }
+            conn = async { metrics_listener.as_ref().expect("guarded").accept().await },
+                if metrics_listener.is_some() => {
+                if let Ok((stream, _)) = conn {
+                    let status = shell.status(&engine, &config);
+                    let body = shell.metrics.render(&status);
+                    tokio::spawn(metrics::respond(stream, body));
+                }
+            }
+            fired = alarm.fired() => {
+                fired.context("the timerfd")?;
+                // The heartbeat is written at the top of the loop; the engine's timer may be due.
+                if deadline.is_some_and(|d| d <= Instant::now()) {
+                    // Adverts heard since the last look may move the timer that is due.
+                    shell.refresh_liveness(&mut engine);
+                    let t = now();
+                    if engine.poll_timeout().is_some_and(|d| d <= t) {
+                        engine.handle_timeout(t);
+                    }
+                    shell.judge_claims(&mut engine, t, &mut track_inputs);
+                    shell.apply(&mut engine).await;
+                }
+            }
+            ready = async { events.as_mut().expect("guarded by the if").readable_mut().await },
+                if events.is_some() => {
+                match ready {
+                    Ok(mut guard) => {
+                        let mut seen = Vec::new();
+                        while let Some(item) = guard.get_inner_mut().next() {
+                            if let Some(e) = log_event(iface, ifindex, &item) {
+                                seen.push(e);
+                            }
+                        }
+                        guard.clear_ready();
+                        for e in seen {
+                            match e {
+                                DpEvent::Heard(key, h, at_ns, mac) => {
+                                    shell.advertisers.insert((key, mac), (h.priority, h.src));
+                                    shell.feed(&mut engine, key, h, at_ns);
+                                }
+                                DpEvent::Claim(key, mac) => {
+                                    let grace = engine
+                                        .advert_interval_cs(key)
+                                        .map_or(1_500_000, |cs| u64::from(cs) * 15_000)
+                                        .max(20_000);
+                                    shell.split.observe(now(), key, mac, grace);
+                                }
+                            }
+                        }
+                        shell.apply(&mut engine).await;
+                    }
+                    Err(err) => {
+                        warn!(error = %err, "data-plane events stopped");
+                        events = None;
+                    }
+                }
+            }
+            ready = async { logs.as_mut().expect("guarded by the if").readable_mut().await },
+                if logs.is_some() => {
+                match ready {
+                    Ok(mut guard) => {
+                        guard.get_inner_mut().flush();
+                        guard.clear_ready();
+                    }
+                    Err(err) => {
+                        warn!(error = %err, "kernel-side logs stopped");
+                        logs = None;
+                    }
+                }
+            }
+        }
+    }
+
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    if hitless {
+        // The next daemon takes over within the heartbeat limit: nothing is released.
+        shell.dp.heartbeat(dataplane::monotonic_coarse_ns())?;
+        let adverts = master_adverts(&engine);
+        shell.dp.leave_for_restart(
+            &marker,
+            &encode_resume(&track_inputs, adverts, shell.resume_grant()),
+        )?;
+        let _ = std::fs::remove_file(&config.control_socket);
+        info!("stopped; the next xvrrp resumes from {}", pin_dir.display());
+        return Ok(());
+    }
+    // 6.4.3 Shutdown: a master resigns with priority 0, then the data plane is let go. Its
+    // VIPs (fenced already) stay until the new master advertises: its gratuitous ARP is what
+    // moves the clients, and until it comes they still reach this host.
+    let resigned_ns = dataplane::monotonic_coarse_ns();
+    shell.deferred = Some(Vec::new());
+    // Fence first, then resign: the priority-0 advert lets the peer take over at once.
+    shell.fence_all().await;
+    engine.shutdown(now());
+    shell.apply(&mut engine).await;
+    let deferred = shell.deferred.take().unwrap_or_default();
+    if !deferred.is_empty() {
+        shell.await_successor(&config, &deferred, resigned_ns).await;
+        for (key, dev, addr) in deferred {
+            if let Err(err) = shell.addresses.remove(dev, addr).await {
+                warn!(vrid = key.vrid, vip = %addr, error = %err, "cannot remove VIP");
+            }
+        }
+    }
+    release_lease(&shell, &config).await;
+    for inst in &config.instances {
+        let s = shell.dp.vrid_stats(inst.ipv6(), inst.vrid)?;
+        info!(
+            vrid = inst.vrid,
+            requests = s.requests,
+            answered = s.answered,
+            dropped_not_master = s.dropped_not_master,
+            dropped_stale_heartbeat = s.dropped_stale_heartbeat,
+            adverts_valid = s.adverts_valid,
+            foreign_owner = s.foreign_owner,
+            "detaching"
+        );
+    }
+    // The data plane lets go first; then the stop notifications run to the end (each bounded by
+    // its timeout).
+    restore_sysctls(&sysctls);
+    for name in shell.vmacs.keys() {
+        if let Err(err) = shell.addresses.remove_link(name).await {
+            warn!(vmac_interface = %name, error = %err, "cannot remove the virtual MAC's interface");
+        }
+    }
+    let Shell { hooks, dp, .. } = shell;
+    drop(dp);
+    hooks.finish().await;
+    let _ = std::fs::remove_file(&config.control_socket);
+    if let Some(events) = &config.event_socket {
+        let _ = std::fs::remove_file(events);
+    }
+    info!("stopped");
+    Ok(())
+}
+
+/// On a stop: no instance is a candidate any more; the lease is released once every server
+/// reads back fenced (at most the fence's escalation time and a second; otherwise it runs
+/// out at the voters).
+async fn release_lease(shell: &Shell, config: &Config) {
+    let Some(lease) = &shell.lease else { return };
+    lease.want.send_replace(None);
+    // Long enough for a fence held off by a lock to escalate (kill the sessions) and read
+    // back.
+    let bound = config
+        .mysql
+        .iter()
+        .filter(|t| t.fence)
+        .map(|t| t.fence_escalate_ms.unwrap_or(0) + 2 * t.timeout_ms)
+        .max()
+        .unwrap_or(0)
+        + 1_000;
+    let mut held = lease.held.clone();
+    let released = tokio::time::timeout(Duration::from_millis(bound), held.wait_for(|h| !*h)).await;
+    if released.is_ok() {
+        info!("write lease released");
+    } else {
+        warn!(
+            "write lease not released (a server is not confirmed fenced); it runs out at the voters"
+        );
+    }
+}
+
+fn key_of(c: &InstanceConfig) -> InstanceKey {
+    InstanceKey {
+        iface: c.iface,
+        family: c.family(),
+        vrid: c.vrid,
+    }
+}
+
+/// A MAC address as `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}

@@ -1,0 +1,142 @@
+//! SIGHUP: the new file validated whole, then only what changed applied.
+
+use super::*;
+
+/// SIGHUP: validates the file and the engine's view of it whole, then applies what changed;
+/// instances whose configuration is the same are not touched. Returns the new configuration.
+pub(super) fn reload(
+    path: &std::path::Path,
+    old: &Config,
+    engine: &mut Engine,
+    shell: &mut Shell,
+    (site, inputs): (&Site, &HashMap<String, TrackInput>),
+    stats_index: &mut u32,
+) -> anyhow::Result<Config> {
+    let new = crate::config::load(path)?;
+    if let Some(key) = needs_restart(old, &new) {
+        anyhow::bail!("{}: {key} changed, which needs a restart", path.display());
+    }
+    let mut configs = new
+        .instances
+        .iter()
+        .map(|inst| site.engine_config(inst, &new))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for track in configs.iter_mut().flat_map(|c| c.tracks.iter_mut()) {
+        if let Some(input) = inputs.get(&track.name) {
+            track.initial = *input;
+        }
+    }
+    let done = engine.reconfigure(now(), configs)?;
+    // What the stopped instances had and the new configuration has not leaves the data plane.
+    let new_vips: Vec<IpAddr> = new
+        .instances
+        .iter()
+        .flat_map(|i| i.vips.iter().map(|v| v.addr))
+        .collect();
+    for inst in old
+        .instances
+        .iter()
+        .filter(|i| done.stopped.contains(&i.name))
+    {
+        for vip in inst.vips.iter().filter(|v| !new_vips.contains(&v.addr)) {
+            shell.dp.remove_vip(vip.addr)?;
+        }
+        let still = new
+            .instances
+            .iter()
+            .any(|n| n.vrid == inst.vrid && n.ipv6() == inst.ipv6());
+        if !still {
+            shell
+                .dp
+                .set_vrid(inst.ipv6(), inst.vrid, VridState::default())?;
+        }
+    }
+    for inst in new
+        .instances
+        .iter()
+        .filter(|i| done.started.contains(&i.name))
+    {
+        let (c, mac) = site.publish(&mut shell.dp, inst, &new, stats_index, role::INIT)?;
+        shell.macs.insert(key_of(&c), mac);
+        shell.primaries.insert(key_of(&c), c.primary);
+    }
+    shell.place_vips(&new, site.ifindex);
+    shell.hooks.reconfigure(&new, &done.started);
+    info!(kept = ?done.kept, stopped = ?done.stopped, started = ?done.started, "configuration reloaded");
+    Ok(new)
+}
+
+/// The first setting a reload cannot change without a restart, if any differs.
+pub(super) fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> {
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v.dedup();
+        v
+    };
+    let interfaces = |c: &Config| {
+        sorted(
+            c.instances
+                .iter()
+                .flat_map(|i| i.track_interfaces.iter().map(|t| t.name.clone()))
+                .collect(),
+        )
+    };
+    let tracked_processes = |c: &Config| {
+        sorted(
+            c.instances
+                .iter()
+                .flat_map(|i| i.track_processes.clone())
+                .collect(),
+        )
+    };
+    let tracked_mysql = |c: &Config| {
+        sorted(
+            c.instances
+                .iter()
+                .flat_map(|i| i.track_mysql.clone())
+                .collect(),
+        )
+    };
+    // Which instance has which virtual MAC interface.
+    let vmacs = |c: &Config| {
+        sorted(
+            c.instances
+                .iter()
+                .filter_map(|i| {
+                    let name = i.vmac_interface.as_ref()?;
+                    Some(format!("{}={name}", i.name))
+                })
+                .collect(),
+        )
+    };
+    [
+        ("interface", old.interface != new.interface),
+        ("xdp_mode", old.xdp_mode != new.xdp_mode),
+        ("bpffs", old.bpffs != new.bpffs),
+        (
+            "heartbeat_limit_ms",
+            old.heartbeat_limit_ms != new.heartbeat_limit_ms,
+        ),
+        ("configure_vips", old.configure_vips != new.configure_vips),
+        ("control_socket", old.control_socket != new.control_socket),
+        ("event_socket", old.event_socket != new.event_socket),
+        ("metrics.listen", old.metrics_listen != new.metrics_listen),
+        ("track_script", old.track_scripts != new.track_scripts),
+        ("track_file", old.track_files != new.track_files),
+        (
+            "track_process (or which processes instances track)",
+            old.track_processes != new.track_processes
+                || tracked_processes(old) != tracked_processes(new),
+        ),
+        (
+            "mysql (or which targets instances track)",
+            old.mysql != new.mysql || tracked_mysql(old) != tracked_mysql(new),
+        ),
+        ("sync_group", old.sync_groups != new.sync_groups),
+        ("write_lease", old.write_lease != new.write_lease),
+        ("track_interfaces", interfaces(old) != interfaces(new)),
+        ("virtual_mac / vmac_interface", vmacs(old) != vmacs(new)),
+    ]
+    .into_iter()
+    .find_map(|(key, differs)| differs.then_some(key))
+}

@@ -1,0 +1,236 @@
+//! A hitless restart: the marker a daemon stopping with SIGUSR2 leaves (the tracks' last
+//! inputs, each master's advert, the write lease's own vote), and the bridge that keeps the
+//! heartbeat fresh and the adverts going while the next daemon loads.
+
+use super::*;
+
+/// Keeps the pinned heartbeat fresh while a resuming daemon loads and verifies its program, so
+/// that the data plane never stops answering during a hitless restart, and sends the old
+/// daemon's last advert of each master instance at its interval, so that no backup's
+/// Master_Down timer runs out meanwhile (loading takes longer than 3 intervals of 100 ms).
+pub(super) struct HeartbeatBridge {
+    pub(super) stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub(super) thread: std::thread::JoinHandle<()>,
+}
+
+impl HeartbeatBridge {
+    pub(super) fn start(
+        pin_dir: &std::path::Path,
+        every: Duration,
+        iface: &str,
+        adverts: Vec<ResumeAdvert>,
+    ) -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let path = pin_dir.join("heartbeat");
+        let flag = stop.clone();
+        let iface = iface.to_owned();
+        let thread = std::thread::spawn(move || {
+            let mut hb = match aya::maps::MapData::from_pin(&path) {
+                Ok(map) => aya::maps::Array::<_, vrrp_common::Heartbeat>::try_from(
+                    aya::maps::Map::Array(map),
+                )
+                .ok(),
+                Err(_) => {
+                    warn!(path = %path.display(), "cannot open the pinned heartbeat");
+                    None
+                }
+            };
+            let sockets = if adverts.is_empty() {
+                None
+            } else {
+                bridge_sockets(&iface, &adverts)
+            };
+            let tick = adverts
+                .iter()
+                .map(|a| Duration::from_millis(a.interval_ms.max(10)))
+                .fold(every, Duration::min)
+                .max(Duration::from_millis(1));
+            let mut due = vec![Instant::now(); adverts.len()];
+            while !flag.load(Ordering::SeqCst) {
+                if let Some(hb) = hb.as_mut() {
+                    let _ = hb.set(
+                        0,
+                        vrrp_common::Heartbeat {
+                            ns: dataplane::monotonic_coarse_ns(),
+                        },
+                        0,
+                    );
+                }
+                if let Some(sockets) = &sockets {
+                    for (a, at) in adverts.iter().zip(due.iter_mut()) {
+                        if Instant::now() >= *at {
+                            let _ = sockets.send(a.dst, &a.bytes);
+                            *at += Duration::from_millis(a.interval_ms.max(10));
+                        }
+                    }
+                }
+                std::thread::sleep(tick);
+            }
+        });
+        Self { stop, thread }
+    }
+
+    pub(super) fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = self.thread.join();
+    }
+}
+
+/// Advert sockets for the bridge, from the sources the adverts were sent from.
+pub(super) fn bridge_sockets(iface: &str, adverts: &[ResumeAdvert]) -> Option<AdvertSockets> {
+    let v4 = adverts.iter().find_map(|a| match a.src {
+        IpAddr::V4(s) => Some(s),
+        IpAddr::V6(_) => None,
+    });
+    let v6 = adverts.iter().find_map(|a| match a.src {
+        IpAddr::V6(s) => Some(s),
+        IpAddr::V4(_) => None,
+    });
+    let ifindex = nix::net::if_::if_nametoindex(iface).ok()?;
+    match AdvertSockets::open(iface, ifindex, v4, v6) {
+        Ok(s) => Some(s),
+        Err(err) => {
+            warn!(iface, error = %err, "cannot open advert sockets to bridge the restart");
+            None
+        }
+    }
+}
+
+/// What a daemon stopping for a hitless restart leaves the next one in its marker: the last
+/// input of every track, and the last advert of every master instance (the next daemon's
+/// bridge sends them on while its program loads, so that backups hear no silence).
+#[derive(Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(super) struct ResumeState {
+    #[serde(default)]
+    pub(super) tracks: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub(super) adverts: Vec<ResumeAdvert>,
+    /// The write lease's own vote as it stood: the next daemon's voter starts from it (no
+    /// quiet period), so that a holder renews its lease at once.
+    #[serde(default)]
+    pub(super) lease: Option<ResumeGrant>,
+}
+
+/// A vote carried over a hitless restart.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(super) struct ResumeGrant {
+    pub(super) to: IpAddr,
+    pub(super) priority: u8,
+    pub(super) remaining_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(super) struct ResumeAdvert {
+    pub(super) src: IpAddr,
+    pub(super) dst: IpAddr,
+    pub(super) interval_ms: u64,
+    pub(super) bytes: Vec<u8>,
+}
+
+pub(super) fn encode_resume(
+    inputs: &HashMap<String, TrackInput>,
+    adverts: Vec<ResumeAdvert>,
+    lease: Option<ResumeGrant>,
+) -> Vec<u8> {
+    let tracks = inputs
+        .iter()
+        .map(|(name, input)| {
+            let v = match input {
+                TrackInput::Up => "up".to_owned(),
+                TrackInput::Down => "down".to_owned(),
+                TrackInput::Value(n) => n.to_string(),
+            };
+            (name.clone(), v)
+        })
+        .collect();
+    serde_json::to_vec(&ResumeState {
+        tracks,
+        adverts,
+        lease,
+    })
+    .unwrap_or_default()
+}
+
+/// What every master instance advertises now, with its source and interval, for the marker.
+pub(super) fn master_adverts(engine: &Engine) -> Vec<ResumeAdvert> {
+    engine
+        .master_adverts()
+        .into_iter()
+        .filter_map(|action| match action {
+            Action::Send {
+                key,
+                src,
+                dst,
+                bytes,
+            } => Some(ResumeAdvert {
+                src,
+                dst,
+                interval_ms: u64::from(engine.advert_interval_cs(key)?) * 10,
+                bytes,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// [`encode_resume`] read back; anything else (an empty marker from an older daemon) is none.
+pub(super) type Resumed = (
+    HashMap<String, TrackInput>,
+    Vec<ResumeAdvert>,
+    Option<ResumeGrant>,
+);
+
+pub(super) fn decode_resume(bytes: &[u8]) -> Resumed {
+    let state: ResumeState = serde_json::from_slice(bytes).unwrap_or_default();
+    let inputs = state
+        .tracks
+        .into_iter()
+        .filter_map(|(name, v)| {
+            let input = match v.as_str() {
+                "up" => TrackInput::Up,
+                "down" => TrackInput::Down,
+                n => TrackInput::Value(n.parse().ok()?),
+            };
+            Some((name, input))
+        })
+        .collect();
+    (inputs, state.adverts, state.lease)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn track_inputs_and_adverts_survive_the_resume_marker() {
+        let inputs = HashMap::from([
+            ("mysql:db".to_owned(), TrackInput::Up),
+            ("process:svc".to_owned(), TrackInput::Down),
+            ("prio".to_owned(), TrackInput::Value(-42)),
+        ]);
+        let adverts = vec![ResumeAdvert {
+            src: "192.0.2.1".parse().unwrap(),
+            dst: "224.0.0.18".parse().unwrap(),
+            interval_ms: 100,
+            bytes: vec![0x31, 51, 200, 1],
+        }];
+        let lease = Some(ResumeGrant {
+            to: "192.0.2.1".parse().unwrap(),
+            priority: 200,
+            remaining_ms: 1500,
+        });
+        assert_eq!(
+            decode_resume(&encode_resume(&inputs, adverts.clone(), lease)),
+            (inputs, adverts, lease)
+        );
+        let (none, no_adverts, no_lease) = decode_resume(b"");
+        assert!(no_lease.is_none());
+        assert!(
+            none.is_empty() && no_adverts.is_empty(),
+            "an older daemon's empty marker"
+        );
+        let (odd, _, _) = decode_resume(b"{\"tracks\": {\"x\": \"sideways\"}}");
+        assert!(odd.is_empty());
+    }
+}

@@ -1,0 +1,522 @@
+//! What the event loop owns besides the engine, and the executor of the engine's actions:
+//! adverts out, roles and VIPs to the data plane and the interface, fences, announcements,
+//! hooks; status and the split-brain and write-lease glue.
+
+use super::*;
+
+/// What the loop owns besides the engine.
+pub(super) struct Shell {
+    pub(super) hooks: Hooks,
+    pub(super) dp: DataPlane,
+    pub(super) sockets: AdvertSockets,
+    pub(super) addresses: Addresses,
+    /// Whether VIPs are added to and removed from interfaces.
+    pub(super) configure_vips: bool,
+    pub(super) announcer: Announcer,
+    /// Each VIP (prefix, label) and the index of the interface it goes on.
+    pub(super) vips: HashMap<IpAddr, (Vip, u32)>,
+    /// The instance each VIP belongs to.
+    pub(super) vip_keys: HashMap<IpAddr, InstanceKey>,
+    /// The macvlans of virtual MACs: name, index.
+    pub(super) vmacs: HashMap<String, u32>,
+    /// The fencer of each fenced MySQL target, by name.
+    pub(super) fencers: HashMap<String, Fencer>,
+    /// The MySQL targets each instance fences.
+    pub(super) fences: HashMap<InstanceKey, Vec<Fencer>>,
+    /// Whether each fenced target (by name) was last told to be writable.
+    pub(super) writable: HashMap<String, bool>,
+    /// What each MySQL probe last found.
+    pub(super) mysql_status: Vec<mysql::SharedStatus>,
+    /// The MAC each instance answers and announces from.
+    pub(super) macs: HashMap<InstanceKey, [u8; 6]>,
+    /// The liveness time last fed to the engine, per instance.
+    pub(super) last_heard: HashMap<InstanceKey, u64>,
+    pub(super) metrics: Metrics,
+    /// While stopping: VIPs to remove once a successor advertises (instance, device, address).
+    pub(super) deferred: Option<Vec<(InstanceKey, u32, IpAddr)>>,
+    /// The write lease, when configured.
+    pub(super) lease: Option<crate::lease::task::LeaseHandle>,
+    /// Who sent the adverts heard, by instance and MAC: (priority, address).
+    pub(super) advertisers: HashMap<(InstanceKey, [u8; 6]), (u8, IpAddr)>,
+    /// Each instance's primary address (its claim's tie-breaker).
+    pub(super) primaries: HashMap<InstanceKey, IpAddr>,
+    /// Claims on our VIPs by other hosts, judged after a grace.
+    pub(super) split: crate::split::SplitBrain,
+}
+
+impl Shell {
+    /// Where each VIP of `config` goes (its instance's macvlan, or the interface), and which
+    /// MySQL servers each instance fences.
+    pub(super) fn place_vips(&mut self, config: &Config, ifindex: u32) {
+        self.fences = config
+            .instances
+            .iter()
+            .map(|inst| {
+                let key = InstanceKey {
+                    iface: ifindex,
+                    family: if inst.ipv6() { Family::V6 } else { Family::V4 },
+                    vrid: inst.vrid,
+                };
+                let fencers = inst
+                    .track_mysql
+                    .iter()
+                    .filter_map(|name| self.fencers.get(name).cloned())
+                    .collect();
+                (key, fencers)
+            })
+            .collect();
+        self.vip_keys = config
+            .instances
+            .iter()
+            .flat_map(|inst| {
+                let key = InstanceKey {
+                    iface: ifindex,
+                    family: if inst.ipv6() { Family::V6 } else { Family::V4 },
+                    vrid: inst.vrid,
+                };
+                inst.vips.iter().map(move |v| (v.addr, key))
+            })
+            .collect();
+        self.vips = config
+            .instances
+            .iter()
+            .flat_map(|inst| {
+                let dev = inst
+                    .vmac_interface
+                    .as_ref()
+                    .and_then(|name| self.vmacs.get(name).copied())
+                    .unwrap_or(ifindex);
+                inst.vips.iter().map(move |v| (v.addr, (v.clone(), dev)))
+            })
+            .collect();
+    }
+
+    /// Feeds an advert the data plane saw at `at_ns`, unless already fed.
+    pub(super) fn feed(&mut self, engine: &mut Engine, key: InstanceKey, heard: Heard, at_ns: u64) {
+        let last = self.last_heard.entry(key).or_default();
+        if at_ns <= *last && heard.priority != 0 {
+            return;
+        }
+        *last = at_ns;
+        if let Err(why) = engine.handle_heard(Time(at_ns / 1_000), key, &heard) {
+            debug!(vrid = key.vrid, src = %heard.src, ?why, "advert not taken");
+        }
+    }
+
+    /// Reads each instance's liveness entry and feeds what is new.
+    pub(super) fn refresh_liveness(&mut self, engine: &mut Engine) {
+        for key in engine.keys() {
+            let ipv6 = key.family == Family::V6;
+            let Ok(live) = self.dp.liveness(ipv6, key.vrid) else {
+                continue;
+            };
+            if live.last_seen_ns == 0 {
+                continue;
+            }
+            let heard = Heard {
+                src: map_addr(ipv6, live.src),
+                priority: live.priority,
+                interval_cs: live.interval_cs,
+                count: live.count,
+                form: form_of(live.checksum_form),
+            };
+            self.feed(engine, key, heard, live.last_seen_ns);
+        }
+    }
+
+    /// Waits until every instance of `deferred` has heard an advert with a priority above 0
+    /// since `resigned_ns` (a new master), or three of its advert intervals passed (3 s at
+    /// most): the time the VIPs stay after a resignation.
+    pub(super) async fn await_successor(
+        &self,
+        config: &Config,
+        deferred: &[(InstanceKey, u32, IpAddr)],
+        resigned_ns: u64,
+    ) {
+        let mut keys: Vec<InstanceKey> = deferred.iter().map(|(k, _, _)| *k).collect();
+        keys.dedup();
+        let interval_ms = keys
+            .iter()
+            .filter_map(|k| {
+                config
+                    .instances
+                    .iter()
+                    .find(|i| i.vrid == k.vrid && i.ipv6() == (k.family == Family::V6))
+            })
+            .map(|i| u64::from(i.advert_interval_cs) * 10)
+            .max()
+            .unwrap_or(1000);
+        let grace = Duration::from_millis((3 * interval_ms).clamp(20, 3000));
+        let started = Instant::now();
+        let succeeded = |key: &InstanceKey| {
+            self.dp
+                .liveness(key.family == Family::V6, key.vrid)
+                .is_ok_and(|l| l.last_seen_ns >= resigned_ns && l.priority > 0)
+        };
+        while started.elapsed() < grace && !keys.iter().all(succeeded) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // Its gratuitous ARP went out with that advert; a moment for the clients to take it.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        info!(
+            waited_ms = started.elapsed().as_millis() as u64,
+            successor_heard = keys.iter().all(succeeded),
+            "releasing the VIPs"
+        );
+    }
+
+    /// The status `xvrrp status` shows.
+    pub(super) fn status(&self, engine: &Engine, config: &Config) -> control::Status {
+        let t = now();
+        let instances: Vec<_> = engine
+            .status()
+            .into_iter()
+            .map(|st| {
+                let ipv6 = st.key.family == Family::V6;
+                let dp = self.dp.vrid_stats(ipv6, st.key.vrid).unwrap_or_default();
+                let vips = config
+                    .instances
+                    .iter()
+                    .find(|i| i.name == st.name)
+                    .map(|i| i.vips.iter().map(ToString::to_string).collect())
+                    .unwrap_or_default();
+                control::InstanceStatus {
+                    name: st.name.clone(),
+                    vrid: st.key.vrid,
+                    family: if ipv6 { "ipv6" } else { "ipv4" }.into(),
+                    state: st.state.to_string(),
+                    effective_priority: st.effective_priority,
+                    advert_interval_ms: u32::from(st.master_adver_interval_cs) * 10,
+                    master: st.master.map(|m| control::MasterStatus {
+                        address: m.addr.to_string(),
+                        priority: m.priority,
+                        advert_interval_ms: u32::from(m.interval_cs) * 10,
+                        seen_ms_ago: t.since(m.at) / 1_000,
+                    }),
+                    vips,
+                    adverts_sent: st.counters.adverts_sent,
+                    adverts_received: st.counters.adverts_received,
+                    became_master: st.counters.became_master,
+                    address_mismatch: st.counters.address_mismatch,
+                    data_plane: control::DataPlaneCounters {
+                        requests: dp.requests,
+                        answered: dp.answered,
+                        dropped_not_master: dp.dropped_not_master,
+                        dropped_stale_heartbeat: dp.dropped_stale_heartbeat,
+                        adverts_valid: dp.adverts_valid,
+                        adverts_dropped: dp.adverts_drop_ttl
+                            + dp.adverts_drop_version
+                            + dp.adverts_drop_length
+                            + dp.adverts_drop_checksum
+                            + dp.adverts_drop_peer
+                            + dp.adverts_drop_auth,
+                        adverts_dropped_by_reason: [
+                            ("ttl", dp.adverts_drop_ttl),
+                            ("version", dp.adverts_drop_version),
+                            ("length", dp.adverts_drop_length),
+                            ("checksum", dp.adverts_drop_checksum),
+                            ("peer", dp.adverts_drop_peer),
+                            ("auth", dp.adverts_drop_auth),
+                        ]
+                        .into_iter()
+                        .map(|(k, v)| (k.to_owned(), v))
+                        .collect(),
+                        foreign_owner: dp.foreign_owner,
+                    },
+                }
+            })
+            .collect();
+        control::Status {
+            interface: config.interface.clone(),
+            other_vrids: self.other_vrids(&instances),
+            instances,
+            mysql: self
+                .mysql_status
+                .iter()
+                .filter_map(|s| s.lock().ok().map(|s| s.clone()))
+                .collect(),
+            lease: self
+                .lease
+                .as_ref()
+                .and_then(|l| l.status.lock().ok().map(|s| s.clone())),
+        }
+    }
+
+    /// The VRIDs the data plane heard adverts for that none of `instances` runs (512 per-CPU
+    /// slots read: a millisecond or so, at a status request or a scrape).
+    pub(super) fn other_vrids(
+        &self,
+        instances: &[control::InstanceStatus],
+    ) -> Vec<control::OtherVrid> {
+        let ours: HashSet<(bool, u8)> = instances
+            .iter()
+            .map(|i| (i.family == "ipv6", i.vrid))
+            .collect();
+        [false, true]
+            .into_iter()
+            .flat_map(|ipv6| (0..=u8::MAX).map(move |vrid| (ipv6, vrid)))
+            .filter(|key| !ours.contains(key))
+            .filter_map(|(ipv6, vrid)| {
+                let adverts = self.dp.vrid_stats(ipv6, vrid).ok()?.adverts_other_vrid;
+                (adverts > 0).then(|| control::OtherVrid {
+                    vrid,
+                    family: if ipv6 { "ipv6" } else { "ipv4" }.into(),
+                    adverts,
+                })
+            })
+            .collect()
+    }
+
+    /// Asks the fencers of the MySQL servers `key` fences to set read_only, without waiting:
+    /// adverts and the heartbeat go on while a fence waits (the write lease, when configured,
+    /// keeps the peer from enabling writes until the fence reads back).
+    pub(super) fn fence(&mut self, key: InstanceKey) {
+        for fencer in self.fences.get(&key).into_iter().flatten() {
+            fencer.request_fence();
+            self.writable.insert(fencer.name().to_owned(), false);
+        }
+    }
+
+    /// After the actions: a server is writable only while every instance that fences it is
+    /// master (IPv4 and IPv6 instances, or a sync group, tracking one server), and then only
+    /// once those instances own their VIPs and the data plane answers for them (the actions
+    /// just carried out). Each change goes to the fencer once.
+    pub(super) fn reconcile_fences(&mut self, engine: &Engine) {
+        let masters: HashSet<InstanceKey> = engine.masters().map(|(key, _)| key).collect();
+        for (name, fencer) in &self.fencers {
+            let mut keys = self
+                .fences
+                .iter()
+                .filter(|(_, fs)| fs.iter().any(|f| f.name() == name))
+                .map(|(key, _)| key)
+                .peekable();
+            let writable = keys.peek().is_some() && keys.all(|key| masters.contains(key));
+            if self.writable.get(name) != Some(&writable) {
+                if writable {
+                    fencer.unfence();
+                } else {
+                    fencer.request_fence();
+                }
+                self.writable.insert(name.clone(), writable);
+            }
+        }
+    }
+
+    /// Sets read_only on every fenced server and waits for each first attempt (at most twice
+    /// its timeout): on a stop, before the priority-0 advert lets the peer take over.
+    pub(super) async fn fence_all(&self) {
+        for fencer in self.fencers.values() {
+            fencer.fence().await;
+        }
+    }
+
+    /// Carries out the engine's actions, in order.
+    pub(super) async fn apply(&mut self, engine: &mut Engine) {
+        while let Some(action) = engine.poll_action() {
+            // Every line about an instance names it, its VRID and its state.
+            let (instance, state) = engine
+                .name_and_state(action.key())
+                .map(|(n, s)| (n.to_owned(), s.to_string()))
+                .unwrap_or_default();
+            match action {
+                Action::Send {
+                    key, dst, bytes, ..
+                } => {
+                    if let Err(err) = self.sockets.send(dst, &bytes) {
+                        warn!(vrid = key.vrid, %instance, %state, %dst, error = %err, "cannot send advert");
+                    }
+                }
+                Action::DataPlane { key, role } => {
+                    let ipv6 = key.family == Family::V6;
+                    if let Err(err) = self.dp.set_role(ipv6, key.vrid, role) {
+                        warn!(vrid = key.vrid, %instance, %state, error = %dataplane::error_chain(&err), "cannot publish the role");
+                    }
+                }
+                Action::AddVips { key, vips, .. } if self.configure_vips => {
+                    for addr in vips {
+                        let Some((vip, dev)) = self.vips.get(&addr) else {
+                            continue;
+                        };
+                        if let Err(err) = self.addresses.add(*dev, vip).await {
+                            warn!(vrid = key.vrid, %instance, %state, vip = %addr, error = %err, "cannot add VIP");
+                        }
+                    }
+                }
+                Action::RemoveVips { key, vips, .. } if self.configure_vips => {
+                    self.fence(key);
+                    for addr in vips {
+                        let dev = self.vips.get(&addr).map_or(key.iface, |(_, dev)| *dev);
+                        if let Some(deferred) = &mut self.deferred {
+                            deferred.push((key, dev, addr));
+                            continue;
+                        }
+                        if let Err(err) = self.addresses.remove(dev, addr).await {
+                            warn!(vrid = key.vrid, %instance, %state, vip = %addr, error = %err, "cannot remove VIP");
+                        }
+                    }
+                }
+                Action::RemoveVips { key, .. } => self.fence(key),
+                Action::AddVips { .. } => {}
+                Action::Announce { key, addr } => {
+                    let mac = self.macs.get(&key).copied().unwrap_or_default();
+                    if let Err(err) = self.announcer.announce(addr, mac) {
+                        warn!(vrid = key.vrid, %instance, %state, %addr, error = %err, "cannot announce VIP");
+                    }
+                }
+                Action::StateChanged {
+                    key,
+                    name,
+                    old,
+                    new,
+                    reason,
+                } => {
+                    // Not master, and not just demoted (RemoveVips fenced then): read-only.
+                    if old != State::Master && new != State::Master {
+                        self.fence(key);
+                    }
+                    let priority = engine.effective_priority(&name).unwrap_or(0);
+                    let family = if key.family == Family::V6 {
+                        "ipv6"
+                    } else {
+                        "ipv4"
+                    };
+                    let new = new.to_string();
+                    self.metrics
+                        .transition(&name, key.vrid, family, &new, reason.kind());
+                    let reason = reason.to_string();
+                    self.hooks.state_changed(StateEvent {
+                        time_ms: hooks::unix_ms(),
+                        instance: name,
+                        vrid: key.vrid,
+                        family,
+                        old: old.to_string(),
+                        new,
+                        reason,
+                        priority,
+                    });
+                }
+            }
+        }
+        self.reconcile_fences(engine);
+        self.claim_lease(engine);
+    }
+
+    /// The write lease's own vote, for the resume marker of a hitless restart.
+    pub(super) fn resume_grant(&self) -> Option<ResumeGrant> {
+        let status = self.lease.as_ref()?.status.lock().ok()?.clone();
+        let (to, remaining_ms) = status.own_vote?;
+        Some(ResumeGrant {
+            to: to.parse().ok()?,
+            priority: status.own_vote_priority,
+            remaining_ms,
+        })
+    }
+
+    /// Judges the claims on our VIPs whose grace is over (crate::split), and lets held-out
+    /// losers run again.
+    pub(super) fn judge_claims(
+        &mut self,
+        engine: &mut Engine,
+        t: Time,
+        inputs: &mut HashMap<String, TrackInput>,
+    ) {
+        use crate::split::Verdict;
+        for key in self.split.expired(t) {
+            info!(
+                vrid = key.vrid,
+                "split-brain hold-down over: the instance runs again"
+            );
+            let name = crate::split::track_name(key);
+            engine.set_track(t, &name, TrackInput::Up);
+            inputs.insert(name, TrackInput::Up);
+        }
+        let masters: HashMap<InstanceKey, u8> = engine.masters().collect();
+        for (key, mac) in self.split.due(t) {
+            let ours = (
+                masters.get(&key).copied().unwrap_or(0),
+                self.primaries
+                    .get(&key)
+                    .copied()
+                    .unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            );
+            let theirs = self.advertisers.get(&(key, mac)).copied();
+            let instance = engine
+                .name_and_state(key)
+                .map(|(n, _)| n.to_owned())
+                .unwrap_or_default();
+            let mac_text = format_mac(&mac);
+            match self
+                .split
+                .judge(t, key, masters.contains_key(&key), ours, theirs)
+            {
+                Verdict::Preempted => {
+                    debug!(vrid = key.vrid, %instance, mac = %mac_text, "the host that announced our VIP preempted us");
+                }
+                Verdict::Win { theirs } => {
+                    warn!(vrid = key.vrid, %instance, mac = %mac_text, their_priority = theirs.0, their_address = %theirs.1,
+                        our_priority = ours.0, "split brain seen on the wire: this node wins; announcing its VIPs again");
+                    self.announce_instance(key);
+                }
+                Verdict::Lose { theirs } => {
+                    let interval_us = engine
+                        .advert_interval_cs(key)
+                        .map_or(1_000_000, |cs| u64::from(cs) * 10_000);
+                    let hold_us = (30 * interval_us).clamp(3_000_000, 60_000_000);
+                    warn!(vrid = key.vrid, %instance, mac = %mac_text, their_priority = theirs.0, their_address = %theirs.1,
+                        our_priority = ours.0, hold_down_ms = hold_us / 1_000,
+                        "split brain seen on the wire: this node loses; fencing and stepping down for the hold-down");
+                    self.fence(key);
+                    self.split.hold(key, t.plus(hold_us));
+                    let name = crate::split::track_name(key);
+                    engine.set_track(t, &name, TrackInput::Down);
+                    inputs.insert(name, TrackInput::Down);
+                }
+                Verdict::Unknown { announce } => {
+                    if announce {
+                        warn!(vrid = key.vrid, %instance, mac = %mac_text,
+                            "split brain seen on the wire: another host claims a VIP of ours and none of its adverts was heard; announcing ours again");
+                        self.announce_instance(key);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Announces the VIPs of instance `key` again.
+    pub(super) fn announce_instance(&self, key: InstanceKey) {
+        let mac = self.macs.get(&key).copied().unwrap_or_default();
+        for addr in self.vips.keys() {
+            if self.vip_keys.get(addr) == Some(&key)
+                && let Err(err) = self.announcer.announce(*addr, mac)
+            {
+                warn!(vrid = key.vrid, vip = %addr, error = %err, "cannot announce VIP");
+            }
+        }
+    }
+
+    /// Announces the VIPs of every master instance that fences again (a weaker master that
+    /// could not hear our adverts may have drawn the clients to itself).
+    pub(super) fn reannounce(&self, engine: &Engine) {
+        for (key, _) in engine.masters() {
+            if self.fences.get(&key).is_some_and(|f| !f.is_empty()) {
+                self.announce_instance(key);
+            }
+        }
+    }
+
+    /// Tells the write lease whether this node is a candidate: the highest priority of the
+    /// master instances that fence a server, or none.
+    pub(super) fn claim_lease(&self, engine: &Engine) {
+        let Some(lease) = &self.lease else { return };
+        let want = engine
+            .masters()
+            .filter(|(key, _)| self.fences.get(key).is_some_and(|f| !f.is_empty()))
+            .map(|(_, priority)| priority)
+            .max();
+        lease.want.send_if_modified(|w| {
+            let changed = *w != want;
+            *w = want;
+            changed
+        });
+    }
+}

@@ -1,0 +1,269 @@
+//! What instances are published against: the interface, its addresses, and the engine's view
+//! of each configured instance; the sysctls a virtual MAC needs.
+
+use super::*;
+
+/// The engine's view of one configured instance.
+pub(super) fn engine_config(
+    inst: &Instance,
+    iface: &str,
+    ifindex: u32,
+    primary: IpAddr,
+    config: &Config,
+) -> InstanceConfig {
+    let (scripts, files) = (&config.track_scripts, &config.track_files);
+    let mut c = InstanceConfig::new(
+        &inst.name,
+        ifindex,
+        inst.vrid,
+        primary,
+        inst.vips.iter().map(|v| v.addr).collect(),
+    );
+    c.version = if inst.version == 2 {
+        Version::V2
+    } else {
+        Version::V3
+    };
+    c.priority = inst.priority;
+    c.auth = inst.auth_pass.map_or(Auth::None, Auth::Simple);
+    c.advert_interval_cs = inst.advert_interval_cs;
+    c.preempt = inst.preempt;
+    c.preempt_delay_us = inst.preempt_delay_ms * 1_000;
+    c.start_as_master = inst.state == InitialState::Master;
+    c.announce = AnnouncePolicy {
+        delay_us: inst.garp.delay_ms * 1_000,
+        repeat: inst.garp.repeat,
+        refresh_us: inst.garp.refresh_ms * 1_000,
+        refresh_repeat: inst.garp.refresh_repeat,
+        pacing_us: inst.garp.interval_ms * 1_000,
+    };
+    c.tracks = inst
+        .track_scripts
+        .iter()
+        .filter_map(|name| scripts.iter().find(|t| t.name == *name))
+        .map(|t| TrackConfig {
+            name: t.name.clone(),
+            weight: t.weight,
+            reverse: t.weight_reverse,
+            initial: TrackInput::Up,
+        })
+        .collect();
+    c.tracks.extend(
+        inst.track_files
+            .iter()
+            .filter_map(|name| files.iter().find(|t| t.name == *name))
+            .map(|t| TrackConfig {
+                name: t.name.clone(),
+                weight: t.weight,
+                reverse: t.weight_reverse,
+                initial: TrackInput::Value(0),
+            }),
+    );
+    // Tracked processes start down; the daemon reads /proc before it starts the instances.
+    c.tracks.extend(
+        inst.track_processes
+            .iter()
+            .filter_map(|name| config.track_processes.iter().find(|t| t.name == *name))
+            .map(|t| TrackConfig {
+                name: process::track_name(&t.name),
+                weight: t.weight,
+                reverse: t.weight_reverse,
+                initial: TrackInput::Down,
+            }),
+    );
+    // MySQL targets start down: no takeover before the first probe has answered.
+    for t in inst
+        .track_mysql
+        .iter()
+        .filter_map(|name| config.mysql.iter().find(|t| t.name == *name))
+    {
+        c.tracks.push(TrackConfig {
+            name: mysql::alive_track(&t.name),
+            weight: t.weight,
+            reverse: false,
+            initial: TrackInput::Down,
+        });
+        if let Some(r) = &t.replication {
+            c.tracks.push(TrackConfig {
+                name: mysql::replication_track(&t.name),
+                weight: r.weight,
+                reverse: false,
+                initial: TrackInput::Down,
+            });
+        }
+    }
+    // With a write lease, an instance that fences stays in Fault while the node yielded the
+    // lease to a stronger holder (its server could not be made writable).
+    let fences = inst
+        .track_mysql
+        .iter()
+        .any(|n| config.mysql.iter().any(|t| t.name == *n && t.fence));
+    if config.write_lease.is_some() && fences {
+        c.tracks.push(TrackConfig {
+            name: crate::lease::task::TRACK.to_owned(),
+            weight: 0,
+            reverse: false,
+            initial: TrackInput::Up,
+        });
+    }
+    // Out of the election while it lost a split brain seen on the wire (crate::split).
+    c.tracks.push(TrackConfig {
+        name: crate::split::track_name(InstanceKey {
+            iface: ifindex,
+            family: if inst.ipv6() { Family::V6 } else { Family::V4 },
+            vrid: inst.vrid,
+        }),
+        weight: 0,
+        reverse: false,
+        initial: TrackInput::Up,
+    });
+    // The instance's own interface (no link: Fault, as in keepalived), and the others it
+    // tracks, with their weights.
+    c.tracks.push(TrackConfig {
+        name: netlink::link_track_name(iface),
+        weight: 0,
+        reverse: false,
+        initial: TrackInput::Up,
+    });
+    for link in &inst.track_interfaces {
+        c.tracks.push(TrackConfig {
+            name: netlink::link_track_name(&link.name),
+            weight: link.weight,
+            reverse: link.weight_reverse,
+            initial: TrackInput::Up,
+        });
+    }
+    if !inst.unicast_peers.is_empty() {
+        c.transport = Transport::Unicast {
+            peers: inst.unicast_peers.clone(),
+            check_ttl: inst.unicast_check_ttl,
+        };
+    }
+    c
+}
+
+/// What instances are published against: the interface and its addresses.
+pub(super) struct Site {
+    pub(super) iface: String,
+    pub(super) ifindex: u32,
+    pub(super) iface_mac: [u8; 6],
+    /// The advert source per family (true: IPv6).
+    pub(super) sources: HashMap<bool, IpAddr>,
+}
+
+impl Site {
+    /// Publishes an instance to the data plane (VIPs, VRID state with `role`, unicast peers)
+    /// and returns its engine configuration and the MAC it answers from.
+    pub(super) fn publish(
+        &self,
+        dp: &mut DataPlane,
+        inst: &Instance,
+        config: &Config,
+        stats_index: &mut u32,
+        role: u32,
+    ) -> anyhow::Result<(InstanceConfig, [u8; 6])> {
+        let ipv6 = inst.ipv6();
+        let mac = match (inst.virtual_mac, ipv6) {
+            (false, _) => self.iface_mac,
+            (true, false) => virtual_mac_v4(inst.vrid),
+            (true, true) => virtual_mac_v6(inst.vrid),
+        };
+        for vip in &inst.vips {
+            dp.set_vip(
+                vip.addr,
+                VipValue {
+                    vrid: inst.vrid,
+                    flags: 0,
+                    mac,
+                    stats_index: *stats_index,
+                },
+            )?;
+            *stats_index += 1;
+        }
+        let mut flags = vrid_flags::CONFIGURED;
+        if !inst.unicast_peers.is_empty() {
+            flags |= vrid_flags::UNICAST;
+            if inst.unicast_check_ttl {
+                flags |= vrid_flags::UNICAST_CHECK_TTL;
+            }
+            for peer in &inst.unicast_peers {
+                dp.add_peer(inst.vrid, *peer)?;
+            }
+        }
+        if inst.auth_pass.is_some() {
+            flags |= vrid_flags::AUTH_SIMPLE;
+        }
+        dp.set_vrid(
+            ipv6,
+            inst.vrid,
+            VridState {
+                role,
+                flags,
+                version: u32::from(inst.version),
+                auth: inst.auth_pass.unwrap_or_default(),
+                ..VridState::default()
+            },
+        )?;
+        let engine_config = self.engine_config(inst, config)?;
+        let primary = engine_config.primary;
+        info!(
+            vrid = inst.vrid, iface = %self.iface, instance = %inst.name, priority = inst.priority, version = inst.version,
+            advert_interval_ms = u32::from(inst.advert_interval_cs) * 10, %primary,
+            vips = %inst.vips.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+            mac = %format_mac(&mac), "instance configured"
+        );
+        Ok((engine_config, mac))
+    }
+
+    /// The engine's configuration of an instance.
+    pub(super) fn engine_config(
+        &self,
+        inst: &Instance,
+        config: &Config,
+    ) -> anyhow::Result<InstanceConfig> {
+        let ipv6 = inst.ipv6();
+        let Some(primary) = inst.source.or_else(|| self.sources.get(&ipv6).copied()) else {
+            anyhow::bail!(
+                "instance {}: no {} advert socket; a new address family needs a restart",
+                inst.name,
+                if ipv6 { "IPv6" } else { "IPv4" }
+            );
+        };
+        Ok(engine_config(
+            inst,
+            &self.iface,
+            self.ifindex,
+            primary,
+            config,
+        ))
+    }
+}
+
+/// Sets sysctls (paths under /proc/sys, in this network namespace) and returns what they held,
+/// for [`restore_sysctls`]; a failure is logged and skipped.
+pub(super) fn set_sysctls(settings: &[(String, &str)]) -> Vec<(String, String)> {
+    let mut old = Vec::new();
+    for (key, value) in settings {
+        let path = std::path::Path::new("/proc/sys").join(key);
+        match std::fs::read_to_string(&path).and_then(|was| {
+            std::fs::write(&path, value)?;
+            Ok(was)
+        }) {
+            Ok(was) => {
+                info!(sysctl = %key, value, was = was.trim(), "sysctl set");
+                old.push((key.clone(), was.trim().to_owned()));
+            }
+            Err(err) => warn!(sysctl = %key, error = %err, "cannot set sysctl"),
+        }
+    }
+    old
+}
+
+/// Puts back what [`set_sysctls`] changed.
+pub(super) fn restore_sysctls(old: &[(String, String)]) {
+    for (key, value) in old {
+        if let Err(err) = std::fs::write(std::path::Path::new("/proc/sys").join(key), value) {
+            warn!(sysctl = %key, error = %err, "cannot restore sysctl");
+        }
+    }
+}
