@@ -51,9 +51,10 @@ mod events;
 mod reload;
 mod resume;
 mod shell;
+mod shutdown;
 mod site;
 
-use self::{events::*, reload::*, resume::*, shell::*, site::*};
+use self::{events::*, reload::*, resume::*, shell::*, shutdown::*, site::*};
 
 /// The engine's clock: CLOCK_MONOTONIC in microseconds. The data plane's times
 /// (CLOCK_MONOTONIC_COARSE) are on the same time base, a jiffy behind at most.
@@ -594,93 +595,9 @@ pub async fn run(
 
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     if hitless {
-        // The next daemon takes over within the heartbeat limit: nothing is released.
-        shell.dp.heartbeat(dataplane::monotonic_coarse_ns())?;
-        let adverts = master_adverts(&engine);
-        shell.dp.leave_for_restart(
-            &marker,
-            &encode_resume(&track_inputs, adverts, shell.resume_grant()),
-        )?;
-        let _ = std::fs::remove_file(&config.control_socket);
-        info!("stopped; the next xvrrp resumes from {}", pin_dir.display());
-        return Ok(());
+        return leave_for_restart(&mut shell, &engine, &config, &track_inputs, &pin_dir);
     }
-    // 6.4.3 Shutdown: a master resigns with priority 0, then the data plane is let go. Its
-    // VIPs (fenced already) stay until the new master advertises: its gratuitous ARP is what
-    // moves the clients, and until it comes they still reach this host.
-    let resigned_ns = dataplane::monotonic_coarse_ns();
-    shell.deferred = Some(Vec::new());
-    // Fence first, then resign: the priority-0 advert lets the peer take over at once.
-    shell.fence_all().await;
-    engine.shutdown(now());
-    shell.apply(&mut engine).await;
-    let deferred = shell.deferred.take().unwrap_or_default();
-    if !deferred.is_empty() {
-        shell.await_successor(&config, &deferred, resigned_ns).await;
-        for (key, dev, addr) in deferred {
-            if let Err(err) = shell.addresses.remove(dev, addr).await {
-                warn!(vrid = key.vrid, vip = %addr, error = %err, "cannot remove VIP");
-            }
-        }
-    }
-    release_lease(&shell, &config).await;
-    for inst in &config.instances {
-        let s = shell.dp.vrid_stats(inst.ipv6(), inst.vrid)?;
-        info!(
-            vrid = inst.vrid,
-            requests = s.requests,
-            answered = s.answered,
-            dropped_not_master = s.dropped_not_master,
-            dropped_stale_heartbeat = s.dropped_stale_heartbeat,
-            adverts_valid = s.adverts_valid,
-            foreign_owner = s.foreign_owner,
-            "detaching"
-        );
-    }
-    // The data plane lets go first; then the stop notifications run to the end (each bounded by
-    // its timeout).
-    restore_sysctls(&sysctls);
-    for name in shell.vmacs.keys() {
-        if let Err(err) = shell.addresses.remove_link(name).await {
-            warn!(vmac_interface = %name, error = %err, "cannot remove the virtual MAC's interface");
-        }
-    }
-    let Shell { hooks, dp, .. } = shell;
-    drop(dp);
-    hooks.finish().await;
-    let _ = std::fs::remove_file(&config.control_socket);
-    if let Some(events) = &config.event_socket {
-        let _ = std::fs::remove_file(events);
-    }
-    info!("stopped");
-    Ok(())
-}
-
-/// On a stop: no instance is a candidate any more; the lease is released once every server
-/// reads back fenced (at most the fence's escalation time and a second; otherwise it runs
-/// out at the voters).
-async fn release_lease(shell: &Shell, config: &Config) {
-    let Some(lease) = &shell.lease else { return };
-    lease.want.send_replace(None);
-    // Long enough for a fence held off by a lock to escalate (kill the sessions) and read
-    // back.
-    let bound = config
-        .mysql
-        .iter()
-        .filter(|t| t.fence)
-        .map(|t| t.fence_escalate_ms.unwrap_or(0) + 2 * t.timeout_ms)
-        .max()
-        .unwrap_or(0)
-        + 1_000;
-    let mut held = lease.held.clone();
-    let released = tokio::time::timeout(Duration::from_millis(bound), held.wait_for(|h| !*h)).await;
-    if released.is_ok() {
-        info!("write lease released");
-    } else {
-        warn!(
-            "write lease not released (a server is not confirmed fenced); it runs out at the voters"
-        );
-    }
+    stop(shell, engine, &config, &sysctls).await
 }
 
 fn key_of(c: &InstanceConfig) -> InstanceKey {
