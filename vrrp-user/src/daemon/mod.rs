@@ -53,8 +53,9 @@ mod resume;
 mod shell;
 mod shutdown;
 mod site;
+mod tracking;
 
-use self::{events::*, reload::*, resume::*, shell::*, shutdown::*, site::*};
+use self::{events::*, reload::*, resume::*, shell::*, shutdown::*, site::*, tracking::*};
 
 /// The engine's clock: CLOCK_MONOTONIC in microseconds. The data plane's times
 /// (CLOCK_MONOTONIC_COARSE) are on the same time base, a jiffy behind at most.
@@ -196,104 +197,23 @@ pub async fn run(
     let mut engine = Engine::new(engine_configs, groups)?;
     // Tracked scripts that some instance follows run as tasks reporting changes here.
     let (track_tx, mut track_rx) = tokio::sync::mpsc::unbounded_channel();
-    let _scripts: Vec<_> = config
-        .track_scripts
-        .iter()
-        .filter(|t| config.tracked(|i| &i.track_scripts, &t.name))
-        .map(|t| {
-            let up = resumed_inputs.get(&t.name) != Some(&TrackInput::Down);
-            track::spawn(t.clone(), up, track_tx.clone())
-        })
-        .collect();
-    let _files: Vec<_> = config
-        .track_files
-        .iter()
-        .filter(|t| config.tracked(|i| &i.track_files, &t.name))
-        .map(|t| track::spawn_file(t.clone(), track_tx.clone()))
-        .collect();
-    // Tracked processes that some instance follows: one task reads /proc for all of them.
-    let _processes = process::spawn(tracked_processes, track_tx.clone());
-    // MySQL targets that some instance follows: probes as tracking input, fencers for write
-    // fencing.
-    let tracked_mysql: Vec<_> = config
-        .mysql
-        .iter()
-        .filter(|t| config.tracked(|i| &i.track_mysql, &t.name))
-        .collect();
-    let mysql_status: Vec<mysql::SharedStatus> =
-        tracked_mysql.iter().map(|t| mysql::new_status(t)).collect();
     let metrics = Metrics::new(iface);
-    // The write lease: fencers enable writes only while it is held.
-    let lease = match &config.write_lease {
-        Some(w) => {
-            let guard_ms = w.lease_ms / 10
-                + tracked_mysql
-                    .iter()
-                    .filter(|t| t.fence)
-                    .map(|t| 2 * t.timeout_ms as u32)
-                    .max()
-                    .unwrap_or(0);
-            let grant = resumed_lease.map(|g| crate::lease::voter::Grant {
-                to: crate::lease::wire::NodeId::new(g.to),
-                priority: g.priority,
-                until: now().plus(g.remaining_ms * 1_000),
-            });
-            Some(crate::lease::task::spawn(
-                w,
-                guard_ms,
-                now,
-                track_tx.clone(),
-                grant,
-            )?)
-        }
-        None => None,
-    };
-    let fencers: HashMap<String, Fencer> = tracked_mysql
-        .iter()
-        .zip(&mysql_status)
-        .filter(|(t, _)| t.fence)
-        .map(|(t, status)| {
-            let gate = mysql::FenceGate {
-                // A daemon resuming a master does not fence its server while it renews the
-                // lease it held (at most a lease time).
-                resume_grace: match (&config.write_lease, resume) {
-                    (Some(w), true) => Duration::from_millis(u64::from(w.lease_ms)),
-                    _ => Duration::ZERO,
-                },
-                held: lease.as_ref().map(|l| l.held.clone()),
-                peer: t
-                    .peer
-                    .as_ref()
-                    .and_then(|p| config.mysql.iter().find(|m| m.name == *p))
-                    .cloned(),
-            };
-            (
-                t.name.clone(),
-                Fencer::spawn((*t).clone(), gate, status.clone()),
-            )
-        })
-        .collect();
-    if let Some(l) = &lease {
-        mysql::report_fenced(
-            fencers.values().map(Fencer::state).collect(),
-            l.fenced.clone(),
-        );
-    }
-    let _probes: Vec<_> = tracked_mysql
-        .iter()
-        .zip(&mysql_status)
-        .map(|(t, status)| {
-            let latency = metrics.probe_latency(&t.name);
-            let fencer = fencers.get(&t.name).cloned();
-            mysql::spawn_probe(
-                (*t).clone(),
-                track_tx.clone(),
-                status.clone(),
-                latency,
-                fencer,
-            )
-        })
-        .collect();
+    let Trackers {
+        tasks: _tasks,
+        fencers,
+        mysql_status,
+        lease,
+    } = spawn_trackers(
+        &config,
+        Carried {
+            inputs: &resumed_inputs,
+            lease: resumed_lease,
+            resume,
+        },
+        tracked_processes,
+        &metrics,
+        &track_tx,
+    )?;
     // Link state of the interface and the tracked ones, from netlink events.
     let mut links = HashMap::new();
     for name in std::iter::once(iface.to_owned()).chain(
