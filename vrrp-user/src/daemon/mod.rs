@@ -394,21 +394,7 @@ pub async fn run(
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
             _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
             _ = sighup.recv() => {
-                info!(file = %config_path.display(), "SIGHUP: reloading the configuration");
-                if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
-                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading, now]);
-                }
-                match reload(config_path, &config, &mut engine, &mut shell, (&site, &track_inputs), &mut stats_index) {
-                    Ok(new) => config = new,
-                    Err(err) => {
-                        for line in format!("{err:#}").lines() {
-                            tracing::error!("{line}");
-                        }
-                        tracing::error!("reload refused; the running configuration is kept");
-                    }
-                }
-                shell.apply(&mut engine).await;
-                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+                on_sighup(config_path, &mut config, &mut engine, &mut shell, (&site, &track_inputs), &mut stats_index).await;
             }
             _ = async { watchdog.as_mut().expect("guarded").tick().await }, if watchdog.is_some() => {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
@@ -431,35 +417,21 @@ pub async fn run(
                 shell.apply(&mut engine).await;
             }
             conn = control.accept() => {
-                if let Ok((mut stream, _)) = conn {
-                    let status = shell.status(&engine, &config);
-                    let text = serde_json::to_string(&status).unwrap_or_default();
-                    let _ = tokio::time::timeout(
-                        Duration::from_secs(2),
-                        tokio::io::AsyncWriteExt::write_all(&mut stream, text.as_bytes()),
-                    )
-                    .await;
+                if let Ok((stream, _)) = conn {
+                    shell.answer_status(stream, &engine, &config).await;
                 }
             }
             conn = async { metrics_listener.as_ref().expect("guarded").accept().await },
                 if metrics_listener.is_some() => {
                 if let Ok((stream, _)) = conn {
-                    let status = shell.status(&engine, &config);
-                    let body = shell.metrics.render(&status);
-                    tokio::spawn(metrics::respond(stream, body));
+                    shell.answer_metrics(stream, &engine, &config);
                 }
             }
             fired = alarm.fired() => {
                 fired.context("the timerfd")?;
                 // The heartbeat is written at the top of the loop; the engine's timer may be due.
                 if deadline.is_some_and(|d| d <= Instant::now()) {
-                    // Adverts heard since the last look may move the timer that is due.
-                    shell.refresh_liveness(&mut engine);
-                    let t = now();
-                    if engine.poll_timeout().is_some_and(|d| d <= t) {
-                        engine.handle_timeout(t);
-                    }
-                    shell.judge_claims(&mut engine, t, &mut track_inputs);
+                    shell.on_timer(&mut engine, &mut track_inputs);
                     shell.apply(&mut engine).await;
                 }
             }
@@ -474,21 +446,7 @@ pub async fn run(
                             }
                         }
                         guard.clear_ready();
-                        for e in seen {
-                            match e {
-                                DpEvent::Heard(key, h, at_ns, mac) => {
-                                    shell.advertisers.insert((key, mac), (h.priority, h.src));
-                                    shell.feed(&mut engine, key, h, at_ns);
-                                }
-                                DpEvent::Claim(key, mac) => {
-                                    let grace = engine
-                                        .advert_interval_cs(key)
-                                        .map_or(1_500_000, |cs| u64::from(cs) * 15_000)
-                                        .max(20_000);
-                                    shell.split.observe(now(), key, mac, grace);
-                                }
-                            }
-                        }
+                        shell.on_events(&mut engine, seen);
                         shell.apply(&mut engine).await;
                     }
                     Err(err) => {

@@ -140,3 +140,30 @@ pub(super) fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> 
     .into_iter()
     .find_map(|(key, differs)| differs.then_some(key))
 }
+
+/// SIGHUP: systemd hears RELOADING, the file is reloaded (or refused whole, and the running
+/// configuration kept), the engine's actions are carried out, and systemd hears READY.
+pub(super) async fn on_sighup(
+    path: &std::path::Path,
+    config: &mut Config,
+    engine: &mut Engine,
+    shell: &mut Shell,
+    site: (&Site, &HashMap<String, TrackInput>),
+    stats_index: &mut u32,
+) {
+    info!(file = %path.display(), "SIGHUP: reloading the configuration");
+    if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading, now]);
+    }
+    match reload(path, config, engine, shell, site, stats_index) {
+        Ok(new) => *config = new,
+        Err(err) => {
+            for line in format!("{err:#}").lines() {
+                tracing::error!("{line}");
+            }
+            tracing::error!("reload refused; the running configuration is kept");
+        }
+    }
+    shell.apply(engine).await;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+}

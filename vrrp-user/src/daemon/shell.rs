@@ -165,6 +165,68 @@ impl Shell {
         );
     }
 
+    /// What the data plane's ring buffer said: adverts to the engine (and who sent them, by
+    /// MAC), claims on our VIPs to the split-brain judge (after a grace of one and a half
+    /// advert intervals).
+    pub(super) fn on_events(&mut self, engine: &mut Engine, seen: Vec<DpEvent>) {
+        for e in seen {
+            match e {
+                DpEvent::Heard(key, h, at_ns, mac) => {
+                    self.advertisers.insert((key, mac), (h.priority, h.src));
+                    self.feed(engine, key, h, at_ns);
+                }
+                DpEvent::Claim(key, mac) => {
+                    let grace = engine
+                        .advert_interval_cs(key)
+                        .map_or(1_500_000, |cs| u64::from(cs) * 15_000)
+                        .max(20_000);
+                    self.split.observe(now(), key, mac, grace);
+                }
+            }
+        }
+    }
+
+    /// A timer is due: adverts heard since the last look may move it, then the engine's
+    /// timers and the split-brain judge run.
+    pub(super) fn on_timer(
+        &mut self,
+        engine: &mut Engine,
+        inputs: &mut HashMap<String, TrackInput>,
+    ) {
+        self.refresh_liveness(engine);
+        let t = now();
+        if engine.poll_timeout().is_some_and(|d| d <= t) {
+            engine.handle_timeout(t);
+        }
+        self.judge_claims(engine, t, inputs);
+    }
+
+    /// Answers a control-socket connection with the status as JSON (at most 2 s).
+    pub(super) async fn answer_status(
+        &self,
+        mut stream: tokio::net::UnixStream,
+        engine: &Engine,
+        config: &Config,
+    ) {
+        let text = serde_json::to_string(&self.status(engine, config)).unwrap_or_default();
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::io::AsyncWriteExt::write_all(&mut stream, text.as_bytes()),
+        )
+        .await;
+    }
+
+    /// Answers a metrics connection from a snapshot, off the loop.
+    pub(super) fn answer_metrics(
+        &self,
+        stream: tokio::net::TcpStream,
+        engine: &Engine,
+        config: &Config,
+    ) {
+        let body = self.metrics.render(&self.status(engine, config));
+        tokio::spawn(metrics::respond(stream, body));
+    }
+
     /// The status `xvrrp status` shows.
     pub(super) fn status(&self, engine: &Engine, config: &Config) -> control::Status {
         let t = now();
