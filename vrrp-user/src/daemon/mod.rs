@@ -120,25 +120,7 @@ pub async fn run(
     };
     let logger = dp.take_logger();
 
-    // The primary address of each family in use: the configured source, or the interface's.
-    let mut sources: HashMap<bool, IpAddr> = HashMap::new();
-    for inst in &config.instances {
-        let ipv6 = inst.ipv6();
-        let source = match inst.source {
-            Some(s) => s,
-            None => match sources.get(&ipv6) {
-                Some(s) => *s,
-                None => wire::interface_address(iface, ipv6)?.with_context(|| {
-                    format!(
-                        "instance {}: {iface} has no {} address to send adverts from; set `source`",
-                        inst.name,
-                        if ipv6 { "link-local IPv6" } else { "IPv4" }
-                    )
-                })?,
-            },
-        };
-        sources.entry(ipv6).or_insert(source);
-    }
+    let sources = advert_sources(&config, iface)?;
     let v4_src = sources.get(&false).and_then(|a| match a {
         IpAddr::V4(a) => Some(*a),
         IpAddr::V6(_) => None,
@@ -214,19 +196,7 @@ pub async fn run(
         &metrics,
         &track_tx,
     )?;
-    // Link state of the interface and the tracked ones, from netlink events.
-    let mut links = HashMap::new();
-    for name in std::iter::once(iface.to_owned()).chain(
-        config
-            .instances
-            .iter()
-            .flat_map(|i| i.track_interfaces.iter().map(|t| t.name.clone())),
-    ) {
-        let index = nix::net::if_::if_nametoindex(name.as_str())
-            .with_context(|| format!("tracked interface {name}"))?;
-        links.insert(index, name);
-    }
-    netlink::watch_links(links, track_tx.clone()).context("watching link state")?;
+    watch_links(&config, iface, &track_tx)?;
     dp.heartbeat(dataplane::monotonic_coarse_ns())?;
     let attached = if resume {
         dp.adopt(&pin_dir)?;
@@ -241,27 +211,9 @@ pub async fn run(
     dp.pin(&pin_dir)?;
     info!(iface, mode = attached, pinned = %pin_dir.display(), "data plane attached");
 
-    // Virtual MACs live on macvlans (keepalived's use_vmac): the NIC then accepts frames to
-    // them, and the VIPs go there. A resumed daemon keeps them as they are.
     let addresses = Addresses::connect().context("opening netlink")?;
-    let mut vmacs = HashMap::new();
-    for (instance, name, mac) in wanted_vmacs {
-        let index = if resume {
-            addresses.keep_macvlan(name, ifindex, mac).await
-        } else {
-            addresses.macvlan(name, ifindex, mac).await
-        }
-        .with_context(|| format!("instance {instance}: the virtual MAC's interface {name}"))?;
-        info!(%instance, vmac_interface = %name, mac = %format_mac(&mac), "virtual MAC interface ready");
-        vmacs.insert(name.clone(), index);
-    }
-    // With a VIP on a macvlan, the parent must not put the VIP as the sender of its own ARP
-    // requests (that would teach neighbours the parent's MAC for the VIP): arp_announce 2.
-    let sysctls = if vmacs.is_empty() || !sources.contains_key(&false) {
-        Vec::new()
-    } else {
-        set_sysctls(&[(format!("net/ipv4/conf/{iface}/arp_announce"), "2")])
-    };
+    let (vmacs, sysctls) =
+        virtual_macs(&addresses, wanted_vmacs, (iface, ifindex), resume, &sources).await?;
     let mut shell = Shell {
         hooks: Hooks::start(&config).context("starting the notify hooks and the event stream")?,
         dp,

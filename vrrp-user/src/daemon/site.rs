@@ -267,3 +267,62 @@ pub(super) fn restore_sysctls(old: &[(String, String)]) {
         }
     }
 }
+
+/// The advert source of each address family in use (true: IPv6): the configured `source`, or
+/// the interface's first address of the family (IPv6: link-local).
+pub(super) fn advert_sources(
+    config: &Config,
+    iface: &str,
+) -> anyhow::Result<HashMap<bool, IpAddr>> {
+    // The primary address of each family in use: the configured source, or the interface's.
+    let mut sources: HashMap<bool, IpAddr> = HashMap::new();
+    for inst in &config.instances {
+        let ipv6 = inst.ipv6();
+        let source = match inst.source {
+            Some(s) => s,
+            None => match sources.get(&ipv6) {
+                Some(s) => *s,
+                None => wire::interface_address(iface, ipv6)?.with_context(|| {
+                    format!(
+                        "instance {}: {iface} has no {} address to send adverts from; set `source`",
+                        inst.name,
+                        if ipv6 { "link-local IPv6" } else { "IPv4" }
+                    )
+                })?,
+            },
+        };
+        sources.entry(ipv6).or_insert(source);
+    }
+    Ok(sources)
+}
+
+/// The macvlans of virtual MACs (keepalived's use_vmac): the NIC then accepts frames to them,
+/// and the VIPs go there; a resumed daemon keeps them as they are. With an IPv4 VIP on a
+/// macvlan, the parent must not use the VIP as the sender of its own ARP requests (that would
+/// teach neighbours the parent's MAC for it): arp_announce 2, restored on stop. Returns the
+/// macvlans by name and the sysctls to restore.
+pub(super) async fn virtual_macs(
+    addresses: &Addresses,
+    wanted: Vec<(&String, &String, [u8; 6])>,
+    (iface, ifindex): (&str, u32),
+    resume: bool,
+    sources: &HashMap<bool, IpAddr>,
+) -> anyhow::Result<(HashMap<String, u32>, Vec<(String, String)>)> {
+    let mut vmacs = HashMap::new();
+    for (instance, name, mac) in wanted {
+        let index = if resume {
+            addresses.keep_macvlan(name, ifindex, mac).await
+        } else {
+            addresses.macvlan(name, ifindex, mac).await
+        }
+        .with_context(|| format!("instance {instance}: the virtual MAC's interface {name}"))?;
+        info!(%instance, vmac_interface = %name, mac = %format_mac(&mac), "virtual MAC interface ready");
+        vmacs.insert(name.clone(), index);
+    }
+    let sysctls = if vmacs.is_empty() || !sources.contains_key(&false) {
+        Vec::new()
+    } else {
+        set_sysctls(&[(format!("net/ipv4/conf/{iface}/arp_announce"), "2")])
+    };
+    Ok((vmacs, sysctls))
+}

@@ -128,3 +128,25 @@ pub(super) fn spawn_trackers(
         lease,
     })
 }
+
+/// Watches the link state of the interface and of the tracked ones (netlink events); changes
+/// go to `track_tx`.
+pub(super) fn watch_links(
+    config: &Config,
+    iface: &str,
+    track_tx: &tokio::sync::mpsc::UnboundedSender<(String, TrackInput)>,
+) -> anyhow::Result<()> {
+    let mut links = HashMap::new();
+    for name in std::iter::once(iface.to_owned()).chain(
+        config
+            .instances
+            .iter()
+            .flat_map(|i| i.track_interfaces.iter().map(|t| t.name.clone())),
+    ) {
+        let index = nix::net::if_::if_nametoindex(name.as_str())
+            .with_context(|| format!("tracked interface {name}"))?;
+        links.insert(index, name);
+    }
+    netlink::watch_links(links, track_tx.clone()).context("watching link state")?;
+    Ok(())
+}
