@@ -74,3 +74,41 @@ pub(super) fn log_event(iface: &str, ifindex: u32, bytes: &[u8]) -> Option<DpEve
         }
     }
 }
+
+/// The kernel-side log, as the data plane hands it over.
+pub(super) type KernelLog = aya_log::EbpfLogger<&'static dyn log::Log>;
+
+/// The data plane's event ring.
+pub(super) type EventRing = aya::maps::RingBuf<aya::maps::MapData>;
+
+/// The kernel-side log and the data plane's event ring, registered with the runtime (either
+/// may be missing: logged).
+pub(super) fn rings(
+    logger: Option<KernelLog>,
+    dp: &mut DataPlane,
+) -> (Option<AsyncFd<KernelLog>>, Option<AsyncFd<EventRing>>) {
+    let logs = match logger {
+        Some(logger) => {
+            let fd = logger.as_raw_fd();
+            // SAFETY: the logger owns its ring buffer's fd, which stays open and the same for
+            // as long as the logger lives, and the logger lives inside the AsyncFd.
+            match unsafe { AsyncFd::register(logger) } {
+                Ok(logs) => Some(logs),
+                Err(err) => {
+                    warn!(fd, error = %err, "cannot poll kernel-side logs");
+                    None
+                }
+            }
+        }
+        None => None,
+    };
+    let events = match dp.take_events() {
+        // SAFETY: the ring buffer owns its fd for as long as it lives inside the AsyncFd.
+        Ok(ring) => unsafe { AsyncFd::register(ring) }.ok(),
+        Err(err) => {
+            warn!(error = %err, "data-plane events are not available");
+            None
+        }
+    };
+    (logs, events)
+}

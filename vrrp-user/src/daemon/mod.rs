@@ -57,6 +57,30 @@ mod tracking;
 
 use self::{events::*, reload::*, resume::*, shell::*, shutdown::*, site::*, tracking::*};
 
+/// The control socket and, when configured, the metrics endpoint.
+async fn bind_listeners(
+    config: &Config,
+) -> anyhow::Result<(tokio::net::UnixListener, Option<tokio::net::TcpListener>)> {
+    let control = control::bind(&config.control_socket).with_context(|| {
+        format!(
+            "binding the control socket {}",
+            config.control_socket.display()
+        )
+    })?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the metrics endpoint {addr}"))?,
+        ),
+        None => None,
+    };
+    if let Some(addr) = config.metrics_listen {
+        info!(%addr, "metrics at http://{addr}/metrics");
+    }
+    Ok((control, metrics_listener))
+}
+
 /// The engine's clock: CLOCK_MONOTONIC in microseconds. The data plane's times
 /// (CLOCK_MONOTONIC_COARSE) are on the same time base, a jiffy behind at most.
 pub fn now() -> Time {
@@ -139,35 +163,13 @@ pub async fn run(
         iface_mac,
         sources: sources.clone(),
     };
-    let mut stats_index = 0u32;
-    let mut engine_configs = Vec::new();
-    let mut macs = HashMap::new();
-    let mut primaries = HashMap::new();
-    let mut wanted_vmacs = Vec::new();
-    for inst in &config.instances {
-        // On resume the role the data plane has stays until the engine says otherwise.
-        let was = if resume {
-            dp.vrid(inst.ipv6(), inst.vrid)
-                .map(|v| v.role)
-                .unwrap_or(role::INIT)
-        } else {
-            role::INIT
-        };
-        let (mut engine_config, mac) =
-            site.publish(&mut dp, inst, &config, &mut stats_index, was)?;
-        engine_config.resume_as_master = was == role::MASTER;
-        for track in &mut engine_config.tracks {
-            if let Some(input) = start_inputs.get(&track.name) {
-                track.initial = *input;
-            }
-        }
-        macs.insert(key_of(&engine_config), mac);
-        primaries.insert(key_of(&engine_config), engine_config.primary);
-        if let Some(name) = &inst.vmac_interface {
-            wanted_vmacs.push((&inst.name, name, mac));
-        }
-        engine_configs.push(engine_config);
-    }
+    let Published {
+        configs: engine_configs,
+        macs,
+        primaries,
+        wanted_vmacs,
+        mut stats_index,
+    } = site.publish_all(&mut dp, &config, resume, &start_inputs)?;
     let groups = config
         .sync_groups
         .iter()
@@ -245,52 +247,14 @@ pub async fn run(
     engine.start(now());
     shell.apply(&mut engine).await;
 
-    let control = control::bind(&config.control_socket).with_context(|| {
-        format!(
-            "binding the control socket {}",
-            config.control_socket.display()
-        )
-    })?;
-    let metrics_listener = match config.metrics_listen {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding the metrics endpoint {addr}"))?,
-        ),
-        None => None,
-    };
-    if let Some(addr) = config.metrics_listen {
-        info!(%addr, "metrics at http://{addr}/metrics");
-    }
+    let (control, metrics_listener) = bind_listeners(&config).await?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigusr2 = signal(SignalKind::user_defined2())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let mut config = config;
     let mut hitless = false;
-    let mut logs = match logger {
-        Some(logger) => {
-            let fd = logger.as_raw_fd();
-            // SAFETY: the logger owns its ring buffer's fd, which stays open and the same for
-            // as long as the logger lives, and the logger lives inside the AsyncFd.
-            match unsafe { AsyncFd::register(logger) } {
-                Ok(logs) => Some(logs),
-                Err(err) => {
-                    warn!(fd, error = %err, "cannot poll kernel-side logs");
-                    None
-                }
-            }
-        }
-        None => None,
-    };
-    let mut events = match shell.dp.take_events() {
-        // SAFETY: the ring buffer owns its fd for as long as it lives inside the AsyncFd.
-        Ok(ring) => unsafe { AsyncFd::register(ring) }.ok(),
-        Err(err) => {
-            warn!(error = %err, "data-plane events are not available");
-            None
-        }
-    };
+    let (mut logs, mut events) = rings(logger, &mut shell.dp);
     // The dead-man switch: the data plane answers for VIPs only while the heartbeat is fresh.
     // It is written whenever the loop wakes (adverts, probes, events; at most every eighth of
     // the limit), and by a timer of its own only when nothing else woke the loop for half the

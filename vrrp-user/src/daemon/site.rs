@@ -215,6 +215,53 @@ impl Site {
         Ok((engine_config, mac))
     }
 
+    /// Publishes every instance of `config` (see [`Site::publish`]); on resume each VRID keeps
+    /// the role the data plane has until the engine says otherwise, and the instances start
+    /// from `start_inputs` (the tracks as last known).
+    pub(super) fn publish_all(
+        &self,
+        dp: &mut DataPlane,
+        config: &Config,
+        resume: bool,
+        start_inputs: &HashMap<String, TrackInput>,
+    ) -> anyhow::Result<Published> {
+        let mut stats_index = 0u32;
+        let mut engine_configs = Vec::new();
+        let mut macs = HashMap::new();
+        let mut primaries = HashMap::new();
+        let mut wanted_vmacs = Vec::new();
+        for inst in &config.instances {
+            // On resume the role the data plane has stays until the engine says otherwise.
+            let was = if resume {
+                dp.vrid(inst.ipv6(), inst.vrid)
+                    .map(|v| v.role)
+                    .unwrap_or(role::INIT)
+            } else {
+                role::INIT
+            };
+            let (mut engine_config, mac) = self.publish(dp, inst, config, &mut stats_index, was)?;
+            engine_config.resume_as_master = was == role::MASTER;
+            for track in &mut engine_config.tracks {
+                if let Some(input) = start_inputs.get(&track.name) {
+                    track.initial = *input;
+                }
+            }
+            macs.insert(key_of(&engine_config), mac);
+            primaries.insert(key_of(&engine_config), engine_config.primary);
+            if let Some(name) = &inst.vmac_interface {
+                wanted_vmacs.push((inst.name.clone(), name.clone(), mac));
+            }
+            engine_configs.push(engine_config);
+        }
+        Ok(Published {
+            configs: engine_configs,
+            macs,
+            primaries,
+            wanted_vmacs,
+            stats_index,
+        })
+    }
+
     /// The engine's configuration of an instance.
     pub(super) fn engine_config(
         &self,
@@ -268,6 +315,19 @@ pub(super) fn restore_sysctls(old: &[(String, String)]) {
     }
 }
 
+/// What publishing the instances gives the daemon.
+pub(super) struct Published {
+    pub(super) configs: Vec<InstanceConfig>,
+    /// The MAC each instance answers and announces from.
+    pub(super) macs: HashMap<InstanceKey, [u8; 6]>,
+    /// Each instance's primary address.
+    pub(super) primaries: HashMap<InstanceKey, IpAddr>,
+    /// (instance, macvlan name, virtual MAC) of the instances with `virtual_mac`.
+    pub(super) wanted_vmacs: Vec<(String, String, [u8; 6])>,
+    /// The next free per-VIP stats slot.
+    pub(super) stats_index: u32,
+}
+
 /// The advert source of each address family in use (true: IPv6): the configured `source`, or
 /// the interface's first address of the family (IPv6: link-local).
 pub(super) fn advert_sources(
@@ -303,7 +363,7 @@ pub(super) fn advert_sources(
 /// macvlans by name and the sysctls to restore.
 pub(super) async fn virtual_macs(
     addresses: &Addresses,
-    wanted: Vec<(&String, &String, [u8; 6])>,
+    wanted: Vec<(String, String, [u8; 6])>,
     (iface, ifindex): (&str, u32),
     resume: bool,
     sources: &HashMap<bool, IpAddr>,
@@ -311,9 +371,9 @@ pub(super) async fn virtual_macs(
     let mut vmacs = HashMap::new();
     for (instance, name, mac) in wanted {
         let index = if resume {
-            addresses.keep_macvlan(name, ifindex, mac).await
+            addresses.keep_macvlan(&name, ifindex, mac).await
         } else {
-            addresses.macvlan(name, ifindex, mac).await
+            addresses.macvlan(&name, ifindex, mac).await
         }
         .with_context(|| format!("instance {instance}: the virtual MAC's interface {name}"))?;
         info!(%instance, vmac_interface = %name, mac = %format_mac(&mac), "virtual MAC interface ready");
