@@ -47,6 +47,7 @@ use crate::{
     wire::{self, AdvertSockets},
 };
 
+mod event_loop;
 mod events;
 mod reload;
 mod resume;
@@ -55,7 +56,16 @@ mod shutdown;
 mod site;
 mod tracking;
 
-use self::{events::*, reload::*, resume::*, shell::*, shutdown::*, site::*, tracking::*};
+use self::{
+    event_loop::{Inputs, Running, Stop, event_loop},
+    events::*,
+    reload::*,
+    resume::*,
+    shell::*,
+    shutdown::*,
+    site::*,
+    tracking::*,
+};
 
 /// The control socket and, when configured, the metrics endpoint.
 async fn bind_listeners(
@@ -168,7 +178,7 @@ pub async fn run(
         macs,
         primaries,
         wanted_vmacs,
-        mut stats_index,
+        stats_index,
     } = site.publish_all(&mut dp, &config, resume, &start_inputs)?;
     let groups = config
         .sync_groups
@@ -180,7 +190,7 @@ pub async fn run(
         .collect();
     let mut engine = Engine::new(engine_configs, groups)?;
     // Tracked scripts that some instance follows run as tasks reporting changes here.
-    let (track_tx, mut track_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (track_tx, track_rx) = tokio::sync::mpsc::unbounded_channel();
     let metrics = Metrics::new(iface);
     let Trackers {
         tasks: _tasks,
@@ -248,150 +258,37 @@ pub async fn run(
     shell.apply(&mut engine).await;
 
     let (control, metrics_listener) = bind_listeners(&config).await?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigusr2 = signal(SignalKind::user_defined2())?;
-    let mut sighup = signal(SignalKind::hangup())?;
-    let mut config = config;
-    let mut hitless = false;
-    let (mut logs, mut events) = rings(logger, &mut shell.dp);
-    // The dead-man switch: the data plane answers for VIPs only while the heartbeat is fresh.
-    // It is written whenever the loop wakes (adverts, probes, events; at most every eighth of
-    // the limit), and by a timer of its own only when nothing else woke the loop for half the
-    // limit: a wake-up may come half the limit late before the data plane goes quiet. A master
-    // at 100 ms adverts with the default 250 ms limit then never wakes for the heartbeat alone
-    // (a timer every quarter of the limit was a third of an idle daemon's CPU).
-    let heartbeat_every = (heartbeat_limit / 2).max(Duration::from_millis(1));
-    let heartbeat_gap = heartbeat_limit / 8;
-    let mut last_heartbeat = Instant::now();
-    // The engine's next deadline and the heartbeat's, on one timerfd.
-    let mut alarm = crate::alarm::Alarm::new().context("creating the timerfd")?;
-    // systemd (Type=notify): ready once the data plane, the VIPs' owner and the control socket
-    // are in place; the watchdog is fed from this loop, so a stuck loop is restarted.
-    // "xvrrp running" is the log's word for the same moment (tests and operators wait for it):
-    // the control socket and the metrics endpoint already answer.
-    let ready = format!("{} instance(s) on {iface}", config.instances.len());
-    info!(
-        iface,
-        instances = config.instances.len(),
-        heartbeat_limit_ms = config.heartbeat_limit_ms,
-        "xvrrp running"
-    );
-    let _ = sd_notify::notify(&[
-        sd_notify::NotifyState::Ready,
-        sd_notify::NotifyState::Status(&ready),
-    ]);
-    let mut watchdog = sd_notify::watchdog_enabled().map(|every| {
-        let mut t = tokio::time::interval((every / 2).max(Duration::from_millis(10)));
-        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        t
-    });
-    let epoch = (Instant::now(), now());
-    let mut contested = shell.lease.as_ref().map(|l| l.contested.clone());
-    // The last input of every track: an instance a reload starts again starts from them (the
-    // tasks behind them only report changes).
-    let mut track_inputs: HashMap<String, TrackInput> = start_inputs;
-    loop {
-        if last_heartbeat.elapsed() >= heartbeat_gap {
-            shell.dp.heartbeat(dataplane::monotonic_coarse_ns())?;
-            last_heartbeat = Instant::now();
-        }
-        let next = match (engine.poll_timeout(), shell.split.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let deadline = next.map(|t| {
-            let (instant, time) = epoch;
-            instant + Duration::from_micros(t.since(time))
-        });
-        let heartbeat_due = last_heartbeat + heartbeat_every;
-        alarm.set(deadline.map_or(heartbeat_due, |d| d.min(heartbeat_due)))?;
-        tokio::select! {
-            _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
-            _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
-            _ = sighup.recv() => {
-                on_sighup(config_path, &mut config, &mut engine, &mut shell, (&site, &track_inputs), &mut stats_index).await;
-            }
-            _ = async { watchdog.as_mut().expect("guarded").tick().await }, if watchdog.is_some() => {
-                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
-            }
-            _ = sigusr2.recv() => {
-                info!("SIGUSR2: stopping for a hitless restart; the data plane, VIPs and roles stay");
-                hitless = true;
-                break;
-            }
-            r = async { contested.as_mut().expect("guarded").changed().await }, if contested.is_some() => {
-                if r.is_ok() {
-                    shell.reannounce(&engine);
-                } else {
-                    contested = None;
-                }
-            }
-            Some((name, input)) = track_rx.recv() => {
-                engine.set_track(now(), &name, input);
-                track_inputs.insert(name, input);
-                shell.apply(&mut engine).await;
-            }
-            conn = control.accept() => {
-                if let Ok((stream, _)) = conn {
-                    shell.answer_status(stream, &engine, &config).await;
-                }
-            }
-            conn = async { metrics_listener.as_ref().expect("guarded").accept().await },
-                if metrics_listener.is_some() => {
-                if let Ok((stream, _)) = conn {
-                    shell.answer_metrics(stream, &engine, &config);
-                }
-            }
-            fired = alarm.fired() => {
-                fired.context("the timerfd")?;
-                // The heartbeat is written at the top of the loop; the engine's timer may be due.
-                if deadline.is_some_and(|d| d <= Instant::now()) {
-                    shell.on_timer(&mut engine, &mut track_inputs);
-                    shell.apply(&mut engine).await;
-                }
-            }
-            ready = async { events.as_mut().expect("guarded by the if").readable_mut().await },
-                if events.is_some() => {
-                match ready {
-                    Ok(mut guard) => {
-                        let mut seen = Vec::new();
-                        while let Some(item) = guard.get_inner_mut().next() {
-                            if let Some(e) = log_event(iface, ifindex, &item) {
-                                seen.push(e);
-                            }
-                        }
-                        guard.clear_ready();
-                        shell.on_events(&mut engine, seen);
-                        shell.apply(&mut engine).await;
-                    }
-                    Err(err) => {
-                        warn!(error = %err, "data-plane events stopped");
-                        events = None;
-                    }
-                }
-            }
-            ready = async { logs.as_mut().expect("guarded by the if").readable_mut().await },
-                if logs.is_some() => {
-                match ready {
-                    Ok(mut guard) => {
-                        guard.get_inner_mut().flush();
-                        guard.clear_ready();
-                    }
-                    Err(err) => {
-                        warn!(error = %err, "kernel-side logs stopped");
-                        logs = None;
-                    }
-                }
-            }
-        }
-    }
-
+    let running = Running {
+        engine,
+        shell,
+        config,
+        config_path,
+        site,
+        stats_index,
+        // The last input of every track: an instance a reload starts again starts from them
+        // (the tasks behind them only report changes).
+        track_inputs: start_inputs,
+        heartbeat_limit,
+    };
+    let inputs = Inputs {
+        track_rx,
+        control,
+        metrics_listener,
+        logger,
+    };
+    let (why, running) = event_loop(running, inputs).await?;
+    let Running {
+        engine,
+        mut shell,
+        config,
+        track_inputs,
+        ..
+    } = running;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    if hitless {
-        return leave_for_restart(&mut shell, &engine, &config, &track_inputs, &pin_dir);
+    match why {
+        Stop::Hitless => leave_for_restart(&mut shell, &engine, &config, &track_inputs, &pin_dir),
+        Stop::ForGood => stop(shell, engine, &config, &sysctls).await,
     }
-    stop(shell, engine, &config, &sysctls).await
 }
 
 fn key_of(c: &InstanceConfig) -> InstanceKey {
