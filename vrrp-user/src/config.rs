@@ -264,6 +264,8 @@ pub struct WriteLease {
     /// Whether the key is written in the config file (which must then not be readable by
     /// others).
     pub key_in_file: bool,
+    /// The environment variable the key came from (`key_env`).
+    pub key_env: Option<String>,
     pub lease_ms: u32,
 }
 
@@ -414,6 +416,19 @@ impl Config {
         self.instances
             .iter()
             .any(|i| pick(i).iter().any(|n| n == name))
+    }
+
+    /// The environment variables that hold secrets (`password_env`, `key_env`): scripts run
+    /// without them.
+    pub fn secret_env(&self) -> Vec<String> {
+        self.mysql
+            .iter()
+            .filter_map(|t| match &t.password_source {
+                PasswordSource::Env(var) => Some(var.clone()),
+                _ => None,
+            })
+            .chain(self.write_lease.iter().filter_map(|w| w.key_env.clone()))
+            .collect()
     }
 
     /// Where this config's maps are pinned.
@@ -1673,6 +1688,7 @@ fn write_lease(
         Some(text) => Some(addr("witness", text)?),
         None => None,
     };
+    let key_env = w.key_env.clone();
     let key = match (w.key, w.key_env) {
         (Some(k), None) => Some((k, true)),
         (None, Some(var)) => match std::env::var(&var) {
@@ -1729,6 +1745,7 @@ fn write_lease(
         witness,
         key: Secret::new(key),
         key_in_file,
+        key_env,
         lease_ms: lease_ms?,
     })
 }

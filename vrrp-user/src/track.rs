@@ -58,11 +58,31 @@ pub async fn run_once(t: &TrackScript) -> bool {
     run_command(&t.name, &t.script, &[], Duration::from_millis(t.timeout_ms)).await
 }
 
+/// The environment variables that hold xvrrp's secrets (MySQL passwords, the write lease's
+/// key): scripts never see them.
+static SECRET_ENV: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Names the environment variables holding secrets, which [`run_command`] removes from every
+/// script's environment (tracked and notify scripts).
+pub fn hide_from_scripts(names: impl IntoIterator<Item = String>) {
+    if let Ok(mut secret) = SECRET_ENV.lock() {
+        secret.extend(names);
+        secret.sort();
+        secret.dedup();
+    }
+}
+
 /// Runs `/bin/sh -c command` with `args` as $1... in a process group of its own; true if it
 /// exited 0 within `timeout`. The group is killed afterwards (a timed-out command, and anything
-/// it left running), and the child is always reaped. `what` names it in logs.
+/// it left running), and the child is always reaped. The variables holding xvrrp's secrets are
+/// removed from its environment. `what` names it in logs.
 pub async fn run_command(what: &str, command: &str, args: &[String], timeout: Duration) -> bool {
     let mut cmd = tokio::process::Command::new("/bin/sh");
+    if let Ok(secret) = SECRET_ENV.lock() {
+        for name in secret.iter() {
+            cmd.env_remove(name);
+        }
+    }
     cmd.arg("-c")
         .arg(command)
         .arg("xvrrp")
@@ -275,5 +295,24 @@ mod tests {
             .filter(|l| l.starts_with('Z') && l.split_whitespace().nth(1) == Some(me.as_str()))
             .collect();
         assert!(zombies.is_empty(), "zombies: {zombies:?}");
+    }
+
+    #[tokio::test]
+    async fn scripts_never_see_the_variables_that_hold_secrets() {
+        // SAFETY: these variables are this test's own; nothing else reads them.
+        unsafe {
+            std::env::set_var("XVRRP_TEST_HIDDEN_SECRET", "s3cret");
+            std::env::set_var("XVRRP_TEST_VISIBLE_VALUE", "plain");
+        }
+        hide_from_scripts(["XVRRP_TEST_HIDDEN_SECRET".to_owned()]);
+        let t = Duration::from_secs(5);
+        assert!(
+            run_command("t", "test -z \"$XVRRP_TEST_HIDDEN_SECRET\"", &[], t).await,
+            "the secret is removed"
+        );
+        assert!(
+            run_command("t", "test \"$XVRRP_TEST_VISIBLE_VALUE\" = plain", &[], t).await,
+            "the rest of the environment is passed"
+        );
     }
 }

@@ -109,6 +109,8 @@ pub async fn run(
     config_path: &std::path::Path,
     kernel_log: KernelLogLevel,
 ) -> anyhow::Result<()> {
+    // Tracked and notify scripts never see the variables that hold secrets.
+    track::hide_from_scripts(config.secret_env());
     let iface_name = config.interface.clone();
     let iface = iface_name.as_str();
     dataplane::ensure_bpffs(&config.bpffs)

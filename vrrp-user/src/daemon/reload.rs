@@ -13,6 +13,7 @@ pub(super) fn reload(
     stats_index: &mut u32,
 ) -> anyhow::Result<Config> {
     let new = crate::config::load(path)?;
+    track::hide_from_scripts(new.secret_env());
     if let Some(key) = needs_restart(old, &new) {
         anyhow::bail!("{}: {key} changed, which needs a restart", path.display());
     }
