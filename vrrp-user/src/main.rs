@@ -172,26 +172,10 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(err) => {
-                    tracing::error!(error = %err, "cannot start the runtime");
-                    return ExitCode::FAILURE;
-                }
-            };
             // Every line of the daemon names its interface.
             let span = tracing::info_span!("xvrrp", interface = %config.interface);
             let run = tracing::Instrument::instrument(daemon::run(config, &path, kernel_log), span);
-            match runtime.block_on(run) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(err) => {
-                    tracing::error!("{err:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            block_on(run, "")
         }
     }
 }
@@ -213,6 +197,13 @@ fn witness(listen: std::net::SocketAddr, key_env: &str, max_lease_ms: u32) -> Ex
             return ExitCode::FAILURE;
         }
     };
+    let run = vrrp_user::lease::task::run_witness(listen, key, max_lease_ms, daemon::now);
+    block_on(run, "xvrrp witness: ")
+}
+
+/// Runs `fut` on a single-threaded runtime; an error is logged (after `prefix`) as the reason
+/// for a failed exit.
+fn block_on(fut: impl Future<Output = anyhow::Result<()>>, prefix: &str) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -223,11 +214,10 @@ fn witness(listen: std::net::SocketAddr, key_env: &str, max_lease_ms: u32) -> Ex
             return ExitCode::FAILURE;
         }
     };
-    let run = vrrp_user::lease::task::run_witness(listen, key, max_lease_ms, daemon::now);
-    match runtime.block_on(run) {
+    match runtime.block_on(fut) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!("xvrrp witness: {err:#}");
+            tracing::error!("{prefix}{err:#}");
             ExitCode::FAILURE
         }
     }

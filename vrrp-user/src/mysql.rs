@@ -1027,8 +1027,9 @@ async fn fence_peer(
             warn!(peer = %peer.name, reason = %f, "cannot set the peer's server read_only; writes stay off");
             // A lock wait on the peer: its sessions are killed at once (the peer is not master
             // by our lease; a transaction there must not keep writes off here).
-            let mut since = Some(std::time::Instant::now() - Duration::from_secs(3600));
-            escalate(peer, &mut since, &f).await;
+            if peer.fence_escalate_ms.is_some() && lock_wait(&f) {
+                kill_app_sessions(peer, Duration::ZERO).await;
+            }
             PeerFence::Refused
         }
     }
@@ -1077,6 +1078,13 @@ async fn escalate(t: &MysqlTarget, since: &mut Option<std::time::Instant>, f: &F
     if started.elapsed() < Duration::from_millis(after) {
         return;
     }
+    kill_app_sessions(t, started.elapsed()).await;
+    *since = None;
+}
+
+/// Kills the sessions of every user but the probe user, replication and the server's own
+/// threads (`waited`: how long the fence was held off, for the log).
+async fn kill_app_sessions(t: &MysqlTarget, waited: Duration) {
     let timeout = Duration::from_millis(t.timeout_ms);
     let Ok(mut c) = connect(t).await else { return };
     let ids: Vec<u64> = bounded(
@@ -1093,9 +1101,8 @@ async fn escalate(t: &MysqlTarget, since: &mut Option<std::time::Instant>, f: &F
     for id in &ids {
         let _ = bounded(timeout, c.query_drop(format!("KILL CONNECTION {id}"))).await;
     }
-    warn!(target = %t.name, killed = ids.len(), waited_ms = started.elapsed().as_millis() as u64,
+    warn!(target = %t.name, killed = ids.len(), waited_ms = waited.as_millis() as u64,
         "fence held off by a lock: application sessions killed");
-    *since = None;
 }
 
 /// While writable here: the peer's server found writable is fenced at once.

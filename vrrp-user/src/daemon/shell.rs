@@ -52,11 +52,7 @@ impl Shell {
             .instances
             .iter()
             .map(|inst| {
-                let key = InstanceKey {
-                    iface: ifindex,
-                    family: if inst.ipv6() { Family::V6 } else { Family::V4 },
-                    vrid: inst.vrid,
-                };
+                let key = instance_key(inst, ifindex);
                 let fencers = inst
                     .track_mysql
                     .iter()
@@ -69,11 +65,7 @@ impl Shell {
             .instances
             .iter()
             .flat_map(|inst| {
-                let key = InstanceKey {
-                    iface: ifindex,
-                    family: if inst.ipv6() { Family::V6 } else { Family::V4 },
-                    vrid: inst.vrid,
-                };
+                let key = instance_key(inst, ifindex);
                 inst.vips.iter().map(move |v| (v.addr, key))
             })
             .collect();

@@ -108,11 +108,7 @@ pub(super) fn engine_config(
     }
     // Out of the election while it lost a split brain seen on the wire (crate::split).
     c.tracks.push(TrackConfig {
-        name: crate::split::track_name(InstanceKey {
-            iface: ifindex,
-            family: if inst.ipv6() { Family::V6 } else { Family::V4 },
-            vrid: inst.vrid,
-        }),
+        name: crate::split::track_name(instance_key(inst, ifindex)),
         weight: 0,
         reverse: false,
         initial: TrackInput::Up,
@@ -312,6 +308,15 @@ pub(super) fn restore_sysctls(old: &[(String, String)]) {
         if let Err(err) = std::fs::write(std::path::Path::new("/proc/sys").join(key), value) {
             warn!(sysctl = %key, error = %err, "cannot restore sysctl");
         }
+    }
+}
+
+/// The engine's key of a configured instance on the interface `ifindex`.
+pub(super) fn instance_key(inst: &Instance, ifindex: u32) -> InstanceKey {
+    InstanceKey {
+        iface: ifindex,
+        family: if inst.ipv6() { Family::V6 } else { Family::V4 },
+        vrid: inst.vrid,
     }
 }
 

@@ -399,7 +399,6 @@ impl Node {
                 }
                 answer
             }
-            Msg::Query { .. } => self.voter.handle(now, msg),
             Msg::Grant { from, to, seq, .. } => {
                 let dest = dest.filter(|d| self.expected(*d, from))?;
                 if to != self.cfg.me {

@@ -27,8 +27,7 @@ pub struct Voter {
     max_lease_ms: u32,
 }
 
-/// The id a refusal names when no node holds the grant (a query's answer, or the quiet
-/// period).
+/// The id a refusal names when no node holds the grant (the quiet period).
 pub const NOBODY: NodeId = NodeId([0; 16]);
 
 impl Voter {
@@ -68,11 +67,12 @@ impl Voter {
         true
     }
 
+    /// A refusal of request `seq` of `to`: the grant runs for another node, or (no grant)
+    /// the quiet period after start runs (a quiet period that is over gives 0).
     fn refusal(&self, now: Time, to: NodeId, seq: u64) -> Msg {
         let (holder, priority, remaining_us) = match self.current(now) {
             Some(g) => (g.to, g.priority, g.until.since(now)),
-            None if self.quiet(now) => (NOBODY, 0, self.quiet_until.since(now)),
-            None => (NOBODY, 0, 0),
+            None => (NOBODY, 0, self.quiet_until.since(now)),
         };
         Msg::Refuse {
             from: self.me,
@@ -84,7 +84,7 @@ impl Voter {
         }
     }
 
-    /// Handles a request, query or release; returns the answer to send back, if any.
+    /// Handles a request or release; returns the answer to send back, if any.
     pub fn handle(&mut self, now: Time, msg: &Msg) -> Option<Msg> {
         match *msg {
             Msg::Request {
@@ -115,12 +115,6 @@ impl Voter {
                     seq,
                     lease_ms,
                 })
-            }
-            Msg::Query { from, seq } => {
-                if !self.fresh(from, seq) {
-                    return None;
-                }
-                Some(self.refusal(now, from, seq))
             }
             Msg::Release { from, seq } => {
                 if self.fresh(from, seq) && self.grant.is_some_and(|g| g.to == from) {

@@ -3,13 +3,13 @@
 //!
 //! ```text
 //!  0..4   magic "XVL1"
-//!  4      kind: 1 request, 2 grant, 3 refuse, 4 release, 5 query
+//!  4      kind: 1 request, 2 grant, 3 refuse, 4 release
 //!  5      priority: the requester's (request), the holder's (refuse)
 //!  6..8   zero
 //!  8..24  from: the sender's node address (IPv4 as ::ffff:a.b.c.d)
 //! 24..40  to: the node a grant or refusal answers
 //! 40..56  holder: the node a refusal names as holding the voter's grant
-//! 56..64  seq: the sender's counter (request, query, release) or the request's (answers)
+//! 56..64  seq: the sender's counter (request, release) or the request's (answers)
 //! 64..68  milliseconds: the lease asked for (request) or granted (grant), or the holder's
 //!         remaining time at this voter (refuse)
 //! 68..72  zero
@@ -68,8 +68,8 @@ pub enum Msg {
         lease_ms: u32,
     },
     /// `from` (a voter) refuses request `seq` of `to`: its grant is held by `holder` (at
-    /// `priority`) for `remaining_ms` more. A refusal of a query with no holder has
-    /// `remaining_ms` 0.
+    /// `priority`) for `remaining_ms` more; in its quiet period after a start the holder is
+    /// nobody (all zeros).
     Refuse {
         from: NodeId,
         to: NodeId,
@@ -80,8 +80,6 @@ pub enum Msg {
     },
     /// `from` gives back the grant it holds at the receiving voter.
     Release { from: NodeId, seq: u64 },
-    /// `from` asks who holds the voter's grant, without asking for it.
-    Query { from: NodeId, seq: u64 },
 }
 
 impl Msg {
@@ -91,8 +89,7 @@ impl Msg {
             Msg::Request { from, .. }
             | Msg::Grant { from, .. }
             | Msg::Refuse { from, .. }
-            | Msg::Release { from, .. }
-            | Msg::Query { from, .. } => from,
+            | Msg::Release { from, .. } => from,
         }
     }
 }
@@ -149,7 +146,6 @@ pub fn encode(msg: &Msg, key: &[u8]) -> [u8; LEN] {
             ..
         } => (3, priority, Some(to), Some(holder), seq, remaining_ms),
         Msg::Release { seq, .. } => (4, 0, None, None, seq, 0),
-        Msg::Query { seq, .. } => (5, 0, None, None, seq, 0),
     };
     b[4] = kind;
     b[5] = priority;
@@ -206,7 +202,6 @@ pub fn decode(bytes: &[u8], key: &[u8]) -> Result<Msg, DecodeError> {
             remaining_ms: ms,
         },
         4 => Msg::Release { from, seq },
-        5 => Msg::Query { from, seq },
         k => return Err(DecodeError::Kind(k)),
     })
 }
@@ -246,10 +241,6 @@ mod tests {
             Msg::Release {
                 from: id(1),
                 seq: 9,
-            },
-            Msg::Query {
-                from: id(2),
-                seq: 10,
             },
         ];
         for msg in msgs {
