@@ -677,7 +677,12 @@ impl Lab {
             rules.push_str(&format!("  numgen random mod 100 < {loss_percent} drop\n"));
         }
         rules.push_str(" }\n}\n");
-        let path = self.workdir.join("faults.nft");
+        self.nft("faults.nft", &rules)
+    }
+
+    /// Loads nftables `rules` in the bridge's namespace (written to `file` in the workdir).
+    fn nft(&self, file: &str, rules: &str) -> anyhow::Result<()> {
+        let path = self.workdir.join(file);
         fs::write(&path, rules)?;
         let out = run_with_timeout(
             self.switch.command("nft")?.arg("-f").arg(&path),
@@ -704,18 +709,7 @@ impl Lab {
                    iifname \"{py}\" oifname \"{px}\" ip protocol 112 drop\n }}\n}}\n"
             ));
         }
-        let path = self.workdir.join("vrrp.nft");
-        fs::write(&path, rules)?;
-        let out = run_with_timeout(
-            self.switch.command("nft")?.arg("-f").arg(&path),
-            Duration::from_secs(10),
-        )?;
-        ensure!(
-            out.status.success(),
-            "nft: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(())
+        self.nft("vrrp.nft", &rules)
     }
 
     /// `xvrrp status` (the table) of the daemon on `host`.

@@ -32,6 +32,19 @@ pub struct Mariadb {
     server: Option<Proc>,
 }
 
+/// Whether a MariaDB test can run: root (see [`crate::privileged`]), and MariaDB installed
+/// (`cargo xtask setup` installs it; missing, the test fails).
+pub fn ready(test: &str) -> bool {
+    if !crate::privileged(test) {
+        return false;
+    }
+    assert!(
+        available(),
+        "{test}: mariadb-server is not installed (cargo xtask setup installs it)"
+    );
+    true
+}
+
 /// Whether MariaDB's server is installed here.
 pub fn available() -> bool {
     Path::new("/usr/sbin/mariadbd").exists() && Path::new("/usr/bin/mariadb-install-db").exists()

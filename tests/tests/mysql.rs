@@ -6,24 +6,12 @@ use std::{net::Ipv4Addr, time::Duration};
 use nix::sys::signal::Signal;
 use xvrrp_lab::{
     Lab, Proc,
-    mariadb::{self, APP_PASSWORD, APP_USER, Mariadb, master_master_pair},
+    mariadb::{self, APP_PASSWORD, APP_USER, Mariadb, master_master_pair, ready},
     metrics::{sample, scrape},
-    privileged, wait_for,
+    wait_for,
 };
 
 const VIP: Ipv4Addr = xvrrp_lab::LAB_VIP;
-
-/// Whether this test can run: root, and MariaDB installed (`cargo xtask setup` installs it).
-fn ready(test: &str) -> bool {
-    if !privileged(test) {
-        return false;
-    }
-    assert!(
-        mariadb::available(),
-        "{test}: mariadb-server is not installed (cargo xtask setup installs it)"
-    );
-    true
-}
 
 /// xvrrp on `host` at `priority`, tracking and fencing its local server.
 fn start_xvrrp(lab: &Lab, db: &Mariadb, priority: u8, target_extra: &str) -> Proc {

@@ -8,25 +8,14 @@ use nix::sys::signal::Signal;
 use xvrrp_lab::{
     LAB_VIP, Lab, Proc,
     mariadb::{
-        self, APP_PASSWORD, APP_USER, Mariadb, PROBE_PASSWORD, PROBE_USER, Writer, create_counter,
-        master_master_pair,
+        APP_PASSWORD, APP_USER, Mariadb, PROBE_PASSWORD, PROBE_USER, Writer, create_counter,
+        master_master_pair, ready,
     },
-    privileged, wait_for, xvrrp_bin,
+    wait_for, xvrrp_bin,
 };
 
 const KEY: &str = "lab-shared-lease-key-0123456789";
 const LEASE_PORT: u16 = 5405;
-
-fn ready(test: &str) -> bool {
-    if !privileged(test) {
-        return false;
-    }
-    assert!(
-        mariadb::available(),
-        "{test}: mariadb-server is not installed (cargo xtask setup installs it)"
-    );
-    true
-}
 
 /// xvrrp on `db`'s host at `priority`, tracking and fencing its server; with `lease`, a write
 /// lease with the other host (and `witness`, when given) and the peer's server fenced over SQL.
@@ -402,6 +391,26 @@ fn cell(
     samples
 }
 
+/// A cell of the matrix for test `test` (skipped where it cannot run): a fresh pair (with a
+/// witness on the client when `witness`), then [`cell`]. The pair is handed back for the
+/// test's own checks.
+fn matrix_cell(
+    test: &str,
+    witness: bool,
+    name: &str,
+    strict: bool,
+    fault: impl FnOnce(&mut Pair),
+    span: Duration,
+    heal: impl FnOnce(&mut Pair),
+) -> Option<(Pair, Samples)> {
+    if !ready(test) {
+        return None;
+    }
+    let mut p = Pair::new(witness);
+    let s = cell(name, strict, &mut p, fault, span, heal);
+    Some((p, s))
+}
+
 /// Replication runs on both, every acknowledged insert is on both servers and the table is
 /// identical; with `strict`, the counter agrees too and counts every acknowledged increment.
 fn check_converged(name: &str, strict: bool, p: &Pair, acked: &[String], increments: u64) {
@@ -481,49 +490,44 @@ fn check_converged(name: &str, strict: bool, p: &Pair, acked: &[String], increme
 
 #[test]
 fn matrix_vrrp_dropped_between_the_nodes() {
-    if !ready("matrix_vrrp_dropped_between_the_nodes") {
-        return;
-    }
-    let mut p = Pair::new(false);
-    let s = cell(
+    let Some((_p, s)) = matrix_cell(
+        "matrix_vrrp_dropped_between_the_nodes",
+        false,
         "vrrp dropped",
         true,
-        &mut p,
         |p| p.lab.drop_vrrp_between(Some(("a", "b"))).expect("drop"),
         Duration::from_secs(6),
         |p| p.lab.drop_vrrp_between(None).expect("heal"),
-    );
+    ) else {
+        return;
+    };
     assert_eq!(s.both, 0);
 }
 
 #[test]
 fn matrix_nodes_partitioned_with_a_witness() {
-    if !ready("matrix_nodes_partitioned_with_a_witness") {
-        return;
-    }
-    let mut p = Pair::new(true);
-    let s = cell(
+    let Some((p, s)) = matrix_cell(
+        "matrix_nodes_partitioned_with_a_witness",
+        true,
         "a|b partitioned, client sees both, witness on the client",
         true,
-        &mut p,
         |p| p.lab.set_faults(&[&["a"], &["b"]], 0).expect("partition"),
         Duration::from_secs(6),
         |p| p.lab.set_faults(&[], 0).expect("heal"),
-    );
+    ) else {
+        return;
+    };
     assert_eq!(s.both, 0);
     assert!(writable(&p.lab, &p.a_db) || writable(&p.lab, &p.b_db));
 }
 
 #[test]
 fn matrix_master_isolated_from_everyone_with_a_witness() {
-    if !ready("matrix_master_isolated_from_everyone_with_a_witness") {
-        return;
-    }
-    let mut p = Pair::new(true);
-    let s = cell(
+    let Some((_p, s)) = matrix_cell(
+        "matrix_master_isolated_from_everyone_with_a_witness",
+        true,
         "a isolated, witness on the client",
         false,
-        &mut p,
         |p| {
             p.lab
                 .set_faults(&[&["a"], &["b", "client"]], 0)
@@ -531,72 +535,68 @@ fn matrix_master_isolated_from_everyone_with_a_witness() {
         },
         Duration::from_secs(8),
         |p| p.lab.set_faults(&[], 0).expect("heal"),
-    );
+    ) else {
+        return;
+    };
     assert_eq!(s.both, 0);
 }
 
 #[test]
 fn matrix_master_link_cut() {
-    if !ready("matrix_master_link_cut") {
-        return;
-    }
-    let mut p = Pair::new(false);
-    let s = cell(
+    let Some((_p, s)) = matrix_cell(
+        "matrix_master_link_cut",
+        false,
         "a's link cut",
         false,
-        &mut p,
         |p| p.lab.set_link("a", false).expect("cut"),
         Duration::from_secs(6),
         |p| p.lab.set_link("a", true).expect("restore"),
-    );
+    ) else {
+        return;
+    };
     assert_eq!(s.both, 0);
 }
 
 #[test]
 fn matrix_mysqld_killed_on_the_master() {
-    if !ready("matrix_mysqld_killed_on_the_master") {
-        return;
-    }
-    let mut p = Pair::new(false);
-    let s = cell(
+    let Some((_p, s)) = matrix_cell(
+        "matrix_mysqld_killed_on_the_master",
+        false,
         "mysqld SIGKILL on a",
         false,
-        &mut p,
         |p| p.a_db.signal(Signal::SIGKILL).expect("kill"),
         Duration::from_secs(4),
         |p| p.a_db.start(&p.lab).expect("restart mysqld"),
-    );
+    ) else {
+        return;
+    };
     assert_eq!(s.both, 0);
 }
 
 #[test]
 fn matrix_mysqld_frozen_on_the_master_for_five_seconds() {
-    if !ready("matrix_mysqld_frozen_on_the_master_for_five_seconds") {
-        return;
-    }
-    let mut p = Pair::new(false);
-    let s = cell(
+    let Some((_p, s)) = matrix_cell(
+        "matrix_mysqld_frozen_on_the_master_for_five_seconds",
+        false,
         "mysqld SIGSTOP on a for 5 s",
         true,
-        &mut p,
         |p| p.a_db.signal(Signal::SIGSTOP).expect("stop"),
         Duration::from_secs(5),
         |p| p.a_db.signal(Signal::SIGCONT).expect("cont"),
-    );
+    ) else {
+        return;
+    };
     assert_eq!(s.both, 0);
 }
 
 #[test]
 fn matrix_a_lock_held_on_the_master_during_its_demotion() {
-    if !ready("matrix_a_lock_held_on_the_master_during_its_demotion") {
-        return;
-    }
-    let mut p = Pair::new(false);
     let mut holder = None;
-    let s = cell(
+    let Some((p, s)) = matrix_cell(
+        "matrix_a_lock_held_on_the_master_during_its_demotion",
+        false,
         "a write running on a (holds read_only off) while a's xvrrp stops",
         true,
-        &mut p,
         |p| {
             // A long write statement: SET GLOBAL read_only waits for it.
             holder = Some(
@@ -628,7 +628,9 @@ fn matrix_a_lock_held_on_the_master_during_its_demotion() {
                     .map(|a| wait_for(Duration::from_secs(10), || !a.running()));
             p.restart_xvrrp_a();
         },
-    );
+    ) else {
+        return;
+    };
     assert_eq!(s.both, 0);
     let log = p.b.as_ref().expect("b").log();
     assert!(
@@ -641,15 +643,12 @@ fn matrix_a_lock_held_on_the_master_during_its_demotion() {
 
 #[test]
 fn matrix_the_backups_server_restarted_writable() {
-    if !ready("matrix_the_backups_server_restarted_writable") {
-        return;
-    }
-    let mut p = Pair::new(false);
     let mut refenced = Duration::MAX;
-    let s = cell(
+    let Some((_p, s)) = matrix_cell(
+        "matrix_the_backups_server_restarted_writable",
+        false,
         "b's mysqld restarted writable (my.cnf without read_only, or set by hand)",
         true,
-        &mut p,
         |p| {
             p.b_db.signal(Signal::SIGKILL).expect("kill");
             std::thread::sleep(Duration::from_millis(300));
@@ -666,7 +665,9 @@ fn matrix_the_backups_server_restarted_writable() {
         },
         Duration::from_secs(3),
         |_| {},
-    );
+    ) else {
+        return;
+    };
     println!("b's server fenced again {refenced:?} after it was made writable");
     // Its probe (every 100 ms here) reads read_only = 0 on a node that is not master and the
     // fencer sets it again at once: the window is one probe interval and a round trip, which a
@@ -677,21 +678,20 @@ fn matrix_the_backups_server_restarted_writable() {
 
 #[test]
 fn matrix_the_witness_killed_and_restarted() {
-    if !ready("matrix_the_witness_killed_and_restarted") {
-        return;
-    }
-    let mut p = Pair::new(true);
-    let s = cell(
+    let Some((_p, s)) = matrix_cell(
+        "matrix_the_witness_killed_and_restarted",
+        true,
         "witness SIGKILL, then restarted",
         true,
-        &mut p,
         |p| {
             Pair::signal(&p.witness, Signal::SIGKILL);
             p.witness = None;
         },
         Duration::from_secs(4),
         Pair::start_witness,
-    );
+    ) else {
+        return;
+    };
     assert_eq!(s.both, 0);
     // A sample that gets no answer counts as not writable: allow a few, not a lapsed lease
     // (it would last at least the lease's renewal margin, 1.2 s here).
@@ -703,14 +703,11 @@ fn matrix_the_witness_killed_and_restarted() {
 
 #[test]
 fn matrix_sigterm_of_the_master() {
-    if !ready("matrix_sigterm_of_the_master") {
-        return;
-    }
-    let mut p = Pair::new(false);
-    let s = cell(
+    let Some((_p, s)) = matrix_cell(
+        "matrix_sigterm_of_the_master",
+        false,
         "SIGTERM of a's xvrrp",
         true,
-        &mut p,
         |p| Pair::signal(&p.a, Signal::SIGTERM),
         Duration::from_secs(4),
         |p| {
@@ -719,7 +716,9 @@ fn matrix_sigterm_of_the_master() {
                     .map(|a| wait_for(Duration::from_secs(10), || !a.running()));
             p.restart_xvrrp_a();
         },
-    );
+    ) else {
+        return;
+    };
     assert_eq!(s.both, 0);
 }
 
@@ -805,14 +804,11 @@ fn a_server_fenced_by_two_instances_is_writable_only_while_both_are_master() {
 
 #[test]
 fn a_hitless_restart_of_the_lease_holder_keeps_its_server_writable() {
-    if !ready("a_hitless_restart_of_the_lease_holder_keeps_its_server_writable") {
-        return;
-    }
-    let mut p = Pair::new(false);
-    let s = cell(
+    let Some((p, s)) = matrix_cell(
+        "a_hitless_restart_of_the_lease_holder_keeps_its_server_writable",
+        false,
         "hitless restart (SIGUSR2) of a's xvrrp",
         true,
-        &mut p,
         |p| {
             Pair::signal(&p.a, Signal::SIGUSR2);
             let _ =
@@ -822,7 +818,9 @@ fn a_hitless_restart_of_the_lease_holder_keeps_its_server_writable() {
         },
         Duration::from_secs(3),
         |_| {},
-    );
+    ) else {
+        return;
+    };
     assert_eq!(s.both, 0);
     // The new daemon renews the lease from the vote the old one left and never fences its
     // server meanwhile.
