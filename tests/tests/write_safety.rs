@@ -153,6 +153,17 @@ fn with_a_write_lease_vrrp_dropped_between_the_nodes_never_makes_both_servers_wr
     let status = lab.status("b").expect("b status");
     assert_eq!(status["lease"]["blocked"], true, "{status}");
     assert_eq!(status["instances"][0]["state"], "fault", "{status}");
+    // No witness here: the table and the log say what that leaves open.
+    let table = lab.status_table("b").expect("b status table");
+    assert!(
+        table.contains("BLOCKED") && table.contains("NO WITNESS"),
+        "{table}"
+    );
+    assert!(
+        b.log().contains("write lease without a witness"),
+        "{}",
+        b.log()
+    );
     assert!(writable(&lab, &a_db), "the higher claim keeps writes");
     assert!(longest < Duration::from_secs(1), "writes stayed available");
     lab.drop_vrrp_between(None).expect("heal");

@@ -2467,6 +2467,41 @@ mod tests {
         assert_eq!(w.witness, Some("192.0.2.3:5405".parse().unwrap()));
         assert_eq!((w.lease_ms, w.key_in_file), (2000, true));
         assert_eq!(config.mysql[0].peer.as_deref(), Some("other"));
+
+        // A key in a file others can read is refused, naming the key; a key from the
+        // environment is one of the variables scripts do not see.
+        let dir = std::env::temp_dir().join(format!("xvrrp-lease-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("xvrrp.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "{base}[write_lease]\nlisten = \"192.0.2.1:5405\"\npeer = \"192.0.2.2:5405\"\n\
+                 key = \"0123456789abcdef\"\nlease_ms = 2000\n"
+            ),
+        )
+        .unwrap();
+        let mode = |m| std::os::unix::fs::PermissionsExt::from_mode(m);
+        std::fs::set_permissions(&path, mode(0o644)).unwrap();
+        let err = load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("xvrrp.toml: write_lease.key: expected a file not readable by others"),
+            "{err}"
+        );
+        std::fs::set_permissions(&path, mode(0o600)).unwrap();
+        assert!(load(&path).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+        // SAFETY: this test's own variable; nothing else reads it.
+        unsafe { std::env::set_var("XVRRP_TEST_LEASE_KEY", "0123456789abcdef") };
+        let from_env = parse_str(&format!(
+            "{base}[write_lease]\nlisten = \"192.0.2.1:5405\"\npeer = \"192.0.2.2:5405\"\n\
+             key_env = \"XVRRP_TEST_LEASE_KEY\"\nlease_ms = 2000\n"
+        ))
+        .expect("valid");
+        assert_eq!(
+            from_env.secret_env(),
+            vec!["XVRRP_TEST_LEASE_KEY".to_owned()]
+        );
         assert_eq!(
             errors(&format!(
                 "{base}[write_lease]\nlisten = \"0.0.0.0:5405\"\npeer = \"nope\"\nkey = \"short\"\nlease_ms = 1000\n"
