@@ -107,15 +107,20 @@ pub enum Verdict {
     /// Drop it: this node is master, but the daemon's heartbeat is stale (frozen or killed), so
     /// the claim is no longer trusted.
     DropStaleHeartbeat,
+    /// Pass it to the kernel: this node is a live master, but the VIP is not on the interface
+    /// (deleted by someone else, or not added yet), so the data plane does not claim it.
+    PassAbsent,
 }
 
 /// The verdict for a request for a VIP: answered only while this node is master of its VRID
-/// AND the daemon's heartbeat is fresh.
-pub const fn vip_request_verdict(role: u32, heartbeat_fresh: bool) -> Verdict {
+/// AND the daemon's heartbeat is fresh AND the VIP is on the interface (`absent` false).
+pub const fn vip_request_verdict(role: u32, heartbeat_fresh: bool, absent: bool) -> Verdict {
     if role != crate::role::MASTER {
         Verdict::DropNotMaster
     } else if !heartbeat_fresh {
         Verdict::DropStaleHeartbeat
+    } else if absent {
+        Verdict::PassAbsent
     } else {
         Verdict::Reply
     }
@@ -211,15 +216,20 @@ mod tests {
     #[test]
     fn only_a_live_master_replies() {
         use crate::role::*;
-        assert_eq!(vip_request_verdict(MASTER, true), Verdict::Reply);
+        assert_eq!(vip_request_verdict(MASTER, true, false), Verdict::Reply);
         assert_eq!(
-            vip_request_verdict(MASTER, false),
+            vip_request_verdict(MASTER, false, false),
+            Verdict::DropStaleHeartbeat
+        );
+        assert_eq!(vip_request_verdict(MASTER, true, true), Verdict::PassAbsent);
+        assert_eq!(
+            vip_request_verdict(MASTER, false, true),
             Verdict::DropStaleHeartbeat
         );
         for role in [INIT, BACKUP, FAULT, 77] {
-            for fresh in [true, false] {
+            for (fresh, absent) in [(true, false), (false, false), (true, true)] {
                 assert_eq!(
-                    vip_request_verdict(role, fresh),
+                    vip_request_verdict(role, fresh, absent),
                     Verdict::DropNotMaster,
                     "role {role}"
                 );

@@ -69,12 +69,19 @@ pub struct Vip6Key {
 pub struct VipValue {
     /// The VRID whose state (in its family's slot of [`MAP_VRIDS`]) decides the answers.
     pub vrid: u8,
-    /// Reserved, zero.
+    /// [`vip_flags`] bits.
     pub flags: u8,
     /// Source MAC of the answers: the interface's, or the VRRP virtual MAC.
     pub mac: [u8; 6],
     /// Index of this VIP's counters in [`MAP_VIP_STATS`], host byte order.
     pub stats_index: u32,
+}
+
+/// Bits of [`VipValue::flags`].
+pub mod vip_flags {
+    /// The VIP is not on the interface (someone deleted it, or adding it failed): requests for
+    /// it pass to the kernel, unanswered by the data plane, whatever the role.
+    pub const ABSENT: u8 = 1;
 }
 
 /// Role of this node for one VRID, as published by the daemon in [`VridState::role`].
@@ -111,6 +118,11 @@ pub mod vrid_flags {
     /// VRRPv2 simple text authentication: adverts must carry auth type 1 and
     /// [`super::VridState::auth`]; without this flag, auth type 0.
     pub const AUTH_SIMPLE: u32 = 8;
+    /// Adverts whose address list (by [`super::VridState::addr_hash`]) differs are dropped.
+    pub const CHECK_ADDRESSES: u32 = 16;
+    /// With [`CHECK_ADDRESSES`]: except from the master last heard (keepalived's
+    /// `skip_check_adv_addr`).
+    pub const SKIP_CHECK_SAME_MASTER: u32 = 32;
 }
 
 /// Value of [`MAP_VRIDS`]. Host byte order.
@@ -125,7 +137,9 @@ pub struct VridState {
     pub version: u32,
     /// With [`vrid_flags::AUTH_SIMPLE`]: the VRRPv2 password, zero-padded.
     pub auth: [u8; 8],
-    pub _pad: [u8; 4],
+    /// With [`vrid_flags::CHECK_ADDRESSES`]: [`crate::vrrp::address_set_hash`] of the
+    /// instance's VIPs.
+    pub addr_hash: u32,
 }
 
 /// Key of [`MAP_PEERS`].
@@ -220,11 +234,15 @@ pub struct VridStats {
     pub adverts_other_vrid: u64,
     pub adverts_drop_peer: u64,
     pub adverts_drop_auth: u64,
+    /// Adverts whose address list is not the instance's.
+    pub adverts_drop_addresses: u64,
     /// ARP requests / neighbour solicitations for this VRID's VIPs.
     pub requests: u64,
     pub answered: u64,
     pub dropped_not_master: u64,
     pub dropped_stale_heartbeat: u64,
+    /// Requests passed to the kernel because the VIP is not on the interface.
+    pub passed_absent: u64,
     pub foreign_owner: u64,
 }
 
@@ -236,6 +254,7 @@ pub struct VipStats {
     pub answered: u64,
     pub dropped_not_master: u64,
     pub dropped_stale_heartbeat: u64,
+    pub passed_absent: u64,
     pub foreign_owner: u64,
 }
 
@@ -264,10 +283,12 @@ counters!(VridStats {
     adverts_other_vrid,
     adverts_drop_peer,
     adverts_drop_auth,
+    adverts_drop_addresses,
     requests,
     answered,
     dropped_not_master,
     dropped_stale_heartbeat,
+    passed_absent,
     foreign_owner,
 });
 counters!(VipStats {
@@ -275,6 +296,7 @@ counters!(VipStats {
     answered,
     dropped_not_master,
     dropped_stale_heartbeat,
+    passed_absent,
     foreign_owner,
 });
 
@@ -287,8 +309,8 @@ const _: () = assert!(core::mem::size_of::<PeerKey>() == 20);
 const _: () = assert!(core::mem::size_of::<Liveness>() == 40);
 const _: () = assert!(core::mem::size_of::<Heartbeat>() == 8);
 const _: () = assert!(core::mem::size_of::<Event>() == 48);
-const _: () = assert!(core::mem::size_of::<VridStats>() == 13 * 8);
-const _: () = assert!(core::mem::size_of::<VipStats>() == 5 * 8);
+const _: () = assert!(core::mem::size_of::<VridStats>() == 15 * 8);
+const _: () = assert!(core::mem::size_of::<VipStats>() == 6 * 8);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -339,6 +361,7 @@ mod tests {
             answered: 2,
             dropped_not_master: 3,
             dropped_stale_heartbeat: 4,
+            passed_absent: 6,
             foreign_owner: 5,
         };
         a.add(&a.clone());
@@ -349,6 +372,7 @@ mod tests {
                 answered: 4,
                 dropped_not_master: 6,
                 dropped_stale_heartbeat: 8,
+                passed_absent: 12,
                 foreign_owner: 10
             }
         );

@@ -372,6 +372,40 @@ pub enum AdvertDrop {
     Peer,
     /// VRRPv2: the auth type is not the instance's, or the simple text password differs.
     Auth,
+    /// The advert's address list is not the instance's (RFC 5798 7.1; keepalived drops it too):
+    /// another cluster on the segment reusing the VRID.
+    Addresses,
+}
+
+/// One step of the address-set hash: `word` (a big-endian 32-bit word of an address, read as
+/// a number) folded into `cur`, the hash of the address so far (`first`: the address's first
+/// word). Shared by the data plane, which walks an advert's words, and
+/// [`address_set_hash`].
+#[inline(always)]
+pub const fn address_hash_step(cur: u32, word: u32, first: bool) -> u32 {
+    // murmur3's finaliser over the word mixed into the address's running hash.
+    let mut x = if first { 0x9e37_79b9 } else { cur } ^ word;
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x85eb_ca6b);
+    x ^= x >> 13;
+    x = x.wrapping_mul(0xc2b2_ae35);
+    x ^= x >> 16;
+    x
+}
+
+/// The hash of a set of addresses (each 4 or 16 bytes), the same in any order: the wrapping
+/// sum of each address's hash. The data plane compares an advert's with the instance's.
+pub fn address_set_hash<'a>(addresses: impl IntoIterator<Item = &'a [u8]>) -> u32 {
+    let mut set = 0u32;
+    for addr in addresses {
+        let mut cur = 0;
+        for (i, word) in addr.chunks_exact(4).enumerate() {
+            let word = u32::from_be_bytes([word[0], word[1], word[2], word[3]]);
+            cur = address_hash_step(cur, word, i == 0);
+        }
+        set = set.wrapping_add(cur);
+    }
+    set
 }
 
 /// Whether a protocol-112 payload is CARP rather than VRRP. CARP (OpenBSD/FreeBSD) shares the
@@ -529,6 +563,30 @@ mod tests {
         let mut buf = [0u8; MAX_LEN];
         let len = emit(&mut buf, &fields, addrs, form, src, dst).unwrap();
         (buf, len)
+    }
+
+    #[test]
+    fn the_address_set_hash_ignores_order_and_tells_lists_apart() {
+        let a: [u8; 4] = [10, 0, 0, 1];
+        let b: [u8; 4] = [10, 0, 0, 2];
+        let c: [u8; 4] = [10, 0, 0, 3];
+        let d: [u8; 4] = [10, 0, 0, 4];
+        let h = |l: &[&[u8]]| address_set_hash(l.iter().copied());
+        assert_eq!(h(&[&a, &b]), h(&[&b, &a]));
+        // Sums that a plain word sum would confuse (1 + 4 = 2 + 3).
+        assert_ne!(h(&[&a, &d]), h(&[&b, &c]));
+        assert_ne!(h(&[&a]), h(&[&a, &b]));
+        assert_ne!(h(&[&a]), h(&[&b]));
+        // IPv6: words swapped between two addresses make another set.
+        let x: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+        let mut y = x;
+        y[12..].copy_from_slice(&[0, 0, 2, 0]);
+        y[8..12].copy_from_slice(&[0, 0, 0, 7]);
+        let (mut x2, mut y2) = (x, y);
+        x2[12..].copy_from_slice(&y[12..]);
+        y2[12..].copy_from_slice(&x[12..]);
+        assert_ne!(h(&[&x, &y]), h(&[&x2, &y2]));
+        assert_eq!(h(&[&x, &y]), h(&[&y, &x]));
     }
 
     #[test]

@@ -28,9 +28,9 @@ use vrrp_common::{
     Vip6Key, VipStats, VipValue, VridState, VridStats,
     arp::{self, ArpIpv4, ETH_P_ARP, ETH_P_IPV4, EthHdr, Verdict},
     event, heartbeat_fresh,
-    ip::{ETH_P_8021Q, Ipv4Hdr, VlanHdr},
+    ip::Ipv4Hdr,
     nd::{self, ETH_P_IPV6, IPPROTO_ICMPV6, Ipv6Hdr, NdHead, NdOpt},
-    role, slot, vrid_flags,
+    role, slot, vip_flags, vrid_flags,
     vrrp::{self, AdvertDrop, Family, HEADER_LEN, IPPROTO_VRRP, V2_AUTH_LEN, Version},
 };
 
@@ -59,9 +59,6 @@ static XVRRP_IFACE_MAC: Global<[u8; 6]> = Global::new([0; 6]);
 /// Answers stop when the daemon's heartbeat is older than this, set at load time.
 #[unsafe(no_mangle)]
 static XVRRP_HB_LIMIT_NS: Global<u64> = Global::new(250_000_000);
-
-/// The most 32-bit words of an advert: VRRPv3 over IPv6 with 255 addresses is 4088 bytes.
-const MAX_ADVERT_WORDS: usize = vrrp::MAX_LEN / 4;
 
 #[xdp]
 pub fn xvrrp(ctx: XdpContext) -> u32 {
@@ -183,17 +180,12 @@ fn count_vip(vip: &VipValue, update: impl FnOnce(&mut VipStats)) {
 
 fn try_xvrrp(ctx: &XdpContext) -> Result<u32, ()> {
     let eth: &mut EthHdr = at(ctx, 0)?;
-    let mut l3 = EthHdr::LEN;
-    let mut ethertype = eth.ethertype();
-    if ethertype == ETH_P_8021Q {
-        let vlan: &mut VlanHdr = at(ctx, EthHdr::LEN)?;
-        ethertype = vlan.ethertype();
-        l3 += VlanHdr::LEN;
-    }
-    match ethertype {
-        ETH_P_ARP => on_arp(ctx, eth, l3),
-        ETH_P_IPV4 => on_ipv4(ctx, l3),
-        ETH_P_IPV6 => on_ipv6(ctx, eth, l3),
+    // A VLAN-tagged frame (802.1Q, 802.1ad) belongs to a VLAN device over this interface, not
+    // to it: it passes untouched, like every ethertype that is not ours.
+    match eth.ethertype() {
+        ETH_P_ARP => on_arp(ctx, eth, EthHdr::LEN),
+        ETH_P_IPV4 => on_ipv4(ctx, EthHdr::LEN),
+        ETH_P_IPV6 => on_ipv6(ctx, eth, EthHdr::LEN),
         _ => Ok(XDP_PASS),
     }
 }
@@ -208,6 +200,7 @@ macro_rules! tally {
             Verdict::Reply => $s.answered += 1,
             Verdict::DropNotMaster => $s.dropped_not_master += 1,
             Verdict::DropStaleHeartbeat => $s.dropped_stale_heartbeat += 1,
+            Verdict::PassAbsent => $s.passed_absent += 1,
         }
     }};
 }
@@ -223,7 +216,7 @@ fn request_verdict(vip: &VipValue, slot: u32) -> Verdict {
             XVRRP_HEARTBT.get(0).map_or(0, |h| h.ns),
             XVRRP_HB_LIMIT_NS.load(),
         );
-    let verdict = arp::vip_request_verdict(role, fresh);
+    let verdict = arp::vip_request_verdict(role, fresh, vip.flags & vip_flags::ABSENT != 0);
     count_vrid(slot, |s| tally!(s, verdict));
     count_vip(vip, |s| tally!(s, verdict));
     verdict
@@ -267,6 +260,7 @@ fn on_arp(ctx: &XdpContext, eth: &mut EthHdr, l3: usize) -> Result<u32, ()> {
                 arp::rewrite_to_reply(eth, arp, &vip);
                 XDP_TX
             }
+            Verdict::PassAbsent => XDP_PASS,
             Verdict::DropNotMaster | Verdict::DropStaleHeartbeat => {
                 debug!(
                     ctx,
@@ -351,8 +345,9 @@ fn on_nd(ctx: &XdpContext, eth: &mut EthHdr, ip: &mut Ipv6Hdr, l4: usize) -> Res
                 nd::rewrite_to_advert(eth, ip, head, opt, &vip.mac);
                 XDP_TX
             }
-            // A live master leaves the forms it does not answer itself to the kernel.
-            (Verdict::Reply, _) => XDP_PASS,
+            // A live master leaves the forms it does not answer itself to the kernel, and the
+            // VIPs not on the interface.
+            (Verdict::Reply | Verdict::PassAbsent, _) => XDP_PASS,
             (Verdict::DropNotMaster | Verdict::DropStaleHeartbeat, _) => XDP_DROP,
         });
     }
@@ -418,6 +413,7 @@ fn on_advert(
                 AdvertDrop::Checksum => s.adverts_drop_checksum += 1,
                 AdvertDrop::Peer => s.adverts_drop_peer += 1,
                 AdvertDrop::Auth => s.adverts_drop_auth += 1,
+                AdvertDrop::Addresses => s.adverts_drop_addresses += 1,
             });
             Ok(XDP_DROP)
         }
@@ -457,23 +453,77 @@ fn validate(
             return Err(AdvertDrop::Peer);
         }
     }
-    let plain = sum_words(ctx, off, payload_len).ok_or(AdvertDrop::Length)?;
-    vrrp::verified_form(version, family, plain, pseudo).ok_or(AdvertDrop::Checksum)
+    let (plain, addr_hash) =
+        sum_advert(ctx, off, payload_len, family, usize::from(hdr[3])).ok_or(AdvertDrop::Length)?;
+    let form = vrrp::verified_form(version, family, plain, pseudo).ok_or(AdvertDrop::Checksum)?;
+    if state.flags & vrid_flags::CHECK_ADDRESSES != 0 && addr_hash != state.addr_hash {
+        // keepalived's skip_check_adv_addr: the master last heard may change its list.
+        let same_master = state.flags & vrid_flags::SKIP_CHECK_SAME_MASTER != 0
+            && XVRRP_LIVENESS
+                .get(slot)
+                .is_some_and(|l| l.last_seen_ns != 0 && l.src == *src);
+        if !same_master {
+            return Err(AdvertDrop::Addresses);
+        }
+    }
+    Ok(form)
 }
 
-/// The sum of the big-endian 32-bit words of `len` bytes at `off` (adverts are whole words).
+/// Reads the big-endian 32-bit word at `bytes[i..i + 4]`.
 #[inline(always)]
-fn sum_words(ctx: &XdpContext, off: usize, len: usize) -> Option<u64> {
-    let mut acc: u64 = 0;
-    for i in 0..MAX_ADVERT_WORDS {
-        let pos = i * 4;
-        if pos >= len {
-            return Some(acc);
+fn word_at(bytes: &[u8], i: usize) -> u32 {
+    u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]])
+}
+
+/// The sum of the big-endian 32-bit words of the advert at `off` (`len` bytes, whole words, its
+/// length already matched to its `count` addresses), and the address-set hash of those
+/// addresses as [`vrrp::address_set_hash`] computes it. One iteration per address, not per
+/// word: the verifier walks at most 255 of them.
+#[inline(always)]
+fn sum_advert(
+    ctx: &XdpContext,
+    off: usize,
+    len: usize,
+    family: Family,
+    count: usize,
+) -> Option<(u64, u32)> {
+    let hdr: &mut [u8; HEADER_LEN] = at(ctx, off).ok()?;
+    let mut acc = u64::from(word_at(hdr, 0)) + u64::from(word_at(hdr, 4));
+    let mut set = 0u32;
+    let mut pos = off + HEADER_LEN;
+    if family == Family::V6 {
+        for a in 0..usize::from(u8::MAX) {
+            if a >= count {
+                break;
+            }
+            let addr: &mut [u8; 16] = at(ctx, pos).ok()?;
+            let mut cur = 0;
+            for lane in 0..4 {
+                let w = word_at(addr, lane * 4);
+                acc += u64::from(w);
+                cur = vrrp::address_hash_step(cur, w, lane == 0);
+            }
+            set = set.wrapping_add(cur);
+            pos += 16;
         }
-        let word: &mut [u8; 4] = at(ctx, off + pos).ok()?;
-        acc += u64::from(u32::from_be_bytes(*word));
+    } else {
+        for a in 0..usize::from(u8::MAX) {
+            if a >= count {
+                break;
+            }
+            let addr: &mut [u8; 4] = at(ctx, pos).ok()?;
+            let w = word_at(addr, 0);
+            acc += u64::from(w);
+            set = set.wrapping_add(vrrp::address_hash_step(0, w, true));
+            pos += 4;
+        }
     }
-    Some(acc)
+    // VRRPv2's authentication data.
+    if len == pos - off + V2_AUTH_LEN {
+        let auth: &mut [u8; V2_AUTH_LEN] = at(ctx, pos).ok()?;
+        acc += u64::from(word_at(auth, 0)) + u64::from(word_at(auth, 4));
+    }
+    Some((acc, set))
 }
 
 /// Updates the VRID's liveness entry, and pushes an event when its master changed or resigned.

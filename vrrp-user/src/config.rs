@@ -116,6 +116,10 @@ pub struct Instance {
     pub unicast_peers: Vec<IpAddr>,
     /// Unicast mode: require TTL / hop limit 255 on received adverts (off: peers may be routed).
     pub unicast_check_ttl: bool,
+    /// keepalived's `skip_check_adv_addr`: adverts from the master last heard are taken even
+    /// when their address list differs from this instance's (from any other sender they are
+    /// dropped, as always).
+    pub skip_check_adv_addr: bool,
     /// VRRPv2 simple text authentication (keepalived's auth_type PASS): the password,
     /// zero-padded to 8 bytes. Sent in every advert, required in every advert taken.
     pub auth_pass: Option<[u8; 8]>,
@@ -534,6 +538,8 @@ struct RawInstance {
     unicast_peers: Vec<String>,
     #[serde(default)]
     unicast_check_ttl: bool,
+    #[serde(default)]
+    skip_check_adv_addr: bool,
     #[serde(default)]
     auth_pass: Option<String>,
     #[serde(default)]
@@ -1547,6 +1553,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             source,
             unicast_peers,
             unicast_check_ttl: inst.unicast_check_ttl,
+            skip_check_adv_addr: inst.skip_check_adv_addr,
             auth_pass,
             track_scripts: inst.track_scripts,
             track_interfaces,

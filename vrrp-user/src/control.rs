@@ -98,6 +98,9 @@ pub struct InstanceStatus {
     pub address_mismatch: u64,
     /// The data plane's counters for this VRID.
     pub data_plane: DataPlaneCounters,
+    /// Keeping the VIPs on the interface (with `configure_vips`).
+    #[serde(default)]
+    pub vip_upkeep: VipUpkeep,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -109,15 +112,32 @@ pub struct MasterStatus {
     pub seen_ms_ago: u64,
 }
 
+/// What keeping an instance's VIPs on the interface took (crate::keeper).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct VipUpkeep {
+    /// VIPs this master wants that are not on the interface now (the data plane does not
+    /// answer for them).
+    pub absent: Vec<String>,
+    /// VIPs found deleted by someone else and added again.
+    pub readded: u64,
+    /// Attempts to add a VIP that failed.
+    pub add_failures: u64,
+    /// Times the instance stepped out of the election because a VIP could not be added.
+    pub held_out: u64,
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct DataPlaneCounters {
     pub requests: u64,
     pub answered: u64,
     pub dropped_not_master: u64,
     pub dropped_stale_heartbeat: u64,
+    /// Requests passed to the kernel because the VIP is not on the interface.
+    #[serde(default)]
+    pub passed_vip_absent: u64,
     pub adverts_valid: u64,
     pub adverts_dropped: u64,
-    /// `adverts_dropped` by reason: ttl, version, length, checksum, peer, auth.
+    /// `adverts_dropped` by reason: ttl, version, length, checksum, peer, auth, addresses.
     #[serde(default)]
     pub adverts_dropped_by_reason: std::collections::BTreeMap<String, u64>,
     pub foreign_owner: u64,
@@ -187,6 +207,21 @@ pub fn table(status: &Status) -> String {
             format!("{}/{}", i.adverts_received, i.adverts_sent),
             i.vips.join(",")
         ));
+        let u = &i.vip_upkeep;
+        if !u.absent.is_empty() {
+            out.push_str(&format!(
+                "{:<12} VIP NOT ON THE INTERFACE: {} (not answered; {} failed adds)\n",
+                "",
+                u.absent.join(","),
+                u.add_failures
+            ));
+        }
+        if u.readded > 0 || u.held_out > 0 {
+            out.push_str(&format!(
+                "{:<12} VIPs deleted by others and put back: {}; held out for failed adds: {}\n",
+                "", u.readded, u.held_out
+            ));
+        }
     }
     if !status.mysql.is_empty() {
         out.push_str(&format!(

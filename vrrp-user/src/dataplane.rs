@@ -17,10 +17,10 @@ use aya::{
 };
 use tracing::{info, warn};
 use vrrp_common::{
-    Counters, GLOBAL_HEARTBEAT_LIMIT_NS, GLOBAL_IFACE_MAC, Heartbeat, Liveness, MAP_EVENTS,
+    Counters, EVENTS_BYTES, GLOBAL_HEARTBEAT_LIMIT_NS, MAX_PEERS, MAX_SLOTS, MAX_VIPS, GLOBAL_IFACE_MAC, Heartbeat, Liveness, MAP_EVENTS,
     MAP_HEARTBEAT, MAP_LIVENESS, MAP_PEERS, MAP_VIP_STATS, MAP_VIPS_V4, MAP_VIPS_V6,
     MAP_VRID_STATS, MAP_VRIDS, PROGRAM_NAME, PeerKey, Vip4Key, Vip6Key, VipStats, VipValue,
-    VridState, VridStats, slot,
+    VridState, VridStats, slot, vip_flags,
 };
 
 use crate::config::XdpAttach;
@@ -40,6 +40,52 @@ pub const PINNED_MAPS: [(&str, &str); 9] = [
     (MAP_HEARTBEAT, "heartbeat"),
     (MAP_EVENTS, "events"),
 ];
+
+/// Each pinned map's key size, value size and capacity as this build's program has them, by
+/// pin name: a hitless restart may take over only maps of the same layout.
+fn layout(file: &str) -> Option<(u32, u32, u32)> {
+    use std::mem::size_of;
+    let size = |n: usize| n as u32;
+    Some(match file {
+        "vips_v4" => (size(size_of::<Vip4Key>()), size(size_of::<VipValue>()), MAX_VIPS),
+        "vips_v6" => (size(size_of::<Vip6Key>()), size(size_of::<VipValue>()), MAX_VIPS),
+        "vrids" => (4, size(size_of::<VridState>()), MAX_SLOTS),
+        "liveness" => (4, size(size_of::<Liveness>()), MAX_SLOTS),
+        "vrid_stats" => (4, size(size_of::<VridStats>()), MAX_SLOTS),
+        "vip_stats" => (4, size(size_of::<VipStats>()), MAX_VIPS),
+        "peers" => (size(size_of::<PeerKey>()), 4, MAX_PEERS),
+        "heartbeat" => (4, size(size_of::<Heartbeat>()), 1),
+        "events" => (0, 0, EVENTS_BYTES),
+        _ => return None,
+    })
+}
+
+/// Whether the maps pinned in `pin_dir` have this build's layout; if not, which differs (a
+/// daemon of another version left them, and its program's maps cannot be taken over).
+pub fn pinned_layout_differs(pin_dir: &Path) -> Option<String> {
+    for (_, file) in PINNED_MAPS {
+        let path = pin_dir.join(file);
+        let info = match aya::maps::MapInfo::from_pin(&path) {
+            Ok(info) => info,
+            Err(err) => return Some(format!("{}: {err}", path.display())),
+        };
+        let found = (info.key_size(), info.value_size(), info.max_entries());
+        let want = layout(file)?;
+        if found != want {
+            return Some(format!(
+                "{}: key {} / value {} bytes, {} entries, where this version has {} / {}, {}",
+                path.display(),
+                found.0,
+                found.1,
+                found.2,
+                want.0,
+                want.1,
+                want.2
+            ));
+        }
+    }
+    None
+}
 
 /// `CLOCK_MONOTONIC_COARSE` in nanoseconds: the clock of `bpf_ktime_get_coarse_ns`, which the
 /// XDP program compares heartbeats and liveness with.
@@ -260,11 +306,29 @@ impl DataPlane {
                     source,
                 })
         };
+        let veth = is_veth(iface);
         let (id, attached) = match mode {
-            XdpAttach::Native => (
-                attach(program, XdpMode::Driver, "native")?,
-                Attached::Native,
-            ),
+            XdpAttach::Native => {
+                if veth {
+                    warn!(
+                        iface,
+                        "native XDP on a veth: its ARP / ND answers (XDP_TX) are lost unless the PEER veth \
+                         also runs an XDP program; use xdp_mode = \"generic\" (or \"auto\") unless it does"
+                    );
+                }
+                (
+                    attach(program, XdpMode::Driver, "native")?,
+                    Attached::Native,
+                )
+            }
+            XdpAttach::Auto if veth => {
+                info!(
+                    iface,
+                    "veth: attaching in GENERIC mode (native XDP_TX answers on a veth are lost unless its \
+                     peer runs an XDP program; set xdp_mode = \"native\" where it does)"
+                );
+                (attach(program, XdpMode::Skb, "generic")?, Attached::Generic)
+            }
             XdpAttach::Generic => (attach(program, XdpMode::Skb, "generic")?, Attached::Generic),
             XdpAttach::Auto => match attach(program, XdpMode::Driver, "native") {
                 Ok(id) => (id, Attached::Native),
@@ -444,6 +508,86 @@ impl DataPlane {
         .map_err(|source| update_error(addr, source))
     }
 
+    /// Marks a published VIP as absent from the interface (requests for it pass to the kernel,
+    /// unanswered by the program) or present again.
+    pub fn set_vip_absent(&mut self, addr: IpAddr, absent: bool) -> Result<()> {
+        let current = match addr {
+            IpAddr::V4(a) => self
+                .hash_map::<Vip4Key, VipValue>(MAP_VIPS_V4)?
+                .get(&Vip4Key { addr: a.octets() }, 0),
+            IpAddr::V6(a) => self
+                .hash_map::<Vip6Key, VipValue>(MAP_VIPS_V6)?
+                .get(&Vip6Key { addr: a.octets() }, 0),
+        }
+        .map_err(|source| update_error(addr, source))?;
+        let flags = if absent {
+            current.flags | vip_flags::ABSENT
+        } else {
+            current.flags & !vip_flags::ABSENT
+        };
+        if flags == current.flags {
+            return Ok(());
+        }
+        self.set_vip(addr, VipValue { flags, ..current })
+    }
+
+    /// Removes from the maps what `keep` does not name: VIPs, configured VRIDs (reset to
+    /// unconfigured) and unicast peers. A hitless restart or a reload with a changed
+    /// configuration inherits maps filled by the old one; what it removed must stop being
+    /// answered or accepted. Returns how many entries of each went.
+    pub fn prune(&mut self, keep: &Keep) -> Result<Pruned> {
+        let mut pruned = Pruned::default();
+        let vips4: Vec<Vip4Key> = self
+            .hash_map::<Vip4Key, VipValue>(MAP_VIPS_V4)?
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !keep.vips.contains(&IpAddr::from(k.addr)))
+            .collect();
+        for k in vips4 {
+            self.remove_vip(IpAddr::from(k.addr))?;
+            pruned.vips += 1;
+        }
+        let vips6: Vec<Vip6Key> = self
+            .hash_map::<Vip6Key, VipValue>(MAP_VIPS_V6)?
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !keep.vips.contains(&IpAddr::from(k.addr)))
+            .collect();
+        for k in vips6 {
+            self.remove_vip(IpAddr::from(k.addr))?;
+            pruned.vips += 1;
+        }
+        for ipv6 in [false, true] {
+            for vrid in 0..=u8::MAX {
+                if keep.slots.contains(&slot(ipv6, vrid)) {
+                    continue;
+                }
+                if self.vrid(ipv6, vrid)? != VridState::default() {
+                    self.set_vrid(ipv6, vrid, VridState::default())?;
+                    pruned.vrids += 1;
+                }
+            }
+        }
+        let mut peers = self.hash_map::<PeerKey, u32>(MAP_PEERS)?;
+        let gone: Vec<PeerKey> = peers
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !keep.peers.contains(k))
+            .collect();
+        for k in gone {
+            match peers.remove(&k) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => pruned.peers += 1,
+                Err(source) => {
+                    return Err(DataPlaneError::MapUpdate {
+                        name: MAP_PEERS,
+                        source,
+                    });
+                }
+            }
+        }
+        Ok(pruned)
+    }
+
     /// Withdraws a VIP: the program passes requests for it to the kernel again.
     pub fn remove_vip(&mut self, addr: IpAddr) -> Result<()> {
         let result = match addr {
@@ -605,6 +749,58 @@ fn map_id(map: &aya::maps::Map) -> Option<u32> {
         _ => return None,
     };
     data.info().ok().map(|i| i.id())
+}
+
+/// Whether `iface` is a veth (its driver, as `ethtool -i` reports it).
+pub fn is_veth(iface: &str) -> bool {
+    // struct ethtool_drvinfo: cmd, then driver[32], ... (196 bytes in all).
+    const ETHTOOL_GDRVINFO: u32 = 0x0000_0003;
+    #[repr(C)]
+    struct Ifreq {
+        name: [u8; libc::IFNAMSIZ],
+        data: *mut libc::c_void,
+        _pad: [u8; 16],
+    }
+    let mut info = [0u8; 196];
+    info[..4].copy_from_slice(&ETHTOOL_GDRVINFO.to_ne_bytes());
+    let mut req = Ifreq {
+        name: [0; libc::IFNAMSIZ],
+        data: info.as_mut_ptr().cast(),
+        _pad: [0; 16],
+    };
+    let name = iface.as_bytes();
+    if name.len() >= libc::IFNAMSIZ {
+        return false;
+    }
+    req.name[..name.len()].copy_from_slice(name);
+    // SAFETY: a datagram socket, closed below, and an ioctl given a valid ifreq whose data
+    // points to a buffer of the size SIOCETHTOOL / ETHTOOL_GDRVINFO writes.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return false;
+        }
+        let rc = libc::ioctl(fd, libc::SIOCETHTOOL, &mut req);
+        libc::close(fd);
+        rc == 0 && info[4..4 + 5] == *b"veth\0"
+    }
+}
+
+/// What [`DataPlane::prune`] keeps.
+#[derive(Debug, Default)]
+pub struct Keep {
+    pub vips: std::collections::HashSet<IpAddr>,
+    /// [`slot`]s of the configured VRIDs.
+    pub slots: std::collections::HashSet<u32>,
+    pub peers: std::collections::HashSet<PeerKey>,
+}
+
+/// What [`DataPlane::prune`] removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub vips: usize,
+    pub vrids: usize,
+    pub peers: usize,
 }
 
 /// The key of a unicast peer in the peers map.

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod garp;
 pub mod hooks;
 pub mod import;
+pub mod keeper;
 pub mod lease;
 pub mod metrics;
 pub mod mysql;

@@ -47,6 +47,9 @@ pub struct Metrics {
     adverts_dropped: Family<Labels, Counter>,
     foreign_owner: Family<Labels, Counter>,
     adverts_other_vrid: Family<Labels, Counter>,
+    vips_readded: Family<Labels, Counter>,
+    vip_add_failures: Family<Labels, Counter>,
+    vips_absent: Family<Labels, Gauge>,
     mysql_up: Family<Labels, Gauge>,
     mysql_read_only: Family<Labels, Gauge>,
     mysql_replication_healthy: Family<Labels, Gauge>,
@@ -139,6 +142,21 @@ impl Metrics {
             adverts_other_vrid: metric!(
                 "dataplane_adverts_other_vrid",
                 "Adverts for a VRID no instance here runs, passed on to the kernel",
+                Family::default()
+            ),
+            vips_readded: metric!(
+                "vips_readded",
+                "VIPs found deleted by someone else and added again",
+                Family::default()
+            ),
+            vip_add_failures: metric!(
+                "vip_add_failures",
+                "Attempts to add a VIP to the interface that failed",
+                Family::default()
+            ),
+            vips_absent: metric!(
+                "vips_absent",
+                "VIPs a master wants that are not on the interface now",
                 Family::default()
             ),
             mysql_up: metric!(
@@ -248,6 +266,8 @@ impl Metrics {
             &self.adverts_dropped,
             &self.foreign_owner,
             &self.adverts_other_vrid,
+            &self.vips_readded,
+            &self.vip_add_failures,
             &self.mysql_probes,
             &self.mysql_failures,
             &self.mysql_reconnects,
@@ -257,6 +277,7 @@ impl Metrics {
         for family in [
             &self.state,
             &self.priority,
+            &self.vips_absent,
             &self.mysql_up,
             &self.mysql_read_only,
             &self.mysql_replication_healthy,
@@ -293,6 +314,13 @@ impl Metrics {
                 &with("stale_heartbeat"),
                 dp.dropped_stale_heartbeat,
             );
+            set(&self.dropped, &with("vip_absent"), dp.passed_vip_absent);
+            let u = &i.vip_upkeep;
+            set(&self.vips_readded, &labels, u.readded);
+            set(&self.vip_add_failures, &labels, u.add_failures);
+            self.vips_absent
+                .get_or_create(&labels)
+                .set(u.absent.len() as i64);
             for (reason, n) in &dp.adverts_dropped_by_reason {
                 set(&self.adverts_dropped, &with(reason), *n);
             }
@@ -435,6 +463,7 @@ mod tests {
                 adverts_received: 3,
                 became_master: 1,
                 address_mismatch: 0,
+                vip_upkeep: Default::default(),
                 data_plane: DataPlaneCounters {
                     answered,
                     adverts_dropped_by_reason: [("ttl".to_owned(), 2)].into(),

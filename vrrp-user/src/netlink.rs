@@ -169,15 +169,41 @@ pub fn link_up(iface: &str) -> io::Result<bool> {
     Ok(flags.contains(InterfaceFlags::IFF_UP | InterfaceFlags::IFF_RUNNING))
 }
 
+/// What the host's netlink events tell the event loop besides link state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostEvent {
+    /// An address left an interface (deleted by anyone, xvrrp included).
+    AddressGone { ifindex: u32, addr: IpAddr },
+    /// The event stream ended: link and address changes would no longer be seen.
+    StreamEnded,
+}
+
+/// The address an RTM_NEWADDR / RTM_DELADDR message is about (IFA_LOCAL, else IFA_ADDRESS).
+fn address_of(msg: &netlink_packet_route::address::AddressMessage) -> Option<IpAddr> {
+    let local = msg.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Local(addr) => Some(*addr),
+        _ => None,
+    });
+    local.or_else(|| {
+        msg.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Address(addr) => Some(*addr),
+            _ => None,
+        })
+    })
+}
+
 /// Reports the link state of `ifaces` (ifindex -> name) as tracking input on every change,
-/// from rtnetlink link events (not polling), after reporting the current state of each.
+/// from rtnetlink link events (not polling), after reporting the current state of each; and
+/// every address deleted from any interface to `host`. If the event stream ends, `host` hears
+/// [`HostEvent::StreamEnded`].
 pub fn watch_links(
     ifaces: std::collections::HashMap<u32, String>,
     tx: tokio::sync::mpsc::UnboundedSender<(String, crate::engine::TrackInput)>,
+    host: tokio::sync::mpsc::UnboundedSender<HostEvent>,
 ) -> io::Result<()> {
     use futures::StreamExt as _;
     use netlink_packet_route::{RouteNetlinkMessage, link::LinkFlags};
-    use rtnetlink::{packet_core::NetlinkPayload, sys::AsyncSocket as _};
+    use rtnetlink::{constants, packet_core::NetlinkPayload, sys::AsyncSocket as _};
 
     use crate::engine::TrackInput;
 
@@ -186,7 +212,7 @@ pub fn watch_links(
         .socket_mut()
         .bind(&rtnetlink::sys::SocketAddr::new(
             0,
-            rtnetlink::constants::RTMGRP_LINK,
+            constants::RTMGRP_LINK | constants::RTMGRP_IPV4_IFADDR | constants::RTMGRP_IPV6_IFADDR,
         ))?;
     tokio::spawn(conn);
     let mut last = std::collections::HashMap::new();
@@ -200,9 +226,18 @@ pub fn watch_links(
     }
     tokio::spawn(async move {
         while let Some((msg, _)) = messages.next().await {
-            let NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) = msg.payload
-            else {
-                continue;
+            let link = match msg.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => link,
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelAddress(a)) => {
+                    if let Some(addr) = address_of(&a) {
+                        let _ = host.send(HostEvent::AddressGone {
+                            ifindex: a.header.index,
+                            addr,
+                        });
+                    }
+                    continue;
+                }
+                _ => continue,
             };
             let Some(name) = ifaces.get(&link.header.index) else {
                 continue;
@@ -219,6 +254,7 @@ pub fn watch_links(
                 }
             }
         }
+        let _ = host.send(HostEvent::StreamEnded);
     });
     Ok(())
 }

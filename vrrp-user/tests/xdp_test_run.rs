@@ -351,29 +351,88 @@ fn arp_request_for_a_mastered_vip_is_answered_with_exact_bytes() {
 }
 
 #[test]
-fn a_vlan_tagged_request_is_answered_with_its_tag() {
-    if !privileged("a_vlan_tagged_request_is_answered_with_its_tag") {
+fn vlan_tagged_frames_pass_untouched_and_uncounted() {
+    if !privileged("vlan_tagged_frames_pass_untouched_and_uncounted") {
         return;
     }
     let mut fx = Fixture::new();
-    let tag = |f: &[u8]| {
+    // A tagged frame belongs to a VLAN device over the interface (a trunk parent), never to
+    // the instances of the interface itself.
+    let tag = |f: &[u8], ethertype: [u8; 2]| {
         let mut t = f[..12].to_vec();
-        t.extend_from_slice(&[0x81, 0x00, 0x00, 0x2a]);
+        t.extend_from_slice(&ethertype);
+        t.extend_from_slice(&[0x00, 0x2a]);
         t.extend_from_slice(&f[12..]);
         t
     };
-    let (verdict, out) = fx.run(&tag(&request_for(VIP))).unwrap();
-    assert_eq!(verdict, XDP_TX);
+    let live_before = fx.dp.liveness(false, 51).unwrap();
+    for ethertype in [[0x81, 0x00], [0x88, 0xa8]] {
+        for frame in [
+            request_for(VIP),
+            request_for(BACKUP_VIP),
+            ns_for(VIP6, CLIENT6, true, None),
+            advert4(51, 200, 255, ChecksumForm::PseudoHeader),
+            advert4(51, 200, 64, ChecksumForm::PseudoHeader),
+        ] {
+            assert_eq!(
+                fx.verdict_unchanged(&tag(&frame, ethertype)),
+                XDP_PASS,
+                "{ethertype:x?}"
+            );
+        }
+    }
+    for ipv6 in [false, true] {
+        for vrid in [51, 52] {
+            assert_eq!(
+                fx.dp.vrid_stats(ipv6, vrid).unwrap(),
+                Default::default(),
+                "ipv6 {ipv6} vrid {vrid}"
+            );
+        }
+    }
+    assert_eq!(fx.dp.liveness(false, 51).unwrap(), live_before);
+    assert!(fx.events().is_empty());
+}
+
+#[test]
+fn a_vip_not_on_the_interface_is_left_to_the_kernel() {
+    if !privileged("a_vip_not_on_the_interface_is_left_to_the_kernel") {
+        return;
+    }
+    let mut fx = Fixture::new();
+    let absent = |vrid, stats_index| VipValue {
+        vrid,
+        flags: vrrp_common::vip_flags::ABSENT,
+        mac: IFACE_MAC,
+        stats_index,
+    };
+    fx.dp.set_vip(IpAddr::from(VIP), absent(51, 0)).unwrap();
+    fx.dp.set_vip(IpAddr::from(VIP6), absent(51, 2)).unwrap();
+    fx.dp
+        .set_vip(IpAddr::from(BACKUP_VIP), absent(52, 1))
+        .unwrap();
+    assert_eq!(fx.verdict_unchanged(&request_for(VIP)), XDP_PASS);
     assert_eq!(
-        out,
-        tag(&arp_frame(
-            CLIENT_MAC, 2, IFACE_MAC, VIP, CLIENT_MAC, CLIENT_IP
-        ))
+        fx.verdict_unchanged(&ns_for(VIP6, CLIENT6, true, None)),
+        XDP_PASS
     );
-    assert_eq!(
-        fx.verdict_unchanged(&tag(&request_for(BACKUP_VIP))),
-        XDP_DROP
-    );
+    // Not master: still dropped, so that the kernel cannot answer either.
+    assert_eq!(fx.verdict_unchanged(&request_for(BACKUP_VIP)), XDP_DROP);
+    assert_eq!(fx.dp.vip_stats(0).unwrap().passed_absent, 1);
+    assert_eq!(fx.dp.vip_stats(2).unwrap().passed_absent, 1);
+    assert_eq!(fx.dp.vrid_stats(false, 51).unwrap().passed_absent, 1);
+    assert_eq!(fx.dp.vrid_stats(false, 51).unwrap().answered, 0);
+    // Back on the interface: answered again.
+    fx.dp
+        .set_vip(
+            IpAddr::from(VIP),
+            VipValue {
+                flags: 0,
+                ..absent(51, 0)
+            },
+        )
+        .unwrap();
+    assert_eq!(fx.run(&request_for(VIP)).unwrap().0, XDP_TX);
 }
 
 #[test]
@@ -521,12 +580,9 @@ fn neighbour_solicitation_for_a_mastered_vip_gets_an_exact_advertisement() {
     assert_eq!(out, na_expected(VIP6, IFACE_MAC, None));
     // The checksum of what left verifies: the sum with the checksum field in is 0.
     assert_eq!(icmp6_checksum(&out[22..38], &out[38..54], &out[54..]), 0);
-    let (verdict, out) = fx.run(&ns_for(VIP6, CLIENT6, true, Some(7))).unwrap();
-    assert_eq!(verdict, XDP_TX);
-    assert_eq!(out, na_expected(VIP6, IFACE_MAC, Some(7)));
     let s = fx.dp.vrid_stats(true, 51).unwrap();
-    assert_eq!((s.requests, s.answered), (2, 2));
-    assert_eq!(fx.dp.vip_stats(2).unwrap().answered, 2);
+    assert_eq!((s.requests, s.answered), (1, 1));
+    assert_eq!(fx.dp.vip_stats(2).unwrap().answered, 1);
 }
 
 #[test]
@@ -626,7 +682,7 @@ fn valid_adverts_in_every_form_update_liveness_and_pass() {
     assert_eq!(fx.verdict_unchanged(&v6), XDP_PASS);
     let live6 = fx.dp.liveness(true, 52).unwrap();
     assert_eq!((live6.src, live6.priority), (PEER6, 110));
-    // IPv4 with options (router alert) and VLAN-tagged.
+    // IPv4 with options (router alert).
     let payload = advert_bytes(
         Version::V3,
         51,
@@ -635,7 +691,7 @@ fn valid_adverts_in_every_form_update_liveness_and_pass() {
         IpAddr::from(MCAST4),
         ChecksumForm::PseudoHeader,
     );
-    let mut opts = eth([0x01, 0, 0x5e, 0, 0, 0x12], OTHER_MAC, 0x0800, Some(5));
+    let mut opts = eth([0x01, 0, 0x5e, 0, 0, 0x12], OTHER_MAC, 0x0800, None);
     opts.extend_from_slice(&ipv4(PEER, MCAST4, 255, 112, &[0x94, 0x04, 0, 0], &payload));
     assert_eq!(fx.verdict_unchanged(&opts), XDP_PASS);
     assert_eq!(fx.dp.liveness(false, 51).unwrap().priority, 90);
@@ -730,6 +786,144 @@ fn invalid_adverts_are_dropped_and_counted_by_reason() {
     // None of them touched the liveness entry, and none raised an event.
     assert_eq!(fx.dp.liveness(false, 52).unwrap().last_seen_ns, 0);
     assert!(fx.events().is_empty());
+}
+
+/// A VRRPv3 advert frame for `vrid` from `src` carrying `addrs` (IPv4 or IPv6 by `src`).
+fn advert_with(vrid: u8, src: IpAddr, addrs: &[IpAddr]) -> Vec<u8> {
+    let dst = match src {
+        IpAddr::V4(_) => IpAddr::from(MCAST4),
+        IpAddr::V6(_) => IpAddr::from(MCAST6),
+    };
+    let payload = Advert {
+        version: Version::V3,
+        vrid,
+        priority: 100,
+        interval_cs: 100,
+        addrs: addrs.to_vec(),
+        auth: Auth::None,
+    }
+    .encode(ChecksumForm::PseudoHeader, src, dst)
+    .unwrap();
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let mut f = eth([0x01, 0, 0x5e, 0, 0, 0x12], OTHER_MAC, 0x0800, None);
+            f.extend_from_slice(&ipv4(s.octets(), d.octets(), 255, 112, &[], &payload));
+            f
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let mut f = eth([0x33, 0x33, 0, 0, 0, 0x12], OTHER_MAC, 0x86dd, None);
+            f.extend_from_slice(&ipv6(s.octets(), d.octets(), 255, 112, &payload));
+            f
+        }
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn adverts_with_another_address_list_are_dropped_unless_skipped_for_the_same_master() {
+    if !privileged(
+        "adverts_with_another_address_list_are_dropped_unless_skipped_for_the_same_master",
+    ) {
+        return;
+    }
+    let mut fx = Fixture::new();
+    let ours4 = [IpAddr::from(VIP), IpAddr::from(BACKUP_VIP)];
+    let ours6 = [IpAddr::from(VIP6), IpAddr::from(BACKUP_VIP6)];
+    let octets = |a: &IpAddr| match a {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    let hash = |l: &[IpAddr]| {
+        let bytes: Vec<Vec<u8>> = l.iter().map(octets).collect();
+        vrrp_common::vrrp::address_set_hash(bytes.iter().map(Vec::as_slice))
+    };
+    let checked = |flags| VridState {
+        role: role::BACKUP,
+        flags: vrid_flags::CONFIGURED | vrid_flags::CHECK_ADDRESSES | flags,
+        version: 3,
+        ..VridState::default()
+    };
+    for (vrid, flags) in [(53, 0), (54, vrid_flags::SKIP_CHECK_SAME_MASTER)] {
+        fx.dp
+            .set_vrid(
+                false,
+                vrid,
+                VridState {
+                    addr_hash: hash(&ours4),
+                    ..checked(flags)
+                },
+            )
+            .unwrap();
+        fx.dp
+            .set_vrid(
+                true,
+                vrid,
+                VridState {
+                    addr_hash: hash(&ours6),
+                    ..checked(flags)
+                },
+            )
+            .unwrap();
+    }
+    let peer = IpAddr::from(PEER);
+    let other = IpAddr::from([192, 0, 2, 3]);
+    let neighbour4 = [
+        IpAddr::from([192, 0, 2, 100]),
+        IpAddr::from([192, 0, 2, 102]),
+    ];
+    // The same list in another order is ours.
+    assert_eq!(
+        fx.verdict_unchanged(&advert_with(53, peer, &[ours4[1], ours4[0]])),
+        XDP_PASS
+    );
+    // Another cluster's list (same count, one address differs), a subset, a superset.
+    for list in [
+        &neighbour4[..],
+        &ours4[..1],
+        &[ours4[0], ours4[1], neighbour4[1]][..],
+    ] {
+        assert_eq!(
+            fx.verdict_unchanged(&advert_with(53, other, list)),
+            XDP_DROP,
+            "{list:?}"
+        );
+    }
+    let s = fx.dp.vrid_stats(false, 53).unwrap();
+    assert_eq!((s.adverts_valid, s.adverts_drop_addresses), (1, 3));
+    assert_eq!(&fx.dp.liveness(false, 53).unwrap().src[..4], &PEER);
+    // IPv6: the same.
+    assert_eq!(
+        fx.verdict_unchanged(&advert_with(53, IpAddr::from(PEER6), &ours6)),
+        XDP_PASS
+    );
+    assert_eq!(
+        fx.verdict_unchanged(&advert_with(53, IpAddr::from(PEER6), &ours6[..1])),
+        XDP_DROP
+    );
+    assert_eq!(
+        fx.dp.vrid_stats(true, 53).unwrap().adverts_drop_addresses,
+        1
+    );
+    // skip_check_adv_addr: a master never heard is checked; the master last heard may change
+    // its list.
+    assert_eq!(
+        fx.verdict_unchanged(&advert_with(54, peer, &neighbour4)),
+        XDP_DROP
+    );
+    assert_eq!(
+        fx.verdict_unchanged(&advert_with(54, peer, &ours4)),
+        XDP_PASS
+    );
+    assert_eq!(
+        fx.verdict_unchanged(&advert_with(54, peer, &neighbour4)),
+        XDP_PASS
+    );
+    assert_eq!(
+        fx.verdict_unchanged(&advert_with(54, other, &neighbour4)),
+        XDP_DROP
+    );
+    let s = fx.dp.vrid_stats(false, 54).unwrap();
+    assert_eq!((s.adverts_valid, s.adverts_drop_addresses), (2, 2));
 }
 
 /// A VRRPv2 advert frame for `vrid` from the peer with `auth`.

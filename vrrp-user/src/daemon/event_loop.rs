@@ -10,6 +10,9 @@ pub(super) enum Stop {
     ForGood,
     /// SIGUSR2.
     Hitless,
+    /// Something the daemon cannot run without stopped (the link and address events): stop
+    /// as on SIGTERM, then exit non-zero.
+    Failed(String),
 }
 
 /// What the loop works on; handed back when it ends.
@@ -27,6 +30,7 @@ pub(super) struct Running<'a> {
 /// The sources of input the loop owns.
 pub(super) struct Inputs {
     pub(super) track_rx: tokio::sync::mpsc::UnboundedReceiver<(String, TrackInput)>,
+    pub(super) host_rx: tokio::sync::mpsc::UnboundedReceiver<netlink::HostEvent>,
     pub(super) control: tokio::net::UnixListener,
     pub(super) metrics_listener: Option<tokio::net::TcpListener>,
     pub(super) logger: Option<KernelLog>,
@@ -49,6 +53,7 @@ pub(super) async fn event_loop<'a>(
     } = running;
     let Inputs {
         mut track_rx,
+        mut host_rx,
         control,
         metrics_listener,
         logger,
@@ -99,10 +104,14 @@ pub(super) async fn event_loop<'a>(
             shell.dp.heartbeat(dataplane::monotonic_coarse_ns())?;
             last_heartbeat = Instant::now();
         }
-        let next = match (engine.poll_timeout(), shell.split.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let next = [
+            engine.poll_timeout(),
+            shell.split.next_deadline(),
+            shell.keeper.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let deadline = next.map(|t| {
             let (instant, time) = epoch;
             instant + Duration::from_micros(t.since(time))
@@ -129,6 +138,16 @@ pub(super) async fn event_loop<'a>(
                     contested = None;
                 }
             }
+            event = host_rx.recv() => match event {
+                Some(netlink::HostEvent::AddressGone { ifindex, addr }) => {
+                    shell.on_address_gone(&mut engine, ifindex, addr).await;
+                    shell.apply(&mut engine).await;
+                }
+                Some(netlink::HostEvent::StreamEnded) | None => {
+                    tracing::error!("the link and address events stopped: link state and deleted VIPs would go unseen; stopping");
+                    break Stop::Failed("the link and address events stopped".to_owned());
+                }
+            },
             Some((name, input)) = track_rx.recv() => {
                 engine.set_track(now(), &name, input);
                 track_inputs.insert(name, input);
@@ -150,6 +169,7 @@ pub(super) async fn event_loop<'a>(
                 // The heartbeat is written at the top of the loop; the engine's timer may be due.
                 if deadline.is_some_and(|d| d <= Instant::now()) {
                     shell.on_timer(&mut engine, &mut track_inputs);
+                    shell.upkeep_vips(&mut engine).await;
                     shell.apply(&mut engine).await;
                 }
             }

@@ -40,6 +40,7 @@ use crate::{
     },
     garp::Announcer,
     hooks::{self, Hooks, StateEvent},
+    keeper::{Failed, VipKeeper},
     metrics::{self, Metrics},
     mysql::{self, Fencer},
     netlink::{self, Addresses},
@@ -123,11 +124,28 @@ pub async fn run(
     // A daemon that stopped for a hitless restart left its program attached and its maps
     // pinned, with a marker: take them over instead of starting afresh.
     let marker = config.control_socket.with_extension("resume");
-    let resume = marker.exists() && pin_dir.join(dataplane::PINNED_LINK).exists();
+    let mut resume = marker.exists() && pin_dir.join(dataplane::PINNED_LINK).exists();
+    let carried = if resume {
+        std::fs::read(&marker).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    if resume
+        && let Some(why) = refuse_resume(
+            &carried,
+            &pin_dir,
+            (now().0, &boot_id()),
+            marker_bound(&config),
+        )
+    {
+        warn!(iface, marker = %marker.display(), "not resuming after a hitless restart: {why}; starting afresh");
+        let _ = std::fs::remove_file(&marker);
+        resume = false;
+    }
     // What the tracks last said, as the daemon this one takes over from left it: the instances
     // start from it, not from a Fault that would drop the VIP until the first probe.
     let (resumed_inputs, resumed_adverts, resumed_lease) = if resume {
-        decode_resume(&std::fs::read(&marker).unwrap_or_default())
+        decode_resume(&carried)
     } else {
         (HashMap::new(), Vec::new(), None)
     };
@@ -182,6 +200,8 @@ pub async fn run(
         wanted_vmacs,
         stats_index,
     } = site.publish_all(&mut dp, &config, resume, &start_inputs)?;
+    // A hitless restart inherits the old daemon's maps: what this configuration has not goes.
+    prune_maps(&mut dp, &config)?;
     let groups = config
         .sync_groups
         .iter()
@@ -210,7 +230,8 @@ pub async fn run(
         &metrics,
         &track_tx,
     )?;
-    watch_links(&config, iface, &track_tx)?;
+    let (host_tx, host_rx) = tokio::sync::mpsc::unbounded_channel();
+    watch_links(&config, iface, &track_tx, host_tx)?;
     dp.heartbeat(dataplane::monotonic_coarse_ns())?;
     let attached = if resume {
         dp.adopt(&pin_dir)?;
@@ -250,6 +271,7 @@ pub async fn run(
         advertisers: HashMap::new(),
         primaries,
         split: crate::split::SplitBrain::default(),
+        keeper: VipKeeper::default(),
     };
     shell.place_vips(&config, ifindex);
     // From here on the engine sends the adverts and the loop keeps the heartbeat.
@@ -274,6 +296,7 @@ pub async fn run(
     };
     let inputs = Inputs {
         track_rx,
+        host_rx,
         control,
         metrics_listener,
         logger,
@@ -290,6 +313,12 @@ pub async fn run(
     match why {
         Stop::Hitless => leave_for_restart(&mut shell, &engine, &config, &track_inputs, &pin_dir),
         Stop::ForGood => stop(shell, engine, &config, &sysctls).await,
+        // Stopped as on SIGTERM (fenced, resigned, VIPs removed, detached), then an error, so
+        // that systemd restarts the daemon.
+        Stop::Failed(why) => {
+            stop(shell, engine, &config, &sysctls).await?;
+            Err(anyhow::anyhow!(why))
+        }
     }
 }
 

@@ -28,30 +28,6 @@ pub(super) fn reload(
         }
     }
     let done = engine.reconfigure(now(), configs)?;
-    // What the stopped instances had and the new configuration has not leaves the data plane.
-    let new_vips: Vec<IpAddr> = new
-        .instances
-        .iter()
-        .flat_map(|i| i.vips.iter().map(|v| v.addr))
-        .collect();
-    for inst in old
-        .instances
-        .iter()
-        .filter(|i| done.stopped.contains(&i.name))
-    {
-        for vip in inst.vips.iter().filter(|v| !new_vips.contains(&v.addr)) {
-            shell.dp.remove_vip(vip.addr)?;
-        }
-        let still = new
-            .instances
-            .iter()
-            .any(|n| n.vrid == inst.vrid && n.ipv6() == inst.ipv6());
-        if !still {
-            shell
-                .dp
-                .set_vrid(inst.ipv6(), inst.vrid, VridState::default())?;
-        }
-    }
     for inst in new
         .instances
         .iter()
@@ -61,7 +37,11 @@ pub(super) fn reload(
         shell.macs.insert(key_of(&c), mac);
         shell.primaries.insert(key_of(&c), c.primary);
     }
+    // What the new configuration has not (VIPs, VRIDs, unicast peers) leaves the data plane.
+    prune_maps(&mut shell.dp, &new)?;
     shell.place_vips(&new, site.ifindex);
+    let vips: HashSet<IpAddr> = shell.vips.keys().copied().collect();
+    shell.keeper.retain(|a| vips.contains(a));
     shell.hooks.reconfigure(&new, &done.started);
     info!(kept = ?done.kept, stopped = ?done.stopped, started = ?done.started, "configuration reloaded");
     Ok(new)

@@ -110,6 +110,57 @@ pub(super) struct ResumeState {
     /// quiet period), so that a holder renews its lease at once.
     #[serde(default)]
     pub(super) lease: Option<ResumeGrant>,
+    /// The boot the marker was written in (/proc/sys/kernel/random/boot_id).
+    #[serde(default)]
+    pub(super) boot_id: String,
+    /// When it was written, CLOCK_MONOTONIC microseconds.
+    #[serde(default)]
+    pub(super) written_us: u64,
+}
+
+/// The id of the running boot.
+pub(super) fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// The longest a marker may wait for the next daemon: the slowest instance's Master_Down
+/// interval (3 intervals and a skew of at most one), 1 s at least. A daemon that comes later
+/// finds its peers have taken over, and must not claim master from the maps.
+pub(super) fn marker_bound(config: &Config) -> Duration {
+    let slowest_ms = config
+        .instances
+        .iter()
+        .map(|i| u64::from(i.advert_interval_cs) * 10)
+        .max()
+        .unwrap_or(1000);
+    Duration::from_millis((4 * slowest_ms).max(1000))
+}
+
+/// Why the marker `bytes`, found beside pinned maps in `pin_dir`, must not be resumed from
+/// (the daemon then starts afresh), if it must not: written in another boot, older than
+/// `bound`, or beside maps of another layout.
+pub(super) fn refuse_resume(
+    bytes: &[u8],
+    pin_dir: &std::path::Path,
+    (now_us, boot): (u64, &str),
+    bound: Duration,
+) -> Option<String> {
+    let state: ResumeState = serde_json::from_slice(bytes).unwrap_or_default();
+    if state.boot_id.is_empty() || state.boot_id != boot {
+        return Some("the marker is from another boot (or from an older xvrrp)".to_owned());
+    }
+    let age = Duration::from_micros(now_us.saturating_sub(state.written_us));
+    if age > bound {
+        return Some(format!(
+            "the marker is {} ms old, more than the {} ms a peer waits before it takes over",
+            age.as_millis(),
+            bound.as_millis()
+        ));
+    }
+    dataplane::pinned_layout_differs(pin_dir)
+        .map(|d| format!("the pinned maps are another version's ({d})"))
 }
 
 /// A vote carried over a hitless restart.
@@ -148,6 +199,8 @@ pub(super) fn encode_resume(
         tracks,
         adverts,
         lease,
+        boot_id: boot_id(),
+        written_us: now().0,
     })
     .unwrap_or_default()
 }
@@ -232,5 +285,25 @@ mod tests {
         );
         let (odd, _, _) = decode_resume(b"{\"tracks\": {\"x\": \"sideways\"}}");
         assert!(odd.is_empty());
+    }
+
+    #[test]
+    fn a_marker_from_another_boot_or_too_old_is_not_resumed() {
+        let bytes = encode_resume(&HashMap::new(), Vec::new(), None);
+        let state: ResumeState = serde_json::from_slice(&bytes).unwrap();
+        let boot = boot_id();
+        assert!(!boot.is_empty());
+        let bound = Duration::from_secs(1);
+        let missing = std::path::Path::new("/nonexistent/xvrrp-test");
+        let at = |us: u64| (state.written_us + us, boot.as_str());
+        // Fresh and in this boot: only the (missing) maps are left to refuse it.
+        let why = refuse_resume(&bytes, missing, at(500_000), bound).unwrap();
+        assert!(why.contains("another version"), "{why}");
+        let why = refuse_resume(&bytes, missing, at(1_500_000), bound).unwrap();
+        assert!(why.contains("ms old"), "{why}");
+        let why = refuse_resume(&bytes, missing, (state.written_us, "another-boot"), bound).unwrap();
+        assert!(why.contains("another boot"), "{why}");
+        let why = refuse_resume(b"", missing, at(0), bound).unwrap();
+        assert!(why.contains("another boot"), "{why}");
     }
 }

@@ -42,6 +42,8 @@ pub(super) struct Shell {
     pub(super) primaries: HashMap<InstanceKey, IpAddr>,
     /// Claims on our VIPs by other hosts, judged after a grace.
     pub(super) split: crate::split::SplitBrain,
+    /// Whether the VIPs masters want are on their interfaces (with `configure_vips`).
+    pub(super) keeper: VipKeeper,
 }
 
 impl Shell {
@@ -252,18 +254,34 @@ impl Shell {
                     adverts_received: st.counters.adverts_received,
                     became_master: st.counters.became_master,
                     address_mismatch: st.counters.address_mismatch,
+                    vip_upkeep: {
+                        let c = self.keeper.counts(st.key);
+                        control::VipUpkeep {
+                            absent: self
+                                .keeper
+                                .absent(st.key)
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect(),
+                            readded: c.readded,
+                            add_failures: c.add_failures,
+                            held_out: c.held_out,
+                        }
+                    },
                     data_plane: control::DataPlaneCounters {
                         requests: dp.requests,
                         answered: dp.answered,
                         dropped_not_master: dp.dropped_not_master,
                         dropped_stale_heartbeat: dp.dropped_stale_heartbeat,
+                        passed_vip_absent: dp.passed_absent,
                         adverts_valid: dp.adverts_valid,
                         adverts_dropped: dp.adverts_drop_ttl
                             + dp.adverts_drop_version
                             + dp.adverts_drop_length
                             + dp.adverts_drop_checksum
                             + dp.adverts_drop_peer
-                            + dp.adverts_drop_auth,
+                            + dp.adverts_drop_auth
+                            + dp.adverts_drop_addresses,
                         adverts_dropped_by_reason: [
                             ("ttl", dp.adverts_drop_ttl),
                             ("version", dp.adverts_drop_version),
@@ -271,6 +289,7 @@ impl Shell {
                             ("checksum", dp.adverts_drop_checksum),
                             ("peer", dp.adverts_drop_peer),
                             ("auth", dp.adverts_drop_auth),
+                            ("addresses", dp.adverts_drop_addresses),
                         ]
                         .into_iter()
                         .map(|(k, v)| (k.to_owned(), v))
@@ -344,7 +363,12 @@ impl Shell {
                 .filter(|(_, fs)| fs.iter().any(|f| f.name() == name))
                 .map(|(key, _)| key)
                 .peekable();
-            let writable = keys.peek().is_some() && keys.all(|key| masters.contains(key));
+            // With configure_vips, also only while every VIP of those instances is on its
+            // interface (crate::keeper).
+            let writable = keys.peek().is_some()
+                && keys.all(|key| {
+                    masters.contains(key) && (!self.configure_vips || self.keeper.all_present(*key))
+                });
             if self.writable.get(name) != Some(&writable) {
                 if writable {
                     fencer.unfence();
@@ -388,17 +412,14 @@ impl Shell {
                 }
                 Action::AddVips { key, vips, .. } if self.configure_vips => {
                     for addr in vips {
-                        let Some((vip, dev)) = self.vips.get(&addr) else {
-                            continue;
-                        };
-                        if let Err(err) = self.addresses.add(*dev, vip).await {
-                            warn!(vrid = key.vrid, %instance, %state, vip = %addr, error = %err, "cannot add VIP");
-                        }
+                        self.keeper.want(key, addr);
+                        self.add_vip(engine, key, addr).await;
                     }
                 }
                 Action::RemoveVips { key, vips, .. } if self.configure_vips => {
                     self.fence(key);
                     for addr in vips {
+                        self.keeper.unwant(addr);
                         let dev = self.vips.get(&addr).map_or(key.iface, |(_, dev)| *dev);
                         if let Some(deferred) = &mut self.deferred {
                             deferred.push((key, dev, addr));
@@ -453,6 +474,88 @@ impl Shell {
         }
         self.reconcile_fences(engine);
         self.claim_lease(engine);
+    }
+
+    /// Adds a VIP a master wants; the data plane answers for it only once it is there. A
+    /// failure is retried, and after a few takes the instance out of the election for a
+    /// hold-down (crate::keeper). True when the VIP is on the interface.
+    async fn add_vip(&mut self, engine: &mut Engine, key: InstanceKey, addr: IpAddr) -> bool {
+        let Some((vip, dev)) = self.vips.get(&addr).cloned() else {
+            return false;
+        };
+        let result = self.addresses.add(dev, &vip).await;
+        let t = now();
+        let present = result.is_ok();
+        match result {
+            Ok(()) => self.keeper.added(addr),
+            Err(err) => match self.keeper.failed(t, addr) {
+                Some(Failed::HoldOut(until)) => {
+                    warn!(vrid = key.vrid, vip = %addr, error = %err, attempts = crate::keeper::MAX_FAILURES,
+                        hold_down_ms = until.since(t) / 1_000,
+                        "cannot add VIP: stepping out of the election for the hold-down, so that the peer takes over");
+                    engine.set_track(t, &crate::keeper::track_name(key), TrackInput::Down);
+                }
+                _ => {
+                    warn!(vrid = key.vrid, vip = %addr, error = %err, retry_ms = crate::keeper::RETRY_US / 1_000,
+                        "cannot add VIP; it is not answered until it is there, and tried again");
+                }
+            },
+        }
+        if let Err(err) = self.dp.set_vip_absent(addr, !present) {
+            warn!(vrid = key.vrid, vip = %addr, error = %dataplane::error_chain(&err), "cannot publish whether the VIP is on the interface");
+        }
+        present
+    }
+
+    /// An address left an interface. A VIP a master wants is marked absent in the data plane
+    /// at once and added again (then announced), unless a retry is already scheduled.
+    pub(super) async fn on_address_gone(
+        &mut self,
+        engine: &mut Engine,
+        ifindex: u32,
+        addr: IpAddr,
+    ) {
+        if !self.configure_vips || self.vips.get(&addr).is_none_or(|(_, dev)| *dev != ifindex) {
+            return;
+        }
+        let add_now = self.keeper.deleted(addr);
+        if !self.keeper.is_absent(addr) {
+            return;
+        }
+        let Some(key) = self.vip_keys.get(&addr).copied() else {
+            return;
+        };
+        if let Err(err) = self.dp.set_vip_absent(addr, true) {
+            warn!(vrid = key.vrid, vip = %addr, error = %dataplane::error_chain(&err), "cannot publish that the VIP is not on the interface");
+        }
+        if add_now {
+            warn!(vrid = key.vrid, vip = %addr, "VIP deleted from the interface by someone else; adding it again");
+            if self.add_vip(engine, key, addr).await {
+                self.announce_one(key, addr);
+            }
+        }
+    }
+
+    /// Retries the VIPs whose retry is due, and lets instances whose hold-down is over run
+    /// again.
+    pub(super) async fn upkeep_vips(&mut self, engine: &mut Engine) {
+        let t = now();
+        for key in self.keeper.expired(t) {
+            info!(
+                vrid = key.vrid,
+                "VIP hold-down over: the instance runs again"
+            );
+            engine.set_track(t, &crate::keeper::track_name(key), TrackInput::Up);
+        }
+        for addr in self.keeper.due(t) {
+            let Some(key) = self.vip_keys.get(&addr).copied() else {
+                continue;
+            };
+            if self.add_vip(engine, key, addr).await {
+                info!(vrid = key.vrid, vip = %addr, "VIP added after a failure");
+                self.announce_one(key, addr);
+            }
+        }
     }
 
     /// The write lease's own vote, for the resume marker of a hitless restart.
@@ -538,13 +641,18 @@ impl Shell {
 
     /// Announces the VIPs of instance `key` again.
     pub(super) fn announce_instance(&self, key: InstanceKey) {
-        let mac = self.macs.get(&key).copied().unwrap_or_default();
         for addr in self.vips.keys() {
-            if self.vip_keys.get(addr) == Some(&key)
-                && let Err(err) = self.announcer.announce(*addr, mac)
-            {
-                warn!(vrid = key.vrid, vip = %addr, error = %err, "cannot announce VIP");
+            if self.vip_keys.get(addr) == Some(&key) {
+                self.announce_one(key, *addr);
             }
+        }
+    }
+
+    /// Announces one VIP of instance `key`.
+    fn announce_one(&self, key: InstanceKey, addr: IpAddr) {
+        let mac = self.macs.get(&key).copied().unwrap_or_default();
+        if let Err(err) = self.announcer.announce(addr, mac) {
+            warn!(vrid = key.vrid, vip = %addr, error = %err, "cannot announce VIP");
         }
     }
 

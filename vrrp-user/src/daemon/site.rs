@@ -113,6 +113,15 @@ pub(super) fn engine_config(
         reverse: false,
         initial: TrackInput::Up,
     });
+    // Out of the election while a VIP cannot be added (crate::keeper).
+    if config.configure_vips {
+        c.tracks.push(TrackConfig {
+            name: crate::keeper::track_name(instance_key(inst, ifindex)),
+            weight: 0,
+            reverse: false,
+            initial: TrackInput::Up,
+        });
+    }
     // The instance's own interface (no link: Fault, as in keepalived), and the others it
     // tracks, with their weights.
     c.tracks.push(TrackConfig {
@@ -189,6 +198,20 @@ impl Site {
         if inst.auth_pass.is_some() {
             flags |= vrid_flags::AUTH_SIMPLE;
         }
+        // Adverts listing other addresses are another cluster's (RFC 5798 7.1, as keepalived).
+        flags |= vrid_flags::CHECK_ADDRESSES;
+        if inst.skip_check_adv_addr {
+            flags |= vrid_flags::SKIP_CHECK_SAME_MASTER;
+        }
+        let octets: Vec<Vec<u8>> = inst
+            .vips
+            .iter()
+            .map(|v| match v.addr {
+                IpAddr::V4(a) => a.octets().to_vec(),
+                IpAddr::V6(a) => a.octets().to_vec(),
+            })
+            .collect();
+        let addr_hash = vrrp_common::vrrp::address_set_hash(octets.iter().map(Vec::as_slice));
         dp.set_vrid(
             ipv6,
             inst.vrid,
@@ -197,7 +220,7 @@ impl Site {
                 flags,
                 version: u32::from(inst.version),
                 auth: inst.auth_pass.unwrap_or_default(),
-                ..VridState::default()
+                addr_hash,
             },
         )?;
         let engine_config = self.engine_config(inst, config)?;
@@ -309,6 +332,38 @@ pub(super) fn restore_sysctls(old: &[(String, String)]) {
             warn!(sysctl = %key, error = %err, "cannot restore sysctl");
         }
     }
+}
+
+/// What the data plane's maps hold for `config`: its VIPs, VRIDs and unicast peers.
+pub(super) fn keep_of(config: &Config) -> dataplane::Keep {
+    let mut keep = dataplane::Keep::default();
+    for inst in &config.instances {
+        keep.vips.extend(inst.vips.iter().map(|v| v.addr));
+        keep.slots.insert(vrrp_common::slot(inst.ipv6(), inst.vrid));
+        keep.peers.extend(
+            inst.unicast_peers
+                .iter()
+                .map(|p| dataplane::peer_key(inst.vrid, *p)),
+        );
+    }
+    keep
+}
+
+/// Removes from the maps what `config` does not have (left by the daemon a hitless restart
+/// took over from, or by the configuration a reload replaced), and logs what went.
+pub(super) fn prune_maps(dp: &mut DataPlane, config: &Config) -> anyhow::Result<()> {
+    let pruned = dp
+        .prune(&keep_of(config))
+        .context("removing what the configuration no longer has from the maps")?;
+    if pruned != dataplane::Pruned::default() {
+        info!(
+            vips = pruned.vips,
+            vrids = pruned.vrids,
+            unicast_peers = pruned.peers,
+            "removed from the data plane what the configuration no longer has"
+        );
+    }
+    Ok(())
 }
 
 /// The engine's key of a configured instance on the interface `ifindex`.

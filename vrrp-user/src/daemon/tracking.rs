@@ -130,11 +130,12 @@ pub(super) fn spawn_trackers(
 }
 
 /// Watches the link state of the interface and of the tracked ones (netlink events); changes
-/// go to `track_tx`.
+/// go to `track_tx`, deleted addresses and the end of the events to `host_tx`.
 pub(super) fn watch_links(
     config: &Config,
     iface: &str,
     track_tx: &tokio::sync::mpsc::UnboundedSender<(String, TrackInput)>,
+    host_tx: tokio::sync::mpsc::UnboundedSender<netlink::HostEvent>,
 ) -> anyhow::Result<()> {
     let mut links = HashMap::new();
     for name in std::iter::once(iface.to_owned()).chain(
@@ -147,6 +148,6 @@ pub(super) fn watch_links(
             .with_context(|| format!("tracked interface {name}"))?;
         links.insert(index, name);
     }
-    netlink::watch_links(links, track_tx.clone()).context("watching link state")?;
+    netlink::watch_links(links, track_tx.clone(), host_tx).context("watching link state")?;
     Ok(())
 }
