@@ -17,10 +17,10 @@ use aya::{
 };
 use tracing::{info, warn};
 use vrrp_common::{
-    Counters, EVENTS_BYTES, GLOBAL_HEARTBEAT_LIMIT_NS, MAX_PEERS, MAX_SLOTS, MAX_VIPS, GLOBAL_IFACE_MAC, Heartbeat, Liveness, MAP_EVENTS,
-    MAP_HEARTBEAT, MAP_LIVENESS, MAP_PEERS, MAP_VIP_STATS, MAP_VIPS_V4, MAP_VIPS_V6,
-    MAP_VRID_STATS, MAP_VRIDS, PROGRAM_NAME, PeerKey, Vip4Key, Vip6Key, VipStats, VipValue,
-    VridState, VridStats, slot, vip_flags,
+    Counters, EVENTS_BYTES, GLOBAL_HEARTBEAT_LIMIT_NS, GLOBAL_IFACE_MAC, Heartbeat, Liveness,
+    MAP_EVENTS, MAP_HEARTBEAT, MAP_LIVENESS, MAP_PEERS, MAP_VIP_STATS, MAP_VIPS_V4, MAP_VIPS_V6,
+    MAP_VRID_STATS, MAP_VRIDS, MAX_PEERS, MAX_SLOTS, MAX_VIPS, PROGRAM_NAME, PeerKey, Vip4Key,
+    Vip6Key, VipStats, VipValue, VridState, VridStats, slot, vip_flags,
 };
 
 use crate::config::XdpAttach;
@@ -47,8 +47,16 @@ fn layout(file: &str) -> Option<(u32, u32, u32)> {
     use std::mem::size_of;
     let size = |n: usize| n as u32;
     Some(match file {
-        "vips_v4" => (size(size_of::<Vip4Key>()), size(size_of::<VipValue>()), MAX_VIPS),
-        "vips_v6" => (size(size_of::<Vip6Key>()), size(size_of::<VipValue>()), MAX_VIPS),
+        "vips_v4" => (
+            size(size_of::<Vip4Key>()),
+            size(size_of::<VipValue>()),
+            MAX_VIPS,
+        ),
+        "vips_v6" => (
+            size(size_of::<Vip6Key>()),
+            size(size_of::<VipValue>()),
+            MAX_VIPS,
+        ),
         "vrids" => (4, size(size_of::<VridState>()), MAX_SLOTS),
         "liveness" => (4, size(size_of::<Liveness>()), MAX_SLOTS),
         "vrid_stats" => (4, size(size_of::<VridStats>()), MAX_SLOTS),

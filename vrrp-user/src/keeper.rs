@@ -255,10 +255,7 @@ mod tests {
         let mut k = VipKeeper::default();
         let t = Time(1_000_000);
         k.want(KEY, vip(100));
-        assert_eq!(
-            k.failed(t, vip(100)),
-            Some(Failed::Retry(t.plus(RETRY_US)))
-        );
+        assert_eq!(k.failed(t, vip(100)), Some(Failed::Retry(t.plus(RETRY_US))));
         assert!(k.due(t).is_empty());
         assert_eq!(k.next_deadline(), Some(t.plus(RETRY_US)));
         let t1 = t.plus(RETRY_US);

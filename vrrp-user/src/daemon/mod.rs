@@ -144,10 +144,15 @@ pub async fn run(
     }
     // What the tracks last said, as the daemon this one takes over from left it: the instances
     // start from it, not from a Fault that would drop the VIP until the first probe.
-    let (resumed_inputs, resumed_adverts, resumed_lease) = if resume {
+    let Resumed {
+        inputs: resumed_inputs,
+        adverts: resumed_adverts,
+        lease: resumed_lease,
+        vips: resumed_vips,
+    } = if resume {
         decode_resume(&carried)
     } else {
-        (HashMap::new(), Vec::new(), None)
+        Resumed::default()
     };
     // Tracked processes are read once now, so that instances start from what runs (not from a
     // Fault until the task's first read); this is fresher than what a restart carried over.
@@ -274,6 +279,7 @@ pub async fn run(
         keeper: VipKeeper::default(),
     };
     shell.place_vips(&config, ifindex);
+    shell.remove_dropped_vips(&resumed_vips).await;
     // From here on the engine sends the adverts and the loop keeps the heartbeat.
     if let Some(bridge) = bridge {
         bridge.stop();

@@ -116,6 +116,10 @@ pub(super) struct ResumeState {
     /// When it was written, CLOCK_MONOTONIC microseconds.
     #[serde(default)]
     pub(super) written_us: u64,
+    /// The VIPs the masters had on their interfaces (address, interface index): the next
+    /// daemon removes those its configuration no longer has.
+    #[serde(default)]
+    pub(super) vips: Vec<(IpAddr, u32)>,
 }
 
 /// The id of the running boot.
@@ -183,6 +187,7 @@ pub(super) fn encode_resume(
     inputs: &HashMap<String, TrackInput>,
     adverts: Vec<ResumeAdvert>,
     lease: Option<ResumeGrant>,
+    vips: Vec<(IpAddr, u32)>,
 ) -> Vec<u8> {
     let tracks = inputs
         .iter()
@@ -201,6 +206,7 @@ pub(super) fn encode_resume(
         lease,
         boot_id: boot_id(),
         written_us: now().0,
+        vips,
     })
     .unwrap_or_default()
 }
@@ -228,11 +234,13 @@ pub(super) fn master_adverts(engine: &Engine) -> Vec<ResumeAdvert> {
 }
 
 /// [`encode_resume`] read back; anything else (an empty marker from an older daemon) is none.
-pub(super) type Resumed = (
-    HashMap<String, TrackInput>,
-    Vec<ResumeAdvert>,
-    Option<ResumeGrant>,
-);
+#[derive(Debug, Default, PartialEq)]
+pub(super) struct Resumed {
+    pub(super) inputs: HashMap<String, TrackInput>,
+    pub(super) adverts: Vec<ResumeAdvert>,
+    pub(super) lease: Option<ResumeGrant>,
+    pub(super) vips: Vec<(IpAddr, u32)>,
+}
 
 pub(super) fn decode_resume(bytes: &[u8]) -> Resumed {
     let state: ResumeState = serde_json::from_slice(bytes).unwrap_or_default();
@@ -248,7 +256,12 @@ pub(super) fn decode_resume(bytes: &[u8]) -> Resumed {
             Some((name, input))
         })
         .collect();
-    (inputs, state.adverts, state.lease)
+    Resumed {
+        inputs,
+        adverts: state.adverts,
+        lease: state.lease,
+        vips: state.vips,
+    }
 }
 
 #[cfg(test)]
@@ -273,23 +286,33 @@ mod tests {
             priority: 200,
             remaining_ms: 1500,
         });
+        let vips = vec![("192.0.2.100".parse().unwrap(), 7)];
         assert_eq!(
-            decode_resume(&encode_resume(&inputs, adverts.clone(), lease)),
-            (inputs, adverts, lease)
+            decode_resume(&encode_resume(
+                &inputs,
+                adverts.clone(),
+                lease,
+                vips.clone()
+            )),
+            Resumed {
+                inputs,
+                adverts,
+                lease,
+                vips
+            }
         );
-        let (none, no_adverts, no_lease) = decode_resume(b"");
-        assert!(no_lease.is_none());
-        assert!(
-            none.is_empty() && no_adverts.is_empty(),
+        assert_eq!(
+            decode_resume(b""),
+            Resumed::default(),
             "an older daemon's empty marker"
         );
-        let (odd, _, _) = decode_resume(b"{\"tracks\": {\"x\": \"sideways\"}}");
-        assert!(odd.is_empty());
+        let odd = decode_resume(b"{\"tracks\": {\"x\": \"sideways\"}}");
+        assert!(odd.inputs.is_empty());
     }
 
     #[test]
     fn a_marker_from_another_boot_or_too_old_is_not_resumed() {
-        let bytes = encode_resume(&HashMap::new(), Vec::new(), None);
+        let bytes = encode_resume(&HashMap::new(), Vec::new(), None, Vec::new());
         let state: ResumeState = serde_json::from_slice(&bytes).unwrap();
         let boot = boot_id();
         assert!(!boot.is_empty());
@@ -301,7 +324,8 @@ mod tests {
         assert!(why.contains("another version"), "{why}");
         let why = refuse_resume(&bytes, missing, at(1_500_000), bound).unwrap();
         assert!(why.contains("ms old"), "{why}");
-        let why = refuse_resume(&bytes, missing, (state.written_us, "another-boot"), bound).unwrap();
+        let why =
+            refuse_resume(&bytes, missing, (state.written_us, "another-boot"), bound).unwrap();
         assert!(why.contains("another boot"), "{why}");
         let why = refuse_resume(b"", missing, at(0), bound).unwrap();
         assert!(why.contains("another boot"), "{why}");

@@ -558,6 +558,35 @@ impl Shell {
         }
     }
 
+    /// The VIPs of the master instances and the interfaces they are on, for the resume marker.
+    pub(super) fn master_vips(&self, engine: &Engine) -> Vec<(IpAddr, u32)> {
+        let masters: HashSet<InstanceKey> = engine.masters().map(|(key, _)| key).collect();
+        self.vips
+            .iter()
+            .filter(|(addr, _)| self.vip_keys.get(addr).is_some_and(|k| masters.contains(k)))
+            .map(|(addr, (_, dev))| (*addr, *dev))
+            .collect()
+    }
+
+    /// After a hitless restart: removes from the interfaces the VIPs the previous daemon's
+    /// masters had that this configuration does not.
+    pub(super) async fn remove_dropped_vips(&self, carried: &[(IpAddr, u32)]) {
+        if !self.configure_vips {
+            return;
+        }
+        for (addr, dev) in carried {
+            if self.vips.contains_key(addr) {
+                continue;
+            }
+            match self.addresses.remove(*dev, *addr).await {
+                Ok(()) => info!(vip = %addr, "removed a VIP the configuration no longer has"),
+                Err(err) => {
+                    warn!(vip = %addr, error = %err, "cannot remove a VIP the configuration no longer has")
+                }
+            }
+        }
+    }
+
     /// The write lease's own vote, for the resume marker of a hitless restart.
     pub(super) fn resume_grant(&self) -> Option<ResumeGrant> {
         let status = self.lease.as_ref()?.status.lock().ok()?.clone();

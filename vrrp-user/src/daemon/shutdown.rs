@@ -17,7 +17,12 @@ pub(super) fn leave_for_restart(
     let adverts = master_adverts(engine);
     shell.dp.leave_for_restart(
         &marker,
-        &encode_resume(track_inputs, adverts, shell.resume_grant()),
+        &encode_resume(
+            track_inputs,
+            adverts,
+            shell.resume_grant(),
+            shell.master_vips(engine),
+        ),
     )?;
     let _ = std::fs::remove_file(&config.control_socket);
     info!("stopped; the next xvrrp resumes from {}", pin_dir.display());

@@ -1,0 +1,337 @@
+//! What the OS, operators and the network do to a running node, struck for real: a VIP deleted
+//! from the master, a VIP that cannot be added, a configuration changed across a hitless
+//! restart or a reload, a resume marker left too long, another cluster reusing our VRID on the
+//! segment, and `auto` XDP on a veth.
+
+use std::{net::Ipv4Addr, path::Path, time::Duration};
+
+use nix::sys::signal::Signal;
+use xvrrp_lab::{Lab, PIN_ROOT, Proc, per_cpu_counter, privileged, wait_for};
+
+const VIP: Ipv4Addr = xvrrp_lab::LAB_VIP;
+const VIP2: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 101);
+
+/// The addresses on every interface of `host`, as `ip -4 -o addr` prints them.
+fn addresses(lab: &Lab, host: &str) -> String {
+    let out = lab
+        .run(host, "ip", &["-4", "-o", "addr"], Duration::from_secs(5))
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn has(lab: &Lab, host: &str, vip: Ipv4Addr) -> bool {
+    addresses(lab, host).contains(&format!(" {vip}/"))
+}
+
+fn ip(lab: &Lab, host: &str, args: &[&str]) {
+    let out = lab.run(host, "ip", args, Duration::from_secs(5)).unwrap();
+    assert!(out.status.success(), "ip {args:?}: {out:?}");
+}
+
+fn reload(lab: &Lab, p: &Proc, host: &str, config: &str) {
+    std::fs::write(lab.workdir().join(format!("{host}.toml")), config).unwrap();
+    let before = p.log().matches("configuration reloaded").count();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid() as i32), Signal::SIGHUP).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || p
+            .log()
+            .matches("configuration reloaded")
+            .count()
+            > before),
+        "{}",
+        p.log()
+    );
+}
+
+/// The log line that says how the data plane was attached.
+fn attached_line(p: &Proc) -> String {
+    p.log()
+        .lines()
+        .find(|l| l.contains("data plane attached"))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn instance_status(lab: &Lab, host: &str) -> serde_json::Value {
+    lab.status(host).unwrap()["instances"][0].clone()
+}
+
+#[test]
+fn a_vip_deleted_by_someone_else_is_put_back_at_once() {
+    if !privileged("a_vip_deleted_by_someone_else_is_put_back_at_once") {
+        return;
+    }
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    let mut a = lab
+        .start_xvrrp("a", &lab.vrrp_config("a", 200, ""))
+        .unwrap();
+    let mut b = lab
+        .start_xvrrp("b", &lab.vrrp_config("b", 100, ""))
+        .unwrap();
+    lab.wait_answered_by("client", "a", VIP, 2, Duration::from_secs(8));
+    // NetworkManager, systemd-networkd or an operator's `ip addr del`.
+    for round in 1..=2u64 {
+        let iface = lab.host("a").iface.clone();
+        ip(
+            &lab,
+            "a",
+            &["addr", "del", &format!("{VIP}/24"), "dev", &iface],
+        );
+        assert!(
+            wait_for(Duration::from_secs(1), || has(&lab, "a", VIP)),
+            "the VIP was not put back within 1 s (round {round}):\n{}",
+            a.log()
+        );
+        lab.wait_answered_by("client", "a", VIP, 3, Duration::from_secs(2));
+        let upkeep = &instance_status(&lab, "a")["vip_upkeep"];
+        assert_eq!(upkeep["readded"], round, "{upkeep}");
+        assert_eq!(upkeep["absent"].as_array().map(Vec::len), Some(0));
+    }
+    assert!(
+        a.log()
+            .contains("VIP deleted from the interface by someone else; adding it again"),
+        "{}",
+        a.log()
+    );
+    assert!(!b.log().contains("new=master"), "{}", b.log());
+    // The backup's VIP was never there; deleting what is not there changes nothing.
+    assert!(!has(&lab, "b", VIP));
+    a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+}
+
+#[test]
+fn a_vip_that_cannot_be_added_takes_the_instance_out_so_that_the_peer_takes_over() {
+    if !privileged("a_vip_that_cannot_be_added_takes_the_instance_out_so_that_the_peer_takes_over")
+    {
+        return;
+    }
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    // With virtual_mac the VIP lives on the macvlan vrrp.51; deleting that link takes the VIP
+    // with it, and every add fails until the daemon is restarted.
+    let cfg = |host: &str, priority: u8| lab.vrrp_config(host, priority, "virtual_mac = true\n");
+    let mut a = lab.start_xvrrp("a", &cfg("a", 200)).unwrap();
+    let mut b = lab.start_xvrrp("b", &cfg("b", 100)).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(8), || has(&lab, "a", VIP)),
+        "{}",
+        a.log()
+    );
+    ip(&lab, "a", &["link", "del", "vrrp.51"]);
+    assert!(
+        wait_for(Duration::from_secs(5), || has(&lab, "b", VIP)),
+        "the peer did not take over:\na:\n{}\nb:\n{}",
+        a.log(),
+        b.log()
+    );
+    assert!(
+        a.log()
+            .contains("cannot add VIP: stepping out of the election"),
+        "{}",
+        a.log()
+    );
+    let st = instance_status(&lab, "a");
+    assert_eq!(st["state"], "fault", "{st}");
+    assert!(st["vip_upkeep"]["held_out"].as_u64() >= Some(1), "{st}");
+    assert!(st["vip_upkeep"]["add_failures"].as_u64() >= Some(3), "{st}");
+    // The client reaches the one host that has the VIP.
+    let answers = lab.arping("client", VIP, 2).unwrap();
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+}
+
+#[test]
+fn a_hitless_restart_drops_what_the_new_configuration_no_longer_has() {
+    if !privileged("a_hitless_restart_drops_what_the_new_configuration_no_longer_has") {
+        return;
+    }
+    let lab = Lab::new(&["a", "client"]).expect("lab");
+    let iface = lab.host("a").iface.clone();
+    let cfg = |vips: &str| {
+        format!(
+            "interface = \"{iface}\"\nxdp_mode = \"native\"\n\n[[instance]]\nvrid = 51\npriority = 200\n\
+             vips = [{vips}]\n\n[[instance]]\nname = \"second\"\nvrid = 52\npriority = 200\nvips = [\"192.0.2.102/24\"]\n"
+        )
+    };
+    let both = format!("\"{VIP}/24\", \"{VIP2}/24\"");
+    let mut a = lab.start_xvrrp("a", &cfg(&both)).unwrap();
+    lab.wait_answered_by("client", "a", VIP2, 2, Duration::from_secs(8));
+    a.stop(Signal::SIGUSR2, Duration::from_secs(10)).unwrap();
+    // The new configuration has VIP but not VIP2, and no VRID 52.
+    let one = format!(
+        "interface = \"{iface}\"\nxdp_mode = \"native\"\n\n[[instance]]\nvrid = 51\npriority = 200\n\
+         vips = [\"{VIP}/24\"]\n"
+    );
+    let mut a = lab.start_xvrrp("a", &one).unwrap();
+    assert!(attached_line(&a).contains("adopted"), "{}", a.log());
+    lab.wait_answered_by("client", "a", VIP, 2, Duration::from_secs(3));
+    assert!(
+        lab.arping("client", VIP2, 2).unwrap().is_empty(),
+        "a VIP the configuration no longer has is still answered:\n{}",
+        a.log()
+    );
+    assert!(!has(&lab, "a", VIP2), "{}", addresses(&lab, "a"));
+    assert!(
+        lab.arping("client", Ipv4Addr::new(192, 0, 2, 102), 1)
+            .unwrap()
+            .is_empty()
+    );
+    let log = a.log();
+    assert!(
+        log.contains("removed from the data plane what the configuration no longer has"),
+        "{log}"
+    );
+    assert!(log.contains("vips=2") && log.contains("vrids=1"), "{log}");
+    a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+}
+
+#[test]
+fn a_stale_resume_marker_is_not_resumed_as_master() {
+    if !privileged("a_stale_resume_marker_is_not_resumed_as_master") {
+        return;
+    }
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    let mut a = lab
+        .start_xvrrp("a", &lab.vrrp_config("a", 200, ""))
+        .unwrap();
+    let mut b = lab
+        .start_xvrrp("b", &lab.vrrp_config("b", 100, ""))
+        .unwrap();
+    lab.wait_answered_by("client", "a", VIP, 2, Duration::from_secs(8));
+    a.stop(Signal::SIGUSR2, Duration::from_secs(10)).unwrap();
+    // 100 ms adverts: the marker is good for 1 s; b takes over meanwhile.
+    lab.wait_answered_by("client", "b", VIP, 2, Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(1200));
+    let mut a = lab
+        .start_xvrrp("a", &lab.vrrp_config("a", 200, ""))
+        .unwrap();
+    let log = a.log();
+    assert!(
+        log.contains("not resuming after a hitless restart: the marker is"),
+        "{log}"
+    );
+    assert!(!attached_line(&a).contains("adopted"), "{log}");
+    // A fresh start: a preempts b as it would after any start.
+    lab.wait_answered_by("client", "a", VIP, 2, Duration::from_secs(8));
+    a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+}
+
+#[test]
+fn a_reload_that_removes_a_unicast_peer_stops_taking_its_adverts() {
+    if !privileged("a_reload_that_removes_a_unicast_peer_stops_taking_its_adverts") {
+        return;
+    }
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    let (a_ip, b_ip) = (lab.host("a").ip, lab.host("b").ip);
+    let spare = Ipv4Addr::new(192, 0, 2, 250);
+    let a_cfg = |peers: &str| lab.vrrp_config("a", 100, &format!("unicast_peers = [{peers}]\n"));
+    let mut a = lab
+        .start_xvrrp("a", &a_cfg(&format!("\"{b_ip}\", \"{spare}\"")))
+        .unwrap();
+    let mut b = lab
+        .start_xvrrp(
+            "b",
+            &lab.vrrp_config("b", 200, &format!("unicast_peers = [\"{a_ip}\"]\n")),
+        )
+        .unwrap();
+    lab.wait_answered_by("client", "b", VIP, 2, Duration::from_secs(8));
+    let stats = Path::new(PIN_ROOT)
+        .join(&lab.host("a").iface)
+        .join("vrid_stats");
+    assert_eq!(per_cpu_counter(&stats, 51, "adverts_drop_peer").unwrap(), 0);
+    let promoted = a.log().matches("new=master").count();
+    // b is no longer a's peer: its adverts are dropped from now on, so a, hearing no master,
+    // takes over (b still hears a, and keeps its own claim: the operator split them).
+    reload(&lab, &a, "a", &a_cfg(&format!("\"{spare}\"")));
+    assert!(
+        wait_for(Duration::from_secs(3), || a
+            .log()
+            .matches("new=master")
+            .count()
+            > promoted),
+        "a kept taking b's adverts after b left its peers:\n{}",
+        a.log()
+    );
+    assert!(per_cpu_counter(&stats, 51, "adverts_drop_peer").unwrap() > 0);
+    a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+}
+
+#[test]
+fn another_cluster_reusing_our_vrid_cannot_demote_our_master() {
+    if !privileged("another_cluster_reusing_our_vrid_cannot_demote_our_master") {
+        return;
+    }
+    let lab = Lab::new(&["a", "b", "other", "client"]).expect("lab");
+    let mut a = lab
+        .start_xvrrp("a", &lab.vrrp_config("a", 150, ""))
+        .unwrap();
+    let mut b = lab
+        .start_xvrrp("b", &lab.vrrp_config("b", 100, ""))
+        .unwrap();
+    lab.wait_answered_by("client", "a", VIP, 2, Duration::from_secs(8));
+    let changes = a.log().matches("state change").count();
+    // Another cluster on the segment runs VRID 51 too, for another VIP, at a higher priority.
+    let other_iface = lab.host("other").iface.clone();
+    let mut other = lab
+        .start_xvrrp(
+            "other",
+            &format!(
+                "interface = \"{other_iface}\"\nxdp_mode = \"native\"\n\n[[instance]]\nvrid = 51\npriority = 250\n\
+                 advert_interval_ms = 100\nvips = [\"192.0.2.150/24\"]\n"
+            ),
+        )
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(3), || has(
+            &lab,
+            "other",
+            Ipv4Addr::new(192, 0, 2, 150)
+        )),
+        "{}",
+        other.log()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        a.log().matches("state change").count(),
+        changes,
+        "our master changed state:\n{}",
+        a.log()
+    );
+    assert!(!b.log().contains("new=master"), "{}", b.log());
+    lab.wait_answered_by("client", "a", VIP, 2, Duration::from_secs(1));
+    let stats = Path::new(PIN_ROOT)
+        .join(&lab.host("a").iface)
+        .join("vrid_stats");
+    assert!(per_cpu_counter(&stats, 51, "adverts_drop_addresses").unwrap() >= 5);
+    let st = instance_status(&lab, "a");
+    assert!(
+        st["data_plane"]["adverts_dropped_by_reason"]["addresses"].as_u64() >= Some(5),
+        "{st}"
+    );
+    for p in [&mut a, &mut b, &mut other] {
+        p.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    }
+}
+
+#[test]
+fn auto_xdp_on_a_veth_attaches_in_generic_mode_and_answers() {
+    if !privileged("auto_xdp_on_a_veth_attaches_in_generic_mode_and_answers") {
+        return;
+    }
+    let lab = Lab::new(&["a", "client"]).expect("lab");
+    let cfg = lab
+        .vrrp_config("a", 200, "")
+        .replace("xdp_mode = \"native\"", "xdp_mode = \"auto\"");
+    let mut a = lab.start_xvrrp("a", &cfg).unwrap();
+    assert!(attached_line(&a).contains("generic"), "{}", a.log());
+    assert!(
+        a.log().contains("veth: attaching in GENERIC mode"),
+        "{}",
+        a.log()
+    );
+    lab.wait_answered_by("client", "a", VIP, 2, Duration::from_secs(8));
+    a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+}
