@@ -335,3 +335,112 @@ fn auto_xdp_on_a_veth_attaches_in_generic_mode_and_answers() {
     lab.wait_answered_by("client", "a", VIP, 2, Duration::from_secs(8));
     a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
 }
+
+/// vrrp_user::metrics::MAX_CONNECTIONS: metrics connections served at once.
+const METRICS_MAX_CONNECTIONS: usize = 64;
+
+/// Open file descriptors of process `pid`.
+fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn thousands_of_metrics_connections_change_nothing_and_leak_nothing() {
+    if !privileged("thousands_of_metrics_connections_change_nothing_and_leak_nothing") {
+        return;
+    }
+    let lab = Lab::new(&["a", "client"]).expect("lab");
+    let a_ip = lab.host("a").ip;
+    let cfg = lab.vrrp_config("a", 200, "").replace(
+        "\n\n[[instance]]",
+        &format!("\n\n[metrics]\nlisten = \"{a_ip}:9650\"\n\n[[instance]]"),
+    );
+    let mut a = lab.start_xvrrp("a", &cfg).unwrap();
+    lab.wait_answered_by("client", "a", VIP, 2, Duration::from_secs(8));
+    let stats = Path::new(PIN_ROOT)
+        .join(&lab.host("a").iface)
+        .join("vrid_stats");
+    let changes = a.log().matches("state change").count();
+    let before = fds(a.pid());
+    let pid = a.pid();
+    // 3000 connections from the client, held open together: every other one sends nothing
+    // (half-open), the rest a scrape that is never read.
+    let storm = lab
+        .host("client")
+        .ns
+        .spawn_in(move || {
+            let limit = libc::rlimit {
+                rlim_cur: 8192,
+                rlim_max: 8192,
+            };
+            // SAFETY: setrlimit with a valid struct.
+            unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+            let mut held = Vec::new();
+            let (mut refused, mut most) = (0u32, 0usize);
+            for i in 0..3000 {
+                match std::net::TcpStream::connect_timeout(
+                    &(a_ip, 9650).into(),
+                    Duration::from_millis(200),
+                ) {
+                    Ok(mut s) => {
+                        if i % 2 == 1 {
+                            let _ =
+                                std::io::Write::write_all(&mut s, b"GET /metrics HTTP/1.1\r\n\r\n");
+                        }
+                        held.push(s);
+                    }
+                    Err(_) => refused += 1,
+                }
+                if i % 500 == 0 {
+                    most = most.max(fds(pid));
+                }
+            }
+            most = most.max(fds(pid));
+            std::thread::sleep(Duration::from_secs(1));
+            most = most.max(fds(pid));
+            Ok((held.len(), refused, most))
+        })
+        .unwrap();
+    // Meanwhile the master answers, from a fresh heartbeat.
+    for _ in 0..3 {
+        assert_eq!(lab.arping("client", VIP, 1).unwrap().len(), 1);
+    }
+    let (held, refused, most) = storm.join().unwrap().unwrap();
+    eprintln!("storm: {held} connected, {refused} not, daemon fds {before} -> at most {most}");
+    assert!(held >= 1000, "only {held} connections were made");
+    assert!(
+        most <= before + METRICS_MAX_CONNECTIONS + 8,
+        "the daemon held {most} fds (from {before})"
+    );
+    assert_eq!(
+        per_cpu_counter(&stats, 51, "dropped_stale_heartbeat").unwrap(),
+        0
+    );
+    assert_eq!(
+        a.log().matches("state change").count(),
+        changes,
+        "{}",
+        a.log()
+    );
+    // All closed: the daemon is back to where it was, and scrapes work.
+    assert!(
+        wait_for(Duration::from_secs(5), || fds(a.pid()) <= before + 1),
+        "fds {} after the storm, {before} before",
+        fds(a.pid())
+    );
+    let text = lab
+        .host("client")
+        .ns
+        .run_in(move || {
+            let mut s = std::net::TcpStream::connect((a_ip, 9650))?;
+            std::io::Write::write_all(&mut s, b"GET /metrics HTTP/1.1\r\n\r\n")?;
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut s, &mut text)?;
+            Ok(text)
+        })
+        .unwrap();
+    assert!(text.contains("xvrrp_instance_state"), "{text}");
+    a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+}

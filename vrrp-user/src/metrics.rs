@@ -385,10 +385,54 @@ impl Metrics {
     }
 }
 
+/// At most this many metrics connections are served at once; more are closed at once.
+pub const MAX_CONNECTIONS: usize = 64;
+/// A scrape within this long of the last one is served the same snapshot: the per-CPU maps are
+/// walked at most once per this interval, however many clients ask.
+pub const SNAPSHOT_MAX_AGE: Duration = Duration::from_millis(500);
+
+/// The metrics endpoint's side of the event loop: the last rendered text and the connection
+/// budget.
+pub struct Endpoint {
+    snapshot: Option<(std::time::Instant, std::sync::Arc<str>)>,
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Endpoint {
+    fn default() -> Self {
+        Self {
+            snapshot: None,
+            permits: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS)),
+        }
+    }
+}
+
+impl Endpoint {
+    /// Serves `stream` off the loop from the snapshot, rendered by `render` only when older
+    /// than [`SNAPSHOT_MAX_AGE`]; closes it at once when [`MAX_CONNECTIONS`] are being served.
+    pub fn serve(&mut self, stream: tokio::net::TcpStream, render: impl FnOnce() -> String) {
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            return;
+        };
+        let body = match &self.snapshot {
+            Some((at, body)) if at.elapsed() < SNAPSHOT_MAX_AGE => body.clone(),
+            _ => {
+                let body: std::sync::Arc<str> = render().into();
+                self.snapshot = Some((std::time::Instant::now(), body.clone()));
+                body
+            }
+        };
+        tokio::spawn(async move {
+            respond(stream, &body).await;
+            drop(permit);
+        });
+    }
+}
+
 /// Answers one HTTP connection with `body` for `GET /metrics` (404 for any other path, 405 for
 /// any other method). The request is read for at most 2 s and 8 KiB; a client that sends
 /// nothing useful gets nothing.
-pub async fn respond(mut stream: tokio::net::TcpStream, body: String) {
+pub async fn respond(mut stream: tokio::net::TcpStream, body: &str) {
     let mut request = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     let read = async {
@@ -418,7 +462,7 @@ pub async fn respond(mut stream: tokio::net::TcpStream, body: String) {
         ("GET", "/metrics") => (
             "200 OK",
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            body,
+            body.to_owned(),
         ),
         ("GET", _) => (
             "404 Not Found",

@@ -277,6 +277,7 @@ pub async fn run(
         primaries,
         split: crate::split::SplitBrain::default(),
         keeper: VipKeeper::default(),
+        endpoint: metrics::Endpoint::default(),
     };
     shell.place_vips(&config, ifindex);
     shell.remove_dropped_vips(&resumed_vips).await;

@@ -44,6 +44,8 @@ pub(super) struct Shell {
     pub(super) split: crate::split::SplitBrain,
     /// Whether the VIPs masters want are on their interfaces (with `configure_vips`).
     pub(super) keeper: VipKeeper,
+    /// The metrics endpoint's snapshot and connection budget.
+    pub(super) endpoint: metrics::Endpoint,
 }
 
 impl Shell {
@@ -210,15 +212,17 @@ impl Shell {
         .await;
     }
 
-    /// Answers a metrics connection from a snapshot, off the loop.
+    /// Answers a metrics connection off the loop, from a snapshot at most a second old (the
+    /// maps are walked at most once a second, however many ask), within a connection budget.
     pub(super) fn answer_metrics(
-        &self,
+        &mut self,
         stream: tokio::net::TcpStream,
         engine: &Engine,
         config: &Config,
     ) {
-        let body = self.metrics.render(&self.status(engine, config));
-        tokio::spawn(metrics::respond(stream, body));
+        let mut endpoint = std::mem::take(&mut self.endpoint);
+        endpoint.serve(stream, || self.metrics.render(&self.status(engine, config)));
+        self.endpoint = endpoint;
     }
 
     /// The status `xvrrp status` shows.
