@@ -120,7 +120,7 @@ fn the_ansible_role_passes_syntax_check_and_renders_a_valid_config() {
         "priority = 200\n",
         "vips = [\"192.0.2.100/24\"]",
         "track_mysql = [\"local\"]",
-        "[metrics]\nlisten = \"0.0.0.0:9650\"",
+        "[metrics]\nlisten = \"127.0.0.1:9650\"",
     ] {
         assert!(text.contains(want), "{want:?} not in:\n{text}");
     }
