@@ -444,3 +444,41 @@ fn thousands_of_metrics_connections_change_nothing_and_leak_nothing() {
     assert!(text.contains("xvrrp_instance_state"), "{text}");
     a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
 }
+
+#[test]
+fn scripts_run_as_the_script_user() {
+    if !privileged("scripts_run_as_the_script_user") {
+        return;
+    }
+    let lab = Lab::new(&["a"]).expect("lab");
+    let out = std::env::temp_dir().join(format!("xvrrp-script-user-{}", lab.tag()));
+    let _ = std::fs::remove_file(&out);
+    let cfg = lab
+        .vrrp_config("a", 200, "track_scripts = [\"who\"]\n")
+        .replace(
+            "\n\n[[instance]]",
+            &format!(
+                "\nscript_user = \"nobody\"\n\n[[track_script]]\nname = \"who\"\n\
+                 script = \"id -u > {} && id -G >> {}\"\ninterval_ms = 200\n\n[[instance]]",
+                out.display(),
+                out.display()
+            ),
+        );
+    let mut a = lab.start_xvrrp("a", &cfg).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || std::fs::read_to_string(&out)
+            .is_ok_and(|t| t.lines().count() == 2)),
+        "{}",
+        a.log()
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("65534"), "{text}");
+    // Its own group only: root's supplementary groups are dropped.
+    assert!(
+        !lines.next().unwrap_or("").split(' ').any(|g| g == "0"),
+        "{text}"
+    );
+    a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    let _ = std::fs::remove_file(&out);
+}

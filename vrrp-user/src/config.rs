@@ -404,6 +404,9 @@ pub struct Config {
     pub sync_groups: Vec<SyncGroup>,
     pub instances: Vec<Instance>,
     pub write_lease: Option<WriteLease>,
+    /// Who tracked and notify scripts run as (keepalived's `script_user`); None: xvrrp's own
+    /// user.
+    pub script_user: Option<crate::scripts::ScriptUser>,
 }
 
 impl Instance {
@@ -473,6 +476,10 @@ struct RawConfig {
     instance: Vec<RawInstance>,
     #[serde(default)]
     write_lease: Option<RawWriteLease>,
+    #[serde(default)]
+    script_user: Option<String>,
+    #[serde(default)]
+    enable_script_security: bool,
 }
 
 /// Its Debug shows no key.
@@ -1646,6 +1653,19 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         },
     };
 
+    let script_user = raw.script_user.as_deref().and_then(|text| {
+        crate::scripts::ScriptUser::resolve(text)
+            .map_err(|m| problem("script_user".into(), m))
+            .ok()
+    });
+    if raw.enable_script_security {
+        for (key, command) in script_commands(&track_scripts, &instances) {
+            if let Some(m) = crate::scripts::insecure(command) {
+                problem(key, m);
+            }
+        }
+    }
+
     if !problems.is_empty() {
         return Err(problems);
     }
@@ -1667,7 +1687,35 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         sync_groups,
         instances,
         write_lease,
+        script_user,
     })
+}
+
+/// Every command xvrrp runs with `/bin/sh -c`, with its key path.
+fn script_commands<'a>(
+    track_scripts: &'a [TrackScript],
+    instances: &'a [Instance],
+) -> Vec<(String, &'a str)> {
+    let mut all: Vec<(String, &str)> = track_scripts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (format!("track_script[{i}].script"), t.script.as_str()))
+        .collect();
+    for (i, inst) in instances.iter().enumerate() {
+        let n = &inst.notify;
+        for (key, cmd) in [
+            ("notify_master", &n.master),
+            ("notify_backup", &n.backup),
+            ("notify_fault", &n.fault),
+            ("notify_stop", &n.stop),
+            ("notify", &n.generic),
+        ] {
+            if let Some(cmd) = cmd {
+                all.push((format!("instance[{i}].{key}"), cmd.as_str()));
+            }
+        }
+    }
+    all
 }
 
 /// `[write_lease]`, checked; every problem goes to `problem`.
@@ -2284,6 +2332,40 @@ mod tests {
                 "test.toml: track_script[0].weight: expected -254 to 254 (0: fault while failing), got 300",
                 "test.toml: instance[0].track_scripts[0]: expected the name of a [[track_script]], got \"nope\"",
             ]
+        );
+    }
+
+    #[test]
+    fn script_user_and_script_security_are_checked() {
+        let config = parse_str(
+            "interface = \"eth0\"\nscript_user = \"nobody\"\nenable_script_security = true\n\
+             [[track_script]]\nname = \"x\"\nscript = \"/bin/sh -c true\"\n\
+             [[instance]]\nvrid = 1\nvips = [\"192.0.2.1\"]\ntrack_scripts = [\"x\"]\n",
+        )
+        .unwrap();
+        assert_eq!(config.script_user.as_ref().map(|u| u.uid), Some(65534));
+        let errs = errors(
+            "interface = \"eth0\"\nscript_user = \"no-such-user-xvrrp\"\nenable_script_security = true\n\
+             [[track_script]]\nname = \"x\"\nscript = \"no-such-program-xvrrp --now\"\n\
+             [[instance]]\nvrid = 1\nvips = [\"192.0.2.1\"]\ntrack_scripts = [\"x\"]\nnotify_master = \"/tmp\"\n",
+        );
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        assert!(
+            errs[0].starts_with("test.toml: script_user: expected an existing user"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[1].starts_with(
+                "test.toml: track_script[0].script: enable_script_security: cannot find the program"
+            ),
+            "{errs:?}"
+        );
+        // /tmp is writable by everyone (sticky, but it is the program itself here).
+        assert!(
+            errs[2].starts_with(
+                "test.toml: instance[0].notify_master: enable_script_security: /tmp is writable"
+            ),
+            "{errs:?}"
         );
     }
 

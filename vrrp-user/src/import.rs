@@ -485,6 +485,10 @@ fn shell_words(s: &str) -> Vec<String> {
 struct Globals {
     version: Option<String>,
     garp: Vec<(String, String)>,
+    /// `script_user USER [GROUP]`, as `user[:group]`.
+    script_user: Option<String>,
+    script_security: bool,
+    skip_check_adv_addr: bool,
 }
 
 fn globals(node: &Node, changed: &mut Vec<String>, dropped: &mut Vec<String>) -> Globals {
@@ -512,13 +516,14 @@ fn globals(node: &Node, changed: &mut Vec<String>, dropped: &mut Vec<String>) ->
                 "{at}: {}: e-mail alerts are not sent by xvrrp; use notify scripts, the event_socket or Prometheus alerts",
                 c.key()
             )),
-            "enable_script_security" => {}
-            "script_user" => dropped.push(format!(
-                "{at}: script_user: xvrrp runs scripts as its own user (root); wrap them in `runuser -u {arg} --` to drop privileges"
-            )),
-            "vrrp_skip_check_adv_addr" => changed.push(format!(
-                "{at}: vrrp_skip_check_adv_addr: xvrrp takes adverts whose address list differs and counts them (address_mismatch)"
-            )),
+            "enable_script_security" => g.script_security = true,
+            "script_user" => {
+                g.script_user = Some(match c.arg(2) {
+                    Some(group) => format!("{arg}:{group}"),
+                    None => arg.to_owned(),
+                })
+            }
+            "vrrp_skip_check_adv_addr" => g.skip_check_adv_addr = true,
             "vrrp_check_unicast_src" => changed.push(format!(
                 "{at}: vrrp_check_unicast_src: xvrrp always takes unicast adverts from configured peers only"
             )),
@@ -756,6 +761,12 @@ pub fn convert(nodes: &[Node]) -> Imported {
             "# Imported from keepalived by `xvrrp import-keepalived`.\ninterface = {}\n",
             q(iface)
         );
+        if let Some(user) = &g.script_user {
+            out.push_str(&format!("script_user = {}\n", q(user)));
+        }
+        if g.script_security {
+            out.push_str("enable_script_security = true\n");
+        }
         // What this file's instances follow.
         let followed = |key: &str| -> Vec<String> {
             let mut v: Vec<String> = mine
@@ -953,6 +964,7 @@ fn instance(
     // during the migration understand each other.
     let mut version = g.version.clone().unwrap_or_else(|| "2".into());
     let mut garp: Vec<(String, String)> = g.garp.clone();
+    let mut skip_check = g.skip_check_adv_addr;
     let mut vmac = false;
     // authentication { auth_type ..., auth_pass ... }: where, the type, the password.
     let mut auth: Option<(String, String, String)> = None;
@@ -1150,12 +1162,8 @@ fn instance(
                 };
                 auth = Some((at.to_string(), get("auth_type"), get("auth_pass")));
             }
-            "native_ipv6"
-            | "debug"
-            | "dont_track_primary"
-            | "accept"
-            | "no_accept"
-            | "skip_check_adv_addr"
+            "skip_check_adv_addr" => skip_check = true,
+            "native_ipv6" | "debug" | "dont_track_primary" | "accept" | "no_accept"
             | "check_unicast_src" => {
                 if c.key() == "dont_track_primary" {
                     changed.push(format!(
@@ -1265,6 +1273,9 @@ fn instance(
     }
     if !track_ifaces.is_empty() {
         t.set("track_interfaces", format!("[{}]", track_ifaces.join(", ")));
+    }
+    if skip_check {
+        t.set("skip_check_adv_addr", "true".to_owned());
     }
     for (key, value) in garp {
         let v = if key.ends_with("_ms") {
@@ -1417,6 +1428,33 @@ mod tests {
         assert_eq!(err, "k.conf:1: this '{' is never closed");
         let err = parse_text("a\n}\n", "k.conf").unwrap_err().to_string();
         assert_eq!(err, "k.conf:2: a '}' closes no block");
+    }
+
+    #[test]
+    fn script_user_script_security_and_skip_check_adv_addr_are_carried_over() {
+        let out = convert_text(
+            "global_defs {\n script_user nobody nogroup\n enable_script_security\n vrrp_skip_check_adv_addr\n}\n\
+             vrrp_instance V {\n interface eth0\n virtual_router_id 7\n virtual_ipaddress {\n 192.0.2.1\n }\n}\n\
+             vrrp_instance W {\n interface eth0\n virtual_router_id 8\n skip_check_adv_addr\n virtual_ipaddress {\n 192.0.2.2\n }\n}\n",
+        );
+        let text = &out.files[0].toml;
+        assert!(
+            text.contains("script_user = \"nobody:nogroup\"\n"),
+            "{text}"
+        );
+        assert!(text.contains("enable_script_security = true\n"), "{text}");
+        assert_eq!(
+            text.matches("skip_check_adv_addr = true").count(),
+            2,
+            "{text}"
+        );
+        let all = format!("{:?}{:?}", out.changed, out.dropped);
+        assert!(
+            !all.contains("script_user") && !all.contains("skip_check"),
+            "{all}"
+        );
+        let config: toml::Table = toml::from_str(text).unwrap();
+        assert_eq!(config["script_user"].as_str(), Some("nobody:nogroup"));
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod mysql;
 pub mod netlink;
 pub mod process;
+pub mod scripts;
 pub mod split;
 pub mod track;
 pub mod wire;

@@ -72,6 +72,16 @@ pub fn hide_from_scripts(names: impl IntoIterator<Item = String>) {
     }
 }
 
+/// The user and group scripts run as (`script_user`), if not xvrrp's own.
+static SCRIPT_USER: std::sync::Mutex<Option<(u32, u32)>> = std::sync::Mutex::new(None);
+
+/// Sets who [`run_command`] runs scripts as (None: xvrrp's own user).
+pub fn run_scripts_as(user: Option<&crate::scripts::ScriptUser>) {
+    if let Ok(mut u) = SCRIPT_USER.lock() {
+        *u = user.map(|u| (u.uid, u.gid));
+    }
+}
+
 /// Runs `/bin/sh -c command` with `args` as $1... in a process group of its own; true if it
 /// exited 0 within `timeout`. The group is killed afterwards (a timed-out command, and anything
 /// it left running), and the child is always reaped. The variables holding xvrrp's secrets are
@@ -82,6 +92,10 @@ pub async fn run_command(what: &str, command: &str, args: &[String], timeout: Du
         for name in secret.iter() {
             cmd.env_remove(name);
         }
+    }
+    if let Ok(Some((uid, gid))) = SCRIPT_USER.lock().map(|u| *u) {
+        // Supplementary groups are dropped with the change of user.
+        cmd.uid(uid).gid(gid);
     }
     cmd.arg("-c")
         .arg(command)

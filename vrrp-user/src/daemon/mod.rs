@@ -112,6 +112,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     // Tracked and notify scripts never see the variables that hold secrets.
     track::hide_from_scripts(config.secret_env());
+    track::run_scripts_as(config.script_user.as_ref());
     let iface_name = config.interface.clone();
     let iface = iface_name.as_str();
     dataplane::ensure_bpffs(&config.bpffs)

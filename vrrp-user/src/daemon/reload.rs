@@ -43,6 +43,7 @@ pub(super) fn reload(
     let vips: HashSet<IpAddr> = shell.vips.keys().copied().collect();
     shell.keeper.retain(|a| vips.contains(a));
     shell.hooks.reconfigure(&new, &done.started);
+    track::run_scripts_as(new.script_user.as_ref());
     info!(kept = ?done.kept, stopped = ?done.stopped, started = ?done.started, "configuration reloaded");
     Ok(new)
 }
