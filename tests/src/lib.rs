@@ -317,7 +317,7 @@ pub struct Lab {
     tag: String,
     // Fields drop in order: processes first (they hold nothing of the lab), then the XDP links,
     // the hosts and the switch.
-    xdp_links: Vec<OwnedFd>,
+    xdp_links: std::sync::Mutex<Vec<OwnedFd>>,
     hosts: Vec<Host>,
     switch: Netns,
     workdir: PathBuf,
@@ -348,7 +348,7 @@ impl Lab {
         fs::create_dir_all(&workdir)?;
         let mut lab = Self {
             tag: tag.clone(),
-            xdp_links: Vec::new(),
+            xdp_links: std::sync::Mutex::new(Vec::new()),
             hosts: Vec::new(),
             switch,
             workdir,
@@ -373,53 +373,11 @@ impl Lab {
                 String::from_utf8_lossy(&sysctl.stderr)
             );
             let iface = format!("xv{tag}h{i}");
-            let port = format!("xv{tag}p{i}");
             let idx = u8::try_from(i + 1)?;
             let mac = [0x02, 0x00, 0x00, 0x00, 0x00, idx];
-            let mac_text = mac_text(&mac);
-            ip(&[
-                "link",
-                "add",
-                &iface,
-                "netns",
-                ns.name(),
-                "address",
-                &mac_text,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &port,
-                "netns",
-                lab.switch.name(),
-            ])?;
-            lab.switch
-                .ip(&["link", "set", &port, "master", "br0", "up"])?;
             let host_ip = Ipv4Addr::new(192, 0, 2, idx);
-            ns.ip(&[
-                "addr",
-                "add",
-                &format!("{host_ip}/{SUBNET_PREFIX}"),
-                "dev",
-                &iface,
-            ])?;
             let host_ip6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, u16::from(idx));
-            ns.ip(&[
-                "addr",
-                "add",
-                &format!("{host_ip6}/64"),
-                "dev",
-                &iface,
-                "nodad",
-            ])?;
-            ns.ip(&["link", "set", &iface, "up"])?;
-            let port_name = port.clone();
-            let prog = pass.try_clone()?;
-            let link = lab
-                .switch
-                .run_in(move || xdp_pass::attach_native(&prog, &port_name))
-                .with_context(|| format!("attaching the pass program to {port}"))?;
-            lab.xdp_links.push(link);
+            lab.plug(&ns, i, &pass)?;
             lab.hosts.push(Host {
                 name: (*name).to_owned(),
                 ns,
@@ -430,6 +388,74 @@ impl Lab {
             });
         }
         Ok(lab)
+    }
+
+    /// Creates host `i`'s veth in `ns`, its port on the bridge (with an XDP pass program, so
+    /// that native XDP_TX answers are delivered), its addresses, and brings it up.
+    fn plug(&self, ns: &Netns, i: usize, pass: &OwnedFd) -> anyhow::Result<()> {
+        let tag = &self.tag;
+        let iface = format!("xv{tag}h{i}");
+        let port = format!("xv{tag}p{i}");
+        let idx = u8::try_from(i + 1)?;
+        let mac_text = mac_text(&[0x02, 0x00, 0x00, 0x00, 0x00, idx]);
+        ip(&[
+            "link",
+            "add",
+            &iface,
+            "netns",
+            ns.name(),
+            "address",
+            &mac_text,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &port,
+            "netns",
+            self.switch.name(),
+        ])?;
+        self.switch
+            .ip(&["link", "set", &port, "master", "br0", "up"])?;
+        let host_ip = Ipv4Addr::new(192, 0, 2, idx);
+        ns.ip(&[
+            "addr",
+            "add",
+            &format!("{host_ip}/{SUBNET_PREFIX}"),
+            "dev",
+            &iface,
+        ])?;
+        let host_ip6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, u16::from(idx));
+        ns.ip(&[
+            "addr",
+            "add",
+            &format!("{host_ip6}/64"),
+            "dev",
+            &iface,
+            "nodad",
+        ])?;
+        ns.ip(&["link", "set", &iface, "up"])?;
+        let port_name = port.clone();
+        let prog = pass.try_clone()?;
+        let link = self
+            .switch
+            .run_in(move || xdp_pass::attach_native(&prog, &port_name))
+            .with_context(|| format!("attaching the pass program to {port}"))?;
+        self.xdp_links.lock().expect("xdp links").push(link);
+        Ok(())
+    }
+
+    /// Deletes `host`'s interface and creates it again under the same name, with the same MAC
+    /// and addresses, as a rebuilt bond or a reloaded driver does (a new ifindex).
+    pub fn recreate_link(&self, host: &str) -> anyhow::Result<()> {
+        let i = self
+            .hosts
+            .iter()
+            .position(|h| h.name == host)
+            .ok_or_else(|| anyhow!("no host {host}"))?;
+        let h = &self.hosts[i];
+        h.ns.ip(&["link", "del", &h.iface])?;
+        let pass = xdp_pass::load().context("loading the XDP pass program")?;
+        self.plug(&h.ns, i, &pass)
     }
 
     /// Runs this xvrrp binary instead of [`xvrrp_bin`]'s.
@@ -904,7 +930,7 @@ pub fn per_cpu_counter(map: &Path, index: u32, field: &str) -> anyhow::Result<u6
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        self.xdp_links.clear();
+        self.xdp_links.lock().map(|mut l| l.clear()).ok();
         // A daemon killed by a failed test cannot unpin its maps: remove what it left.
         for host in &self.hosts {
             let pins = Path::new(PIN_ROOT).join(&host.iface);

@@ -482,3 +482,124 @@ fn scripts_run_as_the_script_user() {
     a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
     let _ = std::fs::remove_file(&out);
 }
+
+#[test]
+fn an_interface_deleted_and_created_again_is_taken_up_again() {
+    if !privileged("an_interface_deleted_and_created_again_is_taken_up_again") {
+        return;
+    }
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    let mut a = lab
+        .start_xvrrp("a", &lab.vrrp_config("a", 200, ""))
+        .unwrap();
+    let mut b = lab
+        .start_xvrrp("b", &lab.vrrp_config("b", 100, ""))
+        .unwrap();
+    lab.wait_answered_by("client", "a", VIP, 2, Duration::from_secs(8));
+    let pid = a.pid();
+    // A bond rebuilt, a veth re-created, a driver reloaded: same name, new index.
+    lab.recreate_link("a").unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || a
+            .log()
+            .contains("the interface was created again")),
+        "{}",
+        a.log()
+    );
+    // a starts afresh on the new interface (the same process), and being the stronger, takes
+    // the VIP back from b, answering from XDP again.
+    lab.wait_answered_by("client", "a", VIP, 2, Duration::from_secs(15));
+    assert_eq!(a.pid(), pid);
+    assert!(a.log().contains("starting afresh in place"), "{}", a.log());
+    assert_eq!(
+        a.log().matches("data plane attached").count(),
+        2,
+        "{}",
+        a.log()
+    );
+    let iface = lab.host("a").iface.clone();
+    let link = lab
+        .run(
+            "a",
+            "ip",
+            &["link", "show", "dev", &iface],
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&link.stdout).contains("xdp"),
+        "no XDP program on the new interface: {link:?}"
+    );
+    assert!(has(&lab, "a", VIP), "{}", addresses(&lab, "a"));
+    a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+}
+
+/// Runs `xvrrp run` on `host` with `config` to its end (at most 20 s): exit code and output.
+fn run_to_end(lab: &Lab, host: &str, config: &str) -> (Option<i32>, String) {
+    let path = lab.workdir().join(format!("{host}-once.toml"));
+    std::fs::write(&path, config).unwrap();
+    let out = lab
+        .run(
+            host,
+            xvrrp_lab::xvrrp_bin().to_str().unwrap(),
+            &["run", "--config", path.to_str().unwrap()],
+            Duration::from_secs(20),
+        )
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+fn error_exits_leave_alone_what_they_do_not_own() {
+    if !privileged("error_exits_leave_alone_what_they_do_not_own") {
+        return;
+    }
+    let lab = Lab::new(&["a", "client"]).expect("lab");
+    let cfg = lab.vrrp_config("a", 200, "");
+    let mut a = lab.start_xvrrp("a", &cfg).unwrap();
+    lab.wait_answered_by("client", "a", VIP, 2, Duration::from_secs(8));
+    // Started twice on the same interface: the second refuses before it touches anything.
+    let (code, log) = run_to_end(&lab, "a", &cfg);
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains("another xvrrp is running"), "{log}");
+    assert!(has(&lab, "a", VIP));
+    lab.wait_answered_by("client", "a", VIP, 2, Duration::from_secs(1));
+    assert!(a.running());
+    // A port in use: refused before the data plane is loaded.
+    let taken = lab
+        .host("client")
+        .ns
+        .run_in(|| Ok(std::net::TcpListener::bind("127.0.0.1:0")?))
+        .unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let client_cfg = lab.vrrp_config("client", 200, "").replace(
+        "\n\n[[instance]]",
+        &format!("\n\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n[[instance]]"),
+    );
+    let (code, log) = run_to_end(&lab, "client", &client_cfg);
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains("binding the metrics endpoint"), "{log}");
+    let iface = lab.host("client").iface.clone();
+    assert!(!Path::new(PIN_ROOT).join(&iface).join("link").exists());
+    let link = lab
+        .run(
+            "client",
+            "ip",
+            &["link", "show", &iface],
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&link.stdout).contains("xdp"));
+    assert!(!has(&lab, "client", VIP));
+    // The interface missing: refused, naming it.
+    let gone = cfg.replace(&lab.host("a").iface, "nosuchif0");
+    let (code, log) = run_to_end(&lab, "client", &gone);
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains("nosuchif0"), "{log}");
+    drop(taken);
+    a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+}

@@ -148,6 +148,14 @@ pub fn bind(path: &Path) -> io::Result<tokio::net::UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
+    // A socket that answers belongs to a running daemon: a second one on the same interface
+    // would fight it for the XDP program, the VIPs and MySQL.
+    if UnixStream::connect(path).is_ok() {
+        return Err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "another xvrrp is running with this control socket (it answers); stop it first",
+        ));
+    }
     match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -971,6 +971,15 @@ pub fn report_fenced(
     });
 }
 
+/// One attempt to set read_only on `t` and read it back, on a connection of its own (an error
+/// exit's last act).
+pub async fn fence_once(t: &MysqlTarget) -> Result<(), String> {
+    let mut conn = None;
+    fence_and_check(t, &mut conn)
+        .await
+        .map_err(|f| f.to_string())
+}
+
 /// Sets read_only and reads it back.
 async fn fence_and_check(t: &MysqlTarget, conn: &mut Option<Conn>) -> Result<(), Failure> {
     set_read_only(t, conn, true).await?;

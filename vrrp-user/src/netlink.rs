@@ -174,6 +174,10 @@ pub fn link_up(iface: &str) -> io::Result<bool> {
 pub enum HostEvent {
     /// An address left an interface (deleted by anyone, xvrrp included).
     AddressGone { ifindex: u32, addr: IpAddr },
+    /// A watched interface was deleted (its link track went down).
+    LinkGone { name: String },
+    /// An interface of a watched name appeared again (re-created: a new index).
+    LinkBack { name: String },
     /// The event stream ended: link and address changes would no longer be seen.
     StreamEnded,
 }
@@ -215,6 +219,7 @@ pub fn watch_links(
             constants::RTMGRP_LINK | constants::RTMGRP_IPV4_IFADDR | constants::RTMGRP_IPV6_IFADDR,
         ))?;
     tokio::spawn(conn);
+    let watched: std::collections::HashSet<String> = ifaces.values().cloned().collect();
     let mut last = std::collections::HashMap::new();
     for (index, name) in &ifaces {
         let up = link_up(name)?;
@@ -225,9 +230,21 @@ pub fn watch_links(
         ));
     }
     tokio::spawn(async move {
+        let mut ifaces = ifaces;
         while let Some((msg, _)) = messages.next().await {
             let link = match msg.payload {
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => link,
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) => {
+                    let Some(name) = ifaces.remove(&link.header.index) else {
+                        continue;
+                    };
+                    tracing::warn!(iface = %name, "a watched interface was deleted");
+                    if last.remove(&link.header.index) != Some(false) {
+                        let _ = tx.send((link_track_name(&name), TrackInput::Down));
+                    }
+                    let _ = host.send(HostEvent::LinkGone { name });
+                    continue;
+                }
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelAddress(a)) => {
                     if let Some(addr) = address_of(&a) {
                         let _ = host.send(HostEvent::AddressGone {
@@ -239,6 +256,20 @@ pub fn watch_links(
                 }
                 _ => continue,
             };
+            if !ifaces.contains_key(&link.header.index) {
+                // A watched name under a new index: the interface was re-created.
+                let name = link.attributes.iter().find_map(|a| match a {
+                    netlink_packet_route::link::LinkAttribute::IfName(n) => Some(n.clone()),
+                    _ => None,
+                });
+                let Some(name) = name.filter(|n| watched.contains(n)) else {
+                    continue;
+                };
+                ifaces.retain(|_, n| *n != name);
+                ifaces.insert(link.header.index, name.clone());
+                tracing::info!(iface = %name, index = link.header.index, "a watched interface is back (re-created)");
+                let _ = host.send(HostEvent::LinkBack { name });
+            }
             let Some(name) = ifaces.get(&link.header.index) else {
                 continue;
             };

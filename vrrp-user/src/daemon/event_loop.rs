@@ -13,6 +13,9 @@ pub(super) enum Stop {
     /// Something the daemon cannot run without stopped (the link and address events): stop
     /// as on SIGTERM, then exit non-zero.
     Failed(String),
+    /// The interface was deleted and created again, and is up: stop as on SIGTERM, then start
+    /// afresh in place (the same process, executed again), attaching to the new interface.
+    Reexec,
 }
 
 /// What the loop works on; handed back when it ends.
@@ -99,9 +102,16 @@ pub(super) async fn event_loop<'a>(
     });
     let epoch = (Instant::now(), now());
     let mut contested = shell.lease.as_ref().map(|l| l.contested.clone());
+    // The interface came back under a new index: start afresh once it is up.
+    let mut relinked = false;
     let why = loop {
         if last_heartbeat.elapsed() >= heartbeat_gap {
-            shell.dp.heartbeat(dataplane::monotonic_coarse_ns())?;
+            if let Err(err) = shell.dp.heartbeat(dataplane::monotonic_coarse_ns()) {
+                break Stop::Failed(format!(
+                    "cannot write the heartbeat: {}",
+                    dataplane::error_chain(&err)
+                ));
+            }
             last_heartbeat = Instant::now();
         }
         let next = [
@@ -117,7 +127,9 @@ pub(super) async fn event_loop<'a>(
             instant + Duration::from_micros(t.since(time))
         });
         let heartbeat_due = last_heartbeat + heartbeat_every;
-        alarm.set(deadline.map_or(heartbeat_due, |d| d.min(heartbeat_due)))?;
+        if let Err(err) = alarm.set(deadline.map_or(heartbeat_due, |d| d.min(heartbeat_due))) {
+            break Stop::Failed(format!("cannot set the timerfd: {err}"));
+        }
         tokio::select! {
             _ = sigterm.recv() => { info!("SIGTERM: stopping"); break Stop::ForGood; }
             _ = sigint.recv() => { info!("SIGINT: stopping"); break Stop::ForGood; }
@@ -143,12 +155,26 @@ pub(super) async fn event_loop<'a>(
                     shell.on_address_gone(&mut engine, ifindex, addr).await;
                     shell.apply(&mut engine).await;
                 }
+                Some(netlink::HostEvent::LinkGone { name }) if name == iface => {
+                    warn!(iface, "the interface is gone: its instances are in Fault until it comes back");
+                }
+                Some(netlink::HostEvent::LinkBack { name }) if name == iface => {
+                    info!(iface, "the interface was created again: the daemon starts afresh on it once it is up");
+                    relinked = true;
+                    if netlink::link_up(iface).unwrap_or(false) {
+                        break Stop::Reexec;
+                    }
+                }
+                Some(netlink::HostEvent::LinkGone { .. } | netlink::HostEvent::LinkBack { .. }) => {}
                 Some(netlink::HostEvent::StreamEnded) | None => {
                     tracing::error!("the link and address events stopped: link state and deleted VIPs would go unseen; stopping");
                     break Stop::Failed("the link and address events stopped".to_owned());
                 }
             },
             Some((name, input)) = track_rx.recv() => {
+                if relinked && input == TrackInput::Up && name == netlink::link_track_name(iface) {
+                    break Stop::Reexec;
+                }
                 engine.set_track(now(), &name, input);
                 track_inputs.insert(name, input);
                 shell.apply(&mut engine).await;
@@ -165,7 +191,9 @@ pub(super) async fn event_loop<'a>(
                 }
             }
             fired = alarm.fired() => {
-                fired.context("the timerfd")?;
+                if let Err(err) = fired {
+                    break Stop::Failed(format!("the timerfd: {err}"));
+                }
                 // The heartbeat is written at the top of the loop; the engine's timer may be due.
                 if deadline.is_some_and(|d| d <= Instant::now()) {
                     shell.on_timer(&mut engine, &mut track_inputs);

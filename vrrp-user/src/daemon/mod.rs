@@ -105,10 +105,83 @@ pub fn now() -> Time {
 }
 
 /// Runs the daemon until SIGTERM or SIGINT, then resigns, detaches and removes what it pinned.
+/// The control socket and the metrics endpoint are bound first (a daemon already running
+/// there, or a port in use, stops it before it touches anything). Any later error exit fences
+/// the MySQL servers it fences and removes its VIPs from the interface before it returns.
 pub async fn run(
     config: Config,
     config_path: &std::path::Path,
     kernel_log: KernelLogLevel,
+) -> anyhow::Result<()> {
+    let listeners = bind_listeners(&config).await?;
+    let safety = ErrorExit::of(&config);
+    let result = run_bound(config, config_path, kernel_log, listeners).await;
+    if result.is_err() {
+        safety.clean_up().await;
+    }
+    result
+}
+
+/// What an error exit puts right: the fenced servers and the VIPs of the configuration.
+struct ErrorExit {
+    fenced: Vec<crate::config::MysqlTarget>,
+    vips: Vec<(IpAddr, Option<String>)>,
+    iface: String,
+}
+
+impl ErrorExit {
+    fn of(config: &Config) -> Self {
+        Self {
+            fenced: config.mysql.iter().filter(|t| t.fence).cloned().collect(),
+            vips: if config.configure_vips {
+                config
+                    .instances
+                    .iter()
+                    .flat_map(|i| i.vips.iter().map(|v| (v.addr, i.vmac_interface.clone())))
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            iface: config.interface.clone(),
+        }
+    }
+
+    /// Fences each server once and removes the VIPs (from the interface, or their macvlan),
+    /// then says what it could not put right.
+    async fn clean_up(self) {
+        let mut left = Vec::new();
+        for t in &self.fenced {
+            match mysql::fence_once(t).await {
+                Ok(()) => info!(target = %t.name, "error exit: the server is read-only"),
+                Err(e) => left.push(format!("MySQL {} may be writable ({e})", t.name)),
+            }
+        }
+        if let Ok(addresses) = Addresses::connect() {
+            for (addr, vmac) in &self.vips {
+                let dev = vmac.as_deref().unwrap_or(&self.iface);
+                let Ok(index) = nix::net::if_::if_nametoindex(dev) else {
+                    continue;
+                };
+                if let Err(e) = addresses.remove(index, *addr).await {
+                    left.push(format!("VIP {addr} may still be on {dev} ({e})"));
+                }
+            }
+        } else if !self.vips.is_empty() {
+            left.push("the VIPs may still be on the interface (no netlink)".to_owned());
+        }
+        if left.is_empty() {
+            info!("error exit: servers fenced and VIPs removed");
+        } else {
+            warn!(left = %left.join("; "), "error exit: could not put everything right");
+        }
+    }
+}
+
+async fn run_bound(
+    config: Config,
+    config_path: &std::path::Path,
+    kernel_log: KernelLogLevel,
+    (control, metrics_listener): (tokio::net::UnixListener, Option<tokio::net::TcpListener>),
 ) -> anyhow::Result<()> {
     // Tracked and notify scripts never see the variables that hold secrets.
     track::hide_from_scripts(config.secret_env());
@@ -289,7 +362,6 @@ pub async fn run(
     engine.start(now());
     shell.apply(&mut engine).await;
 
-    let (control, metrics_listener) = bind_listeners(&config).await?;
     let running = Running {
         engine,
         shell,
@@ -324,10 +396,26 @@ pub async fn run(
         // Stopped as on SIGTERM (fenced, resigned, VIPs removed, detached), then an error, so
         // that systemd restarts the daemon.
         Stop::Failed(why) => {
+            tracing::error!(%why, "stopping as on SIGTERM, then exiting with an error");
             stop(shell, engine, &config, &sysctls).await?;
             Err(anyhow::anyhow!(why))
         }
+        Stop::Reexec => {
+            stop(shell, engine, &config, &sysctls).await?;
+            Err(reexec())
+        }
     }
+}
+
+/// Executes this program again with the same arguments, in this process (systemd keeps
+/// tracking it); returns only if that fails.
+fn reexec() -> anyhow::Error {
+    use std::os::unix::process::CommandExt as _;
+    info!("starting afresh in place");
+    let err = std::process::Command::new("/proc/self/exe")
+        .args(std::env::args_os().skip(1))
+        .exec();
+    anyhow::anyhow!("cannot start afresh in place: {err}")
 }
 
 fn key_of(c: &InstanceConfig) -> InstanceKey {
