@@ -603,3 +603,70 @@ fn error_exits_leave_alone_what_they_do_not_own() {
     drop(taken);
     a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
 }
+
+#[test]
+fn a_lossy_path_to_the_server_leaves_no_probe_connection_behind() {
+    if !xvrrp_lab::mariadb::ready("a_lossy_path_to_the_server_leaves_no_probe_connection_behind") {
+        return;
+    }
+    use xvrrp_lab::mariadb::{Mariadb, PROBE_USER};
+    let lab = Lab::new(&["a", "db"]).expect("lab");
+    let mut db = Mariadb::install(&lab, "db", 1).unwrap();
+    db.start(&lab).unwrap();
+    // The probe alone (a fencer keeps a connection of its own).
+    let target = db
+        .xvrrp_target("fence = false")
+        .replace("127.0.0.1", &lab.host("db").ip.to_string())
+        .replace("replication = true\n", "");
+    let cfg = format!(
+        "{}track_mysql = [\"local\"]\n\n{target}",
+        lab.vrrp_config("a", 200, "")
+    );
+    let mut a = lab.start_xvrrp("a", &cfg).unwrap();
+    let count = || -> u32 {
+        db.sql(
+            &lab,
+            &format!(
+                "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = '{PROBE_USER}'"
+            ),
+        )
+        .ok()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), || count() == 2),
+        "the probe did not connect: {}\n{}",
+        count(),
+        a.log()
+    );
+    // 30 s of 30 % loss on the path: checks time out, connections are given up and opened
+    // anew; the server never holds more than the probe's two.
+    lab.set_faults(&[], 30).unwrap();
+    let started = std::time::Instant::now();
+    let mut most = 0;
+    while started.elapsed() < Duration::from_secs(30) {
+        most = most.max(count());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    lab.set_faults(&[], 0).unwrap();
+    let failures = lab.status("a").unwrap()["mysql"][0]["failures"]
+        .as_u64()
+        .unwrap_or(0);
+    eprintln!("most probe connections seen: {most}; failed checks: {failures}");
+    assert!(
+        failures >= 1,
+        "the loss never made a check fail:\n{}",
+        a.log()
+    );
+    assert!(
+        most <= 2,
+        "the server held {most} probe connections at once"
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || count() == 2),
+        "{} probe connections after the loss",
+        count()
+    );
+    a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+}

@@ -387,11 +387,53 @@ impl Tracked {
     }
 }
 
-/// Parks a connection in a long sleep; the receiver fires when the query ends (the server
-/// closed the connection, or it was killed).
-fn park(mut conn: Conn) -> oneshot::Receiver<Failure> {
+/// Kills the connections `ids` that are still the probe user's own (the server lists them under
+/// this user), from `conn`; errors are ignored (they may be gone already).
+async fn kill_own(t: &MysqlTarget, conn: &mut Conn, ids: Vec<u32>) {
+    if ids.is_empty() {
+        return;
+    }
+    let timeout = Duration::from_millis(t.timeout_ms);
+    let list = ids
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let own: Vec<u64> = bounded(
+        timeout,
+        conn.query(format!(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE ID IN ({list}) \
+             AND USER = SUBSTRING_INDEX(CURRENT_USER(), '@', 1)"
+        )),
+    )
+    .await
+    .unwrap_or_default();
+    for id in own {
+        let _ = bounded(timeout, conn.query_drop(format!("KILL CONNECTION {id}"))).await;
+    }
+}
+
+/// A connection parked in a long sleep (see [`park`]). Dropping it ends the task that holds
+/// the connection (the socket closes); the server learns of it within seconds, or at once when
+/// the next connection kills it by its id.
+struct Parked {
+    gone: oneshot::Receiver<Failure>,
+    task: tokio::task::JoinHandle<()>,
+    id: u32,
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Parks a connection in a long sleep; `gone` fires when the query ends (the server closed
+/// the connection, or it was killed).
+fn park(mut conn: Conn) -> Parked {
     let (tx, rx) = oneshot::channel();
-    tokio::spawn(async move {
+    let id = conn.id();
+    let task = tokio::spawn(async move {
         let failure = loop {
             let r: Result<Option<u64>, _> = conn.query_first("SELECT SLEEP(3600)").await;
             match r {
@@ -402,7 +444,70 @@ fn park(mut conn: Conn) -> oneshot::Receiver<Failure> {
         };
         let _ = tx.send(failure);
     });
-    rx
+    Parked { gone: rx, task, id }
+}
+
+/// A probe round in flight: it owns the check connection and hands it back with its result.
+type RoundFuture = std::pin::Pin<Box<dyn Future<Output = (Conn, Round)> + Send>>;
+
+/// What a probe round found, taken in: the status, the latency, a fence again if a fenced
+/// server reads writable, and the alive and replication tracks. False when the daemon is gone.
+fn on_round(
+    t: &MysqlTarget,
+    round: Round,
+    took: Duration,
+    (status, latency, fencer): (
+        &SharedStatus,
+        &prometheus_client::metrics::histogram::Histogram,
+        Option<&Fencer>,
+    ),
+    (alive, repl): (&mut Tracked, &mut Tracked),
+    tx: &mpsc::UnboundedSender<(String, TrackInput)>,
+) -> bool {
+    let verdict = match (&round.replication, &t.replication) {
+        (Some(Ok(r)), Some(c)) => Some(r.healthy(c.max_lag_s)),
+        (Some(Err(f)), _) => Some(Err(f.to_string())),
+        _ => None,
+    };
+    update(status, |s| {
+        s.probes += 1;
+        s.last_round_us = took.as_micros() as u64;
+        latency.observe(took.as_secs_f64());
+        s.alive = Some(round.alive.is_ok());
+        match &round.alive {
+            Ok(()) => s.reason.clear(),
+            Err(f) => {
+                s.failures += 1;
+                s.reason = f.to_string();
+            }
+        }
+        if round.alive.is_ok() {
+            s.read_only = round.read_only;
+        }
+        if let (Some(Ok(r)), Some(v)) = (&round.replication, &verdict) {
+            s.replication = Some(ReplicationStatus {
+                healthy: v.is_ok(),
+                problem: v.clone().err().unwrap_or_default(),
+                io_running: r.io_running.clone(),
+                sql_running: r.sql_running,
+                seconds_behind: r.seconds_behind,
+                last_io_error: r.last_io_error.clone(),
+            });
+        }
+    });
+    // A server that should be fenced and reads writable (restarted from its my.cnf, or set by
+    // hand) is fenced again at once.
+    if round.read_only == Some(false)
+        && let Some(f) = fencer
+        && f.state.borrow().safe()
+    {
+        warn!(target = %t.name, "writable while fenced: fencing again");
+        f.request_fence();
+    }
+    if !alive.record(round.alive.map_err(|f| f.to_string()), false, tx) {
+        return false;
+    }
+    verdict.is_none_or(|v| repl.record(v, false, tx))
 }
 
 /// Probes `t` forever, sending (track, Up/Down) on every change: the alive track, and the
@@ -416,10 +521,25 @@ pub fn spawn_probe(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let interval = Duration::from_millis(t.interval_ms);
+        let timeout = Duration::from_millis(t.timeout_ms);
+        // How long a round that has not answered may keep its connection: a lossy path
+        // retransmits, and a new connection would leave the old one on the server until its
+        // close gets through (the server would hold three); only a path silent this long is
+        // given up on.
+        let give_up = (timeout * 10).max(Duration::from_secs(30));
+        // The target as a round sees it: its queries wait up to `give_up`, the round's own
+        // deadline (`timeout`) is kept by the ticks.
+        let patient = std::sync::Arc::new(MysqlTarget {
+            timeout_ms: give_up.as_millis() as u64,
+            ..t.clone()
+        });
         let mut alive = Tracked::new(alive_track(&t.name), t.rise, t.fall);
         let mut repl = Tracked::new(replication_track(&t.name), t.rise, t.fall);
         let mut backoff = interval;
         let mut connections = 0u64;
+        // The server-side ids of the last connections, killed from the next one: a connection
+        // given up on a lossy path (its check timed out) must not linger on the server.
+        let mut stale: Vec<u32> = Vec::new();
         loop {
             // Connect: the check connection, its server's dialect, and the parked watcher.
             let opened = async {
@@ -452,13 +572,15 @@ pub fn spawn_probe(
             };
             backoff = interval;
             connections += 1;
+            kill_own(&t, &mut conn, std::mem::take(&mut stale)).await;
             update(&status, |s| {
                 s.version.clone_from(&version);
                 s.reconnects = connections - 1;
             });
             info!(target = %t.name, host = %t.host, port = t.port, %version, "MySQL probe connected");
             let statement = replica_statement(&version);
-            let mut gone = park(watcher);
+            let check_id = conn.id();
+            let mut parked = park(watcher);
             // Rounds on a timerfd (see crate::alarm): one wake-up per round, not two.
             let mut ticker = match crate::alarm::Alarm::new() {
                 Ok(a) => a,
@@ -469,73 +591,73 @@ pub fn spawn_probe(
                 }
             };
             let mut next = std::time::Instant::now();
+            // A round runs on the connection it owns and hands it back. One that has not
+            // answered within timeout_ms is a failed check at every tick until it answers (a
+            // lossy path retransmits: the answer may still come, and the connection stays
+            // good); only after `give_up` is the connection given up on.
+            let mut conn = Some(conn);
+            let mut in_flight: Option<RoundFuture> = None;
+            let mut round_started = std::time::Instant::now();
+            let mut late = false;
             let failure = loop {
                 if let Err(e) = ticker.set(next) {
                     break Failure::Other(format!("timerfd: {e}"));
                 }
                 tokio::select! {
-                    f = &mut gone => break f.unwrap_or(Failure::Gone("watcher ended".into())),
+                    f = &mut parked.gone => break f.unwrap_or(Failure::Gone("watcher ended".into())),
+                    (c, round) = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
+                        in_flight = None;
+                        conn = Some(c);
+                        let dropped = round.alive.as_ref().err().filter(|f| f.drops_connection()).cloned();
+                        if std::mem::take(&mut late) {
+                            // Counted as failed while it ran late; only a lost connection matters now.
+                            if let Some(f) = dropped {
+                                break f;
+                            }
+                            continue;
+                        }
+                        let took = round_started.elapsed();
+                        if !on_round(&t, round, took, (&status, &latency, fencer.as_ref()), (&mut alive, &mut repl), &tx) {
+                            return;
+                        }
+                        if let Some(f) = dropped {
+                            break f;
+                        }
+                    }
                     fired = ticker.fired() => {
                         if let Err(e) = fired {
                             break Failure::Other(format!("timerfd: {e}"));
                         }
                         // A late round delays the next ones rather than bunching them.
                         next = (next + interval).max(std::time::Instant::now());
-                        let started = tokio::time::Instant::now();
-                        let round = check(&t, &mut conn, statement).await;
-                        let took = started.elapsed();
-                        let dropped = round.alive.as_ref().err().filter(|f| f.drops_connection()).cloned();
-                        let verdict = match (&round.replication, &t.replication) {
-                            (Some(Ok(r)), Some(c)) => Some(r.healthy(c.max_lag_s)),
-                            (Some(Err(f)), _) => Some(Err(f.to_string())),
-                            _ => None,
-                        };
-                        update(&status, |s| {
-                            s.probes += 1;
-                            s.last_round_us = took.as_micros() as u64;
-                            latency.observe(took.as_secs_f64());
-                            s.alive = Some(round.alive.is_ok());
-                            match &round.alive {
-                                Ok(()) => s.reason.clear(),
-                                Err(f) => {
+                        if in_flight.is_some() {
+                            let waited = round_started.elapsed();
+                            if waited >= give_up {
+                                break Failure::Timeout;
+                            }
+                            if waited >= timeout {
+                                late = true;
+                                update(&status, |s| {
+                                    s.probes += 1;
+                                    s.alive = Some(false);
                                     s.failures += 1;
-                                    s.reason = f.to_string();
+                                    s.reason = Failure::Timeout.to_string();
+                                });
+                                if !alive.record(Err(Failure::Timeout.to_string()), false, &tx) {
+                                    return;
                                 }
                             }
-                            if round.alive.is_ok() {
-                                s.read_only = round.read_only;
-                            }
-                            if let (Some(Ok(r)), Some(v)) = (&round.replication, &verdict) {
-                                s.replication = Some(ReplicationStatus {
-                                    healthy: v.is_ok(),
-                                    problem: v.clone().err().unwrap_or_default(),
-                                    io_running: r.io_running.clone(),
-                                    sql_running: r.sql_running,
-                                    seconds_behind: r.seconds_behind,
-                                    last_io_error: r.last_io_error.clone(),
-                                });
-                            }
-                        });
-                        // A server that should be fenced and reads writable (restarted from its
-                        // my.cnf, or set by hand) is fenced again at once.
-                        if round.read_only == Some(false)
-                            && let Some(f) = &fencer
-                            && f.state.borrow().safe()
-                        {
-                            warn!(target = %t.name, "writable while fenced: fencing again");
-                            f.request_fence();
+                            continue;
                         }
-                        if !alive.record(round.alive.map_err(|f| f.to_string()), false, &tx) {
-                            return;
-                        }
-                        if let Some(v) = verdict
-                            && !repl.record(v, false, &tx)
-                        {
-                            return;
-                        }
-                        if let Some(f) = dropped {
-                            break f;
-                        }
+                        let Some(mut c) = conn.take() else {
+                            break Failure::Other("no connection".into());
+                        };
+                        let patient = patient.clone();
+                        round_started = std::time::Instant::now();
+                        in_flight = Some(Box::pin(async move {
+                            let round = check(&patient, &mut c, statement).await;
+                            (c, round)
+                        }));
                     }
                 }
             };
@@ -550,7 +672,15 @@ pub fn spawn_probe(
             if !alive.record(Err(failure.to_string()), at_once, &tx) {
                 return;
             }
+            // Given up on, not closed by the server (a timeout on a lossy path): killed from
+            // the next connection. A server that went away took them with it (and may reuse
+            // their ids).
+            if !at_once {
+                stale = vec![check_id, parked.id];
+            }
+            drop(in_flight);
             drop(conn);
+            drop(parked);
         }
     })
 }
