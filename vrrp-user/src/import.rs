@@ -166,33 +166,54 @@ fn glob(pattern: &Path) -> Vec<PathBuf> {
     found
 }
 
+/// Whether `name` matches `pattern` (`*`: any run, `?`: any one character). Linear in both
+/// lengths for each star (it resumes after the last star, never backtracks further), so a
+/// crafted pattern cannot make it run for ever.
 fn wildcard(pattern: &str, name: &str) -> bool {
     let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
-    fn go(p: &[char], n: &[char]) -> bool {
-        match (p.first(), n.first()) {
-            (None, None) => true,
-            (Some('*'), _) => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
-            (Some('?'), Some(_)) => go(&p[1..], &n[1..]),
-            (Some(a), Some(b)) if a == b => go(&p[1..], &n[1..]),
-            _ => false,
+    let (mut pi, mut ni) = (0, 0);
+    // The last star seen, and where in the name its run ends so far.
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        match p.get(pi) {
+            Some('*') => {
+                star = Some((pi, ni));
+                pi += 1;
+            }
+            Some(c) if *c == '?' || *c == n[ni] => {
+                pi += 1;
+                ni += 1;
+            }
+            _ => match star {
+                Some((sp, sn)) => {
+                    star = Some((sp, sn + 1));
+                    pi = sp + 1;
+                    ni = sn + 1;
+                }
+                None => return false,
+            },
         }
     }
-    go(&p, &n)
+    p[pi..].iter().all(|c| *c == '*')
 }
 
 /// Parses the text of one file (`file` names it in locations).
 pub fn parse_text(text: &str, file: &str) -> Result<Vec<Node>, ImportError> {
     let tokens = tokenize(text);
     let mut i = 0;
-    let nodes = parse_block(&tokens, &mut i, file, None)?;
+    let nodes = parse_block(&tokens, &mut i, file, None, 0)?;
     Ok(nodes)
 }
+
+/// Blocks nest at most this deep (keepalived's go three or four deep).
+const MAX_NESTING: usize = 32;
 
 fn parse_block(
     tokens: &[(Token, usize)],
     i: &mut usize,
     file: &str,
     opened_at: Option<usize>,
+    depth: usize,
 ) -> Result<Vec<Node>, ImportError> {
     let mut nodes = Vec::new();
     let mut words: Vec<String> = Vec::new();
@@ -228,7 +249,13 @@ fn parse_block(
                 } else {
                     (Vec::new(), format!("{file}:{line}"))
                 };
-                let block = parse_block(tokens, i, file, Some(*line))?;
+                if depth >= MAX_NESTING {
+                    return Err(ImportError::Syntax {
+                        at: format!("{file}:{line}"),
+                        message: format!("blocks nested more than {MAX_NESTING} deep"),
+                    });
+                }
+                let block = parse_block(tokens, i, file, Some(*line), depth + 1)?;
                 nodes.push(Node {
                     words: header,
                     block: Some(block),
@@ -317,7 +344,15 @@ impl Table {
         }
     }
 
+    /// Sets `key` to `value`, a TOML value as written. Anything that is not exactly one TOML
+    /// value (a number with trailing garbage from the keepalived file, a line break that would
+    /// open a table) is written as a string instead, so that the file stays TOML and
+    /// `check-config` names the key.
     fn set(&mut self, key: &str, value: String) {
+        let one_value = format!("x = {value}")
+            .parse::<toml::Table>()
+            .is_ok_and(|t| t.len() == 1);
+        let value = if one_value { value } else { q(&value) };
         match self.keys.iter_mut().find(|(k, _)| k == key) {
             Some((_, v)) => *v = value,
             None => self.keys.push((key.into(), value)),
@@ -1428,6 +1463,52 @@ mod tests {
         assert_eq!(err, "k.conf:1: this '{' is never closed");
         let err = parse_text("a\n}\n", "k.conf").unwrap_err().to_string();
         assert_eq!(err, "k.conf:2: a '}' closes no block");
+    }
+
+    #[test]
+    fn wildcards_match_in_linear_time_and_nesting_is_bounded() {
+        for (p, n, want) in [
+            ("*.conf", "a.conf", true),
+            ("*.conf", "a.conf.bak", false),
+            ("a?c", "abc", true),
+            ("a?c", "ac", false),
+            ("*", "", true),
+            ("a*b*c", "aXbYc", true),
+            ("a*b*c", "aXbYd", false),
+            ("**x", "yyx", true),
+        ] {
+            assert_eq!(wildcard(p, n), want, "{p} {n}");
+        }
+        let started = std::time::Instant::now();
+        let name = "a".repeat(200);
+        assert!(!wildcard(&format!("{}b", "a*".repeat(30)), &name));
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        let deep = format!("{}{}", "x {\n".repeat(40), "}\n".repeat(40));
+        let err = parse_text(&deep, "k.conf").unwrap_err().to_string();
+        assert!(err.contains("nested more than 32 deep"), "{err}");
+        assert!(parse_text(&"{".repeat(100_000), "k.conf").is_err());
+    }
+
+    #[test]
+    fn values_that_are_not_toml_are_written_as_strings() {
+        // Found by `cargo xtask fuzz` (the keepalived target).
+        let out = convert_text(
+            "vrrp_instance V {\n interface eth0\n virtual_router_id 7\n priority 110skip_chvert_int\n\
+             advert_int 1\n virtual_ipaddress {\n 192.0.2.1\n }\n}\n",
+        );
+        let text = &out.files[0].toml;
+        let table: toml::Table = toml::from_str(text).unwrap_or_else(|e| panic!("{e}:\n{text}"));
+        assert_eq!(
+            table["instance"][0]["priority"].as_str(),
+            Some("110skip_chvert_int")
+        );
+        let mut t = Table::new("instance");
+        t.set("vrid", "1\n[evil]\nx = 2".to_owned());
+        let back: toml::Table = format!("vrid = {}", t.get("vrid").unwrap())
+            .parse()
+            .unwrap();
+        assert_eq!(back.len(), 1);
+        assert_eq!(back["vrid"].as_str(), Some("1\n[evil]\nx = 2"));
     }
 
     #[test]

@@ -58,7 +58,8 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Fuzz the advert decoder with cargo-fuzz (libFuzzer) for a bounded time.
+    /// Fuzz the advert decoder, the keepalived.conf import and the TOML config loader with
+    /// cargo-fuzz (libFuzzer), each for a bounded time.
     Fuzz {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
@@ -268,23 +269,32 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     )
 }
 
-/// Runs the `decode` fuzz target for `seconds`, seeded with the keepalived captures in
-/// fuzz/corpus/decode; new inputs go to target/fuzz-corpus, crashes to fuzz/artifacts.
+/// The fuzz targets: the advert decoder, the keepalived.conf reader and import, the TOML
+/// config loader. Each is seeded from fuzz/corpus/<target>.
+const FUZZ_TARGETS: [&str; 3] = ["decode", "keepalived", "config"];
+
+/// Runs each fuzz target for `seconds`; new inputs go to target/fuzz-corpus/<target>, crashes
+/// to fuzz/artifacts/<target>.
 fn fuzz(seconds: u64) -> anyhow::Result<()> {
     setup::run()?;
     setup::cargo_fuzz()?;
     let root = workspace_root();
-    let work = root.join("target").join("fuzz-corpus");
-    std::fs::create_dir_all(&work)?;
-    status(
-        Command::new("cargo")
-            .current_dir(&root)
-            .args(["+nightly", "fuzz", "run", "--fuzz-dir", "fuzz", "decode"])
-            .arg(&work)
-            .arg(root.join("fuzz").join("corpus").join("decode"))
-            .arg("--")
-            .arg(format!("-max_total_time={seconds}")),
-    )
+    for target in FUZZ_TARGETS {
+        let work = root.join("target").join("fuzz-corpus").join(target);
+        std::fs::create_dir_all(&work)?;
+        println!("== fuzz target {target}, {seconds} s");
+        status(
+            Command::new("cargo")
+                .current_dir(&root)
+                .args(["+nightly", "fuzz", "run", "--fuzz-dir", "fuzz", target])
+                .arg(&work)
+                .arg(root.join("fuzz").join("corpus").join(target))
+                .arg("--")
+                .arg(format!("-max_total_time={seconds}"))
+                .arg("-max_len=65536"),
+        )?;
+    }
+    Ok(())
 }
 
 fn run_daemon(bin: &Path, config: &Path) -> anyhow::Result<()> {
