@@ -289,7 +289,7 @@ fn start_daemon(
                 .vrrp_config(
                     host,
                     priority,
-                    if master { "state = \"master\"\n" } else { "" },
+                    if master { "state = \"takeover\"\n" } else { "" },
                 )
                 .replace(
                     "advert_interval_ms = 100",
@@ -874,7 +874,7 @@ fn footprint(report: &mut Report) -> anyhow::Result<()> {
                     let mut config = format!("interface = \"{iface}\"\nxdp_mode = \"native\"\n");
                     for (i, ip) in ips.iter().enumerate() {
                         config.push_str(&format!(
-                            "\n[[instance]]\nvrid = {}\npriority = 200\nstate = \"master\"\nadvert_interval_ms = 100\nvips = [\"{ip}/24\"]\n",
+                            "\n[[instance]]\nvrid = {}\npriority = 200\nstate = \"takeover\"\nadvert_interval_ms = 100\nvips = [\"{ip}/24\"]\n",
                             i + 1
                         ));
                     }

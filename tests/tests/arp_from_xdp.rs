@@ -36,7 +36,7 @@ fn master_answers_arp_for_vip_from_xdp_and_stops_when_the_daemon_stops() {
     // Nobody owns the VIP before the daemon runs.
     assert!(lab.arping("client", VIP, 1).unwrap().is_empty());
 
-    let mut a = start_xvrrp(&lab, "a", "master", false);
+    let mut a = start_xvrrp(&lab, "a", "takeover", false);
     assert!(
         a.log().contains("mode=\"native\""),
         "expected native XDP; log:\n{}",
@@ -145,7 +145,7 @@ fn virtual_mac_is_used_when_configured() {
         return;
     }
     let lab = Lab::new(&["a", "client"]).expect("lab");
-    let mut a = start_xvrrp(&lab, "a", "master", true);
+    let mut a = start_xvrrp(&lab, "a", "takeover", true);
     let replies = lab.arping("client", VIP, 2).unwrap();
     assert_eq!(
         replies,

@@ -34,7 +34,7 @@ fn neighbour_discovery_is_answered_only_by_the_master() {
     }
     let lab = Lab::new(&["a", "b", "client"]).expect("lab");
     let a_mac = mac_text(&lab.host("a").mac);
-    let mut a = start(&lab, "a", "master", 250);
+    let mut a = start(&lab, "a", "takeover", 250);
     let mut b = start(&lab, "b", "backup", 250);
     let macs = lab.ndisc("client", VIP6, 2).unwrap();
     assert!(!macs.is_empty(), "no answer; a:\n{}", a.log());
@@ -57,7 +57,7 @@ fn a_frozen_daemon_stops_answering_within_the_heartbeat_limit() {
         return;
     }
     let lab = Lab::new(&["a", "client"]).expect("lab");
-    let mut a = start(&lab, "a", "master", 200);
+    let mut a = start(&lab, "a", "takeover", 200);
     assert_eq!(lab.arping("client", VIP, 1).unwrap().len(), 1);
     let stats = Path::new(PIN_ROOT)
         .join(&lab.host("a").iface)
@@ -92,7 +92,7 @@ fn a_killed_daemon_leaves_a_silent_program_and_a_restart_takes_over() {
     }
     let lab = Lab::new(&["a", "client"]).expect("lab");
     let iface = lab.host("a").iface.clone();
-    let mut a = start(&lab, "a", "master", 200);
+    let mut a = start(&lab, "a", "takeover", 200);
     assert_eq!(lab.arping("client", VIP, 1).unwrap().len(), 1);
     a.stop(Signal::SIGKILL, Duration::from_secs(5)).unwrap();
     // The program is still attached (its link is pinned) but no longer answers.
@@ -109,7 +109,7 @@ fn a_killed_daemon_leaves_a_silent_program_and_a_restart_takes_over() {
     assert!(per_cpu_counter(&stats, 51, "dropped_stale_heartbeat").unwrap() >= 2);
 
     // A new daemon replaces the stale link and answers again.
-    let mut again = start(&lab, "a", "master", 200);
+    let mut again = start(&lab, "a", "takeover", 200);
     assert_eq!(
         lab.arping("client", VIP, 2).unwrap().len(),
         2,
@@ -140,7 +140,7 @@ fn a_foreign_gratuitous_arp_for_the_vip_is_counted_and_logged() {
         return;
     }
     let lab = Lab::new(&["a", "client"]).expect("lab");
-    let mut a = start(&lab, "a", "master", 250);
+    let mut a = start(&lab, "a", "takeover", 250);
     let client_iface = lab.host("client").iface.clone();
     // The client claims the VIP: unsolicited ARP, as a second owner would send.
     lab.run(

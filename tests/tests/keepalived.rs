@@ -310,3 +310,129 @@ fn keepalived_beside_xvrrp_on_the_same_interfaces_elects_one_master_of_its_own_v
         p.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
     }
 }
+
+#[test]
+fn excluded_addresses_keep_a_mixed_pair_to_one_master() {
+    if !privileged("excluded_addresses_keep_a_mixed_pair_to_one_master") {
+        return;
+    }
+    // keepalived's virtual_ipaddress_excluded is added with the VIPs but never listed in
+    // adverts; xvrrp drops adverts whose list differs, so it must leave them out too.
+    let excluded = Ipv4Addr::new(192, 0, 2, 150);
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    let mut k = keepalived_with(
+        &lab,
+        "b",
+        100,
+        3,
+        "0.1",
+        &format!("  virtual_ipaddress_excluded {{\n    {excluded}/24\n  }}\n"),
+    );
+    let mut x = xvrrp_with(
+        &lab,
+        "a",
+        200,
+        3,
+        100,
+        &format!("vips_excluded = [\"{excluded}/24\"]\n"),
+    );
+    answered_only_by(&lab, "a", Duration::from_secs(8), &[&k, &x]);
+    assert!(
+        wait_for(Duration::from_secs(3), || holds(&lab, "a", excluded)),
+        "the excluded address is not on the master"
+    );
+    assert!(!holds(&lab, "b", VIP) && !holds(&lab, "b", excluded));
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !holds(&lab, "b", VIP),
+        "keepalived took the VIP too:\n{}",
+        k.log()
+    );
+    let stats = Path::new(xvrrp_lab::PIN_ROOT)
+        .join(&lab.host("a").iface)
+        .join("vrid_stats");
+    assert_eq!(
+        xvrrp_lab::per_cpu_counter(&stats, 51, "adverts_drop_addresses").unwrap(),
+        0
+    );
+    // The excluded address is answered from XDP like the VIP, and both move on a handover.
+    assert_eq!(lab.arping("client", excluded, 1).unwrap().len(), 1);
+    x.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || holds(&lab, "b", VIP)
+            && holds(&lab, "b", excluded)),
+        "keepalived did not take both over:\n{}",
+        k.log()
+    );
+    assert!(!holds(&lab, "a", excluded));
+    k.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+}
+
+/// How long after `since` `addr` appeared on `host` (polled every 20 ms, at most `within`).
+fn appeared_after(
+    lab: &Lab,
+    host: &str,
+    addr: Ipv4Addr,
+    since: std::time::Instant,
+    within: Duration,
+) -> Option<Duration> {
+    wait_for(within, || holds(lab, host, addr)).then(|| since.elapsed())
+}
+
+#[test]
+fn state_master_waits_master_down_as_keepalived_does() {
+    if !privileged("state_master_waits_master_down_as_keepalived_does") {
+        return;
+    }
+    // Each alone in its own VRID, state MASTER, priority 150, 1 s adverts: keepalived 2.2.7
+    // starts as backup and takes over after Master_Down_Interval, 3 s + (256 - 150) / 256 s.
+    let lab = Lab::new(&["a", "b"]).expect("lab");
+    let theirs = Ipv4Addr::new(192, 0, 2, 161);
+    let ka_config = lab
+        .keepalived_config("b", 150, 3, "1", "")
+        .replace("state BACKUP", "state MASTER")
+        .replace("virtual_router_id 51", "virtual_router_id 61")
+        .replace(&VIP.to_string(), &theirs.to_string());
+    let ka_started = std::time::Instant::now();
+    let mut k = lab.start_keepalived("b", &ka_config).expect("keepalived");
+    let ka = appeared_after(&lab, "b", theirs, ka_started, Duration::from_secs(8));
+    let iface = lab.host("a").iface.clone();
+    let mut x = lab
+        .start_xvrrp(
+            "a",
+            &format!(
+                "interface = \"{iface}\"\nxdp_mode = \"native\"\n\n[[instance]]\nvrid = 51\nstate = \"master\"\n\
+                 priority = 150\nadvert_interval_ms = 1000\nvips = [\"{VIP}/24\"]\n"
+            ),
+        )
+        .expect("xvrrp");
+    // Measured from "xvrrp running" (the engine starts just before it).
+    let ours = appeared_after(
+        &lab,
+        "a",
+        VIP,
+        std::time::Instant::now(),
+        Duration::from_secs(8),
+    );
+    eprintln!("state MASTER alone: keepalived took over after {ka:?}, xvrrp after {ours:?}");
+    let (ka, ours) = (
+        ka.expect("keepalived never took over"),
+        ours.expect("xvrrp never took over"),
+    );
+    assert!(
+        (Duration::from_millis(3_000)..Duration::from_millis(4_500)).contains(&ours),
+        "xvrrp took over after {ours:?}:\n{}",
+        x.log()
+    );
+    assert!(
+        (Duration::from_millis(3_000)..Duration::from_millis(5_000)).contains(&ka),
+        "keepalived took over after {ka:?} (is this 2.2.7?)"
+    );
+    assert!(
+        ours.abs_diff(ka) < Duration::from_secs(1),
+        "{ours:?} against {ka:?}"
+    );
+    assert!(x.log().contains("reason=no master seen"), "{}", x.log());
+    x.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    k.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+}

@@ -82,6 +82,14 @@ pub mod vip_flags {
     /// The VIP is not on the interface (someone deleted it, or adding it failed): requests for
     /// it pass to the kernel, unanswered by the data plane, whatever the role.
     pub const ABSENT: u8 = 1;
+    /// The VIP's instance runs the other address family (keepalived's
+    /// `virtual_ipaddress_excluded` of either family): its role is in that family's slot.
+    pub const OTHER_FAMILY: u8 = 2;
+}
+
+/// The slot of [`MAP_VRIDS`] whose role decides the answers for a VIP of family `ipv6`.
+pub const fn vip_slot(vip: &VipValue, ipv6: bool) -> u32 {
+    slot(ipv6 != (vip.flags & vip_flags::OTHER_FAMILY != 0), vip.vrid)
 }
 
 /// Role of this node for one VRID, as published by the daemon in [`VridState::role`].

@@ -30,7 +30,7 @@ use vrrp_common::{
     event, heartbeat_fresh,
     ip::Ipv4Hdr,
     nd::{self, ETH_P_IPV6, IPPROTO_ICMPV6, Ipv6Hdr, NdHead, NdOpt},
-    role, slot, vip_flags, vrid_flags,
+    role, slot, vip_flags, vip_slot, vrid_flags,
     vrrp::{self, AdvertDrop, Family, HEADER_LEN, IPPROTO_VRRP, V2_AUTH_LEN, Version},
 };
 
@@ -254,7 +254,7 @@ fn on_arp(ctx: &XdpContext, eth: &mut EthHdr, l3: usize) -> Result<u32, ()> {
         if !arp::addressed_to_us(&eth.dst, &iface_mac, &vip.mac) {
             return Ok(XDP_PASS);
         }
-        let slot = slot(false, vip.vrid);
+        let slot = vip_slot(&vip, false);
         return Ok(match request_verdict(&vip, slot) {
             Verdict::Reply => {
                 arp::rewrite_to_reply(eth, arp, &vip);
@@ -279,7 +279,7 @@ fn on_arp(ctx: &XdpContext, eth: &mut EthHdr, l3: usize) -> Result<u32, ()> {
     {
         let mut wide = [0u8; 16];
         wide[..4].copy_from_slice(&addr);
-        foreign_owner(&vip, slot(false, vip.vrid), wide, mac);
+        foreign_owner(&vip, vip_slot(&vip, false), wide, mac);
     }
     Ok(XDP_PASS)
 }
@@ -339,7 +339,7 @@ fn on_nd(ctx: &XdpContext, eth: &mut EthHdr, ip: &mut Ipv6Hdr, l4: usize) -> Res
         if !arp::addressed_to_us(&eth.dst, &iface_mac, &vip.mac) && eth.dst[0] & 1 == 0 {
             return Ok(XDP_PASS);
         }
-        let slot = slot(true, vip.vrid);
+        let slot = vip_slot(&vip, true);
         return Ok(match (request_verdict(&vip, slot), opt) {
             (Verdict::Reply, Some(opt)) if answerable => {
                 nd::rewrite_to_advert(eth, ip, head, opt, &vip.mac);
@@ -357,7 +357,7 @@ fn on_nd(ctx: &XdpContext, eth: &mut EthHdr, ip: &mut Ipv6Hdr, l4: usize) -> Res
         && let Some(vip) = (unsafe { XVRRP_VIPS6.get(Vip6Key { addr: head.target }) }).copied()
         && let Some((addr, mac)) = nd::foreign_claim(ip, head, opt, &vip.mac, &iface_mac)
     {
-        foreign_owner(&vip, slot(true, vip.vrid), addr, mac);
+        foreign_owner(&vip, vip_slot(&vip, true), addr, mac);
     }
     Ok(XDP_PASS)
 }

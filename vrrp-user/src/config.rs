@@ -61,13 +61,21 @@ pub enum XdpAttach {
     Generic,
 }
 
-/// The state an instance is held in. Until the election engine drives it, this is static.
+/// How an instance starts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum InitialState {
+    /// keepalived's `state MASTER`, as keepalived 2.2.7 runs it: below priority 255 the
+    /// instance starts as backup and becomes master after Master_Down_Interval unless it hears
+    /// a master (measured side by side with keepalived in the lab); priority 255 takes over at
+    /// once, as in every state.
     Master,
     #[default]
     Backup,
+    /// xvrrp only: become master at startup without waiting (a better master's advert, or
+    /// this node's answer to a worse one, settles it within one delivery). It overrides
+    /// `preempt = false` at startup.
+    Takeover,
 }
 
 /// A virtual address with its prefix length and, for IPv4, an optional address label.
@@ -101,6 +109,9 @@ pub struct Instance {
     pub version: u8,
     /// All of one family.
     pub vips: Vec<Vip>,
+    /// keepalived's `virtual_ipaddress_excluded`: added, removed and announced with the VIPs,
+    /// answered from XDP while master, but never listed in adverts (either address family).
+    pub vips_excluded: Vec<Vip>,
     /// Answer from the VRRP virtual MAC 00:00:5e:00:01:VRID instead of the interface's MAC.
     pub virtual_mac: bool,
     /// With `virtual_mac`: the macvlan interface that carries the virtual MAC and the VIPs
@@ -529,6 +540,8 @@ struct RawInstance {
     #[serde(default = "default_version")]
     version: i64,
     vips: Vec<String>,
+    #[serde(default)]
+    vips_excluded: Vec<String>,
     #[serde(default)]
     virtual_mac: bool,
     #[serde(default)]
@@ -1335,30 +1348,6 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
                 Some(padded)
             }
         };
-        let mut vips = Vec::new();
-        for (j, text) in inst.vips.iter().enumerate() {
-            let key = format!("instance[{i}].vips[{j}]");
-            match parse_vip(text) {
-                Ok(vip) if vip.addr.is_ipv6() != ipv6 => problem(
-                    key,
-                    format!(
-                        "expected an {} address like the instance's first VIP (one family per instance), got {text:?}",
-                        if ipv6 { "IPv6" } else { "IPv4" }
-                    ),
-                ),
-                Ok(vip) => {
-                    if let Some(other) = all_vips.insert(vip.addr, key.clone()) {
-                        problem(
-                            key,
-                            format!("expected each VIP once, but {} is also {other}", vip.addr),
-                        );
-                    } else {
-                        vips.push(vip);
-                    }
-                }
-                Err(message) => problem(key, message),
-            }
-        }
         let vmac_interface = if inst.virtual_mac {
             let name = inst
                 .vmac_interface
@@ -1384,16 +1373,57 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         };
         // iproute2's rule: a label is the device's name, or starts with it and a colon.
         let dev = vmac_interface.as_deref().unwrap_or(&interface);
-        for (j, vip) in vips.iter().enumerate() {
-            if let Some(label) = &vip.label
-                && (label.len() > 15 || (label != dev && !label.starts_with(&format!("{dev}:"))))
-            {
-                problem(
-                    format!("instance[{i}].vips[{j}]"),
+        let label_problem = |vip: &Vip| {
+            let label = vip.label.as_ref()?;
+            (label.len() > 15 || (label != dev && !label.starts_with(&format!("{dev}:")))).then(|| {
+                format!(
+                    "expected a label of at most 15 characters that is {dev:?} or starts with \"{dev}:\" (the interface the VIP is on), got {label:?}"
+                )
+            })
+        };
+        let mut vips = Vec::new();
+        for (j, text) in inst.vips.iter().enumerate() {
+            let key = format!("instance[{i}].vips[{j}]");
+            match parse_vip(text) {
+                Ok(vip) if vip.addr.is_ipv6() != ipv6 => problem(
+                    key,
                     format!(
-                        "expected a label of at most 15 characters that is {dev:?} or starts with \"{dev}:\" (the interface the VIP is on), got {label:?}"
+                        "expected an {} address like the instance's first VIP (one family per instance), got {text:?}",
+                        if ipv6 { "IPv6" } else { "IPv4" }
                     ),
-                );
+                ),
+                Ok(vip) => {
+                    if let Some(m) = label_problem(&vip) {
+                        problem(key, m);
+                    } else if let Some(other) = all_vips.insert(vip.addr, key.clone()) {
+                        problem(
+                            key,
+                            format!("expected each VIP once, but {} is also {other}", vip.addr),
+                        );
+                    } else {
+                        vips.push(vip);
+                    }
+                }
+                Err(message) => problem(key, message),
+            }
+        }
+        let mut vips_excluded = Vec::new();
+        for (j, text) in inst.vips_excluded.iter().enumerate() {
+            let key = format!("instance[{i}].vips_excluded[{j}]");
+            match parse_vip(text) {
+                Ok(vip) => {
+                    if let Some(m) = label_problem(&vip) {
+                        problem(key, m);
+                    } else if let Some(other) = all_vips.insert(vip.addr, key.clone()) {
+                        problem(
+                            key,
+                            format!("expected each VIP once, but {} is also {other}", vip.addr),
+                        );
+                    } else {
+                        vips_excluded.push(vip);
+                    }
+                }
+                Err(message) => problem(key, message),
             }
         }
         let interval_ok = match version {
@@ -1552,6 +1582,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             state: inst.state,
             version,
             vips,
+            vips_excluded,
             virtual_mac: inst.virtual_mac,
             vmac_interface,
             advert_interval_cs: (inst.advert_interval_ms.clamp(10, 40_950) / 10) as u16,
@@ -2158,12 +2189,12 @@ mod tests {
             "#,
         );
         let expect = [
-            "test.toml: instance[0].vips[1]: expected an IPv4 or IPv6 address with an optional /prefix, like \"192.0.2.100/24\" or \"2001:db8::100/64\", then optionally \"label NAME\", got \"192.0.2.2 label\"",
-            "test.toml: instance[0].vips[2]: expected an IPv4 or IPv6 address with an optional /prefix, like \"192.0.2.100/24\" or \"2001:db8::100/64\", then optionally \"label NAME\", got \"192.0.2.3 lable eth0:a\"",
             "test.toml: instance[0].vmac_interface: expected only with virtual_mac = true",
             "test.toml: instance[0].vips[0]: expected a label of at most 15 characters that is \"eth0\" or starts with \"eth0:\" (the interface the VIP is on), got \"eth1:x\"",
-            "test.toml: instance[1].vips[0]: expected an IPv4 or IPv6 address with an optional /prefix, like \"192.0.2.100/24\" or \"2001:db8::100/64\"; a label only on IPv4 (the kernel has no IPv6 address labels), got \"2001:db8::1\" with a label",
+            "test.toml: instance[0].vips[1]: expected an IPv4 or IPv6 address with an optional /prefix, like \"192.0.2.100/24\" or \"2001:db8::100/64\", then optionally \"label NAME\", got \"192.0.2.2 label\"",
+            "test.toml: instance[0].vips[2]: expected an IPv4 or IPv6 address with an optional /prefix, like \"192.0.2.100/24\" or \"2001:db8::100/64\", then optionally \"label NAME\", got \"192.0.2.3 lable eth0:a\"",
             "test.toml: instance[1].vmac_interface: expected a name for a new macvlan interface (1-15 characters, no '/', ':' or space, not the interface itself), got \"eth0\"",
+            "test.toml: instance[1].vips[0]: expected an IPv4 or IPv6 address with an optional /prefix, like \"192.0.2.100/24\" or \"2001:db8::100/64\"; a label only on IPv4 (the kernel has no IPv6 address labels), got \"2001:db8::1\" with a label",
             "test.toml: instance[2].vips[0]: expected a label of at most 15 characters that is \"vrrp.3\" or starts with \"vrrp.3:\" (the interface the VIP is on), got \"eth0:9\"",
         ];
         assert_eq!(errs, expect);
@@ -2336,6 +2367,36 @@ mod tests {
     }
 
     #[test]
+    fn excluded_addresses_are_read_and_checked() {
+        let config = parse_str(
+            "interface = \"eth0\"\n[[instance]]\nvrid = 1\nvips = [\"192.0.2.1\"]\n\
+             vips_excluded = [\"192.0.2.9/24 label eth0:x\", \"2001:db8::9/64\"]\n",
+        )
+        .unwrap();
+        let i = &config.instances[0];
+        assert_eq!(i.vips.len(), 1);
+        assert_eq!(i.vips_excluded.len(), 2);
+        assert!(!i.ipv6(), "the family is the VIPs'");
+        let errs = errors(
+            "interface = \"eth0\"\n[[instance]]\nvrid = 1\nvips = [\"192.0.2.1\"]\n\
+             vips_excluded = [\"192.0.2.1\", \"nope\", \"192.0.2.8 label other\"]\n",
+        );
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        assert!(
+            errs[0].contains("instance[0].vips_excluded[0]: expected each VIP once"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[1].contains("instance[0].vips_excluded[1]: expected an IPv4 or IPv6"),
+            "{errs:?}"
+        );
+        assert!(
+            errs[2].contains("instance[0].vips_excluded[2]: expected a label"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
     fn script_user_and_script_security_are_checked() {
         let config = parse_str(
             "interface = \"eth0\"\nscript_user = \"nobody\"\nenable_script_security = true\n\
@@ -2346,8 +2407,8 @@ mod tests {
         assert_eq!(config.script_user.as_ref().map(|u| u.uid), Some(65534));
         let errs = errors(
             "interface = \"eth0\"\nscript_user = \"no-such-user-xvrrp\"\nenable_script_security = true\n\
-             [[track_script]]\nname = \"x\"\nscript = \"no-such-program-xvrrp --now\"\n\
-             [[instance]]\nvrid = 1\nvips = [\"192.0.2.1\"]\ntrack_scripts = [\"x\"]\nnotify_master = \"/tmp\"\n",
+             [[track_script]]\nname = \"x\"\nscript = \"/tmp/xvrrp-no-such-dir/check --now\"\n\
+             [[instance]]\nvrid = 1\nvips = [\"192.0.2.1\"]\ntrack_scripts = [\"x\"]\nnotify_master = \"/tmp/xvrrp-notify.sh master\"\n",
         );
         assert_eq!(errs.len(), 3, "{errs:?}");
         assert!(
@@ -2356,11 +2417,11 @@ mod tests {
         );
         assert!(
             errs[1].starts_with(
-                "test.toml: track_script[0].script: enable_script_security: cannot find the program"
+                "test.toml: track_script[0].script: enable_script_security: /tmp is writable"
             ),
             "{errs:?}"
         );
-        // /tmp is writable by everyone (sticky, but it is the program itself here).
+        // Anyone may create a file in /tmp (sticky or not).
         assert!(
             errs[2].starts_with(
                 "test.toml: instance[0].notify_master: enable_script_security: /tmp is writable"

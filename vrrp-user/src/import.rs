@@ -989,6 +989,7 @@ fn instance(
     t.set("name", q(name));
     let mut interface = String::new();
     let mut vips = Vec::new();
+    let mut excluded = Vec::new();
     let mut scripts = Vec::new();
     let mut mysql = Vec::new();
     let mut files = Vec::new();
@@ -1047,15 +1048,19 @@ fn instance(
                     }
                 }
             }
-            "virtual_ipaddress" | "virtual_ipaddress_excluded" => {
-                if c.key() == "virtual_ipaddress_excluded" {
-                    changed.push(format!(
-                        "{at}: {who}: virtual_ipaddress_excluded: these addresses are carried as VIPs and so are listed in the adverts"
-                    ));
-                }
+            "virtual_ipaddress" => {
                 for v in c.children() {
                     if let Some(vip) = address(v, &interface, &who, dropped) {
                         vips.push(vip);
+                    }
+                }
+            }
+            // Added with the VIPs, never listed in adverts (a keepalived peer drops adverts
+            // whose list differs): either family.
+            "virtual_ipaddress_excluded" => {
+                for v in c.children() {
+                    if let Some(vip) = address(v, &interface, &who, dropped) {
+                        excluded.push(vip);
                     }
                 }
             }
@@ -1288,6 +1293,9 @@ fn instance(
         t.set("auth_pass", pass);
     }
     t.set("vips", list(&vips));
+    if !excluded.is_empty() {
+        t.set("vips_excluded", list(&excluded));
+    }
     if vmac {
         t.set("virtual_mac", "true".into());
     }
@@ -1487,6 +1495,23 @@ mod tests {
         let err = parse_text(&deep, "k.conf").unwrap_err().to_string();
         assert!(err.contains("nested more than 32 deep"), "{err}");
         assert!(parse_text(&"{".repeat(100_000), "k.conf").is_err());
+    }
+
+    #[test]
+    fn excluded_addresses_stay_out_of_the_vips() {
+        let out = convert_text(
+            "vrrp_instance V {\n interface eth0\n virtual_router_id 7\n virtual_ipaddress {\n 192.0.2.1/24\n }\n\
+             virtual_ipaddress_excluded {\n 192.0.2.9/24\n 2001:db8::9/64\n }\n}\n",
+        );
+        let text = &out.files[0].toml;
+        assert!(text.contains("vips = [\"192.0.2.1/24\"]\n"), "{text}");
+        assert!(
+            text.contains("vips_excluded = [\"192.0.2.9/24\", \"2001:db8::9/64\"]\n"),
+            "{text}"
+        );
+        let all = format!("{:?}{:?}", out.changed, out.dropped);
+        assert!(!all.contains("excluded"), "{all}");
+        crate::config::parse(text, std::path::Path::new("x.toml")).unwrap();
     }
 
     #[test]

@@ -64,25 +64,29 @@ fn program(command: &str) -> Option<PathBuf> {
 
 /// Why a command is not safe to run as root under `enable_script_security`, if it is not: its
 /// program, or a directory above it (symbolic links followed), is owned by a user other than
-/// root or writable by group or others. A program that cannot be found is refused too.
+/// root or writable by group or others (a directory with the sticky bit, like /tmp, only where
+/// the program exists: others cannot replace it there, but could create it). A program that
+/// does not exist yet is judged by the directory it would be created in; one not found on
+/// `PATH` is not judged (it fails when run, as without script security).
 pub fn insecure(command: &str) -> Option<String> {
-    let Some(prog) = program(command) else {
-        return Some(format!(
-            "enable_script_security: cannot find the program {:?} runs (give its path)",
-            command.split_whitespace().next().unwrap_or("")
-        ));
-    };
-    let real = match prog.canonicalize() {
+    let prog = program(command)?;
+    let mut existing = prog.as_path();
+    while !existing.exists() {
+        existing = existing.parent()?;
+    }
+    let missing = existing != prog;
+    let real = match existing.canonicalize() {
         Ok(p) => p,
         Err(e) => {
             return Some(format!(
                 "enable_script_security: cannot resolve {}: {e}",
-                prog.display()
+                existing.display()
             ));
         }
     };
     let mut at: Option<&Path> = Some(&real);
     while let Some(p) = at {
+        let first = p == real;
         match std::fs::metadata(p) {
             Ok(m) if m.uid() != 0 => {
                 return Some(format!(
@@ -91,13 +95,19 @@ pub fn insecure(command: &str) -> Option<String> {
                     m.uid()
                 ));
             }
-            // Group- or other-writable; a sticky directory (/tmp) still lets others add files,
-            // but not replace this one, which is what matters only for the file itself.
-            Ok(m) if m.mode() & 0o022 != 0 && !(p != real && m.mode() & 0o1000 != 0) => {
+            Ok(m)
+                if m.mode() & 0o022 != 0
+                    && ((first && (missing || !m.is_dir())) || m.mode() & 0o1000 == 0) =>
+            {
                 return Some(format!(
-                    "enable_script_security: {} is writable by group or others (mode {:o}): they could change what runs",
+                    "enable_script_security: {} is writable by group or others (mode {:o}): they could change what runs{}",
                     p.display(),
-                    m.mode() & 0o7777
+                    m.mode() & 0o7777,
+                    if missing {
+                        format!(" ({} does not exist yet)", prog.display())
+                    } else {
+                        String::new()
+                    }
                 ));
             }
             Ok(_) => {}
@@ -158,11 +168,21 @@ mod tests {
     }
 
     #[test]
-    fn programs_on_path_are_found_and_missing_ones_refused() {
+    fn programs_on_path_are_found_and_missing_ones_judged_by_where_they_would_be() {
         assert!(program("sh -c true").is_some_and(|p| p.ends_with("sh") && p.is_file()));
         assert_eq!(program("/bin/sh -c true"), Some(PathBuf::from("/bin/sh")));
-        let why = insecure("no-such-program-xvrrp --x").unwrap();
-        assert!(why.contains("cannot find the program"), "{why}");
+        // Not on PATH: it fails when run, as without script security.
+        assert_eq!(insecure("no-such-program-xvrrp --x"), None);
+        if nix::unistd::geteuid().is_root() {
+            // Anyone could create it in /tmp (sticky or not).
+            let why = insecure("/tmp/xvrrp-no-such-dir/check.sh").unwrap();
+            assert!(
+                why.contains("/tmp is writable") && why.contains("does not exist yet"),
+                "{why}"
+            );
+            // /etc is root's.
+            assert_eq!(insecure("/etc/xvrrp-no-such-dir/check.sh"), None);
+        }
     }
 
     #[test]

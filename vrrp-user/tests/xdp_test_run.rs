@@ -788,6 +788,39 @@ fn invalid_adverts_are_dropped_and_counted_by_reason() {
     assert!(fx.events().is_empty());
 }
 
+#[test]
+fn an_address_of_the_other_family_follows_its_instances_role() {
+    if !privileged("an_address_of_the_other_family_follows_its_instances_role") {
+        return;
+    }
+    let mut fx = Fixture::new();
+    // keepalived's virtual_ipaddress_excluded: an IPv6 address of an IPv4 instance. IPv4
+    // VRID 51 is master here, 52 backup; the IPv6 slots are made the other way round.
+    fx.dp.set_role(true, 51, role::BACKUP).unwrap();
+    fx.dp.set_role(true, 52, role::MASTER).unwrap();
+    let other = |vrid, stats_index| VipValue {
+        vrid,
+        flags: vrrp_common::vip_flags::OTHER_FAMILY,
+        mac: IFACE_MAC,
+        stats_index,
+    };
+    fx.dp.set_vip(IpAddr::from(VIP6), other(51, 2)).unwrap();
+    fx.dp
+        .set_vip(IpAddr::from(BACKUP_VIP6), other(52, 3))
+        .unwrap();
+    assert_eq!(
+        fx.run(&ns_for(VIP6, CLIENT6, true, None)).unwrap().0,
+        XDP_TX
+    );
+    assert_eq!(
+        fx.verdict_unchanged(&ns_for(BACKUP_VIP6, CLIENT6, true, None)),
+        XDP_DROP
+    );
+    // Counted in the instance's slot.
+    assert_eq!(fx.dp.vrid_stats(false, 51).unwrap().answered, 1);
+    assert_eq!(fx.dp.vrid_stats(true, 51).unwrap().requests, 0);
+}
+
 /// A VRRPv3 advert frame for `vrid` from `src` carrying `addrs` (IPv4 or IPv6 by `src`).
 fn advert_with(vrid: u8, src: IpAddr, addrs: &[IpAddr]) -> Vec<u8> {
     let dst = match src {

@@ -137,7 +137,12 @@ impl ErrorExit {
                 config
                     .instances
                     .iter()
-                    .flat_map(|i| i.vips.iter().map(|v| (v.addr, i.vmac_interface.clone())))
+                    .flat_map(|i| {
+                        i.vips
+                            .iter()
+                            .chain(&i.vips_excluded)
+                            .map(|v| (v.addr, i.vmac_interface.clone()))
+                    })
                     .collect()
             } else {
                 Vec::new()

@@ -70,7 +70,10 @@ impl Shell {
             .iter()
             .flat_map(|inst| {
                 let key = instance_key(inst, ifindex);
-                inst.vips.iter().map(move |v| (v.addr, key))
+                inst.vips
+                    .iter()
+                    .chain(&inst.vips_excluded)
+                    .map(move |v| (v.addr, key))
             })
             .collect();
         self.vips = config
@@ -82,7 +85,10 @@ impl Shell {
                     .as_ref()
                     .and_then(|name| self.vmacs.get(name).copied())
                     .unwrap_or(ifindex);
-                inst.vips.iter().map(move |v| (v.addr, (v.clone(), dev)))
+                inst.vips
+                    .iter()
+                    .chain(&inst.vips_excluded)
+                    .map(move |v| (v.addr, (v.clone(), dev)))
             })
             .collect();
     }
@@ -238,7 +244,13 @@ impl Shell {
                     .instances
                     .iter()
                     .find(|i| i.name == st.name)
-                    .map(|i| i.vips.iter().map(ToString::to_string).collect())
+                    .map(|i| {
+                        i.vips
+                            .iter()
+                            .map(ToString::to_string)
+                            .chain(i.vips_excluded.iter().map(|v| format!("{v} (excluded)")))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 control::InstanceStatus {
                     name: st.name.clone(),

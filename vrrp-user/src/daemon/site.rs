@@ -19,6 +19,7 @@ pub(super) fn engine_config(
         primary,
         inst.vips.iter().map(|v| v.addr).collect(),
     );
+    c.excluded = inst.vips_excluded.iter().map(|v| v.addr).collect();
     c.version = if inst.version == 2 {
         Version::V2
     } else {
@@ -29,7 +30,7 @@ pub(super) fn engine_config(
     c.advert_interval_cs = inst.advert_interval_cs;
     c.preempt = inst.preempt;
     c.preempt_delay_us = inst.preempt_delay_ms * 1_000;
-    c.start_as_master = inst.state == InitialState::Master;
+    c.start_as_master = inst.state == InitialState::Takeover;
     c.announce = AnnouncePolicy {
         delay_us: inst.garp.delay_ms * 1_000,
         repeat: inst.garp.repeat,
@@ -173,12 +174,18 @@ impl Site {
             (true, false) => virtual_mac_v4(inst.vrid),
             (true, true) => virtual_mac_v6(inst.vrid),
         };
-        for vip in &inst.vips {
+        for vip in inst.vips.iter().chain(&inst.vips_excluded) {
+            // An excluded address may be of the other family: its role is in our slot.
+            let flags = if vip.addr.is_ipv6() == ipv6 {
+                0
+            } else {
+                vrrp_common::vip_flags::OTHER_FAMILY
+            };
             dp.set_vip(
                 vip.addr,
                 VipValue {
                     vrid: inst.vrid,
-                    flags: 0,
+                    flags,
                     mac,
                     stats_index: *stats_index,
                 },
@@ -338,7 +345,8 @@ pub(super) fn restore_sysctls(old: &[(String, String)]) {
 pub(super) fn keep_of(config: &Config) -> dataplane::Keep {
     let mut keep = dataplane::Keep::default();
     for inst in &config.instances {
-        keep.vips.extend(inst.vips.iter().map(|v| v.addr));
+        keep.vips
+            .extend(inst.vips.iter().chain(&inst.vips_excluded).map(|v| v.addr));
         keep.slots.insert(vrrp_common::slot(inst.ipv6(), inst.vrid));
         keep.peers.extend(
             inst.unicast_peers

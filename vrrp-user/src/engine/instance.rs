@@ -358,7 +358,10 @@ impl Instance {
         }
         if self.state == State::Master {
             let key = self.key();
-            for addr in self.announcer.poll(now, &self.cfg.vips, &self.cfg.announce) {
+            for addr in self
+                .announcer
+                .poll(now, &self.cfg.all_vips(), &self.cfg.announce)
+            {
                 out.push(Action::Announce { key, addr });
             }
         }
@@ -702,7 +705,7 @@ impl Instance {
                 }
                 out.push(Action::RemoveVips {
                     key,
-                    vips: self.cfg.vips.clone(),
+                    vips: self.cfg.all_vips(),
                     accept_mode: self.cfg.accept_mode,
                 });
             }
@@ -720,7 +723,7 @@ impl Instance {
                 self.adver_timer = Some(now.plus(self.own_interval_us()));
                 out.push(Action::AddVips {
                     key,
-                    vips: self.cfg.vips.clone(),
+                    vips: self.cfg.all_vips(),
                     accept_mode: self.cfg.accept_mode,
                 });
                 out.push(Action::DataPlane {
@@ -728,8 +731,11 @@ impl Instance {
                     role: role::MASTER,
                 });
                 self.announcer
-                    .start(now, &self.cfg.vips, &self.cfg.announce);
-                for addr in self.announcer.poll(now, &self.cfg.vips, &self.cfg.announce) {
+                    .start(now, &self.cfg.all_vips(), &self.cfg.announce);
+                for addr in self
+                    .announcer
+                    .poll(now, &self.cfg.all_vips(), &self.cfg.announce)
+                {
                     out.push(Action::Announce { key, addr });
                 }
             }

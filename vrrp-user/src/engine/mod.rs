@@ -107,6 +107,9 @@ pub struct InstanceConfig {
     /// Our primary address: the source of our adverts and the tie-breaker.
     pub primary: IpAddr,
     pub vips: Vec<IpAddr>,
+    /// keepalived's `virtual_ipaddress_excluded`: added, removed and announced with the VIPs,
+    /// never listed in adverts (either family).
+    pub excluded: Vec<IpAddr>,
     pub transport: Transport,
     /// The checksum form we send for VRRPv3 over IPv4 (IPv6 always uses the pseudo-header).
     pub checksum_form: ChecksumForm,
@@ -128,6 +131,11 @@ pub struct InstanceConfig {
 }
 
 impl InstanceConfig {
+    /// The VIPs and the excluded addresses: what a master puts on the interface and announces.
+    pub fn all_vips(&self) -> Vec<IpAddr> {
+        self.vips.iter().chain(&self.excluded).copied().collect()
+    }
+
     /// A configuration with the RFC defaults: VRRPv3, priority 100, 1 s adverts, preempt on.
     pub fn new(name: &str, iface: u32, vrid: u8, primary: IpAddr, vips: Vec<IpAddr>) -> Self {
         Self {
@@ -142,6 +150,7 @@ impl InstanceConfig {
             accept_mode: false,
             primary,
             vips,
+            excluded: Vec::new(),
             transport: Transport::Multicast,
             checksum_form: ChecksumForm::PseudoHeader,
             auth: Auth::None,
