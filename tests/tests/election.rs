@@ -828,3 +828,38 @@ fn a_virtual_mac_lives_on_a_macvlan_that_carries_the_labelled_vip() {
     );
     b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
 }
+
+#[test]
+fn a_tracked_scripts_first_result_counts_before_the_node_can_be_master() {
+    if !privileged("a_tracked_scripts_first_result_counts_before_the_node_can_be_master") {
+        return;
+    }
+    // keepalived: a script's first result counts at once (no `fall` to wait out), and no
+    // instance is promoted while a script it tracks has not reported.
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    let mut b = start(&lab, "b", 100);
+    until_answered_by(&lab, "b", Duration::from_secs(5));
+    let config = lab
+        .vrrp_config("a", 200, "track_scripts = [\"check\"]\n")
+        .replace(
+            "\n\n[[instance]]",
+            "\n\n[[track_script]]\nname = \"check\"\nscript = \"sleep 0.3; exit 1\"\ninterval_ms = 1000\nfall = 3\n\n[[instance]]",
+        );
+    let mut a = lab.start_xvrrp("a", &config).expect("start xvrrp");
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        !a.log().contains("new=master"),
+        "a was master before its failing script counted:\n{}",
+        a.log()
+    );
+    assert!(
+        a.log().contains("tracked script's first result"),
+        "{}",
+        a.log()
+    );
+    assert_eq!(lab.status("a").unwrap()["instances"][0]["state"], "fault");
+    until_answered_by(&lab, "b", Duration::from_secs(1));
+    assert_eq!(b.log().matches("new=master").count(), 1, "{}", b.log());
+    a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+}

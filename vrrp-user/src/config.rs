@@ -176,6 +176,9 @@ pub struct TrackScript {
     /// keepalived's `weight ... reverse`: the adjustment goes the other way (a positive weight
     /// is subtracted while good, a negative one added while failed; weight 0: Fault while good).
     pub weight_reverse: bool,
+    /// keepalived's `init_fail`: the script starts failed, and needs `rise` successes (without
+    /// it, the first result, awaited before the instances start, counts at once).
+    pub init_fail: bool,
 }
 
 /// keepalived's notify scripts of one instance (run with `/bin/sh -c`).
@@ -617,6 +620,8 @@ struct RawTrackScript {
     weight: i64,
     #[serde(default)]
     weight_reverse: bool,
+    #[serde(default)]
+    init_fail: bool,
 }
 
 const fn default_one() -> i64 {
@@ -1133,6 +1138,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             fall: t.fall.clamp(1, 1000) as u32,
             weight: t.weight.clamp(-254, 254) as i32,
             weight_reverse: t.weight_reverse,
+            init_fail: t.init_fail,
         });
     }
     let mut mysql: Vec<MysqlTarget> = Vec::new();

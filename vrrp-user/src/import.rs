@@ -631,6 +631,7 @@ pub fn convert(nodes: &[Node]) -> Imported {
                 let (mut interval, mut timeout, mut rise, mut fall, mut weight) =
                     (None, None, None, None, None);
                 let mut reverse = false;
+                let mut init_fail = false;
                 for c in node.children() {
                     let arg = c.arg(1).unwrap_or("");
                     match c.key() {
@@ -647,10 +648,7 @@ pub fn convert(nodes: &[Node]) -> Imported {
                             "{}: vrrp_script {name}: user: scripts run as xvrrp's user",
                             c.at
                         )),
-                        "init_fail" => changed.push(format!(
-                            "{}: vrrp_script {name}: init_fail: every track starts down in xvrrp until its first result",
-                            c.at
-                        )),
+                        "init_fail" => init_fail = true,
                         other => dropped.push(format!(
                             "{}: vrrp_script {name}: {other}: not supported; ignored",
                             c.at
@@ -676,6 +674,9 @@ pub fn convert(nodes: &[Node]) -> Imported {
                     }
                     None => {
                         t.set("script", q(&command));
+                        if init_fail {
+                            t.set("init_fail", "true".into());
+                        }
                         if let Some(i) = interval {
                             t.set("interval_ms", i.to_string());
                         }

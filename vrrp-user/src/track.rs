@@ -166,6 +166,20 @@ pub fn spawn(
     })
 }
 
+/// keepalived's start of tracked scripts: each runs once, all at once, and its first result
+/// counts as it is (no rise or fall); a script with `init_fail` starts failed without waiting.
+/// The instances start from these, so none is promoted before its scripts have reported.
+pub async fn first_results(
+    scripts: &[TrackScript],
+) -> std::collections::HashMap<String, TrackInput> {
+    let runs = scripts.iter().map(|t| async move {
+        let ok = !t.init_fail && run_once(t).await;
+        info!(track = %t.name, state = if ok { "up" } else { "down" }, init_fail = t.init_fail, "tracked script's first result");
+        (t.name.clone(), if ok { TrackInput::Up } else { TrackInput::Down })
+    });
+    futures::future::join_all(runs).await.into_iter().collect()
+}
+
 /// The number in a tracked file: its first whitespace-separated word as an integer; a missing
 /// file or anything else reads as 0 (keepalived's behaviour).
 pub fn read_number(path: &std::path::Path) -> i64 {
@@ -250,7 +264,39 @@ mod tests {
             fall: 1,
             weight: 0,
             weight_reverse: false,
+            init_fail: false,
         }
+    }
+
+    #[tokio::test]
+    async fn first_results_count_at_once_and_init_fail_starts_down_without_running() {
+        let good = TrackScript {
+            name: "good".into(),
+            ..script("exit 0", 2_000)
+        };
+        let bad = TrackScript {
+            name: "bad".into(),
+            fall: 3,
+            ..script("exit 1", 2_000)
+        };
+        let never = TrackScript {
+            name: "never".into(),
+            init_fail: true,
+            ..script("sleep 5", 10_000)
+        };
+        let started = std::time::Instant::now();
+        let r = first_results(&[good, bad, never]).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "init_fail ran the script"
+        );
+        assert_eq!(r["good"], TrackInput::Up);
+        assert_eq!(
+            r["bad"],
+            TrackInput::Down,
+            "fall 3 does not delay the first result"
+        );
+        assert_eq!(r["never"], TrackInput::Down);
     }
 
     #[tokio::test]

@@ -243,6 +243,17 @@ async fn run_bound(
         .collect();
     let mut start_inputs = resumed_inputs.clone();
     start_inputs.extend(process::initial_inputs(&tracked_processes));
+    // Tracked scripts report once before the instances start (keepalived's semantics); a
+    // hitless restart carries their state instead.
+    if !resume {
+        let scripts: Vec<_> = config
+            .track_scripts
+            .iter()
+            .filter(|t| config.tracked(|i| &i.track_scripts, &t.name))
+            .cloned()
+            .collect();
+        start_inputs.extend(track::first_results(&scripts).await);
+    }
     let bridge = resume
         .then(|| HeartbeatBridge::start(&pin_dir, heartbeat_limit / 10, iface, resumed_adverts));
     let mut dp = if resume {
@@ -306,7 +317,7 @@ async fn run_bound(
     } = spawn_trackers(
         &config,
         Carried {
-            inputs: &resumed_inputs,
+            inputs: &start_inputs,
             lease: resumed_lease,
             resume,
         },
