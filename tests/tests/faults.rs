@@ -317,3 +317,28 @@ fn a_split_brain_seen_on_the_wire_steps_the_lower_priority_down_and_the_winner_a
         a.log()
     );
 }
+
+#[test]
+fn dont_track_primary_keeps_a_master_out_of_fault_when_its_link_goes() {
+    if !privileged("dont_track_primary_keeps_a_master_out_of_fault_when_its_link_goes") {
+        return;
+    }
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    let mut a = lab
+        .start_xvrrp(
+            "a",
+            &lab.vrrp_config("a", 200, "dont_track_primary = true\n"),
+        )
+        .expect("start xvrrp");
+    let mut b = start(&lab, "b", 100);
+    answered_only_by(&lab, "a", Duration::from_secs(5));
+    lab.set_link("a", false).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // keepalived's dont_track_primary: no Fault for the instance's own link (b, hearing
+    // nothing, takes over as it would from any silent master).
+    assert!(!a.log().contains("new=fault"), "{}", a.log());
+    assert_eq!(lab.status("a").unwrap()["instances"][0]["state"], "master");
+    lab.set_link("a", true).unwrap();
+    a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+}

@@ -127,6 +127,20 @@ pub struct Instance {
     pub unicast_peers: Vec<IpAddr>,
     /// Unicast mode: require TTL / hop limit 255 on received adverts (off: peers may be routed).
     pub unicast_check_ttl: bool,
+    /// keepalived's `vrrp_startup_delay`: the instance stays in Initialize this long at start.
+    pub startup_delay_ms: u64,
+    /// keepalived's `down_timer_adverts`: Master_Down_Interval is this many advert intervals
+    /// (and the skew); 3 in the RFCs.
+    pub down_timer_adverts: u32,
+    /// keepalived's `lower_prio_no_advert`: a master does not answer a lower-priority advert
+    /// at once (RFC 5798), it waits for its next interval.
+    pub lower_prio_no_advert: bool,
+    /// keepalived's `higher_prio_send_advert`: a master hearing a better one sends one advert
+    /// before it becomes backup.
+    pub higher_prio_send_advert: bool,
+    /// keepalived's `dont_track_primary`: the interface's link state does not put the
+    /// instance in Fault.
+    pub dont_track_primary: bool,
     /// keepalived's `skip_check_adv_addr`: adverts from the master last heard are taken even
     /// when their address list differs from this instance's (from any other sender they are
     /// dropped, as always).
@@ -392,6 +406,11 @@ pub struct Garp {
     pub refresh_repeat: u32,
     /// Gap between two announcements.
     pub interval_ms: u64,
+    /// Announcements per VIP when a master hears a lower-priority advert (keepalived's
+    /// `garp_lower_prio_repeat`; default `repeat`).
+    pub lower_prio_repeat: u32,
+    /// The second such burst after this (`garp_lower_prio_delay`; default `delay_ms`).
+    pub lower_prio_delay_ms: u64,
 }
 
 /// A valid configuration.
@@ -586,6 +605,20 @@ struct RawInstance {
     #[serde(default)]
     garp_interval_ms: i64,
     #[serde(default)]
+    garp_lower_prio_delay_ms: Option<i64>,
+    #[serde(default)]
+    garp_lower_prio_repeat: Option<i64>,
+    #[serde(default)]
+    startup_delay_ms: i64,
+    #[serde(default = "default_down_timer_adverts")]
+    down_timer_adverts: i64,
+    #[serde(default)]
+    lower_prio_no_advert: bool,
+    #[serde(default)]
+    higher_prio_send_advert: bool,
+    #[serde(default)]
+    dont_track_primary: bool,
+    #[serde(default)]
     notify_master: Option<String>,
     #[serde(default)]
     notify_backup: Option<String>,
@@ -622,6 +655,10 @@ struct RawTrackScript {
     weight_reverse: bool,
     #[serde(default)]
     init_fail: bool,
+}
+
+const fn default_down_timer_adverts() -> i64 {
+    3
 }
 
 const fn default_one() -> i64 {
@@ -1559,10 +1596,30 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
                 1_000,
             ),
             ("garp_interval_ms", inst.garp_interval_ms, 10_000),
+            (
+                "garp_lower_prio_delay_ms",
+                inst.garp_lower_prio_delay_ms.unwrap_or(0),
+                3_600_000,
+            ),
+            (
+                "garp_lower_prio_repeat",
+                inst.garp_lower_prio_repeat.unwrap_or(0),
+                1_000,
+            ),
+            ("startup_delay_ms", inst.startup_delay_ms, 3_600_000),
         ] {
             if !(0..=max).contains(&v) {
                 problem(at(key), format!("expected 0 to {max}, got {v}"));
             }
+        }
+        if !(1..=100).contains(&inst.down_timer_adverts) {
+            problem(
+                at("down_timer_adverts"),
+                format!(
+                    "expected a count of advert intervals from 1 to 100, got {}",
+                    inst.down_timer_adverts
+                ),
+            );
         }
         if !(10..=600_000).contains(&inst.notify_timeout_ms) {
             problem(
@@ -1610,7 +1667,20 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
                 refresh_ms: inst.garp_master_refresh_ms.clamp(0, 3_600_000) as u64,
                 refresh_repeat: inst.garp_master_refresh_repeat.clamp(0, 1_000) as u32,
                 interval_ms: inst.garp_interval_ms.clamp(0, 10_000) as u64,
+                lower_prio_repeat: inst
+                    .garp_lower_prio_repeat
+                    .unwrap_or(inst.garp_master_repeat)
+                    .clamp(0, 1_000) as u32,
+                lower_prio_delay_ms: inst
+                    .garp_lower_prio_delay_ms
+                    .unwrap_or(inst.garp_master_delay_ms)
+                    .clamp(0, 3_600_000) as u64,
             },
+            startup_delay_ms: inst.startup_delay_ms.clamp(0, 3_600_000) as u64,
+            down_timer_adverts: inst.down_timer_adverts.clamp(1, 100) as u32,
+            lower_prio_no_advert: inst.lower_prio_no_advert,
+            higher_prio_send_advert: inst.higher_prio_send_advert,
+            dont_track_primary: inst.dont_track_primary,
             notify: Notify {
                 master: inst.notify_master,
                 backup: inst.notify_backup,
@@ -2373,6 +2443,36 @@ mod tests {
     }
 
     #[test]
+    fn keepalived_timing_and_advert_knobs_are_read_and_checked() {
+        let config = parse_str(
+            "interface = \"eth0\"\n[[instance]]\nvrid = 1\nvips = [\"192.0.2.1\"]\nstartup_delay_ms = 2000\n\
+             down_timer_adverts = 5\nlower_prio_no_advert = true\nhigher_prio_send_advert = true\n\
+             dont_track_primary = true\ngarp_master_repeat = 3\ngarp_lower_prio_delay_ms = 0\n",
+        )
+        .unwrap();
+        let i = &config.instances[0];
+        assert_eq!((i.startup_delay_ms, i.down_timer_adverts), (2000, 5));
+        assert!(i.lower_prio_no_advert && i.higher_prio_send_advert && i.dont_track_primary);
+        // The lower-priority burst defaults to the master's repeat; its delay was set to 0.
+        assert_eq!(
+            (i.garp.lower_prio_repeat, i.garp.lower_prio_delay_ms),
+            (3, 0)
+        );
+        let errs = errors(
+            "interface = \"eth0\"\n[[instance]]\nvrid = 1\nvips = [\"192.0.2.1\"]\ndown_timer_adverts = 0\n\
+             startup_delay_ms = -1\ngarp_lower_prio_repeat = 5000\n",
+        );
+        assert_eq!(
+            errs,
+            vec![
+                "test.toml: instance[0].garp_lower_prio_repeat: expected 0 to 1000, got 5000",
+                "test.toml: instance[0].startup_delay_ms: expected 0 to 3600000, got -1",
+                "test.toml: instance[0].down_timer_adverts: expected a count of advert intervals from 1 to 100, got 0",
+            ]
+        );
+    }
+
+    #[test]
     fn excluded_addresses_are_read_and_checked() {
         let config = parse_str(
             "interface = \"eth0\"\n[[instance]]\nvrid = 1\nvips = [\"192.0.2.1\"]\n\
@@ -2464,7 +2564,9 @@ mod tests {
                 repeat: 5,
                 refresh_ms: 0,
                 refresh_repeat: 1,
-                interval_ms: 0
+                interval_ms: 0,
+                lower_prio_repeat: 5,
+                lower_prio_delay_ms: 5_000,
             },
             "keepalived's defaults"
         );
@@ -2480,7 +2582,9 @@ mod tests {
                 repeat: 2,
                 refresh_ms: 60_000,
                 refresh_repeat: 1,
-                interval_ms: 5
+                interval_ms: 5,
+                lower_prio_repeat: 2,
+                lower_prio_delay_ms: 0,
             }
         );
         let errs = errors(

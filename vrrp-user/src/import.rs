@@ -524,6 +524,16 @@ struct Globals {
     script_user: Option<String>,
     script_security: bool,
     skip_check_adv_addr: bool,
+    /// Instance booleans set for every instance (`lower_prio_no_advert`, ...).
+    flags: Vec<String>,
+}
+
+/// keepalived's optional `<BOOL>` argument: absent means true.
+fn keepalived_bool(arg: Option<&str>) -> bool {
+    !matches!(
+        arg.map(str::to_ascii_lowercase).as_deref(),
+        Some("off" | "false" | "no" | "0")
+    )
 }
 
 fn globals(node: &Node, changed: &mut Vec<String>, dropped: &mut Vec<String>) -> Globals {
@@ -543,6 +553,18 @@ fn globals(node: &Node, changed: &mut Vec<String>, dropped: &mut Vec<String>) ->
             }
             "vrrp_garp_interval" | "vrrp_gna_interval" => {
                 g.garp.push(("garp_interval_ms".into(), arg.into()))
+            }
+            "vrrp_garp_lower_prio_delay" => {
+                g.garp.push(("garp_lower_prio_delay_ms".into(), arg.into()))
+            }
+            "vrrp_garp_lower_prio_repeat" => {
+                g.garp.push(("garp_lower_prio_repeat".into(), arg.into()))
+            }
+            "vrrp_startup_delay" => g.garp.push(("startup_delay_ms".into(), arg.into())),
+            "vrrp_lower_prio_no_advert" | "vrrp_higher_prio_send_advert" => {
+                if keepalived_bool(c.arg(1)) {
+                    g.flags.push(c.key().trim_start_matches("vrrp_").to_owned());
+                }
             }
             "router_id" | "vrrp_no_swap" | "checker_no_swap" | "vrrp_priority"
             | "checker_priority" | "vrrp_rt_priority" | "vrrp_cpu_affinity" => {}
@@ -1002,6 +1024,9 @@ fn instance(
     let mut version = g.version.clone().unwrap_or_else(|| "2".into());
     let mut garp: Vec<(String, String)> = g.garp.clone();
     let mut skip_check = g.skip_check_adv_addr;
+    for flag in &g.flags {
+        t.set(flag, "true".into());
+    }
     let mut vmac = false;
     // authentication { auth_type ..., auth_pass ... }: where, the type, the password.
     let mut auth: Option<(String, String, String)> = None;
@@ -1204,14 +1229,27 @@ fn instance(
                 auth = Some((at.to_string(), get("auth_type"), get("auth_pass")));
             }
             "skip_check_adv_addr" => skip_check = true,
-            "native_ipv6" | "debug" | "dont_track_primary" | "accept" | "no_accept"
-            | "check_unicast_src" => {
-                if c.key() == "dont_track_primary" {
-                    changed.push(format!(
-                        "{at}: {who}: dont_track_primary: xvrrp always goes to Fault when its interface is down"
-                    ));
+            "garp_lower_prio_delay" => garp.push(("garp_lower_prio_delay_ms".into(), arg.into())),
+            "garp_lower_prio_repeat" => garp.push(("garp_lower_prio_repeat".into(), arg.into())),
+            "down_timer_adverts" => garp.push(("down_timer_adverts".into(), arg.into())),
+            "dont_track_primary" | "lower_prio_no_advert" | "higher_prio_send_advert" => {
+                if keepalived_bool(c.arg(1)) {
+                    t.set(c.key(), "true".into());
                 }
             }
+            "no_accept" => dropped.push(format!(
+                "{at}: {who}: no_accept: xvrrp always accepts traffic to the VIPs (RFC 5798 Accept_Mode True); it adds no firewall rules"
+            )),
+            "mcast_dst_ip" => dropped.push(format!(
+                "{at}: {who}: mcast_dst_ip: xvrrp sends adverts to 224.0.0.18 / ff02::12 only, so peers on {arg} would not hear it; use unicast_peer on both sides instead"
+            )),
+            "unicast_ttl" => changed.push(format!(
+                "{at}: {who}: unicast_ttl {arg}: xvrrp sends unicast adverts with TTL 255, which keepalived peers take whatever their unicast_ttl"
+            )),
+            "check_unicast_src" => changed.push(format!(
+                "{at}: {who}: check_unicast_src: xvrrp always takes unicast adverts from its configured peers only"
+            )),
+            "native_ipv6" | "debug" | "accept" => {}
             "smtp_alert" => dropped.push(format!(
                 "{at}: {who}: smtp_alert: no e-mail; use notify scripts or Prometheus alerts"
             )),
@@ -1496,6 +1534,42 @@ mod tests {
         let err = parse_text(&deep, "k.conf").unwrap_err().to_string();
         assert!(err.contains("nested more than 32 deep"), "{err}");
         assert!(parse_text(&"{".repeat(100_000), "k.conf").is_err());
+    }
+
+    #[test]
+    fn keepalived_advert_knobs_are_carried_or_refused_with_a_reason() {
+        let out = convert_text(
+            "global_defs {\n vrrp_startup_delay 2\n vrrp_lower_prio_no_advert\n vrrp_garp_lower_prio_repeat 2\n}\n\
+             vrrp_instance V {\n interface eth0\n virtual_router_id 7\n higher_prio_send_advert\n\
+             dont_track_primary\n down_timer_adverts 4\n garp_lower_prio_delay 10\n no_accept\n\
+             mcast_dst_ip 224.0.0.99\n unicast_ttl 10\n check_unicast_src\n accept\n\
+             virtual_ipaddress {\n 192.0.2.1\n }\n}\n",
+        );
+        let text = &out.files[0].toml;
+        for want in [
+            "startup_delay_ms = 2000\n",
+            "lower_prio_no_advert = true\n",
+            "garp_lower_prio_repeat = 2\n",
+            "higher_prio_send_advert = true\n",
+            "dont_track_primary = true\n",
+            "down_timer_adverts = 4\n",
+            "garp_lower_prio_delay_ms = 10000\n",
+        ] {
+            assert!(text.contains(want), "{want:?} not in:\n{text}");
+        }
+        let dropped = out.dropped.join("\n");
+        assert!(
+            dropped.contains("no_accept: xvrrp always accepts"),
+            "{dropped}"
+        );
+        assert!(
+            dropped.contains("mcast_dst_ip: xvrrp sends adverts to 224.0.0.18"),
+            "{dropped}"
+        );
+        let changed = out.changed.join("\n");
+        assert!(changed.contains("unicast_ttl 10"), "{changed}");
+        assert!(changed.contains("check_unicast_src"), "{changed}");
+        crate::config::parse(text, std::path::Path::new("x.toml")).unwrap();
     }
 
     #[test]

@@ -37,7 +37,13 @@ pub(super) fn engine_config(
         refresh_us: inst.garp.refresh_ms * 1_000,
         refresh_repeat: inst.garp.refresh_repeat,
         pacing_us: inst.garp.interval_ms * 1_000,
+        lower_prio_repeat: inst.garp.lower_prio_repeat,
+        lower_prio_delay_us: inst.garp.lower_prio_delay_ms * 1_000,
     };
+    c.startup_delay_us = inst.startup_delay_ms * 1_000;
+    c.down_factor = inst.down_timer_adverts;
+    c.answer_lower_priority = !inst.lower_prio_no_advert;
+    c.advert_before_yield = inst.higher_prio_send_advert;
     c.tracks = inst
         .track_scripts
         .iter()
@@ -123,14 +129,16 @@ pub(super) fn engine_config(
             initial: TrackInput::Up,
         });
     }
-    // The instance's own interface (no link: Fault, as in keepalived), and the others it
-    // tracks, with their weights.
-    c.tracks.push(TrackConfig {
-        name: netlink::link_track_name(iface),
-        weight: 0,
-        reverse: false,
-        initial: TrackInput::Up,
-    });
+    // The instance's own interface (no link: Fault, as in keepalived, unless
+    // dont_track_primary), and the others it tracks, with their weights.
+    if !inst.dont_track_primary {
+        c.tracks.push(TrackConfig {
+            name: netlink::link_track_name(iface),
+            weight: 0,
+            reverse: false,
+            initial: TrackInput::Up,
+        });
+    }
     for link in &inst.track_interfaces {
         c.tracks.push(TrackConfig {
             name: netlink::link_track_name(&link.name),

@@ -20,6 +20,12 @@ pub struct AnnouncePolicy {
     pub refresh_repeat: u32,
     /// Gap between two announcements (`garp_interval` / `gna_interval`); 0 sends a burst at once.
     pub pacing_us: u64,
+    /// Announcements per VIP when a master hears a lower-priority advert
+    /// (`garp_lower_prio_repeat`, keepalived's default `garp_master_repeat`); 0 for none.
+    pub lower_prio_repeat: u32,
+    /// Delay of the second such burst (`garp_lower_prio_delay`, keepalived's default
+    /// `garp_master_delay`); 0 for none.
+    pub lower_prio_delay_us: u64,
 }
 
 impl Default for AnnouncePolicy {
@@ -30,6 +36,8 @@ impl Default for AnnouncePolicy {
             refresh_us: 0,
             refresh_repeat: 1,
             pacing_us: 0,
+            lower_prio_repeat: 5,
+            lower_prio_delay_us: 5_000_000,
         }
     }
 }
@@ -60,6 +68,23 @@ impl Announcer {
     pub fn stop(&mut self) {
         self.queue.clear();
         self.next_refresh = None;
+    }
+
+    /// A master heard a lower-priority advert: a burst now and another after the delay (as
+    /// keepalived does at every such advert).
+    pub fn lower_priority_heard(&mut self, now: Time, vips: &[IpAddr], policy: &AnnouncePolicy) {
+        if policy.lower_prio_repeat == 0 {
+            return;
+        }
+        self.burst(now, vips, policy.lower_prio_repeat, policy.pacing_us);
+        if policy.lower_prio_delay_us > 0 {
+            self.burst(
+                now.plus(policy.lower_prio_delay_us),
+                vips,
+                policy.lower_prio_repeat,
+                policy.pacing_us,
+            );
+        }
     }
 
     fn burst(&mut self, at: Time, vips: &[IpAddr], repeat: u32, pacing_us: u64) {
@@ -161,6 +186,7 @@ mod tests {
             refresh_us: 10_000_000,
             refresh_repeat: 2,
             pacing_us: 0,
+            ..AnnouncePolicy::default()
         };
         let times: Vec<u64> = run(policy, &v, 35_000_000)
             .iter()

@@ -540,6 +540,10 @@ impl Instance {
                 } else if advert.priority > local
                     || (advert.priority == local && ip_greater(&src, &self.cfg.primary))
                 {
+                    // keepalived's higher_prio_send_advert: one advert of ours first.
+                    if self.cfg.advert_before_yield {
+                        self.send_advert(local, out);
+                    }
                     // 6.4.3: a better master: become backup.
                     self.record_master(now, src, &advert);
                     self.master_adver_interval_us = match self.cfg.version {
@@ -558,11 +562,24 @@ impl Instance {
                     self.down_reason = Reason::MasterDown {
                         last_master: Some(src),
                     };
-                } else if self.cfg.answer_lower_priority {
-                    // RFC 9568 6.4.3: answer a lower-priority master at once, so it yields
-                    // within one delivery instead of one advert interval.
-                    self.send_advert(local, out);
-                    self.adver_timer = Some(now.plus(self.own_interval_us()));
+                } else {
+                    if self.cfg.answer_lower_priority {
+                        // RFC 9568 6.4.3: answer a lower-priority master at once, so it yields
+                        // within one delivery instead of one advert interval.
+                        self.send_advert(local, out);
+                        self.adver_timer = Some(now.plus(self.own_interval_us()));
+                    }
+                    // keepalived: announce the VIPs again (garp_lower_prio_repeat, and again
+                    // after garp_lower_prio_delay), so that clients the lower one drew come back.
+                    let vips = self.cfg.all_vips();
+                    self.announcer
+                        .lower_priority_heard(now, &vips, &self.cfg.announce);
+                    for addr in self.announcer.poll(now, &vips, &self.cfg.announce) {
+                        out.push(Action::Announce {
+                            key: self.key(),
+                            addr,
+                        });
+                    }
                 }
             }
             State::Initialize | State::Fault => {}

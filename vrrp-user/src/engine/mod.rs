@@ -117,8 +117,12 @@ pub struct InstanceConfig {
     pub auth: Auth,
     /// The factor of Master_Down_Interval (3 in the RFCs).
     pub down_factor: u32,
-    /// A master answers a lower-priority advert at once (RFC 9568); false: discard it (RFC 5798).
+    /// A master answers a lower-priority advert at once (RFC 9568); false: discard it (RFC 5798,
+    /// keepalived's `lower_prio_no_advert`).
     pub answer_lower_priority: bool,
+    /// keepalived's `higher_prio_send_advert`: a master hearing a better one sends one advert of
+    /// its own before it becomes backup.
+    pub advert_before_yield: bool,
     /// Time in Initialize before the startup event. Microseconds.
     pub startup_delay_us: u64,
     /// keepalived's `state MASTER`: a non-owner becomes master at startup instead of waiting
@@ -156,6 +160,7 @@ impl InstanceConfig {
             auth: Auth::None,
             down_factor: 3,
             answer_lower_priority: true,
+            advert_before_yield: false,
             startup_delay_us: 0,
             start_as_master: false,
             resume_as_master: false,

@@ -388,6 +388,61 @@ fn master_answers_a_lower_priority_advert_at_once_unless_told_not_to() {
 }
 
 #[test]
+fn master_announces_again_on_a_lower_priority_advert_as_keepalived_does() {
+    for (repeat, delay_us) in [(5, 5 * SEC), (2, 0), (0, 0)] {
+        let mut c = cfg(200, "192.0.2.1");
+        c.announce.lower_prio_repeat = repeat;
+        c.announce.lower_prio_delay_us = delay_us;
+        c.announce.delay_us = 0;
+        let mut e = engine(c);
+        e.start(Time(0));
+        run_until(&mut e, 4 * SEC);
+        drain(&mut e);
+        let heard = 4 * SEC + 500_000;
+        receive(&mut e, heard, 100, "192.0.2.2").unwrap();
+        let now = drain(&mut e)
+            .iter()
+            .filter(|a| matches!(a, Action::Announce { .. }))
+            .count();
+        assert_eq!(now, repeat as usize, "repeat {repeat}");
+        let later = run_until(&mut e, heard + delay_us + SEC / 2)
+            .iter()
+            .filter(|a| matches!(a, Action::Announce { .. }))
+            .count();
+        let want = if delay_us > 0 { repeat as usize } else { 0 };
+        assert_eq!(later, want, "repeat {repeat}, delay {delay_us}");
+    }
+}
+
+#[test]
+fn higher_prio_send_advert_sends_one_before_yielding() {
+    for before in [false, true] {
+        let mut c = cfg(100, "192.0.2.1");
+        c.advert_before_yield = before;
+        let mut e = engine(c);
+        e.start(Time(0));
+        e.handle_timeout(Time(MDI_100));
+        drain(&mut e);
+        receive(&mut e, 5 * SEC, 200, "192.0.2.2").unwrap();
+        assert_eq!(state(&e), State::Backup);
+        let sent = sent_priorities(&drain(&mut e));
+        assert_eq!(sent, if before { vec![100] } else { vec![] });
+    }
+}
+
+#[test]
+fn down_timer_adverts_sets_master_down_interval() {
+    let mut c = cfg(100, "192.0.2.1");
+    c.down_factor = 5;
+    let mut e = engine(c);
+    e.start(Time(0));
+    run_until(&mut e, 5 * SEC);
+    assert_eq!(state(&e), State::Backup, "3 intervals are not enough");
+    run_until(&mut e, 5 * SEC + 156 * SEC / 256);
+    assert_eq!(state(&e), State::Master);
+}
+
+#[test]
 fn master_answers_priority_zero_with_an_advert() {
     let mut e = engine(cfg(100, "192.0.2.1"));
     e.start(Time(0));
