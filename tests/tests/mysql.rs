@@ -601,3 +601,39 @@ fn the_metrics_endpoint_shows_the_probe_rounds_their_latency_and_a_dead_server()
         a.log()
     );
 }
+
+#[test]
+fn a_promotion_waits_for_the_relay_log_by_default_even_without_replication_checks() {
+    if !ready("a_promotion_waits_for_the_relay_log_by_default_even_without_replication_checks") {
+        return;
+    }
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    let (a_db, b_db) = master_master_pair(&lab, "a", "b").expect("pair");
+    // takeover = "wait_catch_up" is the default; it used to do nothing without replication.
+    let extra = "fence = true";
+    let config = |db: &Mariadb, priority: u8| {
+        format!(
+            "{}track_mysql = [\"local\"]\n\n{}",
+            lab.vrrp_config(&db.host, priority, ""),
+            db.xvrrp_target(extra)
+                .replace("replication = true\n", "")
+                .replace("max_lag_s = 5\nreplication_weight = -150\n", "")
+        )
+    };
+    let mut a = lab.start_xvrrp("a", &config(&a_db, 200)).expect("a");
+    let mut b = lab.start_xvrrp("b", &config(&b_db, 100)).expect("b");
+    assert!(
+        settled_on(&lab, &a_db, &b_db, Duration::from_secs(10)),
+        "a:\n{}\nb:\n{}",
+        a.log(),
+        b.log()
+    );
+    assert!(
+        a.log().contains("relay log applied: enabling writes"),
+        "{}",
+        a.log()
+    );
+    assert!(!a.log().contains("takeover at once"), "{}", a.log());
+    a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+}

@@ -1309,7 +1309,8 @@ async fn set_read_only(t: &MysqlTarget, conn: &mut Option<Conn>, on: bool) -> Re
 /// fenced peer wrote), until this server has applied it (MASTER_GTID_WAIT); otherwise until
 /// the local relay log is applied. Logs which way it went.
 async fn catch_up(t: &MysqlTarget, conn: &mut Option<Conn>, peer_gtid: Option<&str>) {
-    let Some(limit) = t.catch_up_timeout_ms.filter(|_| t.replication.is_some()) else {
+    // The default, whether or not replication health is tracked.
+    let Some(limit) = t.catch_up_timeout_ms else {
         info!(target = %t.name, "takeover at once: writes enabled without waiting for the relay log");
         return;
     };
@@ -1353,6 +1354,15 @@ async fn catch_up(t: &MysqlTarget, conn: &mut Option<Conn>, peer_gtid: Option<&s
                             return;
                         }
                         Ok(_) => {}
+                        // No right to read the replica status (SLAVE MONITOR / REPLICATION
+                        // CLIENT): waiting would only delay every promotion by the limit.
+                        Err(Failure::Server(code, message))
+                            if matches!(code, 1227 | 1044 | 1045 | 1142) =>
+                        {
+                            warn!(target = %t.name, code, %message,
+                                "cannot read the replica status to wait for the relay log: enabling writes without waiting (grant SLAVE MONITOR, or REPLICATION CLIENT on MySQL)");
+                            return;
+                        }
                         Err(f) if f.drops_connection() => *conn = None,
                         Err(_) => {}
                     }
