@@ -661,6 +661,41 @@ impl Lab {
     }
 
     /// The bridge-side port of a host.
+    /// Starts `tcpdump` on `host`'s bridge port, in the switch's namespace, writing the frames
+    /// the host sends (ingress) that match `filter` to `file`; kill the child to stop it.
+    pub fn capture_from(
+        &self,
+        host: &str,
+        filter: &str,
+        file: &Path,
+    ) -> anyhow::Result<std::process::Child> {
+        let child = self
+            .switch
+            .command("tcpdump")?
+            .args(["-i", &self.port(host), "-Q", "in", "-nn", "-e", "-U", "-w"])
+            .arg(file)
+            .arg(filter)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        Ok(child)
+    }
+
+    /// The frames in a capture file, one line each (`tcpdump -r`).
+    pub fn captured(&self, file: &Path) -> anyhow::Result<Vec<String>> {
+        let out = run_with_timeout(
+            Command::new("tcpdump")
+                .args(["-r"])
+                .arg(file)
+                .args(["-nn", "-e"]),
+            Duration::from_secs(10),
+        )?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect())
+    }
+
     fn port(&self, host: &str) -> String {
         let i = self
             .hosts

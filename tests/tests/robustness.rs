@@ -670,3 +670,77 @@ fn a_lossy_path_to_the_server_leaves_no_probe_connection_behind() {
     );
     a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
 }
+
+#[test]
+fn a_backup_sends_nothing_from_the_virtual_mac_while_it_starts_reloads_and_restarts() {
+    if !privileged(
+        "a_backup_sends_nothing_from_the_virtual_mac_while_it_starts_reloads_and_restarts",
+    ) {
+        return;
+    }
+    // A frame from the virtual MAC on the backup's port makes the switch send the master's
+    // traffic there (FRR keeps its backup's macvlan in protodown for this reason).
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    let cfg = |host: &str, priority: u8| lab.vrrp_config(host, priority, "virtual_mac = true\n");
+    let mut a = lab.start_xvrrp("a", &cfg("a", 200)).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(8), || has(&lab, "a", VIP)),
+        "{}",
+        a.log()
+    );
+    let file = lab.workdir().join("vmac-from-b.pcap");
+    let mut capture = lab
+        .capture_from("b", "ether src 00:00:5e:00:01:33", &file)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // Starts, reloads (a changed priority starts the instance again), restarts hitlessly.
+    let mut b = lab.start_xvrrp("b", &cfg("b", 100)).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    reload(&lab, &b, "b", &cfg("b", 90));
+    std::thread::sleep(Duration::from_secs(1));
+    b.stop(Signal::SIGUSR2, Duration::from_secs(10)).unwrap();
+    let mut b = lab.start_xvrrp("b", &cfg("b", 90)).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(capture.id() as i32),
+        Signal::SIGINT,
+    );
+    let _ = capture.wait();
+    let frames = lab.captured(&file).unwrap();
+    assert!(
+        frames.is_empty(),
+        "the backup sent from the virtual MAC:\n{}",
+        frames.join("\n")
+    );
+    assert!(!has(&lab, "b", VIP));
+    // A backup's macvlan is down; the master's is up.
+    let link = |host: &str| {
+        let out = lab
+            .run(
+                host,
+                "ip",
+                &["-o", "link", "show", "vrrp.51"],
+                Duration::from_secs(5),
+            )
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(link("b").contains("state DOWN"), "{}", link("b"));
+    assert!(!link("a").contains("state DOWN"), "{}", link("a"));
+    // Failover: b's macvlan comes up with the VIP.
+    a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || has(&lab, "b", VIP)),
+        "{}",
+        b.log()
+    );
+    assert!(!link("b").contains("state DOWN"), "{}", link("b"));
+    assert!(
+        wait_for(Duration::from_secs(3), || lab
+            .arping("client", VIP, 1)
+            .unwrap()
+            == vec!["00:00:5e:00:01:33".to_owned()]),
+        "the new master does not answer from the virtual MAC"
+    );
+    b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+}

@@ -119,20 +119,37 @@ impl Addresses {
         }
     }
 
+    /// Creates the macvlan DOWN and without IPv6 link-local address generation: a backup must
+    /// send nothing from the virtual MAC (no MLD report, DAD or router solicitation would draw
+    /// the switch's forwarding of the virtual MAC to it). It is brought up only while an
+    /// instance that uses it is master ([`Addresses::set_up`]).
     async fn create_macvlan(&self, name: &str, parent: u32, mac: [u8; 6]) -> io::Result<u32> {
         use rtnetlink::{LinkMacVlan, packet_route::link::MacVlanMode};
         let msg = LinkMacVlan::new(name, parent, MacVlanMode::Bridge)
             .address(mac.to_vec())
-            .up()
             .build();
         bounded(
             &format!("creating the macvlan {name}"),
             self.handle.link().add(msg).execute(),
         )
         .await?;
+        // addr_gen_mode 1 (none): no fe80:: from the virtual MAC when it comes up. Without IPv6
+        // on the host the file is not there, and there is nothing to generate.
+        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/addr_gen_mode"), "1");
         self.index_of(name)
             .await?
             .ok_or_else(|| err(&format!("creating the macvlan {name}"), "it is not there"))
+    }
+
+    /// Brings the interface `index` up or down.
+    pub async fn set_up(&self, index: u32, up: bool) -> io::Result<()> {
+        let builder = rtnetlink::LinkUnspec::new_with_index(index);
+        let msg = if up { builder.up() } else { builder.down() }.build();
+        bounded(
+            &format!("setting link {index} {}", if up { "up" } else { "down" }),
+            self.handle.link().set(msg).execute(),
+        )
+        .await
     }
 
     /// Deletes the interface `name` if it is there.

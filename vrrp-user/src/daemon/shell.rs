@@ -427,6 +427,7 @@ impl Shell {
                     }
                 }
                 Action::AddVips { key, vips, .. } if self.configure_vips => {
+                    self.set_vmac_up(key, &vips, true).await;
                     for addr in vips {
                         self.keeper.want(key, addr);
                         self.add_vip(engine, key, addr).await;
@@ -434,7 +435,7 @@ impl Shell {
                 }
                 Action::RemoveVips { key, vips, .. } if self.configure_vips => {
                     self.fence(key);
-                    for addr in vips {
+                    for &addr in &vips {
                         self.keeper.unwant(addr);
                         let dev = self.vips.get(&addr).map_or(key.iface, |(_, dev)| *dev);
                         if let Some(deferred) = &mut self.deferred {
@@ -445,9 +446,17 @@ impl Shell {
                             warn!(vrid = key.vrid, %instance, %state, vip = %addr, error = %err, "cannot remove VIP");
                         }
                     }
+                    if self.deferred.is_none() {
+                        self.set_vmac_up(key, &vips, false).await;
+                    }
                 }
-                Action::RemoveVips { key, .. } => self.fence(key),
-                Action::AddVips { .. } => {}
+                // Without configure_vips the macvlan still carries the virtual MAC: the NIC
+                // takes frames to it only while it is up.
+                Action::RemoveVips { key, vips, .. } => {
+                    self.fence(key);
+                    self.set_vmac_up(key, &vips, false).await;
+                }
+                Action::AddVips { key, vips, .. } => self.set_vmac_up(key, &vips, true).await,
                 Action::Announce { key, addr } => {
                     let mac = self.macs.get(&key).copied().unwrap_or_default();
                     if let Err(err) = self.announcer.announce(addr, mac) {
@@ -490,6 +499,23 @@ impl Shell {
         }
         self.reconcile_fences(engine);
         self.claim_lease(engine);
+    }
+
+    /// Brings the macvlans (virtual MACs) that `vips` of instance `key` live on up (a new
+    /// master) or down (a backup sends nothing from the virtual MAC).
+    pub(super) async fn set_vmac_up(&self, key: InstanceKey, vips: &[IpAddr], up: bool) {
+        let mut devs: Vec<u32> = vips
+            .iter()
+            .filter_map(|a| self.vips.get(a).map(|(_, dev)| *dev))
+            .filter(|dev| self.vmacs.values().any(|i| i == dev))
+            .collect();
+        devs.sort_unstable();
+        devs.dedup();
+        for dev in devs {
+            if let Err(err) = self.addresses.set_up(dev, up).await {
+                warn!(vrid = key.vrid, error = %err, up, "cannot set the virtual MAC interface up or down");
+            }
+        }
     }
 
     /// Adds a VIP a master wants; the data plane answers for it only once it is there. A
