@@ -234,3 +234,51 @@ fn an_imported_mysql_pair_config_fails_over_with_keepalived_running_the_original
     a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
     b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
 }
+
+#[test]
+fn an_import_that_would_not_validate_writes_nothing_and_says_why() {
+    let dir = scratch_dir("import-refused");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |name: &str, text: &str| {
+        let conf = dir.join(name);
+        std::fs::write(&conf, text).unwrap();
+        let out_dir = dir.join(format!("{name}.out"));
+        let out = run_with_timeout(
+            Command::new(xvrrp_bin())
+                .arg("import-keepalived")
+                .arg(&conf)
+                .arg("-o")
+                .arg(format!("{}/", out_dir.display())),
+            Duration::from_secs(20),
+        )
+        .unwrap();
+        let written = std::fs::read_dir(&out_dir).map_or(0, |d| d.count());
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            written,
+        )
+    };
+    // A VRID keepalived itself would refuse: the converted file does not validate.
+    let (code, report, written) = run(
+        "vrid.conf",
+        "vrrp_instance V {\n interface eth0\n virtual_router_id 300\n virtual_ipaddress {\n 192.0.2.1\n }\n}\n",
+    );
+    assert_eq!((code, written), (Some(1), 0), "{report}");
+    assert!(
+        report.contains("nothing was written") && report.contains("instance[0].vrid"),
+        "{report}"
+    );
+    // An unrendered template: refused with its line.
+    let (code, report, written) = run(
+        "template.conf",
+        "vrrp_instance V {\n interface eth0\n virtual_router_id {{ vrid }}\n virtual_ipaddress {\n 192.0.2.1\n }\n}\n",
+    );
+    assert_eq!((code, written), (Some(1), 0), "{report}");
+    assert!(
+        report.contains("template.conf:3") && report.contains("template placeholder"),
+        "{report}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -199,10 +199,116 @@ fn wildcard(pattern: &str, name: &str) -> bool {
 
 /// Parses the text of one file (`file` names it in locations).
 pub fn parse_text(text: &str, file: &str) -> Result<Vec<Node>, ImportError> {
-    let tokens = tokenize(text);
+    let text = substitute(text, file)?;
+    let tokens = tokenize(&text);
+    if let Some((word, line)) = tokens.iter().find_map(|(t, line)| match t {
+        Token::Word(w) if is_placeholder(w) => Some((w, line)),
+        _ => None,
+    }) {
+        return Err(ImportError::Syntax {
+            at: format!("{file}:{line}"),
+            message: format!(
+                "{word:?} is a template placeholder: render the template (Ansible, Jinja, ...) first"
+            ),
+        });
+    }
     let mut i = 0;
     let nodes = parse_block(&tokens, &mut i, file, None, 0)?;
     Ok(nodes)
+}
+
+/// A word that a template left unrendered: `<name>` or `__NAME__` (a `{{ x }}` is caught by
+/// [`substitute`], before the braces are taken for blocks).
+fn is_placeholder(word: &str) -> bool {
+    let inner_ok = |s: &str, upper: bool| {
+        !s.is_empty()
+            && s.chars().all(|c| {
+                c == '_'
+                    || c == '-'
+                    || c.is_ascii_digit()
+                    || if upper {
+                        c.is_ascii_uppercase()
+                    } else {
+                        c.is_ascii_alphabetic()
+                    }
+            })
+    };
+    (word.len() > 2
+        && word.starts_with('<')
+        && word.ends_with('>')
+        && inner_ok(&word[1..word.len() - 1], false))
+        || (word.len() > 4
+            && word.starts_with("__")
+            && word.ends_with("__")
+            && inner_ok(&word[2..word.len() - 2], true))
+}
+
+/// keepalived's `$NAME=value` definitions, substituted as `$NAME` and `${NAME}` in the lines
+/// after them; template syntax (`{{ ... }}`, `{% ... %}`) and unknown names are refused with
+/// their line.
+fn substitute(text: &str, file: &str) -> Result<String, ImportError> {
+    // The part of a line before its comment: `#` or `!` where a word would start (as the
+    // tokenizer reads it).
+    let code = |line: &str| -> usize {
+        let mut prev_space = true;
+        for (i, c) in line.char_indices() {
+            if prev_space && (c == '#' || c == '!') {
+                return i;
+            }
+            prev_space = c.is_whitespace() || c == '{' || c == '}';
+        }
+        line.len()
+    };
+    let mut defs: Vec<(String, String)> = Vec::new();
+    let mut out = String::with_capacity(text.len());
+    for (n, line) in text.lines().enumerate() {
+        let at = format!("{file}:{}", n + 1);
+        let body = &line[..code(line)];
+        if body.contains("{{") || body.contains("{%") || body.contains("%}") {
+            return Err(ImportError::Syntax {
+                at,
+                message: format!(
+                    "{:?} is a template placeholder: render the template (Ansible, Jinja, ...) first",
+                    body.trim()
+                ),
+            });
+        }
+        if let Some(def) = body.trim_start().strip_prefix('$')
+            && let Some((name, value)) = def.split_once('=')
+            && !name.is_empty()
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            defs.retain(|(n, _)| n != name);
+            defs.push((name.to_owned(), value.trim().to_owned()));
+            out.push('\n');
+            continue;
+        }
+        let mut line = line.to_owned();
+        if body.contains('$') {
+            // Longest names first, so that $AB is not taken for $A followed by B.
+            let mut sorted = defs.clone();
+            sorted.sort_by_key(|(n, _)| std::cmp::Reverse(n.len()));
+            for (name, value) in &sorted {
+                line = line.replace(&format!("${{{name}}}"), value);
+                line = line.replace(&format!("${name}"), value);
+            }
+            // An undefined `${NAME}` is a mistake; a lone `$` may be part of a password.
+            let body = &line[..code(&line)];
+            if let Some(i) = body.find("${") {
+                let name: String = body[i + 2..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                return Err(ImportError::Syntax {
+                    at,
+                    message: format!("${name} is not defined (keepalived's $NAME=value)"),
+                });
+            }
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    Ok(out)
 }
 
 /// Blocks nest at most this deep (keepalived's go three or four deep).
@@ -349,6 +455,20 @@ impl Table {
     /// open a table) is written as a string instead, so that the file stays TOML and
     /// `check-config` names the key.
     fn set(&mut self, key: &str, value: String) {
+        // keepalived reads `051` as 51; TOML does not allow the leading zero.
+        let value = if value.len() > 1
+            && value.starts_with('0')
+            && value.bytes().all(|b| b.is_ascii_digit())
+        {
+            let trimmed = value.trim_start_matches('0');
+            if trimmed.is_empty() {
+                "0".to_owned()
+            } else {
+                trimmed.to_owned()
+            }
+        } else {
+            value
+        };
         let one_value = format!("x = {value}")
             .parse::<toml::Table>()
             .is_ok_and(|t| t.len() == 1);
@@ -1062,8 +1182,9 @@ fn instance(
             "unicast_src_ip" | "mcast_src_ip" => t.set("source", q(arg)),
             "unicast_peer" => {
                 for p in c.children() {
+                    // keepalived takes (and ignores) a prefix on a peer's address.
                     if let Some(addr) = p.arg(0) {
-                        peers.push(addr.to_owned());
+                        peers.push(addr.split('/').next().unwrap_or(addr).to_owned());
                     }
                     if p.words.len() > 1 {
                         dropped.push(format!(
@@ -1510,6 +1631,52 @@ mod tests {
         assert_eq!(err, "k.conf:1: this '{' is never closed");
         let err = parse_text("a\n}\n", "k.conf").unwrap_err().to_string();
         assert_eq!(err, "k.conf:2: a '}' closes no block");
+    }
+
+    #[test]
+    fn keepalived_definitions_leading_zeros_and_peer_prefixes_are_read_as_keepalived_does() {
+        let out = convert_text(
+            "$IFACE=eth0\n$VIP=192.0.2.1/24\r\nvrrp_instance V {\r\n interface $IFACE\n virtual_router_id 051\n\
+             priority 0100\n unicast_peer {\n 192.0.2.2/24\n }\n virtual_ipaddress {\n ${VIP}\n }\n}\n",
+        );
+        let text = &out.files[0].toml;
+        for want in [
+            "interface = \"eth0\"",
+            "vrid = 51\n",
+            "priority = 100\n",
+            "vips = [\"192.0.2.1/24\"]",
+            "unicast_peers = [\"192.0.2.2\"]",
+        ] {
+            assert!(text.contains(want), "{want:?} not in:\n{text}");
+        }
+        crate::config::parse(text, std::path::Path::new("x.toml")).unwrap();
+        let err = parse_text("vrrp_instance V {\n interface ${NOPE}\n}\n", "k.conf")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("k.conf:2") && err.contains("$NOPE is not defined"),
+            "{err}"
+        );
+        // A `$` in a password is left alone.
+        assert!(parse_text("x {\n auth_pass pa$$w0rd\n}\n", "k.conf").is_ok());
+    }
+
+    #[test]
+    fn template_placeholders_are_refused_with_their_line() {
+        for (text, line) in [
+            ("vrrp_instance V {\n interface {{ iface }}\n}\n", 2),
+            ("vrrp_instance V {\n{% if x %}\n}\n", 2),
+            ("vrrp_instance V {\n priority <PRIORITY>\n}\n", 2),
+            ("vrrp_instance V {\n\n virtual_router_id __VRID__\n}\n", 3),
+        ] {
+            let err = parse_text(text, "t.conf").unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("t.conf:{line}")) && err.contains("template placeholder"),
+                "{err}"
+            );
+        }
+        // Not placeholders: a comment, an ordinary word.
+        assert!(parse_text("# {{ not a problem }}\nx <= y\n", "t.conf").is_ok());
     }
 
     #[test]

@@ -242,12 +242,30 @@ fn import_keepalived(file: &std::path::Path, output: Option<&std::path::Path>) -
         return ExitCode::FAILURE;
     }
     let several = imported.files.len() > 1;
-    let mut invalid = Vec::new();
+    // Never a file that check-config refuses: every one validates here, or nothing is written.
+    let invalid: Vec<String> = imported
+        .files
+        .iter()
+        .filter_map(|f| {
+            let name = format!("{}.toml", f.interface);
+            config::parse(&f.toml, std::path::Path::new(&name))
+                .err()
+                .map(|e| e.to_string())
+        })
+        .collect();
+    if !invalid.is_empty() {
+        eprint!("{}", vrrp_user::import::report(&imported));
+        eprintln!(
+            "xvrrp import-keepalived: {}: the converted configuration does not validate, so nothing was written:",
+            file.display()
+        );
+        for problem in invalid.iter().flat_map(|p| p.lines()) {
+            eprintln!("  - {problem}");
+        }
+        return ExitCode::FAILURE;
+    }
     for f in &imported.files {
         let name = format!("{}.toml", f.interface);
-        if let Err(err) = config::parse(&f.toml, std::path::Path::new(&name)) {
-            invalid.push(err.to_string());
-        }
         // The config may hold a MySQL password: 0600.
         let write = |path: &std::path::Path| {
             std::fs::OpenOptions::new()
@@ -283,11 +301,5 @@ fn import_keepalived(file: &std::path::Path, output: Option<&std::path::Path>) -
         }
     }
     eprint!("{}", vrrp_user::import::report(&imported));
-    if !invalid.is_empty() {
-        eprintln!("Check before use (the result does not validate on this machine):");
-        for problem in invalid.iter().flat_map(|p| p.lines()) {
-            eprintln!("  - {problem}");
-        }
-    }
     ExitCode::SUCCESS
 }
