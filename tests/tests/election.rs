@@ -863,3 +863,77 @@ fn a_tracked_scripts_first_result_counts_before_the_node_can_be_master() {
     a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
     b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
 }
+
+#[test]
+fn notify_fault_runs_when_a_tracked_check_fails_and_master_when_it_recovers() {
+    if !privileged("notify_fault_runs_when_a_tracked_check_fails_and_master_when_it_recovers") {
+        return;
+    }
+    let lab = Lab::new(&["a", "client"]).expect("lab");
+    let log = lab.workdir().join("notify-fault.log");
+    let flag = lab.workdir().join("healthy");
+    std::fs::write(&flag, "").unwrap();
+    let config = lab
+        .vrrp_config(
+            "a",
+            200,
+            &format!(
+                "track_scripts = [\"check\"]\nnotify_master = \"echo master >> {log}\"\n\
+                 notify_fault = \"echo fault >> {log}\"\nnotify = \"echo \\\"generic $1 $2 $3 $4\\\" >> {log}\"\n",
+                log = log.display()
+            ),
+        )
+        .replace(
+            "\n\n[[instance]]",
+            &format!(
+                "\n\n[[track_script]]\nname = \"check\"\nscript = \"test -e {}\"\ninterval_ms = 100\n\n[[instance]]",
+                flag.display()
+            ),
+        );
+    let mut a = lab.start_xvrrp("a", &config).expect("start xvrrp");
+    let lines = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        wait_for(Duration::from_secs(5), || lines()
+            .contains(&"master".to_owned())),
+        "{:?}\n{}",
+        lines(),
+        a.log()
+    );
+    std::fs::remove_file(&flag).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(3), || lines()
+            .contains(&"fault".to_owned())),
+        "notify_fault did not run: {:?}\n{}",
+        lines(),
+        a.log()
+    );
+    assert!(
+        lines()
+            .iter()
+            .any(|l| l.starts_with("generic INSTANCE") && l.ends_with(" FAULT 200")),
+        "{:?}",
+        lines()
+    );
+    assert!(
+        lab.arping("client", VIP, 1).unwrap().is_empty(),
+        "a Fault instance answered"
+    );
+    std::fs::write(&flag, "").unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || lines()
+            .iter()
+            .filter(|l| *l == "master")
+            .count()
+            == 2),
+        "{:?}",
+        lines()
+    );
+    until_answered_by(&lab, "a", Duration::from_secs(3));
+    a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+}

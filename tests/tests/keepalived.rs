@@ -436,3 +436,77 @@ fn state_master_waits_master_down_as_keepalived_does() {
     x.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
     k.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
 }
+
+#[test]
+fn vrrpv2_unicast_mixed_pair_elects_and_fails_over_both_ways() {
+    if !privileged("vrrpv2_unicast_mixed_pair_elects_and_fails_over_both_ways") {
+        return;
+    }
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    let unicast_ka = "  unicast_src_ip 192.0.2.1\n  unicast_peer {\n    192.0.2.2\n  }\n";
+    let unicast_xv = "unicast_peers = [\"192.0.2.1\"]\n";
+    let mut ka = keepalived_with(&lab, "a", 100, 2, "1", unicast_ka);
+    let mut xv = xvrrp_with(&lab, "b", 200, 2, 1000, unicast_xv);
+    answered_only_by(&lab, "b", Duration::from_secs(8), &[&ka, &xv]);
+    xv.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    answered_only_by(&lab, "a", Duration::from_secs(8), &[&ka]);
+    let mut xv = xvrrp_with(&lab, "b", 200, 2, 1000, unicast_xv);
+    answered_only_by(&lab, "b", Duration::from_secs(8), &[&ka, &xv]);
+    ka.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    xv.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+}
+
+#[test]
+fn ipv6_vrrpv3_mixed_pair_elects_and_fails_over_both_ways() {
+    if !privileged("ipv6_vrrpv3_mixed_pair_elects_and_fails_over_both_ways") {
+        return;
+    }
+    use std::net::Ipv6Addr;
+    let vip6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    let ka_config = format!(
+        "global_defs {{\n  router_id a\n  vrrp_version 3\n}}\n\
+         vrrp_instance V6 {{\n  state BACKUP\n  interface {}\n  virtual_router_id 51\n  priority 100\n  \
+         advert_int 0.1\n  virtual_ipaddress {{\n    {vip6}/64\n  }}\n}}\n",
+        lab.host("a").iface
+    );
+    let mut ka = lab.start_keepalived("a", &ka_config).expect("keepalived");
+    let xv_config = format!(
+        "interface = \"{}\"\nxdp_mode = \"native\"\nheartbeat_limit_ms = 200\n\n[[instance]]\nvrid = 51\n\
+         priority = 200\nadvert_interval_ms = 100\nvips = [\"{vip6}/64\"]\n",
+        lab.host("b").iface
+    );
+    let answered_by = |host: &str| {
+        let want = mac_text(&lab.host(host).mac);
+        wait_for(Duration::from_secs(8), || {
+            let macs = lab.ndisc("client", vip6, 2).unwrap();
+            !macs.is_empty() && macs.iter().all(|m| *m == want)
+        })
+    };
+    let mut xv = lab.start_xvrrp("b", &xv_config).expect("xvrrp");
+    assert!(
+        answered_by("b"),
+        "xvrrp:\n{}\nkeepalived:\n{}",
+        xv.log(),
+        ka.log()
+    );
+    xv.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    assert!(
+        answered_by("a"),
+        "keepalived did not take over:\n{}",
+        ka.log()
+    );
+    let mut xv = lab.start_xvrrp("b", &xv_config).expect("xvrrp");
+    assert!(answered_by("b"), "xvrrp did not take back:\n{}", xv.log());
+    let stats = Path::new(xvrrp_lab::PIN_ROOT)
+        .join(&lab.host("b").iface)
+        .join("vrid_stats");
+    assert_eq!(
+        xvrrp_lab::per_cpu_counter(&stats, 307, "adverts_drop_checksum").unwrap()
+            + xvrrp_lab::per_cpu_counter(&stats, 307, "adverts_drop_addresses").unwrap(),
+        0,
+        "keepalived's IPv6 adverts were dropped"
+    );
+    ka.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    xv.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+}
