@@ -561,6 +561,7 @@ struct RawInstance {
     state: InitialState,
     #[serde(default = "default_version")]
     version: i64,
+    #[serde(default)]
     vips: Vec<String>,
     #[serde(default)]
     vips_excluded: Vec<String>,
@@ -1127,7 +1128,17 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
     let mut track_scripts = Vec::new();
     for (i, t) in raw.track_script.into_iter().enumerate() {
         let at = |key: &str| format!("track_script[{i}].{key}");
-        if let Some(m) = unique_name(&t.name, track_scripts.iter().map(|s: &TrackScript| &s.name)) {
+        if track_files.iter().any(|f: &TrackFile| f.name == t.name) {
+            problem(
+                at("name"),
+                format!(
+                    "expected a name no [[track_file]] has (a tracked script and a tracked file of one name would be one track), got {:?}",
+                    t.name
+                ),
+            );
+        } else if let Some(m) =
+            unique_name(&t.name, track_scripts.iter().map(|s: &TrackScript| &s.name))
+        {
             problem(at("name"), m);
         }
         if t.script.trim().is_empty() {
@@ -2439,6 +2450,31 @@ mod tests {
                 "test.toml: track_script[0].weight: expected -254 to 254 (0: fault while failing), got 300",
                 "test.toml: instance[0].track_scripts[0]: expected the name of a [[track_script]], got \"nope\"",
             ]
+        );
+    }
+
+    #[test]
+    fn a_missing_vips_key_hides_no_other_problem_and_track_names_do_not_collide() {
+        let errs = errors("interface = \"eth0\"\n[[instance]]\nvrid = 300\n");
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(
+            errs.iter().any(|e| e.contains("instance[0].vrid")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("instance[0].vips: expected at least one")),
+            "{errs:?}"
+        );
+        let errs = errors(
+            "interface = \"eth0\"\n[[track_file]]\nname = \"x\"\npath = \"/run/x\"\n\
+             [[track_script]]\nname = \"x\"\nscript = \"true\"\n\
+             [[instance]]\nvrid = 1\nvips = [\"192.0.2.1\"]\ntrack_scripts = [\"x\"]\ntrack_files = [\"x\"]\n",
+        );
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].contains("track_script[0].name: expected a name no [[track_file]] has"),
+            "{errs:?}"
         );
     }
 
