@@ -223,3 +223,76 @@ fn systemd_notify_ready_watchdog_and_stopping_and_json_logs() {
         "only JSON lines: {log}"
     );
 }
+
+/// The metric names a Grafana dashboard's queries use (`xvrrp_...`).
+fn dashboard_metrics(path: &std::path::Path) -> Vec<String> {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut names = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(i) = rest.find("xvrrp_") {
+                let name: String = rest[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                rest = &rest[i + name.len()..];
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+    }
+    names
+}
+
+#[test]
+fn every_metric_the_grafana_dashboard_queries_is_in_a_real_scrape() {
+    if !xvrrp_lab::mariadb::ready("every_metric_the_grafana_dashboard_queries_is_in_a_real_scrape")
+    {
+        return;
+    }
+    use xvrrp_lab::mariadb::{PROBE_PASSWORD, PROBE_USER, master_master_pair};
+    let names = dashboard_metrics(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/grafana/xvrrp-dashboard.json"),
+    );
+    assert!(names.len() >= 20, "{names:?}");
+    // A MySQL master with a fenced, replicating server, a peer and a write lease: every family
+    // has samples.
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    let (a_db, _b_db) = master_master_pair(&lab, "a", "b").expect("pair");
+    let (me, peer) = (lab.host("a").ip, lab.host("b").ip);
+    let config = format!(
+        "{}track_mysql = [\"local\"]\n\n{}[[mysql]]\nname = \"peer\"\nhost = \"{peer}\"\nuser = \"{PROBE_USER}\"\n\
+         password = \"{PROBE_PASSWORD}\"\ntimeout_ms = 300\n\n[write_lease]\nlisten = \"{me}:5405\"\n\
+         peer = \"{peer}:5405\"\nkey = \"0123456789abcdef0123456789abcdef\"\nlease_ms = 2000\n",
+        with_metrics(&lab, "a", 200),
+        a_db.xvrrp_target("fence = true\npeer = \"peer\"")
+    );
+    let mut a = lab.start_xvrrp("a", &config).expect("start xvrrp");
+    lab.wait_answered_by("client", "a", VIP, 1, Duration::from_secs(10));
+    let mut missing = Vec::new();
+    let ok = wait_for(Duration::from_secs(10), || {
+        let text = scrape(&lab, "a");
+        missing = names
+            .iter()
+            .filter(|n| {
+                !text.lines().any(|l| {
+                    l.strip_prefix(n.as_str())
+                        .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+                })
+            })
+            .cloned()
+            .collect();
+        missing.is_empty()
+    });
+    assert!(
+        ok,
+        "the dashboard queries metrics a scrape does not have: {missing:?}\n{}",
+        a.log()
+    );
+    a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+}
