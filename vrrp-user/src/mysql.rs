@@ -565,6 +565,14 @@ pub fn spawn_probe(
                     if !alive.record(Err(f.to_string()), false, &tx) {
                         return;
                     }
+                    // Replication is unknown while the server is: it must prove healthy again
+                    // (rise) before it counts, or a returning server whose replica still
+                    // connects would take the VIP and lose it again at once.
+                    if t.replication.is_some()
+                        && !repl.record(Err("the server is not reachable".into()), false, &tx)
+                    {
+                        return;
+                    }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2)).max(interval);
                     continue;
@@ -670,6 +678,9 @@ pub fn spawn_probe(
                 s.failures += 1;
             });
             if !alive.record(Err(failure.to_string()), at_once, &tx) {
+                return;
+            }
+            if t.replication.is_some() && !repl.record(Err(failure.to_string()), at_once, &tx) {
                 return;
             }
             // Given up on, not closed by the server (a timeout on a lossy path): killed from

@@ -39,6 +39,10 @@ enum Cmd {
         /// Stop the demo lab by itself after this many seconds.
         #[arg(long)]
         duration: Option<u64>,
+        /// Play a failover: this many seconds after the start, kill -9 the master's (host a's)
+        /// MariaDB; the demo restarts it 5 s later and the VIP comes back.
+        #[arg(long)]
+        failover_after: Option<u64>,
         #[arg(long)]
         release: bool,
     },
@@ -87,13 +91,18 @@ fn main() -> anyhow::Result<()> {
         Cmd::Run {
             config,
             duration,
+            failover_after,
             release,
         } => {
             setup::run()?;
             let bin = build(release)?;
             match config {
                 Some(config) => run_daemon(&bin, &config),
-                None => demo(&bin, duration.map(Duration::from_secs)),
+                None => demo(
+                    &bin,
+                    duration.map(Duration::from_secs),
+                    failover_after.map(Duration::from_secs),
+                ),
             }
         }
         Cmd::Test { args } => test(&args),
@@ -328,7 +337,11 @@ const DEMO_VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
 
 /// The embedded default: hosts a (master) and b (backup) run xvrrp for one VIP, and a client
 /// resolves the VIP every second, showing which host answers.
-fn demo(bin: &Path, limit: Option<Duration>) -> anyhow::Result<()> {
+fn demo(
+    bin: &Path,
+    limit: Option<Duration>,
+    failover_after: Option<Duration>,
+) -> anyhow::Result<()> {
     install_handlers();
     let mut lab = Lab::new(&["a", "b", "client"])?;
     lab.set_xvrrp_bin(bin);
@@ -384,7 +397,16 @@ fn demo(bin: &Path, limit: Option<Duration>) -> anyhow::Result<()> {
     let mut shown_status = false;
     let mut last_acked = 0;
     let mut down_since: [Option<Instant>; 2] = [None, None];
+    let mut failover = failover_after;
     while !INTERRUPTED.load(Ordering::SeqCst) && limit.is_none_or(|l| start.elapsed() < l) {
+        if failover.is_some_and(|after| start.elapsed() >= after) {
+            failover = None;
+            println!(
+                "failover: kill -9 {} (host a's MariaDB, the master's); the demo restarts it 5 s later",
+                dbs[0].pid().unwrap_or_default()
+            );
+            dbs[0].signal(Signal::SIGKILL)?;
+        }
         let replies = lab.arping("client", DEMO_VIP, 1)?;
         let owner = |mac: &str| {
             lab.hosts()
