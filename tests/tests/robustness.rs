@@ -52,6 +52,18 @@ fn attached_line(p: &Proc) -> String {
         .to_owned()
 }
 
+/// xvrrp on a (priority 200) and b (100), the lab's usual config, once a answers for the VIP.
+fn pair(lab: &Lab) -> (Proc, Proc) {
+    let a = lab
+        .start_xvrrp("a", &lab.vrrp_config("a", 200, ""))
+        .unwrap();
+    let b = lab
+        .start_xvrrp("b", &lab.vrrp_config("b", 100, ""))
+        .unwrap();
+    lab.wait_answered_by("client", "a", VIP, 2, Duration::from_secs(8));
+    (a, b)
+}
+
 fn instance_status(lab: &Lab, host: &str) -> serde_json::Value {
     lab.status(host).unwrap()["instances"][0].clone()
 }
@@ -62,13 +74,7 @@ fn a_vip_deleted_by_someone_else_is_put_back_at_once() {
         return;
     }
     let lab = Lab::new(&["a", "b", "client"]).expect("lab");
-    let mut a = lab
-        .start_xvrrp("a", &lab.vrrp_config("a", 200, ""))
-        .unwrap();
-    let mut b = lab
-        .start_xvrrp("b", &lab.vrrp_config("b", 100, ""))
-        .unwrap();
-    lab.wait_answered_by("client", "a", VIP, 2, Duration::from_secs(8));
+    let (mut a, mut b) = pair(&lab);
     // NetworkManager, systemd-networkd or an operator's `ip addr del`.
     for round in 1..=2u64 {
         let iface = lab.host("a").iface.clone();
@@ -192,13 +198,7 @@ fn a_stale_resume_marker_is_not_resumed_as_master() {
         return;
     }
     let lab = Lab::new(&["a", "b", "client"]).expect("lab");
-    let mut a = lab
-        .start_xvrrp("a", &lab.vrrp_config("a", 200, ""))
-        .unwrap();
-    let mut b = lab
-        .start_xvrrp("b", &lab.vrrp_config("b", 100, ""))
-        .unwrap();
-    lab.wait_answered_by("client", "a", VIP, 2, Duration::from_secs(8));
+    let (mut a, mut b) = pair(&lab);
     a.stop(Signal::SIGUSR2, Duration::from_secs(10)).unwrap();
     // 100 ms adverts: the marker is good for 1 s; b takes over meanwhile.
     lab.wait_answered_by("client", "b", VIP, 2, Duration::from_secs(5));
@@ -489,13 +489,7 @@ fn an_interface_deleted_and_created_again_is_taken_up_again() {
         return;
     }
     let lab = Lab::new(&["a", "b", "client"]).expect("lab");
-    let mut a = lab
-        .start_xvrrp("a", &lab.vrrp_config("a", 200, ""))
-        .unwrap();
-    let mut b = lab
-        .start_xvrrp("b", &lab.vrrp_config("b", 100, ""))
-        .unwrap();
-    lab.wait_answered_by("client", "a", VIP, 2, Duration::from_secs(8));
+    let (mut a, mut b) = pair(&lab);
     let pid = a.pid();
     // A bond rebuilt, a veth re-created, a driver reloaded: same name, new index.
     lab.recreate_link("a").unwrap();

@@ -1435,6 +1435,19 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
                 )
             })
         };
+        // A VIP with a label that fits its device, not seen before anywhere in the file.
+        let mut admit = |vip: Vip, key: &str| -> Result<Vip, String> {
+            if let Some(m) = label_problem(&vip) {
+                return Err(m);
+            }
+            match all_vips.insert(vip.addr, key.to_owned()) {
+                Some(other) => Err(format!(
+                    "expected each VIP once, but {} is also {other}",
+                    vip.addr
+                )),
+                None => Ok(vip),
+            }
+        };
         let mut vips = Vec::new();
         for (j, text) in inst.vips.iter().enumerate() {
             let key = format!("instance[{i}].vips[{j}]");
@@ -1446,18 +1459,10 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
                         if ipv6 { "IPv6" } else { "IPv4" }
                     ),
                 ),
-                Ok(vip) => {
-                    if let Some(m) = label_problem(&vip) {
-                        problem(key, m);
-                    } else if let Some(other) = all_vips.insert(vip.addr, key.clone()) {
-                        problem(
-                            key,
-                            format!("expected each VIP once, but {} is also {other}", vip.addr),
-                        );
-                    } else {
-                        vips.push(vip);
-                    }
-                }
+                Ok(vip) => match admit(vip, &key) {
+                    Ok(vip) => vips.push(vip),
+                    Err(m) => problem(key, m),
+                },
                 Err(message) => problem(key, message),
             }
         }
@@ -1465,18 +1470,10 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         for (j, text) in inst.vips_excluded.iter().enumerate() {
             let key = format!("instance[{i}].vips_excluded[{j}]");
             match parse_vip(text) {
-                Ok(vip) => {
-                    if let Some(m) = label_problem(&vip) {
-                        problem(key, m);
-                    } else if let Some(other) = all_vips.insert(vip.addr, key.clone()) {
-                        problem(
-                            key,
-                            format!("expected each VIP once, but {} is also {other}", vip.addr),
-                        );
-                    } else {
-                        vips_excluded.push(vip);
-                    }
-                }
+                Ok(vip) => match admit(vip, &key) {
+                    Ok(vip) => vips_excluded.push(vip),
+                    Err(m) => problem(key, m),
+                },
                 Err(message) => problem(key, message),
             }
         }

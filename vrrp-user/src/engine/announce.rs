@@ -53,15 +53,12 @@ pub(crate) struct Announcer {
 impl Announcer {
     pub fn start(&mut self, now: Time, vips: &[IpAddr], policy: &AnnouncePolicy) {
         self.stop();
-        self.burst(now, vips, policy.repeat, policy.pacing_us);
-        if policy.delay_us > 0 {
-            self.burst(
-                now.plus(policy.delay_us),
-                vips,
-                policy.repeat,
-                policy.pacing_us,
-            );
-        }
+        self.bursts(
+            now,
+            vips,
+            (policy.repeat, policy.delay_us),
+            policy.pacing_us,
+        );
         self.next_refresh = (policy.refresh_us > 0).then(|| now.plus(policy.refresh_us));
     }
 
@@ -73,17 +70,22 @@ impl Announcer {
     /// A master heard a lower-priority advert: a burst now and another after the delay (as
     /// keepalived does at every such advert).
     pub fn lower_priority_heard(&mut self, now: Time, vips: &[IpAddr], policy: &AnnouncePolicy) {
-        if policy.lower_prio_repeat == 0 {
-            return;
-        }
-        self.burst(now, vips, policy.lower_prio_repeat, policy.pacing_us);
-        if policy.lower_prio_delay_us > 0 {
-            self.burst(
-                now.plus(policy.lower_prio_delay_us),
-                vips,
-                policy.lower_prio_repeat,
-                policy.pacing_us,
-            );
+        let second = (policy.lower_prio_repeat, policy.lower_prio_delay_us);
+        self.bursts(now, vips, second, policy.pacing_us);
+    }
+
+    /// A burst of `repeat` announcements per VIP now, and another `delay_us` later (none when
+    /// 0).
+    fn bursts(
+        &mut self,
+        now: Time,
+        vips: &[IpAddr],
+        (repeat, delay_us): (u32, u64),
+        pacing_us: u64,
+    ) {
+        self.burst(now, vips, repeat, pacing_us);
+        if delay_us > 0 {
+            self.burst(now.plus(delay_us), vips, repeat, pacing_us);
         }
     }
 
