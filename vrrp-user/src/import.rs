@@ -1448,6 +1448,18 @@ fn instance(
             )),
         }
     }
+    // keepalived runs IPv6 instances as VRRPv3 whatever vrrp_version says (v2 is IPv4 only).
+    let ipv6 = vips
+        .first()
+        .and_then(|v| v.split_whitespace().next())
+        .is_some_and(|a| a.contains(':'));
+    if ipv6 && version == "2" {
+        changed.push(format!(
+            "{}: {who}: IPv6 runs VRRPv3 (as keepalived runs it under vrrp_version 2)",
+            node.at
+        ));
+        version = "3".into();
+    }
     t.set("version", version);
     if let Some(pass) = auth_pass {
         t.set("auth_pass", pass);
@@ -1736,6 +1748,22 @@ mod tests {
         let changed = out.changed.join("\n");
         assert!(changed.contains("unicast_ttl 10"), "{changed}");
         assert!(changed.contains("check_unicast_src"), "{changed}");
+        crate::config::parse(text, std::path::Path::new("x.toml")).unwrap();
+    }
+
+    #[test]
+    fn an_ipv6_instance_under_vrrp_version_2_runs_vrrpv3_as_in_keepalived() {
+        let out = convert_text(
+            "global_defs {\n vrrp_version 2\n}\nvrrp_instance V6 {\n interface eth0\n virtual_router_id 7\n\
+             virtual_ipaddress {\n 2001:db8::1/64\n }\n}\n",
+        );
+        let text = &out.files[0].toml;
+        assert!(text.contains("version = 3\n"), "{text}");
+        assert!(
+            out.changed.join("\n").contains("IPv6 runs VRRPv3"),
+            "{:?}",
+            out.changed
+        );
         crate::config::parse(text, std::path::Path::new("x.toml")).unwrap();
     }
 
