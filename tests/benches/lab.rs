@@ -136,6 +136,8 @@ struct Figure {
     xvrrp: String,
     keepalived: String,
     target: String,
+    /// What VRRP allows for this cell (the outage cells of crash-like faults), or "-".
+    floor: String,
 }
 
 struct Report {
@@ -145,12 +147,26 @@ struct Report {
 
 impl Report {
     fn add(&mut self, what: String, xvrrp: String, keepalived: String, target: &str) {
-        println!("  {what}: xvrrp {xvrrp} | keepalived {keepalived} | target {target}");
+        self.add_with_floor(what, xvrrp, keepalived, target, "-".to_owned());
+    }
+
+    fn add_with_floor(
+        &mut self,
+        what: String,
+        xvrrp: String,
+        keepalived: String,
+        target: &str,
+        floor: String,
+    ) {
+        println!(
+            "  {what}: xvrrp {xvrrp} | keepalived {keepalived} | floor {floor} | target {target}"
+        );
         self.figures.push(Figure {
             what,
             xvrrp,
             keepalived,
             target: target.to_owned(),
+            floor,
         });
     }
 }
@@ -570,11 +586,27 @@ fn outage(args: &Args, report: &mut Report) -> anyhow::Result<()> {
                 (_, 10) => "p99 <= 50 ms; <= keepalived",
                 _ => "<= keepalived",
             };
-            report.add(
+            // A crash-like fault: the backup (priority 100) waits out Master_Down_Interval
+            // from the last advert it heard, 3 intervals and Skew_Time, minus the phase at
+            // which the fault came. A graceful stop has no such floor (priority 0).
+            let floor = match fault {
+                Fault::Term => "-".to_owned(),
+                _ => {
+                    let i = f64::from(interval_ms);
+                    let mdi = 3.0 * i + (256.0 - 100.0) / 256.0 * i;
+                    let floors: Vec<f64> = (0..args.trials)
+                        .map(|t| mdi - phase(t as u32, args.trials as u32) * i)
+                        .collect();
+                    let (f50, f99) = p50_p99(floors);
+                    format!("p50 {f50:.0} ms, p99 {f99:.0} ms")
+                }
+            };
+            report.add_with_floor(
                 format!("outage, {} ms adverts, {}", interval_ms, fault.name()),
                 text(Daemon::Xvrrp),
                 text(Daemon::Keepalived),
                 target,
+                floor,
             );
         }
     }
@@ -988,11 +1020,13 @@ fn main() -> anyhow::Result<()> {
     if wanted("stress") {
         stress(&args, &mut report)?;
     }
-    println!("\n| what | xvrrp | keepalived 2.2.7 | target |\n|---|---|---|---|");
+    println!(
+        "\n| what | xvrrp | keepalived 2.2.7 | protocol floor | target |\n|---|---|---|---|---|"
+    );
     for f in &report.figures {
         println!(
-            "| {} | {} | {} | {} |",
-            f.what, f.xvrrp, f.keepalived, f.target
+            "| {} | {} | {} | {} | {} |",
+            f.what, f.xvrrp, f.keepalived, f.floor, f.target
         );
     }
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
