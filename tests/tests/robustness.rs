@@ -525,6 +525,13 @@ fn an_interface_deleted_and_created_again_is_taken_up_again() {
         "no XDP program on the new interface: {link:?}"
     );
     assert!(has(&lab, "a", VIP), "{}", addresses(&lab, "a"));
+    // Counted, in status and metrics.
+    assert_eq!(lab.status("a").unwrap()["interface_recreated"], 1);
+    assert!(
+        lab.status_table("a")
+            .unwrap()
+            .contains("deleted and created again 1 time(s)")
+    );
     a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
     b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
 }

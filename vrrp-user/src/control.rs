@@ -30,6 +30,10 @@ pub struct Status {
     /// The write lease, when configured.
     #[serde(default)]
     pub lease: Option<crate::lease::task::LeaseStatus>,
+    /// Times the interface was deleted and created again and the daemon started afresh on it
+    /// (in the same process).
+    #[serde(default)]
+    pub interface_recreated: u64,
 }
 
 /// Adverts the data plane saw for a VRID not configured here.
@@ -306,6 +310,12 @@ pub fn table(status: &Status) -> String {
         if let Some((holder, ms)) = &l.own_vote {
             out.push_str(&format!("own vote: granted to {holder} for {ms} ms\n"));
         }
+    }
+    if status.interface_recreated > 0 {
+        out.push_str(&format!(
+            "\ninterface {} deleted and created again {} time(s): the daemon started afresh on it\n",
+            status.interface, status.interface_recreated
+        ));
     }
     if !status.other_vrids.is_empty() {
         let heard: Vec<String> = status

@@ -50,6 +50,7 @@ pub struct Metrics {
     vips_readded: Family<Labels, Counter>,
     vip_add_failures: Family<Labels, Counter>,
     vips_absent: Family<Labels, Gauge>,
+    interface_recreated: Family<Labels, Counter>,
     mysql_up: Family<Labels, Gauge>,
     mysql_read_only: Family<Labels, Gauge>,
     mysql_replication_healthy: Family<Labels, Gauge>,
@@ -157,6 +158,11 @@ impl Metrics {
             vips_absent: metric!(
                 "vips_absent",
                 "VIPs a master wants that are not on the interface now",
+                Family::default()
+            ),
+            interface_recreated: metric!(
+                "interface_recreated",
+                "Times the interface was deleted and created again (the daemon started afresh on it)",
                 Family::default()
             ),
             mysql_up: metric!(
@@ -268,6 +274,7 @@ impl Metrics {
             &self.adverts_other_vrid,
             &self.vips_readded,
             &self.vip_add_failures,
+            &self.interface_recreated,
             &self.mysql_probes,
             &self.mysql_failures,
             &self.mysql_reconnects,
@@ -325,6 +332,11 @@ impl Metrics {
                 set(&self.adverts_dropped, &with(reason), *n);
             }
         }
+        set(
+            &self.interface_recreated,
+            &vec![("interface", self.interface.clone())],
+            status.interface_recreated,
+        );
         for o in &status.other_vrids {
             let labels = vec![
                 ("interface", self.interface.clone()),
@@ -535,6 +547,7 @@ mod tests {
                 held: true,
                 ..Default::default()
             }),
+            interface_recreated: 0,
         }
     }
 

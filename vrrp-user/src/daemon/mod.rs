@@ -423,6 +423,17 @@ async fn run_bound(
     }
 }
 
+/// Counts, across the restarts in place, how often the interface was re-created.
+const RECREATED_ENV: &str = "XVRRP_INTERFACE_RECREATED";
+
+/// Times this daemon started afresh on a re-created interface (status and metrics).
+pub(super) fn interface_recreated() -> u64 {
+    std::env::var(RECREATED_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Executes this program again with the same arguments, in this process (systemd keeps
 /// tracking it); returns only if that fails.
 fn reexec() -> anyhow::Error {
@@ -430,6 +441,7 @@ fn reexec() -> anyhow::Error {
     info!("starting afresh in place");
     let err = std::process::Command::new("/proc/self/exe")
         .args(std::env::args_os().skip(1))
+        .env(RECREATED_ENV, (interface_recreated() + 1).to_string())
         .exec();
     anyhow::anyhow!("cannot start afresh in place: {err}")
 }

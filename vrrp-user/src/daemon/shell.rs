@@ -317,6 +317,7 @@ impl Shell {
             .collect();
         control::Status {
             interface: config.interface.clone(),
+            interface_recreated: interface_recreated(),
             other_vrids: self.other_vrids(&instances),
             instances,
             mysql: self
