@@ -913,10 +913,11 @@ fn notify_fault_runs_when_a_tracked_check_fails_and_master_when_it_recovers() {
         lines(),
         a.log()
     );
+    // The generic notify runs after notify_fault, in order.
     assert!(
-        lines()
-            .iter()
-            .any(|l| l.starts_with("generic INSTANCE") && l.ends_with(" FAULT 200")),
+        wait_for(Duration::from_secs(3), || lines().iter().any(|l| l
+            .starts_with("generic INSTANCE")
+            && l.ends_with(" FAULT 200"))),
         "{:?}",
         lines()
     );
