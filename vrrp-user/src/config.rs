@@ -443,6 +443,12 @@ pub struct Config {
 }
 
 impl Instance {
+    /// The VIPs and the excluded addresses: all the instance puts on the interface, answers
+    /// for and announces while master.
+    pub fn all_vips(&self) -> impl Iterator<Item = &Vip> {
+        self.vips.iter().chain(&self.vips_excluded)
+    }
+
     /// Whether the instance's VIPs are IPv6.
     pub fn ipv6(&self) -> bool {
         self.vips.first().is_some_and(|v| v.addr.is_ipv6())

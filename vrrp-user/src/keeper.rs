@@ -25,7 +25,7 @@ pub const MAX_HOLD_US: u64 = 300_000_000;
 
 /// The engine track that keeps an instance whose VIPs cannot be added out of the election.
 pub fn track_name(key: InstanceKey) -> String {
-    format!("vips:{:?}:{}", key.family, key.vrid).to_lowercase()
+    crate::hold::track_name("vips", key)
 }
 
 #[derive(Clone, Debug)]
@@ -62,8 +62,9 @@ pub enum Failed {
 pub struct VipKeeper {
     vips: HashMap<IpAddr, VipState>,
     counts: HashMap<InstanceKey, Counts>,
-    /// Instances held out, until when, and the episode's hold-down.
-    holds: HashMap<InstanceKey, Time>,
+    /// Instances held out, and until when.
+    holds: crate::hold::HoldDowns,
+    /// Each instance's next hold-down (it doubles per episode).
     next_hold_us: HashMap<InstanceKey, u64>,
 }
 
@@ -126,7 +127,7 @@ impl VipKeeper {
         let hold = self.next_hold_us.entry(key).or_insert(FIRST_HOLD_US);
         let until = now.plus(*hold);
         *hold = (*hold * 2).min(MAX_HOLD_US);
-        self.holds.insert(key, until);
+        self.holds.hold(key, until);
         self.counts.entry(key).or_default().held_out += 1;
         Some(Failed::HoldOut(until))
     }
@@ -163,16 +164,7 @@ impl VipKeeper {
 
     /// The instances whose hold-down is over at `now` (they run again).
     pub fn expired(&mut self, now: Time) -> Vec<InstanceKey> {
-        let over: Vec<InstanceKey> = self
-            .holds
-            .iter()
-            .filter(|(_, t)| **t <= now)
-            .map(|(k, _)| *k)
-            .collect();
-        for k in &over {
-            self.holds.remove(k);
-        }
-        over
+        self.holds.expired(now)
     }
 
     /// The next retry or end of a hold-down.
@@ -181,7 +173,7 @@ impl VipKeeper {
             .values()
             .filter(|v| v.wanted)
             .filter_map(|v| v.retry_at)
-            .chain(self.holds.values().copied())
+            .chain(self.holds.next_end())
             .min()
     }
 

@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod engine;
 pub mod garp;
+pub mod hold;
 pub mod hooks;
 pub mod import;
 pub mod keeper;

@@ -20,7 +20,7 @@ use crate::engine::{InstanceKey, Time};
 
 /// The engine track that keeps a loser out of the election.
 pub fn track_name(key: InstanceKey) -> String {
-    format!("split_brain:{:?}:{}", key.family, key.vrid).to_lowercase()
+    crate::hold::track_name("split_brain", key)
 }
 
 /// Whose claim stands: (priority, address), compared as VRRP compares masters.
@@ -57,7 +57,7 @@ struct Claim {
 #[derive(Debug, Default)]
 pub struct SplitBrain {
     pending: Vec<Claim>,
-    holds: HashMap<InstanceKey, Time>,
+    holds: crate::hold::HoldDowns,
     /// Per instance: the last unknown-claimant announcement and how many in this episode.
     unknown: HashMap<InstanceKey, (Time, u32)>,
     /// Per instance: the last time a win was announced (at most once a second).
@@ -71,9 +71,7 @@ const UNKNOWN_ANNOUNCEMENTS: u32 = 3;
 impl SplitBrain {
     /// A claim seen at `now`, judged after `grace_us`. One pending claim per instance and MAC.
     pub fn observe(&mut self, now: Time, key: InstanceKey, mac: [u8; 6], grace_us: u64) {
-        if self.holds.contains_key(&key)
-            || self.pending.iter().any(|c| c.key == key && c.mac == mac)
-        {
+        if self.holds.is_held(key) || self.pending.iter().any(|c| c.key == key && c.mac == mac) {
             return;
         }
         self.pending.push(Claim {
@@ -88,7 +86,7 @@ impl SplitBrain {
         self.pending
             .iter()
             .map(|c| c.due)
-            .chain(self.holds.values().copied())
+            .chain(self.holds.next_end())
             .min()
     }
 
@@ -137,22 +135,13 @@ impl SplitBrain {
 
     /// Holds a loser out until `until`.
     pub fn hold(&mut self, key: InstanceKey, until: Time) {
-        self.holds.insert(key, until);
+        self.holds.hold(key, until);
         self.pending.retain(|c| c.key != key);
     }
 
     /// The holds that ended: these instances may run again.
     pub fn expired(&mut self, now: Time) -> Vec<InstanceKey> {
-        let done: Vec<InstanceKey> = self
-            .holds
-            .iter()
-            .filter(|(_, until)| **until <= now)
-            .map(|(k, _)| *k)
-            .collect();
-        for k in &done {
-            self.holds.remove(k);
-        }
-        done
+        self.holds.expired(now)
     }
 }
 

@@ -137,12 +137,7 @@ impl ErrorExit {
                 config
                     .instances
                     .iter()
-                    .flat_map(|i| {
-                        i.vips
-                            .iter()
-                            .chain(&i.vips_excluded)
-                            .map(|v| (v.addr, i.vmac_interface.clone()))
-                    })
+                    .flat_map(|i| i.all_vips().map(|v| (v.addr, i.vmac_interface.clone())))
                     .collect()
             } else {
                 Vec::new()

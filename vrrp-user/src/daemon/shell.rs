@@ -70,10 +70,7 @@ impl Shell {
             .iter()
             .flat_map(|inst| {
                 let key = instance_key(inst, ifindex);
-                inst.vips
-                    .iter()
-                    .chain(&inst.vips_excluded)
-                    .map(move |v| (v.addr, key))
+                inst.all_vips().map(move |v| (v.addr, key))
             })
             .collect();
         self.vips = config
@@ -85,10 +82,7 @@ impl Shell {
                     .as_ref()
                     .and_then(|name| self.vmacs.get(name).copied())
                     .unwrap_or(ifindex);
-                inst.vips
-                    .iter()
-                    .chain(&inst.vips_excluded)
-                    .map(move |v| (v.addr, (v.clone(), dev)))
+                inst.all_vips().map(move |v| (v.addr, (v.clone(), dev)))
             })
             .collect();
     }

@@ -182,7 +182,7 @@ impl Site {
             (true, false) => virtual_mac_v4(inst.vrid),
             (true, true) => virtual_mac_v6(inst.vrid),
         };
-        for vip in inst.vips.iter().chain(&inst.vips_excluded) {
+        for vip in inst.all_vips() {
             // An excluded address may be of the other family: its role is in our slot.
             let flags = if vip.addr.is_ipv6() == ipv6 {
                 0
@@ -353,8 +353,7 @@ pub(super) fn restore_sysctls(old: &[(String, String)]) {
 pub(super) fn keep_of(config: &Config) -> dataplane::Keep {
     let mut keep = dataplane::Keep::default();
     for inst in &config.instances {
-        keep.vips
-            .extend(inst.vips.iter().chain(&inst.vips_excluded).map(|v| v.addr));
+        keep.vips.extend(inst.all_vips().map(|v| v.addr));
         keep.slots.insert(vrrp_common::slot(inst.ipv6(), inst.vrid));
         keep.peers.extend(
             inst.unicast_peers

@@ -1,0 +1,70 @@
+//! Instances held out of the election until a time, each through an engine track of its own
+//! that the shell sets down and up: a lost split brain (crate::split), VIPs that cannot be
+//! added (crate::keeper).
+
+use std::collections::HashMap;
+
+use crate::engine::{InstanceKey, Time};
+
+/// The engine track `what` uses to hold instance `key` out, e.g. `split_brain:v4:51`.
+pub fn track_name(what: &str, key: InstanceKey) -> String {
+    format!("{what}:{:?}:{}", key.family, key.vrid).to_lowercase()
+}
+
+/// The instances held out, and until when.
+#[derive(Debug, Default)]
+pub struct HoldDowns(HashMap<InstanceKey, Time>);
+
+impl HoldDowns {
+    /// Holds `key` out until `until` (a later call replaces the time).
+    pub fn hold(&mut self, key: InstanceKey, until: Time) {
+        self.0.insert(key, until);
+    }
+
+    pub fn is_held(&self, key: InstanceKey) -> bool {
+        self.0.contains_key(&key)
+    }
+
+    /// The holds that ended at `now`, forgotten: these instances run again.
+    pub fn expired(&mut self, now: Time) -> Vec<InstanceKey> {
+        let over: Vec<InstanceKey> = self
+            .0
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in &over {
+            self.0.remove(k);
+        }
+        over
+    }
+
+    /// The end of the next hold.
+    pub fn next_end(&self) -> Option<Time> {
+        self.0.values().copied().min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Family;
+
+    #[test]
+    fn holds_end_at_their_time_and_are_forgotten() {
+        let key = InstanceKey {
+            iface: 1,
+            family: Family::V4,
+            vrid: 51,
+        };
+        assert_eq!(track_name("split_brain", key), "split_brain:v4:51");
+        let mut h = HoldDowns::default();
+        h.hold(key, Time(10));
+        assert!(h.is_held(key));
+        assert_eq!(h.next_end(), Some(Time(10)));
+        assert!(h.expired(Time(9)).is_empty());
+        assert_eq!(h.expired(Time(10)), vec![key]);
+        assert!(!h.is_held(key));
+        assert_eq!(h.next_end(), None);
+    }
+}
