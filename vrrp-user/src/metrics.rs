@@ -420,20 +420,33 @@ impl Default for Endpoint {
 }
 
 impl Endpoint {
-    /// Serves `stream` off the loop from the snapshot, rendered by `render` only when older
-    /// than [`SNAPSHOT_MAX_AGE`]; closes it at once when [`MAX_CONNECTIONS`] are being served.
-    pub fn serve(&mut self, stream: tokio::net::TcpStream, render: impl FnOnce() -> String) {
-        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-            return;
-        };
-        let body = match &self.snapshot {
-            Some((at, body)) if at.elapsed() < SNAPSHOT_MAX_AGE => body.clone(),
-            _ => {
-                let body: std::sync::Arc<str> = render().into();
-                self.snapshot = Some((std::time::Instant::now(), body.clone()));
-                body
-            }
-        };
+    /// A connection slot, or None when [`MAX_CONNECTIONS`] are being served (the caller
+    /// closes the connection).
+    pub fn permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.permits.clone().try_acquire_owned().ok()
+    }
+
+    /// The snapshot, if younger than [`SNAPSHOT_MAX_AGE`].
+    pub fn snapshot(&self) -> Option<std::sync::Arc<str>> {
+        self.snapshot
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < SNAPSHOT_MAX_AGE)
+            .map(|(_, body)| body.clone())
+    }
+
+    /// Keeps `body` as the snapshot and returns it.
+    pub fn store(&mut self, body: String) -> std::sync::Arc<str> {
+        let body: std::sync::Arc<str> = body.into();
+        self.snapshot = Some((std::time::Instant::now(), body.clone()));
+        body
+    }
+
+    /// Serves `stream` with `body` off the loop, holding `permit` until it is done.
+    pub fn serve(
+        stream: tokio::net::TcpStream,
+        body: std::sync::Arc<str>,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) {
         tokio::spawn(async move {
             respond(stream, &body).await;
             drop(permit);

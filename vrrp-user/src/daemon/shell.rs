@@ -212,17 +212,26 @@ impl Shell {
         .await;
     }
 
-    /// Answers a metrics connection off the loop, from a snapshot at most a second old (the
-    /// maps are walked at most once a second, however many ask), within a connection budget.
+    /// Answers a metrics connection off the loop, from a snapshot at most
+    /// [`metrics::SNAPSHOT_MAX_AGE`] old (the maps are walked at most that often, however many
+    /// ask), within a connection budget (more are closed at once).
     pub(super) fn answer_metrics(
         &mut self,
         stream: tokio::net::TcpStream,
         engine: &Engine,
         config: &Config,
     ) {
-        let mut endpoint = std::mem::take(&mut self.endpoint);
-        endpoint.serve(stream, || self.metrics.render(&self.status(engine, config)));
-        self.endpoint = endpoint;
+        let Some(permit) = self.endpoint.permit() else {
+            return;
+        };
+        let body = match self.endpoint.snapshot() {
+            Some(body) => body,
+            None => {
+                let text = self.metrics.render(&self.status(engine, config));
+                self.endpoint.store(text)
+            }
+        };
+        metrics::Endpoint::serve(stream, body, permit);
     }
 
     /// The status `xvrrp status` shows.
