@@ -196,38 +196,18 @@ async fn run_bound(
     let heartbeat_limit = Duration::from_millis(config.heartbeat_limit_ms);
     let pin_dir = config.pin_dir();
     // A daemon that stopped for a hitless restart left its program attached and its maps
-    // pinned, with a marker: take them over instead of starting afresh.
+    // pinned, with a marker: take them over instead of starting afresh. What the tracks last
+    // said, as it left them: the instances start from it, not from a Fault that would drop
+    // the VIP until the first probe.
     let marker = config.control_socket.with_extension("resume");
-    let mut resume = marker.exists() && pin_dir.join(dataplane::PINNED_LINK).exists();
-    let carried = if resume {
-        std::fs::read(&marker).unwrap_or_default()
-    } else {
-        Vec::new()
-    };
-    if resume
-        && let Some(why) = refuse_resume(
-            &carried,
-            &pin_dir,
-            (now().0, &boot_id()),
-            marker_bound(&config),
-        )
-    {
-        warn!(iface, marker = %marker.display(), "not resuming after a hitless restart: {why}; starting afresh");
-        let _ = std::fs::remove_file(&marker);
-        resume = false;
-    }
-    // What the tracks last said, as the daemon this one takes over from left it: the instances
-    // start from it, not from a Fault that would drop the VIP until the first probe.
+    let resumed = take_marker(&marker, &pin_dir, &config);
+    let resume = resumed.is_some();
     let Resumed {
         inputs: resumed_inputs,
         adverts: resumed_adverts,
         lease: resumed_lease,
         vips: resumed_vips,
-    } = if resume {
-        decode_resume(&carried)
-    } else {
-        Resumed::default()
-    };
+    } = resumed.unwrap_or_default();
     // Tracked processes are read once now, so that instances start from what runs (not from a
     // Fault until the task's first read); this is fresher than what a restart carried over.
     let tracked_processes: Vec<_> = config

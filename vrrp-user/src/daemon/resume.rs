@@ -122,6 +122,32 @@ pub(super) struct ResumeState {
     pub(super) vips: Vec<(IpAddr, u32)>,
 }
 
+/// What the marker at `marker` carries, when there is one beside a pinned link in `pin_dir`
+/// and it may be resumed from ([`refuse_resume`]); a refused marker is removed, and logged.
+pub(super) fn take_marker(
+    marker: &std::path::Path,
+    pin_dir: &std::path::Path,
+    config: &Config,
+) -> Option<Resumed> {
+    if !marker.exists() || !pin_dir.join(dataplane::PINNED_LINK).exists() {
+        return None;
+    }
+    let carried = std::fs::read(marker).unwrap_or_default();
+    let refused = refuse_resume(
+        &carried,
+        pin_dir,
+        (now().0, &boot_id()),
+        marker_bound(config),
+    );
+    if let Some(why) = refused {
+        warn!(iface = %config.interface, marker = %marker.display(),
+            "not resuming after a hitless restart: {why}; starting afresh");
+        let _ = std::fs::remove_file(marker);
+        return None;
+    }
+    Some(decode_resume(&carried))
+}
+
 /// The id of the running boot.
 pub(super) fn boot_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
