@@ -55,41 +55,25 @@ pub(super) fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> 
         v.dedup();
         v
     };
+    // What the instances of a configuration name, sorted, each once.
+    let across = |c: &Config, names: fn(&Instance) -> Vec<String>| {
+        sorted(c.instances.iter().flat_map(names).collect())
+    };
     let interfaces = |c: &Config| {
-        sorted(
-            c.instances
-                .iter()
-                .flat_map(|i| i.track_interfaces.iter().map(|t| t.name.clone()))
-                .collect(),
-        )
+        across(c, |i| {
+            i.track_interfaces.iter().map(|t| t.name.clone()).collect()
+        })
     };
-    let tracked_processes = |c: &Config| {
-        sorted(
-            c.instances
-                .iter()
-                .flat_map(|i| i.track_processes.clone())
-                .collect(),
-        )
-    };
-    let tracked_mysql = |c: &Config| {
-        sorted(
-            c.instances
-                .iter()
-                .flat_map(|i| i.track_mysql.clone())
-                .collect(),
-        )
-    };
+    let tracked_processes = |c: &Config| across(c, |i| i.track_processes.clone());
+    let tracked_mysql = |c: &Config| across(c, |i| i.track_mysql.clone());
     // Which instance has which virtual MAC interface.
     let vmacs = |c: &Config| {
-        sorted(
-            c.instances
+        across(c, |i| {
+            i.vmac_interface
                 .iter()
-                .filter_map(|i| {
-                    let name = i.vmac_interface.as_ref()?;
-                    Some(format!("{}={name}", i.name))
-                })
-                .collect(),
-        )
+                .map(|name| format!("{}={name}", i.name))
+                .collect()
+        })
     };
     [
         ("interface", old.interface != new.interface),
