@@ -150,24 +150,140 @@ fn real_world_keepalived_configs_import_into_valid_configs_and_say_what_was_left
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn a_broken_keepalived_conf_is_refused_with_its_line() {
-    let dir = scratch_dir("import-broken");
-    let conf = dir.join("keepalived.conf");
-    std::fs::write(&conf, "vrrp_instance X {\n interface eth0\n").unwrap();
-    let out = run_with_timeout(
+/// One fixture of the corpus (tests/fixtures/keepalived/corpus): `NAME.conf` and what its
+/// import must give, in `NAME.expect`, one expectation per line:
+/// `writes FILE` (the files written, all of them), `FILE has TEXT` / `FILE lacks TEXT`,
+/// `report TEXT` (stderr), `refused TEXT` (exit 1, nothing written, TEXT on stderr).
+/// TEXT may hold `\n` for a line break.
+fn check_fixture(conf: &Path, expect: &str, out: &Path) -> Vec<String> {
+    let mut problems = Vec::new();
+    let _ = std::fs::remove_dir_all(out);
+    // Run beside the file, so that messages name it as `NAME.conf:LINE`.
+    let result = run_with_timeout(
         Command::new(xvrrp_bin())
+            .current_dir(conf.parent().unwrap())
             .arg("import-keepalived")
-            .arg(&conf),
+            .arg(conf.file_name().unwrap())
+            .arg("-o")
+            .arg(format!("{}/", out.display())),
         Duration::from_secs(20),
     )
     .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&result.stderr).into_owned();
+    let mut written: Vec<String> = std::fs::read_dir(out)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    written.sort();
+    let mut writes = Vec::new();
+    let mut refused = false;
+    for line in expect.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (verb, rest) = line.split_once(' ').unwrap_or((line, ""));
+        let text = |t: &str| t.replace("\\n", "\n");
+        match verb {
+            "writes" => writes.push(rest.to_owned()),
+            "report" if !stderr.contains(&text(rest)) => {
+                problems.push(format!("report lacks {rest:?}"))
+            }
+            "refused" => {
+                refused = true;
+                if result.status.code() != Some(1) || !stderr.contains(&text(rest)) {
+                    problems.push(format!(
+                        "expected a refusal with {rest:?}, got {:?}",
+                        result.status.code()
+                    ));
+                }
+            }
+            "report" => {}
+            file => {
+                let (how, want) = rest.split_once(' ').unwrap_or((rest, ""));
+                let body = std::fs::read_to_string(out.join(file)).unwrap_or_default();
+                let found = body.contains(&text(want));
+                match how {
+                    "has" if !found => problems.push(format!("{file} lacks {want:?}:\n{body}")),
+                    "lacks" if found => problems.push(format!("{file} has {want:?}:\n{body}")),
+                    "has" | "lacks" => {}
+                    _ => problems.push(format!("bad expectation line {line:?}")),
+                }
+            }
+        }
+    }
+    if refused {
+        if !written.is_empty() {
+            problems.push(format!("refused, yet wrote {written:?}"));
+        }
+    } else {
+        if !result.status.success() {
+            problems.push(format!("exit {:?}", result.status.code()));
+        }
+        writes.sort();
+        if written != writes {
+            problems.push(format!("wrote {written:?}, expected {writes:?}"));
+        }
+        for name in &written {
+            let check = run_with_timeout(
+                Command::new(xvrrp_bin())
+                    .arg("check-config")
+                    .arg(out.join(name)),
+                Duration::from_secs(20),
+            )
+            .unwrap();
+            if !check.status.success() {
+                problems.push(format!(
+                    "check-config refuses {name}: {}",
+                    String::from_utf8_lossy(&check.stderr)
+                ));
+            }
+        }
+    }
+    if problems.is_empty() {
+        return problems;
+    }
+    vec![format!(
+        "{}:\n  - {}\n--- stderr:\n{stderr}",
+        conf.display(),
+        problems.join("\n  - ")
+    )]
+}
+
+#[test]
+fn every_config_of_the_corpus_imports_as_its_expectation_says() {
+    let dir = scratch_dir("import-corpus");
+    let corpus = fixture("corpus");
+    let mut confs: Vec<PathBuf> = std::fs::read_dir(&corpus)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "conf"))
+        .collect();
+    confs.sort();
+    // With the five of the test above: at least 20 real-world-style configs.
     assert!(
-        err.contains("keepalived.conf:1: this '{' is never closed"),
-        "{err}"
+        confs.len() >= 15,
+        "only {} configs in the corpus",
+        confs.len()
     );
+    let mut problems = Vec::new();
+    for conf in &confs {
+        let expect = std::fs::read_to_string(conf.with_extension("expect"))
+            .unwrap_or_else(|e| panic!("{}: no .expect: {e}", conf.display()));
+        assert!(
+            expect
+                .lines()
+                .any(|l| !l.trim().is_empty() && !l.starts_with('#')),
+            "{}: the expectation is empty",
+            conf.display()
+        );
+        let name = conf.file_stem().unwrap().to_string_lossy().into_owned();
+        problems.extend(check_fixture(conf, &expect, &dir.join(name)));
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n\n"));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

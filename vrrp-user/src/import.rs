@@ -11,6 +11,7 @@
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
+    net::IpAddr,
     path::{Path, PathBuf},
 };
 
@@ -21,6 +22,9 @@ pub struct Node {
     pub block: Option<Vec<Node>>,
     /// Where it is: "file:line".
     pub at: String,
+    /// Its block was still open at the end of the file: keepalived closes it there (and
+    /// warns), and so does the import.
+    pub closed_by_eof: bool,
 }
 
 impl Node {
@@ -213,7 +217,7 @@ pub fn parse_text(text: &str, file: &str) -> Result<Vec<Node>, ImportError> {
         });
     }
     let mut i = 0;
-    let nodes = parse_block(&tokens, &mut i, file, None, 0)?;
+    let (nodes, _) = parse_block(&tokens, &mut i, file, None, 0)?;
     Ok(nodes)
 }
 
@@ -314,13 +318,16 @@ fn substitute(text: &str, file: &str) -> Result<String, ImportError> {
 /// Blocks nest at most this deep (keepalived's go three or four deep).
 const MAX_NESTING: usize = 32;
 
+/// The statements up to the `}` that closes the block opened at `opened_at` (the end of the
+/// file at the top level), and whether that `}` was there: a block still open at the end of
+/// the file is closed there, as keepalived does.
 fn parse_block(
     tokens: &[(Token, usize)],
     i: &mut usize,
     file: &str,
     opened_at: Option<usize>,
     depth: usize,
-) -> Result<Vec<Node>, ImportError> {
+) -> Result<(Vec<Node>, bool), ImportError> {
     let mut nodes = Vec::new();
     let mut words: Vec<String> = Vec::new();
     let mut words_line = 0;
@@ -343,6 +350,7 @@ fn parse_block(
                         words: std::mem::take(&mut words),
                         block: None,
                         at: format!("{file}:{words_line}"),
+                        closed_by_eof: false,
                     });
                 }
             }
@@ -361,19 +369,37 @@ fn parse_block(
                         message: format!("blocks nested more than {MAX_NESTING} deep"),
                     });
                 }
-                let block = parse_block(tokens, i, file, Some(*line), depth + 1)?;
+                let (block, closed) = parse_block(tokens, i, file, Some(*line), depth + 1)?;
                 nodes.push(Node {
                     words: header,
                     block: Some(block),
                     at,
+                    closed_by_eof: !closed,
                 });
+                if !closed {
+                    // The end of the file closes every open block.
+                    return Ok((nodes, opened_at.is_none()));
+                }
             }
             Token::Close => {
                 if opened_at.is_none() {
-                    return Err(ImportError::Syntax {
+                    // keepalived reads it as an unknown keyword, warns, and goes on.
+                    nodes.extend(pending.take());
+                    if !words.is_empty() {
+                        nodes.push(Node {
+                            words: std::mem::take(&mut words),
+                            block: None,
+                            at: format!("{file}:{words_line}"),
+                            closed_by_eof: false,
+                        });
+                    }
+                    nodes.push(Node {
+                        words: vec!["}".into()],
+                        block: None,
                         at: format!("{file}:{line}"),
-                        message: "a '}' closes no block".into(),
+                        closed_by_eof: false,
                     });
+                    continue;
                 }
                 nodes.extend(pending.take());
                 if !words.is_empty() {
@@ -381,20 +407,24 @@ fn parse_block(
                         words: std::mem::take(&mut words),
                         block: None,
                         at: format!("{file}:{words_line}"),
+                        closed_by_eof: false,
                     });
                 }
-                return Ok(nodes);
+                return Ok((nodes, true));
             }
         }
     }
-    if let Some(line) = opened_at {
-        return Err(ImportError::Syntax {
-            at: format!("{file}:{line}"),
-            message: "this '{' is never closed".into(),
+    nodes.extend(pending.take());
+    if !words.is_empty() {
+        nodes.push(Node {
+            words,
+            block: None,
+            at: format!("{file}:{words_line}"),
+            closed_by_eof: false,
         });
     }
-    nodes.extend(pending.take());
-    Ok(nodes)
+    // Reaching the end of the file closes a block only at the top level.
+    Ok((nodes, opened_at.is_none()))
 }
 
 /// What the import produced.
@@ -413,6 +443,28 @@ pub struct ImportedFile {
     pub interface: String,
     /// The xvrrp configuration (TOML).
     pub toml: String,
+    /// Where each of its `[[instance]]` tables comes from, in order: "vrrp_instance X
+    /// (k.conf:3)".
+    pub instances: Vec<String>,
+}
+
+impl ImportedFile {
+    /// Names the keepalived statement behind a `check-config` problem with this file: a
+    /// problem with `instance[N]` gets " (from vrrp_instance X (k.conf:3))".
+    pub fn locate(&self, problem: &str) -> String {
+        // The instance the problem is about: the first one it names.
+        let origin = self
+            .instances
+            .iter()
+            .enumerate()
+            .filter_map(|(i, o)| problem.find(&format!("instance[{i}]")).map(|at| (at, o)))
+            .min_by_key(|(at, _)| *at)
+            .map(|(_, o)| o);
+        match origin {
+            Some(o) => format!("{problem} (from {o})"),
+            None => problem.to_owned(),
+        }
+    }
 }
 
 /// A TOML string.
@@ -440,6 +492,8 @@ fn ms(s: &str) -> Option<i64> {
 struct Table {
     name: String,
     keys: Vec<(String, String)>,
+    /// The keepalived statement it comes from, for messages: "vrrp_instance X (k.conf:3)".
+    origin: String,
 }
 
 impl Table {
@@ -447,6 +501,7 @@ impl Table {
         Self {
             name: name.into(),
             keys: Vec::new(),
+            origin: String::new(),
         }
     }
 
@@ -661,6 +716,7 @@ fn globals(node: &Node, changed: &mut Vec<String>, dropped: &mut Vec<String>) ->
     for c in node.children() {
         let at = &c.at;
         let arg = c.arg(1).unwrap_or("");
+        rest_of_line(c, "global_defs", dropped);
         match c.key() {
             "vrrp_version" => g.version = Some(arg.to_owned()),
             "vrrp_garp_master_delay" => g.garp.push(("garp_master_delay_ms".into(), arg.into())),
@@ -726,6 +782,9 @@ fn globals(node: &Node, changed: &mut Vec<String>, dropped: &mut Vec<String>) ->
                     c.key()
                 ))
             }
+            other if home_block(other).is_some_and(|b| b != "in global_defs") => {
+                dropped.push(unknown_here(c, "in global_defs", "global_defs"))
+            }
             other => dropped.push(format!(
                 "{at}: global_defs {other}: no xvrrp equivalent; ignored"
             )),
@@ -744,6 +803,7 @@ pub fn convert(nodes: &[Node]) -> Imported {
     let mut processes: BTreeMap<String, Table> = BTreeMap::new();
     let mut groups: Vec<(String, Vec<String>, String)> = Vec::new();
     let mut instances: Vec<(String, Table)> = Vec::new();
+    unclosed(nodes, &mut changed);
 
     // What instances refer to is read first: keepalived allows it anywhere in the file.
     let definition = |n: &&Node| {
@@ -776,6 +836,7 @@ pub fn convert(nodes: &[Node]) -> Imported {
                 let mut init_fail = false;
                 for c in node.children() {
                     let arg = c.arg(1).unwrap_or("");
+                    rest_of_line(c, &format!("vrrp_script {name}"), &mut dropped);
                     match c.key() {
                         "script" => command = c.words[1..].join(" "),
                         "interval" => interval = ms(arg),
@@ -855,6 +916,7 @@ pub fn convert(nodes: &[Node]) -> Imported {
                 let mut t = Table::new("track_file");
                 t.set("name", q(&name));
                 for c in node.children() {
+                    rest_of_line(c, &format!("track_file {name}"), &mut dropped);
                     match (c.key(), c.arg(1)) {
                         ("file", Some(f)) => t.set("path", q(f)),
                         ("weight", Some(w)) => {
@@ -881,9 +943,18 @@ pub fn convert(nodes: &[Node]) -> Imported {
                                 members.extend(m.words.iter().cloned());
                             }
                         }
-                        other => dropped.push(format!(
-                            "{}: vrrp_sync_group {name}: {other}: not supported for groups; set it on the member instances",
-                            c.at
+                        "notify_master" | "notify_backup" | "notify_fault" | "notify_stop"
+                        | "notify" | "track_interface" | "track_script" | "track_file"
+                        | "track_process" | "global_tracking" | "sync_group_tracking_weight"
+                        | "smtp_alert" => dropped.push(format!(
+                            "{}: vrrp_sync_group {name}: {other}: not supported on a group by xvrrp; set it on the member instances",
+                            c.at,
+                            other = c.key()
+                        )),
+                        _ => dropped.push(unknown_here(
+                            c,
+                            "in vrrp_sync_group",
+                            &format!("vrrp_sync_group {name}"),
                         )),
                     }
                 }
@@ -917,6 +988,12 @@ pub fn convert(nodes: &[Node]) -> Imported {
                 "{at}: {}: xvrrp manages only the VIPs; configure static addresses and routes with the system",
                 node.key()
             )),
+            "}" => dropped.push(format!(
+                "{at}: a '}}' that closes no block: keepalived ignores it (with a warning), and so does the import; check the braces before it"
+            )),
+            other if home_block(other).is_some() => {
+                dropped.push(unknown_here(node, "at the top level", "top level"))
+            }
             other => dropped.push(format!("{at}: {other}: not known; ignored")),
         }
     }
@@ -1009,6 +1086,7 @@ pub fn convert(nodes: &[Node]) -> Imported {
         files.push(ImportedFile {
             interface: iface.clone(),
             toml: out,
+            instances: mine.iter().map(|(_, t)| t.origin.clone()).collect(),
         });
     }
     for (name, check) in &checks {
@@ -1046,6 +1124,144 @@ pub fn convert(nodes: &[Node]) -> Imported {
         files,
         changed,
         dropped,
+    }
+}
+
+/// How many words keepalived reads after a keyword that takes a fixed number of them; it
+/// ignores the rest of the line, even another keyword (checked with keepalived 2.2.7:
+/// `virtual_router_id 51 priority 150` leaves the priority at its default).
+fn arity(key: &str) -> Option<usize> {
+    Some(match key {
+        "nopreempt" | "native_ipv6" | "enable_script_security" => 0,
+        "state"
+        | "interface"
+        | "virtual_router_id"
+        | "priority"
+        | "advert_int"
+        | "version"
+        | "preempt_delay"
+        | "unicast_src_ip"
+        | "mcast_src_ip"
+        | "garp_master_delay"
+        | "garp_master_repeat"
+        | "garp_master_refresh"
+        | "garp_master_refresh_repeat"
+        | "garp_interval"
+        | "gna_interval"
+        | "garp_lower_prio_delay"
+        | "garp_lower_prio_repeat"
+        | "down_timer_adverts"
+        | "unicast_ttl"
+        | "vrrp_version"
+        | "vrrp_garp_master_delay"
+        | "vrrp_garp_master_repeat"
+        | "vrrp_garp_master_refresh"
+        | "vrrp_garp_master_refresh_repeat"
+        | "vrrp_garp_interval"
+        | "vrrp_gna_interval"
+        | "vrrp_garp_lower_prio_delay"
+        | "vrrp_garp_lower_prio_repeat"
+        | "vrrp_startup_delay"
+        | "router_id"
+        | "interval"
+        | "timeout"
+        | "rise"
+        | "fall"
+        | "file" => 1,
+        _ => return None,
+    })
+}
+
+/// Reports words after what keepalived reads of `c` (see [`arity`]): ignored by keepalived,
+/// and by the import.
+fn rest_of_line(c: &Node, who: &str, dropped: &mut Vec<String>) {
+    let Some(n) = arity(c.key()) else {
+        return;
+    };
+    if c.words.len() > n + 1 {
+        dropped.push(format!(
+            "{}: {who}: {}: `{}` after it on the same line is ignored: keepalived reads one keyword per line and ignores the rest, and so does the import",
+            c.at,
+            c.words[..=n].join(" "),
+            c.words[n + 1..].join(" ")
+        ));
+    }
+}
+
+/// The block keepalived reads `key` in, for keywords met in another one: keepalived 2.2.7
+/// warns 'Unknown keyword' there and ignores them (checked: `priority` in global_defs or a
+/// sync group, `vrrp_garp_master_delay` or a `vrrp_script` block in an instance).
+fn home_block(key: &str) -> Option<&'static str> {
+    const INSTANCE: &[&str] = &[
+        "state",
+        "interface",
+        "virtual_router_id",
+        "priority",
+        "advert_int",
+        "nopreempt",
+        "preempt_delay",
+        "virtual_ipaddress",
+        "virtual_ipaddress_excluded",
+        "unicast_peer",
+        "unicast_src_ip",
+        "mcast_src_ip",
+        "track_interface",
+        "authentication",
+        "use_vmac",
+        "garp_master_delay",
+        "garp_master_repeat",
+        "garp_master_refresh",
+        "version",
+        "skip_check_adv_addr",
+        "dont_track_primary",
+    ];
+    const TOP: &[&str] = &[
+        "global_defs",
+        "vrrp_instance",
+        "vrrp_sync_group",
+        "vrrp_script",
+        "vrrp_track_file",
+        "vrrp_track_process",
+        "virtual_server",
+        "static_ipaddress",
+        "static_routes",
+    ];
+    if INSTANCE.contains(&key) {
+        Some("in vrrp_instance")
+    } else if TOP.contains(&key) {
+        Some("at the top level")
+    } else if key.starts_with("vrrp_")
+        || matches!(key, "router_id" | "script_user" | "enable_script_security")
+    {
+        Some("in global_defs")
+    } else {
+        None
+    }
+}
+
+/// The report for a keyword that `block` does not take.
+fn unknown_here(c: &Node, block: &str, what: &str) -> String {
+    match home_block(c.key()) {
+        Some(home) if home != block => format!(
+            "{}: {what}: {}: keepalived reads it only {home}; here it warns 'Unknown keyword' and ignores it, and so does the import",
+            c.at,
+            c.key()
+        ),
+        _ => format!("{}: {what}: {}: not supported; ignored", c.at, c.key()),
+    }
+}
+
+/// Notes for the blocks the end of a file closed.
+fn unclosed(nodes: &[Node], changed: &mut Vec<String>) {
+    for n in nodes {
+        if n.closed_by_eof {
+            changed.push(format!(
+                "{}: {}: this block is never closed; keepalived closes it at the end of the file (with a warning), and so does the import",
+                n.at,
+                n.words.join(" ")
+            ));
+        }
+        unclosed(n.children(), changed);
     }
 }
 
@@ -1130,6 +1346,7 @@ fn instance(
 ) -> (String, Table) {
     let mut t = Table::new("instance");
     t.set("name", q(name));
+    t.origin = format!("vrrp_instance {name} ({})", node.at);
     let mut interface = String::new();
     let mut vips = Vec::new();
     let mut excluded = Vec::new();
@@ -1154,6 +1371,7 @@ fn instance(
     for c in node.children() {
         let at = &c.at;
         let arg = c.arg(1).unwrap_or("");
+        rest_of_line(c, &who, dropped);
         match c.key() {
             "interface" => interface = arg.to_owned(),
             "state" => t.set(
@@ -1179,7 +1397,10 @@ fn instance(
                     t.set("preempt_delay_ms", v.to_string());
                 }
             }
-            "unicast_src_ip" | "mcast_src_ip" => t.set("source", q(arg)),
+            // keepalived takes (and ignores) a prefix here too.
+            "unicast_src_ip" | "mcast_src_ip" => {
+                t.set("source", q(arg.split('/').next().unwrap_or(arg)))
+            }
             "unicast_peer" => {
                 for p in c.children() {
                     // keepalived takes (and ignores) a prefix on a peer's address.
@@ -1374,7 +1595,7 @@ fn instance(
             "smtp_alert" => dropped.push(format!(
                 "{at}: {who}: smtp_alert: no e-mail; use notify scripts or Prometheus alerts"
             )),
-            other => dropped.push(format!("{at}: {who}: {other}: not supported; ignored")),
+            _ => dropped.push(unknown_here(c, "in vrrp_instance", &who)),
         }
     }
     // A mix of families: xvrrp instances are one family each (as VRRPv3 says).
@@ -1577,6 +1798,12 @@ fn address(v: &Node, interface: &str, who: &str, dropped: &mut Vec<String>) -> O
                 ));
             }
             "no_track" | "home" | "nodad" | "noprefixroute" | "autojoin" => {}
+            other if other.split('/').next().is_some_and(|a| a.parse::<IpAddr>().is_ok()) => {
+                dropped.push(format!(
+                    "{}: {who}: {other} follows {addr} on the same line: keepalived reads one address per line and ignores the rest (with a warning), and so does the import",
+                    v.at
+                ))
+            }
             other => dropped.push(format!(
                 "{}: {who}: {addr}: {other}: not supported; ignored",
                 v.at
@@ -1638,11 +1865,66 @@ mod tests {
     }
 
     #[test]
-    fn unbalanced_braces_are_errors_with_their_line() {
-        let err = parse_text("a {\n b\n", "k.conf").unwrap_err().to_string();
-        assert_eq!(err, "k.conf:1: this '{' is never closed");
-        let err = parse_text("a\n}\n", "k.conf").unwrap_err().to_string();
-        assert_eq!(err, "k.conf:2: a '}' closes no block");
+    fn unbalanced_braces_are_read_as_keepalived_2_2_7_reads_them() {
+        // Blocks still open at the end of the file are closed there, innermost first.
+        let nodes = parse_text("a {\n b {\n c 1\n", "k.conf").unwrap();
+        assert!(nodes[0].closed_by_eof && nodes[0].children()[0].closed_by_eof);
+        assert_eq!(nodes[0].children()[0].children()[0].words, ["c", "1"]);
+        // A '}' that closes nothing is a statement of its own, reported and ignored.
+        let nodes = parse_text("a\n}\nb\n", "k.conf").unwrap();
+        let words: Vec<_> = nodes.iter().map(|n| n.words.join(" ")).collect();
+        assert_eq!(words, ["a", "}", "b"]);
+        let imported = convert_text(
+            "vrrp_instance V {\n interface eth0\n virtual_router_id 5\n virtual_ipaddress {\n 192.0.2.1\n",
+        );
+        assert_eq!(imported.files.len(), 1, "the instance is carried over");
+        assert!(imported.files[0].toml.contains("vips = [\"192.0.2.1/32\"]"));
+        assert_eq!(
+            imported.changed,
+            [
+                "k.conf:1: vrrp_instance V: this block is never closed; keepalived closes it at the end of the file (with a warning), and so does the import",
+                "k.conf:4: virtual_ipaddress: this block is never closed; keepalived closes it at the end of the file (with a warning), and so does the import",
+            ]
+        );
+        let imported = convert_text("}\n");
+        assert_eq!(
+            imported.dropped,
+            [
+                "k.conf:1: a '}' that closes no block: keepalived ignores it (with a warning), and so does the import; check the braces before it"
+            ]
+        );
+    }
+
+    #[test]
+    fn several_keywords_on_a_line_and_keywords_in_the_wrong_block_are_ignored_as_keepalived_does() {
+        // keepalived 2.2.7 reads one keyword per line, one address per line, and warns about
+        // (and ignores) keywords of another block.
+        let imported = convert_text(
+            "global_defs {\n priority 120\n vrrp_version 3 router_id r1\n}\n\
+             vrrp_instance V { state MASTER\n interface eth0\n virtual_router_id 5 priority 150\n\
+             vrrp_garp_master_delay 3\n virtual_ipaddress { 192.0.2.1 192.0.2.2 }\n}\n",
+        );
+        let toml = &imported.files[0].toml;
+        assert!(toml.contains("state = \"master\""), "{toml}");
+        assert!(toml.contains("version = 3"), "{toml}");
+        assert!(!toml.contains("priority"), "{toml}");
+        assert!(!toml.contains("garp_master_delay"), "{toml}");
+        assert!(toml.contains("vips = [\"192.0.2.1/32\"]"), "{toml}");
+        assert_eq!(
+            imported.dropped,
+            [
+                "k.conf:2: global_defs: priority: keepalived reads it only in vrrp_instance; here it warns 'Unknown keyword' and ignores it, and so does the import",
+                "k.conf:3: global_defs: vrrp_version 3: `router_id r1` after it on the same line is ignored: keepalived reads one keyword per line and ignores the rest, and so does the import",
+                "k.conf:7: vrrp_instance V: virtual_router_id 5: `priority 150` after it on the same line is ignored: keepalived reads one keyword per line and ignores the rest, and so does the import",
+                "k.conf:8: vrrp_instance V: vrrp_garp_master_delay: keepalived reads it only in global_defs; here it warns 'Unknown keyword' and ignores it, and so does the import",
+                "k.conf:9: vrrp_instance V: 192.0.2.2 follows 192.0.2.1/32 on the same line: keepalived reads one address per line and ignores the rest (with a warning), and so does the import",
+            ]
+        );
+        // A whole instance on one line: only `state` is read, so there is no interface.
+        let imported =
+            convert_text("vrrp_instance V { state MASTER interface eth0 virtual_router_id 5 }\n");
+        assert!(imported.files.is_empty());
+        assert!(imported.dropped[0].contains("`interface eth0 virtual_router_id 5` after it"));
     }
 
     #[test]

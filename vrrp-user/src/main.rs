@@ -250,7 +250,13 @@ fn import_keepalived(file: &std::path::Path, output: Option<&std::path::Path>) -
             let name = format!("{}.toml", f.interface);
             config::parse(&f.toml, std::path::Path::new(&name))
                 .err()
-                .map(|e| e.to_string())
+                .map(|e| {
+                    e.to_string()
+                        .lines()
+                        .map(|p| f.locate(p))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })
         })
         .collect();
     if !invalid.is_empty() {
