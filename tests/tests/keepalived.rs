@@ -510,3 +510,100 @@ fn ipv6_vrrpv3_mixed_pair_elects_and_fails_over_both_ways() {
     ka.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
     xv.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
 }
+
+#[test]
+fn instances_without_vips_elect_with_keepalived_and_run_their_notify_scripts() {
+    if !privileged("instances_without_vips_elect_with_keepalived_and_run_their_notify_scripts") {
+        return;
+    }
+    // keepalived runs an instance with no virtual_ipaddress under VRRPv2 (adverts with no
+    // address, notify scripts only: a cloud floating IP moved by a script; under VRRPv3 it
+    // refuses the config); xvrrp runs it too, beside it.
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    let dir = lab.workdir().to_owned();
+    let ka_flag = dir.join("keepalived-master");
+    let ka_conf = format!(
+        "global_defs {{\n  router_id b\n  vrrp_version 2\n}}\n\
+         vrrp_instance VI_1 {{\n  state BACKUP\n  interface {}\n  virtual_router_id 51\n  priority 100\n  \
+         advert_int 1\n  notify_master \"/usr/bin/touch {}\"\n}}\n",
+        lab.host("b").iface,
+        ka_flag.display()
+    );
+    let mut ka = lab.start_keepalived("b", &ka_conf).expect("keepalived");
+    let log = dir.join("xvrrp-notify.log");
+    let iface = &lab.host("a").iface;
+    let mut xv = lab
+        .start_xvrrp(
+            "a",
+            &format!(
+                "interface = \"{iface}\"\nheartbeat_limit_ms = 200\n\n[[instance]]\nvrid = 51\npriority = 200\n\
+                 version = 2\nadvert_interval_ms = 1000\nvips = []\n\
+                 notify_master = \"echo master >> {}\"\nnotify_backup = \"echo backup >> {}\"\n",
+                log.display(),
+                log.display()
+            ),
+        )
+        .expect("xvrrp");
+    let master = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .last()
+            == Some("master")
+    };
+    assert!(
+        wait_for(Duration::from_secs(8), master),
+        "xvrrp never ran notify_master:\n{}",
+        xv.log()
+    );
+    // keepalived hears xvrrp's adverts (no address, as its own) and stays backup; xvrrp takes
+    // keepalived's adverts (none dropped for their address list).
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !ka_flag.exists(),
+        "keepalived became master beside xvrrp:\n{}",
+        ka.log()
+    );
+    assert!(!holds(&lab, "a", VIP) && !holds(&lab, "b", VIP));
+    let stats = Path::new(xvrrp_lab::PIN_ROOT)
+        .join(iface)
+        .join("vrid_stats");
+    assert_eq!(
+        xvrrp_lab::per_cpu_counter(&stats, 51, "adverts_drop_addresses").unwrap(),
+        0
+    );
+    // xvrrp resigns: keepalived takes over and runs its notify_master.
+    xv.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || ka_flag.exists()),
+        "keepalived did not take over:\n{}",
+        ka.log()
+    );
+    // xvrrp comes back as backup under keepalived's adverts with priority 200 > 100:
+    // it preempts, and keepalived hears it.
+    let _ = std::fs::remove_file(&log);
+    let backups = || ka.log().matches("Entering BACKUP STATE").count();
+    let before = backups();
+    let mut xv = lab
+        .start_xvrrp(
+            "a",
+            &format!(
+                "interface = \"{iface}\"\nheartbeat_limit_ms = 200\n\n[[instance]]\nvrid = 51\npriority = 200\n\
+                 version = 2\nadvert_interval_ms = 1000\nvips = []\nnotify_master = \"echo master >> {}\"\n",
+                log.display()
+            ),
+        )
+        .expect("xvrrp");
+    assert!(
+        wait_for(Duration::from_secs(8), master),
+        "xvrrp did not preempt:\n{}",
+        xv.log()
+    );
+    assert!(
+        wait_for(Duration::from_secs(3), || backups() > before),
+        "keepalived did not step back:\n{}",
+        ka.log()
+    );
+    ka.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    xv.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+}

@@ -85,8 +85,6 @@ pub enum DecodeError {
     UnknownType(u8),
     /// VRRPv2 is IPv4 only.
     V2OverIpv6,
-    /// The address count is zero (RFC 5798 section 5.2.5: at least one).
-    ZeroCount,
     /// An advert interval of zero.
     ZeroInterval,
     UnknownAuthType(u8),
@@ -134,10 +132,9 @@ impl<'a> AdvertView<'a> {
         if version == Version::V2 && family == Family::V6 {
             return Err(DecodeError::V2OverIpv6);
         }
+        // A count of zero is an instance without addresses (keepalived sends those); the
+        // receiver's address check decides about it.
         let count = usize::from(bytes[3]);
-        if count == 0 {
-            return Err(DecodeError::ZeroCount);
-        }
         let len = message_len(version, family, count);
         if bytes.len() < len {
             return Err(DecodeError::Truncated {
@@ -300,7 +297,7 @@ pub fn emit(
         _ => return Err(EncodeError::BadAddresses),
     };
     let count = addrs.len();
-    if count == 0 || count > 255 || addrs.iter().any(|a| a.len() != family.addr_len()) {
+    if count > 255 || addrs.iter().any(|a| a.len() != family.addr_len()) {
         return Err(EncodeError::BadAddresses);
     }
     if fields.version == Version::V2 && family == Family::V6 {
@@ -364,8 +361,8 @@ pub enum AdvertDrop {
     Ttl,
     /// Not version 2 or 3, not type 1, or not the version the instance runs.
     Version,
-    /// Malformed: the IP payload length does not match the address count, no address, a zero
-    /// interval, or an unknown VRRPv2 auth type.
+    /// Malformed: the IP payload length does not match the address count, a zero interval, or
+    /// an unknown VRRPv2 auth type.
     Length,
     Checksum,
     /// Unicast mode: the source is not a configured peer.
@@ -444,7 +441,7 @@ pub fn check_header(
         Version::V2 => hdr[5] == 0 || hdr[4] > 1,
         Version::V3 => hdr[4] & 0x0f == 0 && hdr[5] == 0,
     };
-    if count == 0 || interval_zero || payload_len != message_len(version, family, count) {
+    if interval_zero || payload_len != message_len(version, family, count) {
         return Err(AdvertDrop::Length);
     }
     Ok(version)
@@ -615,6 +612,42 @@ mod tests {
     }
 
     #[test]
+    fn an_advert_without_addresses_round_trips_in_both_versions() {
+        // keepalived runs instances without VIPs and sends such adverts (count 0).
+        for (version, auth) in [
+            (Version::V3, Auth::None),
+            (Version::V2, Auth::Simple(*b"pw\0\0\0\0\0\0")),
+        ] {
+            let fields = AdvertFields {
+                version,
+                vrid: 9,
+                priority: 120,
+                interval_cs: 100,
+                auth,
+            };
+            let (buf, len) = encode(fields, &[], ChecksumForm::PseudoHeader, &SRC4, &MCAST_V4);
+            assert_eq!(len, message_len(version, Family::V4, 0));
+            assert_eq!(buf[3], 0);
+            let (view, _) = AdvertView::parse_verified(&buf[..len], &SRC4, &MCAST_V4).unwrap();
+            assert_eq!((view.count(), view.address(0)), (0, None));
+            let mut hdr = [0u8; HEADER_LEN];
+            hdr.copy_from_slice(&buf[..HEADER_LEN]);
+            assert_eq!(
+                check_header(
+                    &hdr,
+                    len,
+                    Family::V4,
+                    255,
+                    true,
+                    u32::from(version.number())
+                ),
+                Ok(version)
+            );
+        }
+        assert_eq!(address_set_hash([]), 0);
+    }
+
+    #[test]
     fn keepalived_v3_ipv4_advert_uses_the_pseudo_header() {
         let (view, form) = AdvertView::parse_verified(&KA_V3_V4, &SRC4, &MCAST_V4).unwrap();
         assert_eq!(form, ChecksumForm::PseudoHeader);
@@ -737,9 +770,6 @@ mod tests {
         b[0] = 0x32;
         check(&b, Family::V4, DecodeError::UnknownType(2));
         let mut b = KA_V3_V4;
-        b[3] = 0;
-        check(&b, Family::V4, DecodeError::ZeroCount);
-        let mut b = KA_V3_V4;
         b[3] = 2;
         check(
             &b,
@@ -859,10 +889,11 @@ mod tests {
             check_header(&t, 12, Family::V4, 255, true, 3),
             Err(AdvertDrop::Version)
         );
+        // No addresses: the length must still match the count.
         let mut z = v3;
         z[3] = 0;
         assert_eq!(
-            check_header(&z, 8, Family::V4, 255, true, 3),
+            check_header(&z, 12, Family::V4, 255, true, 3),
             Err(AdvertDrop::Length)
         );
     }
@@ -929,10 +960,6 @@ mod tests {
             Err(EncodeError::Unsupported)
         );
         fields.interval_cs = 100;
-        assert_eq!(
-            e(&mut buf, &fields, &[], &SRC4),
-            Err(EncodeError::BadAddresses)
-        );
         assert_eq!(
             e(&mut buf, &fields, &[&VIP6], &SRC4),
             Err(EncodeError::BadAddresses)

@@ -107,7 +107,8 @@ pub struct Instance {
     pub state: InitialState,
     /// VRRP version, 2 or 3.
     pub version: u8,
-    /// All of one family.
+    /// All of one family. None (VRRPv2 only, as keepalived): an instance that only sends
+    /// adverts and runs its notify scripts (e.g. to move a cloud provider's floating IP).
     pub vips: Vec<Vip>,
     /// keepalived's `virtual_ipaddress_excluded`: added, removed and announced with the VIPs,
     /// answered from XDP while master, but never listed in adverts (either address family).
@@ -449,7 +450,7 @@ impl Instance {
         self.vips.iter().chain(&self.vips_excluded)
     }
 
-    /// Whether the instance's VIPs are IPv6.
+    /// Whether the instance's VIPs are IPv6 (an instance without VIPs is IPv4).
     pub fn ipv6(&self) -> bool {
         self.vips.first().is_some_and(|v| v.addr.is_ipv6())
     }
@@ -1378,8 +1379,11 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
                 0
             }
         };
-        if inst.vips.is_empty() {
-            problem(at("vips"), "expected at least one virtual address".into());
+        if inst.vips.is_empty() && version == 3 {
+            problem(
+                at("vips"),
+                "expected at least one VIP with version = 3 (RFC 5798 requires one, and keepalived refuses such an instance too); an instance without VIPs runs VRRPv2 (version = 2)".into(),
+            );
         }
         let auth_pass = match inst.auth_pass.as_deref() {
             None => None,
@@ -2324,7 +2328,7 @@ mod tests {
             "test.toml: instance[0].vips[1]: expected an IPv4 or IPv6 address with an optional /prefix, like \"192.0.2.100/24\" or \"2001:db8::100/64\", got \"not-an-ip\"",
             "test.toml: instance[0].vips[2]: expected an IPv4 address like the instance's first VIP (one family per instance), got \"2001:db8::1\"",
             "test.toml: instance[0].vips[3]: expected an IPv4 or IPv6 address with an optional /prefix, like \"192.0.2.100/24\" or \"2001:db8::100/64\" that is a unicast address, got 224.0.0.18",
-            "test.toml: instance[1].vips: expected at least one virtual address",
+            "test.toml: instance[1].vips: expected at least one VIP with version = 3",
             "test.toml: instance[1].name: expected a non-empty name",
             "test.toml: instance[2].vrid: expected a VRID not used by another IPv4 instance, but 7 is also instance[1]'s",
             "test.toml: instance[2].vips[1]: expected each VIP once, but 192.0.2.9 is also instance[2].vips[0]",
@@ -2457,16 +2461,20 @@ mod tests {
     }
 
     #[test]
-    fn a_missing_vips_key_hides_no_other_problem_and_track_names_do_not_collide() {
+    fn an_instance_without_vips_is_valid_and_track_names_do_not_collide() {
+        // No VIPs is an instance of adverts and notify scripts only (as keepalived runs it
+        // with VRRPv2; with VRRPv3 it refuses it).
+        let errs = errors("interface = \"eth0\"\n[[instance]]\nvrid = 300\nversion = 2\n");
+        assert_eq!(
+            errs,
+            ["test.toml: instance[0].vrid: expected an integer from 1 to 255, got 300"]
+        );
         let errs = errors("interface = \"eth0\"\n[[instance]]\nvrid = 300\n");
         assert_eq!(errs.len(), 2, "{errs:?}");
         assert!(
-            errs.iter().any(|e| e.contains("instance[0].vrid")),
-            "{errs:?}"
-        );
-        assert!(
-            errs.iter()
-                .any(|e| e.contains("instance[0].vips: expected at least one")),
+            errs[1].starts_with(
+                "test.toml: instance[0].vips: expected at least one VIP with version = 3"
+            ),
             "{errs:?}"
         );
         let errs = errors(

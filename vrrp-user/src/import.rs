@@ -1365,6 +1365,7 @@ fn instance(
         t.set(flag, "true".into());
     }
     let mut vmac = false;
+    let mut native_ipv6 = false;
     // authentication { auth_type ..., auth_pass ... }: where, the type, the password.
     let mut auth: Option<(String, String, String)> = None;
     let who = format!("vrrp_instance {name}");
@@ -1591,7 +1592,10 @@ fn instance(
             "check_unicast_src" => changed.push(format!(
                 "{at}: {who}: check_unicast_src: xvrrp always takes unicast adverts from its configured peers only"
             )),
-            "native_ipv6" | "debug" | "accept" => {}
+            // An IPv6 instance: VRRPv3 (with no VIP keepalived refuses it, and so does the
+            // check of the converted config).
+            "native_ipv6" => native_ipv6 = true,
+            "debug" | "accept" => {}
             "smtp_alert" => dropped.push(format!(
                 "{at}: {who}: smtp_alert: no e-mail; use notify scripts or Prometheus alerts"
             )),
@@ -1670,10 +1674,10 @@ fn instance(
         }
     }
     // keepalived runs IPv6 instances as VRRPv3 whatever vrrp_version says (v2 is IPv4 only).
-    let ipv6 = vips
-        .first()
-        .and_then(|v| v.split_whitespace().next())
-        .is_some_and(|a| a.contains(':'));
+    let ipv6 = match vips.first() {
+        Some(v) => v.split_whitespace().next().is_some_and(|a| a.contains(':')),
+        None => native_ipv6,
+    };
     if ipv6 && version == "2" {
         changed.push(format!(
             "{}: {who}: IPv6 runs VRRPv3 (as keepalived runs it under vrrp_version 2)",
@@ -1681,9 +1685,15 @@ fn instance(
         ));
         version = "3".into();
     }
-    t.set("version", version);
+    t.set("version", version.clone());
     if let Some(pass) = auth_pass {
         t.set("auth_pass", pass);
+    }
+    if vips.is_empty() && version == "2" && !interface.is_empty() {
+        changed.push(format!(
+            "{}: {who}: no virtual_ipaddress: it sends adverts and runs its notify scripts only, as keepalived runs it with VRRPv2",
+            node.at
+        ));
     }
     t.set("vips", list(&vips));
     if !excluded.is_empty() {

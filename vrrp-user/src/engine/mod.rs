@@ -259,7 +259,6 @@ pub enum DecodeErrorKind {
     Version,
     Type,
     V2OverIpv6,
-    ZeroCount,
     ZeroInterval,
     AuthType,
     Checksum,
@@ -272,7 +271,6 @@ impl From<DecodeError> for DecodeErrorKind {
             DecodeError::UnknownVersion(_) => Self::Version,
             DecodeError::UnknownType(_) => Self::Type,
             DecodeError::V2OverIpv6 => Self::V2OverIpv6,
-            DecodeError::ZeroCount => Self::ZeroCount,
             DecodeError::ZeroInterval => Self::ZeroInterval,
             DecodeError::UnknownAuthType(_) => Self::AuthType,
             DecodeError::BadChecksum { .. } => Self::Checksum,
@@ -693,9 +691,6 @@ fn validate(cfg: &InstanceConfig) -> Result<(), EngineError> {
     }
     if cfg.priority == 0 {
         return bad("priority 0 is reserved for a master that resigns");
-    }
-    if cfg.vips.is_empty() {
-        return bad("no VIPs");
     }
     if cfg
         .vips

@@ -992,7 +992,7 @@ fn a_reload_keeps_unchanged_instances_and_restarts_changed_ones() {
     assert_eq!(e.state_of("a"), Some(State::Master));
     // An invalid configuration changes nothing.
     let mut bad = a.clone();
-    bad.vips.clear();
+    bad.vrid = 0;
     assert!(e.reconfigure(Time(6 * SEC), vec![bad]).is_err());
     assert_eq!(e.status().len(), 3);
 }
@@ -1128,4 +1128,48 @@ fn a_shared_value_track_lowers_every_instance_that_follows_it() {
     e.set_track(Time(SEC), "prio", TrackInput::Value(-150));
     let prios: Vec<u8> = e.status().iter().map(|s| s.effective_priority).collect();
     assert_eq!(prios, vec![50, 50]);
+}
+
+#[test]
+fn an_instance_without_vips_elects_and_sends_adverts_with_no_address() {
+    // keepalived runs such instances (a notify script moves a cloud floating IP).
+    let mut c = InstanceConfig::new("float", IFACE, 51, ip("192.0.2.1"), vec![]);
+    c.priority = 100;
+    let mut e = engine(c);
+    e.start(Time(0));
+    drain(&mut e);
+    let actions = run_until(&mut e, MDI_100 + SEC / 2);
+    assert_eq!(state(&e), State::Master);
+    let sent: Vec<&Vec<u8>> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { bytes, .. } => Some(bytes),
+            _ => None,
+        })
+        .collect();
+    assert!(!sent.is_empty());
+    assert!(sent.iter().all(|b| b[3] == 0 && b.len() == 8), "{sent:?}");
+    assert!(
+        !actions.iter().any(
+            |a| matches!(a, Action::AddVips { vips, .. } if !vips.is_empty())
+                || matches!(a, Action::Announce { .. })
+        ),
+        "nothing to add or announce: {actions:?}"
+    );
+    // A better peer's advert without addresses is heard and demotes it.
+    let a = Advert {
+        version: Version::V3,
+        vrid: 51,
+        priority: 200,
+        interval_cs: 100,
+        addrs: vec![],
+        auth: Auth::None,
+    };
+    let src = ip("192.0.2.2");
+    let bytes = a
+        .encode(ChecksumForm::PseudoHeader, src, multicast_group(Family::V4))
+        .unwrap();
+    let now = MDI_100 + SEC;
+    e.handle_packet(Time(now), &rx(&bytes, src, 255)).unwrap();
+    assert_eq!(state(&e), State::Backup);
 }
