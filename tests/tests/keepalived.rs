@@ -607,3 +607,69 @@ fn instances_without_vips_elect_with_keepalived_and_run_their_notify_scripts() {
     ka.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
     xv.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
 }
+
+/// tshark's view of `host`'s adverts for 2 s, with its VRRPv3 checksum form set to the message
+/// alone (`as_v2`) or with the IPv4 pseudo-header.
+fn tshark_adverts(lab: &Lab, from: Ipv4Addr, as_v2: bool) -> String {
+    let cap = lab
+        .run(
+            "client",
+            "tshark",
+            &[
+                "-i",
+                &lab.host("client").iface,
+                "-a",
+                "duration:2",
+                "-f",
+                &format!("ip proto 112 and src host {from}"),
+                "-o",
+                &format!(
+                    "vrrp.v3_checksum_as_in_v2:{}",
+                    if as_v2 { "TRUE" } else { "FALSE" }
+                ),
+                "-V",
+            ],
+            Duration::from_secs(20),
+        )
+        .unwrap();
+    String::from_utf8_lossy(&cap.stdout).into_owned()
+}
+
+#[test]
+fn v3_checksum_as_v2_sends_the_checksum_without_the_pseudo_header() {
+    if !privileged("v3_checksum_as_v2_sends_the_checksum_without_the_pseudo_header") {
+        return;
+    }
+    // No peer here expects that form (keepalived 2.2.7 and FRR 8.4.4 have no such setting), so
+    // the wire is checked with tshark both ways, and keepalived 2.2.7 shows why the setting
+    // must match the peer: it drops such adverts and becomes master beside xvrrp.
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    let mut xv = xvrrp_with(&lab, "b", 200, 3, 100, "v3_checksum_as_v2 = true\n");
+    answered_only_by(&lab, "b", Duration::from_secs(5), &[&xv]);
+    let b = Ipv4Addr::new(192, 0, 2, 2);
+    let plain = tshark_adverts(&lab, b, true);
+    assert!(
+        plain.contains("Version 3, Packet type 1 (Advertisement)")
+            && plain.contains("[Checksum Status: Good]")
+            && !plain.contains("Checksum Status: Bad"),
+        "{plain}"
+    );
+    let pseudo = tshark_adverts(&lab, b, false);
+    assert!(
+        pseudo.contains("Checksum Status: Bad") && !pseudo.contains("[Checksum Status: Good]"),
+        "{pseudo}"
+    );
+    let mut ka = keepalived(&lab, "a", 100, 3, "0.1");
+    assert!(
+        wait_for(Duration::from_secs(5), || holds(&lab, "a", VIP)),
+        "keepalived 2.2.7 took the plain-checksum adverts:\n{}",
+        ka.log()
+    );
+    assert!(ka.log().to_lowercase().contains("checksum"), "{}", ka.log());
+    // Without the setting the pair settles on xvrrp.
+    xv.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    let mut xv = xvrrp(&lab, "b", 200, 3, 100);
+    answered_only_by(&lab, "b", Duration::from_secs(5), &[&ka, &xv]);
+    xv.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    ka.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+}

@@ -142,6 +142,10 @@ pub struct Instance {
     /// keepalived's `dont_track_primary`: the interface's link state does not put the
     /// instance in Fault.
     pub dont_track_primary: bool,
+    /// keepalived's `v3_checksum_as_v2` (FRR's `no checksum-with-ipv4-pseudoheader`): VRRPv3
+    /// adverts over IPv4 are sent with the checksum of the message alone, without the IPv4
+    /// pseudo-header. Both forms are always accepted.
+    pub v3_checksum_as_v2: bool,
     /// keepalived's `skip_check_adv_addr`: adverts from the master last heard are taken even
     /// when their address list differs from this instance's (from any other sender they are
     /// dropped, as always).
@@ -626,6 +630,8 @@ struct RawInstance {
     higher_prio_send_advert: bool,
     #[serde(default)]
     dont_track_primary: bool,
+    #[serde(default)]
+    v3_checksum_as_v2: bool,
     #[serde(default)]
     notify_master: Option<String>,
     #[serde(default)]
@@ -1379,6 +1385,12 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
                 0
             }
         };
+        if inst.v3_checksum_as_v2 && (version != 3 || ipv6) {
+            problem(
+                at("v3_checksum_as_v2"),
+                "expected it only with version = 3 and IPv4 VIPs (VRRPv2 has no pseudo-header, and IPv6 always uses it)".into(),
+            );
+        }
         if inst.vips.is_empty() && version == 3 {
             problem(
                 at("vips"),
@@ -1699,6 +1711,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             lower_prio_no_advert: inst.lower_prio_no_advert,
             higher_prio_send_advert: inst.higher_prio_send_advert,
             dont_track_primary: inst.dont_track_primary,
+            v3_checksum_as_v2: inst.v3_checksum_as_v2,
             notify: Notify {
                 master: inst.notify_master,
                 backup: inst.notify_backup,
@@ -2493,13 +2506,14 @@ mod tests {
     fn keepalived_timing_and_advert_knobs_are_read_and_checked() {
         let config = parse_str(
             "interface = \"eth0\"\n[[instance]]\nvrid = 1\nvips = [\"192.0.2.1\"]\nstartup_delay_ms = 2000\n\
-             down_timer_adverts = 5\nlower_prio_no_advert = true\nhigher_prio_send_advert = true\n\
+             down_timer_adverts = 5\nlower_prio_no_advert = true\nhigher_prio_send_advert = true\nv3_checksum_as_v2 = true\n\
              dont_track_primary = true\ngarp_master_repeat = 3\ngarp_lower_prio_delay_ms = 0\n",
         )
         .unwrap();
         let i = &config.instances[0];
         assert_eq!((i.startup_delay_ms, i.down_timer_adverts), (2000, 5));
         assert!(i.lower_prio_no_advert && i.higher_prio_send_advert && i.dont_track_primary);
+        assert!(i.v3_checksum_as_v2);
         // The lower-priority burst defaults to the master's repeat; its delay was set to 0.
         assert_eq!(
             (i.garp.lower_prio_repeat, i.garp.lower_prio_delay_ms),

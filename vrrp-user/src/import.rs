@@ -699,6 +699,7 @@ struct Globals {
     script_user: Option<String>,
     script_security: bool,
     skip_check_adv_addr: bool,
+    v3_checksum_as_v2: bool,
     /// Instance booleans set for every instance (`lower_prio_no_advert`, ...).
     flags: Vec<String>,
 }
@@ -757,6 +758,9 @@ fn globals(node: &Node, changed: &mut Vec<String>, dropped: &mut Vec<String>) ->
                 })
             }
             "vrrp_skip_check_adv_addr" => g.skip_check_adv_addr = true,
+            "v3_checksum_as_v2" | "vrrp_v3_checksum_as_v2" => {
+                g.v3_checksum_as_v2 = keepalived_bool(c.arg(1))
+            }
             "vrrp_check_unicast_src" => changed.push(format!(
                 "{at}: vrrp_check_unicast_src: xvrrp always takes unicast adverts from configured peers only"
             )),
@@ -1366,6 +1370,7 @@ fn instance(
     }
     let mut vmac = false;
     let mut native_ipv6 = false;
+    let mut v3_plain = g.v3_checksum_as_v2;
     // authentication { auth_type ..., auth_pass ... }: where, the type, the password.
     let mut auth: Option<(String, String, String)> = None;
     let who = format!("vrrp_instance {name}");
@@ -1595,6 +1600,8 @@ fn instance(
             // An IPv6 instance: VRRPv3 (with no VIP keepalived refuses it, and so does the
             // check of the converted config).
             "native_ipv6" => native_ipv6 = true,
+            // Newer keepalived (2.2.7 does not know it).
+            "v3_checksum_as_v2" => v3_plain = keepalived_bool(c.arg(1)),
             "debug" | "accept" => {}
             "smtp_alert" => dropped.push(format!(
                 "{at}: {who}: smtp_alert: no e-mail; use notify scripts or Prometheus alerts"
@@ -1688,6 +1695,16 @@ fn instance(
     t.set("version", version.clone());
     if let Some(pass) = auth_pass {
         t.set("auth_pass", pass);
+    }
+    if v3_plain {
+        if version == "3" && !ipv6 {
+            t.set("v3_checksum_as_v2", "true".into());
+        } else {
+            dropped.push(format!(
+                "{}: {who}: v3_checksum_as_v2: only VRRPv3 over IPv4 has the choice; ignored, as keepalived ignores it",
+                node.at
+            ));
+        }
     }
     if vips.is_empty() && version == "2" && !interface.is_empty() {
         changed.push(format!(

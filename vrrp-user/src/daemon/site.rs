@@ -44,6 +44,9 @@ pub(super) fn engine_config(
     c.down_factor = inst.down_timer_adverts;
     c.answer_lower_priority = !inst.lower_prio_no_advert;
     c.advert_before_yield = inst.higher_prio_send_advert;
+    if inst.v3_checksum_as_v2 {
+        c.checksum_form = ChecksumForm::Plain;
+    }
     c.tracks = inst
         .track_scripts
         .iter()
