@@ -745,3 +745,63 @@ fn a_backup_sends_nothing_from_the_virtual_mac_while_it_starts_reloads_and_resta
     );
     b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
 }
+
+#[test]
+fn with_a_virtual_mac_the_master_sends_its_adverts_from_it() {
+    if !privileged("with_a_virtual_mac_the_master_sends_its_adverts_from_it") {
+        return;
+    }
+    // RFC 5798 section 7.3: the virtual MAC is the source of the master's adverts, which keeps
+    // switches learning it on the master's port; the backup still hears them.
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    let cfg = |host: &str, priority: u8| lab.vrrp_config(host, priority, "virtual_mac = true\n");
+    let mut a = lab.start_xvrrp("a", &cfg("a", 200)).unwrap();
+    let mut b = lab.start_xvrrp("b", &cfg("b", 100)).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(8), || has(&lab, "a", VIP)),
+        "{}",
+        a.log()
+    );
+    let adverts_from = |host: &str, secs: u64| {
+        let file = lab.workdir().join(format!("adverts-{host}-{secs}.pcap"));
+        let mut capture = lab.capture_from(host, "ip proto 112", &file).unwrap();
+        std::thread::sleep(Duration::from_secs(secs));
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(capture.id() as i32),
+            Signal::SIGINT,
+        );
+        let _ = capture.wait();
+        lab.captured(&file).unwrap()
+    };
+    let frames = adverts_from("a", 2);
+    assert!(frames.len() >= 5, "{frames:?}");
+    assert!(
+        frames
+            .iter()
+            .all(|f| f.contains("00:00:5e:00:01:33 > 01:00:5e:00:00:12") && f.contains("VRRPv3")),
+        "{}",
+        frames.join("\n")
+    );
+    // The backup takes them: it stays backup, and sends none.
+    assert!(!has(&lab, "b", VIP));
+    assert!(adverts_from("b", 1).is_empty());
+    // The master resigns (its priority-0 advert from the virtual MAC too); b's adverts are
+    // then from the virtual MAC.
+    a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || has(&lab, "b", VIP)),
+        "{}",
+        b.log()
+    );
+    let frames = adverts_from("b", 2);
+    assert!(
+        !frames.is_empty()
+            && frames
+                .iter()
+                .all(|f| f.contains("00:00:5e:00:01:33 > 01:00:5e:00:00:12")),
+        "{}\n{}",
+        frames.join("\n"),
+        b.log()
+    );
+    b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+}

@@ -70,7 +70,7 @@ pub fn frame(vip: IpAddr, mac: [u8; 6]) -> Vec<u8> {
     f
 }
 
-/// A packet socket on one interface for announcements.
+/// A packet socket on one interface for announcements (and adverts from a virtual MAC).
 pub struct Announcer {
     fd: OwnedFd,
     ifindex: u32,
@@ -92,7 +92,11 @@ impl Announcer {
 
     /// Sends the announcement for `vip` from `mac`.
     pub fn announce(&self, vip: IpAddr, mac: [u8; 6]) -> io::Result<()> {
-        let frame = frame(vip, mac);
+        self.send_frame(&frame(vip, mac))
+    }
+
+    /// Sends a whole Ethernet frame (its first six bytes are the destination).
+    pub fn send_frame(&self, frame: &[u8]) -> io::Result<()> {
         // SAFETY: an all-zero sockaddr_ll is valid; the fields set below describe the target.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;

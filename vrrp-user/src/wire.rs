@@ -89,6 +89,64 @@ impl AdvertSockets {
     }
 }
 
+/// The Ethernet frame of an advert sent to a multicast group from `mac` (the instance's
+/// virtual MAC, RFC 5798 section 7.3: the source of its adverts), with the IP header the
+/// advert sockets would have written: TTL / hop limit 255, DSCP CS6, protocol 112. `id` is the
+/// IPv4 identification. None for a unicast destination (which needs the neighbour's MAC: those
+/// adverts go through the advert sockets) or mixed families.
+pub fn advert_frame(
+    mac: [u8; 6],
+    src: IpAddr,
+    dst: IpAddr,
+    vrrp: &[u8],
+    id: u16,
+) -> Option<Vec<u8>> {
+    let mut f = Vec::with_capacity(14 + 40 + vrrp.len());
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) if d.is_multicast() => {
+            let o = d.octets();
+            f.extend_from_slice(&[0x01, 0x00, 0x5e, o[1] & 0x7f, o[2], o[3]]);
+            f.extend_from_slice(&mac);
+            f.extend_from_slice(&[0x08, 0x00]);
+            let total = (20 + vrrp.len()) as u16;
+            let mut ip = [0u8; 20];
+            ip[0] = 0x45;
+            ip[1] = TOS_CS6 as u8;
+            ip[2..4].copy_from_slice(&total.to_be_bytes());
+            ip[4..6].copy_from_slice(&id.to_be_bytes());
+            ip[8] = VRRP_TTL;
+            ip[9] = IPPROTO_VRRP;
+            ip[12..16].copy_from_slice(&s.octets());
+            ip[16..20].copy_from_slice(&o);
+            let mut sum: u32 = ip
+                .chunks_exact(2)
+                .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+                .sum();
+            while sum > 0xffff {
+                sum = (sum & 0xffff) + (sum >> 16);
+            }
+            ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+            f.extend_from_slice(&ip);
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) if d.is_multicast() => {
+            let o = d.octets();
+            f.extend_from_slice(&[0x33, 0x33, o[12], o[13], o[14], o[15]]);
+            f.extend_from_slice(&mac);
+            f.extend_from_slice(&[0x86, 0xdd]);
+            // Version 6, traffic class CS6, no flow label.
+            let tc = TOS_CS6 as u8;
+            f.extend_from_slice(&[0x60 | (tc >> 4), tc << 4, 0, 0]);
+            f.extend_from_slice(&(vrrp.len() as u16).to_be_bytes());
+            f.extend_from_slice(&[IPPROTO_VRRP, VRRP_TTL]);
+            f.extend_from_slice(&s.octets());
+            f.extend_from_slice(&o);
+        }
+        _ => return None,
+    }
+    f.extend_from_slice(vrrp);
+    Some(f)
+}
+
 /// The first address of a family on an interface (IPv6: the link-local one, the source of
 /// VRRPv3 adverts over IPv6 per RFC 5798 section 5.1.2.1).
 pub fn interface_address(iface: &str, ipv6: bool) -> io::Result<Option<IpAddr>> {
@@ -106,4 +164,69 @@ pub fn interface_address(iface: &str, ipv6: bool) -> io::Result<Option<IpAddr>> 
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VMAC: [u8; 6] = [0x00, 0x00, 0x5e, 0x00, 0x01, 51];
+
+    #[test]
+    fn an_advert_frame_from_the_virtual_mac_carries_the_ip_header_of_the_sockets() {
+        let vrrp = [0x31, 51, 150, 1, 0, 100, 0xab, 0xcd, 192, 0, 2, 100];
+        let f = advert_frame(
+            VMAC,
+            "192.0.2.1".parse().unwrap(),
+            "224.0.0.18".parse().unwrap(),
+            &vrrp,
+            7,
+        )
+        .unwrap();
+        assert_eq!(&f[..6], &[0x01, 0x00, 0x5e, 0, 0, 0x12]);
+        assert_eq!(&f[6..12], &VMAC);
+        assert_eq!(&f[12..14], &[0x08, 0x00]);
+        let ip = &f[14..34];
+        assert_eq!((ip[0], ip[1], ip[8], ip[9]), (0x45, 0xc0, 255, 112));
+        assert_eq!(u16::from_be_bytes([ip[2], ip[3]]), 32);
+        assert_eq!(u16::from_be_bytes([ip[4], ip[5]]), 7);
+        assert_eq!(&ip[12..16], &[192, 0, 2, 1]);
+        assert_eq!(&ip[16..20], &[224, 0, 0, 18]);
+        // The header checksum verifies.
+        let mut sum: u32 = ip
+            .chunks_exact(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+            .sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        assert_eq!(sum, 0xffff);
+        assert_eq!(&f[34..], &vrrp);
+
+        let f = advert_frame(
+            [0x00, 0x00, 0x5e, 0x00, 0x02, 51],
+            "fe80::1".parse().unwrap(),
+            "ff02::12".parse().unwrap(),
+            &vrrp,
+            0,
+        )
+        .unwrap();
+        assert_eq!(&f[..6], &[0x33, 0x33, 0, 0, 0, 0x12]);
+        assert_eq!(&f[12..14], &[0x86, 0xdd]);
+        assert_eq!(&f[14..18], &[0x6c, 0x00, 0, 0], "version 6, class CS6");
+        assert_eq!(u16::from_be_bytes([f[18], f[19]]), 12);
+        assert_eq!((f[20], f[21]), (112, 255));
+        assert_eq!(f.len(), 14 + 40 + 12);
+        // Unicast adverts need the neighbour's MAC: not built here.
+        assert!(
+            advert_frame(
+                VMAC,
+                "192.0.2.1".parse().unwrap(),
+                "192.0.2.2".parse().unwrap(),
+                &vrrp,
+                0
+            )
+            .is_none()
+        );
+    }
 }

@@ -329,6 +329,7 @@ async fn run_bound(
         vips: HashMap::new(),
         vip_keys: HashMap::new(),
         vmacs,
+        advert_id: 0,
         fencers,
         fences: HashMap::new(),
         writable: HashMap::new(),

@@ -19,6 +19,8 @@ pub(super) struct Shell {
     pub(super) vip_keys: HashMap<IpAddr, InstanceKey>,
     /// The macvlans of virtual MACs: name, index.
     pub(super) vmacs: HashMap<String, u32>,
+    /// The IPv4 identification of the last advert sent from a virtual MAC.
+    pub(super) advert_id: u16,
     /// The fencer of each fenced MySQL target, by name.
     pub(super) fencers: HashMap<String, Fencer>,
     /// The MySQL targets each instance fences.
@@ -418,9 +420,12 @@ impl Shell {
                 .unwrap_or_default();
             match action {
                 Action::Send {
-                    key, dst, bytes, ..
+                    key,
+                    src,
+                    dst,
+                    bytes,
                 } => {
-                    if let Err(err) = self.sockets.send(dst, &bytes) {
+                    if let Err(err) = self.send_advert(key, src, dst, &bytes) {
                         warn!(vrid = key.vrid, %instance, %state, %dst, error = %err, "cannot send advert");
                     }
                 }
@@ -507,6 +512,29 @@ impl Shell {
 
     /// Brings the macvlans (virtual MACs) that `vips` of instance `key` live on up (a new
     /// master) or down (a backup sends nothing from the virtual MAC).
+    /// Sends an advert: from the instance's virtual MAC when it has one and the advert goes to
+    /// the multicast group (RFC 5798 section 7.3, which keeps switches learning the virtual
+    /// MAC on the master's port), through the advert sockets otherwise.
+    fn send_advert(
+        &mut self,
+        key: InstanceKey,
+        src: IpAddr,
+        dst: IpAddr,
+        bytes: &[u8],
+    ) -> std::io::Result<()> {
+        let vmac = match key.family {
+            Family::V4 => virtual_mac_v4(key.vrid),
+            Family::V6 => virtual_mac_v6(key.vrid),
+        };
+        if self.macs.get(&key) == Some(&vmac) {
+            self.advert_id = self.advert_id.wrapping_add(1);
+            if let Some(frame) = crate::wire::advert_frame(vmac, src, dst, bytes, self.advert_id) {
+                return self.announcer.send_frame(&frame);
+            }
+        }
+        self.sockets.send(dst, bytes)
+    }
+
     pub(super) async fn set_vmac_up(&self, key: InstanceKey, vips: &[IpAddr], up: bool) {
         let mut devs: Vec<u32> = vips
             .iter()
