@@ -11,9 +11,9 @@ use std::{
 
 use nix::sys::signal::Signal;
 use xvrrp_lab::{
-    Lab, assert_valid_config,
+    Lab, assert_valid_config, mac_text,
     mariadb::{self, Mariadb, PROBE_PASSWORD, PROBE_USER, master_master_pair},
-    privileged, run_with_timeout, scratch_dir, xvrrp_bin,
+    privileged, run_with_timeout, scratch_dir, wait_for, xvrrp_bin,
 };
 
 const VIP: std::net::Ipv4Addr = xvrrp_lab::LAB_VIP;
@@ -351,50 +351,85 @@ fn an_imported_mysql_pair_config_fails_over_with_keepalived_running_the_original
     b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
 }
 
+/// A router-style keepalived.conf: an IPv4 and an IPv6 instance in one sync group, the IPv4 one
+/// tracking a maintenance-flag script.
+fn sync_group_keepalived_conf(lab: &Lab, host: &str, priority: u8, flag: &Path) -> String {
+    let iface = &lab.host(host).iface;
+    format!(
+        "global_defs {{\n  router_id {host}\n  vrrp_version 3\n}}\n\
+         vrrp_script chk_maint {{\n  script \"/usr/bin/test ! -e {flag}\"\n  interval 1\n  fall 1\n  rise 1\n}}\n\
+         vrrp_sync_group G {{\n  group {{\n    V4\n    V6\n  }}\n}}\n\
+         vrrp_instance V4 {{\n  state BACKUP\n  interface {iface}\n  virtual_router_id 51\n  priority {priority}\n  \
+         advert_int 0.1\n  virtual_ipaddress {{\n    {VIP}/24\n  }}\n  track_script {{\n    chk_maint\n  }}\n}}\n\
+         vrrp_instance V6 {{\n  state BACKUP\n  interface {iface}\n  virtual_router_id 52\n  priority {priority}\n  \
+         advert_int 0.1\n  virtual_ipaddress {{\n    {VIP6}/64\n  }}\n}}\n",
+        flag = flag.display()
+    )
+}
+
+const VIP6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
+
 #[test]
-fn an_import_that_would_not_validate_writes_nothing_and_says_why() {
-    let dir = scratch_dir("import-refused");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let run = |name: &str, text: &str| {
-        let conf = dir.join(name);
-        std::fs::write(&conf, text).unwrap();
-        let out_dir = dir.join(format!("{name}.out"));
-        let out = run_with_timeout(
-            Command::new(xvrrp_bin())
-                .arg("import-keepalived")
-                .arg(&conf)
-                .arg("-o")
-                .arg(format!("{}/", out_dir.display())),
-            Duration::from_secs(20),
-        )
-        .unwrap();
-        let written = std::fs::read_dir(&out_dir).map_or(0, |d| d.count());
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-            written,
-        )
+fn an_imported_ipv6_sync_group_moves_together_with_keepalived_running_the_original() {
+    if !privileged(
+        "an_imported_ipv6_sync_group_moves_together_with_keepalived_running_the_original",
+    ) {
+        return;
+    }
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    let flag_a = lab.workdir().join("maintenance-a");
+    let flag_b = lab.workdir().join("maintenance-b");
+    let conf = lab.workdir().join("keepalived-a-original.conf");
+    std::fs::write(&conf, sync_group_keepalived_conf(&lab, "a", 200, &flag_a)).unwrap();
+    let (files, report) = import(&conf, &lab.workdir().join("imported"));
+    assert_eq!(files.len(), 1, "{report}");
+    assert!(
+        files[0]
+            .1
+            .contains("[[sync_group]]\nname = \"G\"\ninstances = [\"V4\", \"V6\"]"),
+        "{}",
+        files[0].1
+    );
+    let mut a = lab.start_xvrrp("a", &files[0].1).expect("xvrrp on a");
+    let mut b = lab
+        .start_keepalived("b", &sync_group_keepalived_conf(&lab, "b", 100, &flag_b))
+        .expect("keepalived on b");
+    // Both VIPs answered by one host, the same for both families.
+    let answered_by = |host: &str| {
+        let want = mac_text(&lab.host(host).mac);
+        wait_for(Duration::from_secs(10), || {
+            lab.arping("client", VIP, 2).unwrap() == vec![want.clone(); 2] && {
+                let macs = lab.ndisc("client", VIP6, 2).unwrap();
+                !macs.is_empty() && macs.iter().all(|m| *m == want)
+            }
+        })
     };
-    // A VRID keepalived itself would refuse: the converted file does not validate.
-    let (code, report, written) = run(
-        "vrid.conf",
-        "vrrp_instance V {\n interface eth0\n virtual_router_id 300\n virtual_ipaddress {\n 192.0.2.1\n }\n}\n",
-    );
-    assert_eq!((code, written), (Some(1), 0), "{report}");
     assert!(
-        report.contains("nothing was written") && report.contains("instance[0].vrid"),
-        "{report}"
+        answered_by("a"),
+        "xvrrp:\n{}\nkeepalived:\n{}",
+        a.log(),
+        b.log()
     );
-    // An unrendered template: refused with its line.
-    let (code, report, written) = run(
-        "template.conf",
-        "vrrp_instance V {\n interface eth0\n virtual_router_id {{ vrid }}\n virtual_ipaddress {\n 192.0.2.1\n }\n}\n",
-    );
-    assert_eq!((code, written), (Some(1), 0), "{report}");
+    // The IPv4 member's script fails on a: the group goes, both VIPs move to keepalived.
+    std::fs::write(&flag_a, "").unwrap();
     assert!(
-        report.contains("template.conf:3") && report.contains("template placeholder"),
-        "{report}"
+        answered_by("b"),
+        "the group did not move to b\nxvrrp:\n{}\nkeepalived:\n{}",
+        a.log(),
+        b.log()
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    // And back once the flag is gone (priority 200 preempts).
+    std::fs::remove_file(&flag_a).unwrap();
+    assert!(
+        answered_by("a"),
+        "the group did not come back to a\nxvrrp:\n{}\nkeepalived:\n{}",
+        a.log(),
+        b.log()
+    );
+    // Now keepalived's member fails: xvrrp keeps both.
+    std::fs::write(&flag_b, "").unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(answered_by("a"), "{}", b.log());
+    a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
 }
