@@ -9,8 +9,10 @@
 //! text out; only `include` reads other files.
 
 mod instance;
+mod parse;
 
 use instance::instance;
+pub use parse::{parse_file, parse_text};
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
@@ -50,384 +52,6 @@ pub enum ImportError {
     Read(PathBuf, std::io::Error),
     #[error("{at}: {message}")]
     Syntax { at: String, message: String },
-}
-
-#[derive(Debug, PartialEq)]
-enum Token {
-    Word(String),
-    Open,
-    Close,
-    Newline,
-}
-
-/// Splits one file into tokens: words (quotes kept together, then removed), braces, line ends.
-/// `#` and `!` outside quotes start a comment.
-fn tokenize(text: &str) -> Vec<(Token, usize)> {
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line_no = n + 1;
-        let mut word = String::new();
-        let mut quoted = false;
-        let mut in_word = false;
-        let flush = |word: &mut String, in_word: &mut bool, out: &mut Vec<(Token, usize)>| {
-            if *in_word {
-                out.push((Token::Word(std::mem::take(word)), line_no));
-                *in_word = false;
-            }
-        };
-        for c in line.chars() {
-            if quoted {
-                if c == '"' {
-                    quoted = false;
-                } else {
-                    word.push(c);
-                }
-                continue;
-            }
-            match c {
-                '"' => {
-                    quoted = true;
-                    in_word = true;
-                }
-                '#' | '!' if !in_word => break,
-                '{' | '}' => {
-                    flush(&mut word, &mut in_word, &mut out);
-                    out.push((if c == '{' { Token::Open } else { Token::Close }, line_no));
-                }
-                c if c.is_whitespace() => flush(&mut word, &mut in_word, &mut out),
-                c => {
-                    word.push(c);
-                    in_word = true;
-                }
-            }
-        }
-        flush(&mut word, &mut in_word, &mut out);
-        out.push((Token::Newline, line_no));
-    }
-    out
-}
-
-/// Parses keepalived's configuration syntax, following `include` (globs in the last part of
-/// the path: `*` and `?`).
-pub fn parse_file(path: &Path) -> Result<Vec<Node>, ImportError> {
-    let mut depth = 0;
-    parse_included(path, &mut depth)
-}
-
-fn parse_included(path: &Path, depth: &mut u32) -> Result<Vec<Node>, ImportError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ImportError::Read(path.to_owned(), e))?;
-    let nodes = parse_text(&text, &path.display().to_string())?;
-    let base = path.parent().unwrap_or(Path::new("."));
-    expand_includes(nodes, base, depth)
-}
-
-fn expand_includes(
-    nodes: Vec<Node>,
-    base: &Path,
-    depth: &mut u32,
-) -> Result<Vec<Node>, ImportError> {
-    let mut out = Vec::new();
-    for mut node in nodes {
-        if node.key() == "include" && node.block.is_none() {
-            *depth += 1;
-            if *depth > 32 {
-                return Err(ImportError::Syntax {
-                    at: node.at,
-                    message: "includes nested more than 32 deep (a loop?)".into(),
-                });
-            }
-            for pattern in node.words.iter().skip(1) {
-                for file in glob(&base.join(pattern)) {
-                    out.extend(parse_included(&file, depth)?);
-                }
-            }
-            *depth -= 1;
-            continue;
-        }
-        if let Some(block) = node.block.take() {
-            node.block = Some(expand_includes(block, base, depth)?);
-        }
-        out.push(node);
-    }
-    Ok(out)
-}
-
-/// The files a path with `*` / `?` in its last part names, sorted; the path itself otherwise.
-fn glob(pattern: &Path) -> Vec<PathBuf> {
-    let name = pattern
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    if !name.contains(['*', '?']) {
-        return vec![pattern.to_owned()];
-    }
-    let dir = pattern.parent().unwrap_or(Path::new("."));
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| wildcard(&name, &e.file_name().to_string_lossy()))
-        .map(|e| e.path())
-        .collect();
-    found.sort();
-    found
-}
-
-/// Whether `name` matches `pattern` (`*`: any run, `?`: any one character). Linear in both
-/// lengths for each star (it resumes after the last star, never backtracks further), so a
-/// crafted pattern cannot make it run for ever.
-fn wildcard(pattern: &str, name: &str) -> bool {
-    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
-    let (mut pi, mut ni) = (0, 0);
-    // The last star seen, and where in the name its run ends so far.
-    let mut star: Option<(usize, usize)> = None;
-    while ni < n.len() {
-        match p.get(pi) {
-            Some('*') => {
-                star = Some((pi, ni));
-                pi += 1;
-            }
-            Some(c) if *c == '?' || *c == n[ni] => {
-                pi += 1;
-                ni += 1;
-            }
-            _ => match star {
-                Some((sp, sn)) => {
-                    star = Some((sp, sn + 1));
-                    pi = sp + 1;
-                    ni = sn + 1;
-                }
-                None => return false,
-            },
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
-}
-
-/// Parses the text of one file (`file` names it in locations).
-pub fn parse_text(text: &str, file: &str) -> Result<Vec<Node>, ImportError> {
-    let text = substitute(text, file)?;
-    let tokens = tokenize(&text);
-    if let Some((word, line)) = tokens.iter().find_map(|(t, line)| match t {
-        Token::Word(w) if is_placeholder(w) => Some((w, line)),
-        _ => None,
-    }) {
-        return Err(ImportError::Syntax {
-            at: format!("{file}:{line}"),
-            message: format!(
-                "{word:?} is a template placeholder: render the template (Ansible, Jinja, ...) first"
-            ),
-        });
-    }
-    let mut i = 0;
-    let (nodes, _) = parse_block(&tokens, &mut i, file, None, 0)?;
-    Ok(nodes)
-}
-
-/// A word that a template left unrendered: `<name>` or `__NAME__` (a `{{ x }}` is caught by
-/// [`substitute`], before the braces are taken for blocks).
-fn is_placeholder(word: &str) -> bool {
-    let inner_ok = |s: &str, upper: bool| {
-        !s.is_empty()
-            && s.chars().all(|c| {
-                c == '_'
-                    || c == '-'
-                    || c.is_ascii_digit()
-                    || if upper {
-                        c.is_ascii_uppercase()
-                    } else {
-                        c.is_ascii_alphabetic()
-                    }
-            })
-    };
-    (word.len() > 2
-        && word.starts_with('<')
-        && word.ends_with('>')
-        && inner_ok(&word[1..word.len() - 1], false))
-        || (word.len() > 4
-            && word.starts_with("__")
-            && word.ends_with("__")
-            && inner_ok(&word[2..word.len() - 2], true))
-}
-
-/// keepalived's `$NAME=value` definitions, substituted as `$NAME` and `${NAME}` in the lines
-/// after them; template syntax (`{{ ... }}`, `{% ... %}`) and unknown names are refused with
-/// their line.
-fn substitute(text: &str, file: &str) -> Result<String, ImportError> {
-    // The part of a line before its comment: `#` or `!` where a word would start (as the
-    // tokenizer reads it).
-    let code = |line: &str| -> usize {
-        let mut prev_space = true;
-        for (i, c) in line.char_indices() {
-            if prev_space && (c == '#' || c == '!') {
-                return i;
-            }
-            prev_space = c.is_whitespace() || c == '{' || c == '}';
-        }
-        line.len()
-    };
-    let mut defs: Vec<(String, String)> = Vec::new();
-    let mut out = String::with_capacity(text.len());
-    for (n, line) in text.lines().enumerate() {
-        let at = format!("{file}:{}", n + 1);
-        let body = &line[..code(line)];
-        if body.contains("{{") || body.contains("{%") || body.contains("%}") {
-            return Err(ImportError::Syntax {
-                at,
-                message: format!(
-                    "{:?} is a template placeholder: render the template (Ansible, Jinja, ...) first",
-                    body.trim()
-                ),
-            });
-        }
-        if let Some(def) = body.trim_start().strip_prefix('$')
-            && let Some((name, value)) = def.split_once('=')
-            && !name.is_empty()
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
-            defs.retain(|(n, _)| n != name);
-            defs.push((name.to_owned(), value.trim().to_owned()));
-            out.push('\n');
-            continue;
-        }
-        let mut line = line.to_owned();
-        if body.contains('$') {
-            // Longest names first, so that $AB is not taken for $A followed by B.
-            let mut sorted = defs.clone();
-            sorted.sort_by_key(|(n, _)| std::cmp::Reverse(n.len()));
-            for (name, value) in &sorted {
-                line = line.replace(&format!("${{{name}}}"), value);
-                line = line.replace(&format!("${name}"), value);
-            }
-            // An undefined `${NAME}` is a mistake; a lone `$` may be part of a password.
-            let body = &line[..code(&line)];
-            if let Some(i) = body.find("${") {
-                let name: String = body[i + 2..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect();
-                return Err(ImportError::Syntax {
-                    at,
-                    message: format!("${name} is not defined (keepalived's $NAME=value)"),
-                });
-            }
-        }
-        out.push_str(&line);
-        out.push('\n');
-    }
-    Ok(out)
-}
-
-/// Blocks nest at most this deep (keepalived's go three or four deep).
-const MAX_NESTING: usize = 32;
-
-/// The statements up to the `}` that closes the block opened at `opened_at` (the end of the
-/// file at the top level), and whether that `}` was there: a block still open at the end of
-/// the file is closed there, as keepalived does.
-fn parse_block(
-    tokens: &[(Token, usize)],
-    i: &mut usize,
-    file: &str,
-    opened_at: Option<usize>,
-    depth: usize,
-) -> Result<(Vec<Node>, bool), ImportError> {
-    let mut nodes = Vec::new();
-    let mut words: Vec<String> = Vec::new();
-    let mut words_line = 0;
-    // A statement that ended with its line: it may still take a block opened on the next one.
-    let mut pending: Option<Node> = None;
-    while let Some((token, line)) = tokens.get(*i) {
-        *i += 1;
-        match token {
-            Token::Word(w) => {
-                nodes.extend(pending.take());
-                if words.is_empty() {
-                    words_line = *line;
-                }
-                words.push(w.clone());
-            }
-            Token::Newline => {
-                if !words.is_empty() {
-                    nodes.extend(pending.take());
-                    pending = Some(Node {
-                        words: std::mem::take(&mut words),
-                        block: None,
-                        at: format!("{file}:{words_line}"),
-                        closed_by_eof: false,
-                    });
-                }
-            }
-            Token::Open => {
-                let (header, at) = if !words.is_empty() {
-                    nodes.extend(pending.take());
-                    (std::mem::take(&mut words), format!("{file}:{words_line}"))
-                } else if let Some(p) = pending.take() {
-                    (p.words, p.at)
-                } else {
-                    (Vec::new(), format!("{file}:{line}"))
-                };
-                if depth >= MAX_NESTING {
-                    return Err(ImportError::Syntax {
-                        at: format!("{file}:{line}"),
-                        message: format!("blocks nested more than {MAX_NESTING} deep"),
-                    });
-                }
-                let (block, closed) = parse_block(tokens, i, file, Some(*line), depth + 1)?;
-                nodes.push(Node {
-                    words: header,
-                    block: Some(block),
-                    at,
-                    closed_by_eof: !closed,
-                });
-                if !closed {
-                    // The end of the file closes every open block.
-                    return Ok((nodes, opened_at.is_none()));
-                }
-            }
-            Token::Close => {
-                if opened_at.is_none() {
-                    // keepalived reads it as an unknown keyword, warns, and goes on.
-                    nodes.extend(pending.take());
-                    if !words.is_empty() {
-                        nodes.push(Node {
-                            words: std::mem::take(&mut words),
-                            block: None,
-                            at: format!("{file}:{words_line}"),
-                            closed_by_eof: false,
-                        });
-                    }
-                    nodes.push(Node {
-                        words: vec!["}".into()],
-                        block: None,
-                        at: format!("{file}:{line}"),
-                        closed_by_eof: false,
-                    });
-                    continue;
-                }
-                nodes.extend(pending.take());
-                if !words.is_empty() {
-                    nodes.push(Node {
-                        words: std::mem::take(&mut words),
-                        block: None,
-                        at: format!("{file}:{words_line}"),
-                        closed_by_eof: false,
-                    });
-                }
-                return Ok((nodes, true));
-            }
-        }
-    }
-    nodes.extend(pending.take());
-    if !words.is_empty() {
-        nodes.push(Node {
-            words,
-            block: None,
-            at: format!("{file}:{words_line}"),
-            closed_by_eof: false,
-        });
-    }
-    // Reaching the end of the file closes a block only at the top level.
-    Ok((nodes, opened_at.is_none()))
 }
 
 /// What the import produced.
@@ -833,140 +457,14 @@ pub fn convert(nodes: &[Node]) -> Imported {
         match node.key() {
             "global_defs" => g = globals(node, &mut changed, &mut dropped),
             "vrrp_script" => {
-                let name = node.arg(1).unwrap_or("").to_owned();
-                let mut t = Table::new("track_script");
-                t.set("name", q(&name));
-                let mut command = String::new();
-                let (mut interval, mut timeout, mut rise, mut fall, mut weight) =
-                    (None, None, None, None, None);
-                let mut reverse = false;
-                let mut init_fail = false;
-                for c in node.children() {
-                    let arg = c.arg(1).unwrap_or("");
-                    rest_of_line(c, &format!("vrrp_script {name}"), &mut dropped);
-                    match c.key() {
-                        "script" => command = c.words[1..].join(" "),
-                        "interval" => interval = ms(arg),
-                        "timeout" => timeout = ms(arg),
-                        "rise" => rise = arg.parse::<i64>().ok(),
-                        "fall" => fall = arg.parse::<i64>().ok(),
-                        "weight" => {
-                            weight = arg.parse::<i64>().ok();
-                            reverse = c.arg(2) == Some("reverse");
-                        }
-                        "user" => dropped.push(format!(
-                            "{}: vrrp_script {name}: user: scripts run as xvrrp's user",
-                            c.at
-                        )),
-                        "init_fail" => init_fail = true,
-                        other => dropped.push(format!(
-                            "{}: vrrp_script {name}: {other}: not supported; ignored",
-                            c.at
-                        )),
-                    }
-                }
-                let check = match mysql_probe(&name, &command, at, &mut changed) {
-                    Some(mut m) => {
-                        m.set("interval_ms", interval.unwrap_or(1000).to_string());
-                        if let Some(t) = timeout {
-                            m.set("timeout_ms", t.to_string());
-                        }
-                        m.set("rise", rise.unwrap_or(1).to_string());
-                        m.set("fall", fall.unwrap_or(1).to_string());
-                        m.set("weight", weight.unwrap_or(0).to_string());
-                        if reverse {
-                            dropped.push(format!(
-                                "{at}: vrrp_script {name}: weight reverse is not supported for a native MySQL probe; the weight is applied as written"
-                            ));
-                        }
-                        m.set("fence", "false".into());
-                        Check::Mysql(m)
-                    }
-                    None => {
-                        t.set("script", q(&command));
-                        if init_fail {
-                            t.set("init_fail", "true".into());
-                        }
-                        if let Some(i) = interval {
-                            t.set("interval_ms", i.to_string());
-                        }
-                        if let Some(v) = timeout {
-                            t.set("timeout_ms", v.to_string());
-                        }
-                        if let Some(v) = rise {
-                            t.set("rise", v.to_string());
-                        }
-                        if let Some(v) = fall {
-                            t.set("fall", v.to_string());
-                        }
-                        if let Some(v) = weight {
-                            t.set("weight", v.to_string());
-                        }
-                        if reverse {
-                            t.set("weight_reverse", "true".into());
-                        }
-                        if ["killall -0 mysqld", "pidof mysqld", "pgrep mysqld", "mariadbd"]
-                            .iter()
-                            .any(|p| command.contains(p))
-                        {
-                            changed.push(format!(
-                                "{at}: vrrp_script {name}: checks the mysqld process only; kept as a script, but a native [[mysql]] probe (see docs/configuration.md) also sees a hung or refusing server"
-                            ));
-                        }
-                        Check::Script(t)
-                    }
-                };
+                let (name, check) = vrrp_script(node, &mut changed, &mut dropped);
                 checks.insert(name, check);
             }
             "vrrp_track_file" | "track_file" => {
-                let name = node.arg(1).unwrap_or("").to_owned();
-                let mut t = Table::new("track_file");
-                t.set("name", q(&name));
-                for c in node.children() {
-                    rest_of_line(c, &format!("track_file {name}"), &mut dropped);
-                    match (c.key(), c.arg(1)) {
-                        ("file", Some(f)) => t.set("path", q(f)),
-                        ("weight", Some(w)) => {
-                            t.set("weight", w.to_owned());
-                            if c.arg(2) == Some("reverse") {
-                                t.set("weight_reverse", "true".into());
-                            }
-                        }
-                        (other, _) => dropped.push(format!(
-                            "{}: track_file {name}: {other}: not supported; ignored",
-                            c.at
-                        )),
-                    }
-                }
+                let (name, t) = track_file(node, &mut dropped);
                 track_files.insert(name, t);
             }
-            "vrrp_sync_group" => {
-                let name = node.arg(1).unwrap_or("").to_owned();
-                let mut members = Vec::new();
-                for c in node.children() {
-                    match c.key() {
-                        "group" => {
-                            for m in c.children() {
-                                members.extend(m.words.iter().cloned());
-                            }
-                        }
-                        "notify_master" | "notify_backup" | "notify_fault" | "notify_stop"
-                        | "notify" | "track_interface" | "track_script" | "track_file"
-                        | "track_process" | "global_tracking" | "sync_group_tracking_weight"
-                        | "smtp_alert" => dropped.push(format!(
-                            "{}: vrrp_sync_group {name}: {other}: not supported on a group by xvrrp; set it on the member instances",
-                            c.at,
-                            other = c.key()
-                        )),
-                        _ => dropped.push(unknown_here(
-                            c,
-                            "in vrrp_sync_group",
-                            &format!("vrrp_sync_group {name}"),
-                        )),
-                    }
-                }
-                groups.push((name, members, at.clone()));
-            }
+            "vrrp_sync_group" => groups.push(sync_group(node, &mut dropped)),
             "vrrp_instance" => {
                 let name = node.arg(1).unwrap_or("").to_owned();
                 let (interface, table) = instance(
@@ -1005,9 +503,192 @@ pub fn convert(nodes: &[Node]) -> Imported {
         }
     }
 
-    // One file per interface, in the order the instances came.
+    let defs = Definitions {
+        globals: &g,
+        checks: &checks,
+        track_files: &track_files,
+        processes: &processes,
+        groups: &groups,
+    };
+    let files = files(&instances, &defs, &mut dropped);
+    unused(&instances, &checks, &processes, &mut dropped);
+    let mut seen = std::collections::BTreeSet::new();
+    dropped.retain(|d| seen.insert(d.clone()));
+    Imported {
+        files,
+        changed,
+        dropped,
+    }
+}
+
+/// A `vrrp_script`: a native MySQL probe when it runs a MySQL client, a script otherwise.
+fn vrrp_script(
+    node: &Node,
+    changed: &mut Vec<String>,
+    dropped: &mut Vec<String>,
+) -> (String, Check) {
+    let at = &node.at;
+    let name = node.arg(1).unwrap_or("").to_owned();
+    let mut t = Table::new("track_script");
+    t.set("name", q(&name));
+    let mut command = String::new();
+    let (mut interval, mut timeout, mut rise, mut fall, mut weight) =
+        (None, None, None, None, None);
+    let mut reverse = false;
+    let mut init_fail = false;
+    for c in node.children() {
+        let arg = c.arg(1).unwrap_or("");
+        rest_of_line(c, &format!("vrrp_script {name}"), dropped);
+        match c.key() {
+            "script" => command = c.words[1..].join(" "),
+            "interval" => interval = ms(arg),
+            "timeout" => timeout = ms(arg),
+            "rise" => rise = arg.parse::<i64>().ok(),
+            "fall" => fall = arg.parse::<i64>().ok(),
+            "weight" => {
+                weight = arg.parse::<i64>().ok();
+                reverse = c.arg(2) == Some("reverse");
+            }
+            "user" => dropped.push(format!(
+                "{}: vrrp_script {name}: user: scripts run as xvrrp's user",
+                c.at
+            )),
+            "init_fail" => init_fail = true,
+            other => dropped.push(format!(
+                "{}: vrrp_script {name}: {other}: not supported; ignored",
+                c.at
+            )),
+        }
+    }
+    let check = match mysql_probe(&name, &command, at, changed) {
+        Some(mut m) => {
+            m.set("interval_ms", interval.unwrap_or(1000).to_string());
+            if let Some(t) = timeout {
+                m.set("timeout_ms", t.to_string());
+            }
+            m.set("rise", rise.unwrap_or(1).to_string());
+            m.set("fall", fall.unwrap_or(1).to_string());
+            m.set("weight", weight.unwrap_or(0).to_string());
+            if reverse {
+                dropped.push(format!(
+                    "{at}: vrrp_script {name}: weight reverse is not supported for a native MySQL probe; the weight is applied as written"
+                ));
+            }
+            m.set("fence", "false".into());
+            Check::Mysql(m)
+        }
+        None => {
+            t.set("script", q(&command));
+            if init_fail {
+                t.set("init_fail", "true".into());
+            }
+            if let Some(i) = interval {
+                t.set("interval_ms", i.to_string());
+            }
+            if let Some(v) = timeout {
+                t.set("timeout_ms", v.to_string());
+            }
+            if let Some(v) = rise {
+                t.set("rise", v.to_string());
+            }
+            if let Some(v) = fall {
+                t.set("fall", v.to_string());
+            }
+            if let Some(v) = weight {
+                t.set("weight", v.to_string());
+            }
+            if reverse {
+                t.set("weight_reverse", "true".into());
+            }
+            if [
+                "killall -0 mysqld",
+                "pidof mysqld",
+                "pgrep mysqld",
+                "mariadbd",
+            ]
+            .iter()
+            .any(|p| command.contains(p))
+            {
+                changed.push(format!(
+                    "{at}: vrrp_script {name}: checks the mysqld process only; kept as a script, but a native [[mysql]] probe (see docs/configuration.md) also sees a hung or refusing server"
+                ));
+            }
+            Check::Script(t)
+        }
+    };
+    (name, check)
+}
+
+/// A `vrrp_track_file` as a `[[track_file]]` table.
+fn track_file(node: &Node, dropped: &mut Vec<String>) -> (String, Table) {
+    let name = node.arg(1).unwrap_or("").to_owned();
+    let mut t = Table::new("track_file");
+    t.set("name", q(&name));
+    for c in node.children() {
+        rest_of_line(c, &format!("track_file {name}"), dropped);
+        match (c.key(), c.arg(1)) {
+            ("file", Some(f)) => t.set("path", q(f)),
+            ("weight", Some(w)) => {
+                t.set("weight", w.to_owned());
+                if c.arg(2) == Some("reverse") {
+                    t.set("weight_reverse", "true".into());
+                }
+            }
+            (other, _) => dropped.push(format!(
+                "{}: track_file {name}: {other}: not supported; ignored",
+                c.at
+            )),
+        }
+    }
+    (name, t)
+}
+
+/// A `vrrp_sync_group`: its name, its members and where it is.
+fn sync_group(node: &Node, dropped: &mut Vec<String>) -> (String, Vec<String>, String) {
+    let name = node.arg(1).unwrap_or("").to_owned();
+    let mut members = Vec::new();
+    for c in node.children() {
+        match c.key() {
+            "group" => {
+                for m in c.children() {
+                    members.extend(m.words.iter().cloned());
+                }
+            }
+            "notify_master" | "notify_backup" | "notify_fault" | "notify_stop"
+            | "notify" | "track_interface" | "track_script" | "track_file"
+            | "track_process" | "global_tracking" | "sync_group_tracking_weight"
+            | "smtp_alert" => dropped.push(format!(
+                "{}: vrrp_sync_group {name}: {other}: not supported on a group by xvrrp; set it on the member instances",
+                c.at,
+                other = c.key()
+            )),
+            _ => dropped.push(unknown_here(
+                c,
+                "in vrrp_sync_group",
+                &format!("vrrp_sync_group {name}"),
+            )),
+        }
+    }
+    (name, members, node.at.clone())
+}
+
+/// What instances may refer to, by name.
+struct Definitions<'a> {
+    globals: &'a Globals,
+    checks: &'a BTreeMap<String, Check>,
+    track_files: &'a BTreeMap<String, Table>,
+    processes: &'a BTreeMap<String, Table>,
+    groups: &'a [(String, Vec<String>, String)],
+}
+
+/// One file per interface, in the order the instances came, with what its instances follow.
+fn files(
+    instances: &[(String, Table)],
+    defs: &Definitions,
+    dropped: &mut Vec<String>,
+) -> Vec<ImportedFile> {
     let mut interfaces: Vec<String> = Vec::new();
-    for (iface, _) in &instances {
+    for (iface, _) in instances {
         if !interfaces.contains(iface) {
             interfaces.push(iface.clone());
         }
@@ -1023,10 +704,10 @@ pub fn convert(nodes: &[Node]) -> Imported {
             "# Imported from keepalived by `xvrrp import-keepalived`.\ninterface = {}\n",
             q(iface)
         );
-        if let Some(user) = &g.script_user {
+        if let Some(user) = &defs.globals.script_user {
             out.push_str(&format!("script_user = {}\n", q(user)));
         }
-        if g.script_security {
+        if defs.globals.script_security {
             out.push_str("enable_script_security = true\n");
         }
         // What this file's instances follow.
@@ -1048,26 +729,26 @@ pub fn convert(nodes: &[Node]) -> Imported {
             v
         };
         for name in followed("track_scripts") {
-            if let Some(Check::Script(t)) = checks.get(&name) {
+            if let Some(Check::Script(t)) = defs.checks.get(&name) {
                 t.write(&mut out);
             }
         }
         for name in followed("track_mysql") {
-            if let Some(Check::Mysql(t)) = checks.get(&name) {
+            if let Some(Check::Mysql(t)) = defs.checks.get(&name) {
                 t.write(&mut out);
             }
         }
         for name in followed("track_files") {
-            if let Some(t) = track_files.get(&name) {
+            if let Some(t) = defs.track_files.get(&name) {
                 t.write(&mut out);
             }
         }
         for name in followed("track_processes") {
-            if let Some(t) = processes.get(&name) {
+            if let Some(t) = defs.processes.get(&name) {
                 t.write(&mut out);
             }
         }
-        for (group, members, at) in &groups {
+        for (group, members, at) in defs.groups {
             let here: Vec<String> = members
                 .iter()
                 .filter(|m| names.contains(&q(m)))
@@ -1096,7 +777,17 @@ pub fn convert(nodes: &[Node]) -> Imported {
             instances: mine.iter().map(|(_, t)| t.origin.clone()).collect(),
         });
     }
-    for (name, check) in &checks {
+    files
+}
+
+/// Reports the scripts and processes no instance tracks.
+fn unused(
+    instances: &[(String, Table)],
+    checks: &BTreeMap<String, Check>,
+    processes: &BTreeMap<String, Table>,
+    dropped: &mut Vec<String>,
+) {
+    for (name, check) in checks {
         // Tracked as it is, or through a copy with another weight.
         let copies = format!("\"{name}_weight");
         let used = instances.iter().any(|(_, t)| {
@@ -1124,13 +815,6 @@ pub fn convert(nodes: &[Node]) -> Imported {
                 "vrrp_track_process {name}: no instance tracks it; left out"
             ));
         }
-    }
-    let mut seen = std::collections::BTreeSet::new();
-    dropped.retain(|d| seen.insert(d.clone()));
-    Imported {
-        files,
-        changed,
-        dropped,
     }
 }
 
@@ -1459,6 +1143,7 @@ pub fn report(imported: &Imported) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use parse::wildcard;
 
     fn convert_text(text: &str) -> Imported {
         convert(&parse_text(text, "k.conf").expect("parses"))
