@@ -1,6 +1,7 @@
-//! The event loop: gather inputs (signals, timers, the data plane's events, track changes,
-//! control and metrics requests, the write lease), hand each to its handler, and carry out the
-//! engine's actions through the shell. It also keeps the data plane's heartbeat fresh.
+//! The event loop, a short driver: [`Sources::next`] waits for one [`Input`] (a signal, the
+//! timer, the data plane's events, a track change, a link or address event, a control or
+//! metrics request, the write lease), [`Loop::handle`] hands it to its handler, and the shell
+//! carries out the engine's actions. The loop also keeps the data plane's heartbeat fresh.
 
 use super::*;
 
@@ -39,51 +40,285 @@ pub(super) struct Inputs {
     pub(super) logger: Option<KernelLog>,
 }
 
-/// Runs until a signal stops the daemon.
-pub(super) async fn event_loop<'a>(
-    running: Running<'a>,
+/// One thing the loop reacts to.
+enum Input {
+    /// SIGTERM or SIGINT (its name).
+    Stop(&'static str),
+    Reload,
+    Hitless,
+    Watchdog,
+    /// The write lease became contested (or, None, its channel closed).
+    Contested(Option<()>),
+    Host(Option<netlink::HostEvent>),
+    Track(String, TrackInput),
+    Control(tokio::net::UnixStream),
+    Metrics(tokio::net::TcpStream),
+    /// The timerfd fired (the heartbeat is due, or the engine's next deadline).
+    Timer(std::io::Result<()>),
+    /// The data plane's events, drained from its ring.
+    DataPlane(Vec<DpEvent>),
+    /// Something the loop only had to service itself (kernel-side logs flushed, a source that
+    /// ended, a connection that failed).
+    Nothing,
+}
+
+/// Where inputs come from.
+struct Sources {
+    sigterm: tokio::signal::unix::Signal,
+    sigint: tokio::signal::unix::Signal,
+    sigusr2: tokio::signal::unix::Signal,
+    sighup: tokio::signal::unix::Signal,
+    watchdog: Option<tokio::time::Interval>,
+    contested: Option<tokio::sync::watch::Receiver<u64>>,
     inputs: Inputs,
-) -> anyhow::Result<(Stop, Running<'a>)> {
-    let Running {
-        mut engine,
-        mut shell,
-        mut config,
-        config_path,
-        site,
-        mut stats_index,
-        mut track_inputs,
-        heartbeat_limit,
-    } = running;
-    let Inputs {
-        mut track_rx,
-        mut host_rx,
-        control,
-        metrics_listener,
-        logger,
-    } = inputs;
-    let iface = site.iface.clone();
-    let iface = iface.as_str();
-    let ifindex = site.ifindex;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigusr2 = signal(SignalKind::user_defined2())?;
-    let mut sighup = signal(SignalKind::hangup())?;
-    let (mut logs, mut events) = rings(logger, &mut shell.dp);
-    // The dead-man switch: the data plane answers for VIPs only while the heartbeat is fresh.
-    // It is written whenever the loop wakes (adverts, probes, events; at most every eighth of
-    // the limit), and by a timer of its own only when nothing else woke the loop for half the
-    // limit: a wake-up may come half the limit late before the data plane goes quiet. A master
-    // at 100 ms adverts with the default 250 ms limit then never wakes for the heartbeat alone
-    // (a timer every quarter of the limit was a third of an idle daemon's CPU).
-    let heartbeat_every = (heartbeat_limit / 2).max(Duration::from_millis(1));
-    let heartbeat_gap = heartbeat_limit / 8;
-    let mut last_heartbeat = Instant::now();
-    // The engine's next deadline and the heartbeat's, on one timerfd.
-    let mut alarm = crate::alarm::Alarm::new().context("creating the timerfd")?;
-    // systemd (Type=notify): ready once the data plane, the VIPs' owner and the control socket
-    // are in place; the watchdog is fed from this loop, so a stuck loop is restarted.
-    // "xvrrp running" is the log's word for the same moment (tests and operators wait for it):
-    // the control socket and the metrics endpoint already answer.
+    alarm: crate::alarm::Alarm,
+    events: Option<AsyncFd<EventRing>>,
+    logs: Option<AsyncFd<KernelLog>>,
+    iface: String,
+    ifindex: u32,
+}
+
+impl Sources {
+    /// Waits for the next input.
+    async fn next(&mut self) -> Input {
+        let Self {
+            sigterm,
+            sigint,
+            sigusr2,
+            sighup,
+            watchdog,
+            contested,
+            inputs,
+            alarm,
+            events,
+            logs,
+            iface,
+            ifindex,
+        } = self;
+        tokio::select! {
+            _ = sigterm.recv() => Input::Stop("SIGTERM"),
+            _ = sigint.recv() => Input::Stop("SIGINT"),
+            _ = sighup.recv() => Input::Reload,
+            _ = sigusr2.recv() => Input::Hitless,
+            _ = async { watchdog.as_mut().expect("guarded").tick().await }, if watchdog.is_some() => Input::Watchdog,
+            r = async { contested.as_mut().expect("guarded").changed().await }, if contested.is_some() => {
+                if r.is_err() {
+                    *contested = None;
+                }
+                Input::Contested(r.ok())
+            }
+            event = inputs.host_rx.recv() => Input::Host(event),
+            Some((name, input)) = inputs.track_rx.recv() => Input::Track(name, input),
+            conn = inputs.control.accept() => conn.map_or(Input::Nothing, |(s, _)| Input::Control(s)),
+            conn = async { inputs.metrics_listener.as_ref().expect("guarded").accept().await },
+                if inputs.metrics_listener.is_some() => conn.map_or(Input::Nothing, |(s, _)| Input::Metrics(s)),
+            fired = alarm.fired() => Input::Timer(fired),
+            ready = async { events.as_mut().expect("guarded").readable_mut().await }, if events.is_some() => {
+                match ready {
+                    Ok(mut guard) => {
+                        let mut seen = Vec::new();
+                        while let Some(item) = guard.get_inner_mut().next() {
+                            seen.extend(log_event(iface, *ifindex, &item));
+                        }
+                        guard.clear_ready();
+                        Input::DataPlane(seen)
+                    }
+                    Err(err) => {
+                        warn!(error = %err, "data-plane events stopped");
+                        *events = None;
+                        Input::Nothing
+                    }
+                }
+            }
+            ready = async { logs.as_mut().expect("guarded").readable_mut().await }, if logs.is_some() => {
+                match ready {
+                    Ok(mut guard) => {
+                        guard.get_inner_mut().flush();
+                        guard.clear_ready();
+                    }
+                    Err(err) => {
+                        warn!(error = %err, "kernel-side logs stopped");
+                        *logs = None;
+                    }
+                }
+                Input::Nothing
+            }
+        }
+    }
+}
+
+/// The loop's own state besides what it runs.
+struct Loop<'a> {
+    running: Running<'a>,
+    /// The engine's clock against the monotonic clock.
+    epoch: (Instant, Time),
+    last_heartbeat: Instant,
+    /// The interface came back under a new index: start afresh once it is up.
+    relinked: bool,
+}
+
+impl Loop<'_> {
+    /// Writes the heartbeat if it is due, and sets the timerfd to the next deadline (the
+    /// engine's, the split-brain and VIP hold-downs', the heartbeat's); that deadline.
+    fn arm(&mut self, alarm: &mut crate::alarm::Alarm) -> Result<Option<Instant>, Stop> {
+        // The dead-man switch: the data plane answers for VIPs only while the heartbeat is
+        // fresh. It is written whenever the loop wakes (adverts, probes, events; at most every
+        // eighth of the limit), and by a timer of its own only when nothing else woke the loop
+        // for half the limit: a wake-up may come half the limit late before the data plane goes
+        // quiet. A master at 100 ms adverts with the default 250 ms limit then never wakes for
+        // the heartbeat alone (a timer every quarter of the limit was a third of an idle
+        // daemon's CPU).
+        let limit = self.running.heartbeat_limit;
+        if self.last_heartbeat.elapsed() >= limit / 8 {
+            self.running
+                .shell
+                .dp
+                .heartbeat(dataplane::monotonic_coarse_ns())
+                .map_err(|err| {
+                    Stop::Failed(format!(
+                        "cannot write the heartbeat: {}",
+                        dataplane::error_chain(&err)
+                    ))
+                })?;
+            self.last_heartbeat = Instant::now();
+        }
+        let Running { engine, shell, .. } = &self.running;
+        let next = [
+            engine.poll_timeout(),
+            shell.split.next_deadline(),
+            shell.keeper.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let (instant, time) = self.epoch;
+        let deadline = next.map(|t| instant + Duration::from_micros(t.since(time)));
+        let heartbeat_due = self.last_heartbeat + (limit / 2).max(Duration::from_millis(1));
+        alarm
+            .set(deadline.map_or(heartbeat_due, |d| d.min(heartbeat_due)))
+            .map_err(|err| Stop::Failed(format!("cannot set the timerfd: {err}")))?;
+        Ok(deadline)
+    }
+
+    /// Hands one input to its handler; the reason to stop, if it is one.
+    async fn handle(&mut self, input: Input, deadline: Option<Instant>) -> Option<Stop> {
+        let Running {
+            engine,
+            shell,
+            config,
+            config_path,
+            site,
+            stats_index,
+            track_inputs,
+            ..
+        } = &mut self.running;
+        match input {
+            Input::Stop(signal) => {
+                info!("{signal}: stopping");
+                return Some(Stop::ForGood);
+            }
+            Input::Hitless => {
+                info!(
+                    "SIGUSR2: stopping for a hitless restart; the data plane, VIPs and roles stay"
+                );
+                return Some(Stop::Hitless);
+            }
+            Input::Reload => {
+                on_sighup(
+                    config_path,
+                    config,
+                    engine,
+                    shell,
+                    (site, track_inputs),
+                    stats_index,
+                )
+                .await;
+            }
+            Input::Watchdog => {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+            Input::Contested(Some(())) => shell.reannounce(engine),
+            Input::Contested(None) | Input::Nothing => {}
+            Input::Host(event) => return self.on_host(event).await,
+            Input::Track(name, input) => {
+                if self.relinked
+                    && input == TrackInput::Up
+                    && name == netlink::link_track_name(&site.iface)
+                {
+                    return Some(Stop::Reexec);
+                }
+                engine.set_track(now(), &name, input);
+                track_inputs.insert(name, input);
+                shell.apply(engine).await;
+            }
+            Input::Control(stream) => shell.answer_status(stream, engine, config).await,
+            Input::Metrics(stream) => shell.answer_metrics(stream, engine, config),
+            Input::Timer(Err(err)) => return Some(Stop::Failed(format!("the timerfd: {err}"))),
+            Input::Timer(Ok(())) => {
+                // The heartbeat is written before each wait; the engine's timer may be due.
+                if deadline.is_some_and(|d| d <= Instant::now()) {
+                    shell.on_timer(engine, track_inputs);
+                    shell.upkeep_vips(engine).await;
+                    shell.apply(engine).await;
+                }
+            }
+            Input::DataPlane(seen) => {
+                shell.on_events(engine, seen);
+                shell.apply(engine).await;
+            }
+        }
+        None
+    }
+
+    /// A link or address event.
+    async fn on_host(&mut self, event: Option<netlink::HostEvent>) -> Option<Stop> {
+        let Running {
+            engine,
+            shell,
+            site,
+            ..
+        } = &mut self.running;
+        let iface = site.iface.as_str();
+        match event {
+            Some(netlink::HostEvent::AddressGone { ifindex, addr }) => {
+                shell.on_address_gone(engine, ifindex, addr).await;
+                shell.apply(engine).await;
+            }
+            Some(netlink::HostEvent::LinkGone { name }) if name == iface => {
+                warn!(
+                    iface,
+                    "the interface is gone: its instances are in Fault until it comes back"
+                );
+            }
+            Some(netlink::HostEvent::LinkBack { name }) if name == iface => {
+                info!(
+                    iface,
+                    "the interface was created again: the daemon starts afresh on it once it is up"
+                );
+                self.relinked = true;
+                if netlink::link_up(iface).unwrap_or(false) {
+                    return Some(Stop::Reexec);
+                }
+            }
+            Some(netlink::HostEvent::LinkGone { .. } | netlink::HostEvent::LinkBack { .. }) => {}
+            Some(netlink::HostEvent::StreamEnded) | None => {
+                tracing::error!(
+                    "the link and address events stopped: link state and deleted VIPs would go unseen; stopping"
+                );
+                return Some(Stop::Failed(
+                    "the link and address events stopped".to_owned(),
+                ));
+            }
+        }
+        None
+    }
+}
+
+/// Tells systemd (Type=notify) and the log that the daemon runs: the data plane, the VIPs'
+/// owner, the control socket and the metrics endpoint are in place. "xvrrp running" is the
+/// log's word for that moment (tests and operators wait for it). The watchdog, if systemd
+/// asks for one, is fed from the loop, so a stuck loop is restarted.
+fn announce_ready(config: &Config, iface: &str) -> Option<tokio::time::Interval> {
     let ready = format!("{} instance(s) on {iface}", config.instances.len());
     info!(
         iface,
@@ -95,158 +330,58 @@ pub(super) async fn event_loop<'a>(
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status(&ready),
     ]);
-    let mut watchdog = sd_notify::watchdog_enabled().map(|every| {
+    sd_notify::watchdog_enabled().map(|every| {
         let mut t = tokio::time::interval((every / 2).max(Duration::from_millis(10)));
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         t
-    });
-    let epoch = (Instant::now(), now());
-    let mut contested = shell.lease.as_ref().map(|l| l.contested.clone());
-    // The interface came back under a new index: start afresh once it is up.
-    let mut relinked = false;
+    })
+}
+
+/// Runs until a signal (or a failure) stops the daemon.
+pub(super) async fn event_loop<'a>(
+    mut running: Running<'a>,
+    mut inputs: Inputs,
+) -> anyhow::Result<(Stop, Running<'a>)> {
+    let (sigterm, sigint) = (
+        signal(SignalKind::terminate())?,
+        signal(SignalKind::interrupt())?,
+    );
+    let (sigusr2, sighup) = (
+        signal(SignalKind::user_defined2())?,
+        signal(SignalKind::hangup())?,
+    );
+    let (logs, events) = rings(inputs.logger.take(), &mut running.shell.dp);
+    // The engine's next deadline and the heartbeat's, on one timerfd.
+    let alarm = crate::alarm::Alarm::new().context("creating the timerfd")?;
+    let mut sources = Sources {
+        sigterm,
+        sigint,
+        sigusr2,
+        sighup,
+        watchdog: announce_ready(&running.config, &running.site.iface),
+        contested: running.shell.lease.as_ref().map(|l| l.contested.clone()),
+        inputs,
+        alarm,
+        events,
+        logs,
+        iface: running.site.iface.clone(),
+        ifindex: running.site.ifindex,
+    };
+    let mut lp = Loop {
+        running,
+        epoch: (Instant::now(), now()),
+        last_heartbeat: Instant::now(),
+        relinked: false,
+    };
     let why = loop {
-        if last_heartbeat.elapsed() >= heartbeat_gap {
-            if let Err(err) = shell.dp.heartbeat(dataplane::monotonic_coarse_ns()) {
-                break Stop::Failed(format!(
-                    "cannot write the heartbeat: {}",
-                    dataplane::error_chain(&err)
-                ));
-            }
-            last_heartbeat = Instant::now();
-        }
-        let next = [
-            engine.poll_timeout(),
-            shell.split.next_deadline(),
-            shell.keeper.next_deadline(),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        let deadline = next.map(|t| {
-            let (instant, time) = epoch;
-            instant + Duration::from_micros(t.since(time))
-        });
-        let heartbeat_due = last_heartbeat + heartbeat_every;
-        if let Err(err) = alarm.set(deadline.map_or(heartbeat_due, |d| d.min(heartbeat_due))) {
-            break Stop::Failed(format!("cannot set the timerfd: {err}"));
-        }
-        tokio::select! {
-            _ = sigterm.recv() => { info!("SIGTERM: stopping"); break Stop::ForGood; }
-            _ = sigint.recv() => { info!("SIGINT: stopping"); break Stop::ForGood; }
-            _ = sighup.recv() => {
-                on_sighup(config_path, &mut config, &mut engine, &mut shell, (&site, &track_inputs), &mut stats_index).await;
-            }
-            _ = async { watchdog.as_mut().expect("guarded").tick().await }, if watchdog.is_some() => {
-                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
-            }
-            _ = sigusr2.recv() => {
-                info!("SIGUSR2: stopping for a hitless restart; the data plane, VIPs and roles stay");
-                break Stop::Hitless;
-            }
-            r = async { contested.as_mut().expect("guarded").changed().await }, if contested.is_some() => {
-                if r.is_ok() {
-                    shell.reannounce(&engine);
-                } else {
-                    contested = None;
-                }
-            }
-            event = host_rx.recv() => match event {
-                Some(netlink::HostEvent::AddressGone { ifindex, addr }) => {
-                    shell.on_address_gone(&mut engine, ifindex, addr).await;
-                    shell.apply(&mut engine).await;
-                }
-                Some(netlink::HostEvent::LinkGone { name }) if name == iface => {
-                    warn!(iface, "the interface is gone: its instances are in Fault until it comes back");
-                }
-                Some(netlink::HostEvent::LinkBack { name }) if name == iface => {
-                    info!(iface, "the interface was created again: the daemon starts afresh on it once it is up");
-                    relinked = true;
-                    if netlink::link_up(iface).unwrap_or(false) {
-                        break Stop::Reexec;
-                    }
-                }
-                Some(netlink::HostEvent::LinkGone { .. } | netlink::HostEvent::LinkBack { .. }) => {}
-                Some(netlink::HostEvent::StreamEnded) | None => {
-                    tracing::error!("the link and address events stopped: link state and deleted VIPs would go unseen; stopping");
-                    break Stop::Failed("the link and address events stopped".to_owned());
-                }
-            },
-            Some((name, input)) = track_rx.recv() => {
-                if relinked && input == TrackInput::Up && name == netlink::link_track_name(iface) {
-                    break Stop::Reexec;
-                }
-                engine.set_track(now(), &name, input);
-                track_inputs.insert(name, input);
-                shell.apply(&mut engine).await;
-            }
-            conn = control.accept() => {
-                if let Ok((stream, _)) = conn {
-                    shell.answer_status(stream, &engine, &config).await;
-                }
-            }
-            conn = async { metrics_listener.as_ref().expect("guarded").accept().await },
-                if metrics_listener.is_some() => {
-                if let Ok((stream, _)) = conn {
-                    shell.answer_metrics(stream, &engine, &config);
-                }
-            }
-            fired = alarm.fired() => {
-                if let Err(err) = fired {
-                    break Stop::Failed(format!("the timerfd: {err}"));
-                }
-                // The heartbeat is written at the top of the loop; the engine's timer may be due.
-                if deadline.is_some_and(|d| d <= Instant::now()) {
-                    shell.on_timer(&mut engine, &mut track_inputs);
-                    shell.upkeep_vips(&mut engine).await;
-                    shell.apply(&mut engine).await;
-                }
-            }
-            ready = async { events.as_mut().expect("guarded by the if").readable_mut().await },
-                if events.is_some() => {
-                match ready {
-                    Ok(mut guard) => {
-                        let mut seen = Vec::new();
-                        while let Some(item) = guard.get_inner_mut().next() {
-                            if let Some(e) = log_event(iface, ifindex, &item) {
-                                seen.push(e);
-                            }
-                        }
-                        guard.clear_ready();
-                        shell.on_events(&mut engine, seen);
-                        shell.apply(&mut engine).await;
-                    }
-                    Err(err) => {
-                        warn!(error = %err, "data-plane events stopped");
-                        events = None;
-                    }
-                }
-            }
-            ready = async { logs.as_mut().expect("guarded by the if").readable_mut().await },
-                if logs.is_some() => {
-                match ready {
-                    Ok(mut guard) => {
-                        guard.get_inner_mut().flush();
-                        guard.clear_ready();
-                    }
-                    Err(err) => {
-                        warn!(error = %err, "kernel-side logs stopped");
-                        logs = None;
-                    }
-                }
-            }
+        let deadline = match lp.arm(&mut sources.alarm) {
+            Ok(deadline) => deadline,
+            Err(stop) => break stop,
+        };
+        let input = sources.next().await;
+        if let Some(stop) = lp.handle(input, deadline).await {
+            break stop;
         }
     };
-    Ok((
-        why,
-        Running {
-            engine,
-            shell,
-            config,
-            config_path,
-            site,
-            stats_index,
-            track_inputs,
-            heartbeat_limit,
-        },
-    ))
+    Ok((why, lp.running))
 }
