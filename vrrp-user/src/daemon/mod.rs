@@ -188,11 +188,7 @@ async fn run_bound(
     track::run_scripts_as(config.script_user.as_ref());
     let iface_name = config.interface.clone();
     let iface = iface_name.as_str();
-    dataplane::ensure_bpffs(&config.bpffs)
-        .with_context(|| format!("mounting the BPF filesystem at {}", config.bpffs.display()))?;
-    let iface_mac = dataplane::interface_mac(iface)?;
-    let ifindex =
-        nix::net::if_::if_nametoindex(iface).with_context(|| format!("no interface {iface}"))?;
+    let (iface_mac, ifindex) = interface(&config)?;
     let heartbeat_limit = Duration::from_millis(config.heartbeat_limit_ms);
     let pin_dir = config.pin_dir();
     // A daemon that stopped for a hitless restart left its program attached and its maps
@@ -208,53 +204,19 @@ async fn run_bound(
         lease: resumed_lease,
         vips: resumed_vips,
     } = resumed.unwrap_or_default();
-    // Tracked processes are read once now, so that instances start from what runs (not from a
-    // Fault until the task's first read); this is fresher than what a restart carried over.
-    let tracked_processes: Vec<_> = config
-        .track_processes
-        .iter()
-        .filter(|t| config.tracked(|i| &i.track_processes, &t.name))
-        .cloned()
-        .collect();
-    let mut start_inputs = resumed_inputs.clone();
-    start_inputs.extend(process::initial_inputs(&tracked_processes));
-    // Tracked scripts report once before the instances start (keepalived's semantics); a
-    // hitless restart carries their state instead.
-    if !resume {
-        let scripts: Vec<_> = config
-            .track_scripts
-            .iter()
-            .filter(|t| config.tracked(|i| &i.track_scripts, &t.name))
-            .cloned()
-            .collect();
-        start_inputs.extend(track::first_results(&scripts).await);
-    }
+    let (tracked_processes, start_inputs) = start_inputs(&config, resume, &resumed_inputs).await;
     let bridge = resume
         .then(|| HeartbeatBridge::start(&pin_dir, heartbeat_limit / 10, iface, resumed_adverts));
+    let limit_ns = heartbeat_limit.as_nanos() as u64;
     let mut dp = if resume {
         info!(iface, pinned = %pin_dir.display(), "resuming after a hitless restart");
-        DataPlane::load_resuming(
-            iface_mac,
-            heartbeat_limit.as_nanos() as u64,
-            kernel_log,
-            &pin_dir,
-        )?
+        DataPlane::load_resuming(iface_mac, limit_ns, kernel_log, &pin_dir)?
     } else {
-        DataPlane::load(iface_mac, heartbeat_limit.as_nanos() as u64, kernel_log)?
+        DataPlane::load(iface_mac, limit_ns, kernel_log)?
     };
     let logger = dp.take_logger();
 
-    let sources = advert_sources(&config, iface)?;
-    let v4_src = sources.get(&false).and_then(|a| match a {
-        IpAddr::V4(a) => Some(*a),
-        IpAddr::V6(_) => None,
-    });
-    let v6_src = sources.get(&true).and_then(|a| match a {
-        IpAddr::V6(a) => Some(*a),
-        IpAddr::V4(_) => None,
-    });
-    let sockets = AdvertSockets::open(iface, ifindex, v4_src, v6_src)
-        .context("opening the advert sockets")?;
+    let (sources, sockets) = open_advert_sockets(&config, iface, ifindex)?;
 
     // Everything the program reads is in place before it sees its first packet.
     let site = Site {
@@ -272,79 +234,44 @@ async fn run_bound(
     } = site.publish_all(&mut dp, &config, resume, &start_inputs)?;
     // A hitless restart inherits the old daemon's maps: what this configuration has not goes.
     prune_maps(&mut dp, &config)?;
-    let groups = config
-        .sync_groups
-        .iter()
-        .map(|g| SyncGroupConfig {
-            name: g.name.clone(),
-            members: g.instances.clone(),
-        })
-        .collect();
-    let mut engine = Engine::new(engine_configs, groups)?;
-    // Tracked scripts that some instance follows run as tasks reporting changes here.
-    let (track_tx, track_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut engine = Engine::new(engine_configs, sync_groups(&config))?;
     let metrics = Metrics::new(iface);
-    let Trackers {
-        tasks: _tasks,
-        fencers,
-        mysql_status,
-        lease,
-    } = spawn_trackers(
-        &config,
-        Carried {
-            inputs: &start_inputs,
-            lease: resumed_lease,
-            resume,
-        },
-        tracked_processes,
-        &metrics,
-        &track_tx,
-    )?;
-    let (host_tx, host_rx) = tokio::sync::mpsc::unbounded_channel();
-    watch_links(&config, iface, &track_tx, host_tx)?;
-    dp.heartbeat(dataplane::monotonic_coarse_ns())?;
-    let attached = if resume {
-        dp.adopt(&pin_dir)?;
-        let _ = std::fs::remove_file(&marker);
-        "adopted"
-    } else {
-        match dp.attach(iface, config.xdp_mode, &pin_dir)? {
-            dataplane::Attached::Native => "native",
-            dataplane::Attached::Generic => "generic",
-        }
+    let carried = Carried {
+        inputs: &start_inputs,
+        lease: resumed_lease,
+        resume,
     };
-    dp.pin(&pin_dir)?;
-    info!(iface, mode = attached, pinned = %pin_dir.display(), "data plane attached");
+    let (
+        Trackers {
+            tasks: _tasks,
+            fencers,
+            mysql_status,
+            lease,
+        },
+        (_track_tx, track_rx),
+        host_rx,
+    ) = watch(&config, iface, carried, tracked_processes, &metrics)?;
+    dp.heartbeat(dataplane::monotonic_coarse_ns())?;
+    attach(&mut dp, &config, iface, (&pin_dir, &marker), resume)?;
 
     let addresses = Addresses::connect().context("opening netlink")?;
     let (vmacs, sysctls) =
         virtual_macs(&addresses, wanted_vmacs, (iface, ifindex), resume, &sources).await?;
-    let mut shell = Shell {
+    let mut shell = Shell::new(ShellParts {
         hooks: Hooks::start(&config).context("starting the notify hooks and the event stream")?,
         dp,
         sockets,
         addresses,
         configure_vips: config.configure_vips,
         announcer: Announcer::open(ifindex).context("opening the announcement socket")?,
-        vips: HashMap::new(),
-        vip_keys: HashMap::new(),
         vmacs,
-        advert_id: 0,
         fencers,
-        fences: HashMap::new(),
-        writable: HashMap::new(),
         mysql_status,
         macs,
-        last_heard: HashMap::new(),
         metrics,
-        deferred: None,
         lease,
-        advertisers: HashMap::new(),
         primaries,
-        split: crate::split::SplitBrain::default(),
-        keeper: VipKeeper::default(),
-        endpoint: metrics::Endpoint::default(),
-    };
+    });
     shell.place_vips(&config, ifindex);
     shell.remove_dropped_vips(&resumed_vips).await;
     // From here on the engine sends the adverts and the loop keeps the heartbeat.
@@ -374,6 +301,141 @@ async fn run_bound(
         logger,
     };
     let (why, running) = event_loop(running, inputs).await?;
+    conclude(why, running, (&pin_dir, &sysctls)).await
+}
+
+/// The BPF filesystem mounted; the interface's MAC and index.
+fn interface(config: &Config) -> anyhow::Result<([u8; 6], u32)> {
+    dataplane::ensure_bpffs(&config.bpffs)
+        .with_context(|| format!("mounting the BPF filesystem at {}", config.bpffs.display()))?;
+    let iface = config.interface.as_str();
+    let iface_mac = dataplane::interface_mac(iface)?;
+    let ifindex =
+        nix::net::if_::if_nametoindex(iface).with_context(|| format!("no interface {iface}"))?;
+    Ok((iface_mac, ifindex))
+}
+
+/// What the instances start from: the tracks a hitless restart carried over, the tracked
+/// processes read once now (fresher than what a restart carried), and, on a fresh start, the
+/// tracked scripts' first results (keepalived's semantics: no instance is promoted before its
+/// scripts have reported). Also the tracked processes, for their tasks.
+async fn start_inputs(
+    config: &Config,
+    resume: bool,
+    resumed: &HashMap<String, TrackInput>,
+) -> (
+    Vec<crate::config::TrackProcess>,
+    HashMap<String, TrackInput>,
+) {
+    let tracked_processes: Vec<_> = config
+        .track_processes
+        .iter()
+        .filter(|t| config.tracked(|i| &i.track_processes, &t.name))
+        .cloned()
+        .collect();
+    let mut start_inputs = resumed.clone();
+    start_inputs.extend(process::initial_inputs(&tracked_processes));
+    if !resume {
+        let scripts: Vec<_> = config
+            .track_scripts
+            .iter()
+            .filter(|t| config.tracked(|i| &i.track_scripts, &t.name))
+            .cloned()
+            .collect();
+        start_inputs.extend(track::first_results(&scripts).await);
+    }
+    (tracked_processes, start_inputs)
+}
+
+/// The advert sources of each family, and the advert sockets over them.
+fn open_advert_sockets(
+    config: &Config,
+    iface: &str,
+    ifindex: u32,
+) -> anyhow::Result<(HashMap<bool, IpAddr>, AdvertSockets)> {
+    let sources = advert_sources(config, iface)?;
+    let v4_src = sources.get(&false).and_then(|a| match a {
+        IpAddr::V4(a) => Some(*a),
+        IpAddr::V6(_) => None,
+    });
+    let v6_src = sources.get(&true).and_then(|a| match a {
+        IpAddr::V6(a) => Some(*a),
+        IpAddr::V4(_) => None,
+    });
+    let sockets = AdvertSockets::open(iface, ifindex, v4_src, v6_src)
+        .context("opening the advert sockets")?;
+    Ok((sources, sockets))
+}
+
+/// Attaches the program (or, after a hitless restart, adopts the one left attached, and
+/// removes the marker) and pins it with the maps.
+fn attach(
+    dp: &mut DataPlane,
+    config: &Config,
+    iface: &str,
+    (pin_dir, marker): (&std::path::Path, &std::path::Path),
+    resume: bool,
+) -> anyhow::Result<()> {
+    let attached = if resume {
+        dp.adopt(pin_dir)?;
+        let _ = std::fs::remove_file(marker);
+        "adopted"
+    } else {
+        match dp.attach(iface, config.xdp_mode, pin_dir)? {
+            dataplane::Attached::Native => "native",
+            dataplane::Attached::Generic => "generic",
+        }
+    };
+    dp.pin(pin_dir)?;
+    info!(iface, mode = attached, pinned = %pin_dir.display(), "data plane attached");
+    Ok(())
+}
+
+/// Starts what reports to the loop: the tracked scripts, files, processes, MySQL probes and
+/// the write lease (as tasks), and the link and address events; their receivers.
+#[allow(clippy::type_complexity)]
+fn watch(
+    config: &Config,
+    iface: &str,
+    carried: Carried,
+    tracked_processes: Vec<crate::config::TrackProcess>,
+    metrics: &Metrics,
+) -> anyhow::Result<(
+    Trackers,
+    (
+        tokio::sync::mpsc::UnboundedSender<(String, TrackInput)>,
+        tokio::sync::mpsc::UnboundedReceiver<(String, TrackInput)>,
+    ),
+    tokio::sync::mpsc::UnboundedReceiver<netlink::HostEvent>,
+)> {
+    let (track_tx, track_rx) = tokio::sync::mpsc::unbounded_channel();
+    let trackers = spawn_trackers(config, carried, tracked_processes, metrics, &track_tx)?;
+    let (host_tx, host_rx) = tokio::sync::mpsc::unbounded_channel();
+    watch_links(config, iface, &track_tx, host_tx)?;
+    // The loop keeps a sender, so that its track channel never closes.
+    Ok((trackers, (track_tx, track_rx), host_rx))
+}
+
+/// The engine's sync groups.
+fn sync_groups(config: &Config) -> Vec<SyncGroupConfig> {
+    config
+        .sync_groups
+        .iter()
+        .map(|g| SyncGroupConfig {
+            name: g.name.clone(),
+            members: g.instances.clone(),
+        })
+        .collect()
+}
+
+/// Stops the way `why` asks: handing over for a hitless restart, or as on SIGTERM (fenced,
+/// resigned, VIPs removed, detached), then an error for systemd to restart on, or an exec of
+/// the daemon afresh on a re-created interface.
+async fn conclude(
+    why: Stop,
+    running: Running<'_>,
+    (pin_dir, sysctls): (&std::path::Path, &[(String, String)]),
+) -> anyhow::Result<()> {
     let Running {
         engine,
         mut shell,
@@ -381,19 +443,18 @@ async fn run_bound(
         track_inputs,
         ..
     } = running;
+    let config = &config;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     match why {
-        Stop::Hitless => leave_for_restart(&mut shell, &engine, &config, &track_inputs, &pin_dir),
-        Stop::ForGood => stop(shell, engine, &config, &sysctls).await,
-        // Stopped as on SIGTERM (fenced, resigned, VIPs removed, detached), then an error, so
-        // that systemd restarts the daemon.
+        Stop::Hitless => leave_for_restart(&mut shell, &engine, config, &track_inputs, pin_dir),
+        Stop::ForGood => stop(shell, engine, config, sysctls).await,
         Stop::Failed(why) => {
             tracing::error!(%why, "stopping as on SIGTERM, then exiting with an error");
-            stop(shell, engine, &config, &sysctls).await?;
+            stop(shell, engine, config, sysctls).await?;
             Err(anyhow::anyhow!(why))
         }
         Stop::Reexec => {
-            stop(shell, engine, &config, &sysctls).await?;
+            stop(shell, engine, config, sysctls).await?;
             Err(reexec())
         }
     }

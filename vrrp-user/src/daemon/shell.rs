@@ -50,6 +50,55 @@ pub(super) struct Shell {
     pub(super) endpoint: metrics::Endpoint,
 }
 
+/// What a shell is built from at startup.
+pub(super) struct ShellParts {
+    pub(super) hooks: Hooks,
+    pub(super) dp: DataPlane,
+    pub(super) sockets: AdvertSockets,
+    pub(super) addresses: Addresses,
+    pub(super) configure_vips: bool,
+    pub(super) announcer: Announcer,
+    pub(super) vmacs: HashMap<String, u32>,
+    pub(super) fencers: HashMap<String, Fencer>,
+    pub(super) mysql_status: Vec<mysql::SharedStatus>,
+    pub(super) macs: HashMap<InstanceKey, [u8; 6]>,
+    pub(super) metrics: Metrics,
+    pub(super) lease: Option<crate::lease::task::LeaseHandle>,
+    pub(super) primaries: HashMap<InstanceKey, IpAddr>,
+}
+
+impl Shell {
+    /// A shell with nothing placed, fenced, heard or held down yet.
+    pub(super) fn new(p: ShellParts) -> Self {
+        Self {
+            hooks: p.hooks,
+            dp: p.dp,
+            sockets: p.sockets,
+            addresses: p.addresses,
+            configure_vips: p.configure_vips,
+            announcer: p.announcer,
+            vips: HashMap::new(),
+            vip_keys: HashMap::new(),
+            vmacs: p.vmacs,
+            advert_id: 0,
+            fencers: p.fencers,
+            fences: HashMap::new(),
+            writable: HashMap::new(),
+            mysql_status: p.mysql_status,
+            macs: p.macs,
+            last_heard: HashMap::new(),
+            metrics: p.metrics,
+            deferred: None,
+            lease: p.lease,
+            advertisers: HashMap::new(),
+            primaries: p.primaries,
+            split: crate::split::SplitBrain::default(),
+            keeper: VipKeeper::default(),
+            endpoint: metrics::Endpoint::default(),
+        }
+    }
+}
+
 impl Shell {
     /// Where each VIP of `config` goes (its instance's macvlan, or the interface), and which
     /// MySQL servers each instance fences.

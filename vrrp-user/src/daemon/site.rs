@@ -11,7 +11,6 @@ pub(super) fn engine_config(
     primary: IpAddr,
     config: &Config,
 ) -> InstanceConfig {
-    let (scripts, files) = (&config.track_scripts, &config.track_files);
     let mut c = InstanceConfig::new(
         &inst.name,
         ifindex,
@@ -47,109 +46,8 @@ pub(super) fn engine_config(
     if inst.v3_checksum_as_v2 {
         c.checksum_form = ChecksumForm::Plain;
     }
-    c.tracks = inst
-        .track_scripts
-        .iter()
-        .filter_map(|name| scripts.iter().find(|t| t.name == *name))
-        .map(|t| TrackConfig {
-            name: t.name.clone(),
-            weight: t.weight,
-            reverse: t.weight_reverse,
-            initial: TrackInput::Up,
-        })
-        .collect();
-    c.tracks.extend(
-        inst.track_files
-            .iter()
-            .filter_map(|name| files.iter().find(|t| t.name == *name))
-            .map(|t| TrackConfig {
-                name: t.name.clone(),
-                weight: t.weight,
-                reverse: t.weight_reverse,
-                initial: TrackInput::Value(0),
-            }),
-    );
-    // Tracked processes start down; the daemon reads /proc before it starts the instances.
-    c.tracks.extend(
-        inst.track_processes
-            .iter()
-            .filter_map(|name| config.track_processes.iter().find(|t| t.name == *name))
-            .map(|t| TrackConfig {
-                name: process::track_name(&t.name),
-                weight: t.weight,
-                reverse: t.weight_reverse,
-                initial: TrackInput::Down,
-            }),
-    );
-    // MySQL targets start down: no takeover before the first probe has answered.
-    for t in inst
-        .track_mysql
-        .iter()
-        .filter_map(|name| config.mysql.iter().find(|t| t.name == *name))
-    {
-        c.tracks.push(TrackConfig {
-            name: mysql::alive_track(&t.name),
-            weight: t.weight,
-            reverse: false,
-            initial: TrackInput::Down,
-        });
-        if let Some(r) = &t.replication {
-            c.tracks.push(TrackConfig {
-                name: mysql::replication_track(&t.name),
-                weight: r.weight,
-                reverse: false,
-                initial: TrackInput::Down,
-            });
-        }
-    }
-    // With a write lease, an instance that fences stays in Fault while the node yielded the
-    // lease to a stronger holder (its server could not be made writable).
-    let fences = inst
-        .track_mysql
-        .iter()
-        .any(|n| config.mysql.iter().any(|t| t.name == *n && t.fence));
-    if config.write_lease.is_some() && fences {
-        c.tracks.push(TrackConfig {
-            name: crate::lease::task::TRACK.to_owned(),
-            weight: 0,
-            reverse: false,
-            initial: TrackInput::Up,
-        });
-    }
-    // Out of the election while it lost a split brain seen on the wire (crate::split).
-    c.tracks.push(TrackConfig {
-        name: crate::split::track_name(instance_key(inst, ifindex)),
-        weight: 0,
-        reverse: false,
-        initial: TrackInput::Up,
-    });
-    // Out of the election while a VIP cannot be added (crate::keeper).
-    if config.configure_vips {
-        c.tracks.push(TrackConfig {
-            name: crate::keeper::track_name(instance_key(inst, ifindex)),
-            weight: 0,
-            reverse: false,
-            initial: TrackInput::Up,
-        });
-    }
-    // The instance's own interface (no link: Fault, as in keepalived, unless
-    // dont_track_primary), and the others it tracks, with their weights.
-    if !inst.dont_track_primary {
-        c.tracks.push(TrackConfig {
-            name: netlink::link_track_name(iface),
-            weight: 0,
-            reverse: false,
-            initial: TrackInput::Up,
-        });
-    }
-    for link in &inst.track_interfaces {
-        c.tracks.push(TrackConfig {
-            name: netlink::link_track_name(&link.name),
-            weight: link.weight,
-            reverse: link.weight_reverse,
-            initial: TrackInput::Up,
-        });
-    }
+    c.tracks = tracked(inst, config);
+    c.tracks.extend(guards(inst, iface, ifindex, config));
     if !inst.unicast_peers.is_empty() {
         c.transport = Transport::Unicast {
             peers: inst.unicast_peers.clone(),
@@ -157,6 +55,110 @@ pub(super) fn engine_config(
         };
     }
     c
+}
+
+fn track(name: String, weight: i32, reverse: bool, initial: TrackInput) -> TrackConfig {
+    TrackConfig {
+        name,
+        weight,
+        reverse,
+        initial,
+    }
+}
+
+/// The tracks of what the instance's configuration follows: scripts (up until their first
+/// result, which comes before the start), files, processes (down: the daemon reads /proc
+/// before it starts the instances) and MySQL targets (down: no takeover before the first
+/// probe has answered).
+fn tracked(inst: &Instance, config: &Config) -> Vec<TrackConfig> {
+    let mut tracks = Vec::new();
+    for t in inst
+        .track_scripts
+        .iter()
+        .filter_map(|name| config.track_scripts.iter().find(|t| t.name == *name))
+    {
+        tracks.push(track(
+            t.name.clone(),
+            t.weight,
+            t.weight_reverse,
+            TrackInput::Up,
+        ));
+    }
+    for t in inst
+        .track_files
+        .iter()
+        .filter_map(|name| config.track_files.iter().find(|t| t.name == *name))
+    {
+        let initial = TrackInput::Value(0);
+        tracks.push(track(t.name.clone(), t.weight, t.weight_reverse, initial));
+    }
+    for t in inst
+        .track_processes
+        .iter()
+        .filter_map(|name| config.track_processes.iter().find(|t| t.name == *name))
+    {
+        let name = process::track_name(&t.name);
+        tracks.push(track(name, t.weight, t.weight_reverse, TrackInput::Down));
+    }
+    for t in inst
+        .track_mysql
+        .iter()
+        .filter_map(|name| config.mysql.iter().find(|t| t.name == *name))
+    {
+        let name = mysql::alive_track(&t.name);
+        tracks.push(track(name, t.weight, false, TrackInput::Down));
+        if let Some(r) = &t.replication {
+            let name = mysql::replication_track(&t.name);
+            tracks.push(track(name, r.weight, false, TrackInput::Down));
+        }
+    }
+    tracks
+}
+
+/// The tracks the daemon keeps for the instance's safety: the write lease (an instance that
+/// fences stays in Fault while the node yielded the lease to a stronger holder), a split brain
+/// lost on the wire (crate::split), a VIP that cannot be added (crate::keeper), its own
+/// interface (no link: Fault, as in keepalived, unless dont_track_primary), and the other
+/// interfaces it tracks, with their weights.
+fn guards(inst: &Instance, iface: &str, ifindex: u32, config: &Config) -> Vec<TrackConfig> {
+    let key = instance_key(inst, ifindex);
+    let fences = inst
+        .track_mysql
+        .iter()
+        .any(|n| config.mysql.iter().any(|t| t.name == *n && t.fence));
+    let mut tracks = Vec::new();
+    if config.write_lease.is_some() && fences {
+        let name = crate::lease::task::TRACK.to_owned();
+        tracks.push(track(name, 0, false, TrackInput::Up));
+    }
+    tracks.push(track(
+        crate::split::track_name(key),
+        0,
+        false,
+        TrackInput::Up,
+    ));
+    if config.configure_vips {
+        tracks.push(track(
+            crate::keeper::track_name(key),
+            0,
+            false,
+            TrackInput::Up,
+        ));
+    }
+    if !inst.dont_track_primary {
+        let name = netlink::link_track_name(iface);
+        tracks.push(track(name, 0, false, TrackInput::Up));
+    }
+    for link in &inst.track_interfaces {
+        let name = netlink::link_track_name(&link.name);
+        tracks.push(track(
+            name,
+            link.weight,
+            link.weight_reverse,
+            TrackInput::Up,
+        ));
+    }
+    tracks
 }
 
 /// What instances are published against: the interface and its addresses.
