@@ -519,181 +519,265 @@ pub fn spawn_probe(
     latency: prometheus_client::metrics::histogram::Histogram,
     fencer: Option<Fencer>,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let interval = Duration::from_millis(t.interval_ms);
-        let timeout = Duration::from_millis(t.timeout_ms);
-        // How long a round that has not answered may keep its connection: a lossy path
-        // retransmits, and a new connection would leave the old one on the server until its
-        // close gets through (the server would hold three); only a path silent this long is
-        // given up on.
-        let give_up = (timeout * 10).max(Duration::from_secs(30));
+    let interval = Duration::from_millis(t.interval_ms);
+    let timeout = Duration::from_millis(t.timeout_ms);
+    // How long a round that has not answered may keep its connection: a lossy path
+    // retransmits, and a new connection would leave the old one on the server until its close
+    // gets through (the server would hold three); only a path silent this long is given up on.
+    let give_up = (timeout * 10).max(Duration::from_secs(30));
+    let probe = Probe {
         // The target as a round sees it: its queries wait up to `give_up`, the round's own
         // deadline (`timeout`) is kept by the ticks.
-        let patient = std::sync::Arc::new(MysqlTarget {
+        patient: std::sync::Arc::new(MysqlTarget {
             timeout_ms: give_up.as_millis() as u64,
             ..t.clone()
-        });
-        let mut alive = Tracked::new(alive_track(&t.name), t.rise, t.fall);
-        let mut repl = Tracked::new(replication_track(&t.name), t.rise, t.fall);
-        let mut backoff = interval;
-        let mut connections = 0u64;
-        // The server-side ids of the last connections, killed from the next one: a connection
-        // given up on a lossy path (its check timed out) must not linger on the server.
-        let mut stale: Vec<u32> = Vec::new();
+        }),
+        alive: Tracked::new(alive_track(&t.name), t.rise, t.fall),
+        repl: Tracked::new(replication_track(&t.name), t.rise, t.fall),
+        t,
+        timing: (interval, timeout, give_up),
+        out: (tx, status, latency, fencer),
+        backoff: interval,
+        connections: 0,
+        stale: Vec::new(),
+    };
+    tokio::spawn(probe.run())
+}
+
+/// The probe's owner stopped listening for its verdicts: the task ends.
+struct Closed;
+
+/// One MySQL target's probe, and what it keeps from one connection to the next.
+struct Probe {
+    t: MysqlTarget,
+    patient: std::sync::Arc<MysqlTarget>,
+    /// The interval between rounds, a round's timeout, and how long a late round may keep
+    /// its connection.
+    timing: (Duration, Duration, Duration),
+    alive: Tracked,
+    repl: Tracked,
+    /// Where the verdicts go: the engine's tracks, the status, the latency histogram, the
+    /// fencer.
+    out: (
+        mpsc::UnboundedSender<(String, TrackInput)>,
+        SharedStatus,
+        prometheus_client::metrics::histogram::Histogram,
+        Option<Fencer>,
+    ),
+    backoff: Duration,
+    connections: u64,
+    /// The server-side ids of the last connections, killed from the next one: a connection
+    /// given up on a lossy path (its check timed out) must not linger on the server.
+    stale: Vec<u32>,
+}
+
+impl Probe {
+    async fn run(mut self) {
         loop {
-            // Connect: the check connection, its server's dialect, and the parked watcher.
-            let opened = async {
-                let mut conn = connect(&t).await?;
-                let version = scalar(
-                    &mut conn,
-                    Duration::from_millis(t.timeout_ms),
-                    "SELECT VERSION()",
-                )
-                .await?;
-                let watcher = connect(&t).await?;
-                Ok::<_, Failure>((conn, version.unwrap_or_default(), watcher))
-            }
-            .await;
-            let (mut conn, version, watcher) = match opened {
-                Ok(v) => v,
-                Err(f) => {
-                    update(&status, |s| {
-                        s.alive = Some(false);
-                        s.reason = f.to_string();
-                        s.failures += 1;
-                    });
-                    if !alive.record(Err(f.to_string()), false, &tx) {
+            let (conn, version, watcher) = match self.open().await {
+                Ok(opened) => opened,
+                Err(f) => match self.unreachable(f).await {
+                    Ok(()) => continue,
+                    Err(Closed) => return,
+                },
+            };
+            match self.rounds(conn, version, watcher).await {
+                Ok(Some((failure, ids))) => {
+                    if self.lost(failure, ids).is_err() {
                         return;
                     }
-                    // Replication is unknown while the server is: it must prove healthy again
-                    // (rise) before it counts, or a returning server whose replica still
-                    // connects would take the VIP and lose it again at once.
-                    if t.replication.is_some()
-                        && !repl.record(Err("the server is not reachable".into()), false, &tx)
-                    {
-                        return;
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2)).max(interval);
-                    continue;
                 }
-            };
-            backoff = interval;
-            connections += 1;
-            kill_own(&t, &mut conn, std::mem::take(&mut stale)).await;
-            update(&status, |s| {
-                s.version.clone_from(&version);
-                s.reconnects = connections - 1;
-            });
-            info!(target = %t.name, host = %t.host, port = t.port, %version, "MySQL probe connected");
-            let statement = replica_statement(&version);
-            let check_id = conn.id();
-            let mut parked = park(watcher);
-            // Rounds on a timerfd (see crate::alarm): one wake-up per round, not two.
-            let mut ticker = match crate::alarm::Alarm::new() {
-                Ok(a) => a,
-                Err(e) => {
-                    warn!(target = %t.name, error = %e, "cannot create a timerfd; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
-            let mut next = std::time::Instant::now();
-            // A round runs on the connection it owns and hands it back. One that has not
-            // answered within timeout_ms is a failed check at every tick until it answers (a
-            // lossy path retransmits: the answer may still come, and the connection stays
-            // good); only after `give_up` is the connection given up on.
-            let mut conn = Some(conn);
-            let mut in_flight: Option<RoundFuture> = None;
-            let mut round_started = std::time::Instant::now();
-            let mut late = false;
-            let failure = loop {
-                if let Err(e) = ticker.set(next) {
-                    break Failure::Other(format!("timerfd: {e}"));
-                }
-                tokio::select! {
-                    f = &mut parked.gone => break f.unwrap_or(Failure::Gone("watcher ended".into())),
-                    (c, round) = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
-                        in_flight = None;
-                        conn = Some(c);
-                        let dropped = round.alive.as_ref().err().filter(|f| f.drops_connection()).cloned();
-                        if std::mem::take(&mut late) {
-                            // Counted as failed while it ran late; only a lost connection matters now.
-                            if let Some(f) = dropped {
-                                break f;
-                            }
-                            continue;
-                        }
-                        let took = round_started.elapsed();
-                        if !on_round(&t, round, took, (&status, &latency, fencer.as_ref()), (&mut alive, &mut repl), &tx) {
-                            return;
-                        }
-                        if let Some(f) = dropped {
-                            break f;
-                        }
-                    }
-                    fired = ticker.fired() => {
-                        if let Err(e) = fired {
-                            break Failure::Other(format!("timerfd: {e}"));
-                        }
-                        // A late round delays the next ones rather than bunching them.
-                        next = (next + interval).max(std::time::Instant::now());
-                        if in_flight.is_some() {
-                            let waited = round_started.elapsed();
-                            if waited >= give_up {
-                                break Failure::Timeout;
-                            }
-                            if waited >= timeout {
-                                late = true;
-                                update(&status, |s| {
-                                    s.probes += 1;
-                                    s.alive = Some(false);
-                                    s.failures += 1;
-                                    s.reason = Failure::Timeout.to_string();
-                                });
-                                if !alive.record(Err(Failure::Timeout.to_string()), false, &tx) {
-                                    return;
-                                }
-                            }
-                            continue;
-                        }
-                        let Some(mut c) = conn.take() else {
-                            break Failure::Other("no connection".into());
-                        };
-                        let patient = patient.clone();
-                        round_started = std::time::Instant::now();
-                        in_flight = Some(Box::pin(async move {
-                            let round = check(&patient, &mut c, statement).await;
-                            (c, round)
-                        }));
-                    }
-                }
-            };
-            // A closed connection is a failure at once; a timeout waits for `fall` like any
-            // other failed check, and the connection is opened anew.
-            let at_once = matches!(failure, Failure::Gone(_) | Failure::NotRunning);
-            update(&status, |s| {
-                s.alive = Some(false);
-                s.reason = failure.to_string();
-                s.failures += 1;
-            });
-            if !alive.record(Err(failure.to_string()), at_once, &tx) {
-                return;
+                Ok(None) => {}
+                Err(Closed) => return,
             }
-            if t.replication.is_some() && !repl.record(Err(failure.to_string()), at_once, &tx) {
-                return;
-            }
-            // Given up on, not closed by the server (a timeout on a lossy path): killed from
-            // the next connection. A server that went away took them with it (and may reuse
-            // their ids).
-            if !at_once {
-                stale = vec![check_id, parked.id];
-            }
-            drop(in_flight);
-            drop(conn);
-            drop(parked);
         }
-    })
+    }
+
+    /// Connects: the check connection, its server's dialect, and the parked watcher.
+    async fn open(&self) -> Result<(Conn, String, Conn), Failure> {
+        let t = &self.t;
+        let mut conn = connect(t).await?;
+        let timeout = Duration::from_millis(t.timeout_ms);
+        let version = scalar(&mut conn, timeout, "SELECT VERSION()").await?;
+        let watcher = connect(t).await?;
+        Ok((conn, version.unwrap_or_default(), watcher))
+    }
+
+    /// The server cannot be reached: a failed check, then a wait (backing off up to 2 s).
+    async fn unreachable(&mut self, f: Failure) -> Result<(), Closed> {
+        let (tx, status, ..) = &self.out;
+        update(status, |s| {
+            s.alive = Some(false);
+            s.reason = f.to_string();
+            s.failures += 1;
+        });
+        if !self.alive.record(Err(f.to_string()), false, tx) {
+            return Err(Closed);
+        }
+        // Replication is unknown while the server is: it must prove healthy again (rise)
+        // before it counts, or a returning server whose replica still connects would take the
+        // VIP and lose it again at once.
+        if self.t.replication.is_some()
+            && !self
+                .repl
+                .record(Err("the server is not reachable".into()), false, tx)
+        {
+            return Err(Closed);
+        }
+        tokio::time::sleep(self.backoff).await;
+        let interval = self.timing.0;
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(2)).max(interval);
+        Ok(())
+    }
+
+    /// Runs rounds on a connection until it fails: the failure and the server-side ids of the
+    /// connection and its watcher. None: no timer could be made (tried again in a second).
+    async fn rounds(
+        &mut self,
+        mut conn: Conn,
+        version: String,
+        watcher: Conn,
+    ) -> Result<Option<(Failure, [u32; 2])>, Closed> {
+        let interval = self.timing.0;
+        self.backoff = interval;
+        self.connections += 1;
+        kill_own(&self.t, &mut conn, std::mem::take(&mut self.stale)).await;
+        let t = &self.t;
+        update(&self.out.1, |s| {
+            s.version.clone_from(&version);
+            s.reconnects = self.connections - 1;
+        });
+        info!(target = %t.name, host = %t.host, port = t.port, %version, "MySQL probe connected");
+        let statement = replica_statement(&version);
+        let check_id = conn.id();
+        let mut parked = park(watcher);
+        // Rounds on a timerfd (see crate::alarm): one wake-up per round, not two.
+        let mut ticker = match crate::alarm::Alarm::new() {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(target = %t.name, error = %e, "cannot create a timerfd; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                return Ok(None);
+            }
+        };
+        let failure = self.tick(conn, statement, &mut parked, &mut ticker).await?;
+        Ok(Some((failure, [check_id, parked.id])))
+    }
+
+    /// The rounds of one connection, each started by the timer. A round runs on the connection
+    /// it owns and hands it back. One that has not answered within timeout_ms is a failed
+    /// check at every tick until it answers (a lossy path retransmits: the answer may still
+    /// come, and the connection stays good); only after `give_up` is the connection given up
+    /// on.
+    async fn tick(
+        &mut self,
+        conn: Conn,
+        statement: &'static str,
+        parked: &mut Parked,
+        ticker: &mut crate::alarm::Alarm,
+    ) -> Result<Failure, Closed> {
+        let (interval, timeout, give_up) = self.timing;
+        let Self {
+            t,
+            patient,
+            alive,
+            repl,
+            out: (tx, status, latency, fencer),
+            ..
+        } = self;
+        let mut next = std::time::Instant::now();
+        let mut conn = Some(conn);
+        let mut in_flight: Option<RoundFuture> = None;
+        let mut round_started = std::time::Instant::now();
+        let mut late = false;
+        loop {
+            if let Err(e) = ticker.set(next) {
+                return Ok(Failure::Other(format!("timerfd: {e}")));
+            }
+            tokio::select! {
+                f = &mut parked.gone => return Ok(f.unwrap_or(Failure::Gone("watcher ended".into()))),
+                (c, round) = async { in_flight.as_mut().expect("guarded").await }, if in_flight.is_some() => {
+                    in_flight = None;
+                    conn = Some(c);
+                    let dropped = round.alive.as_ref().err().filter(|f| f.drops_connection()).cloned();
+                    if std::mem::take(&mut late) {
+                        // Counted as failed while it ran late; only a lost connection matters now.
+                        if let Some(f) = dropped {
+                            return Ok(f);
+                        }
+                        continue;
+                    }
+                    let took = round_started.elapsed();
+                    if !on_round(t, round, took, (status, latency, fencer.as_ref()), (alive, repl), tx) {
+                        return Err(Closed);
+                    }
+                    if let Some(f) = dropped {
+                        return Ok(f);
+                    }
+                }
+                fired = ticker.fired() => {
+                    if let Err(e) = fired {
+                        return Ok(Failure::Other(format!("timerfd: {e}")));
+                    }
+                    // A late round delays the next ones rather than bunching them.
+                    next = (next + interval).max(std::time::Instant::now());
+                    if in_flight.is_some() {
+                        let waited = round_started.elapsed();
+                        if waited >= give_up {
+                            return Ok(Failure::Timeout);
+                        }
+                        if waited >= timeout {
+                            late = true;
+                            update(status, |s| {
+                                s.probes += 1;
+                                s.alive = Some(false);
+                                s.failures += 1;
+                                s.reason = Failure::Timeout.to_string();
+                            });
+                            if !alive.record(Err(Failure::Timeout.to_string()), false, tx) {
+                                return Err(Closed);
+                            }
+                        }
+                        continue;
+                    }
+                    let Some(mut c) = conn.take() else {
+                        return Ok(Failure::Other("no connection".into()));
+                    };
+                    let patient = patient.clone();
+                    round_started = std::time::Instant::now();
+                    in_flight = Some(Box::pin(async move {
+                        let round = check(&patient, &mut c, statement).await;
+                        (c, round)
+                    }));
+                }
+            }
+        }
+    }
+
+    /// The connection failed: a closed connection is a failure at once; a timeout waits for
+    /// `fall` like any other failed check, and the connection is opened anew. Given up on, not
+    /// closed by the server (a timeout on a lossy path), the connections are killed from the
+    /// next one; a server that went away took them with it (and may reuse their ids).
+    fn lost(&mut self, failure: Failure, ids: [u32; 2]) -> Result<(), Closed> {
+        let at_once = matches!(failure, Failure::Gone(_) | Failure::NotRunning);
+        let (tx, status, ..) = &self.out;
+        update(status, |s| {
+            s.alive = Some(false);
+            s.reason = failure.to_string();
+            s.failures += 1;
+        });
+        if !self.alive.record(Err(failure.to_string()), at_once, tx) {
+            return Err(Closed);
+        }
+        if self.t.replication.is_some() && !self.repl.record(Err(failure.to_string()), at_once, tx)
+        {
+            return Err(Closed);
+        }
+        if !at_once {
+            self.stale = ids.to_vec();
+        }
+        Ok(())
+    }
 }
 
 /// A command to a target's fencer.
