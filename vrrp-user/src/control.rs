@@ -236,80 +236,10 @@ pub fn table(status: &Status) -> String {
         }
     }
     if !status.mysql.is_empty() {
-        out.push_str(&format!(
-            "\n{:<12} {:<22} {:<6} {:<10} {:<34} {:>8} {:>8}  {}\n",
-            "mysql",
-            "address",
-            "alive",
-            "read_only",
-            "replication",
-            "probes",
-            "round",
-            "last failure"
-        ));
-        for m in &status.mysql {
-            let yes_no = |b: Option<bool>, yes: &str, no: &str| match b {
-                Some(true) => yes.to_owned(),
-                Some(false) => no.to_owned(),
-                None => "?".to_owned(),
-            };
-            let replication = match &m.replication {
-                None => "-".to_owned(),
-                Some(r) => format!(
-                    "{} (io {}, sql {}, lag {})",
-                    if r.healthy { "healthy" } else { "UNHEALTHY" },
-                    r.io_running,
-                    if r.sql_running { "Yes" } else { "No" },
-                    r.seconds_behind.map_or("-".to_owned(), |l| format!("{l}s"))
-                ),
-            };
-            out.push_str(&format!(
-                "{:<12} {:<22} {:<6} {:<10} {:<34} {:>8} {:>6}us  {}\n",
-                m.name,
-                m.address,
-                yes_no(m.alive, "up", "DOWN"),
-                yes_no(m.read_only, "ON", "OFF"),
-                replication,
-                m.probes,
-                m.last_round_us,
-                m.reason
-            ));
-            if !m.fence.is_empty() {
-                out.push_str(&format!(
-                    "{:<12} fence {}{}\n",
-                    "",
-                    m.fence,
-                    match m.peer_read_only {
-                        Some(true) => ", peer read_only ON",
-                        Some(false) => ", peer read_only OFF",
-                        None => "",
-                    }
-                ));
-            }
-        }
+        mysql_table(&mut out, &status.mysql);
     }
     if let Some(l) = &status.lease {
-        out.push_str(&format!(
-            "\nwrite lease: {}{}{} (node {}, peer {}, {})\n",
-            if l.held { "HELD" } else { "not held" },
-            l.held_for_ms
-                .map_or(String::new(), |ms| format!(" for {ms} ms")),
-            if l.blocked {
-                ", BLOCKED: yielded to a stronger holder"
-            } else {
-                ""
-            },
-            l.node,
-            l.peer,
-            match &l.witness {
-                Some(w) => format!("witness {w}"),
-                None =>
-                    "NO WITNESS: a partition between the nodes can make both writable".to_owned(),
-            }
-        ));
-        if let Some((holder, ms)) = &l.own_vote {
-            out.push_str(&format!("own vote: granted to {holder} for {ms} ms\n"));
-        }
+        lease_line(&mut out, l);
     }
     if status.interface_recreated > 0 {
         out.push_str(&format!(
@@ -329,4 +259,76 @@ pub fn table(status: &Status) -> String {
         ));
     }
     out
+}
+
+/// The MySQL targets' part of the table.
+fn mysql_table(out: &mut String, mysql: &[MysqlStatus]) {
+    out.push_str(&format!(
+        "\n{:<12} {:<22} {:<6} {:<10} {:<34} {:>8} {:>8}  {}\n",
+        "mysql", "address", "alive", "read_only", "replication", "probes", "round", "last failure"
+    ));
+    for m in mysql {
+        let yes_no = |b: Option<bool>, yes: &str, no: &str| match b {
+            Some(true) => yes.to_owned(),
+            Some(false) => no.to_owned(),
+            None => "?".to_owned(),
+        };
+        let replication = match &m.replication {
+            None => "-".to_owned(),
+            Some(r) => format!(
+                "{} (io {}, sql {}, lag {})",
+                if r.healthy { "healthy" } else { "UNHEALTHY" },
+                r.io_running,
+                if r.sql_running { "Yes" } else { "No" },
+                r.seconds_behind.map_or("-".to_owned(), |l| format!("{l}s"))
+            ),
+        };
+        out.push_str(&format!(
+            "{:<12} {:<22} {:<6} {:<10} {:<34} {:>8} {:>6}us  {}\n",
+            m.name,
+            m.address,
+            yes_no(m.alive, "up", "DOWN"),
+            yes_no(m.read_only, "ON", "OFF"),
+            replication,
+            m.probes,
+            m.last_round_us,
+            m.reason
+        ));
+        if !m.fence.is_empty() {
+            out.push_str(&format!(
+                "{:<12} fence {}{}\n",
+                "",
+                m.fence,
+                match m.peer_read_only {
+                    Some(true) => ", peer read_only ON",
+                    Some(false) => ", peer read_only OFF",
+                    None => "",
+                }
+            ));
+        }
+    }
+}
+
+/// The write lease's line of the table.
+fn lease_line(out: &mut String, l: &crate::lease::task::LeaseStatus) {
+    out.push_str(&format!(
+        "\nwrite lease: {}{}{} (node {}, peer {}, {})\n",
+        if l.held { "HELD" } else { "not held" },
+        l.held_for_ms
+            .map_or(String::new(), |ms| format!(" for {ms} ms")),
+        if l.blocked {
+            ", BLOCKED: yielded to a stronger holder"
+        } else {
+            ""
+        },
+        l.node,
+        l.peer,
+        match &l.witness {
+            Some(w) => format!("witness {w}"),
+            None => "NO WITNESS: a partition between the nodes can make both writable".to_owned(),
+        }
+    ));
+    if let Some((holder, ms)) = &l.own_vote {
+        out.push_str(&format!("own vote: granted to {holder} for {ms} ms\n"));
+    }
 }

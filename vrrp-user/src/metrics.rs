@@ -255,12 +255,6 @@ impl Metrics {
 
     /// The metrics text for this status.
     pub fn render(&self, status: &Status) -> String {
-        let set = |family: &Family<Labels, Counter>, labels: &Labels, value: u64| {
-            family
-                .get_or_create(labels)
-                .inner()
-                .store(value, Ordering::Relaxed);
-        };
         for family in [
             &self.adverts_sent,
             &self.adverts_received,
@@ -297,42 +291,9 @@ impl Metrics {
             family.clear();
         }
         for i in &status.instances {
-            let labels = self.instance(&i.name, i.vrid, &i.family);
-            self.state.get_or_create(&labels).set(state_code(&i.state));
-            self.priority
-                .get_or_create(&labels)
-                .set(i64::from(i.effective_priority));
-            set(&self.adverts_sent, &labels, i.adverts_sent);
-            set(&self.adverts_received, &labels, i.adverts_received);
-            set(&self.became_master, &labels, i.became_master);
-            let dp = &i.data_plane;
-            set(&self.requests, &labels, dp.requests);
-            set(&self.answered, &labels, dp.answered);
-            set(&self.adverts_valid, &labels, dp.adverts_valid);
-            set(&self.foreign_owner, &labels, dp.foreign_owner);
-            let with = |reason: &str| {
-                let mut l = labels.clone();
-                l.push(("reason", reason.to_owned()));
-                l
-            };
-            set(&self.dropped, &with("not_master"), dp.dropped_not_master);
-            set(
-                &self.dropped,
-                &with("stale_heartbeat"),
-                dp.dropped_stale_heartbeat,
-            );
-            set(&self.dropped, &with("vip_absent"), dp.passed_vip_absent);
-            let u = &i.vip_upkeep;
-            set(&self.vips_readded, &labels, u.readded);
-            set(&self.vip_add_failures, &labels, u.add_failures);
-            self.vips_absent
-                .get_or_create(&labels)
-                .set(u.absent.len() as i64);
-            for (reason, n) in &dp.adverts_dropped_by_reason {
-                set(&self.adverts_dropped, &with(reason), *n);
-            }
+            self.render_instance(i);
         }
-        set(
+        set_counter(
             &self.interface_recreated,
             &vec![("interface", self.interface.clone())],
             status.interface_recreated,
@@ -343,43 +304,10 @@ impl Metrics {
                 ("vrid", o.vrid.to_string()),
                 ("family", o.family.clone()),
             ];
-            set(&self.adverts_other_vrid, &labels, o.adverts);
+            set_counter(&self.adverts_other_vrid, &labels, o.adverts);
         }
         for m in &status.mysql {
-            let labels = vec![("target", m.name.clone()), ("address", m.address.clone())];
-            let flag = |b: bool| i64::from(b);
-            if let Some(alive) = m.alive {
-                self.mysql_up.get_or_create(&labels).set(flag(alive));
-            }
-            if let Some(ro) = m.read_only {
-                self.mysql_read_only.get_or_create(&labels).set(flag(ro));
-            }
-            if let Some(r) = &m.replication {
-                self.mysql_replication_healthy
-                    .get_or_create(&labels)
-                    .set(flag(r.healthy));
-                if let Some(lag) = r.seconds_behind {
-                    self.mysql_replication_lag
-                        .get_or_create(&labels)
-                        .set(lag as i64);
-                }
-            }
-            set(&self.mysql_probes, &labels, m.probes);
-            set(&self.mysql_failures, &labels, m.failures);
-            set(&self.mysql_reconnects, &labels, m.reconnects);
-            if !m.fence.is_empty() {
-                let state = m.fence.split(':').next().unwrap_or_default().to_owned();
-                let mut l = labels.clone();
-                l.push(("state", state.clone()));
-                self.mysql_fenced
-                    .get_or_create(&l)
-                    .set(flag(state == "fenced" || state == "down"));
-            }
-            if let Some(ro) = m.peer_read_only {
-                self.mysql_peer_read_only
-                    .get_or_create(&labels)
-                    .set(flag(ro));
-            }
+            self.render_mysql(m);
         }
         if let Some(l) = &status.lease {
             let labels = vec![("node", l.node.clone()), ("peer", l.peer.clone())];
@@ -395,6 +323,92 @@ impl Metrics {
         let _ = encode(&mut text, &self.registry);
         text
     }
+
+    /// One instance's series.
+    fn render_instance(&self, i: &crate::control::InstanceStatus) {
+        let set = set_counter;
+        let labels = self.instance(&i.name, i.vrid, &i.family);
+        self.state.get_or_create(&labels).set(state_code(&i.state));
+        self.priority
+            .get_or_create(&labels)
+            .set(i64::from(i.effective_priority));
+        set(&self.adverts_sent, &labels, i.adverts_sent);
+        set(&self.adverts_received, &labels, i.adverts_received);
+        set(&self.became_master, &labels, i.became_master);
+        let dp = &i.data_plane;
+        set(&self.requests, &labels, dp.requests);
+        set(&self.answered, &labels, dp.answered);
+        set(&self.adverts_valid, &labels, dp.adverts_valid);
+        set(&self.foreign_owner, &labels, dp.foreign_owner);
+        let with = |reason: &str| {
+            let mut l = labels.clone();
+            l.push(("reason", reason.to_owned()));
+            l
+        };
+        set(&self.dropped, &with("not_master"), dp.dropped_not_master);
+        set(
+            &self.dropped,
+            &with("stale_heartbeat"),
+            dp.dropped_stale_heartbeat,
+        );
+        set(&self.dropped, &with("vip_absent"), dp.passed_vip_absent);
+        let u = &i.vip_upkeep;
+        set(&self.vips_readded, &labels, u.readded);
+        set(&self.vip_add_failures, &labels, u.add_failures);
+        self.vips_absent
+            .get_or_create(&labels)
+            .set(u.absent.len() as i64);
+        for (reason, n) in &dp.adverts_dropped_by_reason {
+            set(&self.adverts_dropped, &with(reason), *n);
+        }
+    }
+
+    /// One MySQL target's series.
+    fn render_mysql(&self, m: &crate::control::MysqlStatus) {
+        let set = set_counter;
+        let labels = vec![("target", m.name.clone()), ("address", m.address.clone())];
+        let flag = |b: bool| i64::from(b);
+        if let Some(alive) = m.alive {
+            self.mysql_up.get_or_create(&labels).set(flag(alive));
+        }
+        if let Some(ro) = m.read_only {
+            self.mysql_read_only.get_or_create(&labels).set(flag(ro));
+        }
+        if let Some(r) = &m.replication {
+            self.mysql_replication_healthy
+                .get_or_create(&labels)
+                .set(flag(r.healthy));
+            if let Some(lag) = r.seconds_behind {
+                self.mysql_replication_lag
+                    .get_or_create(&labels)
+                    .set(lag as i64);
+            }
+        }
+        set(&self.mysql_probes, &labels, m.probes);
+        set(&self.mysql_failures, &labels, m.failures);
+        set(&self.mysql_reconnects, &labels, m.reconnects);
+        if !m.fence.is_empty() {
+            let state = m.fence.split(':').next().unwrap_or_default().to_owned();
+            let mut l = labels.clone();
+            l.push(("state", state.clone()));
+            self.mysql_fenced
+                .get_or_create(&l)
+                .set(flag(state == "fenced" || state == "down"));
+        }
+        if let Some(ro) = m.peer_read_only {
+            self.mysql_peer_read_only
+                .get_or_create(&labels)
+                .set(flag(ro));
+        }
+    }
+}
+
+/// Sets a counter series to a value read elsewhere (the engine's or the data plane's count).
+fn set_counter(family: &Family<Labels, Counter>, labels: &Labels, value: u64) {
+    family
+        .get_or_create(labels)
+        .inner()
+        .store(value, Ordering::Relaxed);
 }
 
 /// At most this many metrics connections are served at once; more are closed at once.
