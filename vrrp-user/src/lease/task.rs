@@ -105,8 +105,8 @@ pub fn spawn(
             "write lease without a witness: a node that cannot hear its peer holds the lease alone, so a partition between the two can make both servers writable (set write_lease.witness)"
         );
     }
-    let (want, mut want_rx) = watch::channel(None);
-    let (fenced, mut fenced_rx) = watch::channel(true);
+    let (want, want_rx) = watch::channel(None);
+    let (fenced, fenced_rx) = watch::channel(true);
     let (held_tx, held) = watch::channel(false);
     let (contested_tx, contested) = watch::channel(0u64);
     let status = Arc::new(Mutex::new(LeaseStatus {
@@ -115,15 +115,60 @@ pub fn spawn(
         witness: cfg.witness.map(|w| w.to_string()),
         ..LeaseStatus::default()
     }));
-    let shared = status.clone();
-    let key = cfg.key.expose().as_bytes().to_vec();
-    let (peer, witness) = (cfg.peer, cfg.witness);
     let epoch = (Instant::now(), now());
-    let at = move |t: Time| epoch.0 + Duration::from_micros(t.since(epoch.1));
-    tokio::spawn(async move {
-        let mut node = Node::new(node_cfg, now(), first_seq(), resumed);
+    let task = Task {
+        socket,
+        key: cfg.key.expose().as_bytes().to_vec(),
+        peer: cfg.peer,
+        witness: cfg.witness,
+        held: held_tx,
+        contested: contested_tx,
+        tracks,
+        shared: status.clone(),
+        dropped: 0,
+        now,
+        epoch,
+    };
+    let node = Node::new(node_cfg, now(), first_seq(), resumed);
+    tokio::spawn(task.run(node, want_rx, fenced_rx));
+    Ok(LeaseHandle {
+        want,
+        fenced,
+        held,
+        contested,
+        status,
+    })
+}
+
+/// The lease's owner stopped listening: the task ends.
+struct Closed;
+
+/// The task that runs a node of the lease: its socket, and where its outputs go.
+struct Task {
+    socket: UdpSocket,
+    key: Vec<u8>,
+    peer: std::net::SocketAddr,
+    witness: Option<std::net::SocketAddr>,
+    held: watch::Sender<bool>,
+    contested: watch::Sender<u64>,
+    tracks: tokio::sync::mpsc::UnboundedSender<(String, TrackInput)>,
+    shared: Arc<Mutex<LeaseStatus>>,
+    /// Datagrams dropped (bad MAC, malformed).
+    dropped: u64,
+    now: fn() -> Time,
+    /// The node's clock against the monotonic clock.
+    epoch: (Instant, Time),
+}
+
+impl Task {
+    async fn run(
+        mut self,
+        mut node: Node,
+        mut want_rx: watch::Receiver<Option<u8>>,
+        mut fenced_rx: watch::Receiver<bool>,
+    ) {
+        let now = self.now;
         let mut buf = [0u8; 256];
-        let mut dropped = 0u64;
         let mut last_want = None;
         loop {
             // Released only once the servers are fenced; until then the node keeps its grants
@@ -139,79 +184,18 @@ pub fn spawn(
                 node.set_want(now(), effective);
                 last_want = effective;
             }
-            while let Some(out) = node.poll_output() {
-                match out {
-                    Output::Send(dest, msg) => {
-                        let to = match dest {
-                            Dest::Peer => Some(peer),
-                            Dest::Witness => witness,
-                        };
-                        if let Some(to) = to {
-                            let _ = socket.try_send_to(&wire::encode(&msg, &key), to);
-                        }
-                    }
-                    Output::Held(h) => {
-                        info!(
-                            held = h,
-                            "write lease {}",
-                            if h { "held" } else { "not held" }
-                        );
-                        let _ = held_tx.send(h);
-                    }
-                    Output::Contested => {
-                        info!(
-                            "write lease contested by a weaker master: announcing the VIPs again"
-                        );
-                        contested_tx.send_modify(|n| *n += 1);
-                    }
-                    Output::Blocked(b) => {
-                        if b {
-                            warn!(
-                                "write lease: yielded to a stronger holder; instances that fence stay in Fault while it holds"
-                            );
-                        } else {
-                            info!("write lease: no other holder any more; instances may run again");
-                        }
-                        let input = if b { TrackInput::Down } else { TrackInput::Up };
-                        if tracks.send((TRACK.to_owned(), input)).is_err() {
-                            return;
-                        }
-                    }
-                }
+            if self.outputs(&mut node).is_err() {
+                return;
             }
-            if let Ok(mut s) = shared.lock() {
-                let t = now();
-                s.held = node.held();
-                s.held_for_ms = node.held_until().map(|u| u.since(t) / 1_000);
-                s.candidate = want.is_some();
-                s.blocked = node.blocked();
-                let own = node.own_grant(t);
-                s.own_vote = own.map(|g| (g.to.to_string(), g.until.since(t) / 1_000));
-                s.own_vote_priority = own.map_or(0, |g| g.priority);
-                s.dropped = dropped;
-            }
-            let deadline = node.poll_timeout().map(at);
+            self.publish(&node, want.is_some());
+            let (instant, time) = self.epoch;
+            let deadline = node
+                .poll_timeout()
+                .map(|t| instant + Duration::from_micros(t.since(time)));
             tokio::select! {
-                r = socket.recv_from(&mut buf) => {
+                r = self.socket.recv_from(&mut buf) => {
                     let Ok((n, src)) = r else { continue };
-                    match wire::decode(&buf[..n], &key) {
-                        Ok(msg) => {
-                            let dest = if src == peer {
-                                Some(Dest::Peer)
-                            } else if Some(src) == witness {
-                                Some(Dest::Witness)
-                            } else {
-                                None
-                            };
-                            if let Some(answer) = node.handle(now(), dest, &msg) {
-                                let _ = socket.try_send_to(&wire::encode(&answer, &key), src);
-                            }
-                        }
-                        Err(err) => {
-                            dropped += 1;
-                            warn!(%src, error = %err, "write lease: datagram dropped");
-                        }
-                    }
+                    self.on_datagram(&mut node, &buf[..n], src);
                 }
                 () = async {
                     match deadline {
@@ -226,14 +210,90 @@ pub fn spawn(
                 r = fenced_rx.changed() => if r.is_err() { return },
             }
         }
-    });
-    Ok(LeaseHandle {
-        want,
-        fenced,
-        held,
-        contested,
-        status,
-    })
+    }
+
+    /// Carries out what the node asks: messages out, and its state to the daemon.
+    fn outputs(&self, node: &mut Node) -> Result<(), Closed> {
+        while let Some(out) = node.poll_output() {
+            match out {
+                Output::Send(dest, msg) => {
+                    let to = match dest {
+                        Dest::Peer => Some(self.peer),
+                        Dest::Witness => self.witness,
+                    };
+                    if let Some(to) = to {
+                        let _ = self.socket.try_send_to(&wire::encode(&msg, &self.key), to);
+                    }
+                }
+                Output::Held(h) => {
+                    info!(
+                        held = h,
+                        "write lease {}",
+                        if h { "held" } else { "not held" }
+                    );
+                    let _ = self.held.send(h);
+                }
+                Output::Contested => {
+                    info!("write lease contested by a weaker master: announcing the VIPs again");
+                    self.contested.send_modify(|n| *n += 1);
+                }
+                Output::Blocked(b) => {
+                    if b {
+                        warn!(
+                            "write lease: yielded to a stronger holder; instances that fence stay in Fault while it holds"
+                        );
+                    } else {
+                        info!("write lease: no other holder any more; instances may run again");
+                    }
+                    let input = if b { TrackInput::Down } else { TrackInput::Up };
+                    if self.tracks.send((TRACK.to_owned(), input)).is_err() {
+                        return Err(Closed);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The node's state for `xvrrp status` and the metrics.
+    fn publish(&self, node: &Node, candidate: bool) {
+        if let Ok(mut s) = self.shared.lock() {
+            let t = (self.now)();
+            s.held = node.held();
+            s.held_for_ms = node.held_until().map(|u| u.since(t) / 1_000);
+            s.candidate = candidate;
+            s.blocked = node.blocked();
+            let own = node.own_grant(t);
+            s.own_vote = own.map(|g| (g.to.to_string(), g.until.since(t) / 1_000));
+            s.own_vote_priority = own.map_or(0, |g| g.priority);
+            s.dropped = self.dropped;
+        }
+    }
+
+    /// A datagram: handed to the node if it authenticates (answered where it came from),
+    /// dropped and counted otherwise.
+    fn on_datagram(&mut self, node: &mut Node, bytes: &[u8], src: std::net::SocketAddr) {
+        match wire::decode(bytes, &self.key) {
+            Ok(msg) => {
+                let dest = if src == self.peer {
+                    Some(Dest::Peer)
+                } else if Some(src) == self.witness {
+                    Some(Dest::Witness)
+                } else {
+                    None
+                };
+                if let Some(answer) = node.handle((self.now)(), dest, &msg) {
+                    let _ = self
+                        .socket
+                        .try_send_to(&wire::encode(&answer, &self.key), src);
+                }
+            }
+            Err(err) => {
+                self.dropped += 1;
+                warn!(%src, error = %err, "write lease: datagram dropped");
+            }
+        }
+    }
 }
 
 /// `xvrrp witness`: one vote, granted to one node at a time, until the process ends.
