@@ -77,25 +77,7 @@ fn vrrpv3_xvrrp_master_with_a_keepalived_backup_both_ways() {
     answered_only_by(&lab, "b", Duration::from_secs(5), &[&ka, &xv]);
 
     // tshark decodes xvrrp's adverts as VRRPv3 with a good checksum, nothing malformed.
-    let cap = lab
-        .run(
-            "client",
-            "tshark",
-            &[
-                "-i",
-                &lab.host("client").iface,
-                "-a",
-                "duration:2",
-                "-f",
-                "ip proto 112 and src host 192.0.2.2",
-                "-o",
-                "vrrp.v3_checksum_as_in_v2:FALSE",
-                "-V",
-            ],
-            Duration::from_secs(20),
-        )
-        .unwrap();
-    let text = String::from_utf8_lossy(&cap.stdout);
+    let text = tshark_adverts(&lab, Ipv4Addr::new(192, 0, 2, 2), false);
     assert!(
         text.contains("Virtual Router Redundancy Protocol"),
         "{text}"

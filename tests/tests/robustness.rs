@@ -106,6 +106,19 @@ fn a_vip_deleted_by_someone_else_is_put_back_at_once() {
     b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
 }
 
+/// a (priority 200) and b (100) with `virtual_mac`, once a holds the VIP.
+fn virtual_mac_pair(lab: &Lab) -> (Proc, Proc) {
+    let cfg = |host: &str, priority: u8| lab.vrrp_config(host, priority, "virtual_mac = true\n");
+    let a = lab.start_xvrrp("a", &cfg("a", 200)).unwrap();
+    let b = lab.start_xvrrp("b", &cfg("b", 100)).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(8), || has(lab, "a", VIP)),
+        "{}",
+        a.log()
+    );
+    (a, b)
+}
+
 #[test]
 fn a_vip_that_cannot_be_added_takes_the_instance_out_so_that_the_peer_takes_over() {
     if !privileged("a_vip_that_cannot_be_added_takes_the_instance_out_so_that_the_peer_takes_over")
@@ -115,14 +128,7 @@ fn a_vip_that_cannot_be_added_takes_the_instance_out_so_that_the_peer_takes_over
     let lab = Lab::new(&["a", "b", "client"]).expect("lab");
     // With virtual_mac the VIP lives on the macvlan vrrp.51; deleting that link takes the VIP
     // with it, and every add fails until the daemon is restarted.
-    let cfg = |host: &str, priority: u8| lab.vrrp_config(host, priority, "virtual_mac = true\n");
-    let mut a = lab.start_xvrrp("a", &cfg("a", 200)).unwrap();
-    let mut b = lab.start_xvrrp("b", &cfg("b", 100)).unwrap();
-    assert!(
-        wait_for(Duration::from_secs(8), || has(&lab, "a", VIP)),
-        "{}",
-        a.log()
-    );
+    let (mut a, mut b) = virtual_mac_pair(&lab);
     ip(&lab, "a", &["link", "del", "vrrp.51"]);
     assert!(
         wait_for(Duration::from_secs(5), || has(&lab, "b", VIP)),
@@ -754,14 +760,7 @@ fn with_a_virtual_mac_the_master_sends_its_adverts_from_it() {
     // RFC 5798 section 7.3: the virtual MAC is the source of the master's adverts, which keeps
     // switches learning it on the master's port; the backup still hears them.
     let lab = Lab::new(&["a", "b", "client"]).expect("lab");
-    let cfg = |host: &str, priority: u8| lab.vrrp_config(host, priority, "virtual_mac = true\n");
-    let mut a = lab.start_xvrrp("a", &cfg("a", 200)).unwrap();
-    let mut b = lab.start_xvrrp("b", &cfg("b", 100)).unwrap();
-    assert!(
-        wait_for(Duration::from_secs(8), || has(&lab, "a", VIP)),
-        "{}",
-        a.log()
-    );
+    let (mut a, mut b) = virtual_mac_pair(&lab);
     let adverts_from = |host: &str, secs: u64| {
         let file = lab.workdir().join(format!("adverts-{host}-{secs}.pcap"));
         let mut capture = lab.capture_from(host, "ip proto 112", &file).unwrap();

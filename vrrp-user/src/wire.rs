@@ -118,14 +118,8 @@ pub fn advert_frame(
             ip[9] = IPPROTO_VRRP;
             ip[12..16].copy_from_slice(&s.octets());
             ip[16..20].copy_from_slice(&o);
-            let mut sum: u32 = ip
-                .chunks_exact(2)
-                .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-                .sum();
-            while sum > 0xffff {
-                sum = (sum & 0xffff) + (sum >> 16);
-            }
-            ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+            let checksum = !ones_sum(&ip);
+            ip[10..12].copy_from_slice(&checksum.to_be_bytes());
             f.extend_from_slice(&ip);
         }
         (IpAddr::V6(s), IpAddr::V6(d)) if d.is_multicast() => {
@@ -145,6 +139,19 @@ pub fn advert_frame(
     }
     f.extend_from_slice(vrrp);
     Some(f)
+}
+
+/// The folded one's complement sum of 16-bit words (an IPv4 header's checksum is its
+/// complement; a header with its checksum sums to 0xffff).
+fn ones_sum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes
+        .chunks_exact(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
 }
 
 /// The first address of a family on an interface (IPv6: the link-local one, the source of
@@ -193,14 +200,7 @@ mod tests {
         assert_eq!(&ip[12..16], &[192, 0, 2, 1]);
         assert_eq!(&ip[16..20], &[224, 0, 0, 18]);
         // The header checksum verifies.
-        let mut sum: u32 = ip
-            .chunks_exact(2)
-            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-            .sum();
-        while sum > 0xffff {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-        assert_eq!(sum, 0xffff);
+        assert_eq!(ones_sum(ip), 0xffff);
         assert_eq!(&f[34..], &vrrp);
 
         let f = advert_frame(

@@ -303,12 +303,7 @@ fn parse_block(
             Token::Newline => {
                 if !words.is_empty() {
                     nodes.extend(pending.take());
-                    pending = Some(Node {
-                        words: std::mem::take(&mut words),
-                        block: None,
-                        at: format!("{file}:{words_line}"),
-                        closed_by_eof: false,
-                    });
+                    pending = Some(statement(std::mem::take(&mut words), file, words_line));
                 }
             }
             Token::Open => {
@@ -339,47 +334,32 @@ fn parse_block(
                 }
             }
             Token::Close => {
-                if opened_at.is_none() {
-                    // keepalived reads it as an unknown keyword, warns, and goes on.
-                    nodes.extend(pending.take());
-                    if !words.is_empty() {
-                        nodes.push(Node {
-                            words: std::mem::take(&mut words),
-                            block: None,
-                            at: format!("{file}:{words_line}"),
-                            closed_by_eof: false,
-                        });
-                    }
-                    nodes.push(Node {
-                        words: vec!["}".into()],
-                        block: None,
-                        at: format!("{file}:{line}"),
-                        closed_by_eof: false,
-                    });
-                    continue;
-                }
                 nodes.extend(pending.take());
                 if !words.is_empty() {
-                    nodes.push(Node {
-                        words: std::mem::take(&mut words),
-                        block: None,
-                        at: format!("{file}:{words_line}"),
-                        closed_by_eof: false,
-                    });
+                    nodes.push(statement(std::mem::take(&mut words), file, words_line));
                 }
-                return Ok((nodes, true));
+                if opened_at.is_some() {
+                    return Ok((nodes, true));
+                }
+                // At the top level keepalived reads it as an unknown keyword, warns, and goes on.
+                nodes.push(statement(vec!["}".into()], file, *line));
             }
         }
     }
     nodes.extend(pending.take());
     if !words.is_empty() {
-        nodes.push(Node {
-            words,
-            block: None,
-            at: format!("{file}:{words_line}"),
-            closed_by_eof: false,
-        });
+        nodes.push(statement(words, file, words_line));
     }
     // Reaching the end of the file closes a block only at the top level.
     Ok((nodes, opened_at.is_none()))
+}
+
+/// A statement without a block.
+fn statement(words: Vec<String>, file: &str, line: usize) -> Node {
+    Node {
+        words,
+        block: None,
+        at: format!("{file}:{line}"),
+        closed_by_eof: false,
+    }
 }
