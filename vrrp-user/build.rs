@@ -31,7 +31,15 @@ fn main() -> anyhow::Result<()> {
     };
     let arch = env::var("CARGO_CFG_TARGET_ARCH")?;
     let target_dir = out_dir.join("ebpf-target");
-    let output = nested_build(target, &arch, &target_dir).context(
+    // The bench-only programs go in only with the `bench` feature (cargo reruns this script
+    // when the features change).
+    let bench = env::var_os("CARGO_FEATURE_BENCH").is_some();
+    let target_dir = if bench {
+        out_dir.join("ebpf-target-bench")
+    } else {
+        target_dir
+    };
+    let output = nested_build(target, &arch, &target_dir, bench).context(
         "building the XDP program failed; `cargo xtask setup` installs bpf-linker and the nightly's rust-src",
     )?;
     let object = target_dir.join(target).join("release").join(EBPF);
@@ -46,7 +54,12 @@ fn main() -> anyhow::Result<()> {
 
 /// `cargo +nightly build` of the eBPF crate, as aya-build runs it (`-Z build-std=core`, BTF,
 /// the `bpf_target_arch` cfg); its combined output.
-fn nested_build(target: &str, arch: &str, target_dir: &Path) -> anyhow::Result<String> {
+fn nested_build(
+    target: &str,
+    arch: &str,
+    target_dir: &Path,
+    bench: bool,
+) -> anyhow::Result<String> {
     let mut cmd = Command::new("rustup");
     cmd.args([
         "run",
@@ -60,6 +73,9 @@ fn nested_build(target: &str, arch: &str, target_dir: &Path) -> anyhow::Result<S
     ])
     .args(["--target", target, "-Z", "build-std=core", "--target-dir"])
     .arg(target_dir);
+    if bench {
+        cmd.args(["--features", "bench"]);
+    }
     // The same flags as aya-build, separated as CARGO_ENCODED_RUSTFLAGS wants.
     let mut flags = OsString::new();
     flags.push(format!(

@@ -6,7 +6,11 @@
 //!    the second repetition on. The object carries two bench programs: `xvrrp_bench` saves the
 //!    frame, runs the real program and restores the frame; `xvrrp_bench_base` only saves and
 //!    restores. Their difference is the program's cost on that frame, every repetition on the
-//!    same path. Frames the program leaves intact are also timed directly.
+//!    same path. Frames the program leaves intact are also timed directly. Bare reference
+//!    programs (an ARP responder for one address with the same parsing and rewriting code but
+//!    no map, gate or counter; a program that passes everything) are timed the same way, and
+//!    xvrrp's cost is reported against them as a ratio (no NS reference: see
+//!    vrrp-ebpf/src/bench.rs).
 //! 2. Answered ARP requests per second through a veth pair on one core: an in-kernel generator
 //!    (BPF_PROG_TEST_RUN live frames, XDP_TX) sends requests for the VIP out of `gen`; on `dut`
 //!    either xvrrp's XDP program or the kernel (VIP on the interface) answers; a drop program on
@@ -209,24 +213,60 @@ struct Row {
     how: String,
 }
 
-fn per_packet() -> Vec<Row> {
+/// xvrrp's cost on a path against a bare reference program's, timed the same way in the same
+/// run: absolute nanoseconds move from one machine to the next, the ratio should not.
+struct Ratio {
+    path: &'static str,
+    xvrrp_ns: f64,
+    reference: &'static str,
+    reference_ns: f64,
+    target: f64,
+}
+
+impl Ratio {
+    fn value(&self) -> f64 {
+        self.xvrrp_ns / self.reference_ns.max(0.1)
+    }
+}
+
+fn per_packet() -> (Vec<Row>, Vec<Ratio>) {
     let mut dp = fixture();
     let mut rows = Vec::new();
-    for (name, frame, expect, target) in [
-        ("ARP request -> reply", padded(arp_request()), 3, Some(20.0)),
-        ("NS -> NA", padded(neighbour_solicitation()), 3, None),
-        ("valid advert", padded(advert()), 2, Some(25.0)),
-        ("unrelated TCP frame", padded(tcp()), 2, Some(10.0)),
+    let mut ratios = Vec::new();
+    for (name, frame, expect, target, reference) in [
+        (
+            "ARP request -> reply",
+            padded(arp_request()),
+            3,
+            Some(20.0),
+            Some("xvrrp_ref_arp"),
+        ),
+        // No NS reference: see vrrp-ebpf/src/bench.rs.
+        ("NS -> NA", padded(neighbour_solicitation()), 3, None, None),
+        ("valid advert", padded(advert()), 2, Some(25.0), None),
+        ("unrelated TCP frame", padded(tcp()), 2, Some(10.0), None),
     ] {
         let (with, verdict) = time(&mut dp, "xvrrp_bench", &frame);
         assert_eq!(verdict, expect, "{name}: unexpected verdict");
         let (base, _) = time(&mut dp, "xvrrp_bench_base", &frame);
+        let ns = (with - base).max(0.0);
         rows.push(Row {
             name,
-            ns: (with - base).max(0.0),
+            ns,
             target,
             how: format!("bench {with:.1} - restore-only {base:.1} ns"),
         });
+        if let Some(reference) = reference {
+            let (bare, verdict) = time(&mut dp, reference, &frame);
+            assert_eq!(verdict, expect, "{name}: the reference does not answer");
+            ratios.push(Ratio {
+                path: name,
+                xvrrp_ns: ns,
+                reference,
+                reference_ns: (bare - base).max(0.0),
+                target: 1.3,
+            });
+        }
         if expect == 2 {
             let (direct, verdict) = time(&mut dp, "xvrrp", &frame);
             assert_eq!(verdict, expect);
@@ -236,9 +276,19 @@ fn per_packet() -> Vec<Row> {
                 target,
                 how: "direct (frame left intact), incl. ~8 ns harness floor".into(),
             });
+            if name == "unrelated TCP frame" {
+                let (pass, _) = time(&mut dp, "xvrrp_ref_pass", &frame);
+                ratios.push(Ratio {
+                    path: name,
+                    xvrrp_ns: direct,
+                    reference: "xvrrp_ref_pass",
+                    reference_ns: pass,
+                    target: 1.1,
+                });
+            }
         }
     }
-    rows
+    (rows, ratios)
 }
 
 fn ethtool_counter(iface: &str, name: &str) -> u64 {
@@ -453,7 +503,7 @@ fn main() {
         "Data-plane cost per packet (BPF_PROG_TEST_RUN, repeat {REPEAT}, median of {ROUNDS}):"
     );
     println!("{:<24} {:>9} {:>9}  method", "path", "ns/pkt", "target");
-    let rows = per_packet();
+    let (rows, ratios) = per_packet();
     for r in &rows {
         let target = r.target.map_or("-".to_owned(), |t| format!("<= {t:.0}"));
         let mark = match r.target {
@@ -463,6 +513,28 @@ fn main() {
         println!(
             "{:<24} {:>9.1} {:>9}  {}{mark}",
             r.name, r.ns, target, r.how
+        );
+    }
+    println!();
+    println!("Against bare reference programs in the same run (same harness, same frames):");
+    println!(
+        "{:<24} {:>9} {:<16} {:>9} {:>7} {:>7}",
+        "path", "xvrrp ns", "reference", "ref ns", "ratio", "target"
+    );
+    for r in &ratios {
+        let mark = if r.value() > r.target {
+            "  (over target)"
+        } else {
+            ""
+        };
+        println!(
+            "{:<24} {:>9.1} {:<16} {:>9.1} {:>6.2}x {:>6.1}x{mark}",
+            r.path,
+            r.xvrrp_ns,
+            r.reference,
+            r.reference_ns,
+            r.value(),
+            r.target
         );
     }
     println!();
@@ -489,6 +561,10 @@ fn main() {
     let json = serde_json::json!({
         "per_packet_ns": rows.iter().map(|r| serde_json::json!({
             "path": r.name, "ns": r.ns, "target_ns": r.target, "method": r.how,
+        })).collect::<Vec<_>>(),
+        "against_references": ratios.iter().map(|r| serde_json::json!({
+            "path": r.path, "xvrrp_ns": r.xvrrp_ns, "reference": r.reference,
+            "reference_ns": r.reference_ns, "ratio": r.value(), "target_ratio": r.target,
         })).collect::<Vec<_>>(),
         "arp_answers_pps": live.iter().map(|(n, pps, replies, took)| serde_json::json!({
             "responder": n, "pps": pps, "replies": replies, "seconds": took.as_secs_f64(),

@@ -916,3 +916,41 @@ pub fn ensure_bpffs(path: &Path) -> std::io::Result<()> {
     info!(path = %path.display(), "mounted the BPF filesystem");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether the embedded object holds `name` (a program's or a map's symbol).
+    fn holds(name: &[u8]) -> bool {
+        XDP_OBJECT.windows(name.len()).any(|w| w == name)
+    }
+
+    #[test]
+    #[cfg(not(feature = "bench"))]
+    fn the_daemons_object_carries_no_bench_program() {
+        assert!(
+            holds(b"XVRRP_VIPS4") && holds(b"xvrrp"),
+            "not the XDP object?"
+        );
+        for bench_only in [&b"xvrrp_bench"[..], b"xvrrp_ref_", b"XVRRP_BENCHBUF"] {
+            assert!(
+                !holds(bench_only),
+                "{} is in the daemon's object",
+                String::from_utf8_lossy(bench_only)
+            );
+        }
+    }
+
+    #[test]
+    #[cfg(feature = "bench")]
+    fn the_bench_object_carries_the_bench_programs_and_the_references() {
+        for name in [
+            &b"xvrrp_bench_base"[..],
+            b"xvrrp_ref_arp",
+            b"xvrrp_ref_pass",
+        ] {
+            assert!(holds(name), "{}", String::from_utf8_lossy(name));
+        }
+    }
+}

@@ -116,7 +116,15 @@ fn main() -> anyhow::Result<()> {
             if !skip_dataplane {
                 status(
                     cargo()
-                        .args(["bench", "--package", "vrrp-user", "--bench", "dataplane"])
+                        .args([
+                            "bench",
+                            "--package",
+                            "vrrp-user",
+                            "--features",
+                            "bench",
+                            "--bench",
+                            "dataplane",
+                        ])
                         .env("XVRRP_BIN", &bin),
                 )?;
                 status(cargo().args(["bench", "--package", "vrrp-user", "--bench", "tracking"]))?;
