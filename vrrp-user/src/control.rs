@@ -10,6 +10,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::State;
+
 /// The default control socket of an interface's daemon.
 pub fn default_socket(interface: &str) -> PathBuf {
     Path::new("/run/xvrrp").join(format!("{interface}.sock"))
@@ -90,7 +92,7 @@ pub struct InstanceStatus {
     pub name: String,
     pub vrid: u8,
     pub family: String,
-    pub state: String,
+    pub state: crate::engine::State,
     pub effective_priority: u8,
     pub advert_interval_ms: u32,
     /// The master heard, if another node is or was master.
@@ -200,10 +202,10 @@ pub fn table(status: &Status) -> String {
     );
     for i in &status.instances {
         let master = match &i.master {
-            Some(m) if i.state != "master" => {
+            Some(m) if i.state != State::Master => {
                 format!("{} ({}, {} ms)", m.address, m.priority, m.seen_ms_ago)
             }
-            _ if i.state == "master" => "this node".to_owned(),
+            _ if i.state == State::Master => "this node".to_owned(),
             _ => "-".to_owned(),
         };
         out.push_str(&format!(

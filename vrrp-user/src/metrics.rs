@@ -68,12 +68,13 @@ pub struct Metrics {
 }
 
 /// The numeric code of a state name, as `xvrrp_instance_state` gives it.
-fn state_code(state: &str) -> i64 {
+fn state_code(state: crate::engine::State) -> i64 {
+    use crate::engine::State;
     match state {
-        "backup" => 1,
-        "master" => 2,
-        "fault" => 3,
-        _ => 0,
+        State::Initialize => 0,
+        State::Backup => 1,
+        State::Master => 2,
+        State::Fault => 3,
     }
 }
 
@@ -328,7 +329,7 @@ impl Metrics {
     fn render_instance(&self, i: &crate::control::InstanceStatus) {
         let set = set_counter;
         let labels = self.instance(&i.name, i.vrid, &i.family);
-        self.state.get_or_create(&labels).set(state_code(&i.state));
+        self.state.get_or_create(&labels).set(state_code(i.state));
         self.priority
             .get_or_create(&labels)
             .set(i64::from(i.effective_priority));
@@ -530,14 +531,14 @@ mod tests {
     use super::*;
     use crate::control::{DataPlaneCounters, InstanceStatus, MysqlStatus, OtherVrid};
 
-    fn status(state: &str, answered: u64) -> Status {
+    fn status(state: crate::engine::State, answered: u64) -> Status {
         Status {
             interface: "eth0".into(),
             instances: vec![InstanceStatus {
                 name: "db".into(),
                 vrid: 51,
                 family: "ipv4".into(),
-                state: state.into(),
+                state,
                 effective_priority: 150,
                 advert_interval_ms: 100,
                 master: None,
@@ -590,7 +591,7 @@ mod tests {
         let m = Metrics::new("eth0");
         m.transition("db", 51, "ipv4", "master", "master_down");
         m.probe_latency("local").observe(0.0004);
-        let text = m.render(&status("master", 5));
+        let text = m.render(&status(crate::engine::State::Master, 5));
         let inst = r#"{interface="eth0",instance="db",vrid="51",family="ipv4"}"#;
         assert_eq!(
             value(&text, &format!("xvrrp_instance_state{inst}")).as_deref(),
@@ -638,7 +639,7 @@ mod tests {
             Some("0")
         );
         // The next scrape sees the new snapshot.
-        let text = m.render(&status("backup", 9));
+        let text = m.render(&status(crate::engine::State::Backup, 9));
         assert_eq!(
             value(&text, &format!("xvrrp_instance_state{inst}")).as_deref(),
             Some("1")

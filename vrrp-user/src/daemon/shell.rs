@@ -310,7 +310,7 @@ impl Shell {
                     name: st.name.clone(),
                     vrid: st.key.vrid,
                     family: if ipv6 { "ipv6" } else { "ipv4" }.into(),
-                    state: st.state.to_string(),
+                    state: st.state,
                     effective_priority: st.effective_priority,
                     advert_interval_ms: u32::from(st.master_adver_interval_cs) * 10,
                     master: st.master.map(|m| control::MasterStatus {

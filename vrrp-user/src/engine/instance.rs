@@ -16,10 +16,13 @@ use super::{
     announce::Announcer,
 };
 
-/// The states of an instance.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// The states of an instance (as status and the event stream write them: "init", "backup",
+/// "master", "fault").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum State {
     /// Not started, or shut down.
+    #[serde(rename = "init")]
     Initialize,
     Backup,
     Master,
@@ -41,7 +44,8 @@ impl State {
 
 impl fmt::Display for State {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        // `pad`, so that a table's width applies.
+        f.pad(match self {
             Self::Initialize => "init",
             Self::Backup => "backup",
             Self::Master => "master",
