@@ -804,3 +804,56 @@ fn with_a_virtual_mac_the_master_sends_its_adverts_from_it() {
     );
     b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
 }
+
+#[test]
+fn maps_of_another_layout_beside_a_fresh_marker_are_not_resumed() {
+    if !privileged("maps_of_another_layout_beside_a_fresh_marker_are_not_resumed") {
+        return;
+    }
+    // An upgrade whose map layout changed must not adopt the old maps (the program would read
+    // counters and states at the wrong offsets): it starts afresh, within the marker's age.
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    let (mut a, mut b) = pair(&lab);
+    a.stop(Signal::SIGUSR2, Duration::from_secs(10)).unwrap();
+    let pinned = Path::new(PIN_ROOT)
+        .join(&lab.host("a").iface)
+        .join("vrid_stats");
+    std::fs::remove_file(&pinned).unwrap();
+    let made = std::process::Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(&pinned)
+        .args([
+            "type",
+            "percpu_array",
+            "key",
+            "4",
+            "value",
+            "8",
+            "entries",
+            "4",
+            "name",
+            "xv_old",
+        ])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let mut a = lab
+        .start_xvrrp("a", &lab.vrrp_config("a", 200, ""))
+        .unwrap();
+    let log = a.log();
+    assert!(
+        log.contains("not resuming after a hitless restart: the pinned maps are another version's")
+            && log.contains("vrid_stats: key 4 / value 8 bytes, 4 entries"),
+        "{log}"
+    );
+    assert!(!attached_line(&a).contains("adopted"), "{log}");
+    // Started afresh, with maps of this version pinned in place of the old one.
+    lab.wait_answered_by("client", "a", VIP, 2, Duration::from_secs(8));
+    assert_eq!(
+        per_cpu_counter(&pinned, 51, "adverts_drop_peer").unwrap(),
+        0,
+        "the pinned map is not this version's"
+    );
+    a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+}
