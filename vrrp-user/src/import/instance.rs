@@ -381,7 +381,9 @@ fn finish(
             .get("advert_interval_ms")
             .and_then(|v| v.parse::<i64>().ok())
     {
-        let whole = ((v + 999) / 1000).max(1) * 1000;
+        // Saturating: a huge advert_int (found by the fuzzer) must not overflow; check-config
+        // then refuses the value.
+        let whole = (v.saturating_add(999) / 1000).max(1).saturating_mul(1000);
         if whole != v {
             changed.push(format!(
                 "{}: {who}: advert_int {}s with VRRPv2 is rounded to {}s as keepalived does (version 3 allows fractions)",

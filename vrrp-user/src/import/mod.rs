@@ -1369,6 +1369,21 @@ mod tests {
     }
 
     #[test]
+    fn a_huge_vrrpv2_advert_int_is_rounded_without_overflow() {
+        // Found by the fuzzer: 10^74 seconds saturate the milliseconds, which the rounding to
+        // whole seconds must not overflow.
+        let out = convert_text(&format!(
+            "vrrp_instance V {{\n interface eth0\n virtual_router_id 7\n advert_int 1{}.05\n}}\n",
+            "0".repeat(74)
+        ));
+        let toml = &out.files[0].toml;
+        assert!(
+            toml.contains("advert_interval_ms = 9223372036854775000"),
+            "{toml}"
+        );
+    }
+
+    #[test]
     fn values_that_are_not_toml_are_written_as_strings() {
         // Found by `cargo xtask fuzz` (the keepalived target).
         let out = convert_text(
