@@ -31,14 +31,9 @@ fn main() -> anyhow::Result<()> {
     };
     let arch = env::var("CARGO_CFG_TARGET_ARCH")?;
     let target_dir = out_dir.join("ebpf-target");
-    // The bench-only programs go in only with the `bench` feature (cargo reruns this script
-    // when the features change).
+    // The bench-only programs go in only with the `bench` feature (cargo reruns this script,
+    // in an OUT_DIR of its own, when the features change).
     let bench = env::var_os("CARGO_FEATURE_BENCH").is_some();
-    let target_dir = if bench {
-        out_dir.join("ebpf-target-bench")
-    } else {
-        target_dir
-    };
     let output = nested_build(target, &arch, &target_dir, bench).context(
         "building the XDP program failed; `cargo xtask setup` installs bpf-linker and the nightly's rust-src",
     )?;

@@ -81,7 +81,11 @@ fn state_code(state: crate::engine::State) -> i64 {
 impl Metrics {
     pub fn new(interface: &str) -> Self {
         let mut registry = Registry::with_prefix("xvrrp");
+        // A metric registered under `name`: a family of series unless another value is given.
         macro_rules! metric {
+            ($name:literal, $help:literal) => {
+                metric!($name, $help, Family::default())
+            };
             ($name:literal, $help:literal, $value:expr) => {{
                 let m = $value;
                 registry.register($name, $help, m.clone());
@@ -92,136 +96,92 @@ impl Metrics {
             interface: interface.to_owned(),
             state: metric!(
                 "instance_state",
-                "VRRP state: 0 init, 1 backup, 2 master, 3 fault",
-                Family::default()
+                "VRRP state: 0 init, 1 backup, 2 master, 3 fault"
             ),
-            priority: metric!(
-                "instance_effective_priority",
-                "Priority after tracking",
-                Family::default()
-            ),
-            adverts_sent: metric!("adverts_sent", "Adverts sent", Family::default()),
-            adverts_received: metric!(
-                "adverts_received",
-                "Adverts taken in by the election",
-                Family::default()
-            ),
-            became_master: metric!(
-                "became_master",
-                "Times this instance became master",
-                Family::default()
-            ),
+            priority: metric!("instance_effective_priority", "Priority after tracking"),
+            adverts_sent: metric!("adverts_sent", "Adverts sent"),
+            adverts_received: metric!("adverts_received", "Adverts taken in by the election"),
+            became_master: metric!("became_master", "Times this instance became master"),
             requests: metric!(
                 "dataplane_requests",
-                "ARP requests / neighbour solicitations for the VIPs seen by XDP",
-                Family::default()
+                "ARP requests / neighbour solicitations for the VIPs seen by XDP"
             ),
             answered: metric!(
                 "dataplane_answered",
-                "ARP replies / neighbour advertisements sent by XDP",
-                Family::default()
+                "ARP replies / neighbour advertisements sent by XDP"
             ),
             dropped: metric!(
                 "dataplane_requests_dropped",
-                "Requests for the VIPs not answered, by reason",
-                Family::default()
+                "Requests for the VIPs not answered, by reason"
             ),
             adverts_valid: metric!(
                 "dataplane_adverts_valid",
-                "Adverts the XDP program validated",
-                Family::default()
+                "Adverts the XDP program validated"
             ),
             adverts_dropped: metric!(
                 "dataplane_adverts_dropped",
-                "Adverts the XDP program dropped, by reason",
-                Family::default()
+                "Adverts the XDP program dropped, by reason"
             ),
             foreign_owner: metric!(
                 "dataplane_foreign_owner",
-                "ARP / ND traffic showing another MAC claiming a VIP",
-                Family::default()
+                "ARP / ND traffic showing another MAC claiming a VIP"
             ),
             adverts_other_vrid: metric!(
                 "dataplane_adverts_other_vrid",
-                "Adverts for a VRID no instance here runs, passed on to the kernel",
-                Family::default()
+                "Adverts for a VRID no instance here runs, passed on to the kernel"
             ),
             vips_readded: metric!(
                 "vips_readded",
-                "VIPs found deleted by someone else and added again",
-                Family::default()
+                "VIPs found deleted by someone else and added again"
             ),
             vip_add_failures: metric!(
                 "vip_add_failures",
-                "Attempts to add a VIP to the interface that failed",
-                Family::default()
+                "Attempts to add a VIP to the interface that failed"
             ),
             vips_absent: metric!(
                 "vips_absent",
-                "VIPs a master wants that are not on the interface now",
-                Family::default()
+                "VIPs a master wants that are not on the interface now"
             ),
             interface_recreated: metric!(
                 "interface_recreated",
-                "Times the interface was deleted and created again (the daemon started afresh on it)",
-                Family::default()
+                "Times the interface was deleted and created again (the daemon started afresh on it)"
             ),
             mysql_up: metric!(
                 "mysql_up",
-                "1 when the last probe round of the MySQL target succeeded",
-                Family::default()
+                "1 when the last probe round of the MySQL target succeeded"
             ),
-            mysql_read_only: metric!(
-                "mysql_read_only",
-                "@@global.read_only as last read",
-                Family::default()
-            ),
+            mysql_read_only: metric!("mysql_read_only", "@@global.read_only as last read"),
             mysql_fenced: metric!(
                 "mysql_fenced",
-                "1 while the fencer knows the server takes no writes (read_only read back, or not running); the state label says which fence state",
-                Family::default()
+                "1 while the fencer knows the server takes no writes (read_only read back, or not running); the state label says which fence state"
             ),
             mysql_peer_read_only: metric!(
                 "mysql_peer_read_only",
-                "The peer's server's read_only as last seen by this node's fencer",
-                Family::default()
+                "The peer's server's read_only as last seen by this node's fencer"
             ),
             lease_held: metric!(
                 "write_lease_held",
-                "1 while this node holds the write lease (its fenced servers may be writable)",
-                Family::default()
+                "1 while this node holds the write lease (its fenced servers may be writable)"
             ),
             lease_blocked: metric!(
                 "write_lease_blocked",
-                "1 while this node yielded the write lease to a stronger holder (its fencing instances are in Fault)",
-                Family::default()
+                "1 while this node yielded the write lease to a stronger holder (its fencing instances are in Fault)"
             ),
             mysql_replication_healthy: metric!(
                 "mysql_replication_healthy",
-                "1 when the replica status was healthy at the last round",
-                Family::default()
+                "1 when the replica status was healthy at the last round"
             ),
             mysql_replication_lag: metric!(
                 "mysql_replication_lag_seconds",
-                "Seconds_Behind_Master as last read",
-                Family::default()
+                "Seconds_Behind_Master as last read"
             ),
-            mysql_probes: metric!("mysql_probes", "Probe rounds", Family::default()),
-            mysql_failures: metric!(
-                "mysql_probe_failures",
-                "Probe rounds that failed",
-                Family::default()
-            ),
+            mysql_probes: metric!("mysql_probes", "Probe rounds"),
+            mysql_failures: metric!("mysql_probe_failures", "Probe rounds that failed"),
             mysql_reconnects: metric!(
                 "mysql_reconnects",
-                "Probe connections opened after the first",
-                Family::default()
+                "Probe connections opened after the first"
             ),
-            transitions: metric!(
-                "transitions",
-                "State changes, by new state and reason",
-                Family::default()
-            ),
+            transitions: metric!("transitions", "State changes, by new state and reason"),
             probe_seconds: metric!(
                 "mysql_probe_duration_seconds",
                 "Duration of a probe round (read_only, the optional query, replica status)",

@@ -9,7 +9,7 @@ use std::{
 };
 
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, SockFilter, Socket, Type};
-use vrrp_common::vrrp::{IPPROTO_VRRP, MCAST_V4, MCAST_V6, VRRP_TTL};
+use vrrp_common::vrrp::{self, IPPROTO_VRRP, MCAST_V4, MCAST_V6, VRRP_TTL};
 
 /// DSCP CS6 (network control), as keepalived and FRR send adverts.
 const TOS_CS6: u32 = 0xc0;
@@ -118,7 +118,7 @@ pub fn advert_frame(
             ip[9] = IPPROTO_VRRP;
             ip[12..16].copy_from_slice(&s.octets());
             ip[16..20].copy_from_slice(&o);
-            let checksum = !ones_sum(&ip);
+            let checksum = !vrrp::fold(vrrp::sum(&ip, 0));
             ip[10..12].copy_from_slice(&checksum.to_be_bytes());
             f.extend_from_slice(&ip);
         }
@@ -139,19 +139,6 @@ pub fn advert_frame(
     }
     f.extend_from_slice(vrrp);
     Some(f)
-}
-
-/// The folded one's complement sum of 16-bit words (an IPv4 header's checksum is its
-/// complement; a header with its checksum sums to 0xffff).
-fn ones_sum(bytes: &[u8]) -> u16 {
-    let mut sum: u32 = bytes
-        .chunks_exact(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    sum as u16
 }
 
 /// The first address of a family on an interface (IPv6: the link-local one, the source of
@@ -200,7 +187,7 @@ mod tests {
         assert_eq!(&ip[12..16], &[192, 0, 2, 1]);
         assert_eq!(&ip[16..20], &[224, 0, 0, 18]);
         // The header checksum verifies.
-        assert_eq!(ones_sum(ip), 0xffff);
+        assert_eq!(vrrp::fold(vrrp::sum(ip, 0)), 0xffff);
         assert_eq!(&f[34..], &vrrp);
 
         let f = advert_frame(

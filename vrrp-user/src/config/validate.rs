@@ -913,26 +913,27 @@ fn references(
 
 /// The gratuitous ARP / NA settings; the lower-priority ones default to the master ones.
 fn garp(c: &mut Checker, at: &impl Fn(&str) -> String, inst: &RawInstance) -> Garp {
-    let mut ms = |key: &str, v: i64, max: i64| c.range(at(key), v, 0, max, Range::Plain) as u64;
-    let delay_ms = ms("garp_master_delay_ms", inst.garp_master_delay_ms, 3_600_000);
-    let repeat = ms("garp_master_repeat", inst.garp_master_repeat, 1_000) as u32;
-    let refresh_ms = ms(
+    let mut bounded =
+        |key: &str, v: i64, max: i64| c.range(at(key), v, 0, max, Range::Plain) as u64;
+    let delay_ms = bounded("garp_master_delay_ms", inst.garp_master_delay_ms, 3_600_000);
+    let repeat = bounded("garp_master_repeat", inst.garp_master_repeat, 1_000) as u32;
+    let refresh_ms = bounded(
         "garp_master_refresh_ms",
         inst.garp_master_refresh_ms,
         3_600_000,
     );
-    let refresh_repeat = ms(
+    let refresh_repeat = bounded(
         "garp_master_refresh_repeat",
         inst.garp_master_refresh_repeat,
         1_000,
     ) as u32;
-    let interval_ms = ms("garp_interval_ms", inst.garp_interval_ms, 10_000);
+    let interval_ms = bounded("garp_interval_ms", inst.garp_interval_ms, 10_000);
     let lower_prio_delay_ms = match inst.garp_lower_prio_delay_ms {
-        Some(v) => ms("garp_lower_prio_delay_ms", v, 3_600_000),
+        Some(v) => bounded("garp_lower_prio_delay_ms", v, 3_600_000),
         None => delay_ms,
     };
     let lower_prio_repeat = match inst.garp_lower_prio_repeat {
-        Some(v) => ms("garp_lower_prio_repeat", v, 1_000) as u32,
+        Some(v) => bounded("garp_lower_prio_repeat", v, 1_000) as u32,
         None => repeat,
     };
     Garp {

@@ -47,8 +47,8 @@ enum Input {
     Reload,
     Hitless,
     Watchdog,
-    /// The write lease became contested (or, None, its channel closed).
-    Contested(Option<()>),
+    /// The write lease became contested.
+    Contested,
     Host(Option<netlink::HostEvent>),
     Track(String, TrackInput),
     Control(tokio::net::UnixStream),
@@ -102,10 +102,12 @@ impl Sources {
             _ = sigusr2.recv() => Input::Hitless,
             _ = async { watchdog.as_mut().expect("guarded").tick().await }, if watchdog.is_some() => Input::Watchdog,
             r = async { contested.as_mut().expect("guarded").changed().await }, if contested.is_some() => {
-                if r.is_err() {
+                if r.is_ok() {
+                    Input::Contested
+                } else {
                     *contested = None;
+                    Input::Nothing
                 }
-                Input::Contested(r.ok())
             }
             event = inputs.host_rx.recv() => Input::Host(event),
             Some((name, input)) = inputs.track_rx.recv() => Input::Track(name, input),
@@ -237,8 +239,8 @@ impl Loop<'_> {
             Input::Watchdog => {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
             }
-            Input::Contested(Some(())) => shell.reannounce(engine),
-            Input::Contested(None) | Input::Nothing => {}
+            Input::Contested => shell.reannounce(engine),
+            Input::Nothing => {}
             Input::Host(event) => return self.on_host(event).await,
             Input::Track(name, input) => {
                 if self.relinked

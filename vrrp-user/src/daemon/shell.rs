@@ -559,8 +559,6 @@ impl Shell {
         self.claim_lease(engine);
     }
 
-    /// Brings the macvlans (virtual MACs) that `vips` of instance `key` live on up (a new
-    /// master) or down (a backup sends nothing from the virtual MAC).
     /// Sends an advert: from the instance's virtual MAC when it has one and the advert goes to
     /// the multicast group (RFC 5798 section 7.3, which keeps switches learning the virtual
     /// MAC on the master's port), through the advert sockets otherwise.
@@ -584,6 +582,8 @@ impl Shell {
         self.sockets.send(dst, bytes)
     }
 
+    /// Brings the macvlans (virtual MACs) that `vips` of instance `key` live on up (a new
+    /// master) or down (a backup sends nothing from the virtual MAC).
     pub(super) async fn set_vmac_up(&self, key: InstanceKey, vips: &[IpAddr], up: bool) {
         let mut devs: Vec<u32> = vips
             .iter()

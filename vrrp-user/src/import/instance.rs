@@ -83,98 +83,98 @@ fn setting(
     let at = &c.at;
     let arg = c.arg(1).unwrap_or("");
     match c.key() {
-            "interface" => d.interface = arg.to_owned(),
-            "state" => t.set(
-                "state",
-                q(if arg.eq_ignore_ascii_case("master") {
-                    "master"
-                } else {
-                    "backup"
-                }),
-            ),
-            "virtual_router_id" => t.set("vrid", arg.to_owned()),
-            "priority" => t.set("priority", arg.to_owned()),
-            "advert_int" => {
-                if let Some(v) = ms(arg) {
-                    t.set("advert_interval_ms", v.to_string());
-                }
+        "interface" => d.interface = arg.to_owned(),
+        "state" => t.set(
+            "state",
+            q(if arg.eq_ignore_ascii_case("master") {
+                "master"
+            } else {
+                "backup"
+            }),
+        ),
+        "virtual_router_id" => t.set("vrid", arg.to_owned()),
+        "priority" => t.set("priority", arg.to_owned()),
+        "advert_int" => {
+            if let Some(v) = ms(arg) {
+                t.set("advert_interval_ms", v.to_string());
             }
-            "version" => d.version = arg.to_owned(),
-            "nopreempt" => t.set("preempt", "false".into()),
-            "preempt" => t.set("preempt", "true".into()),
-            "preempt_delay" => {
-                if let Some(v) = ms(arg) {
-                    t.set("preempt_delay_ms", v.to_string());
-                }
+        }
+        "version" => d.version = arg.to_owned(),
+        "nopreempt" => t.set("preempt", "false".into()),
+        "preempt" => t.set("preempt", "true".into()),
+        "preempt_delay" => {
+            if let Some(v) = ms(arg) {
+                t.set("preempt_delay_ms", v.to_string());
             }
-            // keepalived takes (and ignores) a prefix here too.
-            "unicast_src_ip" | "mcast_src_ip" => {
-                t.set("source", q(arg.split('/').next().unwrap_or(arg)))
+        }
+        // keepalived takes (and ignores) a prefix here too.
+        "unicast_src_ip" | "mcast_src_ip" => {
+            t.set("source", q(arg.split('/').next().unwrap_or(arg)))
+        }
+        "notify_master" | "notify_backup" | "notify_fault" | "notify_stop" | "notify" => {
+            let command = c.words[1..].join(" ");
+            if command.contains("read_only") {
+                changed.push(format!(
+                    "{at}: {who}: {}: this script toggles read_only; xvrrp can do it itself, in order with the VIP moves ([[mysql]] fence = true); kept as is",
+                    c.key()
+                ));
             }
-            "notify_master" | "notify_backup" | "notify_fault" | "notify_stop" | "notify" => {
-                let command = c.words[1..].join(" ");
-                if command.contains("read_only") {
-                    changed.push(format!(
-                        "{at}: {who}: {}: this script toggles read_only; xvrrp can do it itself, in order with the VIP moves ([[mysql]] fence = true); kept as is",
-                        c.key()
-                    ));
-                }
-                t.set(c.key(), q(&command));
+            t.set(c.key(), q(&command));
+        }
+        "use_vmac" => {
+            d.vmac = true;
+            if let Some(n) = c.arg(1) {
+                t.set("vmac_interface", q(n));
             }
-            "use_vmac" => {
-                d.vmac = true;
-                if let Some(n) = c.arg(1) {
-                    t.set("vmac_interface", q(n));
-                }
+        }
+        "vmac_xmit_base" => {}
+        "garp_master_delay" => d.garp.push(("garp_master_delay_ms".into(), arg.into())),
+        "garp_master_repeat" => d.garp.push(("garp_master_repeat".into(), arg.into())),
+        "garp_master_refresh" => d.garp.push(("garp_master_refresh_ms".into(), arg.into())),
+        "garp_master_refresh_repeat" => {
+            d.garp.push(("garp_master_refresh_repeat".into(), arg.into()))
+        }
+        "garp_interval" | "gna_interval" => d.garp.push(("garp_interval_ms".into(), arg.into())),
+        "authentication" => {
+            let get = |key: &str| {
+                c.children()
+                    .iter()
+                    .find(|a| a.key() == key)
+                    .map(|a| a.words[1..].join(" "))
+                    .unwrap_or_default()
+            };
+            d.auth = Some((at.to_string(), get("auth_type"), get("auth_pass")));
+        }
+        "skip_check_adv_addr" => d.skip_check = true,
+        "garp_lower_prio_delay" => d.garp.push(("garp_lower_prio_delay_ms".into(), arg.into())),
+        "garp_lower_prio_repeat" => d.garp.push(("garp_lower_prio_repeat".into(), arg.into())),
+        "down_timer_adverts" => d.garp.push(("down_timer_adverts".into(), arg.into())),
+        "dont_track_primary" | "lower_prio_no_advert" | "higher_prio_send_advert" => {
+            if keepalived_bool(c.arg(1)) {
+                t.set(c.key(), "true".into());
             }
-            "vmac_xmit_base" => {}
-            "garp_master_delay" => d.garp.push(("garp_master_delay_ms".into(), arg.into())),
-            "garp_master_repeat" => d.garp.push(("garp_master_repeat".into(), arg.into())),
-            "garp_master_refresh" => d.garp.push(("garp_master_refresh_ms".into(), arg.into())),
-            "garp_master_refresh_repeat" => {
-                d.garp.push(("garp_master_refresh_repeat".into(), arg.into()))
-            }
-            "garp_interval" | "gna_interval" => d.garp.push(("garp_interval_ms".into(), arg.into())),
-            "authentication" => {
-                let get = |key: &str| {
-                    c.children()
-                        .iter()
-                        .find(|a| a.key() == key)
-                        .map(|a| a.words[1..].join(" "))
-                        .unwrap_or_default()
-                };
-                d.auth = Some((at.to_string(), get("auth_type"), get("auth_pass")));
-            }
-            "skip_check_adv_addr" => d.skip_check = true,
-            "garp_lower_prio_delay" => d.garp.push(("garp_lower_prio_delay_ms".into(), arg.into())),
-            "garp_lower_prio_repeat" => d.garp.push(("garp_lower_prio_repeat".into(), arg.into())),
-            "down_timer_adverts" => d.garp.push(("down_timer_adverts".into(), arg.into())),
-            "dont_track_primary" | "lower_prio_no_advert" | "higher_prio_send_advert" => {
-                if keepalived_bool(c.arg(1)) {
-                    t.set(c.key(), "true".into());
-                }
-            }
-            "no_accept" => dropped.push(format!(
-                "{at}: {who}: no_accept: xvrrp always accepts traffic to the VIPs (RFC 5798 Accept_Mode True); it adds no firewall rules"
-            )),
-            "mcast_dst_ip" => dropped.push(format!(
-                "{at}: {who}: mcast_dst_ip: xvrrp sends adverts to 224.0.0.18 / ff02::12 only, so peers on {arg} would not hear it; use unicast_peer on both sides instead"
-            )),
-            "unicast_ttl" => changed.push(format!(
-                "{at}: {who}: unicast_ttl {arg}: xvrrp sends unicast adverts with TTL 255, which keepalived peers take whatever their unicast_ttl"
-            )),
-            "check_unicast_src" => changed.push(format!(
-                "{at}: {who}: check_unicast_src: xvrrp always takes unicast adverts from its configured peers only"
-            )),
-            // An IPv6 instance: VRRPv3 (with no VIP keepalived refuses it, and so does the
-            // check of the converted config).
-            "native_ipv6" => d.native_ipv6 = true,
-            // Newer keepalived (2.2.7 does not know it).
-            "v3_checksum_as_v2" => d.v3_plain = keepalived_bool(c.arg(1)),
-            "debug" | "accept" => {}
-            "smtp_alert" => dropped.push(format!(
-                "{at}: {who}: smtp_alert: no e-mail; use notify scripts or Prometheus alerts"
-            )),
+        }
+        "no_accept" => dropped.push(format!(
+            "{at}: {who}: no_accept: xvrrp always accepts traffic to the VIPs (RFC 5798 Accept_Mode True); it adds no firewall rules"
+        )),
+        "mcast_dst_ip" => dropped.push(format!(
+            "{at}: {who}: mcast_dst_ip: xvrrp sends adverts to 224.0.0.18 / ff02::12 only, so peers on {arg} would not hear it; use unicast_peer on both sides instead"
+        )),
+        "unicast_ttl" => changed.push(format!(
+            "{at}: {who}: unicast_ttl {arg}: xvrrp sends unicast adverts with TTL 255, which keepalived peers take whatever their unicast_ttl"
+        )),
+        "check_unicast_src" => changed.push(format!(
+            "{at}: {who}: check_unicast_src: xvrrp always takes unicast adverts from its configured peers only"
+        )),
+        // An IPv6 instance: VRRPv3 (with no VIP keepalived refuses it, and so does the
+        // check of the converted config).
+        "native_ipv6" => d.native_ipv6 = true,
+        // Newer keepalived (2.2.7 does not know it).
+        "v3_checksum_as_v2" => d.v3_plain = keepalived_bool(c.arg(1)),
+        "debug" | "accept" => {}
+        "smtp_alert" => dropped.push(format!(
+            "{at}: {who}: smtp_alert: no e-mail; use notify scripts or Prometheus alerts"
+        )),
         _ => return false,
     }
     true
@@ -349,16 +349,16 @@ fn finish(
     dropped: &mut Vec<String>,
 ) -> (String, Table) {
     // A mix of families: xvrrp instances are one family each (as VRRPv3 says).
-    if let Some(first) = d.vips.first().cloned() {
-        let v6_first = first
-            .split_whitespace()
+    // "ADDR/PFX [label L]": IPv6 when the address has a colon.
+    let v6 = |vip: &str| {
+        vip.split_whitespace()
             .next()
-            .is_some_and(|a| a.contains(':'));
-        let (keep, other): (Vec<String>, Vec<String>) = d.vips.iter().cloned().partition(|s| {
-            s.split_whitespace()
-                .next()
-                .is_some_and(|a| a.contains(':') == v6_first)
-        });
+            .is_some_and(|a| a.contains(':'))
+    };
+    if let Some(first) = d.vips.first().cloned() {
+        let v6_first = v6(&first);
+        let (keep, other): (Vec<String>, Vec<String>) =
+            d.vips.iter().cloned().partition(|s| v6(s) == v6_first);
         if !other.is_empty() {
             dropped.push(format!(
                 "{}: {who}: {} is of the other address family than {}; an xvrrp instance has one family: add an instance with the same VRID for it",
@@ -396,10 +396,7 @@ fn finish(
     }
     let auth_pass = auth_pass(who, d.auth.take(), &d.version, changed, dropped);
     // keepalived runs IPv6 instances as VRRPv3 whatever vrrp_version says (v2 is IPv4 only).
-    let ipv6 = match d.vips.first() {
-        Some(v) => v.split_whitespace().next().is_some_and(|a| a.contains(':')),
-        None => d.native_ipv6,
-    };
+    let ipv6 = d.vips.first().map_or(d.native_ipv6, |vip| v6(vip));
     if ipv6 && d.version == "2" {
         changed.push(format!(
             "{}: {who}: IPv6 runs VRRPv3 (as keepalived runs it under vrrp_version 2)",
