@@ -1478,6 +1478,19 @@ mod tests {
                 "test.toml: instance[0].down_timer_adverts: expected a count of advert intervals from 1 to 100, got 0",
             ]
         );
+        // The checksum form is a choice of VRRPv3 over IPv4 only.
+        let errs = errors(
+            "interface = \"eth0\"\n[[instance]]\nvrid = 1\nversion = 2\nvips = [\"192.0.2.1\"]\nv3_checksum_as_v2 = true\n\
+             [[instance]]\nvrid = 2\nvips = [\"2001:db8::2\"]\nv3_checksum_as_v2 = true\n",
+        );
+        let expected = "expected it only with version = 3 and IPv4 VIPs (VRRPv2 has no pseudo-header, and IPv6 always uses it)";
+        assert_eq!(
+            errs,
+            [
+                format!("test.toml: instance[0].v3_checksum_as_v2: {expected}"),
+                format!("test.toml: instance[1].v3_checksum_as_v2: {expected}"),
+            ]
+        );
     }
 
     #[test]
