@@ -95,12 +95,21 @@ impl Announcer {
         self.send_frame(&frame(vip, mac))
     }
 
+    /// Sends the announcement for `vip` from `mac` on another interface, `ifindex`.
+    pub fn announce_on(&self, ifindex: u32, vip: IpAddr, mac: [u8; 6]) -> io::Result<()> {
+        self.send_frame_on(ifindex, &frame(vip, mac))
+    }
+
     /// Sends a whole Ethernet frame (its first six bytes are the destination).
     pub fn send_frame(&self, frame: &[u8]) -> io::Result<()> {
+        self.send_frame_on(self.ifindex, frame)
+    }
+
+    fn send_frame_on(&self, ifindex: u32, frame: &[u8]) -> io::Result<()> {
         // SAFETY: an all-zero sockaddr_ll is valid; the fields set below describe the target.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_ifindex = self.ifindex as i32;
+        sll.sll_ifindex = ifindex as i32;
         sll.sll_halen = 6;
         sll.sll_addr[..6].copy_from_slice(&frame[..6]);
         // SAFETY: the buffer and the address outlive the call; the sizes are theirs.

@@ -6,7 +6,7 @@ use std::{io, net::IpAddr, time::Duration};
 use futures::TryStreamExt as _;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
 
-use crate::config::Vip;
+use crate::config::{Route, RouteKind, RouteScope, Vip};
 
 /// Every netlink call is bounded by this.
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -81,6 +81,33 @@ impl Addresses {
             .await?;
         }
         Ok(())
+    }
+
+    /// Adds `route` (or replaces the one in its slot: idempotent). Its `dev` is looked up by
+    /// name now, so a re-created interface is found under its new index.
+    pub async fn add_route(&self, route: &Route) -> io::Result<()> {
+        let msg = route_message(route)?;
+        bounded(
+            &format!("adding the route {route}"),
+            self.handle.route().add(msg).replace().execute(),
+        )
+        .await
+    }
+
+    /// Removes `route`; one that is not there (deleted, or gone with its interface) is fine.
+    pub async fn remove_route(&self, route: &Route) -> io::Result<()> {
+        let msg = match route_message(route) {
+            Ok(msg) => msg,
+            // Its interface is gone, and the kernel took the route with it.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        match tokio::time::timeout(TIMEOUT, self.handle.route().del(msg).execute()).await {
+            Err(_) => Err(err(&format!("removing the route {route}"), "netlink timed out")),
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(rtnetlink::Error::NetlinkError(e))) if e.raw_code() == -libc::ESRCH => Ok(()),
+            Ok(Err(e)) => Err(err(&format!("removing the route {route}"), e)),
+        }
     }
 
     /// The index of the interface `name`, if there is one.
@@ -169,6 +196,52 @@ impl Addresses {
     }
 }
 
+/// The netlink message for `route` (protocol static, as `ip route add` writes by hand).
+fn route_message(route: &Route) -> io::Result<netlink_packet_route::route::RouteMessage> {
+    use netlink_packet_route::route::{RouteScope as Scope, RouteType};
+    let bad = |e: _| err(&format!("the route {route}"), format!("{e:?}"));
+    let mut b = rtnetlink::RouteMessageBuilder::<IpAddr>::new()
+        .destination_prefix(route.to, route.prefix)
+        .map_err(bad)?
+        .table_id(route.table());
+    if let Some(via) = route.via {
+        b = b.gateway(via).map_err(bad)?;
+    }
+    if let Some(src) = route.src {
+        b = b.pref_source(src).map_err(bad)?;
+    }
+    if let Some(dev) = &route.dev {
+        let index = nix::net::if_::if_nametoindex(dev.as_str()).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("the route {route}: no interface {dev}"),
+            )
+        })?;
+        b = b.output_interface(index);
+    }
+    if let Some(metric) = route.metric {
+        b = b.priority(metric);
+    }
+    if route.onlink {
+        b = b.onlink();
+    }
+    b = b.kind(match route.kind {
+        RouteKind::Unicast => RouteType::Unicast,
+        RouteKind::Blackhole => RouteType::BlackHole,
+        RouteKind::Unreachable => RouteType::Unreachable,
+        RouteKind::Prohibit => RouteType::Prohibit,
+    });
+    // As `ip route`: a unicast route without a gateway is on the link.
+    let scope = match route.scope {
+        Some(RouteScope::Global) => Scope::Universe,
+        Some(RouteScope::Link) => Scope::Link,
+        Some(RouteScope::Host) => Scope::Host,
+        None if route.kind == RouteKind::Unicast && route.via.is_none() => Scope::Link,
+        None => Scope::Universe,
+    };
+    Ok(b.scope(scope).build())
+}
+
 /// The track name under which an interface's link state reaches the engine.
 pub fn link_track_name(iface: &str) -> String {
     format!("link:{iface}")
@@ -195,6 +268,9 @@ pub enum HostEvent {
     LinkGone { name: String },
     /// An interface of a watched name appeared again (re-created: a new index).
     LinkBack { name: String },
+    /// A static route left a table (deleted by anyone, xvrrp included; a route the kernel
+    /// drops with its interface or source address is not always told).
+    RouteGone { to: IpAddr, prefix: u8, table: u32 },
     /// The event stream ended: link and address changes would no longer be seen.
     StreamEnded,
 }
@@ -210,6 +286,36 @@ fn address_of(msg: &netlink_packet_route::address::AddressMessage) -> Option<IpA
             AddressAttribute::Address(addr) => Some(*addr),
             _ => None,
         })
+    })
+}
+
+/// What an RTM_DELROUTE of a static route (the protocol xvrrp adds its routes with) is about;
+/// routes of routing daemons and the kernel are not the loop's business.
+fn static_route_gone(msg: &netlink_packet_route::route::RouteMessage) -> Option<HostEvent> {
+    use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteProtocol};
+    if msg.header.protocol != RouteProtocol::Static {
+        return None;
+    }
+    let mut table = u32::from(msg.header.table);
+    let mut to = None;
+    for a in &msg.attributes {
+        match a {
+            RouteAttribute::Table(t) => table = *t,
+            RouteAttribute::Destination(RouteAddress::Inet(a)) => to = Some(IpAddr::V4(*a)),
+            RouteAttribute::Destination(RouteAddress::Inet6(a)) => to = Some(IpAddr::V6(*a)),
+            _ => {}
+        }
+    }
+    let ipv6 = msg.header.address_family == netlink_packet_route::AddressFamily::Inet6;
+    let to = to.unwrap_or(if ipv6 {
+        IpAddr::from([0u16; 8])
+    } else {
+        IpAddr::from([0u8; 4])
+    });
+    Some(HostEvent::RouteGone {
+        to,
+        prefix: msg.header.destination_prefix_length,
+        table,
     })
 }
 
@@ -233,7 +339,11 @@ pub fn watch_links(
         .socket_mut()
         .bind(&rtnetlink::sys::SocketAddr::new(
             0,
-            constants::RTMGRP_LINK | constants::RTMGRP_IPV4_IFADDR | constants::RTMGRP_IPV6_IFADDR,
+            constants::RTMGRP_LINK
+                | constants::RTMGRP_IPV4_IFADDR
+                | constants::RTMGRP_IPV6_IFADDR
+                | constants::RTMGRP_IPV4_ROUTE
+                | constants::RTMGRP_IPV6_ROUTE,
         ))?;
     tokio::spawn(conn);
     let watched: std::collections::HashSet<String> = ifaces.values().cloned().collect();
@@ -260,6 +370,12 @@ pub fn watch_links(
                         let _ = tx.send((link_track_name(&name), TrackInput::Down));
                     }
                     let _ = host.send(HostEvent::LinkGone { name });
+                    continue;
+                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelRoute(r)) => {
+                    if let Some(gone) = static_route_gone(&r) {
+                        let _ = host.send(gone);
+                    }
                     continue;
                 }
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelAddress(a)) => {

@@ -15,7 +15,10 @@ use std::{
 
 use serde::Deserialize;
 
+mod route;
 mod validate;
+
+pub use route::{Route, RouteKind, RouteScope};
 
 use validate::validate;
 
@@ -82,11 +85,14 @@ pub enum InitialState {
     Takeover,
 }
 
-/// A virtual address with its prefix length and, for IPv4, an optional address label.
+/// A virtual address with its prefix length, optionally on another interface than its
+/// instance's (`dev`, keepalived's) and, for IPv4, with an address label.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Vip {
     pub addr: IpAddr,
     pub prefix: u8,
+    /// The interface the VIP goes on when it is not the instance's own.
+    pub dev: Option<String>,
     /// The kernel's address label (`ip addr ... label eth0:vip`); IPv4 only.
     pub label: Option<String>,
 }
@@ -94,6 +100,9 @@ pub struct Vip {
 impl fmt::Display for Vip {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.addr, self.prefix)?;
+        if let Some(dev) = &self.dev {
+            write!(f, " dev {dev}")?;
+        }
         match &self.label {
             Some(label) => write!(f, " label {label}"),
             None => Ok(()),
@@ -169,6 +178,8 @@ pub struct Instance {
     pub garp: Garp,
     /// Other interfaces whose link the instance follows (its own always puts it in Fault).
     pub track_interfaces: Vec<TrackedInterface>,
+    /// Routes added while master and removed on leaving it (keepalived's `virtual_routes`).
+    pub routes: Vec<Route>,
     pub notify: Notify,
 }
 
@@ -458,6 +469,20 @@ impl Instance {
         self.vips.iter().chain(&self.vips_excluded)
     }
 
+    /// The interfaces other than `own` (the instance's) that its VIPs and routes go on, each
+    /// once: their links are tracked as the instance's own is (keepalived's behaviour).
+    pub fn other_devs(&self, own: &str) -> Vec<String> {
+        let mut devs: Vec<String> = self
+            .all_vips()
+            .filter_map(|v| v.dev.clone())
+            .chain(self.routes.iter().filter_map(|r| r.dev.clone()))
+            .filter(|d| d != own)
+            .collect();
+        devs.sort();
+        devs.dedup();
+        devs
+    }
+
     /// Whether the instance's VIPs are IPv6 (an instance without VIPs is IPv4).
     pub fn ipv6(&self) -> bool {
         self.vips.first().is_some_and(|v| v.addr.is_ipv6())
@@ -580,6 +605,8 @@ struct RawInstance {
     vips: Vec<String>,
     #[serde(default)]
     vips_excluded: Vec<String>,
+    #[serde(default)]
+    routes: Vec<String>,
     #[serde(default)]
     virtual_mac: bool,
     #[serde(default)]
@@ -1036,11 +1063,13 @@ mod tests {
                 Vip {
                     addr: IpAddr::from([192, 0, 2, 100]),
                     prefix: 24,
+                    dev: None,
                     label: None,
                 },
                 Vip {
                     addr: IpAddr::from([192, 0, 2, 101]),
                     prefix: 32,
+                    dev: None,
                     label: None,
                 }
             ]
@@ -1194,6 +1223,60 @@ mod tests {
     }
 
     #[test]
+    fn vips_on_other_interfaces_and_routes() {
+        let config = parse_str(
+            r#"
+            interface = "eth0"
+            [[instance]]
+            vrid = 51
+            vips = ["192.0.2.100/24", "198.51.100.100/24 dev eth1 label eth1:in", "192.0.2.101 dev eth0"]
+            routes = ["10.50.0.0/16 via 198.51.100.254 dev eth1", "blackhole 10.60.0.0/16", "default via 192.0.2.254 dev eth2 table 7"]
+            track_interfaces = [{ name = "eth2", weight = -20 }]
+            "#,
+        )
+        .unwrap();
+        let i = &config.instances[0];
+        assert_eq!(i.vips[1].dev.as_deref(), Some("eth1"));
+        assert_eq!(i.vips[1].to_string(), "198.51.100.100/24 dev eth1 label eth1:in");
+        assert_eq!(i.vips[2].dev, None, "the instance's own interface named is no other");
+        assert_eq!(i.routes.len(), 3);
+        assert_eq!(i.routes[0].dev.as_deref(), Some("eth1"));
+        assert_eq!(i.other_devs("eth0"), ["eth1", "eth2"]);
+
+        let errs = errors(
+            r#"
+            interface = "eth0"
+            [[instance]]
+            vrid = 1
+            vips = ["192.0.2.1/24 dev eth1 label eth0:x", "192.0.2.2 dev", "192.0.2.3 dev eth1 dev eth2", "192.0.2.4 dev a/b"]
+            routes = ["10.50.0.0/16", "10.60.0.0/16 dev eth1"]
+            [[instance]]
+            vrid = 2
+            vips = ["192.0.2.5"]
+            routes = ["10.60.0.0/16 via 192.0.2.254 table main"]
+            "#,
+        );
+        let expect = [
+            "test.toml: instance[0].vips[0]: expected a label of at most 15 characters that is \"eth1\" or starts with \"eth1:\" (the interface the VIP is on), got \"eth0:x\"",
+            "test.toml: instance[0].vips[1]: expected an IPv4 or IPv6 address with an optional /prefix, like \"192.0.2.100/24\" or \"2001:db8::100/64\", then optionally \"dev INTERFACE\" and \"label NAME\", got \"192.0.2.2 dev\"",
+            "test.toml: instance[0].vips[2]: expected an IPv4 or IPv6 address with an optional /prefix, like \"192.0.2.100/24\" or \"2001:db8::100/64\", then optionally \"dev INTERFACE\" and \"label NAME\", got \"192.0.2.3 dev eth1 dev eth2\"",
+            "test.toml: instance[0].vips[3]: expected an IPv4 or IPv6 address with an optional /prefix, like \"192.0.2.100/24\" or \"2001:db8::100/64\"; after dev an interface name (1 to 15 characters, no '/', ':' or space), got \"a/b\"",
+        ];
+        assert_eq!(errs[..4], expect);
+        assert!(
+            errs[4].starts_with("test.toml: instance[0].routes[0]: expected a route as `ip route` writes it")
+                && errs[4].ends_with("needs via or dev)"),
+            "{}",
+            errs[4]
+        );
+        assert_eq!(
+            errs[5],
+            "test.toml: instance[1].routes[0]: expected each route once (destination, table and metric), but 10.60.0.0/16 via 192.0.2.254 table 254 is also instance[0].routes[1]"
+        );
+        assert_eq!(errs.len(), 6);
+    }
+
+    #[test]
     fn labels_and_virtual_mac_interfaces() {
         let config = parse_str(
             r#"
@@ -1245,8 +1328,8 @@ mod tests {
         let expect = [
             "test.toml: instance[0].vmac_interface: expected only with virtual_mac = true",
             "test.toml: instance[0].vips[0]: expected a label of at most 15 characters that is \"eth0\" or starts with \"eth0:\" (the interface the VIP is on), got \"eth1:x\"",
-            "test.toml: instance[0].vips[1]: expected an IPv4 or IPv6 address with an optional /prefix, like \"192.0.2.100/24\" or \"2001:db8::100/64\", then optionally \"label NAME\", got \"192.0.2.2 label\"",
-            "test.toml: instance[0].vips[2]: expected an IPv4 or IPv6 address with an optional /prefix, like \"192.0.2.100/24\" or \"2001:db8::100/64\", then optionally \"label NAME\", got \"192.0.2.3 lable eth0:a\"",
+            "test.toml: instance[0].vips[1]: expected an IPv4 or IPv6 address with an optional /prefix, like \"192.0.2.100/24\" or \"2001:db8::100/64\", then optionally \"dev INTERFACE\" and \"label NAME\", got \"192.0.2.2 label\"",
+            "test.toml: instance[0].vips[2]: expected an IPv4 or IPv6 address with an optional /prefix, like \"192.0.2.100/24\" or \"2001:db8::100/64\", then optionally \"dev INTERFACE\" and \"label NAME\", got \"192.0.2.3 lable eth0:a\"",
             "test.toml: instance[1].vmac_interface: expected a name for a new macvlan interface (1-15 characters, no '/', ':' or space, not the interface itself), got \"eth0\"",
             "test.toml: instance[1].vips[0]: expected an IPv4 or IPv6 address with an optional /prefix, like \"192.0.2.100/24\" or \"2001:db8::100/64\"; a label only on IPv4 (the kernel has no IPv6 address labels), got \"2001:db8::1\" with a label",
             "test.toml: instance[2].vips[0]: expected a label of at most 15 characters that is \"vrrp.3\" or starts with \"vrrp.3:\" (the interface the VIP is on), got \"eth0:9\"",

@@ -480,6 +480,7 @@ struct Tracked<'a> {
 struct Taken {
     vrids: BTreeMap<(bool, u8), usize>,
     vips: BTreeMap<IpAddr, String>,
+    routes: Vec<(Route, String)>,
 }
 
 fn instances(
@@ -515,6 +516,7 @@ fn instance(
     let vmac_interface = vmac_interface(c, &at, &inst, vrid, ipv6, interface);
     let dev = vmac_interface.as_deref().unwrap_or(interface);
     let (vips, vips_excluded) = addresses(c, i, &inst, ipv6, dev, taken);
+    let routes = routes(c, i, &inst, taken);
     let interval_ok = match version {
         2 => {
             (1000..=255_000).contains(&inst.advert_interval_ms)
@@ -595,6 +597,7 @@ fn instance(
         auth_pass,
         track_scripts: inst.track_scripts,
         track_interfaces,
+        routes,
         track_files: inst.track_files,
         track_processes: inst.track_processes,
         track_mysql: inst.track_mysql,
@@ -771,6 +774,7 @@ fn addresses(
     // iproute2's rule: a label is the device's name, or starts with it and a colon.
     let label_problem = |vip: &Vip| {
         let label = vip.label.as_ref()?;
+        let dev = vip.dev.as_deref().unwrap_or(dev);
         (label.len() > 15 || (label != dev && !label.starts_with(&format!("{dev}:")))).then(|| {
             format!(
                 "expected a label of at most 15 characters that is {dev:?} or starts with \"{dev}:\" (the interface the VIP is on), got {label:?}"
@@ -778,7 +782,14 @@ fn addresses(
         })
     };
     let mut admit = |c: &mut Checker, key: String, text: &str, one_family: bool| {
-        let problem = match parse_vip(text) {
+        // `dev` naming the interface the VIPs go on anyway says nothing.
+        let parsed = parse_vip(text).map(|mut vip| {
+            if vip.dev.as_deref() == Some(dev) {
+                vip.dev = None;
+            }
+            vip
+        });
+        let problem = match parsed {
             Err(message) => message,
             Ok(vip) if one_family && vip.addr.is_ipv6() != ipv6 => format!(
                 "expected an {} address like the instance's first VIP (one family per instance), got {text:?}",
@@ -811,6 +822,31 @@ fn addresses(
         ));
     }
     (vips, excluded)
+}
+
+/// The routes added while master, each once in the file (two instances cannot both own the
+/// route to one destination in one table at one metric).
+fn routes(c: &mut Checker, i: usize, inst: &RawInstance, taken: &mut Taken) -> Vec<Route> {
+    let mut routes = Vec::new();
+    for (j, text) in inst.routes.iter().enumerate() {
+        let key = format!("instance[{i}].routes[{j}]");
+        match super::route::parse(text) {
+            Err(message) => c.problem(key, message),
+            Ok(route) => match taken.routes.iter().find(|(r, _)| r.same_slot(&route)) {
+                Some((_, other)) => c.problem(
+                    key,
+                    format!(
+                        "expected each route once (destination, table and metric), but {route} is also {other}"
+                    ),
+                ),
+                None => {
+                    taken.routes.push((route.clone(), key));
+                    routes.push(route);
+                }
+            },
+        }
+    }
+    routes
 }
 
 /// The source of the adverts, if set, and the unicast peers: of the instance's family.
@@ -1131,7 +1167,7 @@ fn unique_name<'a>(name: &str, mut taken: impl Iterator<Item = &'a String>) -> O
 }
 
 /// Whether `name` can name a network interface.
-fn is_interface_name(name: &str) -> bool {
+pub(super) fn is_interface_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 15 && !name.contains(['/', ':', ' '])
 }
 
@@ -1139,15 +1175,25 @@ fn parse_vip(text: &str) -> Result<Vip, String> {
     let expected = "expected an IPv4 or IPv6 address with an optional /prefix, like \"192.0.2.100/24\" or \"2001:db8::100/64\"";
     let mut words = text.split_whitespace();
     let first = words.next().unwrap_or("");
-    let label = match (words.next(), words.next(), words.next()) {
-        (None, _, _) => None,
-        (Some("label"), Some(label), None) => Some(label.to_owned()),
-        _ => {
-            return Err(format!(
-                "{expected}, then optionally \"label NAME\", got {text:?}"
-            ));
-        }
-    };
+    let (mut dev, mut label) = (None, None);
+    let rest: Vec<&str> = words.collect();
+    for pair in rest.chunks(2) {
+        let slot = match pair {
+            ["dev", _] if dev.is_none() => &mut dev,
+            ["label", _] if label.is_none() => &mut label,
+            _ => {
+                return Err(format!(
+                    "{expected}, then optionally \"dev INTERFACE\" and \"label NAME\", got {text:?}"
+                ));
+            }
+        };
+        *slot = Some(pair[1].to_owned());
+    }
+    if let Some(d) = dev.as_deref().filter(|d| !is_interface_name(d)) {
+        return Err(format!(
+            "{expected}; after dev an interface name (1 to 15 characters, no '/', ':' or space), got {d:?}"
+        ));
+    }
     let text = first;
     let (addr, prefix) = match text.split_once('/') {
         Some((addr, prefix)) => (addr, Some(prefix)),
@@ -1181,6 +1227,7 @@ fn parse_vip(text: &str) -> Result<Vip, String> {
     Ok(Vip {
         addr,
         prefix,
+        dev,
         label,
     })
 }

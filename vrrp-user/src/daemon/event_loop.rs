@@ -189,6 +189,7 @@ impl Loop<'_> {
             engine.poll_timeout(),
             shell.split.next_deadline(),
             shell.keeper.next_deadline(),
+            shell.next_route_retry(),
         ]
         .into_iter()
         .flatten()
@@ -261,6 +262,7 @@ impl Loop<'_> {
                 if deadline.is_some_and(|d| d <= Instant::now()) {
                     shell.on_timer(engine, track_inputs);
                     shell.upkeep_vips(engine).await;
+                    shell.retry_routes(engine).await;
                     shell.apply(engine).await;
                 }
             }
@@ -301,6 +303,9 @@ impl Loop<'_> {
                 if netlink::link_up(iface).unwrap_or(false) {
                     return Some(Stop::Reexec);
                 }
+            }
+            Some(netlink::HostEvent::RouteGone { to, prefix, table }) => {
+                shell.on_route_gone(engine, (to, prefix, table)).await;
             }
             Some(netlink::HostEvent::LinkGone { .. } | netlink::HostEvent::LinkBack { .. }) => {}
             Some(netlink::HostEvent::StreamEnded) | None => {

@@ -52,6 +52,7 @@ mod event_loop;
 mod events;
 mod reload;
 mod resume;
+mod routes;
 mod shell;
 mod shutdown;
 mod site;
@@ -122,10 +123,13 @@ pub async fn run(
     result
 }
 
-/// What an error exit puts right: the fenced servers and the VIPs of the configuration.
+/// What an error exit puts right: the fenced servers, and the routes and VIPs of the
+/// configuration.
 struct ErrorExit {
     fenced: Vec<crate::config::MysqlTarget>,
+    /// Each VIP and the interface it goes on when not the configured one.
     vips: Vec<(IpAddr, Option<String>)>,
+    routes: Vec<crate::config::Route>,
     iface: String,
 }
 
@@ -137,11 +141,19 @@ impl ErrorExit {
                 config
                     .instances
                     .iter()
-                    .flat_map(|i| i.all_vips().map(|v| (v.addr, i.vmac_interface.clone())))
+                    .flat_map(|i| {
+                        i.all_vips()
+                            .map(|v| (v.addr, v.dev.clone().or(i.vmac_interface.clone())))
+                    })
                     .collect()
             } else {
                 Vec::new()
             },
+            routes: config
+                .instances
+                .iter()
+                .flat_map(|i| i.routes.iter().cloned())
+                .collect(),
             iface: config.interface.clone(),
         }
     }
@@ -157,6 +169,11 @@ impl ErrorExit {
             }
         }
         if let Ok(addresses) = Addresses::connect() {
+            for route in &self.routes {
+                if let Err(e) = addresses.remove_route(route).await {
+                    left.push(format!("the route {route} may still be there ({e})"));
+                }
+            }
             for (addr, vmac) in &self.vips {
                 let dev = vmac.as_deref().unwrap_or(&self.iface);
                 let Ok(index) = nix::net::if_::if_nametoindex(dev) else {

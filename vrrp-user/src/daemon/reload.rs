@@ -59,10 +59,19 @@ pub(super) fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> 
     let across = |c: &Config, names: fn(&Instance) -> Vec<String>| {
         sorted(c.instances.iter().flat_map(names).collect())
     };
+    // The links watched: tracked interfaces and those VIPs and routes go on.
     let interfaces = |c: &Config| {
-        across(c, |i| {
-            i.track_interfaces.iter().map(|t| t.name.clone()).collect()
-        })
+        sorted(
+            c.instances
+                .iter()
+                .flat_map(|i| {
+                    i.track_interfaces
+                        .iter()
+                        .map(|t| t.name.clone())
+                        .chain(i.other_devs(&c.interface))
+                })
+                .collect(),
+        )
     };
     let tracked_processes = |c: &Config| across(c, |i| i.track_processes.clone());
     let tracked_mysql = |c: &Config| across(c, |i| i.track_mysql.clone());
@@ -100,7 +109,10 @@ pub(super) fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> 
         ),
         ("sync_group", old.sync_groups != new.sync_groups),
         ("write_lease", old.write_lease != new.write_lease),
-        ("track_interfaces", interfaces(old) != interfaces(new)),
+        (
+            "track_interfaces (or the interfaces VIPs and routes go on)",
+            interfaces(old) != interfaces(new),
+        ),
         ("virtual_mac / vmac_interface", vmacs(old) != vmacs(new)),
     ]
     .into_iter()
@@ -121,15 +133,23 @@ pub(super) async fn on_sighup(
     if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading, now]);
     }
-    match reload(path, config, engine, shell, site, stats_index) {
-        Ok(new) => *config = new,
+    let old_routes = shell.routes.clone();
+    let reloaded = match reload(path, config, engine, shell, site, stats_index) {
+        Ok(new) => {
+            *config = new;
+            true
+        }
         Err(err) => {
             for line in format!("{err:#}").lines() {
                 tracing::error!("{line}");
             }
             tracing::error!("reload refused; the running configuration is kept");
+            false
         }
-    }
+    };
     shell.apply(engine).await;
+    if reloaded {
+        shell.rerouted(engine, old_routes).await;
+    }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 }

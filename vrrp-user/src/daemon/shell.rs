@@ -17,6 +17,10 @@ pub(super) struct Shell {
     pub(super) vips: HashMap<IpAddr, (Vip, u32)>,
     /// The instance each VIP belongs to.
     pub(super) vip_keys: HashMap<IpAddr, InstanceKey>,
+    /// Each instance's routes, added while it is master.
+    pub(super) routes: HashMap<InstanceKey, Vec<crate::config::Route>>,
+    /// Instances whose routes failed, and when they are tried again.
+    pub(super) route_retry: HashMap<InstanceKey, Time>,
     /// The macvlans of virtual MACs: name, index.
     pub(super) vmacs: HashMap<String, u32>,
     /// The IPv4 identification of the last advert sent from a virtual MAC.
@@ -36,6 +40,8 @@ pub(super) struct Shell {
     pub(super) metrics: Metrics,
     /// While stopping: VIPs to remove once a successor advertises (instance, device, address).
     pub(super) deferred: Option<Vec<(InstanceKey, u32, IpAddr)>>,
+    /// While stopping: the instances whose routes go with them.
+    pub(super) deferred_routes: Vec<InstanceKey>,
     /// The write lease, when configured.
     pub(super) lease: Option<crate::lease::task::LeaseHandle>,
     /// Who sent the adverts heard, by instance and MAC: (priority, address).
@@ -79,6 +85,8 @@ impl Shell {
             announcer: p.announcer,
             vips: HashMap::new(),
             vip_keys: HashMap::new(),
+            routes: HashMap::new(),
+            route_retry: HashMap::new(),
             vmacs: p.vmacs,
             advert_id: 0,
             fencers: p.fencers,
@@ -89,6 +97,7 @@ impl Shell {
             last_heard: HashMap::new(),
             metrics: p.metrics,
             deferred: None,
+            deferred_routes: Vec::new(),
             lease: p.lease,
             advertisers: HashMap::new(),
             primaries: p.primaries,
@@ -128,13 +137,27 @@ impl Shell {
             .instances
             .iter()
             .flat_map(|inst| {
-                let dev = inst
+                let own = inst
                     .vmac_interface
                     .as_ref()
                     .and_then(|name| self.vmacs.get(name).copied())
                     .unwrap_or(ifindex);
-                inst.all_vips().map(move |v| (v.addr, (v.clone(), dev)))
+                // A VIP on another interface: its index now (0 if it is missing: looked up
+                // again at each add).
+                inst.all_vips().map(move |v| {
+                    let dev = match &v.dev {
+                        Some(name) => nix::net::if_::if_nametoindex(name.as_str()).unwrap_or(0),
+                        None => own,
+                    };
+                    (v.addr, (v.clone(), dev))
+                })
             })
+            .collect();
+        self.routes = config
+            .instances
+            .iter()
+            .filter(|inst| !inst.routes.is_empty())
+            .map(|inst| (instance_key(inst, ifindex), inst.routes.clone()))
             .collect();
     }
 
@@ -490,9 +513,13 @@ impl Shell {
                         self.keeper.want(key, addr);
                         self.add_vip(engine, key, addr).await;
                     }
+                    self.add_routes(key).await;
                 }
                 Action::RemoveVips { key, vips, .. } if self.configure_vips => {
                     self.fence(key);
+                    // Routes go first (one may use a VIP as its source); on a stop, with the
+                    // VIPs once a successor advertises.
+                    self.remove_or_defer_routes(key).await;
                     for &addr in &vips {
                         self.keeper.unwant(addr);
                         let dev = self.vips.get(&addr).map_or(key.iface, |(_, dev)| *dev);
@@ -512,15 +539,14 @@ impl Shell {
                 // takes frames to it only while it is up.
                 Action::RemoveVips { key, vips, .. } => {
                     self.fence(key);
+                    self.remove_or_defer_routes(key).await;
                     self.set_vmac_up(key, &vips, false).await;
                 }
-                Action::AddVips { key, vips, .. } => self.set_vmac_up(key, &vips, true).await,
-                Action::Announce { key, addr } => {
-                    let mac = self.macs.get(&key).copied().unwrap_or_default();
-                    if let Err(err) = self.announcer.announce(addr, mac) {
-                        warn!(vrid = key.vrid, %instance, %state, %addr, error = %err, "cannot announce VIP");
-                    }
+                Action::AddVips { key, vips, .. } => {
+                    self.set_vmac_up(key, &vips, true).await;
+                    self.add_routes(key).await;
                 }
+                Action::Announce { key, addr } => self.announce_one(key, addr),
                 Action::StateChanged {
                     key,
                     name,
@@ -603,10 +629,22 @@ impl Shell {
     /// failure is retried, and after a few takes the instance out of the election for a
     /// hold-down (crate::keeper). True when the VIP is on the interface.
     async fn add_vip(&mut self, engine: &mut Engine, key: InstanceKey, addr: IpAddr) -> bool {
-        let Some((vip, dev)) = self.vips.get(&addr).cloned() else {
+        let Some((vip, mut dev)) = self.vips.get(&addr).cloned() else {
             return false;
         };
-        let result = self.addresses.add(dev, &vip).await;
+        // A VIP on another interface: looked up by name each time (it may have been
+        // re-created under a new index, or be missing).
+        let result = match &vip.dev {
+            Some(name) => match nix::net::if_::if_nametoindex(name.as_str()) {
+                Ok(index) => {
+                    dev = index;
+                    self.vips.insert(addr, (vip.clone(), dev));
+                    self.addresses.add(dev, &vip).await
+                }
+                Err(_) => Err(std::io::Error::other(format!("no interface {name}"))),
+            },
+            None => self.addresses.add(dev, &vip).await,
+        };
         let t = now();
         let present = result.is_ok();
         match result {
@@ -624,7 +662,10 @@ impl Shell {
                 }
             },
         }
-        if let Err(err) = self.dp.set_vip_absent(addr, !present) {
+        // The data plane answers only for the VIPs on its own interface.
+        if vip.dev.is_none()
+            && let Err(err) = self.dp.set_vip_absent(addr, !present)
+        {
             warn!(vrid = key.vrid, vip = %addr, error = %dataplane::error_chain(&err), "cannot publish whether the VIP is on the interface");
         }
         present
@@ -648,13 +689,15 @@ impl Shell {
         let Some(key) = self.vip_keys.get(&addr).copied() else {
             return;
         };
-        if let Err(err) = self.dp.set_vip_absent(addr, true) {
+        let own_interface = self.vips.get(&addr).is_some_and(|(v, _)| v.dev.is_none());
+        if own_interface && let Err(err) = self.dp.set_vip_absent(addr, true) {
             warn!(vrid = key.vrid, vip = %addr, error = %dataplane::error_chain(&err), "cannot publish that the VIP is not on the interface");
         }
         if add_now {
             warn!(vrid = key.vrid, vip = %addr, "VIP deleted from the interface by someone else; adding it again");
             if self.add_vip(engine, key, addr).await {
                 self.announce_one(key, addr);
+                self.reassert_routes(key).await;
             }
         }
     }
@@ -677,6 +720,7 @@ impl Shell {
             if self.add_vip(engine, key, addr).await {
                 info!(vrid = key.vrid, vip = %addr, "VIP added after a failure");
                 self.announce_one(key, addr);
+                self.reassert_routes(key).await;
             }
         }
     }
@@ -800,10 +844,19 @@ impl Shell {
         }
     }
 
-    /// Announces one VIP of instance `key`.
+    /// Announces one VIP of instance `key`: from the instance's MAC on its interface, or, for
+    /// a VIP on another interface (`dev`), from that interface's MAC on it.
     fn announce_one(&self, key: InstanceKey, addr: IpAddr) {
-        let mac = self.macs.get(&key).copied().unwrap_or_default();
-        if let Err(err) = self.announcer.announce(addr, mac) {
+        let sent = match self.vips.get(&addr) {
+            Some((Vip { dev: Some(name), .. }, index)) => dataplane::interface_mac(name)
+                .map_err(|e| std::io::Error::other(format!("{e:#}")))
+                .and_then(|mac| self.announcer.announce_on(*index, addr, mac)),
+            _ => {
+                let mac = self.macs.get(&key).copied().unwrap_or_default();
+                self.announcer.announce(addr, mac)
+            }
+        };
+        if let Err(err) = sent {
             warn!(vrid = key.vrid, vip = %addr, error = %err, "cannot announce VIP");
         }
     }

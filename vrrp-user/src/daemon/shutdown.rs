@@ -50,6 +50,11 @@ pub(super) async fn stop(
     let deferred = shell.deferred.take().unwrap_or_default();
     if !deferred.is_empty() {
         shell.await_successor(config, &deferred, resigned_ns).await;
+    }
+    for key in std::mem::take(&mut shell.deferred_routes) {
+        shell.remove_routes(key).await;
+    }
+    if !deferred.is_empty() {
         for (key, dev, addr) in deferred {
             if let Err(err) = shell.addresses.remove(dev, addr).await {
                 warn!(vrid = key.vrid, vip = %addr, error = %err, "cannot remove VIP");

@@ -149,6 +149,14 @@ fn guards(inst: &Instance, iface: &str, ifindex: u32, config: &Config) -> Vec<Tr
         let name = netlink::link_track_name(iface);
         tracks.push(track(name, 0, false, TrackInput::Up));
     }
+    // The interfaces its VIPs and routes go on, as keepalived tracks them (unless tracked
+    // with a weight below).
+    for dev in inst.other_devs(iface) {
+        if !inst.track_interfaces.iter().any(|t| t.name == dev) {
+            let name = netlink::link_track_name(&dev);
+            tracks.push(track(name, 0, false, TrackInput::Up));
+        }
+    }
     for link in &inst.track_interfaces {
         let name = netlink::link_track_name(&link.name);
         tracks.push(track(
@@ -187,7 +195,8 @@ impl Site {
             (true, false) => virtual_mac_v4(inst.vrid),
             (true, true) => virtual_mac_v6(inst.vrid),
         };
-        for vip in inst.all_vips() {
+        // A VIP on another interface is answered there by the kernel, not by this data plane.
+        for vip in inst.all_vips().filter(|v| v.dev.is_none()) {
             // An excluded address may be of the other family: its role is in our slot.
             let flags = if vip.addr.is_ipv6() == ipv6 {
                 0

@@ -138,12 +138,12 @@ pub(super) fn watch_links(
     host_tx: tokio::sync::mpsc::UnboundedSender<netlink::HostEvent>,
 ) -> anyhow::Result<()> {
     let mut links = HashMap::new();
-    for name in std::iter::once(iface.to_owned()).chain(
-        config
-            .instances
+    for name in std::iter::once(iface.to_owned()).chain(config.instances.iter().flat_map(|i| {
+        i.track_interfaces
             .iter()
-            .flat_map(|i| i.track_interfaces.iter().map(|t| t.name.clone())),
-    ) {
+            .map(|t| t.name.clone())
+            .chain(i.other_devs(iface))
+    })) {
         let index = nix::net::if_::if_nametoindex(name.as_str())
             .with_context(|| format!("tracked interface {name}"))?;
         links.insert(index, name);

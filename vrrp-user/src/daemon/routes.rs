@@ -1,0 +1,138 @@
+//! An instance's routes (keepalived's `virtual_routes`): added once its VIPs are, while it is
+//! master; removed before its VIPs when it leaves master. A route deleted by someone else, or
+//! one that could not be added (its gateway not reachable yet, its interface missing), is added
+//! again: at once on a route or address event, else every [`RETRY_US`] until it is there.
+//! keepalived instead leaves master and comes back, a state flap, for a deleted route.
+
+use super::*;
+use crate::config::Route;
+
+/// Between two attempts to add the routes of an instance whose routes failed.
+pub(super) const RETRY_US: u64 = 1_000_000;
+
+impl Shell {
+    /// Adds (or re-asserts: adding replaces) every route of master instance `key`. A failure
+    /// is logged once per episode and retried.
+    pub(super) async fn add_routes(&mut self, key: InstanceKey) {
+        let Some(routes) = self.routes.get(&key).cloned() else {
+            return;
+        };
+        let mut failed = false;
+        for route in &routes {
+            match self.addresses.add_route(route).await {
+                Ok(()) => debug!(vrid = key.vrid, %route, "route added"),
+                Err(err) => {
+                    failed = true;
+                    if !self.route_retry.contains_key(&key) {
+                        warn!(vrid = key.vrid, %route, error = %err, retry_ms = RETRY_US / 1_000,
+                            "cannot add route; tried again while the instance is master");
+                    }
+                }
+            }
+        }
+        if failed {
+            self.route_retry.insert(key, now().plus(RETRY_US));
+        } else if self.route_retry.remove(&key).is_some() {
+            info!(vrid = key.vrid, "routes added after a failure");
+        }
+    }
+
+    /// Removes every route of instance `key` (leaving master, or stopping).
+    pub(super) async fn remove_routes(&mut self, key: InstanceKey) {
+        self.route_retry.remove(&key);
+        let Some(routes) = self.routes.get(&key).cloned() else {
+            return;
+        };
+        for route in &routes {
+            if let Err(err) = self.addresses.remove_route(route).await {
+                warn!(vrid = key.vrid, %route, error = %err, "cannot remove route");
+            }
+        }
+    }
+
+    /// Removes the routes of instance `key` leaving master, or, while stopping, keeps them
+    /// until a successor advertises (with the VIPs).
+    pub(super) async fn remove_or_defer_routes(&mut self, key: InstanceKey) {
+        if self.deferred.is_some() {
+            self.deferred_routes.push(key);
+        } else {
+            self.remove_routes(key).await;
+        }
+    }
+
+    /// The master instances that have routes.
+    fn routed_masters(&self, engine: &Engine) -> Vec<InstanceKey> {
+        engine
+            .masters()
+            .map(|(key, _)| key)
+            .filter(|key| self.routes.get(key).is_some_and(|r| !r.is_empty()))
+            .collect()
+    }
+
+    /// A static route left a table: a master's route there is added again.
+    pub(super) async fn on_route_gone(
+        &mut self,
+        engine: &Engine,
+        (to, prefix, table): (IpAddr, u8, u32),
+    ) {
+        for key in self.routed_masters(engine) {
+            let ours = self.routes[&key]
+                .iter()
+                .any(|r| (r.to, r.prefix, r.table()) == (to, prefix, table));
+            if ours {
+                warn!(vrid = key.vrid, to = %to, prefix, table, "route deleted by someone else; adding it again");
+                self.add_routes(key).await;
+            }
+        }
+    }
+
+    /// Re-asserts the routes of master instance `key` (after one of its VIPs was added again:
+    /// the kernel drops a route with the source address it used, without telling).
+    pub(super) async fn reassert_routes(&mut self, key: InstanceKey) {
+        if self.routes.get(&key).is_some_and(|r| !r.is_empty()) {
+            self.add_routes(key).await;
+        }
+    }
+
+    /// Retries the routes whose retry is due (of instances still master).
+    pub(super) async fn retry_routes(&mut self, engine: &Engine) {
+        let t = now();
+        let masters: HashSet<InstanceKey> = engine.masters().map(|(k, _)| k).collect();
+        self.route_retry.retain(|k, _| masters.contains(k));
+        let due: Vec<InstanceKey> = self
+            .route_retry
+            .iter()
+            .filter(|(_, at)| **at <= t)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in due {
+            self.add_routes(key).await;
+        }
+    }
+
+    /// When the next route retry is due.
+    pub(super) fn next_route_retry(&self) -> Option<Time> {
+        self.route_retry.values().min().copied()
+    }
+
+    /// After a reload: each master instance's routes that the new configuration no longer has
+    /// are removed, and its routes re-asserted.
+    pub(super) async fn rerouted(&mut self, engine: &Engine, old: HashMap<InstanceKey, Vec<Route>>) {
+        let masters: HashSet<InstanceKey> = engine.masters().map(|(k, _)| k).collect();
+        for (key, routes) in old {
+            if !masters.contains(&key) {
+                continue;
+            }
+            let kept = self.routes.get(&key).cloned().unwrap_or_default();
+            for route in routes.iter().filter(|r| !kept.iter().any(|k| k == *r)) {
+                match self.addresses.remove_route(route).await {
+                    Ok(()) => info!(vrid = key.vrid, %route, "removed a route the configuration no longer has"),
+                    Err(err) => warn!(vrid = key.vrid, %route, error = %err, "cannot remove route"),
+                }
+            }
+        }
+        for key in masters {
+            self.reassert_routes(key).await;
+        }
+    }
+}
