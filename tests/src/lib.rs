@@ -444,6 +444,68 @@ impl Lab {
         Ok(())
     }
 
+    /// Adds a second network, the inside: a bridge of its own beside the lab's and, on each
+    /// host, an interface on it ([`Lab::inside_iface`]) with 198.51.100.<n>/24 and MAC
+    /// 02:00:00:00:01:<n> (n as in the lab's addresses). No XDP is attached there.
+    pub fn add_inside(&self) -> anyhow::Result<()> {
+        self.switch.ip(&["link", "add", "br1", "type", "bridge"])?;
+        self.switch.ip(&[
+            "link", "set", "br1", "type", "bridge", "stp_state", "0", "forward_delay", "0",
+        ])?;
+        self.switch.ip(&["link", "set", "br1", "up"])?;
+        for h in &self.hosts {
+            let (iface, port) = (self.inside_iface(&h.name), self.inside_port(&h.name));
+            let n = h.mac[5];
+            ip(&[
+                "link",
+                "add",
+                &iface,
+                "netns",
+                h.ns.name(),
+                "address",
+                &mac_text(&[0x02, 0, 0, 0, 0x01, n]),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &port,
+                "netns",
+                self.switch.name(),
+            ])?;
+            self.switch
+                .ip(&["link", "set", &port, "master", "br1", "up"])?;
+            h.ns.ip(&["addr", "add", &format!("198.51.100.{n}/24"), "dev", &iface])?;
+            h.ns.ip(&["link", "set", &iface, "up"])?;
+        }
+        Ok(())
+    }
+
+    /// `host`'s interface on the inside network ([`Lab::add_inside`]).
+    pub fn inside_iface(&self, host: &str) -> String {
+        let i = self.host_index(host);
+        format!("xv{}n{i}", self.tag)
+    }
+
+    /// The inside bridge's port of `host`.
+    fn inside_port(&self, host: &str) -> String {
+        let i = self.host_index(host);
+        format!("xv{}q{i}", self.tag)
+    }
+
+    fn host_index(&self, host: &str) -> usize {
+        self.hosts
+            .iter()
+            .position(|h| h.name == host)
+            .expect("host")
+    }
+
+    /// Cuts (`up` false) or restores a host's link to the inside network.
+    pub fn set_inside_link(&self, host: &str, up: bool) -> anyhow::Result<()> {
+        let port = self.inside_port(host);
+        self.switch
+            .ip(&["link", "set", &port, if up { "up" } else { "down" }])
+    }
+
     /// Deletes `host`'s interface and creates it again under the same name, with the same MAC
     /// and addresses, as a rebuilt bond or a reloaded driver does (a new ifindex).
     pub fn recreate_link(&self, host: &str) -> anyhow::Result<()> {
@@ -546,6 +608,17 @@ impl Lab {
     /// addresses of the replies, in order (empty when nobody answered).
     pub fn arping(&self, host: &str, target: Ipv4Addr, count: u32) -> anyhow::Result<Vec<String>> {
         let iface = self.host(host).iface.clone();
+        self.arping_on(host, &iface, target, count)
+    }
+
+    /// [`Lab::arping`] out of another interface of `host` (the inside network's, say).
+    pub fn arping_on(
+        &self,
+        host: &str,
+        iface: &str,
+        target: Ipv4Addr,
+        count: u32,
+    ) -> anyhow::Result<Vec<String>> {
         let out = self.run(
             host,
             "arping",
@@ -555,7 +628,7 @@ impl Lab {
                 "-w",
                 &(count + 2).to_string(),
                 "-I",
-                &iface,
+                iface,
                 &target.to_string(),
             ],
             Duration::from_secs(u64::from(count) + 10),

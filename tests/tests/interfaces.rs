@@ -1,0 +1,179 @@
+//! VIPs on another interface than the adverts' (`dev`) and an instance's routes (keepalived's
+//! `virtual_routes`), in a router-style lab: an outside network where the adverts go, and an
+//! inside network where a second VIP lives and the routes point.
+
+use std::{net::Ipv4Addr, time::Duration};
+
+use nix::sys::signal::Signal;
+use xvrrp_lab::{Lab, mac_text, privileged, wait_for};
+
+const INSIDE_VIP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 100);
+
+/// The config of `host`: the lab's VIP outside, one on the inside interface, a route through
+/// an inside gateway and a blackhole route.
+fn config(lab: &Lab, host: &str, priority: u8) -> String {
+    let inside = lab.inside_iface(host);
+    lab.vrrp_config(
+        host,
+        priority,
+        &format!(
+            "vips = [\"{}/24\", \"{INSIDE_VIP}/24 dev {inside}\"]\n\
+             routes = [\"10.50.0.0/16 via 198.51.100.254 dev {inside}\", \"blackhole 10.60.0.0/16\"]\n",
+            xvrrp_lab::LAB_VIP
+        ),
+    )
+    .replace(&format!("vips = [\"{}/24\"]\n", xvrrp_lab::LAB_VIP), "")
+}
+
+/// Whether `host` has the inside VIP on its inside interface.
+fn has_inside_vip(lab: &Lab, host: &str) -> bool {
+    let out = lab
+        .run(
+            host,
+            "ip",
+            &["-br", "addr", "show", "dev", &lab.inside_iface(host)],
+            Duration::from_secs(5),
+        )
+        .expect("ip addr");
+    String::from_utf8_lossy(&out.stdout).contains(&format!("{INSIDE_VIP}/24"))
+}
+
+/// `host`'s routes to 10.50.0.0/16 and 10.60.0.0/16, as `ip route` prints them.
+fn routes(lab: &Lab, host: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for args in [
+        &["route", "show", "10.50.0.0/16"][..],
+        &["route", "show", "type", "blackhole"][..],
+    ] {
+        let out = lab
+            .run(host, "ip", args, Duration::from_secs(5))
+            .expect("ip route");
+        found.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(|l| l.trim().to_owned()),
+        );
+    }
+    found
+}
+
+/// Whether `host` has both routes, and only then the other host has neither.
+fn routed_by(lab: &Lab, host: &str, other: &str) -> bool {
+    let mine = routes(lab, host);
+    mine.iter()
+        .any(|r| r.starts_with("10.50.0.0/16 via 198.51.100.254 dev"))
+        && mine.iter().any(|r| r.starts_with("blackhole 10.60.0.0/16"))
+        && routes(lab, other).is_empty()
+        && has_inside_vip(lab, host)
+        && !has_inside_vip(lab, other)
+}
+
+/// The MACs that answer the inside client's ARP request for the inside VIP.
+fn inside_answer(lab: &Lab) -> Vec<String> {
+    lab.arping_on("client", &lab.inside_iface("client"), INSIDE_VIP, 1)
+        .expect("arping")
+}
+
+fn inside_mac(lab: &Lab, host: &str) -> String {
+    let n = lab.host(host).mac[5];
+    mac_text(&[0x02, 0, 0, 0, 0x01, n])
+}
+
+#[test]
+fn a_vip_on_the_inside_and_the_routes_follow_the_master_across_faults() {
+    if !privileged("a_vip_on_the_inside_and_the_routes_follow_the_master_across_faults") {
+        return;
+    }
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    lab.add_inside().expect("inside network");
+    let mut a = lab
+        .start_xvrrp("a", &config(&lab, "a", 150))
+        .expect("start a");
+    let mut b = lab
+        .start_xvrrp("b", &config(&lab, "b", 100))
+        .expect("start b");
+    assert!(
+        wait_for(Duration::from_secs(5), || routed_by(&lab, "a", "b")),
+        "a master with its inside VIP and routes: a {:?} b {:?}\n{}",
+        routes(&lab, "a"),
+        routes(&lab, "b"),
+        a.log()
+    );
+    // The kernel answers for the inside VIP there (no XDP on the inside): a's inside MAC.
+    assert_eq!(inside_answer(&lab), [inside_mac(&lab, "a")]);
+    // The outside VIP is still answered by the data plane.
+    lab.wait_answered_by(
+        "client",
+        "a",
+        xvrrp_lab::LAB_VIP,
+        2,
+        Duration::from_secs(3),
+    );
+
+    // A route deleted by an operator comes back, and the instance stays master.
+    let out = lab
+        .run(
+            "a",
+            "ip",
+            &["route", "del", "10.50.0.0/16"],
+            Duration::from_secs(5),
+        )
+        .expect("ip route del");
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        wait_for(Duration::from_secs(3), || routed_by(&lab, "a", "b")),
+        "the deleted route is back: {:?}\n{}",
+        routes(&lab, "a"),
+        a.log()
+    );
+    assert!(a.log().contains("route deleted by someone else"), "{}", a.log());
+    assert_eq!(a.log().matches("new=master").count(), 1, "{}", a.log());
+
+    // The inside link of the master is cut: its instance goes to Fault (the VIP's interface
+    // is tracked, as in keepalived), and b takes the inside VIP and the routes.
+    lab.set_inside_link("a", false).expect("cut");
+    assert!(
+        wait_for(Duration::from_secs(5), || routed_by(&lab, "b", "a")),
+        "b took over: a {:?} b {:?}\n{}\n{}",
+        routes(&lab, "a"),
+        routes(&lab, "b"),
+        a.log(),
+        b.log()
+    );
+    assert!(a.log().contains("new=fault"), "{}", a.log());
+    assert!(
+        wait_for(Duration::from_secs(3), || inside_answer(&lab)
+            == [inside_mac(&lab, "b")]),
+        "the inside client reaches b"
+    );
+    lab.wait_answered_by(
+        "client",
+        "b",
+        xvrrp_lab::LAB_VIP,
+        2,
+        Duration::from_secs(3),
+    );
+
+    // Back: a preempts, and everything moves back.
+    lab.set_inside_link("a", true).expect("restore");
+    assert!(
+        wait_for(Duration::from_secs(8), || routed_by(&lab, "a", "b")),
+        "back on a: a {:?} b {:?}\n{}",
+        routes(&lab, "a"),
+        routes(&lab, "b"),
+        a.log()
+    );
+
+    // A stop takes the routes and the inside VIP away with it.
+    a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || routed_by(&lab, "b", "a")),
+        "b after a stopped: a {:?} b {:?}\n{}",
+        routes(&lab, "a"),
+        routes(&lab, "b"),
+        b.log()
+    );
+    b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    assert!(routes(&lab, "b").is_empty(), "{:?}", routes(&lab, "b"));
+    assert!(!has_inside_vip(&lab, "b"));
+}
