@@ -18,7 +18,7 @@ use serde::Deserialize;
 mod route;
 mod validate;
 
-pub use route::{Route, RouteKind, RouteScope};
+pub use route::{Route, RouteKind, RouteScope, parse as parse_route};
 
 use validate::validate;
 

@@ -9,6 +9,7 @@ struct Draft {
     interface: String,
     vips: Vec<String>,
     excluded: Vec<String>,
+    routes: Vec<String>,
     scripts: Vec<String>,
     mysql: Vec<String>,
     files: Vec<String>,
@@ -43,6 +44,7 @@ pub(super) fn instance(
         interface: String::new(),
         vips: Vec::new(),
         excluded: Vec::new(),
+        routes: Vec::new(),
         scripts: Vec::new(),
         mysql: Vec::new(),
         files: Vec::new(),
@@ -203,6 +205,13 @@ fn addresses(c: &Node, d: &mut Draft, who: &str, dropped: &mut Vec<String>) -> b
             for v in c.children() {
                 if let Some(vip) = address(v, &d.interface, who, dropped) {
                     d.vips.push(vip);
+                }
+            }
+        }
+        "virtual_routes" => {
+            for r in c.children() {
+                if let Some(route) = super::route(r, who, dropped) {
+                    d.routes.push(route);
                 }
             }
         }
@@ -469,6 +478,9 @@ fn auth_pass(
 /// The addresses, tracked objects and announcement settings, in the table's order.
 fn write_lists(t: &mut Table, d: Draft) {
     t.set("vips", list(&d.vips));
+    if !d.routes.is_empty() {
+        t.set("routes", list(&d.routes));
+    }
     if !d.excluded.is_empty() {
         t.set("vips_excluded", list(&d.excluded));
     }

@@ -1072,7 +1072,7 @@ fn address(v: &Node, interface: &str, who: &str, dropped: &mut Vec<String>) -> O
     } else {
         format!("{addr}/32")
     };
-    let mut label = None;
+    let (mut label, mut dev) = (None, None);
     let mut words = v.words.iter().skip(1);
     while let Some(w) = words.next() {
         let value = words.clone().next().cloned().unwrap_or_default();
@@ -1084,11 +1084,7 @@ fn address(v: &Node, interface: &str, who: &str, dropped: &mut Vec<String>) -> O
             "dev" => {
                 words.next();
                 if value != interface {
-                    dropped.push(format!(
-                        "{}: {who}: {addr} dev {value}: a VIP on another interface than the instance's ({interface}) is not supported; left out",
-                        v.at
-                    ));
-                    return None;
+                    dev = Some(value);
                 }
             }
             "brd" | "broadcast" | "scope" | "preferred_lft" | "metric" => {
@@ -1111,10 +1107,65 @@ fn address(v: &Node, interface: &str, who: &str, dropped: &mut Vec<String>) -> O
             )),
         }
     }
-    Some(match label {
-        Some(l) => format!("{addr} label {l}"),
-        None => addr,
-    })
+    let mut vip = addr;
+    if let Some(d) = dev {
+        vip = format!("{vip} dev {d}");
+    }
+    if let Some(l) = label {
+        vip = format!("{vip} label {l}");
+    }
+    Some(vip)
+}
+
+/// A virtual_routes line as an xvrrp route (`ip route` syntax, which keepalived's follows);
+/// a route with an option xvrrp does not carry is left out, and said so.
+fn route(r: &Node, who: &str, dropped: &mut Vec<String>) -> Option<String> {
+    let line = r.words.join(" ");
+    let mut kind = None;
+    let mut dest = None;
+    let mut options = Vec::new();
+    let mut words = r.words.iter().map(String::as_str);
+    while let Some(w) = words.next() {
+        match w {
+            "blackhole" | "unreachable" | "prohibit" | "unicast" if dest.is_none() => {
+                kind = Some(w);
+            }
+            "to" => dest = words.next(),
+            "no_track" => {}
+            "via" | "gw" | "src" | "dev" | "metric" | "priority" | "preference" | "table"
+            | "scope" => {
+                options.push(w);
+                options.push(words.next().unwrap_or(""));
+            }
+            "onlink" => options.push(w),
+            "protocol" | "proto" => {
+                words.next();
+            }
+            _ if dest.is_none() => dest = Some(w),
+            other => {
+                dropped.push(format!(
+                    "{}: {who}: virtual_routes {line}: {other} is not supported; the route is left out",
+                    r.at
+                ));
+                return None;
+            }
+        }
+    }
+    let text: Vec<&str> = kind
+        .into_iter()
+        .chain(dest)
+        .chain(options.iter().copied())
+        .collect();
+    match crate::config::parse_route(&text.join(" ")) {
+        Ok(route) => Some(route.to_string()),
+        Err(why) => {
+            dropped.push(format!(
+                "{}: {who}: virtual_routes {line}: left out: {why}",
+                r.at
+            ));
+            None
+        }
+    }
 }
 
 /// Imports `path`: the xvrrp configs and the report.
@@ -1657,11 +1708,11 @@ mod tests {
     #[test]
     fn unknown_and_unsupported_statements_are_listed_not_silently_lost() {
         let i = convert_text(
-            "vrrp_instance V {\n interface eth0\n virtual_router_id 7\n virtual_ipaddress {\n 192.0.2.1/24 dev eth9\n }\n frobnicate 3\n}\nlvs_thing {\n}\n",
+            "vrrp_instance V {\n interface eth0\n virtual_router_id 7\n virtual_ipaddress {\n 192.0.2.1/24 scope link\n }\n frobnicate 3\n}\nlvs_thing {\n}\n",
         );
         let all = i.dropped.join("\n");
         assert!(
-            all.contains("k.conf:5: vrrp_instance V: 192.0.2.1/24 dev eth9"),
+            all.contains("k.conf:5: vrrp_instance V: 192.0.2.1/24: scope link is not carried"),
             "{all}"
         );
         assert!(
