@@ -450,7 +450,15 @@ impl Lab {
     pub fn add_inside(&self) -> anyhow::Result<()> {
         self.switch.ip(&["link", "add", "br1", "type", "bridge"])?;
         self.switch.ip(&[
-            "link", "set", "br1", "type", "bridge", "stp_state", "0", "forward_delay", "0",
+            "link",
+            "set",
+            "br1",
+            "type",
+            "bridge",
+            "stp_state",
+            "0",
+            "forward_delay",
+            "0",
         ])?;
         self.switch.ip(&["link", "set", "br1", "up"])?;
         for h in &self.hosts {

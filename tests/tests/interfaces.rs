@@ -102,13 +102,7 @@ fn a_vip_on_the_inside_and_the_routes_follow_the_master_across_faults() {
     // The kernel answers for the inside VIP there (no XDP on the inside): a's inside MAC.
     assert_eq!(inside_answer(&lab), [inside_mac(&lab, "a")]);
     // The outside VIP is still answered by the data plane.
-    lab.wait_answered_by(
-        "client",
-        "a",
-        xvrrp_lab::LAB_VIP,
-        2,
-        Duration::from_secs(3),
-    );
+    lab.wait_answered_by("client", "a", xvrrp_lab::LAB_VIP, 2, Duration::from_secs(3));
 
     // A route deleted by an operator comes back, and the instance stays master.
     let out = lab
@@ -126,7 +120,11 @@ fn a_vip_on_the_inside_and_the_routes_follow_the_master_across_faults() {
         routes(&lab, "a"),
         a.log()
     );
-    assert!(a.log().contains("route deleted by someone else"), "{}", a.log());
+    assert!(
+        a.log().contains("route deleted by someone else"),
+        "{}",
+        a.log()
+    );
     assert_eq!(a.log().matches("new=master").count(), 1, "{}", a.log());
 
     // The inside link of the master is cut: its instance goes to Fault (the VIP's interface
@@ -146,13 +144,7 @@ fn a_vip_on_the_inside_and_the_routes_follow_the_master_across_faults() {
             == [inside_mac(&lab, "b")]),
         "the inside client reaches b"
     );
-    lab.wait_answered_by(
-        "client",
-        "b",
-        xvrrp_lab::LAB_VIP,
-        2,
-        Duration::from_secs(3),
-    );
+    lab.wait_answered_by("client", "b", xvrrp_lab::LAB_VIP, 2, Duration::from_secs(3));
 
     // Back: a preempts, and everything moves back.
     lab.set_inside_link("a", true).expect("restore");

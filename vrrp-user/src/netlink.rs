@@ -103,7 +103,10 @@ impl Addresses {
             Err(e) => return Err(e),
         };
         match tokio::time::timeout(TIMEOUT, self.handle.route().del(msg).execute()).await {
-            Err(_) => Err(err(&format!("removing the route {route}"), "netlink timed out")),
+            Err(_) => Err(err(
+                &format!("removing the route {route}"),
+                "netlink timed out",
+            )),
             Ok(Ok(())) => Ok(()),
             Ok(Err(rtnetlink::Error::NetlinkError(e))) if e.raw_code() == -libc::ESRCH => Ok(()),
             Ok(Err(e)) => Err(err(&format!("removing the route {route}"), e)),

@@ -1237,8 +1237,14 @@ mod tests {
         .unwrap();
         let i = &config.instances[0];
         assert_eq!(i.vips[1].dev.as_deref(), Some("eth1"));
-        assert_eq!(i.vips[1].to_string(), "198.51.100.100/24 dev eth1 label eth1:in");
-        assert_eq!(i.vips[2].dev, None, "the instance's own interface named is no other");
+        assert_eq!(
+            i.vips[1].to_string(),
+            "198.51.100.100/24 dev eth1 label eth1:in"
+        );
+        assert_eq!(
+            i.vips[2].dev, None,
+            "the instance's own interface named is no other"
+        );
         assert_eq!(i.routes.len(), 3);
         assert_eq!(i.routes[0].dev.as_deref(), Some("eth1"));
         assert_eq!(i.other_devs("eth0"), ["eth1", "eth2"]);
@@ -1264,8 +1270,9 @@ mod tests {
         ];
         assert_eq!(errs[..4], expect);
         assert!(
-            errs[4].starts_with("test.toml: instance[0].routes[0]: expected a route as `ip route` writes it")
-                && errs[4].ends_with("needs via or dev)"),
+            errs[4].starts_with(
+                "test.toml: instance[0].routes[0]: expected a route as `ip route` writes it"
+            ) && errs[4].ends_with("needs via or dev)"),
             "{}",
             errs[4]
         );

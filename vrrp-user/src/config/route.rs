@@ -52,7 +52,12 @@ impl Route {
     /// destination, table and metric).
     pub fn same_slot(&self, other: &Route) -> bool {
         (self.to, self.prefix, self.table(), self.metric.unwrap_or(0))
-            == (other.to, other.prefix, other.table(), other.metric.unwrap_or(0))
+            == (
+                other.to,
+                other.prefix,
+                other.table(),
+                other.metric.unwrap_or(0),
+            )
     }
 
     /// The table the route goes in.
@@ -142,7 +147,9 @@ pub fn parse(text: &str) -> Result<Route, String> {
         default_route = true;
     } else {
         (route.to, route.prefix) = destination(dest).ok_or_else(|| {
-            format!("{EXPECTED}; got {text:?} ({dest:?} is not an address with an optional /prefix)")
+            format!(
+                "{EXPECTED}; got {text:?} ({dest:?} is not an address with an optional /prefix)"
+            )
         })?;
     }
     let mut seen = Vec::new();
@@ -156,7 +163,9 @@ pub fn parse(text: &str) -> Result<Route, String> {
             continue;
         }
         let Some(value) = words.next() else {
-            return Err(format!("{EXPECTED}; got {text:?} ({word:?} without a value)"));
+            return Err(format!(
+                "{EXPECTED}; got {text:?} ({word:?} without a value)"
+            ));
         };
         let bad = || format!("{EXPECTED}; got {text:?} ({word} {value:?})");
         match word {
@@ -263,7 +272,10 @@ mod tests {
                 "2001:db8:5::/48 via 2001:db8::1 dev eth0 onlink",
             ),
             ("default via 2001:db8::1", "::/0 via 2001:db8::1"),
-            ("unreachable 10.7.0.0/16 table main", "unreachable 10.7.0.0/16 table 254"),
+            (
+                "unreachable 10.7.0.0/16 table main",
+                "unreachable 10.7.0.0/16 table 254",
+            ),
             ("prohibit 10.7.0.1", "prohibit 10.7.0.1/32"),
         ] {
             let route = parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
@@ -280,7 +292,10 @@ mod tests {
             ("10.50.0.0/33 via 10.0.0.1", "is not an address"),
             ("10.50.0.0/16", "needs via or dev"),
             ("blackhole 10.50.0.0/16 dev eth0", "has no via or dev"),
-            ("10.50.0.0/16 via 2001:db8::1", "via is not of the destination's family"),
+            (
+                "10.50.0.0/16 via 2001:db8::1",
+                "via is not of the destination's family",
+            ),
             ("10.50.0.0/16 dev eth0 src 2001:db8::1", "src is not of"),
             ("10.50.0.0/16 via 10.0.0.1 mtu 1400", "(mtu \"1400\")"),
             ("10.50.0.0/16 via 10.0.0.1 via 10.0.0.2", "\"via\" twice"),

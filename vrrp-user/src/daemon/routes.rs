@@ -117,7 +117,11 @@ impl Shell {
 
     /// After a reload: each master instance's routes that the new configuration no longer has
     /// are removed, and its routes re-asserted.
-    pub(super) async fn rerouted(&mut self, engine: &Engine, old: HashMap<InstanceKey, Vec<Route>>) {
+    pub(super) async fn rerouted(
+        &mut self,
+        engine: &Engine,
+        old: HashMap<InstanceKey, Vec<Route>>,
+    ) {
         let masters: HashSet<InstanceKey> = engine.masters().map(|(k, _)| k).collect();
         for (key, routes) in old {
             if !masters.contains(&key) {
@@ -126,7 +130,9 @@ impl Shell {
             let kept = self.routes.get(&key).cloned().unwrap_or_default();
             for route in routes.iter().filter(|r| !kept.iter().any(|k| k == *r)) {
                 match self.addresses.remove_route(route).await {
-                    Ok(()) => info!(vrid = key.vrid, %route, "removed a route the configuration no longer has"),
+                    Ok(()) => {
+                        info!(vrid = key.vrid, %route, "removed a route the configuration no longer has")
+                    }
                     Err(err) => warn!(vrid = key.vrid, %route, error = %err, "cannot remove route"),
                 }
             }

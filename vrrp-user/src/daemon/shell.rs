@@ -848,7 +848,12 @@ impl Shell {
     /// a VIP on another interface (`dev`), from that interface's MAC on it.
     fn announce_one(&self, key: InstanceKey, addr: IpAddr) {
         let sent = match self.vips.get(&addr) {
-            Some((Vip { dev: Some(name), .. }, index)) => dataplane::interface_mac(name)
+            Some((
+                Vip {
+                    dev: Some(name), ..
+                },
+                index,
+            )) => dataplane::interface_mac(name)
                 .map_err(|e| std::io::Error::other(format!("{e:#}")))
                 .and_then(|mac| self.announcer.announce_on(*index, addr, mac)),
             _ => {
