@@ -446,8 +446,10 @@ impl Lab {
 
     /// Adds a second network, the inside: a bridge of its own beside the lab's and, on each
     /// host, an interface on it ([`Lab::inside_iface`]) with 198.51.100.<n>/24 and MAC
-    /// 02:00:00:00:01:<n> (n as in the lab's addresses). No XDP is attached there.
+    /// 02:00:00:00:01:<n> (n as in the lab's addresses). Its bridge ports carry the XDP pass
+    /// program, as the lab's do, so that a data plane on the inside can answer with XDP_TX.
     pub fn add_inside(&self) -> anyhow::Result<()> {
+        let pass = xdp_pass::load().context("loading the XDP pass program for the inside ports")?;
         self.switch.ip(&["link", "add", "br1", "type", "bridge"])?;
         self.switch.ip(&[
             "link",
@@ -484,6 +486,12 @@ impl Lab {
                 .ip(&["link", "set", &port, "master", "br1", "up"])?;
             h.ns.ip(&["addr", "add", &format!("198.51.100.{n}/24"), "dev", &iface])?;
             h.ns.ip(&["link", "set", &iface, "up"])?;
+            let prog = pass.try_clone()?;
+            let link = self
+                .switch
+                .run_in(move || xdp_pass::attach_native(&prog, &port))
+                .context("attaching the pass program to an inside port")?;
+            self.xdp_links.lock().expect("xdp links").push(link);
         }
         Ok(())
     }
@@ -1048,10 +1056,12 @@ impl Drop for Lab {
     fn drop(&mut self) {
         self.xdp_links.lock().map(|mut l| l.clear()).ok();
         // A daemon killed by a failed test cannot unpin its maps: remove what it left.
-        for host in &self.hosts {
-            let pins = Path::new(PIN_ROOT).join(&host.iface);
-            if pins.exists() {
-                let _ = fs::remove_dir_all(&pins);
+        for (i, host) in self.hosts.iter().enumerate() {
+            for iface in [host.iface.clone(), format!("xv{}n{i}", self.tag)] {
+                let pins = Path::new(PIN_ROOT).join(iface);
+                if pins.exists() {
+                    let _ = fs::remove_dir_all(&pins);
+                }
             }
             for ext in ["sock", "resume"] {
                 let _ =

@@ -169,3 +169,118 @@ fn a_vip_on_the_inside_and_the_routes_follow_the_master_across_faults() {
     assert!(routes(&lab, "b").is_empty(), "{:?}", routes(&lab, "b"));
     assert!(!has_inside_vip(&lab, "b"));
 }
+
+/// One daemon for two interfaces: the outside instance on the lab's interface, the inside one
+/// (the same VRID: VRIDs are per interface) on the inside interface, in one sync group; the
+/// inside one carries a route.
+fn router_config(lab: &Lab, host: &str, priority: u8) -> String {
+    format!(
+        "interface = \"{outside}\"\nxdp_mode = \"native\"\nheartbeat_limit_ms = 200\n\n\
+         [[sync_group]]\nname = \"edge\"\ninstances = [\"out\", \"in\"]\n\n\
+         [[instance]]\nname = \"out\"\nvrid = 10\npriority = {priority}\nadvert_interval_ms = 100\n\
+         vips = [\"{vip}/24\"]\n\n\
+         [[instance]]\nname = \"in\"\ninterface = \"{inside}\"\nvrid = 10\npriority = {priority}\n\
+         advert_interval_ms = 100\nvips = [\"{INSIDE_VIP}/24\"]\n\
+         routes = [\"10.50.0.0/16 via 198.51.100.254\"]\n",
+        outside = lab.host(host).iface,
+        inside = lab.inside_iface(host),
+        vip = xvrrp_lab::LAB_VIP,
+    )
+}
+
+/// Both VIPs answered by `host` (the outside one from the lab's client, the inside one on the
+/// inside network), and the route there and not on `other`.
+fn both_on(lab: &Lab, host: &str, other: &str, within: Duration) {
+    lab.wait_answered_by("client", host, xvrrp_lab::LAB_VIP, 2, within);
+    assert!(
+        wait_for(within, || inside_answer(lab) == [inside_mac(lab, host)]),
+        "the inside VIP answered by {host}"
+    );
+    assert!(
+        wait_for(within, || {
+            routes(lab, host)
+                .iter()
+                .any(|r| r.starts_with("10.50.0.0/16"))
+                && routes(lab, other).is_empty()
+        }),
+        "the route on {host}: {:?}, {other}: {:?}",
+        routes(lab, host),
+        routes(lab, other)
+    );
+}
+
+#[test]
+fn one_daemon_serves_two_interfaces_and_a_sync_group_across_them_moves_together() {
+    if !privileged("one_daemon_serves_two_interfaces_and_a_sync_group_across_them_moves_together") {
+        return;
+    }
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    lab.add_inside().expect("inside network");
+    let mut a = lab
+        .start_xvrrp("a", &router_config(&lab, "a", 150))
+        .expect("start a");
+    let mut b = lab
+        .start_xvrrp("b", &router_config(&lab, "b", 100))
+        .expect("start b");
+    let within = Duration::from_secs(5);
+    both_on(&lab, "a", "b", within);
+    // One status for both interfaces; both data planes pinned.
+    let st = lab.status("a").unwrap();
+    let on: Vec<(String, String)> = st["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["interface"].as_str().unwrap().to_owned(),
+                i["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        on,
+        [
+            (lab.host("a").iface.clone(), "master".to_owned()),
+            (lab.inside_iface("a"), "master".to_owned())
+        ],
+        "{st}"
+    );
+    for iface in [lab.host("a").iface.clone(), lab.inside_iface("a")] {
+        let pins = std::path::Path::new(xvrrp_lab::PIN_ROOT).join(&iface);
+        assert!(pins.join("vrid_stats").exists(), "{}", pins.display());
+    }
+
+    // Cutting either link moves both VIPs (and the route).
+    lab.set_inside_link("a", false).expect("cut inside");
+    both_on(&lab, "b", "a", within);
+    lab.set_inside_link("a", true).expect("restore inside");
+    both_on(&lab, "a", "b", Duration::from_secs(8));
+    lab.set_link("a", false).expect("cut outside");
+    both_on(&lab, "b", "a", within);
+    lab.set_link("a", true).expect("restore outside");
+    both_on(&lab, "a", "b", Duration::from_secs(8));
+
+    // A hitless restart across both interfaces: b never becomes master meanwhile.
+    let b_promoted = b.log().matches("new=master").count();
+    a.stop(Signal::SIGUSR2, Duration::from_secs(10)).unwrap();
+    let mut a = lab
+        .start_xvrrp("a", &router_config(&lab, "a", 150))
+        .expect("restart a");
+    both_on(&lab, "a", "b", within);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        b.log().matches("new=master").count(),
+        b_promoted,
+        "{}",
+        b.log()
+    );
+    assert!(
+        a.log().contains("resuming after a hitless restart"),
+        "{}",
+        a.log()
+    );
+
+    a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    both_on(&lab, "b", "a", within);
+    b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+}

@@ -41,6 +41,9 @@ pub struct Status {
 /// Adverts the data plane saw for a VRID not configured here.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct OtherVrid {
+    /// The interface it was heard on.
+    #[serde(default)]
+    pub interface: String,
     pub vrid: u8,
     pub family: String,
     pub adverts: u64,
@@ -90,6 +93,9 @@ pub struct ReplicationStatus {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct InstanceStatus {
     pub name: String,
+    /// The interface it runs on.
+    #[serde(default)]
+    pub interface: String,
     pub vrid: u8,
     pub family: String,
     pub state: crate::engine::State,

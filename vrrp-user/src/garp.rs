@@ -70,14 +70,13 @@ pub fn frame(vip: IpAddr, mac: [u8; 6]) -> Vec<u8> {
     f
 }
 
-/// A packet socket on one interface for announcements (and adverts from a virtual MAC).
+/// A packet socket for announcements (and adverts from a virtual MAC), on any interface.
 pub struct Announcer {
     fd: OwnedFd,
-    ifindex: u32,
 }
 
 impl Announcer {
-    pub fn open(ifindex: u32) -> io::Result<Self> {
+    pub fn open() -> io::Result<Self> {
         // SAFETY: plain socket(2); protocol 0 receives nothing.
         let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
         if fd < 0 {
@@ -86,26 +85,17 @@ impl Announcer {
         // SAFETY: a new fd nothing else owns.
         Ok(Self {
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
-            ifindex,
         })
     }
 
-    /// Sends the announcement for `vip` from `mac`.
-    pub fn announce(&self, vip: IpAddr, mac: [u8; 6]) -> io::Result<()> {
-        self.send_frame(&frame(vip, mac))
-    }
-
-    /// Sends the announcement for `vip` from `mac` on another interface, `ifindex`.
+    /// Sends the announcement for `vip` from `mac` on interface `ifindex`.
     pub fn announce_on(&self, ifindex: u32, vip: IpAddr, mac: [u8; 6]) -> io::Result<()> {
         self.send_frame_on(ifindex, &frame(vip, mac))
     }
 
-    /// Sends a whole Ethernet frame (its first six bytes are the destination).
-    pub fn send_frame(&self, frame: &[u8]) -> io::Result<()> {
-        self.send_frame_on(self.ifindex, frame)
-    }
-
-    fn send_frame_on(&self, ifindex: u32, frame: &[u8]) -> io::Result<()> {
+    /// Sends a whole Ethernet frame (its first six bytes are the destination) on interface
+    /// `ifindex`.
+    pub fn send_frame_on(&self, ifindex: u32, frame: &[u8]) -> io::Result<()> {
         // SAFETY: an all-zero sockaddr_ll is valid; the fields set below describe the target.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;

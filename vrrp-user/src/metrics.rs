@@ -191,9 +191,14 @@ impl Metrics {
         }
     }
 
-    fn instance(&self, name: &str, vrid: u8, family: &str) -> Labels {
+    fn instance(&self, interface: &str, name: &str, vrid: u8, family: &str) -> Labels {
+        let interface = if interface.is_empty() {
+            self.interface.clone()
+        } else {
+            interface.to_owned()
+        };
         vec![
-            ("interface", self.interface.clone()),
+            ("interface", interface),
             ("instance", name.to_owned()),
             ("vrid", vrid.to_string()),
             ("family", family.to_owned()),
@@ -201,8 +206,16 @@ impl Metrics {
     }
 
     /// Counts a state change.
-    pub fn transition(&self, name: &str, vrid: u8, family: &str, new: &str, reason: &str) {
-        let mut labels = self.instance(name, vrid, family);
+    pub fn transition(
+        &self,
+        interface: &str,
+        name: &str,
+        vrid: u8,
+        family: &str,
+        new: &str,
+        reason: &str,
+    ) {
+        let mut labels = self.instance(interface, name, vrid, family);
         labels.push(("to", new.to_owned()));
         labels.push(("reason", reason.to_owned()));
         self.transitions.get_or_create(&labels).inc();
@@ -260,8 +273,13 @@ impl Metrics {
             status.interface_recreated,
         );
         for o in &status.other_vrids {
+            let interface = if o.interface.is_empty() {
+                self.interface.clone()
+            } else {
+                o.interface.clone()
+            };
             let labels = vec![
-                ("interface", self.interface.clone()),
+                ("interface", interface),
                 ("vrid", o.vrid.to_string()),
                 ("family", o.family.clone()),
             ];
@@ -288,7 +306,7 @@ impl Metrics {
     /// One instance's series.
     fn render_instance(&self, i: &crate::control::InstanceStatus) {
         let set = set_counter;
-        let labels = self.instance(&i.name, i.vrid, &i.family);
+        let labels = self.instance(&i.interface, &i.name, i.vrid, &i.family);
         self.state.get_or_create(&labels).set(state_code(i.state));
         self.priority
             .get_or_create(&labels)
@@ -496,6 +514,7 @@ mod tests {
             interface: "eth0".into(),
             instances: vec![InstanceStatus {
                 name: "db".into(),
+                interface: "eth0".into(),
                 vrid: 51,
                 family: "ipv4".into(),
                 state,
@@ -525,6 +544,7 @@ mod tests {
                 ..MysqlStatus::default()
             }],
             other_vrids: vec![OtherVrid {
+                interface: "eth0".into(),
                 vrid: 52,
                 family: "ipv4".into(),
                 adverts: answered * 10,
@@ -549,7 +569,7 @@ mod tests {
     #[test]
     fn renders_the_snapshot_and_the_events() {
         let m = Metrics::new("eth0");
-        m.transition("db", 51, "ipv4", "master", "master_down");
+        m.transition("eth0", "db", 51, "ipv4", "master", "master_down");
         m.probe_latency("local").observe(0.0004);
         let text = m.render(&status(crate::engine::State::Master, 5));
         let inst = r#"{interface="eth0",instance="db",vrid="51",family="ipv4"}"#;

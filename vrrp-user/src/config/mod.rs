@@ -114,6 +114,9 @@ impl fmt::Display for Vip {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Instance {
     pub name: String,
+    /// The interface its adverts go out on and its data plane runs on: its own `interface`,
+    /// or the configuration's.
+    pub interface: String,
     pub vrid: u8,
     /// 1-254, or 255 for the address owner.
     pub priority: u8,
@@ -511,9 +514,27 @@ impl Config {
             .collect()
     }
 
-    /// Where this config's maps are pinned.
+    /// Where the maps of the data plane on `iface` are pinned.
+    pub fn pin_dir_of(&self, iface: &str) -> PathBuf {
+        self.bpffs.join("xvrrp").join(iface)
+    }
+
+    /// Where the maps of the data plane on the configuration's `interface` are pinned.
     pub fn pin_dir(&self) -> PathBuf {
-        self.bpffs.join("xvrrp").join(&self.interface)
+        self.pin_dir_of(&self.interface)
+    }
+
+    /// The interfaces the instances run on, each once: the configuration's `interface` first
+    /// when an instance runs there, then the others in the order instances name them.
+    pub fn interfaces(&self) -> Vec<String> {
+        let mut all: Vec<String> = Vec::new();
+        let used = self.instances.iter().map(|i| &i.interface);
+        for name in used.clone().filter(|n| **n == self.interface).chain(used) {
+            if !all.contains(name) {
+                all.push(name.clone());
+            }
+        }
+        all
     }
 }
 
@@ -594,6 +615,8 @@ struct RawMetrics {
 struct RawInstance {
     #[serde(default)]
     name: Option<String>,
+    #[serde(default)]
+    interface: Option<String>,
     vrid: i64,
     #[serde(default = "default_priority")]
     priority: i64,
@@ -1380,7 +1403,7 @@ mod tests {
             "test.toml: instance[0].vips[3]: expected an IPv4 or IPv6 address with an optional /prefix, like \"192.0.2.100/24\" or \"2001:db8::100/64\" that is a unicast address, got 224.0.0.18",
             "test.toml: instance[1].vips: expected at least one VIP with version = 3",
             "test.toml: instance[1].name: expected a non-empty name",
-            "test.toml: instance[2].vrid: expected a VRID not used by another IPv4 instance, but 7 is also instance[1]'s",
+            "test.toml: instance[2].vrid: expected a VRID not used by another IPv4 instance on this-name-is-far-too-long, but 7 is also instance[1]'s",
             "test.toml: instance[2].vips[1]: expected each VIP once, but 192.0.2.9 is also instance[2].vips[0]",
             "test.toml: instance[3].version: expected 3 for IPv6 VIPs (VRRPv2 is IPv4 only), got 2",
         ];

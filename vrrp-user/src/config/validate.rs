@@ -478,7 +478,8 @@ struct Tracked<'a> {
 /// What the instances checked so far have taken: VRIDs per family, and every VIP's key.
 #[derive(Default)]
 struct Taken {
-    vrids: BTreeMap<(bool, u8), usize>,
+    /// (interface, IPv6, VRID): VRIDs are per interface and family.
+    vrids: BTreeMap<(String, bool, u8), usize>,
     vips: BTreeMap<IpAddr, String>,
     routes: Vec<(Route, String)>,
 }
@@ -511,7 +512,21 @@ fn instance(
         .first()
         .and_then(|v| parse_vip(v).ok())
         .is_some_and(|v| v.addr.is_ipv6());
-    let (vrid, version, priority) = identity(c, i, &inst, ipv6, taken);
+    // Its own interface, or the configuration's.
+    let interface = match inst.interface.as_deref() {
+        Some(own) if !is_interface_name(own) => {
+            c.problem(
+                at("interface"),
+                format!(
+                    "expected a network interface name of 1 to 15 characters without '/', ':' or spaces, got {own:?}"
+                ),
+            );
+            interface
+        }
+        Some(own) => own,
+        None => interface,
+    };
+    let (vrid, version, priority) = identity(c, i, &inst, (interface, ipv6), taken);
     let auth_pass = auth_pass(c, &at, inst.auth_pass.as_deref(), version);
     let vmac_interface = vmac_interface(c, &at, &inst, vrid, ipv6, interface);
     let dev = vmac_interface.as_deref().unwrap_or(interface);
@@ -579,6 +594,7 @@ fn instance(
     };
     Instance {
         name,
+        interface: interface.to_owned(),
         vrid,
         priority,
         state: inst.state,
@@ -625,18 +641,18 @@ fn identity(
     c: &mut Checker,
     i: usize,
     inst: &RawInstance,
-    ipv6: bool,
+    (interface, ipv6): (&str, bool),
     taken: &mut Taken,
 ) -> (u8, u8, u8) {
     let at = |key: &str| format!("instance[{i}].{key}");
     let family = if ipv6 { "IPv6" } else { "IPv4" };
     let vrid = match u8::try_from(inst.vrid) {
         Ok(v) if v >= 1 => {
-            if let Some(first) = taken.vrids.insert((ipv6, v), i) {
+            if let Some(first) = taken.vrids.insert((interface.to_owned(), ipv6, v), i) {
                 c.problem(
                     at("vrid"),
                     format!(
-                        "expected a VRID not used by another {family} instance, but {v} is also instance[{first}]'s"
+                        "expected a VRID not used by another {family} instance on {interface}, but {v} is also instance[{first}]'s"
                     ),
                 );
             }

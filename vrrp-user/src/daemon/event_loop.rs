@@ -25,8 +25,6 @@ pub(super) struct Running<'a> {
     pub(super) shell: Shell,
     pub(super) config: Config,
     pub(super) config_path: &'a std::path::Path,
-    pub(super) site: Site,
-    pub(super) stats_index: u32,
     pub(super) track_inputs: HashMap<String, TrackInput>,
     pub(super) heartbeat_limit: Duration,
 }
@@ -37,7 +35,8 @@ pub(super) struct Inputs {
     pub(super) host_rx: tokio::sync::mpsc::UnboundedReceiver<netlink::HostEvent>,
     pub(super) control: tokio::net::UnixListener,
     pub(super) metrics_listener: Option<tokio::net::TcpListener>,
-    pub(super) logger: Option<KernelLog>,
+    /// The kernel-side log of each data plane, by interface index.
+    pub(super) loggers: Vec<(u32, KernelLog)>,
 }
 
 /// One thing the loop reacts to.
@@ -72,10 +71,8 @@ struct Sources {
     contested: Option<tokio::sync::watch::Receiver<u64>>,
     inputs: Inputs,
     alarm: crate::alarm::Alarm,
-    events: Option<AsyncFd<EventRing>>,
-    logs: Option<AsyncFd<KernelLog>>,
-    iface: String,
-    ifindex: u32,
+    events: Vec<Ring>,
+    logs: Vec<AsyncFd<KernelLog>>,
 }
 
 impl Sources {
@@ -92,8 +89,6 @@ impl Sources {
             alarm,
             events,
             logs,
-            iface,
-            ifindex,
         } = self;
         tokio::select! {
             _ = sigterm.recv() => Input::Stop("SIGTERM"),
@@ -115,36 +110,8 @@ impl Sources {
             conn = async { inputs.metrics_listener.as_ref().expect("guarded").accept().await },
                 if inputs.metrics_listener.is_some() => conn.map_or(Input::Nothing, |(s, _)| Input::Metrics(s)),
             fired = alarm.fired() => Input::Timer(fired),
-            ready = async { events.as_mut().expect("guarded").readable_mut().await }, if events.is_some() => {
-                match ready {
-                    Ok(mut guard) => {
-                        let mut seen = Vec::new();
-                        while let Some(item) = guard.get_inner_mut().next() {
-                            seen.extend(log_event(iface, *ifindex, &item));
-                        }
-                        guard.clear_ready();
-                        Input::DataPlane(seen)
-                    }
-                    Err(err) => {
-                        warn!(error = %err, "data-plane events stopped");
-                        *events = None;
-                        Input::Nothing
-                    }
-                }
-            }
-            ready = async { logs.as_mut().expect("guarded").readable_mut().await }, if logs.is_some() => {
-                match ready {
-                    Ok(mut guard) => {
-                        guard.get_inner_mut().flush();
-                        guard.clear_ready();
-                    }
-                    Err(err) => {
-                        warn!(error = %err, "kernel-side logs stopped");
-                        *logs = None;
-                    }
-                }
-                Input::Nothing
-            }
+            seen = next_events(events), if !events.is_empty() => Input::DataPlane(seen),
+            () = flush_logs(logs), if !logs.is_empty() => Input::Nothing,
         }
     }
 }
@@ -172,16 +139,16 @@ impl Loop<'_> {
         // daemon's CPU).
         let limit = self.running.heartbeat_limit;
         if self.last_heartbeat.elapsed() >= limit / 8 {
-            self.running
-                .shell
-                .dp
-                .heartbeat(dataplane::monotonic_coarse_ns())
-                .map_err(|err| {
+            let ns = dataplane::monotonic_coarse_ns();
+            for port in self.running.shell.ports.values_mut() {
+                port.dp.heartbeat(ns).map_err(|err| {
                     Stop::Failed(format!(
-                        "cannot write the heartbeat: {}",
+                        "cannot write the heartbeat on {}: {}",
+                        port.site.iface,
                         dataplane::error_chain(&err)
                     ))
                 })?;
+            }
             self.last_heartbeat = Instant::now();
         }
         let Running { engine, shell, .. } = &self.running;
@@ -210,8 +177,6 @@ impl Loop<'_> {
             shell,
             config,
             config_path,
-            site,
-            stats_index,
             track_inputs,
             ..
         } = &mut self.running;
@@ -227,15 +192,7 @@ impl Loop<'_> {
                 return Some(Stop::Hitless);
             }
             Input::Reload => {
-                on_sighup(
-                    config_path,
-                    config,
-                    engine,
-                    shell,
-                    (site, track_inputs),
-                    stats_index,
-                )
-                .await;
+                on_sighup(config_path, config, engine, shell, track_inputs).await;
             }
             Input::Watchdog => {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
@@ -246,7 +203,10 @@ impl Loop<'_> {
             Input::Track(name, input) => {
                 if self.relinked
                     && input == TrackInput::Up
-                    && name == netlink::link_track_name(&site.iface)
+                    && shell
+                        .ports
+                        .values()
+                        .any(|p| name == netlink::link_track_name(&p.site.iface))
                 {
                     return Some(Stop::Reexec);
                 }
@@ -276,31 +236,26 @@ impl Loop<'_> {
 
     /// A link or address event.
     async fn on_host(&mut self, event: Option<netlink::HostEvent>) -> Option<Stop> {
-        let Running {
-            engine,
-            shell,
-            site,
-            ..
-        } = &mut self.running;
-        let iface = site.iface.as_str();
+        let Running { engine, shell, .. } = &mut self.running;
+        let served = |name: &str| shell.ports.values().any(|p| p.site.iface == name);
         match event {
             Some(netlink::HostEvent::AddressGone { ifindex, addr }) => {
                 shell.on_address_gone(engine, ifindex, addr).await;
                 shell.apply(engine).await;
             }
-            Some(netlink::HostEvent::LinkGone { name }) if name == iface => {
+            Some(netlink::HostEvent::LinkGone { name }) if served(&name) => {
                 warn!(
-                    iface,
+                    iface = %name,
                     "the interface is gone: its instances are in Fault until it comes back"
                 );
             }
-            Some(netlink::HostEvent::LinkBack { name }) if name == iface => {
+            Some(netlink::HostEvent::LinkBack { name }) if served(&name) => {
                 info!(
-                    iface,
-                    "the interface was created again: the daemon starts afresh on it once it is up"
+                    iface = %name,
+                    "the interface was created again: the daemon starts afresh once it is up"
                 );
                 self.relinked = true;
-                if netlink::link_up(iface).unwrap_or(false) {
+                if netlink::link_up(&name).unwrap_or(false) {
                     return Some(Stop::Reexec);
                 }
             }
@@ -325,10 +280,11 @@ impl Loop<'_> {
 /// owner, the control socket and the metrics endpoint are in place. "xvrrp running" is the
 /// log's word for that moment (tests and operators wait for it). The watchdog, if systemd
 /// asks for one, is fed from the loop, so a stuck loop is restarted.
-fn announce_ready(config: &Config, iface: &str) -> Option<tokio::time::Interval> {
+fn announce_ready(config: &Config) -> Option<tokio::time::Interval> {
+    let iface = config.interfaces().join(", ");
     let ready = format!("{} instance(s) on {iface}", config.instances.len());
     info!(
-        iface,
+        %iface,
         instances = config.instances.len(),
         heartbeat_limit_ms = config.heartbeat_limit_ms,
         "xvrrp running"
@@ -357,7 +313,10 @@ pub(super) async fn event_loop<'a>(
         signal(SignalKind::user_defined2())?,
         signal(SignalKind::hangup())?,
     );
-    let (logs, events) = rings(inputs.logger.take(), &mut running.shell.dp);
+    let (logs, events) = rings(
+        std::mem::take(&mut inputs.loggers),
+        &mut running.shell.ports,
+    );
     // The engine's next deadline and the heartbeat's, on one timerfd.
     let alarm = crate::alarm::Alarm::new().context("creating the timerfd")?;
     let mut sources = Sources {
@@ -365,14 +324,12 @@ pub(super) async fn event_loop<'a>(
         sigint,
         sigusr2,
         sighup,
-        watchdog: announce_ready(&running.config, &running.site.iface),
+        watchdog: announce_ready(&running.config),
         contested: running.shell.lease.as_ref().map(|l| l.contested.clone()),
         inputs,
         alarm,
         events,
         logs,
-        iface: running.site.iface.clone(),
-        ifindex: running.site.ifindex,
     };
     let mut lp = Loop {
         running,

@@ -81,34 +81,110 @@ pub(super) type KernelLog = aya_log::EbpfLogger<&'static dyn log::Log>;
 /// The data plane's event ring.
 pub(super) type EventRing = aya::maps::RingBuf<aya::maps::MapData>;
 
-/// The kernel-side log and the data plane's event ring, registered with the runtime (either
-/// may be missing: logged).
+/// One data plane's event ring, registered with the runtime, and the interface it is on.
+pub(super) struct Ring {
+    pub(super) iface: String,
+    pub(super) ifindex: u32,
+    pub(super) fd: AsyncFd<EventRing>,
+}
+
+/// The kernel-side logs and the event rings of the data planes, registered with the runtime
+/// (any may be missing: logged).
 pub(super) fn rings(
-    logger: Option<KernelLog>,
-    dp: &mut DataPlane,
-) -> (Option<AsyncFd<KernelLog>>, Option<AsyncFd<EventRing>>) {
-    let logs = match logger {
-        Some(logger) => {
-            let fd = logger.as_raw_fd();
-            // SAFETY: the logger owns its ring buffer's fd, which stays open and the same for
-            // as long as the logger lives, and the logger lives inside the AsyncFd.
-            match unsafe { AsyncFd::register(logger) } {
-                Ok(logs) => Some(logs),
-                Err(err) => {
-                    warn!(fd, error = %err, "cannot poll kernel-side logs");
-                    None
+    loggers: Vec<(u32, KernelLog)>,
+    ports: &mut BTreeMap<u32, Port>,
+) -> (Vec<AsyncFd<KernelLog>>, Vec<Ring>) {
+    let mut logs = Vec::new();
+    for (_, logger) in loggers {
+        let fd = logger.as_raw_fd();
+        // SAFETY: the logger owns its ring buffer's fd, which stays open and the same for as
+        // long as the logger lives, and the logger lives inside the AsyncFd.
+        match unsafe { AsyncFd::register(logger) } {
+            Ok(l) => logs.push(l),
+            Err(err) => warn!(fd, error = %err, "cannot poll kernel-side logs"),
+        }
+    }
+    let mut events = Vec::new();
+    for port in ports.values_mut() {
+        let iface = port.site.iface.clone();
+        match port.dp.take_events() {
+            // SAFETY: the ring buffer owns its fd for as long as it lives inside the AsyncFd.
+            Ok(ring) => match unsafe { AsyncFd::register(ring) } {
+                Ok(fd) => events.push(Ring {
+                    iface,
+                    ifindex: port.site.ifindex,
+                    fd,
+                }),
+                Err(err) => warn!(%iface, error = %err, "data-plane events are not available"),
+            },
+            Err(err) => warn!(%iface, error = %err, "data-plane events are not available"),
+        }
+    }
+    (logs, events)
+}
+
+/// Waits until one of `rings` has events, and drains it. A ring that fails is dropped from
+/// the list (logged).
+pub(super) async fn next_events(rings: &mut Vec<Ring>) -> Vec<DpEvent> {
+    use std::task::Poll;
+    std::future::poll_fn(|cx| {
+        let mut failed = None;
+        for (i, ring) in rings.iter_mut().enumerate() {
+            match ring.fd.poll_read_ready_mut(cx) {
+                Poll::Ready(Ok(mut guard)) => {
+                    let mut seen = Vec::new();
+                    while let Some(item) = guard.get_inner_mut().next() {
+                        seen.extend(log_event(&ring.iface, ring.ifindex, &item));
+                    }
+                    guard.clear_ready();
+                    return Poll::Ready(seen);
                 }
+                Poll::Ready(Err(err)) => {
+                    warn!(iface = %ring.iface, error = %err, "data-plane events stopped");
+                    failed = Some(i);
+                    break;
+                }
+                Poll::Pending => {}
             }
         }
-        None => None,
-    };
-    let events = match dp.take_events() {
-        // SAFETY: the ring buffer owns its fd for as long as it lives inside the AsyncFd.
-        Ok(ring) => unsafe { AsyncFd::register(ring) }.ok(),
-        Err(err) => {
-            warn!(error = %err, "data-plane events are not available");
-            None
+        match failed {
+            Some(i) => {
+                rings.remove(i);
+                Poll::Ready(Vec::new())
+            }
+            None => Poll::Pending,
         }
-    };
-    (logs, events)
+    })
+    .await
+}
+
+/// Waits until one of the kernel-side logs has lines, and flushes it to the daemon's log.
+pub(super) async fn flush_logs(logs: &mut Vec<AsyncFd<KernelLog>>) {
+    use std::task::Poll;
+    std::future::poll_fn(|cx| {
+        let mut failed = None;
+        for (i, log) in logs.iter_mut().enumerate() {
+            match log.poll_read_ready_mut(cx) {
+                Poll::Ready(Ok(mut guard)) => {
+                    guard.get_inner_mut().flush();
+                    guard.clear_ready();
+                    return Poll::Ready(());
+                }
+                Poll::Ready(Err(err)) => {
+                    warn!(error = %err, "kernel-side logs stopped");
+                    failed = Some(i);
+                    break;
+                }
+                Poll::Pending => {}
+            }
+        }
+        match failed {
+            Some(i) => {
+                logs.remove(i);
+                Poll::Ready(())
+            }
+            None => Poll::Pending,
+        }
+    })
+    .await
 }

@@ -13,7 +13,7 @@
 //!   gratuitous ARP / unsolicited NA on the engine's schedule.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     net::IpAddr,
     os::fd::AsRawFd as _,
     time::{Duration, Instant},
@@ -127,10 +127,9 @@ pub async fn run(
 /// configuration.
 struct ErrorExit {
     fenced: Vec<crate::config::MysqlTarget>,
-    /// Each VIP and the interface it goes on when not the configured one.
-    vips: Vec<(IpAddr, Option<String>)>,
+    /// Each VIP and the interface it goes on.
+    vips: Vec<(IpAddr, String)>,
     routes: Vec<crate::config::Route>,
-    iface: String,
 }
 
 impl ErrorExit {
@@ -142,8 +141,10 @@ impl ErrorExit {
                     .instances
                     .iter()
                     .flat_map(|i| {
-                        i.all_vips()
-                            .map(|v| (v.addr, v.dev.clone().or(i.vmac_interface.clone())))
+                        i.all_vips().map(|v| {
+                            let dev = v.dev.as_ref().or(i.vmac_interface.as_ref());
+                            (v.addr, dev.unwrap_or(&i.interface).clone())
+                        })
                     })
                     .collect()
             } else {
@@ -154,7 +155,6 @@ impl ErrorExit {
                 .iter()
                 .flat_map(|i| i.routes.iter().cloned())
                 .collect(),
-            iface: config.interface.clone(),
         }
     }
 
@@ -174,9 +174,8 @@ impl ErrorExit {
                     left.push(format!("the route {route} may still be there ({e})"));
                 }
             }
-            for (addr, vmac) in &self.vips {
-                let dev = vmac.as_deref().unwrap_or(&self.iface);
-                let Ok(index) = nix::net::if_::if_nametoindex(dev) else {
+            for (addr, dev) in &self.vips {
+                let Ok(index) = nix::net::if_::if_nametoindex(dev.as_str()) else {
                     continue;
                 };
                 if let Err(e) = addresses.remove(index, *addr).await {
@@ -203,17 +202,16 @@ async fn run_bound(
     // Tracked and notify scripts never see the variables that hold secrets.
     track::hide_from_scripts(config.secret_env());
     track::run_scripts_as(config.script_user.as_ref());
-    let iface_name = config.interface.clone();
-    let iface = iface_name.as_str();
-    let (iface_mac, ifindex) = interface(&config)?;
+    dataplane::ensure_bpffs(&config.bpffs)
+        .with_context(|| format!("mounting the BPF filesystem at {}", config.bpffs.display()))?;
     let heartbeat_limit = Duration::from_millis(config.heartbeat_limit_ms);
-    let pin_dir = config.pin_dir();
-    // A daemon that stopped for a hitless restart left its program attached and its maps
+    let interfaces = config.interfaces();
+    // A daemon that stopped for a hitless restart left its programs attached and its maps
     // pinned, with a marker: take them over instead of starting afresh. What the tracks last
     // said, as it left them: the instances start from it, not from a Fault that would drop
     // the VIP until the first probe.
     let marker = config.control_socket.with_extension("resume");
-    let resumed = take_marker(&marker, &pin_dir, &config);
+    let resumed = take_marker(&marker, &config.pin_dir_of(&interfaces[0]), &config);
     let resume = resumed.is_some();
     let Resumed {
         inputs: resumed_inputs,
@@ -222,37 +220,45 @@ async fn run_bound(
         vips: resumed_vips,
     } = resumed.unwrap_or_default();
     let (tracked_processes, start_inputs) = start_inputs(&config, resume, &resumed_inputs).await;
-    let bridge = resume
-        .then(|| HeartbeatBridge::start(&pin_dir, heartbeat_limit / 10, iface, resumed_adverts));
-    let limit_ns = heartbeat_limit.as_nanos() as u64;
-    let mut dp = if resume {
-        info!(iface, pinned = %pin_dir.display(), "resuming after a hitless restart");
-        DataPlane::load_resuming(iface_mac, limit_ns, kernel_log, &pin_dir)?
-    } else {
-        DataPlane::load(iface_mac, limit_ns, kernel_log)?
-    };
-    let logger = dp.take_logger();
-
-    let (sources, sockets) = open_advert_sockets(&config, iface, ifindex)?;
-
-    // Everything the program reads is in place before it sees its first packet.
-    let site = Site {
-        iface: iface.to_owned(),
-        ifindex,
-        iface_mac,
-        sources: sources.clone(),
-    };
-    let Published {
-        configs: engine_configs,
-        macs,
-        primaries,
-        wanted_vmacs,
-        stats_index,
-    } = site.publish_all(&mut dp, &config, resume, &start_inputs)?;
-    // A hitless restart inherits the old daemon's maps: what this configuration has not goes.
-    prune_maps(&mut dp, &config)?;
+    // Each interface whose program a hitless restart left: its heartbeat kept fresh and its
+    // masters' adverts sent while this daemon loads.
+    let resuming: Vec<&String> = interfaces
+        .iter()
+        .filter(|iface| resume && can_resume(&config.pin_dir_of(iface)))
+        .collect();
+    let bridges: Vec<HeartbeatBridge> = resuming
+        .iter()
+        .map(|iface| {
+            let adverts = resumed_adverts
+                .iter()
+                .filter(|a| a.iface == **iface || (a.iface.is_empty() && **iface == interfaces[0]))
+                .cloned()
+                .collect();
+            HeartbeatBridge::start(
+                &config.pin_dir_of(iface),
+                heartbeat_limit / 10,
+                iface,
+                adverts,
+            )
+        })
+        .collect();
+    let mut opened = Vec::new();
+    for iface in &interfaces {
+        let port_resume = resuming.contains(&iface);
+        opened.push(
+            open_port(&config, iface, kernel_log, port_resume, &start_inputs)
+                .with_context(|| format!("interface {iface}"))?,
+        );
+    }
+    let mut engine_configs = Vec::new();
+    let (mut macs, mut primaries) = (HashMap::new(), HashMap::new());
+    for (_, published, _) in &mut opened {
+        engine_configs.append(&mut published.configs);
+        macs.extend(published.macs.drain());
+        primaries.extend(published.primaries.drain());
+    }
     let mut engine = Engine::new(engine_configs, sync_groups(&config))?;
-    let metrics = Metrics::new(iface);
+    let metrics = Metrics::new(&config.interface);
     let carried = Carried {
         inputs: &start_inputs,
         lease: resumed_lease,
@@ -267,20 +273,38 @@ async fn run_bound(
         },
         (_track_tx, track_rx),
         host_rx,
-    ) = watch(&config, iface, carried, tracked_processes, &metrics)?;
-    dp.heartbeat(dataplane::monotonic_coarse_ns())?;
-    attach(&mut dp, &config, iface, (&pin_dir, &marker), resume)?;
-
+    ) = watch(&config, carried, tracked_processes, &metrics)?;
     let addresses = Addresses::connect().context("opening netlink")?;
-    let (vmacs, sysctls) =
-        virtual_macs(&addresses, wanted_vmacs, (iface, ifindex), resume, &sources).await?;
+    let mut ports = BTreeMap::new();
+    let mut vmacs = HashMap::new();
+    let mut loggers = Vec::new();
+    for (mut port, published, logger) in opened {
+        let iface = port.site.iface.clone();
+        let port_resume = resuming.contains(&&iface);
+        port.dp.heartbeat(dataplane::monotonic_coarse_ns())?;
+        attach(&mut port.dp, &config, &iface, &port.pin_dir, port_resume)?;
+        let (made, sysctls) = virtual_macs(
+            &addresses,
+            published.wanted_vmacs,
+            (&iface, port.site.ifindex),
+            port_resume,
+            &port.site.sources,
+        )
+        .await?;
+        vmacs.extend(made);
+        port.sysctls = sysctls;
+        loggers.extend(logger.map(|l| (port.site.ifindex, l)));
+        ports.insert(port.site.ifindex, port);
+    }
+    if resume {
+        let _ = std::fs::remove_file(&marker);
+    }
     let mut shell = Shell::new(ShellParts {
         hooks: Hooks::start(&config).context("starting the notify hooks and the event stream")?,
-        dp,
-        sockets,
+        ports,
         addresses,
         configure_vips: config.configure_vips,
-        announcer: Announcer::open(ifindex).context("opening the announcement socket")?,
+        announcer: Announcer::open().context("opening the announcement socket")?,
         vmacs,
         fencers,
         mysql_status,
@@ -289,10 +313,10 @@ async fn run_bound(
         lease,
         primaries,
     });
-    shell.place_vips(&config, ifindex);
+    shell.place_vips(&config);
     shell.remove_dropped_vips(&resumed_vips).await;
-    // From here on the engine sends the adverts and the loop keeps the heartbeat.
-    if let Some(bridge) = bridge {
+    // From here on the engine sends the adverts and the loop keeps the heartbeats.
+    for bridge in bridges {
         bridge.stop();
     }
     engine.start(now());
@@ -303,8 +327,6 @@ async fn run_bound(
         shell,
         config,
         config_path,
-        site,
-        stats_index,
         // The last input of every track: an instance a reload starts again starts from them
         // (the tasks behind them only report changes).
         track_inputs: start_inputs,
@@ -315,17 +337,62 @@ async fn run_bound(
         host_rx,
         control,
         metrics_listener,
-        logger,
+        loggers,
     };
     let (why, running) = event_loop(running, inputs).await?;
-    conclude(why, running, (&pin_dir, &sysctls)).await
+    conclude(why, running).await
 }
 
-/// The BPF filesystem mounted; the interface's MAC and index.
-fn interface(config: &Config) -> anyhow::Result<([u8; 6], u32)> {
-    dataplane::ensure_bpffs(&config.bpffs)
-        .with_context(|| format!("mounting the BPF filesystem at {}", config.bpffs.display()))?;
-    let iface = config.interface.as_str();
+/// Whether the program and maps a hitless restart left in `pin_dir` can be taken over.
+fn can_resume(pin_dir: &std::path::Path) -> bool {
+    pin_dir.join(dataplane::PINNED_LINK).exists()
+        && dataplane::pinned_layout_differs(pin_dir).is_none()
+}
+
+/// One interface made ready to serve: its data plane loaded (or taken over after a hitless
+/// restart) with its instances published, its advert sockets open; what publishing gave, and
+/// the data plane's kernel-side log.
+fn open_port(
+    config: &Config,
+    iface: &str,
+    kernel_log: KernelLogLevel,
+    resume: bool,
+    start_inputs: &HashMap<String, TrackInput>,
+) -> anyhow::Result<(Port, Published, Option<KernelLog>)> {
+    let (iface_mac, ifindex) = interface(iface)?;
+    let limit_ns = Duration::from_millis(config.heartbeat_limit_ms).as_nanos() as u64;
+    let pin_dir = config.pin_dir_of(iface);
+    let mut dp = if resume {
+        info!(iface, pinned = %pin_dir.display(), "resuming after a hitless restart");
+        DataPlane::load_resuming(iface_mac, limit_ns, kernel_log, &pin_dir)?
+    } else {
+        DataPlane::load(iface_mac, limit_ns, kernel_log)?
+    };
+    let logger = dp.take_logger();
+    let (sources, sockets) = open_advert_sockets(config, iface, ifindex)?;
+    // Everything the program reads is in place before it sees its first packet.
+    let site = Site {
+        iface: iface.to_owned(),
+        ifindex,
+        iface_mac,
+        sources,
+    };
+    let published = site.publish_all(&mut dp, config, resume, start_inputs)?;
+    // A hitless restart inherits the old daemon's maps: what this configuration has not goes.
+    prune_maps(&mut dp, config, iface)?;
+    let port = Port {
+        site,
+        dp,
+        sockets,
+        stats_index: published.stats_index,
+        pin_dir,
+        sysctls: Vec::new(),
+    };
+    Ok((port, published, logger))
+}
+
+/// The interface's MAC and index.
+fn interface(iface: &str) -> anyhow::Result<([u8; 6], u32)> {
     let iface_mac = dataplane::interface_mac(iface)?;
     let ifindex =
         nix::net::if_::if_nametoindex(iface).with_context(|| format!("no interface {iface}"))?;
@@ -384,18 +451,17 @@ fn open_advert_sockets(
     Ok((sources, sockets))
 }
 
-/// Attaches the program (or, after a hitless restart, adopts the one left attached, and
-/// removes the marker) and pins it with the maps.
+/// Attaches the program (or, after a hitless restart, adopts the one left attached) and pins
+/// it with the maps.
 fn attach(
     dp: &mut DataPlane,
     config: &Config,
     iface: &str,
-    (pin_dir, marker): (&std::path::Path, &std::path::Path),
+    pin_dir: &std::path::Path,
     resume: bool,
 ) -> anyhow::Result<()> {
     let attached = if resume {
         dp.adopt(pin_dir)?;
-        let _ = std::fs::remove_file(marker);
         "adopted"
     } else {
         match dp.attach(iface, config.xdp_mode, pin_dir)? {
@@ -413,7 +479,6 @@ fn attach(
 #[allow(clippy::type_complexity)]
 fn watch(
     config: &Config,
-    iface: &str,
     carried: Carried,
     tracked_processes: Vec<crate::config::TrackProcess>,
     metrics: &Metrics,
@@ -428,7 +493,7 @@ fn watch(
     let (track_tx, track_rx) = tokio::sync::mpsc::unbounded_channel();
     let trackers = spawn_trackers(config, carried, tracked_processes, metrics, &track_tx)?;
     let (host_tx, host_rx) = tokio::sync::mpsc::unbounded_channel();
-    watch_links(config, iface, &track_tx, host_tx)?;
+    watch_links(config, &track_tx, host_tx)?;
     // The loop keeps a sender, so that its track channel never closes.
     Ok((trackers, (track_tx, track_rx), host_rx))
 }
@@ -448,11 +513,7 @@ fn sync_groups(config: &Config) -> Vec<SyncGroupConfig> {
 /// Stops the way `why` asks: handing over for a hitless restart, or as on SIGTERM (fenced,
 /// resigned, VIPs removed, detached), then an error for systemd to restart on, or an exec of
 /// the daemon afresh on a re-created interface.
-async fn conclude(
-    why: Stop,
-    running: Running<'_>,
-    (pin_dir, sysctls): (&std::path::Path, &[(String, String)]),
-) -> anyhow::Result<()> {
+async fn conclude(why: Stop, running: Running<'_>) -> anyhow::Result<()> {
     let Running {
         engine,
         mut shell,
@@ -463,15 +524,15 @@ async fn conclude(
     let config = &config;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     match why {
-        Stop::Hitless => leave_for_restart(&mut shell, &engine, config, &track_inputs, pin_dir),
-        Stop::ForGood => stop(shell, engine, config, sysctls).await,
+        Stop::Hitless => leave_for_restart(&mut shell, &engine, config, &track_inputs),
+        Stop::ForGood => stop(shell, engine, config).await,
         Stop::Failed(why) => {
             tracing::error!(%why, "stopping as on SIGTERM, then exiting with an error");
-            stop(shell, engine, config, sysctls).await?;
+            stop(shell, engine, config).await?;
             Err(anyhow::anyhow!(why))
         }
         Stop::Reexec => {
-            stop(shell, engine, config, sysctls).await?;
+            stop(shell, engine, config).await?;
             Err(reexec())
         }
     }

@@ -9,18 +9,26 @@ pub(super) fn reload(
     old: &Config,
     engine: &mut Engine,
     shell: &mut Shell,
-    (site, inputs): (&Site, &HashMap<String, TrackInput>),
-    stats_index: &mut u32,
+    inputs: &HashMap<String, TrackInput>,
 ) -> anyhow::Result<Config> {
     let new = crate::config::load(path)?;
     track::hide_from_scripts(new.secret_env());
     if let Some(key) = needs_restart(old, &new) {
         anyhow::bail!("{}: {key} changed, which needs a restart", path.display());
     }
+    let port_of = |inst: &Instance| {
+        shell
+            .ports
+            .values()
+            .find(|p| p.site.iface == inst.interface)
+    };
     let mut configs = new
         .instances
         .iter()
-        .map(|inst| site.engine_config(inst, &new))
+        .map(|inst| match port_of(inst) {
+            Some(port) => port.site.engine_config(inst, &new),
+            None => anyhow::bail!("instance {}: a new interface needs a restart", inst.name),
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     for track in configs.iter_mut().flat_map(|c| c.tracks.iter_mut()) {
         if let Some(input) = inputs.get(&track.name) {
@@ -33,13 +41,21 @@ pub(super) fn reload(
         .iter()
         .filter(|i| done.started.contains(&i.name))
     {
-        let (c, mac) = site.publish(&mut shell.dp, inst, &new, stats_index, role::INIT)?;
+        let index = shell.index_of(&inst.interface);
+        let Some(port) = shell.ports.get_mut(&index) else {
+            continue;
+        };
+        let (c, mac) =
+            port.site
+                .publish(&mut port.dp, inst, &new, &mut port.stats_index, role::INIT)?;
         shell.macs.insert(key_of(&c), mac);
         shell.primaries.insert(key_of(&c), c.primary);
     }
-    // What the new configuration has not (VIPs, VRIDs, unicast peers) leaves the data plane.
-    prune_maps(&mut shell.dp, &new)?;
-    shell.place_vips(&new, site.ifindex);
+    // What the new configuration has not (VIPs, VRIDs, unicast peers) leaves the data planes.
+    for port in shell.ports.values_mut() {
+        prune_maps(&mut port.dp, &new, &port.site.iface)?;
+    }
+    shell.place_vips(&new);
     let vips: HashSet<IpAddr> = shell.vips.keys().copied().collect();
     shell.keeper.retain(|a| vips.contains(a));
     shell.hooks.reconfigure(&new, &done.started);
@@ -68,7 +84,7 @@ pub(super) fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> 
                     i.track_interfaces
                         .iter()
                         .map(|t| t.name.clone())
-                        .chain(i.other_devs(&c.interface))
+                        .chain(i.other_devs(&i.interface))
                 })
                 .collect(),
         )
@@ -86,6 +102,10 @@ pub(super) fn needs_restart(old: &Config, new: &Config) -> Option<&'static str> 
     };
     [
         ("interface", old.interface != new.interface),
+        (
+            "the interfaces instances run on",
+            sorted(old.interfaces()) != sorted(new.interfaces()),
+        ),
         ("xdp_mode", old.xdp_mode != new.xdp_mode),
         ("bpffs", old.bpffs != new.bpffs),
         (
@@ -126,15 +146,14 @@ pub(super) async fn on_sighup(
     config: &mut Config,
     engine: &mut Engine,
     shell: &mut Shell,
-    site: (&Site, &HashMap<String, TrackInput>),
-    stats_index: &mut u32,
+    inputs: &HashMap<String, TrackInput>,
 ) {
     info!(file = %path.display(), "SIGHUP: reloading the configuration");
     if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading, now]);
     }
     let old_routes = shell.routes.clone();
-    let reloaded = match reload(path, config, engine, shell, site, stats_index) {
+    let reloaded = match reload(path, config, engine, shell, inputs) {
         Ok(new) => {
             *config = new;
             true

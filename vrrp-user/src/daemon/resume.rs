@@ -140,7 +140,7 @@ pub(super) fn take_marker(
         marker_bound(config),
     );
     if let Some(why) = refused {
-        warn!(iface = %config.interface, marker = %marker.display(),
+        warn!(marker = %marker.display(),
             "not resuming after a hitless restart: {why}; starting afresh");
         let _ = std::fs::remove_file(marker);
         return None;
@@ -203,6 +203,9 @@ pub(super) struct ResumeGrant {
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(super) struct ResumeAdvert {
+    /// The interface it goes out on (empty in markers of daemons that served one).
+    #[serde(default)]
+    pub(super) iface: String,
     pub(super) src: IpAddr,
     pub(super) dst: IpAddr,
     pub(super) interval_ms: u64,
@@ -238,7 +241,7 @@ pub(super) fn encode_resume(
 }
 
 /// What every master instance advertises now, with its source and interval, for the marker.
-pub(super) fn master_adverts(engine: &Engine) -> Vec<ResumeAdvert> {
+pub(super) fn master_adverts(engine: &Engine, names: &HashMap<u32, String>) -> Vec<ResumeAdvert> {
     engine
         .master_adverts()
         .into_iter()
@@ -249,6 +252,7 @@ pub(super) fn master_adverts(engine: &Engine) -> Vec<ResumeAdvert> {
                 dst,
                 bytes,
             } => Some(ResumeAdvert {
+                iface: names.get(&key.iface).cloned().unwrap_or_default(),
                 src,
                 dst,
                 interval_ms: u64::from(engine.advert_interval_cs(key)?) * 10,
@@ -302,6 +306,7 @@ mod tests {
             ("prio".to_owned(), TrackInput::Value(-42)),
         ]);
         let adverts = vec![ResumeAdvert {
+            iface: "eth1".into(),
             src: "192.0.2.1".parse().unwrap(),
             dst: "224.0.0.18".parse().unwrap(),
             interval_ms: 100,

@@ -7,8 +7,8 @@ use super::*;
 /// What the loop owns besides the engine.
 pub(super) struct Shell {
     pub(super) hooks: Hooks,
-    pub(super) dp: DataPlane,
-    pub(super) sockets: AdvertSockets,
+    /// The interfaces served, by index.
+    pub(super) ports: BTreeMap<u32, Port>,
     pub(super) addresses: Addresses,
     /// Whether VIPs are added to and removed from interfaces.
     pub(super) configure_vips: bool,
@@ -59,8 +59,7 @@ pub(super) struct Shell {
 /// What a shell is built from at startup.
 pub(super) struct ShellParts {
     pub(super) hooks: Hooks,
-    pub(super) dp: DataPlane,
-    pub(super) sockets: AdvertSockets,
+    pub(super) ports: BTreeMap<u32, Port>,
     pub(super) addresses: Addresses,
     pub(super) configure_vips: bool,
     pub(super) announcer: Announcer,
@@ -78,8 +77,7 @@ impl Shell {
     pub(super) fn new(p: ShellParts) -> Self {
         Self {
             hooks: p.hooks,
-            dp: p.dp,
-            sockets: p.sockets,
+            ports: p.ports,
             addresses: p.addresses,
             configure_vips: p.configure_vips,
             announcer: p.announcer,
@@ -109,14 +107,37 @@ impl Shell {
 }
 
 impl Shell {
+    /// The index of the served interface `name` (0 if it is not served).
+    pub(super) fn index_of(&self, name: &str) -> u32 {
+        self.ports
+            .iter()
+            .find(|(_, p)| p.site.iface == name)
+            .map_or(0, |(index, _)| *index)
+    }
+
+    /// The engine's key of a configured instance.
+    pub(super) fn key_of(&self, inst: &Instance) -> InstanceKey {
+        instance_key(inst, self.index_of(&inst.interface))
+    }
+
+    /// The data plane instance `key` runs on.
+    pub(super) fn dp(&self, key: InstanceKey) -> Option<&DataPlane> {
+        self.ports.get(&key.iface).map(|p| &p.dp)
+    }
+
+    /// The name of the interface of index `index` served here.
+    pub(super) fn iface_name(&self, index: u32) -> &str {
+        self.ports.get(&index).map_or("", |p| p.site.iface.as_str())
+    }
+
     /// Where each VIP of `config` goes (its instance's macvlan, or the interface), and which
     /// MySQL servers each instance fences.
-    pub(super) fn place_vips(&mut self, config: &Config, ifindex: u32) {
+    pub(super) fn place_vips(&mut self, config: &Config) {
         self.fences = config
             .instances
             .iter()
             .map(|inst| {
-                let key = instance_key(inst, ifindex);
+                let key = self.key_of(inst);
                 let fencers = inst
                     .track_mysql
                     .iter()
@@ -129,7 +150,7 @@ impl Shell {
             .instances
             .iter()
             .flat_map(|inst| {
-                let key = instance_key(inst, ifindex);
+                let key = self.key_of(inst);
                 inst.all_vips().map(move |v| (v.addr, key))
             })
             .collect();
@@ -141,7 +162,7 @@ impl Shell {
                     .vmac_interface
                     .as_ref()
                     .and_then(|name| self.vmacs.get(name).copied())
-                    .unwrap_or(ifindex);
+                    .unwrap_or_else(|| self.index_of(&inst.interface));
                 // A VIP on another interface: its index now (0 if it is missing: looked up
                 // again at each add).
                 inst.all_vips().map(move |v| {
@@ -157,7 +178,7 @@ impl Shell {
             .instances
             .iter()
             .filter(|inst| !inst.routes.is_empty())
-            .map(|inst| (instance_key(inst, ifindex), inst.routes.clone()))
+            .map(|inst| (self.key_of(inst), inst.routes.clone()))
             .collect();
     }
 
@@ -177,7 +198,7 @@ impl Shell {
     pub(super) fn refresh_liveness(&mut self, engine: &mut Engine) {
         for key in engine.keys() {
             let ipv6 = key.family == Family::V6;
-            let Ok(live) = self.dp.liveness(ipv6, key.vrid) else {
+            let Some(Ok(live)) = self.dp(key).map(|dp| dp.liveness(ipv6, key.vrid)) else {
                 continue;
             };
             if live.last_seen_ns == 0 {
@@ -207,21 +228,17 @@ impl Shell {
         keys.dedup();
         let interval_ms = keys
             .iter()
-            .filter_map(|k| {
-                config
-                    .instances
-                    .iter()
-                    .find(|i| i.vrid == k.vrid && i.ipv6() == (k.family == Family::V6))
-            })
+            .filter_map(|k| config.instances.iter().find(|i| self.key_of(i) == *k))
             .map(|i| u64::from(i.advert_interval_cs) * 10)
             .max()
             .unwrap_or(1000);
         let grace = Duration::from_millis((3 * interval_ms).clamp(20, 3000));
         let started = Instant::now();
         let succeeded = |key: &InstanceKey| {
-            self.dp
-                .liveness(key.family == Family::V6, key.vrid)
-                .is_ok_and(|l| l.last_seen_ns >= resigned_ns && l.priority > 0)
+            self.dp(*key).is_some_and(|dp| {
+                dp.liveness(key.family == Family::V6, key.vrid)
+                    .is_ok_and(|l| l.last_seen_ns >= resigned_ns && l.priority > 0)
+            })
         };
         while started.elapsed() < grace && !keys.iter().all(succeeded) {
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -316,7 +333,10 @@ impl Shell {
             .into_iter()
             .map(|st| {
                 let ipv6 = st.key.family == Family::V6;
-                let dp = self.dp.vrid_stats(ipv6, st.key.vrid).unwrap_or_default();
+                let dp = self
+                    .dp(st.key)
+                    .and_then(|dp| dp.vrid_stats(ipv6, st.key.vrid).ok())
+                    .unwrap_or_default();
                 let vips = config
                     .instances
                     .iter()
@@ -331,6 +351,7 @@ impl Shell {
                     .unwrap_or_default();
                 control::InstanceStatus {
                     name: st.name.clone(),
+                    interface: self.iface_name(st.key.iface).to_owned(),
                     vrid: st.key.vrid,
                     family: if ipv6 { "ipv6" } else { "ipv4" }.into(),
                     state: st.state,
@@ -415,23 +436,32 @@ impl Shell {
         &self,
         instances: &[control::InstanceStatus],
     ) -> Vec<control::OtherVrid> {
-        let ours: HashSet<(bool, u8)> = instances
+        let ours: HashSet<(&str, bool, u8)> = instances
             .iter()
-            .map(|i| (i.family == "ipv6", i.vrid))
+            .map(|i| (i.interface.as_str(), i.family == "ipv6", i.vrid))
             .collect();
-        [false, true]
-            .into_iter()
-            .flat_map(|ipv6| (0..=u8::MAX).map(move |vrid| (ipv6, vrid)))
-            .filter(|key| !ours.contains(key))
-            .filter_map(|(ipv6, vrid)| {
-                let adverts = self.dp.vrid_stats(ipv6, vrid).ok()?.adverts_other_vrid;
-                (adverts > 0).then(|| control::OtherVrid {
-                    vrid,
-                    family: if ipv6 { "ipv6" } else { "ipv4" }.into(),
-                    adverts,
-                })
-            })
-            .collect()
+        let mut others = Vec::new();
+        for port in self.ports.values() {
+            let iface = port.site.iface.as_str();
+            for (ipv6, vrid) in [false, true]
+                .into_iter()
+                .flat_map(|ipv6| (0..=u8::MAX).map(move |vrid| (ipv6, vrid)))
+                .filter(|(ipv6, vrid)| !ours.contains(&(iface, *ipv6, *vrid)))
+            {
+                let Ok(stats) = port.dp.vrid_stats(ipv6, vrid) else {
+                    continue;
+                };
+                if stats.adverts_other_vrid > 0 {
+                    others.push(control::OtherVrid {
+                        interface: iface.to_owned(),
+                        vrid,
+                        family: if ipv6 { "ipv6" } else { "ipv4" }.into(),
+                        adverts: stats.adverts_other_vrid,
+                    });
+                }
+            }
+        }
+        others
     }
 
     /// Asks the fencers of the MySQL servers `key` fences to set read_only, without waiting:
@@ -503,8 +533,15 @@ impl Shell {
                 }
                 Action::DataPlane { key, role } => {
                     let ipv6 = key.family == Family::V6;
-                    if let Err(err) = self.dp.set_role(ipv6, key.vrid, role) {
-                        warn!(vrid = key.vrid, %instance, %state, error = %dataplane::error_chain(&err), "cannot publish the role");
+                    let set = match self.ports.get_mut(&key.iface) {
+                        Some(port) => port
+                            .dp
+                            .set_role(ipv6, key.vrid, role)
+                            .map_err(|e| dataplane::error_chain(&e)),
+                        None => Err("no data plane on its interface".to_owned()),
+                    };
+                    if let Err(err) = set {
+                        warn!(vrid = key.vrid, %instance, %state, error = %err, "cannot publish the role");
                     }
                 }
                 Action::AddVips { key, vips, .. } if self.configure_vips => {
@@ -565,8 +602,9 @@ impl Shell {
                         "ipv4"
                     };
                     let new = new.to_string();
+                    let iface = self.iface_name(key.iface).to_owned();
                     self.metrics
-                        .transition(&name, key.vrid, family, &new, reason.kind());
+                        .transition(&iface, &name, key.vrid, family, &new, reason.kind());
                     let reason = reason.to_string();
                     self.hooks.state_changed(StateEvent {
                         time_ms: hooks::unix_ms(),
@@ -602,10 +640,13 @@ impl Shell {
         if self.macs.get(&key) == Some(&vmac) {
             self.advert_id = self.advert_id.wrapping_add(1);
             if let Some(frame) = crate::wire::advert_frame(vmac, src, dst, bytes, self.advert_id) {
-                return self.announcer.send_frame(&frame);
+                return self.announcer.send_frame_on(key.iface, &frame);
             }
         }
-        self.sockets.send(dst, bytes)
+        match self.ports.get(&key.iface) {
+            Some(port) => port.sockets.send(dst, bytes),
+            None => Err(std::io::Error::other("no advert socket on its interface")),
+        }
     }
 
     /// Brings the macvlans (virtual MACs) that `vips` of instance `key` live on up (a new
@@ -664,7 +705,10 @@ impl Shell {
         }
         // The data plane answers only for the VIPs on its own interface.
         if vip.dev.is_none()
-            && let Err(err) = self.dp.set_vip_absent(addr, !present)
+            && let Some(Err(err)) = self
+                .ports
+                .get_mut(&key.iface)
+                .map(|p| p.dp.set_vip_absent(addr, !present))
         {
             warn!(vrid = key.vrid, vip = %addr, error = %dataplane::error_chain(&err), "cannot publish whether the VIP is on the interface");
         }
@@ -690,7 +734,12 @@ impl Shell {
             return;
         };
         let own_interface = self.vips.get(&addr).is_some_and(|(v, _)| v.dev.is_none());
-        if own_interface && let Err(err) = self.dp.set_vip_absent(addr, true) {
+        if own_interface
+            && let Some(Err(err)) = self
+                .ports
+                .get_mut(&key.iface)
+                .map(|p| p.dp.set_vip_absent(addr, true))
+        {
             warn!(vrid = key.vrid, vip = %addr, error = %dataplane::error_chain(&err), "cannot publish that the VIP is not on the interface");
         }
         if add_now {
@@ -858,7 +907,7 @@ impl Shell {
                 .and_then(|mac| self.announcer.announce_on(*index, addr, mac)),
             _ => {
                 let mac = self.macs.get(&key).copied().unwrap_or_default();
-                self.announcer.announce(addr, mac)
+                self.announcer.announce_on(key.iface, addr, mac)
             }
         };
         if let Err(err) = sent {

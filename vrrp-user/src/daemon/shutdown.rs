@@ -10,22 +10,27 @@ pub(super) fn leave_for_restart(
     engine: &Engine,
     config: &Config,
     track_inputs: &HashMap<String, TrackInput>,
-    pin_dir: &std::path::Path,
 ) -> anyhow::Result<()> {
     let marker = config.control_socket.with_extension("resume");
-    shell.dp.heartbeat(dataplane::monotonic_coarse_ns())?;
-    let adverts = master_adverts(engine);
-    shell.dp.leave_for_restart(
-        &marker,
-        &encode_resume(
-            track_inputs,
-            adverts,
-            shell.resume_grant(),
-            shell.master_vips(engine),
-        ),
-    )?;
+    let names: HashMap<u32, String> = shell
+        .ports
+        .iter()
+        .map(|(index, p)| (*index, p.site.iface.clone()))
+        .collect();
+    let adverts = master_adverts(engine, &names);
+    let contents = encode_resume(
+        track_inputs,
+        adverts,
+        shell.resume_grant(),
+        shell.master_vips(engine),
+    );
+    let ns = dataplane::monotonic_coarse_ns();
+    for port in shell.ports.values_mut() {
+        port.dp.heartbeat(ns)?;
+        port.dp.leave_for_restart(&marker, &contents)?;
+        info!(iface = %port.site.iface, "stopped; the next xvrrp resumes from {}", port.pin_dir.display());
+    }
     let _ = std::fs::remove_file(&config.control_socket);
-    info!("stopped; the next xvrrp resumes from {}", pin_dir.display());
     Ok(())
 }
 
@@ -36,7 +41,6 @@ pub(super) async fn stop(
     mut shell: Shell,
     mut engine: Engine,
     config: &Config,
-    sysctls: &[(String, String)],
 ) -> anyhow::Result<()> {
     // 6.4.3 Shutdown: a master resigns with priority 0, then the data plane is let go. Its
     // VIPs (fenced already) stay until the new master advertises: its gratuitous ARP is what
@@ -63,8 +67,12 @@ pub(super) async fn stop(
     }
     release_lease(&shell, config).await;
     for inst in &config.instances {
-        let s = shell.dp.vrid_stats(inst.ipv6(), inst.vrid)?;
+        let Some(dp) = shell.dp(shell.key_of(inst)) else {
+            continue;
+        };
+        let s = dp.vrid_stats(inst.ipv6(), inst.vrid)?;
         info!(
+            iface = %inst.interface,
             vrid = inst.vrid,
             requests = s.requests,
             answered = s.answered,
@@ -77,14 +85,16 @@ pub(super) async fn stop(
     }
     // The data plane lets go first; then the stop notifications run to the end (each bounded by
     // its timeout).
-    restore_sysctls(sysctls);
+    for port in shell.ports.values() {
+        restore_sysctls(&port.sysctls);
+    }
     for name in shell.vmacs.keys() {
         if let Err(err) = shell.addresses.remove_link(name).await {
             warn!(vmac_interface = %name, error = %err, "cannot remove the virtual MAC's interface");
         }
     }
-    let Shell { hooks, dp, .. } = shell;
-    drop(dp);
+    let Shell { hooks, ports, .. } = shell;
+    drop(ports);
     hooks.finish().await;
     let _ = std::fs::remove_file(&config.control_socket);
     if let Some(events) = &config.event_socket {

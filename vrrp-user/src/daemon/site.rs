@@ -169,6 +169,19 @@ fn guards(inst: &Instance, iface: &str, ifindex: u32, config: &Config) -> Vec<Tr
     tracks
 }
 
+/// One interface the daemon serves: what its instances are published against, its data plane
+/// and its advert sockets.
+pub(super) struct Port {
+    pub(super) site: Site,
+    pub(super) dp: DataPlane,
+    pub(super) sockets: AdvertSockets,
+    /// The next free per-VIP stats slot of its data plane.
+    pub(super) stats_index: u32,
+    pub(super) pin_dir: std::path::PathBuf,
+    /// The sysctls set for its virtual MACs, to restore on a stop.
+    pub(super) sysctls: Vec<(String, String)>,
+}
+
 /// What instances are published against: the interface and its addresses.
 pub(super) struct Site {
     pub(super) iface: String,
@@ -278,7 +291,11 @@ impl Site {
         let mut macs = HashMap::new();
         let mut primaries = HashMap::new();
         let mut wanted_vmacs = Vec::new();
-        for inst in &config.instances {
+        for inst in config
+            .instances
+            .iter()
+            .filter(|i| i.interface == self.iface)
+        {
             // On resume the role the data plane has stays until the engine says otherwise.
             let was = if resume {
                 dp.vrid(inst.ipv6(), inst.vrid)
@@ -363,11 +380,13 @@ pub(super) fn restore_sysctls(old: &[(String, String)]) {
     }
 }
 
-/// What the data plane's maps hold for `config`: its VIPs, VRIDs and unicast peers.
-pub(super) fn keep_of(config: &Config) -> dataplane::Keep {
+/// What the data plane's maps on `iface` hold for `config`: the VIPs, VRIDs and unicast peers
+/// of its instances there.
+pub(super) fn keep_of(config: &Config, iface: &str) -> dataplane::Keep {
     let mut keep = dataplane::Keep::default();
-    for inst in &config.instances {
-        keep.vips.extend(inst.all_vips().map(|v| v.addr));
+    for inst in config.instances.iter().filter(|i| i.interface == iface) {
+        keep.vips
+            .extend(inst.all_vips().filter(|v| v.dev.is_none()).map(|v| v.addr));
         keep.slots.insert(vrrp_common::slot(inst.ipv6(), inst.vrid));
         keep.peers.extend(
             inst.unicast_peers
@@ -380,12 +399,13 @@ pub(super) fn keep_of(config: &Config) -> dataplane::Keep {
 
 /// Removes from the maps what `config` does not have (left by the daemon a hitless restart
 /// took over from, or by the configuration a reload replaced), and logs what went.
-pub(super) fn prune_maps(dp: &mut DataPlane, config: &Config) -> anyhow::Result<()> {
+pub(super) fn prune_maps(dp: &mut DataPlane, config: &Config, iface: &str) -> anyhow::Result<()> {
     let pruned = dp
-        .prune(&keep_of(config))
+        .prune(&keep_of(config, iface))
         .context("removing what the configuration no longer has from the maps")?;
     if pruned != dataplane::Pruned::default() {
         info!(
+            iface,
             vips = pruned.vips,
             vrids = pruned.vrids,
             unicast_peers = pruned.peers,
@@ -425,7 +445,7 @@ pub(super) fn advert_sources(
 ) -> anyhow::Result<HashMap<bool, IpAddr>> {
     // The primary address of each family in use: the configured source, or the interface's.
     let mut sources: HashMap<bool, IpAddr> = HashMap::new();
-    for inst in &config.instances {
+    for inst in config.instances.iter().filter(|i| i.interface == iface) {
         let ipv6 = inst.ipv6();
         let source = match inst.source {
             Some(s) => s,

@@ -133,17 +133,21 @@ pub(super) fn spawn_trackers(
 /// go to `track_tx`, deleted addresses and the end of the events to `host_tx`.
 pub(super) fn watch_links(
     config: &Config,
-    iface: &str,
     track_tx: &tokio::sync::mpsc::UnboundedSender<(String, TrackInput)>,
     host_tx: tokio::sync::mpsc::UnboundedSender<netlink::HostEvent>,
 ) -> anyhow::Result<()> {
     let mut links = HashMap::new();
-    for name in std::iter::once(iface.to_owned()).chain(config.instances.iter().flat_map(|i| {
-        i.track_interfaces
-            .iter()
-            .map(|t| t.name.clone())
-            .chain(i.other_devs(iface))
-    })) {
+    // The interfaces served, those tracked, and those VIPs and routes go on.
+    for name in config
+        .interfaces()
+        .into_iter()
+        .chain(config.instances.iter().flat_map(|i| {
+            i.track_interfaces
+                .iter()
+                .map(|t| t.name.clone())
+                .chain(i.other_devs(&i.interface))
+        }))
+    {
         let index = nix::net::if_::if_nametoindex(name.as_str())
             .with_context(|| format!("tracked interface {name}"))?;
         links.insert(index, name);

@@ -687,97 +687,93 @@ fn files(
     defs: &Definitions,
     dropped: &mut Vec<String>,
 ) -> Vec<ImportedFile> {
-    let mut interfaces: Vec<String> = Vec::new();
-    for (iface, _) in instances {
-        if !interfaces.contains(iface) {
-            interfaces.push(iface.clone());
-        }
+    // One daemon serves the host: one file, named after the first instance's interface (the
+    // one `xvrrp@<interface>` reads); instances elsewhere name their own interface.
+    let Some((iface, _)) = instances.first() else {
+        return Vec::new();
+    };
+    let names: Vec<String> = instances
+        .iter()
+        .filter_map(|(_, t)| t.get("name").map(str::to_owned))
+        .collect();
+    let mut out = format!(
+        "# Imported from keepalived by `xvrrp import-keepalived`.\ninterface = {}\n",
+        q(iface)
+    );
+    if let Some(user) = &defs.globals.script_user {
+        out.push_str(&format!("script_user = {}\n", q(user)));
     }
-    let mut files = Vec::new();
-    for iface in &interfaces {
-        let mine: Vec<&(String, Table)> = instances.iter().filter(|(i, _)| i == iface).collect();
-        let names: Vec<String> = mine
+    if defs.globals.script_security {
+        out.push_str("enable_script_security = true\n");
+    }
+    // What the instances follow.
+    let followed = |key: &str| -> Vec<String> {
+        let mut v: Vec<String> = instances
             .iter()
-            .filter_map(|(_, t)| t.get("name").map(str::to_owned))
+            .filter_map(|(_, t)| t.get(key))
+            .flat_map(|l| {
+                toml::from_str::<toml::Table>(&format!("x = {l}"))
+                    .ok()
+                    .and_then(|t| t.get("x").cloned())
+                    .and_then(|v| v.as_array().cloned())
+                    .unwrap_or_default()
+            })
+            .filter_map(|v| v.as_str().map(str::to_owned))
             .collect();
-        let mut out = format!(
-            "# Imported from keepalived by `xvrrp import-keepalived`.\ninterface = {}\n",
-            q(iface)
-        );
-        if let Some(user) = &defs.globals.script_user {
-            out.push_str(&format!("script_user = {}\n", q(user)));
-        }
-        if defs.globals.script_security {
-            out.push_str("enable_script_security = true\n");
-        }
-        // What this file's instances follow.
-        let followed = |key: &str| -> Vec<String> {
-            let mut v: Vec<String> = mine
-                .iter()
-                .filter_map(|(_, t)| t.get(key))
-                .flat_map(|l| {
-                    toml::from_str::<toml::Table>(&format!("x = {l}"))
-                        .ok()
-                        .and_then(|t| t.get("x").cloned())
-                        .and_then(|v| v.as_array().cloned())
-                        .unwrap_or_default()
-                })
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect();
-            v.sort();
-            v.dedup();
-            v
-        };
-        for name in followed("track_scripts") {
-            if let Some(Check::Script(t)) = defs.checks.get(&name) {
-                t.write(&mut out);
-            }
-        }
-        for name in followed("track_mysql") {
-            if let Some(Check::Mysql(t)) = defs.checks.get(&name) {
-                t.write(&mut out);
-            }
-        }
-        for name in followed("track_files") {
-            if let Some(t) = defs.track_files.get(&name) {
-                t.write(&mut out);
-            }
-        }
-        for name in followed("track_processes") {
-            if let Some(t) = defs.processes.get(&name) {
-                t.write(&mut out);
-            }
-        }
-        for (group, members, at) in defs.groups {
-            let here: Vec<String> = members
-                .iter()
-                .filter(|m| names.contains(&q(m)))
-                .cloned()
-                .collect();
-            if here.is_empty() {
-                continue;
-            }
-            if here.len() < members.len() {
-                dropped.push(format!(
-                    "{at}: vrrp_sync_group {group}: its members are on several interfaces, and one xvrrp daemon serves one interface; the group is not carried over (each daemon moves its own instances)"
-                ));
-                continue;
-            }
-            let mut t = Table::new("sync_group");
-            t.set("name", q(group));
-            t.set("instances", list(&here));
+        v.sort();
+        v.dedup();
+        v
+    };
+    for name in followed("track_scripts") {
+        if let Some(Check::Script(t)) = defs.checks.get(&name) {
             t.write(&mut out);
         }
-        for (_, t) in &mine {
-            t.write(&mut out);
-        }
-        files.push(ImportedFile {
-            interface: iface.clone(),
-            toml: out,
-            instances: mine.iter().map(|(_, t)| t.origin.clone()).collect(),
-        });
     }
-    files
+    for name in followed("track_mysql") {
+        if let Some(Check::Mysql(t)) = defs.checks.get(&name) {
+            t.write(&mut out);
+        }
+    }
+    for name in followed("track_files") {
+        if let Some(t) = defs.track_files.get(&name) {
+            t.write(&mut out);
+        }
+    }
+    for name in followed("track_processes") {
+        if let Some(t) = defs.processes.get(&name) {
+            t.write(&mut out);
+        }
+    }
+    for (group, members, at) in defs.groups {
+        let here: Vec<String> = members
+            .iter()
+            .filter(|m| names.contains(&q(m)))
+            .cloned()
+            .collect();
+        if here.len() < members.len() {
+            dropped.push(format!(
+                "{at}: vrrp_sync_group {group}: a member is not a vrrp_instance of this file; the group is not carried over"
+            ));
+            continue;
+        }
+        let mut t = Table::new("sync_group");
+        t.set("name", q(group));
+        t.set("instances", list(&here));
+        t.write(&mut out);
+    }
+    for (own, t) in instances {
+        let mut t = t.clone();
+        if own != iface {
+            t.keys
+                .insert(1.min(t.keys.len()), ("interface".into(), q(own)));
+        }
+        t.write(&mut out);
+    }
+    vec![ImportedFile {
+        interface: iface.clone(),
+        toml: out,
+        instances: instances.iter().map(|(_, t)| t.origin.clone()).collect(),
+    }]
 }
 
 /// Reports the scripts and processes no instance tracks.
