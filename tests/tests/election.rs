@@ -455,7 +455,7 @@ fn notify_scripts_and_the_event_stream_follow_every_change_in_order() {
                 "interface = \"{iface}\"\nxdp_mode = \"native\"\nevent_socket = \"{}\"\n\n[[instance]]\nname = \"db\"\n\
                  vrid = 51\npriority = 100\nadvert_interval_ms = 100\nvips = [\"{VIP}/24\"]\n\
                  notify_master = \"echo master >> {log}\"\nnotify_backup = \"echo backup >> {log}\"\n\
-                 notify_stop = \"echo stop >> {log}\"\nnotify = \"echo \\\"generic $1 $2 $3 $4\\\" >> {log}\"\n",
+                 notify_stop = \"echo stop >> {log}\"\nnotify = \"echo generic >> {log}\"\n",
                 events.display(),
                 log = log.display()
             ),
@@ -879,7 +879,7 @@ fn notify_fault_runs_when_a_tracked_check_fails_and_master_when_it_recovers() {
             200,
             &format!(
                 "track_scripts = [\"check\"]\nnotify_master = \"echo master >> {log}\"\n\
-                 notify_fault = \"echo fault >> {log}\"\nnotify = \"echo \\\"generic $1 $2 $3 $4\\\" >> {log}\"\n",
+                 notify_fault = \"echo fault >> {log}\"\nnotify = \"echo generic >> {log}\"\n",
                 log = log.display()
             ),
         )

@@ -92,7 +92,7 @@ fn real_world_keepalived_configs_import_into_valid_configs_and_say_what_was_left
     let toml = &files[0].1;
     for want in [
         "interface = \"eth0\"\n",
-        "[[sync_group]]\nname = \"G_EDGE\"\ninstances = [\"VI_OUT\", \"VI_IN\"]",
+        "[[sync_group]]\nname = \"G_EDGE\"\ninstances = [\"VI_OUT\", \"VI_IN\"]\nnotify_master = \"/etc/keepalived/edge-master.sh\"\n",
         "[[sync_group]]\nname = \"G_LOCAL\"",
         "name = \"VI_IN\"\ninterface = \"eth1\"\n",
         "routes = [\"0.0.0.0/0 via 203.0.113.1 dev eth0\"]",

@@ -172,11 +172,13 @@ fn a_vip_on_the_inside_and_the_routes_follow_the_master_across_faults() {
 
 /// One daemon for two interfaces: the outside instance on the lab's interface, the inside one
 /// (the same VRID: VRIDs are per interface) on the inside interface, in one sync group; the
-/// inside one carries a route.
+/// inside one carries a route. The group's own notify scripts write to `<host>-group.log`.
 fn router_config(lab: &Lab, host: &str, priority: u8) -> String {
+    let log = group_log(lab, host);
     format!(
         "interface = \"{outside}\"\nxdp_mode = \"native\"\nheartbeat_limit_ms = 200\n\n\
-         [[sync_group]]\nname = \"edge\"\ninstances = [\"out\", \"in\"]\n\n\
+         [[sync_group]]\nname = \"edge\"\ninstances = [\"out\", \"in\"]\n\
+         notify_master = \"echo group-master >> {log}\"\nnotify = \"echo >> {log}\"\n\n\
          [[instance]]\nname = \"out\"\nvrid = 10\npriority = {priority}\nadvert_interval_ms = 100\n\
          vips = [\"{vip}/24\"]\n\n\
          [[instance]]\nname = \"in\"\ninterface = \"{inside}\"\nvrid = 10\npriority = {priority}\n\
@@ -185,7 +187,21 @@ fn router_config(lab: &Lab, host: &str, priority: u8) -> String {
         outside = lab.host(host).iface,
         inside = lab.inside_iface(host),
         vip = xvrrp_lab::LAB_VIP,
+        log = log.display(),
     )
+}
+
+fn group_log(lab: &Lab, host: &str) -> std::path::PathBuf {
+    lab.workdir().join(format!("{host}-group.log"))
+}
+
+/// The lines of `host`'s group notify log.
+fn group_lines(lab: &Lab, host: &str) -> Vec<String> {
+    std::fs::read_to_string(group_log(lab, host))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Both VIPs answered by `host` (the outside one from the lab's client, the inside one on the
@@ -224,6 +240,14 @@ fn one_daemon_serves_two_interfaces_and_a_sync_group_across_them_moves_together(
         .expect("start b");
     let within = Duration::from_secs(5);
     both_on(&lab, "a", "b", within);
+    // The group's own scripts ran, as keepalived runs them: the specific one, then the generic
+    // one with GROUP, the name, the state and 0 appended.
+    assert!(
+        wait_for(within, || group_lines(&lab, "a")
+            == ["GROUP edge BACKUP 0", "group-master", "GROUP edge MASTER 0"]),
+        "{:?}",
+        group_lines(&lab, "a")
+    );
     // One status for both interfaces; both data planes pinned.
     let st = lab.status("a").unwrap();
     let on: Vec<(String, String)> = st["instances"]
@@ -253,6 +277,15 @@ fn one_daemon_serves_two_interfaces_and_a_sync_group_across_them_moves_together(
     // Cutting either link moves both VIPs (and the route).
     lab.set_inside_link("a", false).expect("cut inside");
     both_on(&lab, "b", "a", within);
+    assert!(
+        wait_for(within, || group_lines(&lab, "a")
+            .ends_with(&["GROUP edge FAULT 0".to_owned()])
+            && group_lines(&lab, "b")
+                .ends_with(&["GROUP edge MASTER 0".to_owned()])),
+        "a {:?} b {:?}",
+        group_lines(&lab, "a"),
+        group_lines(&lab, "b")
+    );
     lab.set_inside_link("a", true).expect("restore inside");
     both_on(&lab, "a", "b", Duration::from_secs(8));
     lab.set_link("a", false).expect("cut outside");
@@ -282,5 +315,11 @@ fn one_daemon_serves_two_interfaces_and_a_sync_group_across_them_moves_together(
 
     a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
     both_on(&lab, "b", "a", within);
+    assert_eq!(
+        group_lines(&lab, "a").last().map(String::as_str),
+        Some("GROUP edge STOP 0"),
+        "{:?}",
+        group_lines(&lab, "a")
+    );
     b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
 }

@@ -227,6 +227,9 @@ pub fn table(status: &Status) -> String {
             format!("{}/{}", i.adverts_received, i.adverts_sent),
             i.vips.join(",")
         ));
+        if !i.interface.is_empty() && i.interface != status.interface {
+            out.push_str(&format!("{:<12} on interface {}\n", "", i.interface));
+        }
         let u = &i.vip_upkeep;
         if !u.absent.is_empty() {
             out.push_str(&format!(
@@ -259,7 +262,10 @@ pub fn table(status: &Status) -> String {
         let heard: Vec<String> = status
             .other_vrids
             .iter()
-            .map(|o| format!("{} {} ({} adverts)", o.family, o.vrid, o.adverts))
+            .map(|o| match o.interface.as_str() {
+                "" => format!("{} {} ({} adverts)", o.family, o.vrid, o.adverts),
+                on => format!("{} {} on {on} ({} adverts)", o.family, o.vrid, o.adverts),
+            })
             .collect();
         out.push_str(&format!(
             "\nheard, not configured here: {}\n",

@@ -3,7 +3,8 @@
 //! - notify scripts, keepalived's: `notify_master` / `notify_backup` / `notify_fault` /
 //!   `notify_stop` for the new state, then the generic `notify` with `INSTANCE <name> <STATE>
 //!   <priority>` as arguments. Run in order per instance (a queue each), each with a timeout
-//!   that kills its process group;
+//!   that kills its process group. A sync group's own scripts likewise, when the group as a
+//!   whole changes state (`GROUP <name> <STATE> 0` for the generic one);
 //! - an ordered JSON-lines event stream on a unix socket (what keepalived's notify_fifo is for):
 //!   every connected reader gets one line per state change.
 
@@ -45,6 +46,8 @@ struct Commands {
 
 pub struct Hooks {
     queues: HashMap<String, mpsc::UnboundedSender<StateEvent>>,
+    /// The sync groups' queues, by group name.
+    group_queues: HashMap<String, mpsc::UnboundedSender<StateEvent>>,
     runners: Vec<tokio::task::JoinHandle<()>>,
     /// The longest a queue can take to drain what is in it at shutdown.
     drain_bound: Duration,
@@ -59,10 +62,17 @@ impl Hooks {
         let mut runners = Vec::new();
         let mut drain_bound = Duration::ZERO;
         for inst in &config.instances {
-            let (tx, runner, bound) = spawn_queue(inst);
+            let (tx, runner, bound) = spawn_queue(&inst.name, &inst.notify, "INSTANCE");
             drain_bound = drain_bound.max(bound);
             runners.push(runner);
             queues.insert(inst.name.clone(), tx);
+        }
+        let mut group_queues = HashMap::new();
+        for group in &config.sync_groups {
+            let (tx, runner, bound) = spawn_queue(&group.name, &group.notify, "GROUP");
+            drain_bound = drain_bound.max(bound);
+            runners.push(runner);
+            group_queues.insert(group.name.clone(), tx);
         }
         if let Some(path) = &config.event_socket {
             let listener = crate::control::bind(path)?;
@@ -70,6 +80,7 @@ impl Hooks {
         }
         Ok(Self {
             queues,
+            group_queues,
             runners,
             drain_bound,
             events,
@@ -86,7 +97,7 @@ impl Hooks {
             .iter()
             .filter(|i| started.contains(&i.name))
         {
-            let (tx, runner, bound) = spawn_queue(inst);
+            let (tx, runner, bound) = spawn_queue(&inst.name, &inst.notify, "INSTANCE");
             self.drain_bound = self.drain_bound.max(bound);
             self.runners.push(runner);
             self.queues.insert(inst.name.clone(), tx);
@@ -96,6 +107,7 @@ impl Hooks {
     /// Lets the queued notify scripts run to the end (bounded by their timeouts).
     pub async fn finish(mut self) {
         self.queues.clear();
+        self.group_queues.clear();
         let runners = std::mem::take(&mut self.runners);
         let all = async {
             for r in runners {
@@ -117,36 +129,61 @@ impl Hooks {
             let _ = q.send(event);
         }
     }
+
+    /// A sync group as a whole changed state (`new`: master, backup, fault, or init on a stop):
+    /// queued for the group's scripts.
+    pub fn group_changed(&self, group: &str, new: &str) {
+        if let Some(q) = self.group_queues.get(group) {
+            let _ = q.send(StateEvent {
+                time_ms: unix_ms(),
+                instance: group.to_owned(),
+                vrid: 0,
+                family: "",
+                old: String::new(),
+                new: new.to_owned(),
+                reason: "sync_group".to_owned(),
+                priority: 0,
+            });
+        }
+    }
 }
 
-/// Starts the notify queue of an instance: its sender, its runner, and how long draining it can
-/// take at shutdown (it holds at most the last changes: stop, two commands, and one more).
+/// Starts the notify queue of an instance or a sync group (`kind`: INSTANCE or GROUP): its
+/// sender, its runner, and how long draining it can take at shutdown (it holds at most the
+/// last changes: stop, two commands, and one more).
 fn spawn_queue(
-    inst: &crate::config::Instance,
+    name: &str,
+    notify: &crate::config::Notify,
+    kind: &'static str,
 ) -> (
     mpsc::UnboundedSender<StateEvent>,
     tokio::task::JoinHandle<()>,
     Duration,
 ) {
     let commands = Commands {
-        master: inst.notify.master.clone(),
-        backup: inst.notify.backup.clone(),
-        fault: inst.notify.fault.clone(),
-        stop: inst.notify.stop.clone(),
-        generic: inst.notify.generic.clone(),
-        timeout: Duration::from_millis(inst.notify.timeout_ms),
+        master: notify.master.clone(),
+        backup: notify.backup.clone(),
+        fault: notify.fault.clone(),
+        stop: notify.stop.clone(),
+        generic: notify.generic.clone(),
+        timeout: Duration::from_millis(notify.timeout_ms),
     };
     let bound = commands.timeout * 4;
     let (tx, rx) = mpsc::unbounded_channel();
     (
         tx,
-        tokio::spawn(run_queue(inst.name.clone(), commands, rx)),
+        tokio::spawn(run_queue(name.to_owned(), kind, commands, rx)),
         bound,
     )
 }
 
-/// Runs one instance's notify commands, one state change after the other.
-async fn run_queue(name: String, commands: Commands, mut rx: mpsc::UnboundedReceiver<StateEvent>) {
+/// Runs one instance's (or sync group's) notify commands, one state change after the other.
+async fn run_queue(
+    name: String,
+    kind: &'static str,
+    commands: Commands,
+    mut rx: mpsc::UnboundedReceiver<StateEvent>,
+) {
     while let Some(e) = rx.recv().await {
         let specific = match e.new.as_str() {
             "master" => &commands.master,
@@ -162,17 +199,15 @@ async fn run_queue(name: String, commands: Commands, mut rx: mpsc::UnboundedRece
         };
         if let Some(cmd) = specific {
             let ok = run_command(&format!("notify_{}", e.new), cmd, &[], commands.timeout).await;
-            info!(instance = %name, state = %e.new, ok, "notify script ran");
+            info!(kind, name = %name, state = %e.new, ok, "notify script ran");
         }
         if let Some(cmd) = &commands.generic {
-            let args = [
-                "INSTANCE".to_owned(),
-                name.clone(),
-                state,
-                e.priority.to_string(),
-            ];
-            let ok = run_command("notify", cmd, &args, commands.timeout).await;
-            info!(instance = %name, state = %e.new, ok, "generic notify script ran");
+            let args = [kind.to_owned(), name.clone(), state, e.priority.to_string()];
+            // As keepalived runs it: the four words after the command's own arguments (a
+            // script path gets them as $1-$4).
+            let cmd = format!("{cmd} \"$@\"");
+            let ok = run_command("notify", &cmd, &args, commands.timeout).await;
+            info!(kind, name = %name, state = %e.new, ok, "generic notify script ran");
         }
     }
 }

@@ -38,13 +38,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Write xvrrp configs equivalent to a keepalived.conf's VRRP side (one per interface), and
-    /// list on stderr what could not be carried over and why.
+    /// Write the xvrrp config equivalent to a keepalived.conf's VRRP side (one for the host,
+    /// named after the first instance's interface), and list on stderr what could not be
+    /// carried over and why.
     ImportKeepalived {
         /// The keepalived configuration (includes are followed).
         file: PathBuf,
-        /// Where to write: a file (one interface), or a directory that gets <interface>.toml
-        /// per interface. Without it, the configs go to stdout.
+        /// Where to write: a file, or a directory that gets <interface>.toml. Without it, the
+        /// config goes to stdout.
         #[arg(short, long)]
         output: Option<PathBuf>,
     },

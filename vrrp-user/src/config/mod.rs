@@ -414,6 +414,9 @@ impl TrackProcess {
 pub struct SyncGroup {
     pub name: String,
     pub instances: Vec<String>,
+    /// The group's own notify scripts (keepalived's, on the group): run when the group as a
+    /// whole becomes master, backup or faulty, or stops.
+    pub notify: Notify,
 }
 
 /// Announcements after a takeover, in milliseconds (keepalived's garp_master_* and
@@ -914,6 +917,18 @@ fn read_option_file(path: &Path) -> Result<BTreeMap<String, String>, String> {
 struct RawSyncGroup {
     name: String,
     instances: Vec<String>,
+    #[serde(default)]
+    notify_master: Option<String>,
+    #[serde(default)]
+    notify_backup: Option<String>,
+    #[serde(default)]
+    notify_fault: Option<String>,
+    #[serde(default)]
+    notify_stop: Option<String>,
+    #[serde(default)]
+    notify: Option<String>,
+    #[serde(default = "default_notify_timeout_ms")]
+    notify_timeout_ms: i64,
 }
 
 const fn default_advert_interval_ms() -> i64 {

@@ -121,7 +121,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             .ok()
     });
     if raw.enable_script_security {
-        for (key, command) in script_commands(&track_scripts, &instances) {
+        for (key, command) in script_commands(&track_scripts, &instances, &sync_groups) {
             if let Some(m) = crate::scripts::insecure(command) {
                 c.problem(key, m);
             }
@@ -512,20 +512,7 @@ fn instance(
         .first()
         .and_then(|v| parse_vip(v).ok())
         .is_some_and(|v| v.addr.is_ipv6());
-    // Its own interface, or the configuration's.
-    let interface = match inst.interface.as_deref() {
-        Some(own) if !is_interface_name(own) => {
-            c.problem(
-                at("interface"),
-                format!(
-                    "expected a network interface name of 1 to 15 characters without '/', ':' or spaces, got {own:?}"
-                ),
-            );
-            interface
-        }
-        Some(own) => own,
-        None => interface,
-    };
+    let interface = own_interface(c, i, &inst, interface);
     let (vrid, version, priority) = identity(c, i, &inst, (interface, ipv6), taken);
     let auth_pass = auth_pass(c, &at, inst.auth_pass.as_deref(), version);
     let vmac_interface = vmac_interface(c, &at, &inst, vrid, ipv6, interface);
@@ -584,14 +571,7 @@ fn instance(
         600_000,
         Range::Ms,
     );
-    let name = match inst.name {
-        Some(name) if name.is_empty() => {
-            c.problem(at("name"), "expected a non-empty name");
-            name
-        }
-        Some(name) => name,
-        None => format!("vrid{vrid}"),
-    };
+    let name = instance_name(c, i, inst.name.clone(), vrid);
     Instance {
         name,
         interface: interface.to_owned(),
@@ -840,6 +820,40 @@ fn addresses(
     (vips, excluded)
 }
 
+/// The instance's own interface, or the configuration's.
+fn own_interface<'a>(
+    c: &mut Checker,
+    i: usize,
+    inst: &'a RawInstance,
+    default: &'a str,
+) -> &'a str {
+    match inst.interface.as_deref() {
+        Some(own) if !is_interface_name(own) => {
+            c.problem(
+                format!("instance[{i}].interface"),
+                format!(
+                    "expected a network interface name of 1 to 15 characters without '/', ':' or spaces, got {own:?}"
+                ),
+            );
+            default
+        }
+        Some(own) => own,
+        None => default,
+    }
+}
+
+/// The instance's name: as given (not empty), or after its VRID.
+fn instance_name(c: &mut Checker, i: usize, name: Option<String>, vrid: u8) -> String {
+    match name {
+        Some(name) if name.is_empty() => {
+            c.problem(format!("instance[{i}].name"), "expected a non-empty name");
+            name
+        }
+        Some(name) => name,
+        None => format!("vrid{vrid}"),
+    }
+}
+
 /// The routes added while master, each once in the file (two instances cannot both own the
 /// route to one destination in one table at one metric).
 fn routes(c: &mut Checker, i: usize, inst: &RawInstance, taken: &mut Taken) -> Vec<Route> {
@@ -1024,9 +1038,24 @@ fn sync_groups(c: &mut Checker, raw: Vec<RawSyncGroup>, instances: &[Instance]) 
                 );
             }
         }
+        let timeout_ms = c.range(
+            format!("sync_group[{g}].notify_timeout_ms"),
+            group.notify_timeout_ms,
+            10,
+            600_000,
+            Range::Ms,
+        );
         out.push(SyncGroup {
             name: group.name,
             instances: group.instances,
+            notify: Notify {
+                master: group.notify_master,
+                backup: group.notify_backup,
+                fault: group.notify_fault,
+                stop: group.notify_stop,
+                generic: group.notify,
+                timeout_ms: timeout_ms as u64,
+            },
         });
     }
     out
@@ -1036,14 +1065,24 @@ fn sync_groups(c: &mut Checker, raw: Vec<RawSyncGroup>, instances: &[Instance]) 
 fn script_commands<'a>(
     track_scripts: &'a [TrackScript],
     instances: &'a [Instance],
+    groups: &'a [SyncGroup],
 ) -> Vec<(String, &'a str)> {
     let mut all: Vec<(String, &str)> = track_scripts
         .iter()
         .enumerate()
         .map(|(i, t)| (format!("track_script[{i}].script"), t.script.as_str()))
         .collect();
-    for (i, inst) in instances.iter().enumerate() {
-        let n = &inst.notify;
+    let notifying = instances
+        .iter()
+        .enumerate()
+        .map(|(i, inst)| (format!("instance[{i}]"), &inst.notify))
+        .chain(
+            groups
+                .iter()
+                .enumerate()
+                .map(|(g, group)| (format!("sync_group[{g}]"), &group.notify)),
+        );
+    for (at, n) in notifying {
         for (key, cmd) in [
             ("notify_master", &n.master),
             ("notify_backup", &n.backup),
@@ -1052,7 +1091,7 @@ fn script_commands<'a>(
             ("notify", &n.generic),
         ] {
             if let Some(cmd) = cmd {
-                all.push((format!("instance[{i}].{key}"), cmd.as_str()));
+                all.push((format!("{at}.{key}"), cmd.as_str()));
             }
         }
     }

@@ -220,31 +220,10 @@ async fn run_bound(
         vips: resumed_vips,
     } = resumed.unwrap_or_default();
     let (tracked_processes, start_inputs) = start_inputs(&config, resume, &resumed_inputs).await;
-    // Each interface whose program a hitless restart left: its heartbeat kept fresh and its
-    // masters' adverts sent while this daemon loads.
-    let resuming: Vec<&String> = interfaces
-        .iter()
-        .filter(|iface| resume && can_resume(&config.pin_dir_of(iface)))
-        .collect();
-    let bridges: Vec<HeartbeatBridge> = resuming
-        .iter()
-        .map(|iface| {
-            let adverts = resumed_adverts
-                .iter()
-                .filter(|a| a.iface == **iface || (a.iface.is_empty() && **iface == interfaces[0]))
-                .cloned()
-                .collect();
-            HeartbeatBridge::start(
-                &config.pin_dir_of(iface),
-                heartbeat_limit / 10,
-                iface,
-                adverts,
-            )
-        })
-        .collect();
+    let (resuming, bridges) = bridge_restart(&config, resume, &resumed_adverts);
     let mut opened = Vec::new();
     for iface in &interfaces {
-        let port_resume = resuming.contains(&iface);
+        let port_resume = resuming.contains(iface);
         opened.push(
             open_port(&config, iface, kernel_log, port_resume, &start_inputs)
                 .with_context(|| format!("interface {iface}"))?,
@@ -275,27 +254,7 @@ async fn run_bound(
         host_rx,
     ) = watch(&config, carried, tracked_processes, &metrics)?;
     let addresses = Addresses::connect().context("opening netlink")?;
-    let mut ports = BTreeMap::new();
-    let mut vmacs = HashMap::new();
-    let mut loggers = Vec::new();
-    for (mut port, published, logger) in opened {
-        let iface = port.site.iface.clone();
-        let port_resume = resuming.contains(&&iface);
-        port.dp.heartbeat(dataplane::monotonic_coarse_ns())?;
-        attach(&mut port.dp, &config, &iface, &port.pin_dir, port_resume)?;
-        let (made, sysctls) = virtual_macs(
-            &addresses,
-            published.wanted_vmacs,
-            (&iface, port.site.ifindex),
-            port_resume,
-            &port.site.sources,
-        )
-        .await?;
-        vmacs.extend(made);
-        port.sysctls = sysctls;
-        loggers.extend(logger.map(|l| (port.site.ifindex, l)));
-        ports.insert(port.site.ifindex, port);
-    }
+    let (ports, vmacs, loggers) = attach_ports(opened, &config, &resuming, &addresses).await?;
     if resume {
         let _ = std::fs::remove_file(&marker);
     }
@@ -314,6 +273,11 @@ async fn run_bound(
         primaries,
     });
     shell.place_vips(&config);
+    shell.groups = config
+        .sync_groups
+        .iter()
+        .map(|g| (g.name.clone(), g.instances.clone(), None))
+        .collect();
     shell.remove_dropped_vips(&resumed_vips).await;
     // From here on the engine sends the adverts and the loop keeps the heartbeats.
     for bridge in bridges {
@@ -341,6 +305,72 @@ async fn run_bound(
     };
     let (why, running) = event_loop(running, inputs).await?;
     conclude(why, running).await
+}
+
+/// The interfaces whose program a hitless restart left (when resuming), and a bridge for
+/// each: its heartbeat kept fresh and its masters' adverts sent while this daemon loads.
+fn bridge_restart(
+    config: &Config,
+    resume: bool,
+    adverts: &[ResumeAdvert],
+) -> (Vec<String>, Vec<HeartbeatBridge>) {
+    let interfaces = config.interfaces();
+    let resuming: Vec<String> = interfaces
+        .iter()
+        .filter(|iface| resume && can_resume(&config.pin_dir_of(iface)))
+        .cloned()
+        .collect();
+    let every = Duration::from_millis(config.heartbeat_limit_ms) / 10;
+    let bridges = resuming
+        .iter()
+        .map(|iface| {
+            // Markers of a daemon that served one interface name none.
+            let mine = adverts
+                .iter()
+                .filter(|a| a.iface == *iface || (a.iface.is_empty() && *iface == interfaces[0]))
+                .cloned()
+                .collect();
+            HeartbeatBridge::start(&config.pin_dir_of(iface), every, iface, mine)
+        })
+        .collect();
+    (resuming, bridges)
+}
+
+/// Attaches (or adopts) each opened data plane, pins it and makes its virtual MACs; the
+/// ports by index, the macvlans by name and the kernel-side logs.
+#[allow(clippy::type_complexity)]
+async fn attach_ports(
+    opened: Vec<(Port, Published, Option<KernelLog>)>,
+    config: &Config,
+    resuming: &[String],
+    addresses: &Addresses,
+) -> anyhow::Result<(
+    BTreeMap<u32, Port>,
+    HashMap<String, u32>,
+    Vec<(u32, KernelLog)>,
+)> {
+    let mut ports = BTreeMap::new();
+    let mut vmacs = HashMap::new();
+    let mut loggers = Vec::new();
+    for (mut port, published, logger) in opened {
+        let iface = port.site.iface.clone();
+        let port_resume = resuming.contains(&iface);
+        port.dp.heartbeat(dataplane::monotonic_coarse_ns())?;
+        attach(&mut port.dp, config, &iface, &port.pin_dir, port_resume)?;
+        let (made, sysctls) = virtual_macs(
+            addresses,
+            published.wanted_vmacs,
+            (&iface, port.site.ifindex),
+            port_resume,
+            &port.site.sources,
+        )
+        .await?;
+        vmacs.extend(made);
+        port.sysctls = sysctls;
+        loggers.extend(logger.map(|l| (port.site.ifindex, l)));
+        ports.insert(port.site.ifindex, port);
+    }
+    Ok((ports, vmacs, loggers))
 }
 
 /// Whether the program and maps a hitless restart left in `pin_dir` can be taken over.

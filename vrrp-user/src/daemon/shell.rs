@@ -54,6 +54,8 @@ pub(super) struct Shell {
     pub(super) keeper: VipKeeper,
     /// The metrics endpoint's snapshot and connection budget.
     pub(super) endpoint: metrics::Endpoint,
+    /// Each sync group: its members, and the state the group as a whole was last in.
+    pub(super) groups: Vec<(String, Vec<String>, Option<State>)>,
 }
 
 /// What a shell is built from at startup.
@@ -102,6 +104,7 @@ impl Shell {
             split: crate::split::SplitBrain::default(),
             keeper: VipKeeper::default(),
             endpoint: metrics::Endpoint::default(),
+            groups: Vec::new(),
         }
     }
 }
@@ -621,6 +624,34 @@ impl Shell {
         }
         self.reconcile_fences(engine);
         self.claim_lease(engine);
+        self.notify_groups(engine);
+    }
+
+    /// Runs a sync group's notify scripts when the group as a whole changed state: a member in
+    /// Fault makes it faulty; all members master, backup (or stopped) make it so; a mix on
+    /// the way from one to the other changes nothing.
+    fn notify_groups(&mut self, engine: &Engine) {
+        for (name, members, last) in &mut self.groups {
+            let states: Vec<State> = members.iter().filter_map(|m| engine.state_of(m)).collect();
+            let all = |s: State| !states.is_empty() && states.iter().all(|x| *x == s);
+            let now = if states.contains(&State::Fault) {
+                State::Fault
+            } else if all(State::Master) {
+                State::Master
+            } else if all(State::Backup) {
+                State::Backup
+            } else if all(State::Initialize) {
+                State::Initialize
+            } else {
+                continue;
+            };
+            // A group that never ran has nothing to stop.
+            if *last != Some(now) && !(last.is_none() && now == State::Initialize) {
+                info!(group = %name, state = %now, "sync group changed state");
+                self.hooks.group_changed(name, &now.to_string());
+                *last = Some(now);
+            }
+        }
     }
 
     /// Sends an advert: from the instance's virtual MAC when it has one and the advert goes to

@@ -432,7 +432,7 @@ pub fn convert(nodes: &[Node]) -> Imported {
     let mut checks: BTreeMap<String, Check> = BTreeMap::new();
     let mut track_files: BTreeMap<String, Table> = BTreeMap::new();
     let mut processes: BTreeMap<String, Table> = BTreeMap::new();
-    let mut groups: Vec<(String, Vec<String>, String)> = Vec::new();
+    let mut groups: Vec<Group> = Vec::new();
     let mut instances: Vec<(String, Table)> = Vec::new();
     unclosed(nodes, &mut changed);
 
@@ -643,10 +643,19 @@ fn track_file(node: &Node, dropped: &mut Vec<String>) -> (String, Table) {
     (name, t)
 }
 
-/// A `vrrp_sync_group`: its name, its members and where it is.
-fn sync_group(node: &Node, dropped: &mut Vec<String>) -> (String, Vec<String>, String) {
+/// A `vrrp_sync_group`: its name, its members, where it is, and its notify scripts (key,
+/// command).
+struct Group {
+    name: String,
+    members: Vec<String>,
+    at: String,
+    notify: Vec<(String, String)>,
+}
+
+fn sync_group(node: &Node, dropped: &mut Vec<String>) -> Group {
     let name = node.arg(1).unwrap_or("").to_owned();
     let mut members = Vec::new();
+    let mut notify = Vec::new();
     for c in node.children() {
         match c.key() {
             "group" => {
@@ -654,8 +663,10 @@ fn sync_group(node: &Node, dropped: &mut Vec<String>) -> (String, Vec<String>, S
                     members.extend(m.words.iter().cloned());
                 }
             }
-            "notify_master" | "notify_backup" | "notify_fault" | "notify_stop"
-            | "notify" | "track_interface" | "track_script" | "track_file"
+            "notify_master" | "notify_backup" | "notify_fault" | "notify_stop" | "notify" => {
+                notify.push((c.key().to_owned(), c.words[1..].join(" ")));
+            }
+            "track_interface" | "track_script" | "track_file"
             | "track_process" | "global_tracking" | "sync_group_tracking_weight"
             | "smtp_alert" => dropped.push(format!(
                 "{}: vrrp_sync_group {name}: {other}: not supported on a group by xvrrp; set it on the member instances",
@@ -669,7 +680,12 @@ fn sync_group(node: &Node, dropped: &mut Vec<String>) -> (String, Vec<String>, S
             )),
         }
     }
-    (name, members, node.at.clone())
+    Group {
+        name,
+        members,
+        at: node.at.clone(),
+        notify,
+    }
 }
 
 /// What instances may refer to, by name.
@@ -678,7 +694,7 @@ struct Definitions<'a> {
     checks: &'a BTreeMap<String, Check>,
     track_files: &'a BTreeMap<String, Table>,
     processes: &'a BTreeMap<String, Table>,
-    groups: &'a [(String, Vec<String>, String)],
+    groups: &'a [Group],
 }
 
 /// One file per interface, in the order the instances came, with what its instances follow.
@@ -744,7 +760,13 @@ fn files(
             t.write(&mut out);
         }
     }
-    for (group, members, at) in defs.groups {
+    for Group {
+        name: group,
+        members,
+        at,
+        notify,
+    } in defs.groups
+    {
         let here: Vec<String> = members
             .iter()
             .filter(|m| names.contains(&q(m)))
@@ -759,6 +781,9 @@ fn files(
         let mut t = Table::new("sync_group");
         t.set("name", q(group));
         t.set("instances", list(&here));
+        for (key, command) in notify {
+            t.set(key, q(command));
+        }
         t.write(&mut out);
     }
     for (own, t) in instances {
