@@ -323,3 +323,112 @@ fn one_daemon_serves_two_interfaces_and_a_sync_group_across_them_moves_together(
     );
     b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
 }
+
+/// The outside instance, and with `inside` the inside one too (no sync group).
+fn outside_and_maybe_inside(lab: &Lab, host: &str, priority: u8, inside: bool) -> String {
+    let mut config = format!(
+        "interface = \"{}\"\nxdp_mode = \"native\"\nheartbeat_limit_ms = 200\n\n\
+         [[instance]]\nname = \"out\"\nvrid = 10\npriority = {priority}\nadvert_interval_ms = 100\n\
+         vips = [\"{}/24\"]\n",
+        lab.host(host).iface,
+        xvrrp_lab::LAB_VIP
+    );
+    if inside {
+        config.push_str(&format!(
+            "\n[[instance]]\nname = \"in\"\ninterface = \"{}\"\nvrid = 10\npriority = {priority}\n\
+             advert_interval_ms = 100\nvips = [\"{INSIDE_VIP}/24\"]\n",
+            lab.inside_iface(host)
+        ));
+    }
+    config
+}
+
+/// Rewrites `host`'s config, sends SIGHUP and waits for the reload's `n`th log line.
+fn reload(lab: &Lab, host: &str, p: &xvrrp_lab::Proc, config: &str, n: usize) {
+    let path = lab.workdir().join(format!("{host}.toml"));
+    std::fs::write(&path, config).unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid() as i32), Signal::SIGHUP).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || p
+            .log()
+            .matches("configuration reloaded")
+            .count()
+            >= n),
+        "{}",
+        p.log()
+    );
+}
+
+#[test]
+fn a_sighup_that_adds_an_interface_attaches_it_without_touching_the_others() {
+    if !privileged("a_sighup_that_adds_an_interface_attaches_it_without_touching_the_others") {
+        return;
+    }
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    lab.add_inside().expect("inside network");
+    let mut a = lab
+        .start_xvrrp("a", &outside_and_maybe_inside(&lab, "a", 150, false))
+        .expect("start a");
+    let mut b = lab
+        .start_xvrrp("b", &outside_and_maybe_inside(&lab, "b", 100, true))
+        .expect("start b");
+    let within = Duration::from_secs(5);
+    lab.wait_answered_by("client", "a", xvrrp_lab::LAB_VIP, 2, within);
+    assert!(
+        wait_for(within, || inside_answer(&lab) == [inside_mac(&lab, "b")]),
+        "b serves the inside"
+    );
+    let inside_pins = std::path::Path::new(xvrrp_lab::PIN_ROOT).join(lab.inside_iface("a"));
+    assert!(!inside_pins.exists());
+
+    // a's file now names the inside interface too: SIGHUP attaches it and a takes the inside
+    // VIP (a higher priority); the outside instance is not touched.
+    reload(
+        &lab,
+        "a",
+        &a,
+        &outside_and_maybe_inside(&lab, "a", 150, true),
+        1,
+    );
+    assert!(
+        wait_for(within, || inside_answer(&lab) == [inside_mac(&lab, "a")]),
+        "a serves the inside after the reload\n{}",
+        a.log()
+    );
+    assert!(inside_pins.join("vrid_stats").exists());
+    assert!(a.log().contains("a new interface is served"), "{}", a.log());
+    assert!(a.log().contains("kept=[\"out\"]"), "{}", a.log());
+    let out_on = |p: &xvrrp_lab::Proc| {
+        p.log()
+            .lines()
+            .filter(|l| l.contains("instance=out") && l.contains("new=master"))
+            .count()
+    };
+    assert_eq!(out_on(&a), 1, "{}", a.log());
+    assert_eq!(out_on(&b), 0, "{}", b.log());
+    lab.wait_answered_by("client", "a", xvrrp_lab::LAB_VIP, 2, within);
+
+    // And back: the inside goes (its data plane detached and unpinned), b takes it.
+    reload(
+        &lab,
+        "a",
+        &a,
+        &outside_and_maybe_inside(&lab, "a", 150, false),
+        2,
+    );
+    assert!(
+        wait_for(within, || inside_answer(&lab) == [inside_mac(&lab, "b")]),
+        "b serves the inside again\n{}",
+        a.log()
+    );
+    assert!(
+        wait_for(within, || !inside_pins.exists()),
+        "{}",
+        inside_pins.display()
+    );
+    assert_eq!(out_on(&a), 1, "{}", a.log());
+    assert_eq!(out_on(&b), 0, "{}", b.log());
+
+    a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+}

@@ -325,12 +325,13 @@ fn static_route_gone(msg: &netlink_packet_route::route::RouteMessage) -> Option<
 /// Reports the link state of `ifaces` (ifindex -> name) as tracking input on every change,
 /// from rtnetlink link events (not polling), after reporting the current state of each; and
 /// every address deleted from any interface to `host`. If the event stream ends, `host` hears
-/// [`HostEvent::StreamEnded`].
+/// [`HostEvent::StreamEnded`]. The sender it returns adds interfaces (index, name) to watch
+/// (a reload that names new ones): each is reported at once, then on every change.
 pub fn watch_links(
     ifaces: std::collections::HashMap<u32, String>,
     tx: tokio::sync::mpsc::UnboundedSender<(String, crate::engine::TrackInput)>,
     host: tokio::sync::mpsc::UnboundedSender<HostEvent>,
-) -> io::Result<()> {
+) -> io::Result<tokio::sync::mpsc::UnboundedSender<(u32, String)>> {
     use futures::StreamExt as _;
     use netlink_packet_route::{RouteNetlinkMessage, link::LinkFlags};
     use rtnetlink::{constants, packet_core::NetlinkPayload, sys::AsyncSocket as _};
@@ -349,7 +350,8 @@ pub fn watch_links(
                 | constants::RTMGRP_IPV6_ROUTE,
         ))?;
     tokio::spawn(conn);
-    let watched: std::collections::HashSet<String> = ifaces.values().cloned().collect();
+    let mut watched: std::collections::HashSet<String> = ifaces.values().cloned().collect();
+    let (more_tx, mut more) = tokio::sync::mpsc::unbounded_channel::<(u32, String)>();
     let mut last = std::collections::HashMap::new();
     for (index, name) in &ifaces {
         let up = link_up(name)?;
@@ -361,7 +363,24 @@ pub fn watch_links(
     }
     tokio::spawn(async move {
         let mut ifaces = ifaces;
-        while let Some((msg, _)) = messages.next().await {
+        loop {
+            let msg = tokio::select! {
+                next = messages.next() => match next {
+                    Some((msg, _)) => msg,
+                    None => break,
+                },
+                Some((index, name)) = more.recv() => {
+                    if watched.insert(name.clone()) {
+                        let up = link_up(&name).unwrap_or(false);
+                        last.insert(index, up);
+                        ifaces.insert(index, name.clone());
+                        tracing::info!(iface = %name, up, "watching a link the configuration now names");
+                        let input = if up { TrackInput::Up } else { TrackInput::Down };
+                        let _ = tx.send((link_track_name(&name), input));
+                    }
+                    continue;
+                }
+            };
             let link = match msg.payload {
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => link,
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) => {
@@ -423,5 +442,5 @@ pub fn watch_links(
         }
         let _ = host.send(HostEvent::StreamEnded);
     });
-    Ok(())
+    Ok(more_tx)
 }

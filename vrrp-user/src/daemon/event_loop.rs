@@ -35,8 +35,6 @@ pub(super) struct Inputs {
     pub(super) host_rx: tokio::sync::mpsc::UnboundedReceiver<netlink::HostEvent>,
     pub(super) control: tokio::net::UnixListener,
     pub(super) metrics_listener: Option<tokio::net::TcpListener>,
-    /// The kernel-side log of each data plane, by interface index.
-    pub(super) loggers: Vec<(u32, KernelLog)>,
 }
 
 /// One thing the loop reacts to.
@@ -56,6 +54,8 @@ enum Input {
     Timer(std::io::Result<()>),
     /// The data plane's events, drained from its ring.
     DataPlane(Vec<DpEvent>),
+    /// The data planes a reload waited for (none: their loading stopped).
+    Loaded(Option<Loaded>),
     /// Something the loop only had to service itself (kernel-side logs flushed, a source that
     /// ended, a connection that failed).
     Nothing,
@@ -72,7 +72,10 @@ struct Sources {
     inputs: Inputs,
     alarm: crate::alarm::Alarm,
     events: Vec<Ring>,
-    logs: Vec<AsyncFd<KernelLog>>,
+    /// The kernel-side logs, by interface index.
+    logs: Vec<(u32, AsyncFd<KernelLog>)>,
+    /// The data planes a reload is loading.
+    loading: Option<tokio::sync::oneshot::Receiver<Loaded>>,
 }
 
 impl Sources {
@@ -89,6 +92,7 @@ impl Sources {
             alarm,
             events,
             logs,
+            loading,
         } = self;
         tokio::select! {
             _ = sigterm.recv() => Input::Stop("SIGTERM"),
@@ -111,6 +115,10 @@ impl Sources {
                 if inputs.metrics_listener.is_some() => conn.map_or(Input::Nothing, |(s, _)| Input::Metrics(s)),
             fired = alarm.fired() => Input::Timer(fired),
             seen = next_events(events), if !events.is_empty() => Input::DataPlane(seen),
+            loaded = async { loading.as_mut().expect("guarded").await }, if loading.is_some() => {
+                *loading = None;
+                Input::Loaded(loaded.ok())
+            }
             () = flush_logs(logs), if !logs.is_empty() => Input::Nothing,
         }
     }
@@ -230,6 +238,11 @@ impl Loop<'_> {
                 shell.on_events(engine, seen);
                 shell.apply(engine).await;
             }
+            Input::Loaded(loaded) => {
+                if on_loaded(loaded, config, engine, shell, track_inputs).await {
+                    on_sighup(config_path, config, engine, shell, track_inputs).await;
+                }
+            }
         }
         None
     }
@@ -303,7 +316,7 @@ fn announce_ready(config: &Config) -> Option<tokio::time::Interval> {
 /// Runs until a signal (or a failure) stops the daemon.
 pub(super) async fn event_loop<'a>(
     mut running: Running<'a>,
-    mut inputs: Inputs,
+    inputs: Inputs,
 ) -> anyhow::Result<(Stop, Running<'a>)> {
     let (sigterm, sigint) = (
         signal(SignalKind::terminate())?,
@@ -313,10 +326,8 @@ pub(super) async fn event_loop<'a>(
         signal(SignalKind::user_defined2())?,
         signal(SignalKind::hangup())?,
     );
-    let (logs, events) = rings(
-        std::mem::take(&mut inputs.loggers),
-        &mut running.shell.ports,
-    );
+    let (mut events, mut logs) = (Vec::new(), Vec::new());
+    sync_rings(&mut events, &mut logs, &mut running.shell.ports);
     // The engine's next deadline and the heartbeat's, on one timerfd.
     let alarm = crate::alarm::Alarm::new().context("creating the timerfd")?;
     let mut sources = Sources {
@@ -330,6 +341,7 @@ pub(super) async fn event_loop<'a>(
         alarm,
         events,
         logs,
+        loading: None,
     };
     let mut lp = Loop {
         running,
@@ -345,6 +357,13 @@ pub(super) async fn event_loop<'a>(
         let input = sources.next().await;
         if let Some(stop) = lp.handle(input, deadline).await {
             break stop;
+        }
+        let shell = &mut lp.running.shell;
+        if std::mem::take(&mut shell.ports_changed) {
+            sync_rings(&mut sources.events, &mut sources.logs, &mut shell.ports);
+        }
+        if let Some(rx) = shell.pending_reload.as_mut().and_then(|p| p.loading.take()) {
+            sources.loading = Some(rx);
         }
     };
     Ok((why, lp.running))

@@ -88,31 +88,36 @@ pub(super) struct Ring {
     pub(super) fd: AsyncFd<EventRing>,
 }
 
-/// The kernel-side logs and the event rings of the data planes, registered with the runtime
-/// (any may be missing: logged).
-pub(super) fn rings(
-    loggers: Vec<(u32, KernelLog)>,
+/// Polls the event ring and the kernel-side log of every port, and of no other: those of ports
+/// a reload added are registered with the runtime, those of ports it removed dropped (any
+/// that cannot be polled is logged).
+pub(super) fn sync_rings(
+    events: &mut Vec<Ring>,
+    logs: &mut Vec<(u32, AsyncFd<KernelLog>)>,
     ports: &mut BTreeMap<u32, Port>,
-) -> (Vec<AsyncFd<KernelLog>>, Vec<Ring>) {
-    let mut logs = Vec::new();
-    for (_, logger) in loggers {
-        let fd = logger.as_raw_fd();
-        // SAFETY: the logger owns its ring buffer's fd, which stays open and the same for as
-        // long as the logger lives, and the logger lives inside the AsyncFd.
-        match unsafe { AsyncFd::register(logger) } {
-            Ok(l) => logs.push(l),
-            Err(err) => warn!(fd, error = %err, "cannot poll kernel-side logs"),
+) {
+    events.retain(|r| ports.contains_key(&r.ifindex));
+    logs.retain(|(index, _)| ports.contains_key(index));
+    for (index, port) in ports.iter_mut() {
+        if let Some(logger) = port.logger.take() {
+            let fd = logger.as_raw_fd();
+            // SAFETY: the logger owns its ring buffer's fd, which stays open and the same for
+            // as long as the logger lives, and the logger lives inside the AsyncFd.
+            match unsafe { AsyncFd::register(logger) } {
+                Ok(l) => logs.push((*index, l)),
+                Err(err) => warn!(fd, error = %err, "cannot poll kernel-side logs"),
+            }
         }
-    }
-    let mut events = Vec::new();
-    for port in ports.values_mut() {
+        if events.iter().any(|r| r.ifindex == *index) {
+            continue;
+        }
         let iface = port.site.iface.clone();
         match port.dp.take_events() {
             // SAFETY: the ring buffer owns its fd for as long as it lives inside the AsyncFd.
             Ok(ring) => match unsafe { AsyncFd::register(ring) } {
                 Ok(fd) => events.push(Ring {
                     iface,
-                    ifindex: port.site.ifindex,
+                    ifindex: *index,
                     fd,
                 }),
                 Err(err) => warn!(%iface, error = %err, "data-plane events are not available"),
@@ -120,7 +125,6 @@ pub(super) fn rings(
             Err(err) => warn!(%iface, error = %err, "data-plane events are not available"),
         }
     }
-    (logs, events)
 }
 
 /// Waits until one of `rings` has events, and drains it. A ring that fails is dropped from
@@ -159,11 +163,11 @@ pub(super) async fn next_events(rings: &mut Vec<Ring>) -> Vec<DpEvent> {
 }
 
 /// Waits until one of the kernel-side logs has lines, and flushes it to the daemon's log.
-pub(super) async fn flush_logs(logs: &mut Vec<AsyncFd<KernelLog>>) {
+pub(super) async fn flush_logs(logs: &mut Vec<(u32, AsyncFd<KernelLog>)>) {
     use std::task::Poll;
     std::future::poll_fn(|cx| {
         let mut failed = None;
-        for (i, log) in logs.iter_mut().enumerate() {
+        for (i, (_, log)) in logs.iter_mut().enumerate() {
             match log.poll_read_ready_mut(cx) {
                 Poll::Ready(Ok(mut guard)) => {
                     guard.get_inner_mut().flush();

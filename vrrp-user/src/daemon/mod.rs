@@ -231,7 +231,7 @@ async fn run_bound(
     }
     let mut engine_configs = Vec::new();
     let (mut macs, mut primaries) = (HashMap::new(), HashMap::new());
-    for (_, published, _) in &mut opened {
+    for (_, published) in &mut opened {
         engine_configs.append(&mut published.configs);
         macs.extend(published.macs.drain());
         primaries.extend(published.primaries.drain());
@@ -252,9 +252,10 @@ async fn run_bound(
         },
         (_track_tx, track_rx),
         host_rx,
+        links,
     ) = watch(&config, carried, tracked_processes, &metrics)?;
     let addresses = Addresses::connect().context("opening netlink")?;
-    let (ports, vmacs, loggers) = attach_ports(opened, &config, &resuming, &addresses).await?;
+    let (ports, vmacs) = attach_ports(opened, &config, &resuming, &addresses).await?;
     if resume {
         let _ = std::fs::remove_file(&marker);
     }
@@ -271,6 +272,8 @@ async fn run_bound(
         metrics,
         lease,
         primaries,
+        links,
+        kernel_log,
     });
     shell.place_vips(&config);
     shell.groups = config
@@ -301,7 +304,6 @@ async fn run_bound(
         host_rx,
         control,
         metrics_listener,
-        loggers,
     };
     let (why, running) = event_loop(running, inputs).await?;
     conclude(why, running).await
@@ -337,40 +339,45 @@ fn bridge_restart(
 }
 
 /// Attaches (or adopts) each opened data plane, pins it and makes its virtual MACs; the
-/// ports by index, the macvlans by name and the kernel-side logs.
-#[allow(clippy::type_complexity)]
+/// ports by index and the macvlans by name.
 async fn attach_ports(
-    opened: Vec<(Port, Published, Option<KernelLog>)>,
+    opened: Vec<(Port, Published)>,
     config: &Config,
     resuming: &[String],
     addresses: &Addresses,
-) -> anyhow::Result<(
-    BTreeMap<u32, Port>,
-    HashMap<String, u32>,
-    Vec<(u32, KernelLog)>,
-)> {
+) -> anyhow::Result<(BTreeMap<u32, Port>, HashMap<String, u32>)> {
     let mut ports = BTreeMap::new();
     let mut vmacs = HashMap::new();
-    let mut loggers = Vec::new();
-    for (mut port, published, logger) in opened {
-        let iface = port.site.iface.clone();
-        let port_resume = resuming.contains(&iface);
-        port.dp.heartbeat(dataplane::monotonic_coarse_ns())?;
-        attach(&mut port.dp, config, &iface, &port.pin_dir, port_resume)?;
-        let (made, sysctls) = virtual_macs(
-            addresses,
-            published.wanted_vmacs,
-            (&iface, port.site.ifindex),
-            port_resume,
-            &port.site.sources,
-        )
-        .await?;
-        vmacs.extend(made);
-        port.sysctls = sysctls;
-        loggers.extend(logger.map(|l| (port.site.ifindex, l)));
+    for (mut port, published) in opened {
+        let port_resume = resuming.contains(&port.site.iface);
+        vmacs.extend(attach_port(&mut port, published, config, port_resume, addresses).await?);
         ports.insert(port.site.ifindex, port);
     }
-    Ok((ports, vmacs, loggers))
+    Ok((ports, vmacs))
+}
+
+/// Attaches (or adopts) one port's data plane with its instances published, pins it and
+/// makes its virtual MACs; the macvlans by name.
+async fn attach_port(
+    port: &mut Port,
+    published: Published,
+    config: &Config,
+    resume: bool,
+    addresses: &Addresses,
+) -> anyhow::Result<HashMap<String, u32>> {
+    let iface = port.site.iface.clone();
+    port.dp.heartbeat(dataplane::monotonic_coarse_ns())?;
+    attach(&mut port.dp, config, &iface, &port.pin_dir, resume)?;
+    let (made, sysctls) = virtual_macs(
+        addresses,
+        published.wanted_vmacs,
+        (&iface, port.site.ifindex),
+        resume,
+        &port.site.sources,
+    )
+    .await?;
+    port.sysctls = sysctls;
+    Ok(made)
 }
 
 /// Whether the program and maps a hitless restart left in `pin_dir` can be taken over.
@@ -380,24 +387,36 @@ fn can_resume(pin_dir: &std::path::Path) -> bool {
 }
 
 /// One interface made ready to serve: its data plane loaded (or taken over after a hitless
-/// restart) with its instances published, its advert sockets open; what publishing gave, and
-/// the data plane's kernel-side log.
+/// restart) with its instances published, its advert sockets open; what publishing gave.
 fn open_port(
     config: &Config,
     iface: &str,
     kernel_log: KernelLogLevel,
     resume: bool,
     start_inputs: &HashMap<String, TrackInput>,
-) -> anyhow::Result<(Port, Published, Option<KernelLog>)> {
-    let (iface_mac, ifindex) = interface(iface)?;
+) -> anyhow::Result<(Port, Published)> {
+    let (iface_mac, _) = interface(iface)?;
     let limit_ns = Duration::from_millis(config.heartbeat_limit_ms).as_nanos() as u64;
     let pin_dir = config.pin_dir_of(iface);
-    let mut dp = if resume {
+    let dp = if resume {
         info!(iface, pinned = %pin_dir.display(), "resuming after a hitless restart");
         DataPlane::load_resuming(iface_mac, limit_ns, kernel_log, &pin_dir)?
     } else {
         DataPlane::load(iface_mac, limit_ns, kernel_log)?
     };
+    port_on(config, iface, dp, resume, start_inputs)
+}
+
+/// [`open_port`] with the data plane loaded already (a reload loads it off the loop).
+fn port_on(
+    config: &Config,
+    iface: &str,
+    mut dp: DataPlane,
+    resume: bool,
+    start_inputs: &HashMap<String, TrackInput>,
+) -> anyhow::Result<(Port, Published)> {
+    let (iface_mac, ifindex) = interface(iface)?;
+    let pin_dir = config.pin_dir_of(iface);
     let logger = dp.take_logger();
     let (sources, sockets) = open_advert_sockets(config, iface, ifindex)?;
     // Everything the program reads is in place before it sees its first packet.
@@ -417,8 +436,9 @@ fn open_port(
         stats_index: published.stats_index,
         pin_dir,
         sysctls: Vec::new(),
+        logger,
     };
-    Ok((port, published, logger))
+    Ok((port, published))
 }
 
 /// The interface's MAC and index.
@@ -519,13 +539,14 @@ fn watch(
         tokio::sync::mpsc::UnboundedReceiver<(String, TrackInput)>,
     ),
     tokio::sync::mpsc::UnboundedReceiver<netlink::HostEvent>,
+    tokio::sync::mpsc::UnboundedSender<(u32, String)>,
 )> {
     let (track_tx, track_rx) = tokio::sync::mpsc::unbounded_channel();
     let trackers = spawn_trackers(config, carried, tracked_processes, metrics, &track_tx)?;
     let (host_tx, host_rx) = tokio::sync::mpsc::unbounded_channel();
-    watch_links(config, &track_tx, host_tx)?;
+    let links = watch_links(config, &track_tx, host_tx)?;
     // The loop keeps a sender, so that its track channel never closes.
-    Ok((trackers, (track_tx, track_rx), host_rx))
+    Ok((trackers, (track_tx, track_rx), host_rx, links))
 }
 
 /// The engine's sync groups.

@@ -56,6 +56,14 @@ pub(super) struct Shell {
     pub(super) endpoint: metrics::Endpoint,
     /// Each sync group: its members, and the state the group as a whole was last in.
     pub(super) groups: Vec<(String, Vec<String>, Option<State>)>,
+    /// Adds links to the link watcher.
+    pub(super) links: tokio::sync::mpsc::UnboundedSender<(u32, String)>,
+    /// The kernel-side log level data planes are loaded with.
+    pub(super) kernel_log: KernelLogLevel,
+    /// A reload added or removed ports: the loop polls their rings and logs.
+    pub(super) ports_changed: bool,
+    /// A reload waiting for the data planes of the interfaces it adds.
+    pub(super) pending_reload: Option<PendingReload>,
 }
 
 /// What a shell is built from at startup.
@@ -72,6 +80,8 @@ pub(super) struct ShellParts {
     pub(super) metrics: Metrics,
     pub(super) lease: Option<crate::lease::task::LeaseHandle>,
     pub(super) primaries: HashMap<InstanceKey, IpAddr>,
+    pub(super) links: tokio::sync::mpsc::UnboundedSender<(u32, String)>,
+    pub(super) kernel_log: KernelLogLevel,
 }
 
 impl Shell {
@@ -105,6 +115,10 @@ impl Shell {
             keeper: VipKeeper::default(),
             endpoint: metrics::Endpoint::default(),
             groups: Vec::new(),
+            links: p.links,
+            kernel_log: p.kernel_log,
+            ports_changed: false,
+            pending_reload: None,
         }
     }
 }

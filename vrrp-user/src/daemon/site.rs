@@ -180,6 +180,8 @@ pub(super) struct Port {
     pub(super) pin_dir: std::path::PathBuf,
     /// The sysctls set for its virtual MACs, to restore on a stop.
     pub(super) sysctls: Vec<(String, String)>,
+    /// The data plane's kernel-side log, until the loop polls it.
+    pub(super) logger: Option<KernelLog>,
 }
 
 /// What instances are published against: the interface and its addresses.
@@ -425,6 +427,7 @@ pub(super) fn instance_key(inst: &Instance, ifindex: u32) -> InstanceKey {
 }
 
 /// What publishing the instances gives the daemon.
+#[derive(Default)]
 pub(super) struct Published {
     pub(super) configs: Vec<InstanceConfig>,
     /// The MAC each instance answers and announces from.

@@ -129,15 +129,10 @@ pub(super) fn spawn_trackers(
     })
 }
 
-/// Watches the link state of the interface and of the tracked ones (netlink events); changes
-/// go to `track_tx`, deleted addresses and the end of the events to `host_tx`.
-pub(super) fn watch_links(
-    config: &Config,
-    track_tx: &tokio::sync::mpsc::UnboundedSender<(String, TrackInput)>,
-    host_tx: tokio::sync::mpsc::UnboundedSender<netlink::HostEvent>,
-) -> anyhow::Result<()> {
+/// The links a configuration watches (index -> name): the interfaces served, those tracked,
+/// and those VIPs and routes go on. Each must exist.
+pub(super) fn watched_links(config: &Config) -> anyhow::Result<HashMap<u32, String>> {
     let mut links = HashMap::new();
-    // The interfaces served, those tracked, and those VIPs and routes go on.
     for name in config
         .interfaces()
         .into_iter()
@@ -152,6 +147,17 @@ pub(super) fn watch_links(
             .with_context(|| format!("tracked interface {name}"))?;
         links.insert(index, name);
     }
-    netlink::watch_links(links, track_tx.clone(), host_tx).context("watching link state")?;
-    Ok(())
+    Ok(links)
+}
+
+/// Watches the link state of [`watched_links`] (netlink events); changes go to `track_tx`,
+/// deleted addresses and routes and the end of the events to `host_tx`. The sender adds links
+/// to watch.
+pub(super) fn watch_links(
+    config: &Config,
+    track_tx: &tokio::sync::mpsc::UnboundedSender<(String, TrackInput)>,
+    host_tx: tokio::sync::mpsc::UnboundedSender<netlink::HostEvent>,
+) -> anyhow::Result<tokio::sync::mpsc::UnboundedSender<(u32, String)>> {
+    netlink::watch_links(watched_links(config)?, track_tx.clone(), host_tx)
+        .context("watching link state")
 }
