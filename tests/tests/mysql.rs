@@ -637,3 +637,162 @@ fn a_promotion_waits_for_the_relay_log_by_default_even_without_replication_check
     a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
     b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
 }
+
+/// The times (seconds, from tcpdump) of the adverts for `vrid` in a capture.
+fn advert_times(lines: &[String], vrid: u8) -> Vec<f64> {
+    lines
+        .iter()
+        .filter(|l| l.contains(&format!("vrid {vrid},")))
+        .filter_map(|l| {
+            // HH:MM:SS.ffffff
+            let t = l.split_whitespace().next()?;
+            let mut parts = t.split(':');
+            let (h, m, s) = (parts.next()?, parts.next()?, parts.next()?);
+            Some(
+                h.parse::<f64>().ok()? * 3600.0
+                    + m.parse::<f64>().ok()? * 60.0
+                    + s.parse::<f64>().ok()?,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_fence_held_off_by_a_lock_delays_no_advert_of_another_instance_nor_the_heartbeat() {
+    if !ready("a_fence_held_off_by_a_lock_delays_no_advert_of_another_instance_nor_the_heartbeat") {
+        return;
+    }
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    let (a_db, b_db) = master_master_pair(&lab, "a", "b").expect("pair");
+    mariadb::create_counter(&lab, &a_db).expect("counter");
+    let demote_file = |host: &str| lab.workdir().join(format!("demote-{host}"));
+    let demote = demote_file("a");
+    std::fs::write(&demote, "0").unwrap();
+    std::fs::write(demote_file("b"), "0").unwrap();
+    // `db` follows and fences the local server; `web` on the same daemon follows nothing.
+    let config = |db: &Mariadb, priority: u8| {
+        format!(
+            "{}track_mysql = [\"local\"]\ntrack_files = [\"demote\"]\n\n\
+             [[instance]]\nname = \"web\"\nvrid = 52\npriority = {priority}\nadvert_interval_ms = 100\n\
+             vips = [\"192.0.2.101/24\"]\n\n\
+             [[track_file]]\nname = \"demote\"\npath = \"{}\"\nweight = -120\ninterval_ms = 100\n\n{}",
+            lab.vrrp_config(&db.host, priority, "name = \"db\"\n"),
+            demote_file(&db.host).display(),
+            db.xvrrp_target("")
+        )
+    };
+    let mut a = lab.start_xvrrp("a", &config(&a_db, 150)).expect("start a");
+    let mut b = lab.start_xvrrp("b", &config(&b_db, 100)).expect("start b");
+    assert!(
+        settled_on(&lab, &a_db, &b_db, Duration::from_secs(15)),
+        "{}",
+        a.log()
+    );
+    let web = Ipv4Addr::new(192, 0, 2, 101);
+    lab.wait_answered_by("client", "a", web, 2, Duration::from_secs(5));
+
+    // A session holds a write lock on a's server for 3 s: setting read_only waits for it.
+    let _holder = lab
+        .spawn(
+            "a",
+            std::path::Path::new("/usr/bin/mariadb"),
+            &[
+                &a_db.defaults_arg(),
+                "-e",
+                "LOCK TABLES appdb.counter WRITE; SELECT SLEEP(3);",
+            ],
+            "lock-holder",
+        )
+        .expect("lock holder");
+    std::thread::sleep(Duration::from_millis(300));
+    let capture = lab.workdir().join("adverts.pcap");
+    let mut tcpdump = lab
+        .capture_from("a", "ip proto 112", &capture)
+        .expect("tcpdump");
+    std::thread::sleep(Duration::from_millis(500));
+    // `db` on a drops to 30: b preempts it, and a's fence of its server is held off by the lock.
+    let fences_before = a.log().matches("fenced: read_only ON").count();
+    std::fs::write(&demote, "1").unwrap();
+    let demoted = std::time::Instant::now();
+    let mut answers = Vec::new();
+    while demoted.elapsed() < Duration::from_secs(3) {
+        answers.extend(lab.arping("client", web, 1).expect("arping"));
+    }
+    assert!(
+        wait_for(Duration::from_secs(5), || a
+            .log()
+            .matches("fenced: read_only ON")
+            .count()
+            > fences_before),
+        "{}",
+        a.log()
+    );
+    let _ = tcpdump.kill();
+    let _ = tcpdump.wait();
+    // The fence was held off for seconds...
+    let log = a.log();
+    let fenced_at = log.rfind("fenced: read_only ON").unwrap();
+    let demoted_at = log
+        .find("instance=db old=master new=backup")
+        .unwrap_or_else(|| panic!("db demoted:\n{log}"));
+    assert!(demoted_at < fenced_at, "{log}");
+    let held = log_times(&log, "fenced: read_only ON");
+    let left = log_times(&log, "instance=db old=master new=backup");
+    println!("db demoted at {left:?}, fenced at {held:?}");
+    let seconds = |t: &str| {
+        advert_times(
+            &[format!("{} vrid 0,", t.split(' ').nth(1).unwrap_or(""))],
+            0,
+        )
+        .first()
+        .copied()
+        .unwrap_or(0.0)
+    };
+    let held_off = seconds(held.last().unwrap()) - seconds(&left[0]);
+    assert!(
+        held_off > 1.5,
+        "the lock held the fence off {held_off} s only"
+    );
+    // ...while `web` advertised every 100 ms, its VIP answered throughout by a's XDP (a stale
+    // heartbeat would drop those requests), and b never took it.
+    let times = advert_times(&lab.captured(&capture).unwrap(), 52);
+    assert!(times.len() > 20, "{times:?}");
+    let worst = times
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .fold(0.0_f64, f64::max);
+    println!(
+        "web's adverts: {} seen, longest gap {:.0} ms",
+        times.len(),
+        worst * 1000.0
+    );
+    assert!(
+        worst < 0.25,
+        "an advert of web was {:.0} ms late",
+        worst * 1000.0
+    );
+    let a_mac = xvrrp_lab::mac_text(&lab.host("a").mac);
+    assert!(
+        answers.len() >= 10 && answers.iter().all(|m| *m == a_mac),
+        "{answers:?}"
+    );
+    let st = lab.status("a").unwrap();
+    let web_st = st["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "web")
+        .unwrap()
+        .clone();
+    assert_eq!(web_st["state"], "master", "{st}");
+    assert_eq!(web_st["data_plane"]["dropped_stale_heartbeat"], 0, "{st}");
+    assert!(
+        !b.log()
+            .lines()
+            .any(|l| l.contains("instance=web") && l.contains("new=master")),
+        "{}",
+        b.log()
+    );
+    a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+}
