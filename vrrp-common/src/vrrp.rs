@@ -53,6 +53,26 @@ impl Family {
             Self::V6 => 16,
         }
     }
+
+    pub const fn is_v6(self) -> bool {
+        matches!(self, Self::V6)
+    }
+
+    /// The family of `addr`.
+    pub const fn of(addr: &core::net::IpAddr) -> Self {
+        match addr {
+            core::net::IpAddr::V4(_) => Self::V4,
+            core::net::IpAddr::V6(_) => Self::V6,
+        }
+    }
+
+    /// "ipv4" or "ipv6", as status, metrics and the event stream name it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::V4 => "ipv4",
+            Self::V6 => "ipv6",
+        }
+    }
 }
 
 /// VRRPv2 authentication (RFC 3768 section 5.3.6; type 2, IP AH, is not supported).

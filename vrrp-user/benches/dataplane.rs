@@ -191,10 +191,12 @@ fn fixture() -> DataPlane {
         version: 3,
         ..VridState::default()
     };
-    dp.set_vrid(false, 51, master).unwrap();
-    dp.set_vrid(true, 51, master).unwrap();
+    dp.set_vrid(vrrp_user::dataplane::Family::V4, 51, master)
+        .unwrap();
+    dp.set_vrid(vrrp_user::dataplane::Family::V6, 51, master)
+        .unwrap();
     dp.set_vrid(
-        false,
+        vrrp_user::dataplane::Family::V4,
         52,
         VridState {
             role: role::BACKUP,
@@ -402,7 +404,7 @@ fn live() -> Vec<(String, f64, u64, Duration)> {
             .expect("attach xvrrp");
         flood(&mut generator, gen_ifindex, 100_000);
         let (pps, replies, took) = flood(&mut generator, gen_ifindex, frames);
-        let s = dp.vrid_stats(false, 51).unwrap();
+        let s = dp.vrid_stats(vrrp_user::dataplane::Family::V4, 51).unwrap();
         println!(
             "  (dut: xvrrp requests {} answered {}; veth xdp_packets {} xdp_tx {} xdp_tx_errors {} drops {}; gen xdp_packets {})",
             s.requests,

@@ -262,9 +262,16 @@ pub fn table(status: &Status) -> String {
         let heard: Vec<String> = status
             .other_vrids
             .iter()
-            .map(|o| match o.interface.as_str() {
-                "" => format!("{} {} ({} adverts)", o.family, o.vrid, o.adverts),
-                on => format!("{} {} on {on} ({} adverts)", o.family, o.vrid, o.adverts),
+            .map(|o| {
+                // The interface is named when it is not the configuration's own.
+                if o.interface.is_empty() || o.interface == status.interface {
+                    format!("{} {} ({} adverts)", o.family, o.vrid, o.adverts)
+                } else {
+                    format!(
+                        "{} {} on {} ({} adverts)",
+                        o.family, o.vrid, o.interface, o.adverts
+                    )
+                }
             })
             .collect();
         out.push_str(&format!(

@@ -24,6 +24,7 @@ use vrrp_common::{
 };
 
 use crate::config::XdpAttach;
+pub use vrrp_common::vrrp::Family;
 
 /// The XDP object, built by build.rs from the `vrrp-ebpf` crate.
 pub static XDP_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/vrrp-ebpf"));
@@ -565,13 +566,13 @@ impl DataPlane {
             self.remove_vip(IpAddr::from(k.addr))?;
             pruned.vips += 1;
         }
-        for ipv6 in [false, true] {
+        for family in [Family::V4, Family::V6] {
             for vrid in 0..=u8::MAX {
-                if keep.slots.contains(&slot(ipv6, vrid)) {
+                if keep.slots.contains(&slot(family.is_v6(), vrid)) {
                     continue;
                 }
-                if self.vrid(ipv6, vrid)? != VridState::default() {
-                    self.set_vrid(ipv6, vrid, VridState::default())?;
+                if self.vrid(family, vrid)? != VridState::default() {
+                    self.set_vrid(family, vrid, VridState::default())?;
                     pruned.vrids += 1;
                 }
             }
@@ -613,9 +614,9 @@ impl DataPlane {
     }
 
     /// Sets the whole state of a VRID (role, flags, version).
-    pub fn set_vrid(&mut self, ipv6: bool, vrid: u8, state: VridState) -> Result<()> {
+    pub fn set_vrid(&mut self, family: Family, vrid: u8, state: VridState) -> Result<()> {
         self.array::<VridState>(MAP_VRIDS)?
-            .set(slot(ipv6, vrid), state, 0)
+            .set(slot(family.is_v6(), vrid), state, 0)
             .map_err(|source| DataPlaneError::MapUpdate {
                 name: MAP_VRIDS,
                 source,
@@ -623,9 +624,9 @@ impl DataPlane {
     }
 
     /// The state of a VRID.
-    pub fn vrid(&self, ipv6: bool, vrid: u8) -> Result<VridState> {
+    pub fn vrid(&self, family: Family, vrid: u8) -> Result<VridState> {
         self.array_ref::<VridState>(MAP_VRIDS)?
-            .get(&slot(ipv6, vrid), 0)
+            .get(&slot(family.is_v6(), vrid), 0)
             .map_err(|source| DataPlaneError::MapUpdate {
                 name: MAP_VRIDS,
                 source,
@@ -633,12 +634,12 @@ impl DataPlane {
     }
 
     /// Sets this node's role for a VRID (one of `vrrp_common::role`), keeping its flags.
-    pub fn set_role(&mut self, ipv6: bool, vrid: u8, role: u32) -> Result<()> {
+    pub fn set_role(&mut self, family: Family, vrid: u8, role: u32) -> Result<()> {
         let state = VridState {
             role,
-            ..self.vrid(ipv6, vrid)?
+            ..self.vrid(family, vrid)?
         };
-        self.set_vrid(ipv6, vrid, state)
+        self.set_vrid(family, vrid, state)
     }
 
     /// Allows unicast adverts for a VRID from `peer`.
@@ -663,9 +664,9 @@ impl DataPlane {
     }
 
     /// The last valid advert seen for a VRID.
-    pub fn liveness(&self, ipv6: bool, vrid: u8) -> Result<Liveness> {
+    pub fn liveness(&self, family: Family, vrid: u8) -> Result<Liveness> {
         self.array_ref::<Liveness>(MAP_LIVENESS)?
-            .get(&slot(ipv6, vrid), 0)
+            .get(&slot(family.is_v6(), vrid), 0)
             .map_err(|source| DataPlaneError::MapUpdate {
                 name: MAP_LIVENESS,
                 source,
@@ -673,8 +674,8 @@ impl DataPlane {
     }
 
     /// A VRID's counters, summed over all CPUs.
-    pub fn vrid_stats(&self, ipv6: bool, vrid: u8) -> Result<VridStats> {
-        self.per_cpu_sum(MAP_VRID_STATS, slot(ipv6, vrid))
+    pub fn vrid_stats(&self, family: Family, vrid: u8) -> Result<VridStats> {
+        self.per_cpu_sum(MAP_VRID_STATS, slot(family.is_v6(), vrid))
     }
 
     /// A VIP's counters (by its `stats_index`), summed over all CPUs.

@@ -509,6 +509,46 @@ mod tests {
     use super::*;
     use crate::control::{DataPlaneCounters, InstanceStatus, MysqlStatus, OtherVrid};
 
+    #[test]
+    fn an_instance_on_another_interface_is_labelled_and_shown_with_it() {
+        let mut st = status(crate::engine::State::Master, 1);
+        let mut inside = st.instances[0].clone();
+        inside.name = "in".into();
+        inside.interface = "eth1".into();
+        inside.vrid = 10;
+        st.instances.push(inside);
+        st.other_vrids.push(OtherVrid {
+            interface: "eth1".into(),
+            vrid: 53,
+            family: "ipv4".into(),
+            adverts: 4,
+        });
+        let text = Metrics::new("eth0").render(&st);
+        assert!(
+            text.contains(r#"interface="eth1",instance="in",vrid="10",family="ipv4""#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"interface="eth0",instance="db",vrid="51",family="ipv4""#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"xvrrp_dataplane_adverts_other_vrid_total{interface="eth1",vrid="53",family="ipv4"}"#
+            ),
+            "{text}"
+        );
+        let table = crate::control::table(&st);
+        assert!(table.contains("on interface eth1\n"), "{table}");
+        assert_eq!(table.matches("on interface").count(), 1, "{table}");
+        assert!(
+            table.contains(
+                "heard, not configured here: ipv4 52 (10 adverts), ipv4 53 on eth1 (4 adverts)"
+            ),
+            "{table}"
+        );
+    }
+
     fn status(state: crate::engine::State, answered: u64) -> Status {
         Status {
             interface: "eth0".into(),

@@ -14,7 +14,7 @@ use vrrp_common::{
     Event, VipValue, VridState, checksum_form, event, role, virtual_mac_v4, vrid_flags,
 };
 use vrrp_user::{
-    dataplane::{DataPlane, KernelLogLevel, monotonic_coarse_ns},
+    dataplane::{DataPlane, Family, KernelLogLevel, monotonic_coarse_ns},
     engine::{Advert, Auth, ChecksumForm, Version},
 };
 use xvrrp_lab::privileged;
@@ -240,14 +240,14 @@ impl Fixture {
         };
         let configured = vrid_flags::CONFIGURED;
         for ipv6 in [false, true] {
-            dp.set_vrid(ipv6, 51, state(role::MASTER, configured, 3))
+            dp.set_vrid(family_of_flag(ipv6), 51, state(role::MASTER, configured, 3))
                 .unwrap();
-            dp.set_vrid(ipv6, 52, state(role::BACKUP, configured, 3))
+            dp.set_vrid(family_of_flag(ipv6), 52, state(role::BACKUP, configured, 3))
                 .unwrap();
         }
         // VRRPv2 with a simple text password, and without authentication.
         dp.set_vrid(
-            false,
+            Family::V4,
             60,
             VridState {
                 auth: *b"secret1\0",
@@ -255,16 +255,16 @@ impl Fixture {
             },
         )
         .unwrap();
-        dp.set_vrid(false, 61, state(role::BACKUP, configured, 2))
+        dp.set_vrid(Family::V4, 61, state(role::BACKUP, configured, 2))
             .unwrap();
         dp.set_vrid(
-            false,
+            Family::V4,
             70,
             state(role::BACKUP, configured | vrid_flags::UNICAST, 3),
         )
         .unwrap();
         dp.set_vrid(
-            false,
+            Family::V4,
             71,
             state(
                 role::BACKUP,
@@ -344,7 +344,7 @@ fn arp_request_for_a_mastered_vip_is_answered_with_exact_bytes() {
         arp_frame(CLIENT_MAC, 2, IFACE_MAC, VIP, CLIENT_MAC, [0; 4])
     );
 
-    let s = fx.dp.vrid_stats(false, 51).unwrap();
+    let s = fx.dp.vrid_stats(Family::V4, 51).unwrap();
     assert_eq!((s.requests, s.answered, s.dropped_not_master), (4, 4, 0));
     let v = fx.dp.vip_stats(0).unwrap();
     assert_eq!((v.requests, v.answered), (4, 4));
@@ -365,7 +365,7 @@ fn vlan_tagged_frames_pass_untouched_and_uncounted() {
         t.extend_from_slice(&f[12..]);
         t
     };
-    let live_before = fx.dp.liveness(false, 51).unwrap();
+    let live_before = fx.dp.liveness(Family::V4, 51).unwrap();
     for ethertype in [[0x81, 0x00], [0x88, 0xa8]] {
         for frame in [
             request_for(VIP),
@@ -384,13 +384,13 @@ fn vlan_tagged_frames_pass_untouched_and_uncounted() {
     for ipv6 in [false, true] {
         for vrid in [51, 52] {
             assert_eq!(
-                fx.dp.vrid_stats(ipv6, vrid).unwrap(),
+                fx.dp.vrid_stats(family_of_flag(ipv6), vrid).unwrap(),
                 Default::default(),
                 "ipv6 {ipv6} vrid {vrid}"
             );
         }
     }
-    assert_eq!(fx.dp.liveness(false, 51).unwrap(), live_before);
+    assert_eq!(fx.dp.liveness(Family::V4, 51).unwrap(), live_before);
     assert!(fx.events().is_empty());
 }
 
@@ -420,8 +420,8 @@ fn a_vip_not_on_the_interface_is_left_to_the_kernel() {
     assert_eq!(fx.verdict_unchanged(&request_for(BACKUP_VIP)), XDP_DROP);
     assert_eq!(fx.dp.vip_stats(0).unwrap().passed_absent, 1);
     assert_eq!(fx.dp.vip_stats(2).unwrap().passed_absent, 1);
-    assert_eq!(fx.dp.vrid_stats(false, 51).unwrap().passed_absent, 1);
-    assert_eq!(fx.dp.vrid_stats(false, 51).unwrap().answered, 0);
+    assert_eq!(fx.dp.vrid_stats(Family::V4, 51).unwrap().passed_absent, 1);
+    assert_eq!(fx.dp.vrid_stats(Family::V4, 51).unwrap().answered, 0);
     // Back on the interface: answered again.
     fx.dp
         .set_vip(
@@ -471,14 +471,14 @@ fn arp_request_for_a_vip_not_mastered_is_dropped() {
     let mut fx = Fixture::new();
     assert_eq!(fx.verdict_unchanged(&request_for(BACKUP_VIP)), XDP_DROP);
     for r in [role::BACKUP, role::FAULT, role::INIT] {
-        fx.dp.set_role(false, 51, r).unwrap();
+        fx.dp.set_role(Family::V4, 51, r).unwrap();
         assert_eq!(
             fx.verdict_unchanged(&request_for(VIP)),
             XDP_DROP,
             "role {r}"
         );
     }
-    let s = fx.dp.vrid_stats(false, 51).unwrap();
+    let s = fx.dp.vrid_stats(Family::V4, 51).unwrap();
     assert_eq!((s.dropped_not_master, s.answered), (3, 0));
     assert_eq!(fx.dp.vip_stats(1).unwrap().dropped_not_master, 1);
 }
@@ -496,7 +496,7 @@ fn a_stale_heartbeat_stops_the_answers_and_a_fresh_one_restores_them() {
         fx.verdict_unchanged(&ns_for(VIP6, CLIENT6, true, None)),
         XDP_DROP
     );
-    let s = fx.dp.vrid_stats(false, 51).unwrap();
+    let s = fx.dp.vrid_stats(Family::V4, 51).unwrap();
     assert_eq!((s.dropped_stale_heartbeat, s.dropped_not_master), (1, 0));
     assert_eq!(fx.dp.vip_stats(0).unwrap().dropped_stale_heartbeat, 1);
     fx.dp.heartbeat(monotonic_coarse_ns()).unwrap();
@@ -530,7 +530,7 @@ fn other_arp_and_other_traffic_pass_untouched() {
     let mut tcp6 = eth(IFACE_MAC, CLIENT_MAC, 0x86dd, None);
     tcp6.extend_from_slice(&ipv6(CLIENT6, VIP6, 64, 6, &[0; 20]));
     assert_eq!(fx.verdict_unchanged(&tcp6), XDP_PASS);
-    assert_eq!(fx.dp.vrid_stats(false, 51).unwrap().requests, 0);
+    assert_eq!(fx.dp.vrid_stats(Family::V4, 51).unwrap().requests, 0);
 }
 
 #[test]
@@ -563,7 +563,7 @@ fn truncated_frames_pass_at_every_length() {
         }
         assert!(ran >= full.len() - 14, "only {ran} lengths were run");
     }
-    let s = fx.dp.vrid_stats(false, 51).unwrap();
+    let s = fx.dp.vrid_stats(Family::V4, 51).unwrap();
     assert_eq!((s.requests, s.adverts_valid), (0, 0));
 }
 
@@ -580,7 +580,7 @@ fn neighbour_solicitation_for_a_mastered_vip_gets_an_exact_advertisement() {
     assert_eq!(out, na_expected(VIP6, IFACE_MAC, None));
     // The checksum of what left verifies: the sum with the checksum field in is 0.
     assert_eq!(icmp6_checksum(&out[22..38], &out[38..54], &out[54..]), 0);
-    let s = fx.dp.vrid_stats(true, 51).unwrap();
+    let s = fx.dp.vrid_stats(Family::V6, 51).unwrap();
     assert_eq!((s.requests, s.answered), (1, 1));
     assert_eq!(fx.dp.vip_stats(2).unwrap().answered, 1);
 }
@@ -638,14 +638,14 @@ fn valid_adverts_in_every_form_update_liveness_and_pass() {
             XDP_PASS,
             "{form:?}"
         );
-        let live = fx.dp.liveness(false, 52).unwrap();
+        let live = fx.dp.liveness(Family::V4, 52).unwrap();
         let want = match form {
             ChecksumForm::PseudoHeader => checksum_form::PSEUDO_HEADER,
             ChecksumForm::Plain => checksum_form::PLAIN,
         };
         assert_eq!(live.checksum_form, want);
     }
-    let live = fx.dp.liveness(false, 52).unwrap();
+    let live = fx.dp.liveness(Family::V4, 52).unwrap();
     assert!(
         live.last_seen_ns >= before.saturating_sub(10_000_000),
         "{live:?}"
@@ -667,7 +667,7 @@ fn valid_adverts_in_every_form_update_liveness_and_pass() {
     let mut v2 = eth([0x01, 0, 0x5e, 0, 0, 0x12], OTHER_MAC, 0x0800, None);
     v2.extend_from_slice(&ipv4(PEER, MCAST4, 255, 112, &[], &payload));
     assert_eq!(fx.verdict_unchanged(&v2), XDP_PASS);
-    assert_eq!(fx.dp.liveness(false, 60).unwrap().version, 2);
+    assert_eq!(fx.dp.liveness(Family::V4, 60).unwrap().version, 2);
     // VRRPv3 over IPv6.
     let payload = advert_bytes(
         Version::V3,
@@ -680,7 +680,7 @@ fn valid_adverts_in_every_form_update_liveness_and_pass() {
     let mut v6 = eth([0x33, 0x33, 0, 0, 0, 0x12], OTHER_MAC, 0x86dd, None);
     v6.extend_from_slice(&ipv6(PEER6, MCAST6, 255, 112, &payload));
     assert_eq!(fx.verdict_unchanged(&v6), XDP_PASS);
-    let live6 = fx.dp.liveness(true, 52).unwrap();
+    let live6 = fx.dp.liveness(Family::V6, 52).unwrap();
     assert_eq!((live6.src, live6.priority), (PEER6, 110));
     // IPv4 with options (router alert).
     let payload = advert_bytes(
@@ -694,8 +694,8 @@ fn valid_adverts_in_every_form_update_liveness_and_pass() {
     let mut opts = eth([0x01, 0, 0x5e, 0, 0, 0x12], OTHER_MAC, 0x0800, None);
     opts.extend_from_slice(&ipv4(PEER, MCAST4, 255, 112, &[0x94, 0x04, 0, 0], &payload));
     assert_eq!(fx.verdict_unchanged(&opts), XDP_PASS);
-    assert_eq!(fx.dp.liveness(false, 51).unwrap().priority, 90);
-    assert_eq!(fx.dp.vrid_stats(false, 52).unwrap().adverts_valid, 2);
+    assert_eq!(fx.dp.liveness(Family::V4, 51).unwrap().priority, 90);
+    assert_eq!(fx.dp.vrid_stats(Family::V4, 52).unwrap().adverts_valid, 2);
 }
 
 #[test]
@@ -758,7 +758,7 @@ fn invalid_adverts_are_dropped_and_counted_by_reason() {
     let mut bad = good.clone();
     bad[36] = 151;
     assert_eq!(fx.verdict_unchanged(&bad), XDP_DROP);
-    let s = fx.dp.vrid_stats(false, 52).unwrap();
+    let s = fx.dp.vrid_stats(Family::V4, 52).unwrap();
     assert_eq!(
         (
             s.adverts_drop_ttl,
@@ -778,13 +778,19 @@ fn invalid_adverts_are_dropped_and_counted_by_reason() {
     let mut bad = advert4(99, 150, 255, ChecksumForm::PseudoHeader);
     bad[36] = 151;
     assert_eq!(fx.verdict_unchanged(&bad), XDP_PASS);
-    assert_eq!(fx.dp.vrid_stats(false, 99).unwrap().adverts_other_vrid, 2);
     assert_eq!(
-        fx.dp.vrid_stats(false, 99).unwrap().adverts_drop_checksum,
+        fx.dp.vrid_stats(Family::V4, 99).unwrap().adverts_other_vrid,
+        2
+    );
+    assert_eq!(
+        fx.dp
+            .vrid_stats(Family::V4, 99)
+            .unwrap()
+            .adverts_drop_checksum,
         0
     );
     // None of them touched the liveness entry, and none raised an event.
-    assert_eq!(fx.dp.liveness(false, 52).unwrap().last_seen_ns, 0);
+    assert_eq!(fx.dp.liveness(Family::V4, 52).unwrap().last_seen_ns, 0);
     assert!(fx.events().is_empty());
 }
 
@@ -796,8 +802,8 @@ fn an_address_of_the_other_family_follows_its_instances_role() {
     let mut fx = Fixture::new();
     // keepalived's virtual_ipaddress_excluded: an IPv6 address of an IPv4 instance. IPv4
     // VRID 51 is master here, 52 backup; the IPv6 slots are made the other way round.
-    fx.dp.set_role(true, 51, role::BACKUP).unwrap();
-    fx.dp.set_role(true, 52, role::MASTER).unwrap();
+    fx.dp.set_role(Family::V6, 51, role::BACKUP).unwrap();
+    fx.dp.set_role(Family::V6, 52, role::MASTER).unwrap();
     let other = |vrid, stats_index| VipValue {
         vrid,
         flags: vrrp_common::vip_flags::OTHER_FAMILY,
@@ -817,8 +823,8 @@ fn an_address_of_the_other_family_follows_its_instances_role() {
         XDP_DROP
     );
     // Counted in the instance's slot.
-    assert_eq!(fx.dp.vrid_stats(false, 51).unwrap().answered, 1);
-    assert_eq!(fx.dp.vrid_stats(true, 51).unwrap().requests, 0);
+    assert_eq!(fx.dp.vrid_stats(Family::V4, 51).unwrap().answered, 1);
+    assert_eq!(fx.dp.vrid_stats(Family::V6, 51).unwrap().requests, 0);
 }
 
 /// A VRRPv3 advert frame for `vrid` from `src` carrying `addrs` (IPv4 or IPv6 by `src`).
@@ -879,7 +885,7 @@ fn adverts_with_another_address_list_are_dropped_unless_skipped_for_the_same_mas
     for (vrid, flags) in [(53, 0), (54, vrid_flags::SKIP_CHECK_SAME_MASTER)] {
         fx.dp
             .set_vrid(
-                false,
+                Family::V4,
                 vrid,
                 VridState {
                     addr_hash: hash(&ours4),
@@ -889,7 +895,7 @@ fn adverts_with_another_address_list_are_dropped_unless_skipped_for_the_same_mas
             .unwrap();
         fx.dp
             .set_vrid(
-                true,
+                Family::V6,
                 vrid,
                 VridState {
                     addr_hash: hash(&ours6),
@@ -921,9 +927,9 @@ fn adverts_with_another_address_list_are_dropped_unless_skipped_for_the_same_mas
             "{list:?}"
         );
     }
-    let s = fx.dp.vrid_stats(false, 53).unwrap();
+    let s = fx.dp.vrid_stats(Family::V4, 53).unwrap();
     assert_eq!((s.adverts_valid, s.adverts_drop_addresses), (1, 3));
-    assert_eq!(&fx.dp.liveness(false, 53).unwrap().src[..4], &PEER);
+    assert_eq!(&fx.dp.liveness(Family::V4, 53).unwrap().src[..4], &PEER);
     // IPv6: the same.
     assert_eq!(
         fx.verdict_unchanged(&advert_with(53, IpAddr::from(PEER6), &ours6)),
@@ -934,7 +940,10 @@ fn adverts_with_another_address_list_are_dropped_unless_skipped_for_the_same_mas
         XDP_DROP
     );
     assert_eq!(
-        fx.dp.vrid_stats(true, 53).unwrap().adverts_drop_addresses,
+        fx.dp
+            .vrid_stats(Family::V6, 53)
+            .unwrap()
+            .adverts_drop_addresses,
         1
     );
     // skip_check_adv_addr: a master never heard is checked; the master last heard may change
@@ -955,7 +964,7 @@ fn adverts_with_another_address_list_are_dropped_unless_skipped_for_the_same_mas
         fx.verdict_unchanged(&advert_with(54, other, &neighbour4)),
         XDP_DROP
     );
-    let s = fx.dp.vrid_stats(false, 54).unwrap();
+    let s = fx.dp.vrid_stats(Family::V4, 54).unwrap();
     assert_eq!((s.adverts_valid, s.adverts_drop_addresses), (2, 2));
 }
 
@@ -1000,15 +1009,15 @@ fn vrrpv2_authentication_must_match_the_instances() {
             "{wrong:?}"
         );
     }
-    let s = fx.dp.vrid_stats(false, 60).unwrap();
+    let s = fx.dp.vrid_stats(Family::V4, 60).unwrap();
     assert_eq!((s.adverts_valid, s.adverts_drop_auth), (1, 3));
     // VRID 61 has none: a password is a mismatch too (RFC 3768 7.1).
     assert_eq!(fx.verdict_unchanged(&advert_v2(61, Auth::None)), XDP_PASS);
     assert_eq!(fx.verdict_unchanged(&advert_v2(61, right)), XDP_DROP);
-    let s = fx.dp.vrid_stats(false, 61).unwrap();
+    let s = fx.dp.vrid_stats(Family::V4, 61).unwrap();
     assert_eq!((s.adverts_valid, s.adverts_drop_auth), (1, 1));
     // Only the accepted ones reached the liveness map.
-    assert_eq!(fx.dp.liveness(false, 60).unwrap().priority, 120);
+    assert_eq!(fx.dp.liveness(Family::V4, 60).unwrap().priority, 120);
     assert_eq!(fx.events().len(), 2);
 }
 
@@ -1025,7 +1034,7 @@ fn carp_is_not_taken_for_vrrp() {
     let mut f = eth([0x01, 0, 0x5e, 0, 0, 0x12], OTHER_MAC, 0x0800, None);
     f.extend_from_slice(&ipv4(PEER, MCAST4, 255, 112, &[], &carp));
     assert_eq!(fx.verdict_unchanged(&f), XDP_PASS);
-    let s = fx.dp.vrid_stats(false, 52).unwrap();
+    let s = fx.dp.vrid_stats(Family::V4, 52).unwrap();
     assert_eq!(
         (
             s.adverts_valid,
@@ -1065,14 +1074,20 @@ fn unicast_adverts_are_accepted_only_from_configured_peers() {
         fx.verdict_unchanged(&unicast(70, [192, 0, 2, 66], 255)),
         XDP_DROP
     );
-    assert_eq!(fx.dp.vrid_stats(false, 70).unwrap().adverts_drop_peer, 1);
+    assert_eq!(
+        fx.dp.vrid_stats(Family::V4, 70).unwrap().adverts_drop_peer,
+        1
+    );
     assert_eq!(
         fx.verdict_unchanged(&unicast(71, PEER, 64)),
         XDP_DROP,
         "TTL checked on 71"
     );
     assert_eq!(fx.verdict_unchanged(&unicast(71, PEER, 255)), XDP_PASS);
-    assert_eq!(fx.dp.vrid_stats(false, 71).unwrap().adverts_drop_ttl, 1);
+    assert_eq!(
+        fx.dp.vrid_stats(Family::V4, 71).unwrap().adverts_drop_ttl,
+        1
+    );
 }
 
 // ---- foreign owners ----
@@ -1102,10 +1117,10 @@ fn a_foreign_claim_on_a_mastered_vip_is_counted_and_reported() {
     na.extend_from_slice(&ipv6(VIP6, all_nodes, 255, 58, &msg));
     assert_eq!(fx.verdict_unchanged(&na), XDP_PASS);
 
-    assert_eq!(fx.dp.vrid_stats(false, 51).unwrap().foreign_owner, 2);
+    assert_eq!(fx.dp.vrid_stats(Family::V4, 51).unwrap().foreign_owner, 2);
     assert_eq!(fx.dp.vip_stats(0).unwrap().foreign_owner, 2);
-    assert_eq!(fx.dp.vrid_stats(false, 52).unwrap().foreign_owner, 0);
-    assert_eq!(fx.dp.vrid_stats(true, 51).unwrap().foreign_owner, 1);
+    assert_eq!(fx.dp.vrid_stats(Family::V4, 52).unwrap().foreign_owner, 0);
+    assert_eq!(fx.dp.vrid_stats(Family::V6, 51).unwrap().foreign_owner, 1);
     let events = fx.events();
     assert_eq!(events.len(), 3);
     assert!(
@@ -1117,4 +1132,9 @@ fn a_foreign_claim_on_a_mastered_vip_is_counted_and_reported() {
     assert_eq!(events[2].addr, VIP6);
     let _ = Ipv4Addr::from(VIP);
     let _ = Ipv6Addr::from(VIP6);
+}
+
+/// The address family a test's `ipv6` flag names.
+fn family_of_flag(ipv6: bool) -> Family {
+    if ipv6 { Family::V6 } else { Family::V4 }
 }

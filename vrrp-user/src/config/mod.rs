@@ -491,7 +491,16 @@ impl Instance {
 
     /// Whether the instance's VIPs are IPv6 (an instance without VIPs is IPv4).
     pub fn ipv6(&self) -> bool {
-        self.vips.first().is_some_and(|v| v.addr.is_ipv6())
+        self.family().is_v6()
+    }
+
+    /// The family of the instance's VIPs (an instance without VIPs is IPv4).
+    pub fn family(&self) -> vrrp_common::vrrp::Family {
+        self.vips
+            .first()
+            .map_or(vrrp_common::vrrp::Family::V4, |v| {
+                vrrp_common::vrrp::Family::of(&v.addr)
+            })
     }
 }
 

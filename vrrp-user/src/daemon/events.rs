@@ -3,11 +3,10 @@
 use super::*;
 
 /// An address as the maps hold it: IPv6 in 16 bytes, IPv4 in the first 4.
-pub(super) fn map_addr(ipv6: bool, bytes: [u8; 16]) -> IpAddr {
-    if ipv6 {
-        IpAddr::from(bytes)
-    } else {
-        IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
+pub(super) fn map_addr(family: Family, bytes: [u8; 16]) -> IpAddr {
+    match family {
+        Family::V6 => IpAddr::from(bytes),
+        Family::V4 => IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]]),
     }
 }
 
@@ -37,11 +36,12 @@ pub(super) fn log_event(iface: &str, ifindex: u32, bytes: &[u8]) -> Option<DpEve
     // SAFETY: the length is that of an Event, a Pod; read_unaligned copes with any alignment.
     let e: Event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
     let ipv6 = e.slot >= 256;
+    let family = if ipv6 { Family::V6 } else { Family::V4 };
     let vrid = (e.slot % 256) as u8;
-    let addr = map_addr(ipv6, e.addr);
+    let addr = map_addr(family, e.addr);
     let key = InstanceKey {
         iface: ifindex,
-        family: if ipv6 { Family::V6 } else { Family::V4 },
+        family,
         vrid,
     };
     let heard = Heard {

@@ -486,13 +486,13 @@ fn open_advert_sockets(
     config: &Config,
     iface: &str,
     ifindex: u32,
-) -> anyhow::Result<(HashMap<bool, IpAddr>, AdvertSockets)> {
+) -> anyhow::Result<(HashMap<Family, IpAddr>, AdvertSockets)> {
     let sources = advert_sources(config, iface)?;
-    let v4_src = sources.get(&false).and_then(|a| match a {
+    let v4_src = sources.get(&Family::V4).and_then(|a| match a {
         IpAddr::V4(a) => Some(*a),
         IpAddr::V6(_) => None,
     });
-    let v6_src = sources.get(&true).and_then(|a| match a {
+    let v6_src = sources.get(&Family::V6).and_then(|a| match a {
         IpAddr::V6(a) => Some(*a),
         IpAddr::V4(_) => None,
     });

@@ -214,15 +214,14 @@ impl Shell {
     /// Reads each instance's liveness entry and feeds what is new.
     pub(super) fn refresh_liveness(&mut self, engine: &mut Engine) {
         for key in engine.keys() {
-            let ipv6 = key.family == Family::V6;
-            let Some(Ok(live)) = self.dp(key).map(|dp| dp.liveness(ipv6, key.vrid)) else {
+            let Some(Ok(live)) = self.dp(key).map(|dp| dp.liveness(key.family, key.vrid)) else {
                 continue;
             };
             if live.last_seen_ns == 0 {
                 continue;
             }
             let heard = Heard {
-                src: map_addr(ipv6, live.src),
+                src: map_addr(key.family, live.src),
                 priority: live.priority,
                 interval_cs: live.interval_cs,
                 count: live.count,
@@ -253,7 +252,7 @@ impl Shell {
         let started = Instant::now();
         let succeeded = |key: &InstanceKey| {
             self.dp(*key).is_some_and(|dp| {
-                dp.liveness(key.family == Family::V6, key.vrid)
+                dp.liveness(key.family, key.vrid)
                     .is_ok_and(|l| l.last_seen_ns >= resigned_ns && l.priority > 0)
             })
         };
@@ -349,10 +348,9 @@ impl Shell {
             .status()
             .into_iter()
             .map(|st| {
-                let ipv6 = st.key.family == Family::V6;
                 let dp = self
                     .dp(st.key)
-                    .and_then(|dp| dp.vrid_stats(ipv6, st.key.vrid).ok())
+                    .and_then(|dp| dp.vrid_stats(st.key.family, st.key.vrid).ok())
                     .unwrap_or_default();
                 let vips = config
                     .instances
@@ -370,7 +368,7 @@ impl Shell {
                     name: st.name.clone(),
                     interface: self.iface_name(st.key.iface).to_owned(),
                     vrid: st.key.vrid,
-                    family: if ipv6 { "ipv6" } else { "ipv4" }.into(),
+                    family: st.key.family.name().into(),
                     state: st.state,
                     effective_priority: st.effective_priority,
                     advert_interval_ms: u32::from(st.master_adver_interval_cs) * 10,
@@ -453,26 +451,26 @@ impl Shell {
         &self,
         instances: &[control::InstanceStatus],
     ) -> Vec<control::OtherVrid> {
-        let ours: HashSet<(&str, bool, u8)> = instances
+        let ours: HashSet<(&str, &str, u8)> = instances
             .iter()
-            .map(|i| (i.interface.as_str(), i.family == "ipv6", i.vrid))
+            .map(|i| (i.interface.as_str(), i.family.as_str(), i.vrid))
             .collect();
         let mut others = Vec::new();
         for port in self.ports.values() {
             let iface = port.site.iface.as_str();
-            for (ipv6, vrid) in [false, true]
+            for (family, vrid) in [Family::V4, Family::V6]
                 .into_iter()
-                .flat_map(|ipv6| (0..=u8::MAX).map(move |vrid| (ipv6, vrid)))
-                .filter(|(ipv6, vrid)| !ours.contains(&(iface, *ipv6, *vrid)))
+                .flat_map(|family| (0..=u8::MAX).map(move |vrid| (family, vrid)))
+                .filter(|(family, vrid)| !ours.contains(&(iface, family.name(), *vrid)))
             {
-                let Ok(stats) = port.dp.vrid_stats(ipv6, vrid) else {
+                let Ok(stats) = port.dp.vrid_stats(family, vrid) else {
                     continue;
                 };
                 if stats.adverts_other_vrid > 0 {
                     others.push(control::OtherVrid {
                         interface: iface.to_owned(),
                         vrid,
-                        family: if ipv6 { "ipv6" } else { "ipv4" }.into(),
+                        family: family.name().into(),
                         adverts: stats.adverts_other_vrid,
                     });
                 }
@@ -549,11 +547,10 @@ impl Shell {
                     }
                 }
                 Action::DataPlane { key, role } => {
-                    let ipv6 = key.family == Family::V6;
                     let set = match self.ports.get_mut(&key.iface) {
                         Some(port) => port
                             .dp
-                            .set_role(ipv6, key.vrid, role)
+                            .set_role(key.family, key.vrid, role)
                             .map_err(|e| dataplane::error_chain(&e)),
                         None => Err("no data plane on its interface".to_owned()),
                     };
@@ -613,11 +610,7 @@ impl Shell {
                         self.fence(key);
                     }
                     let priority = engine.effective_priority(&name).unwrap_or(0);
-                    let family = if key.family == Family::V6 {
-                        "ipv6"
-                    } else {
-                        "ipv4"
-                    };
+                    let family = key.family.name();
                     let new = new.to_string();
                     let iface = self.iface_name(key.iface).to_owned();
                     self.metrics

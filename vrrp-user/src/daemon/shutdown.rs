@@ -70,7 +70,7 @@ pub(super) async fn stop(
         let Some(dp) = shell.dp(shell.key_of(inst)) else {
             continue;
         };
-        let s = dp.vrid_stats(inst.ipv6(), inst.vrid)?;
+        let s = dp.vrid_stats(inst.family(), inst.vrid)?;
         info!(
             iface = %inst.interface,
             vrid = inst.vrid,

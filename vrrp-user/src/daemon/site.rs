@@ -190,7 +190,7 @@ pub(super) struct Site {
     pub(super) ifindex: u32,
     pub(super) iface_mac: [u8; 6],
     /// The advert source per family (true: IPv6).
-    pub(super) sources: HashMap<bool, IpAddr>,
+    pub(super) sources: HashMap<Family, IpAddr>,
 }
 
 impl Site {
@@ -257,7 +257,7 @@ impl Site {
             .collect();
         let addr_hash = vrrp_common::vrrp::address_set_hash(octets.iter().map(Vec::as_slice));
         dp.set_vrid(
-            ipv6,
+            inst.family(),
             inst.vrid,
             VridState {
                 role,
@@ -300,7 +300,7 @@ impl Site {
         {
             // On resume the role the data plane has stays until the engine says otherwise.
             let was = if resume {
-                dp.vrid(inst.ipv6(), inst.vrid)
+                dp.vrid(inst.family(), inst.vrid)
                     .map(|v| v.role)
                     .unwrap_or(role::INIT)
             } else {
@@ -335,12 +335,13 @@ impl Site {
         inst: &Instance,
         config: &Config,
     ) -> anyhow::Result<InstanceConfig> {
-        let ipv6 = inst.ipv6();
-        let Some(primary) = inst.source.or_else(|| self.sources.get(&ipv6).copied()) else {
+        let family = inst.family();
+        let Some(primary) = inst.source.or_else(|| self.sources.get(&family).copied()) else {
             anyhow::bail!(
-                "instance {}: no {} advert socket; a new address family needs a restart",
+                "instance {}: no {} advert socket on {}; a new address family on an interface needs a restart",
                 inst.name,
-                if ipv6 { "IPv6" } else { "IPv4" }
+                family.name(),
+                self.iface
             );
         };
         Ok(engine_config(
@@ -440,30 +441,34 @@ pub(super) struct Published {
     pub(super) stats_index: u32,
 }
 
-/// The advert source of each address family in use (true: IPv6): the configured `source`, or
+/// The advert source of each address family in use on `iface`: the configured `source`, or
 /// the interface's first address of the family (IPv6: link-local).
 pub(super) fn advert_sources(
     config: &Config,
     iface: &str,
-) -> anyhow::Result<HashMap<bool, IpAddr>> {
+) -> anyhow::Result<HashMap<Family, IpAddr>> {
     // The primary address of each family in use: the configured source, or the interface's.
-    let mut sources: HashMap<bool, IpAddr> = HashMap::new();
+    let mut sources: HashMap<Family, IpAddr> = HashMap::new();
     for inst in config.instances.iter().filter(|i| i.interface == iface) {
-        let ipv6 = inst.ipv6();
+        let family = inst.family();
         let source = match inst.source {
             Some(s) => s,
-            None => match sources.get(&ipv6) {
+            None => match sources.get(&family) {
                 Some(s) => *s,
-                None => wire::interface_address(iface, ipv6)?.with_context(|| {
+                None => wire::interface_address(iface, family.is_v6())?.with_context(|| {
                     format!(
                         "instance {}: {iface} has no {} address to send adverts from; set `source`",
                         inst.name,
-                        if ipv6 { "link-local IPv6" } else { "IPv4" }
+                        if family.is_v6() {
+                            "link-local IPv6"
+                        } else {
+                            "IPv4"
+                        }
                     )
                 })?,
             },
         };
-        sources.entry(ipv6).or_insert(source);
+        sources.entry(family).or_insert(source);
     }
     Ok(sources)
 }
@@ -478,7 +483,7 @@ pub(super) async fn virtual_macs(
     wanted: Vec<(String, String, [u8; 6])>,
     (iface, ifindex): (&str, u32),
     resume: bool,
-    sources: &HashMap<bool, IpAddr>,
+    sources: &HashMap<Family, IpAddr>,
 ) -> anyhow::Result<(HashMap<String, u32>, Vec<(String, String)>)> {
     let mut vmacs = HashMap::new();
     for (instance, name, mac) in wanted {
@@ -491,7 +496,7 @@ pub(super) async fn virtual_macs(
         info!(%instance, vmac_interface = %name, mac = %format_mac(&mac), "virtual MAC interface ready");
         vmacs.insert(name.clone(), index);
     }
-    let sysctls = if vmacs.is_empty() || !sources.contains_key(&false) {
+    let sysctls = if vmacs.is_empty() || !sources.contains_key(&Family::V4) {
         Vec::new()
     } else {
         set_sysctls(&[(format!("net/ipv4/conf/{iface}/arp_announce"), "2")])
