@@ -38,7 +38,9 @@ fn scan_cost(tracks: &[TrackProcess]) -> Duration {
     )
 }
 
-async fn next(rx: &mut mpsc::UnboundedReceiver<(String, TrackInput)>) -> TrackInput {
+async fn next(
+    rx: &mut mpsc::UnboundedReceiver<(vrrp_user::engine::TrackId, TrackInput)>,
+) -> TrackInput {
     tokio::time::timeout(Duration::from_secs(5), rx.recv())
         .await
         .expect("the task reported nothing within 5 s")

@@ -6,11 +6,6 @@ use std::collections::HashMap;
 
 use crate::engine::{InstanceKey, Time};
 
-/// The engine track `what` uses to hold instance `key` out, e.g. `split_brain:v4:51`.
-pub fn track_name(what: &str, key: InstanceKey) -> String {
-    format!("{what}:{:?}:{}", key.family, key.vrid).to_lowercase()
-}
-
 /// The instances held out, and until when.
 #[derive(Debug, Default)]
 pub struct HoldDowns(HashMap<InstanceKey, Time>);
@@ -57,7 +52,15 @@ mod tests {
             family: Family::V4,
             vrid: 51,
         };
-        assert_eq!(track_name("split_brain", key), "split_brain:v4:51");
+        // Each instance has its own hold track: the same VRID on two interfaces is two.
+        let other = InstanceKey { iface: 2, ..key };
+        let (a, b) = (
+            crate::split::track_name(key),
+            crate::split::track_name(other),
+        );
+        assert_ne!(a, b);
+        assert_ne!(a, crate::keeper::track_name(key));
+        assert_eq!(a.to_string(), "split_brain:v4:51@1");
         let mut h = HoldDowns::default();
         h.hold(key, Time(10));
         assert!(h.is_held(key));

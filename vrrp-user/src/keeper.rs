@@ -24,8 +24,8 @@ pub const FIRST_HOLD_US: u64 = 10_000_000;
 pub const MAX_HOLD_US: u64 = 300_000_000;
 
 /// The engine track that keeps an instance whose VIPs cannot be added out of the election.
-pub fn track_name(key: InstanceKey) -> String {
-    crate::hold::track_name("vips", key)
+pub fn track_name(key: InstanceKey) -> crate::engine::TrackId {
+    crate::engine::TrackId::VipsHeld(key)
 }
 
 #[derive(Clone, Debug)]

@@ -17,19 +17,19 @@ use tracing::{info, warn};
 use crate::{
     config::MysqlTarget,
     control::{MysqlStatus, ReplicationStatus},
-    engine::TrackInput,
+    engine::{TrackId, TrackInput},
     track::RiseFall,
 };
 
 /// The track under which a target's liveness (the read_only query and the optional query)
 /// reaches the engine.
-pub fn alive_track(target: &str) -> String {
-    format!("mysql:{target}")
+pub fn alive_track(target: &str) -> TrackId {
+    TrackId::Mysql(target.to_owned())
 }
 
 /// The track under which a target's replication health reaches the engine.
-pub fn replication_track(target: &str) -> String {
-    format!("mysql:{target}:replication")
+pub fn replication_track(target: &str) -> TrackId {
+    TrackId::Replication(target.to_owned())
 }
 
 /// Why a call to the server failed: each has its own log line.
@@ -331,7 +331,7 @@ fn update(status: &SharedStatus, f: impl FnOnce(&mut MysqlStatus)) {
 /// Rise / fall where the very first result decides at once (the daemon starts knowing
 /// nothing; waiting `rise` intervals would only delay the first election).
 struct Tracked {
-    name: String,
+    name: TrackId,
     rise: u32,
     fall: u32,
     state: Option<RiseFall>,
@@ -339,7 +339,7 @@ struct Tracked {
 }
 
 impl Tracked {
-    fn new(name: String, rise: u32, fall: u32) -> Self {
+    fn new(name: TrackId, rise: u32, fall: u32) -> Self {
         Self {
             name,
             rise,
@@ -355,7 +355,7 @@ impl Tracked {
         &mut self,
         result: Result<(), String>,
         at_once: bool,
-        tx: &mpsc::UnboundedSender<(String, TrackInput)>,
+        tx: &mpsc::UnboundedSender<(TrackId, TrackInput)>,
     ) -> bool {
         let ok = result.is_ok();
         let why = result.err().unwrap_or_default();
@@ -462,7 +462,7 @@ fn on_round(
         Option<&Fencer>,
     ),
     (alive, repl): (&mut Tracked, &mut Tracked),
-    tx: &mpsc::UnboundedSender<(String, TrackInput)>,
+    tx: &mpsc::UnboundedSender<(TrackId, TrackInput)>,
 ) -> bool {
     let verdict = match (&round.replication, &t.replication) {
         (Some(Ok(r)), Some(c)) => Some(r.healthy(c.max_lag_s)),
@@ -514,7 +514,7 @@ fn on_round(
 /// replication track when replication is checked. Each round's duration goes into `latency`.
 pub fn spawn_probe(
     t: MysqlTarget,
-    tx: mpsc::UnboundedSender<(String, TrackInput)>,
+    tx: mpsc::UnboundedSender<(TrackId, TrackInput)>,
     status: SharedStatus,
     latency: prometheus_client::metrics::histogram::Histogram,
     fencer: Option<Fencer>,
@@ -559,7 +559,7 @@ struct Probe {
     /// Where the verdicts go: the engine's tracks, the status, the latency histogram, the
     /// fencer.
     out: (
-        mpsc::UnboundedSender<(String, TrackInput)>,
+        mpsc::UnboundedSender<(TrackId, TrackInput)>,
         SharedStatus,
         prometheus_client::metrics::histogram::Histogram,
         Option<Fencer>,

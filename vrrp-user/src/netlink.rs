@@ -246,8 +246,8 @@ fn route_message(route: &Route) -> io::Result<netlink_packet_route::route::Route
 }
 
 /// The track name under which an interface's link state reaches the engine.
-pub fn link_track_name(iface: &str) -> String {
-    format!("link:{iface}")
+pub fn link_track_name(iface: &str) -> crate::engine::TrackId {
+    crate::engine::TrackId::Link(iface.to_owned())
 }
 
 /// Whether an interface is up with carrier, now.
@@ -329,7 +329,7 @@ fn static_route_gone(msg: &netlink_packet_route::route::RouteMessage) -> Option<
 /// (a reload that names new ones): each is reported at once, then on every change.
 pub fn watch_links(
     ifaces: std::collections::HashMap<u32, String>,
-    tx: tokio::sync::mpsc::UnboundedSender<(String, crate::engine::TrackInput)>,
+    tx: tokio::sync::mpsc::UnboundedSender<(crate::engine::TrackId, crate::engine::TrackInput)>,
     host: tokio::sync::mpsc::UnboundedSender<HostEvent>,
 ) -> io::Result<tokio::sync::mpsc::UnboundedSender<(u32, String)>> {
     use futures::StreamExt as _;

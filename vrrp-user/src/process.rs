@@ -19,12 +19,12 @@ use tracing::{info, warn};
 
 use crate::{
     config::{ParamMatch, TrackProcess},
-    engine::TrackInput,
+    engine::{TrackId, TrackInput},
 };
 
 /// The track under which a tracked process reaches the engine.
-pub fn track_name(name: &str) -> String {
-    format!("process:{name}")
+pub fn track_name(name: &str) -> TrackId {
+    TrackId::Process(name.to_owned())
 }
 
 /// The longest process name the kernel keeps (TASK_COMM_LEN - 1).
@@ -202,7 +202,7 @@ pub fn scan(tracks: &[TrackProcess]) -> Vec<Vec<i32>> {
 }
 
 /// What each of `tracks` says now, under its engine track name: one read of /proc, no delays.
-pub fn initial_inputs(tracks: &[TrackProcess]) -> HashMap<String, TrackInput> {
+pub fn initial_inputs(tracks: &[TrackProcess]) -> HashMap<TrackId, TrackInput> {
     if tracks.is_empty() {
         return HashMap::new();
     }
@@ -236,7 +236,7 @@ fn pidfd(pid: i32) -> Option<AsyncFd<OwnedFd>> {
 /// of each and for every change after.
 pub fn spawn(
     tracks: Vec<TrackProcess>,
-    tx: mpsc::UnboundedSender<(String, TrackInput)>,
+    tx: mpsc::UnboundedSender<(TrackId, TrackInput)>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         if tracks.is_empty() {
@@ -532,9 +532,9 @@ mod tests {
     }
 
     async fn next(
-        rx: &mut mpsc::UnboundedReceiver<(String, TrackInput)>,
+        rx: &mut mpsc::UnboundedReceiver<(TrackId, TrackInput)>,
         within_ms: u64,
-    ) -> Option<(String, TrackInput)> {
+    ) -> Option<(TrackId, TrackInput)> {
         tokio::time::timeout(Duration::from_millis(within_ms), rx.recv())
             .await
             .ok()

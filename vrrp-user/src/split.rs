@@ -19,8 +19,8 @@ use std::{collections::HashMap, net::IpAddr};
 use crate::engine::{InstanceKey, Time};
 
 /// The engine track that keeps a loser out of the election.
-pub fn track_name(key: InstanceKey) -> String {
-    crate::hold::track_name("split_brain", key)
+pub fn track_name(key: InstanceKey) -> crate::engine::TrackId {
+    crate::engine::TrackId::SplitBrain(key)
 }
 
 /// Whose claim stands: (priority, address), compared as VRRP compares masters.

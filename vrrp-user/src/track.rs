@@ -11,7 +11,10 @@ use std::os::unix::process::CommandExt as _;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use crate::{config::TrackScript, engine::TrackInput};
+use crate::{
+    config::TrackScript,
+    engine::{TrackId, TrackInput},
+};
 
 /// keepalived's rise / fall: `fall` failures in a row make a good object failed, `rise`
 /// successes in a row make a failed one good again.
@@ -141,7 +144,7 @@ pub async fn run_command(what: &str, command: &str, args: &[String], timeout: Du
 pub fn spawn(
     t: TrackScript,
     initially_up: bool,
-    tx: mpsc::UnboundedSender<(String, TrackInput)>,
+    tx: mpsc::UnboundedSender<(TrackId, TrackInput)>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut state = RiseFall::new(t.rise, t.fall, initially_up);
@@ -154,7 +157,7 @@ pub fn spawn(
                 info!(track = %t.name, state = if up { "up" } else { "down" }, "tracked script changed");
                 if tx
                     .send((
-                        t.name.clone(),
+                        TrackId::Script(t.name.clone()),
                         if up { TrackInput::Up } else { TrackInput::Down },
                     ))
                     .is_err()
@@ -171,11 +174,12 @@ pub fn spawn(
 /// The instances start from these, so none is promoted before its scripts have reported.
 pub async fn first_results(
     scripts: &[TrackScript],
-) -> std::collections::HashMap<String, TrackInput> {
+) -> std::collections::HashMap<TrackId, TrackInput> {
     let runs = scripts.iter().map(|t| async move {
         let ok = !t.init_fail && run_once(t).await;
         info!(track = %t.name, state = if ok { "up" } else { "down" }, init_fail = t.init_fail, "tracked script's first result");
-        (t.name.clone(), if ok { TrackInput::Up } else { TrackInput::Down })
+        let input = if ok { TrackInput::Up } else { TrackInput::Down };
+        (TrackId::Script(t.name.clone()), input)
     });
     futures::future::join_all(runs).await.into_iter().collect()
 }
@@ -193,7 +197,7 @@ pub fn read_number(path: &std::path::Path) -> i64 {
 /// the start).
 pub fn spawn_file(
     t: crate::config::TrackFile,
-    tx: mpsc::UnboundedSender<(String, TrackInput)>,
+    tx: mpsc::UnboundedSender<(TrackId, TrackInput)>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut last = None;
@@ -204,7 +208,10 @@ pub fn spawn_file(
             if last != Some(n) {
                 info!(track = %t.name, value = n, "tracked file changed");
                 last = Some(n);
-                if tx.send((t.name.clone(), TrackInput::Value(n))).is_err() {
+                if tx
+                    .send((TrackId::File(t.name.clone()), TrackInput::Value(n)))
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -290,13 +297,13 @@ mod tests {
             started.elapsed() < Duration::from_secs(2),
             "init_fail ran the script"
         );
-        assert_eq!(r["good"], TrackInput::Up);
+        assert_eq!(r[&"good".into()], TrackInput::Up);
         assert_eq!(
-            r["bad"],
+            r[&"bad".into()],
             TrackInput::Down,
             "fall 3 does not delay the first result"
         );
-        assert_eq!(r["never"], TrackInput::Down);
+        assert_eq!(r[&"never".into()], TrackInput::Down);
     }
 
     #[tokio::test]

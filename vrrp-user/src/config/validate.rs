@@ -81,7 +81,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
     }
     let track_files = track_files(&mut c, raw.track_file);
     let track_processes = track_processes(&mut c, raw.track_process);
-    let track_scripts = track_scripts(&mut c, raw.track_script, &track_files);
+    let track_scripts = track_scripts(&mut c, raw.track_script);
     let mysql = mysql_targets(&mut c, raw.mysql);
     let tracked = Tracked {
         scripts: &track_scripts,
@@ -247,25 +247,11 @@ fn track_processes(c: &mut Checker, raw: Vec<RawTrackProcess>) -> Vec<TrackProce
     out
 }
 
-fn track_scripts(
-    c: &mut Checker,
-    raw: Vec<RawTrackScript>,
-    files: &[TrackFile],
-) -> Vec<TrackScript> {
+fn track_scripts(c: &mut Checker, raw: Vec<RawTrackScript>) -> Vec<TrackScript> {
     let mut out: Vec<TrackScript> = Vec::new();
     for (i, t) in raw.into_iter().enumerate() {
         let at = |key: &str| format!("track_script[{i}].{key}");
-        if files.iter().any(|f| f.name == t.name) {
-            c.problem(
-                at("name"),
-                format!(
-                    "expected a name no [[track_file]] has (a tracked script and a tracked file of one name would be one track), got {:?}",
-                    t.name
-                ),
-            );
-        } else {
-            c.unique(at("name"), &t.name, out.iter().map(|s| &s.name));
-        }
+        c.unique(at("name"), &t.name, out.iter().map(|s| &s.name));
         if t.script.trim().is_empty() {
             c.problem(at("script"), "expected a command to run with /bin/sh -c");
         }

@@ -25,13 +25,13 @@ pub(super) struct Running<'a> {
     pub(super) shell: Shell,
     pub(super) config: Config,
     pub(super) config_path: &'a std::path::Path,
-    pub(super) track_inputs: HashMap<String, TrackInput>,
+    pub(super) track_inputs: HashMap<TrackId, TrackInput>,
     pub(super) heartbeat_limit: Duration,
 }
 
 /// The sources of input the loop owns.
 pub(super) struct Inputs {
-    pub(super) track_rx: tokio::sync::mpsc::UnboundedReceiver<(String, TrackInput)>,
+    pub(super) track_rx: tokio::sync::mpsc::UnboundedReceiver<(TrackId, TrackInput)>,
     pub(super) host_rx: tokio::sync::mpsc::UnboundedReceiver<netlink::HostEvent>,
     pub(super) control: tokio::net::UnixListener,
     pub(super) metrics_listener: Option<tokio::net::TcpListener>,
@@ -47,7 +47,7 @@ enum Input {
     /// The write lease became contested.
     Contested,
     Host(Option<netlink::HostEvent>),
-    Track(String, TrackInput),
+    Track(TrackId, TrackInput),
     Control(tokio::net::UnixStream),
     Metrics(tokio::net::TcpStream),
     /// The timerfd fired (the heartbeat is due, or the engine's next deadline).

@@ -36,7 +36,8 @@ use crate::{
     dataplane::{self, DataPlane, KernelLogLevel},
     engine::{
         Action, AnnouncePolicy, Auth, ChecksumForm, Engine, Family, Heard, InstanceConfig,
-        InstanceKey, State, SyncGroupConfig, Time, TrackConfig, TrackInput, Transport, Version,
+        InstanceKey, State, SyncGroupConfig, Time, TrackConfig, TrackId, TrackInput, Transport,
+        Version,
     },
     garp::Announcer,
     hooks::{self, Hooks, StateEvent},
@@ -393,7 +394,7 @@ fn open_port(
     iface: &str,
     kernel_log: KernelLogLevel,
     resume: bool,
-    start_inputs: &HashMap<String, TrackInput>,
+    start_inputs: &HashMap<TrackId, TrackInput>,
 ) -> anyhow::Result<(Port, Published)> {
     let (iface_mac, _) = interface(iface)?;
     let limit_ns = Duration::from_millis(config.heartbeat_limit_ms).as_nanos() as u64;
@@ -413,7 +414,7 @@ fn port_on(
     iface: &str,
     mut dp: DataPlane,
     resume: bool,
-    start_inputs: &HashMap<String, TrackInput>,
+    start_inputs: &HashMap<TrackId, TrackInput>,
 ) -> anyhow::Result<(Port, Published)> {
     let (iface_mac, ifindex) = interface(iface)?;
     let pin_dir = config.pin_dir_of(iface);
@@ -456,10 +457,10 @@ fn interface(iface: &str) -> anyhow::Result<([u8; 6], u32)> {
 async fn start_inputs(
     config: &Config,
     resume: bool,
-    resumed: &HashMap<String, TrackInput>,
+    resumed: &HashMap<TrackId, TrackInput>,
 ) -> (
     Vec<crate::config::TrackProcess>,
-    HashMap<String, TrackInput>,
+    HashMap<TrackId, TrackInput>,
 ) {
     let tracked_processes: Vec<_> = config
         .track_processes
@@ -535,8 +536,8 @@ fn watch(
 ) -> anyhow::Result<(
     Trackers,
     (
-        tokio::sync::mpsc::UnboundedSender<(String, TrackInput)>,
-        tokio::sync::mpsc::UnboundedReceiver<(String, TrackInput)>,
+        tokio::sync::mpsc::UnboundedSender<(TrackId, TrackInput)>,
+        tokio::sync::mpsc::UnboundedReceiver<(TrackId, TrackInput)>,
     ),
     tokio::sync::mpsc::UnboundedReceiver<netlink::HostEvent>,
     tokio::sync::mpsc::UnboundedSender<(u32, String)>,

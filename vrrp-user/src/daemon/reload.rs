@@ -65,7 +65,7 @@ async fn finish(
     loaded: Loaded,
     engine: &mut Engine,
     shell: &mut Shell,
-    inputs: &HashMap<String, TrackInput>,
+    inputs: &HashMap<TrackId, TrackInput>,
 ) -> anyhow::Result<Config> {
     track::hide_from_scripts(new.secret_env());
     let links = watched_links(&new)?;
@@ -94,7 +94,7 @@ async fn add_ports(
     new: &Config,
     loaded: Loaded,
     shell: &mut Shell,
-    inputs: &HashMap<String, TrackInput>,
+    inputs: &HashMap<TrackId, TrackInput>,
 ) -> anyhow::Result<BTreeMap<u32, Published>> {
     let mut fresh = BTreeMap::new();
     for (iface, dp) in loaded {
@@ -134,7 +134,7 @@ fn apply_config(
     new: &Config,
     engine: &mut Engine,
     shell: &mut Shell,
-    inputs: &HashMap<String, TrackInput>,
+    inputs: &HashMap<TrackId, TrackInput>,
     fresh: &BTreeMap<u32, Published>,
 ) -> anyhow::Result<()> {
     let port_of = |inst: &Instance| {
@@ -270,7 +270,7 @@ pub(super) async fn on_sighup(
     config: &mut Config,
     engine: &mut Engine,
     shell: &mut Shell,
-    inputs: &HashMap<String, TrackInput>,
+    inputs: &HashMap<TrackId, TrackInput>,
 ) {
     info!(file = %path.display(), "SIGHUP: reloading the configuration");
     if let Some(pending) = &mut shell.pending_reload {
@@ -304,7 +304,7 @@ pub(super) async fn on_loaded(
     config: &mut Config,
     engine: &mut Engine,
     shell: &mut Shell,
-    inputs: &HashMap<String, TrackInput>,
+    inputs: &HashMap<TrackId, TrackInput>,
 ) -> bool {
     let Some(pending) = shell.pending_reload.take() else {
         return false;
@@ -324,7 +324,7 @@ async fn conclude_reload(
     config: &mut Config,
     engine: &mut Engine,
     shell: &mut Shell,
-    inputs: &HashMap<String, TrackInput>,
+    inputs: &HashMap<TrackId, TrackInput>,
 ) {
     let old_routes = shell.routes.clone();
     let result = match ready {

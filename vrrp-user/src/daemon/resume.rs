@@ -213,20 +213,20 @@ pub(super) struct ResumeAdvert {
 }
 
 pub(super) fn encode_resume(
-    inputs: &HashMap<String, TrackInput>,
+    inputs: &HashMap<TrackId, TrackInput>,
     adverts: Vec<ResumeAdvert>,
     lease: Option<ResumeGrant>,
     vips: Vec<(IpAddr, u32)>,
 ) -> Vec<u8> {
     let tracks = inputs
         .iter()
-        .map(|(name, input)| {
+        .filter_map(|(name, input)| {
             let v = match input {
                 TrackInput::Up => "up".to_owned(),
                 TrackInput::Down => "down".to_owned(),
                 TrackInput::Value(n) => n.to_string(),
             };
-            (name.clone(), v)
+            Some((marker_key(name)?, v))
         })
         .collect();
     serde_json::to_vec(&ResumeState {
@@ -266,10 +266,46 @@ pub(super) fn master_adverts(engine: &Engine, names: &HashMap<u32, String>) -> V
 /// [`encode_resume`] read back; anything else (an empty marker from an older daemon) is none.
 #[derive(Debug, Default, PartialEq)]
 pub(super) struct Resumed {
-    pub(super) inputs: HashMap<String, TrackInput>,
+    pub(super) inputs: HashMap<TrackId, TrackInput>,
     pub(super) adverts: Vec<ResumeAdvert>,
     pub(super) lease: Option<ResumeGrant>,
     pub(super) vips: Vec<(IpAddr, u32)>,
+}
+
+/// A track as the marker names it: its kind and its object's name. Holds (split brain, VIPs)
+/// are not carried: they start afresh.
+fn marker_key(id: &TrackId) -> Option<String> {
+    Some(match id {
+        TrackId::Script(n) => format!("script:{n}"),
+        TrackId::File(n) => format!("file:{n}"),
+        TrackId::Process(n) => format!("process:{n}"),
+        TrackId::Mysql(n) => format!("mysql:{n}"),
+        TrackId::Replication(n) => format!("replication:{n}"),
+        TrackId::Link(n) => format!("link:{n}"),
+        TrackId::WriteLease => "write_lease".to_owned(),
+        TrackId::SplitBrain(_) | TrackId::VipsHeld(_) => return None,
+    })
+}
+
+/// The tracks a marker key names: [`marker_key`]'s, and those of markers written by xvrrp
+/// before tracks were typed (a plain name was a script's or a file's; replication was
+/// `mysql:NAME:replication`; holds are not carried).
+fn tracks_of(key: &str) -> Vec<TrackId> {
+    let own = |n: &str| n.to_owned();
+    match key.split_once(':') {
+        Some(("script", n)) => vec![TrackId::Script(own(n))],
+        Some(("file", n)) => vec![TrackId::File(own(n))],
+        Some(("process", n)) => vec![TrackId::Process(own(n))],
+        Some(("replication", n)) => vec![TrackId::Replication(own(n))],
+        Some(("mysql", n)) => match n.strip_suffix(":replication") {
+            Some(target) => vec![TrackId::Replication(own(target))],
+            None => vec![TrackId::Mysql(own(n))],
+        },
+        Some(("link", n)) => vec![TrackId::Link(own(n))],
+        Some(("split_brain" | "vips", _)) => Vec::new(),
+        None if key == "write_lease" => vec![TrackId::WriteLease],
+        _ => vec![TrackId::Script(own(key)), TrackId::File(own(key))],
+    }
 }
 
 pub(super) fn decode_resume(bytes: &[u8]) -> Resumed {
@@ -283,8 +319,9 @@ pub(super) fn decode_resume(bytes: &[u8]) -> Resumed {
                 "down" => TrackInput::Down,
                 n => TrackInput::Value(n.parse().ok()?),
             };
-            Some((name, input))
+            Some(tracks_of(&name).into_iter().map(move |id| (id, input)))
         })
+        .flatten()
         .collect();
     Resumed {
         inputs,
@@ -301,9 +338,13 @@ mod tests {
     #[test]
     fn track_inputs_and_adverts_survive_the_resume_marker() {
         let inputs = HashMap::from([
-            ("mysql:db".to_owned(), TrackInput::Up),
-            ("process:svc".to_owned(), TrackInput::Down),
-            ("prio".to_owned(), TrackInput::Value(-42)),
+            (TrackId::Mysql("db".into()), TrackInput::Up),
+            (TrackId::Replication("db".into()), TrackInput::Down),
+            (TrackId::Process("svc".into()), TrackInput::Down),
+            (TrackId::File("prio".into()), TrackInput::Value(-42)),
+            (TrackId::Script("prio".into()), TrackInput::Up),
+            (TrackId::Link("eth0".into()), TrackInput::Up),
+            (TrackId::WriteLease, TrackInput::Up),
         ]);
         let adverts = vec![ResumeAdvert {
             iface: "eth1".into(),
@@ -339,6 +380,32 @@ mod tests {
         );
         let odd = decode_resume(b"{\"tracks\": {\"x\": \"sideways\"}}");
         assert!(odd.inputs.is_empty());
+    }
+
+    #[test]
+    fn a_marker_of_an_xvrrp_before_typed_tracks_is_read_too() {
+        let old = br#"{"tracks": {"mysql:db": "up", "mysql:db:replication": "down",
+            "chk": "down", "split_brain:v4:51": "down", "write_lease": "up"}}"#;
+        let inputs = decode_resume(old).inputs;
+        assert_eq!(
+            inputs.get(&TrackId::Mysql("db".into())),
+            Some(&TrackInput::Up)
+        );
+        assert_eq!(
+            inputs.get(&TrackId::Replication("db".into())),
+            Some(&TrackInput::Down)
+        );
+        // A plain name was a script's or a file's: whichever exists takes it.
+        assert_eq!(
+            inputs.get(&TrackId::Script("chk".into())),
+            Some(&TrackInput::Down)
+        );
+        assert_eq!(
+            inputs.get(&TrackId::File("chk".into())),
+            Some(&TrackInput::Down)
+        );
+        assert_eq!(inputs.get(&TrackId::WriteLease), Some(&TrackInput::Up));
+        assert_eq!(inputs.len(), 5, "{inputs:?}");
     }
 
     #[test]

@@ -294,7 +294,7 @@ impl Shell {
     pub(super) fn on_timer(
         &mut self,
         engine: &mut Engine,
-        inputs: &mut HashMap<String, TrackInput>,
+        inputs: &mut HashMap<TrackId, TrackInput>,
     ) {
         self.refresh_liveness(engine);
         let t = now();
@@ -858,7 +858,7 @@ impl Shell {
         &mut self,
         engine: &mut Engine,
         t: Time,
-        inputs: &mut HashMap<String, TrackInput>,
+        inputs: &mut HashMap<TrackId, TrackInput>,
     ) {
         use crate::split::Verdict;
         for key in self.split.expired(t) {

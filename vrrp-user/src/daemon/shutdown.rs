@@ -9,7 +9,7 @@ pub(super) fn leave_for_restart(
     shell: &mut Shell,
     engine: &Engine,
     config: &Config,
-    track_inputs: &HashMap<String, TrackInput>,
+    track_inputs: &HashMap<TrackId, TrackInput>,
 ) -> anyhow::Result<()> {
     let marker = config.control_socket.with_extension("resume");
     let names: HashMap<u32, String> = shell

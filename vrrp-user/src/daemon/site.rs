@@ -57,7 +57,7 @@ pub(super) fn engine_config(
     c
 }
 
-fn track(name: String, weight: i32, reverse: bool, initial: TrackInput) -> TrackConfig {
+fn track(name: TrackId, weight: i32, reverse: bool, initial: TrackInput) -> TrackConfig {
     TrackConfig {
         name,
         weight,
@@ -78,7 +78,7 @@ fn tracked(inst: &Instance, config: &Config) -> Vec<TrackConfig> {
         .filter_map(|name| config.track_scripts.iter().find(|t| t.name == *name))
     {
         tracks.push(track(
-            t.name.clone(),
+            TrackId::Script(t.name.clone()),
             t.weight,
             t.weight_reverse,
             TrackInput::Up,
@@ -90,7 +90,8 @@ fn tracked(inst: &Instance, config: &Config) -> Vec<TrackConfig> {
         .filter_map(|name| config.track_files.iter().find(|t| t.name == *name))
     {
         let initial = TrackInput::Value(0);
-        tracks.push(track(t.name.clone(), t.weight, t.weight_reverse, initial));
+        let name = TrackId::File(t.name.clone());
+        tracks.push(track(name, t.weight, t.weight_reverse, initial));
     }
     for t in inst
         .track_processes
@@ -128,7 +129,7 @@ fn guards(inst: &Instance, iface: &str, ifindex: u32, config: &Config) -> Vec<Tr
         .any(|n| config.mysql.iter().any(|t| t.name == *n && t.fence));
     let mut tracks = Vec::new();
     if config.write_lease.is_some() && fences {
-        let name = crate::lease::task::TRACK.to_owned();
+        let name = crate::lease::task::TRACK;
         tracks.push(track(name, 0, false, TrackInput::Up));
     }
     tracks.push(track(
@@ -286,7 +287,7 @@ impl Site {
         dp: &mut DataPlane,
         config: &Config,
         resume: bool,
-        start_inputs: &HashMap<String, TrackInput>,
+        start_inputs: &HashMap<TrackId, TrackInput>,
     ) -> anyhow::Result<Published> {
         let mut stats_index = 0u32;
         let mut engine_configs = Vec::new();

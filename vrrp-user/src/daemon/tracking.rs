@@ -5,7 +5,7 @@ use super::*;
 
 /// What a daemon that resumes after a hitless restart carries over.
 pub(super) struct Carried<'a> {
-    pub(super) inputs: &'a HashMap<String, TrackInput>,
+    pub(super) inputs: &'a HashMap<TrackId, TrackInput>,
     pub(super) lease: Option<ResumeGrant>,
     pub(super) resume: bool,
 }
@@ -25,14 +25,15 @@ pub(super) fn spawn_trackers(
     resumed: Carried<'_>,
     tracked_processes: Vec<crate::config::TrackProcess>,
     metrics: &Metrics,
-    track_tx: &tokio::sync::mpsc::UnboundedSender<(String, TrackInput)>,
+    track_tx: &tokio::sync::mpsc::UnboundedSender<(TrackId, TrackInput)>,
 ) -> anyhow::Result<Trackers> {
     let mut tasks: Vec<tokio::task::JoinHandle<()>> = config
         .track_scripts
         .iter()
         .filter(|t| config.tracked(|i| &i.track_scripts, &t.name))
         .map(|t| {
-            let up = resumed.inputs.get(&t.name) != Some(&TrackInput::Down);
+            let up =
+                resumed.inputs.get(&TrackId::Script(t.name.clone())) != Some(&TrackInput::Down);
             track::spawn(t.clone(), up, track_tx.clone())
         })
         .collect();
@@ -155,7 +156,7 @@ pub(super) fn watched_links(config: &Config) -> anyhow::Result<HashMap<u32, Stri
 /// to watch.
 pub(super) fn watch_links(
     config: &Config,
-    track_tx: &tokio::sync::mpsc::UnboundedSender<(String, TrackInput)>,
+    track_tx: &tokio::sync::mpsc::UnboundedSender<(TrackId, TrackInput)>,
     host_tx: tokio::sync::mpsc::UnboundedSender<netlink::HostEvent>,
 ) -> anyhow::Result<tokio::sync::mpsc::UnboundedSender<(u32, String)>> {
     netlink::watch_links(watched_links(config)?, track_tx.clone(), host_tx)

@@ -74,7 +74,7 @@ pub enum Reason {
     /// An advert with a higher priority, or an equal one from a higher address (6.4.3).
     HigherPriority { from: IpAddr, priority: u8 },
     /// A tracked object failed (keepalived's FAULT).
-    TrackFailed { track: String },
+    TrackFailed { track: super::TrackId },
     /// Every tracked object is up again.
     TrackRecovered,
     /// Another instance of the sync group changed state.
@@ -255,11 +255,11 @@ impl Instance {
     }
 
     /// The first tracked object in fault, if any.
-    pub fn own_fault(&self) -> Option<&str> {
+    pub fn own_fault(&self) -> Option<&super::TrackId> {
         self.tracks
             .iter()
             .position(|c| *c == Contribution::Fault)
-            .map(|i| self.cfg.tracks[i].name.as_str())
+            .map(|i| &self.cfg.tracks[i].name)
     }
 
     fn own_interval_us(&self) -> u64 {

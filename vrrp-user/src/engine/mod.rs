@@ -12,6 +12,7 @@ mod instance;
 
 use std::{
     collections::{BTreeMap, VecDeque},
+    fmt,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
@@ -65,11 +66,62 @@ pub enum Transport {
     Unicast { peers: Vec<IpAddr>, check_ttl: bool },
 }
 
+/// What a track follows. Each kind is its own namespace: a `[[track_script]]` and a
+/// `[[track_file]]` of the same name are two tracks. Its text (logs, reasons) is the object's
+/// name, prefixed by its kind except for scripts and files.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TrackId {
+    Script(String),
+    File(String),
+    Process(String),
+    /// A MySQL target's liveness.
+    Mysql(String),
+    /// A MySQL target's replication health.
+    Replication(String),
+    /// An interface's link.
+    Link(String),
+    /// The write lease (an instance that fences steps out while a stronger holder has it).
+    WriteLease,
+    /// An instance held out after losing a split brain on the wire.
+    SplitBrain(InstanceKey),
+    /// An instance held out while its VIPs cannot be added.
+    VipsHeld(InstanceKey),
+}
+
+impl fmt::Display for TrackId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let held = |f: &mut fmt::Formatter<'_>, what: &str, k: &InstanceKey| {
+            let family = match k.family {
+                Family::V4 => "v4",
+                Family::V6 => "v6",
+            };
+            write!(f, "{what}:{family}:{}@{}", k.vrid, k.iface)
+        };
+        match self {
+            Self::Script(n) | Self::File(n) => f.write_str(n),
+            Self::Process(n) => write!(f, "process:{n}"),
+            Self::Mysql(n) => write!(f, "mysql:{n}"),
+            Self::Replication(n) => write!(f, "mysql:{n}:replication"),
+            Self::Link(n) => write!(f, "link:{n}"),
+            Self::WriteLease => f.write_str("write_lease"),
+            Self::SplitBrain(k) => held(f, "split_brain", k),
+            Self::VipsHeld(k) => held(f, "vips", k),
+        }
+    }
+}
+
+/// A script's track, as tests and simulations name them.
+impl From<&str> for TrackId {
+    fn from(name: &str) -> Self {
+        Self::Script(name.to_owned())
+    }
+}
+
 /// A tracked object of an instance.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TrackConfig {
-    /// The name that [`Engine::set_track`] updates (shared by every instance tracking it).
-    pub name: String,
+    /// What [`Engine::set_track`] updates (shared by every instance tracking it).
+    pub name: TrackId,
     /// keepalived's weight: 0 = Fault when down; > 0 added while up; < 0 added while down;
     /// for values, the multiplier.
     pub weight: i32,
@@ -531,13 +583,13 @@ impl Engine {
     }
 
     /// A tracked object reported; every instance tracking `name` takes it into account.
-    pub fn set_track(&mut self, now: Time, name: &str, input: TrackInput) {
+    pub fn set_track(&mut self, now: Time, name: &TrackId, input: TrackInput) {
         for i in 0..self.instances.len() {
             let Some(index) = self.instances[i]
                 .cfg
                 .tracks
                 .iter()
-                .position(|t| t.name == name)
+                .position(|t| t.name == *name)
             else {
                 continue;
             };

@@ -170,8 +170,34 @@ fn tracking_never_lowers_the_address_owner() {
     });
     let mut e = engine(c);
     e.start(Time(0));
-    e.set_track(Time(1), "chk", TrackInput::Down);
+    e.set_track(Time(1), &"chk".into(), TrackInput::Down);
     assert_eq!(e.status()[0].effective_priority, 255);
+}
+
+#[test]
+fn a_script_and_a_file_of_one_name_are_two_tracks() {
+    let mut c = cfg(100, "192.0.2.1");
+    for (name, weight, initial) in [
+        (TrackId::Script("x".into()), 0, TrackInput::Up),
+        (TrackId::File("x".into()), -10, TrackInput::Value(0)),
+    ] {
+        c.tracks.push(TrackConfig {
+            name,
+            weight,
+            reverse: false,
+            initial,
+        });
+    }
+    let mut e = engine(c);
+    e.start(Time(0));
+    // The file's value moves the priority; the script (weight 0) is untouched.
+    e.set_track(Time(1), &TrackId::File("x".into()), TrackInput::Value(2));
+    assert_eq!(e.status()[0].effective_priority, 80);
+    assert_ne!(state(&e), State::Fault);
+    // The script failing is a Fault; the file's value stays.
+    e.set_track(Time(2), &TrackId::Script("x".into()), TrackInput::Down);
+    assert_eq!(state(&e), State::Fault);
+    assert_eq!(e.status()[0].effective_priority, 80);
 }
 
 #[test]
@@ -657,7 +683,7 @@ fn a_failed_fault_track_puts_a_master_in_fault_and_recovery_makes_it_backup() {
     e.start(Time(0));
     e.handle_timeout(Time(MDI_100));
     drain(&mut e);
-    e.set_track(Time(5 * SEC), "link", TrackInput::Down);
+    e.set_track(Time(5 * SEC), &"link".into(), TrackInput::Down);
     assert_eq!(state(&e), State::Fault);
     let actions = drain(&mut e);
     assert!(matches!(
@@ -675,7 +701,7 @@ fn a_failed_fault_track_puts_a_master_in_fault_and_recovery_makes_it_backup() {
     );
     // In Fault: no adverts, no timers.
     assert_eq!(e.poll_timeout(), None);
-    e.set_track(Time(6 * SEC), "link", TrackInput::Up);
+    e.set_track(Time(6 * SEC), &"link".into(), TrackInput::Up);
     assert_eq!(state(&e), State::Backup);
 }
 
@@ -709,11 +735,11 @@ fn weights_sum_clamp_and_a_master_advertises_its_new_priority_at_once() {
     assert_eq!(e.status()[0].effective_priority, 150);
     run_until(&mut e, 4 * SEC);
     drain(&mut e);
-    e.set_track(Time(5 * SEC), "down", TrackInput::Down);
+    e.set_track(Time(5 * SEC), &"down".into(), TrackInput::Down);
     assert_eq!(e.status()[0].effective_priority, 1);
     assert_eq!(sent_priorities(&drain(&mut e)), vec![1]);
-    e.set_track(Time(6 * SEC), "up", TrackInput::Down);
-    e.set_track(Time(6 * SEC), "down", TrackInput::Up);
+    e.set_track(Time(6 * SEC), &"up".into(), TrackInput::Down);
+    e.set_track(Time(6 * SEC), &"down".into(), TrackInput::Up);
     assert_eq!(e.status()[0].effective_priority, 100);
 }
 
@@ -813,10 +839,10 @@ fn sync_group_moves_its_members_together() {
     assert_eq!(e.state_of("b"), Some(State::Backup));
     assert_eq!(e.state_of("a"), Some(State::Backup));
     // a fails its check: the whole group is in Fault, and leaves it together.
-    e.set_track(Time(5 * SEC), "chk", TrackInput::Down);
+    e.set_track(Time(5 * SEC), &"chk".into(), TrackInput::Down);
     assert_eq!(e.state_of("a"), Some(State::Fault));
     assert_eq!(e.state_of("b"), Some(State::Fault));
-    e.set_track(Time(6 * SEC), "chk", TrackInput::Up);
+    e.set_track(Time(6 * SEC), &"chk".into(), TrackInput::Up);
     assert_eq!(e.state_of("a"), Some(State::Backup));
     assert_eq!(e.state_of("b"), Some(State::Backup));
 }
@@ -1011,7 +1037,7 @@ fn a_reload_keeps_an_instance_whose_tracks_only_start_elsewhere_and_starts_a_cha
     let mut e = engine(a.clone());
     e.start(Time(0));
     assert_eq!(e.state_of("a"), Some(State::Fault));
-    e.set_track(Time(SEC), "mysql:db", TrackInput::Up);
+    e.set_track(Time(SEC), &"mysql:db".into(), TrackInput::Up);
     assert_eq!(e.state_of("a"), Some(State::Backup));
     drain(&mut e);
     // The daemon hands a reload the tracks' current inputs as the ones to start from.
@@ -1047,7 +1073,7 @@ fn a_reversed_weight_turns_the_adjustment_around_as_keepalived_does() {
         e.start(Time(0));
         let mut seen = Vec::new();
         for (at, input) in [(1, TrackInput::Up), (2, TrackInput::Down)] {
-            e.set_track(Time(at * SEC), "chk", input);
+            e.set_track(Time(at * SEC), &"chk".into(), input);
             seen.push((
                 e.state_of("vi") == Some(State::Fault),
                 e.status()[0].effective_priority,
@@ -1125,7 +1151,7 @@ fn a_shared_value_track_lowers_every_instance_that_follows_it() {
     )
     .unwrap();
     e.start(Time(0));
-    e.set_track(Time(SEC), "prio", TrackInput::Value(-150));
+    e.set_track(Time(SEC), &"prio".into(), TrackInput::Value(-150));
     let prios: Vec<u8> = e.status().iter().map(|s| s.effective_priority).collect();
     assert_eq!(prios, vec![50, 50]);
 }

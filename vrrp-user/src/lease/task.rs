@@ -19,6 +19,8 @@ use serde::{Deserialize, Serialize};
 use tokio::{net::UdpSocket, sync::watch};
 use tracing::{info, warn};
 
+use crate::engine::TrackId;
+
 use super::{
     node::{Dest, Node, NodeConfig, Output},
     voter::Voter,
@@ -30,7 +32,7 @@ use crate::{
 };
 
 /// The engine track a blocked node's instances follow (weight 0: Fault while blocked).
-pub const TRACK: &str = "write_lease";
+pub const TRACK: crate::engine::TrackId = crate::engine::TrackId::WriteLease;
 
 /// What `xvrrp status` shows of the lease.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -85,7 +87,7 @@ pub fn spawn(
     cfg: &WriteLease,
     guard_ms: u32,
     now: fn() -> Time,
-    tracks: tokio::sync::mpsc::UnboundedSender<(String, TrackInput)>,
+    tracks: tokio::sync::mpsc::UnboundedSender<(TrackId, TrackInput)>,
     resumed: Option<super::voter::Grant>,
 ) -> anyhow::Result<LeaseHandle> {
     let std_socket = std::net::UdpSocket::bind(cfg.listen)
@@ -151,7 +153,7 @@ struct Task {
     witness: Option<std::net::SocketAddr>,
     held: watch::Sender<bool>,
     contested: watch::Sender<u64>,
-    tracks: tokio::sync::mpsc::UnboundedSender<(String, TrackInput)>,
+    tracks: tokio::sync::mpsc::UnboundedSender<(TrackId, TrackInput)>,
     shared: Arc<Mutex<LeaseStatus>>,
     /// Datagrams dropped (bad MAC, malformed).
     dropped: u64,
@@ -246,7 +248,7 @@ impl Task {
                         info!("write lease: no other holder any more; instances may run again");
                     }
                     let input = if b { TrackInput::Down } else { TrackInput::Up };
-                    if self.tracks.send((TRACK.to_owned(), input)).is_err() {
+                    if self.tracks.send((TRACK, input)).is_err() {
                         return Err(Closed);
                     }
                 }
