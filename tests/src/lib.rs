@@ -306,6 +306,11 @@ pub struct Host {
 /// The VIP the lab's tests and demo use.
 pub const LAB_VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
 
+/// The control socket a daemon serving `iface` answers at (its own, or a link to it).
+pub fn control_socket(iface: &str) -> PathBuf {
+    Path::new("/run/xvrrp").join(format!("{iface}.sock"))
+}
+
 /// Where xvrrp pins its maps, one directory per interface.
 pub const PIN_ROOT: &str = "/sys/fs/bpf/xvrrp";
 
@@ -398,24 +403,7 @@ impl Lab {
         let port = format!("xv{tag}p{i}");
         let idx = u8::try_from(i + 1)?;
         let mac_text = mac_text(&[0x02, 0x00, 0x00, 0x00, 0x00, idx]);
-        ip(&[
-            "link",
-            "add",
-            &iface,
-            "netns",
-            ns.name(),
-            "address",
-            &mac_text,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &port,
-            "netns",
-            self.switch.name(),
-        ])?;
-        self.switch
-            .ip(&["link", "set", &port, "master", "br0", "up"])?;
+        self.veth_to_switch(ns, (&iface, &mac_text), &port, "br0")?;
         let host_ip = Ipv4Addr::new(192, 0, 2, idx);
         ns.ip(&[
             "addr",
@@ -444,6 +432,34 @@ impl Lab {
         Ok(())
     }
 
+    /// A veth from `iface` (with `mac`) in `ns` to `port` on the switch's `bridge`, the port up.
+    fn veth_to_switch(
+        &self,
+        ns: &Netns,
+        (iface, mac): (&str, &str),
+        port: &str,
+        bridge: &str,
+    ) -> anyhow::Result<()> {
+        ip(&[
+            "link",
+            "add",
+            iface,
+            "netns",
+            ns.name(),
+            "address",
+            mac,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            port,
+            "netns",
+            self.switch.name(),
+        ])?;
+        self.switch
+            .ip(&["link", "set", port, "master", bridge, "up"])
+    }
+
     /// Adds a second network, the inside: a bridge of its own beside the lab's and, on each
     /// host, an interface on it ([`Lab::inside_iface`]) with 198.51.100.<n>/24 and MAC
     /// 02:00:00:00:01:<n> (n as in the lab's addresses). Its bridge ports carry the XDP pass
@@ -466,24 +482,8 @@ impl Lab {
         for h in &self.hosts {
             let (iface, port) = (self.inside_iface(&h.name), self.inside_port(&h.name));
             let n = h.mac[5];
-            ip(&[
-                "link",
-                "add",
-                &iface,
-                "netns",
-                h.ns.name(),
-                "address",
-                &mac_text(&[0x02, 0, 0, 0, 0x01, n]),
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &port,
-                "netns",
-                self.switch.name(),
-            ])?;
-            self.switch
-                .ip(&["link", "set", &port, "master", "br1", "up"])?;
+            let mac = mac_text(&[0x02, 0, 0, 0, 0x01, n]);
+            self.veth_to_switch(&h.ns, (&iface, &mac), &port, "br1")?;
             h.ns.ip(&["addr", "add", &format!("198.51.100.{n}/24"), "dev", &iface])?;
             h.ns.ip(&["link", "set", &iface, "up"])?;
             let prog = pass.try_clone()?;
@@ -1058,14 +1058,13 @@ impl Drop for Lab {
         // A daemon killed by a failed test cannot unpin its maps: remove what it left.
         for (i, host) in self.hosts.iter().enumerate() {
             for iface in [host.iface.clone(), format!("xv{}n{i}", self.tag)] {
-                let pins = Path::new(PIN_ROOT).join(iface);
+                let pins = Path::new(PIN_ROOT).join(&iface);
                 if pins.exists() {
                     let _ = fs::remove_dir_all(&pins);
                 }
-            }
-            for ext in ["sock", "resume"] {
-                let _ =
-                    fs::remove_file(Path::new("/run/xvrrp").join(format!("{}.{ext}", host.iface)));
+                for ext in ["sock", "resume"] {
+                    let _ = fs::remove_file(Path::new("/run/xvrrp").join(format!("{iface}.{ext}")));
+                }
             }
         }
         self.hosts.clear();

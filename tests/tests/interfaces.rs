@@ -204,6 +204,22 @@ fn group_lines(lab: &Lab, host: &str) -> Vec<String> {
         .collect()
 }
 
+/// `xvrrp status --json -i IFACE`.
+fn status_by(iface: &str) -> serde_json::Value {
+    let out = xvrrp_lab::run_with_timeout(
+        std::process::Command::new(xvrrp_lab::xvrrp_bin()).args([
+            "status",
+            "--json",
+            "--interface",
+            iface,
+        ]),
+        Duration::from_secs(10),
+    )
+    .expect("xvrrp status");
+    assert!(out.status.success(), "{out:?}");
+    serde_json::from_slice(&out.stdout).expect("status json")
+}
+
 /// Both VIPs answered by `host` (the outside one from the lab's client, the inside one on the
 /// inside network), and the route there and not on `other`.
 fn both_on(lab: &Lab, host: &str, other: &str, within: Duration) {
@@ -273,6 +289,13 @@ fn one_daemon_serves_two_interfaces_and_a_sync_group_across_them_moves_together(
         let pins = std::path::Path::new(xvrrp_lab::PIN_ROOT).join(&iface);
         assert!(pins.join("vrid_stats").exists(), "{}", pins.display());
     }
+    // `xvrrp status -i` finds the daemon by either interface.
+    let by_inside = status_by(&lab.inside_iface("a"));
+    assert_eq!(
+        by_inside["instances"],
+        st["instances"].clone(),
+        "{by_inside}"
+    );
 
     // Cutting either link moves both VIPs (and the route).
     lab.set_inside_link("a", false).expect("cut inside");
@@ -314,6 +337,12 @@ fn one_daemon_serves_two_interfaces_and_a_sync_group_across_them_moves_together(
     );
 
     a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    let alias = xvrrp_lab::control_socket(&lab.inside_iface("a"));
+    assert!(
+        std::fs::symlink_metadata(&alias).is_err(),
+        "{} left",
+        alias.display()
+    );
     both_on(&lab, "b", "a", within);
     assert_eq!(
         group_lines(&lab, "a").last().map(String::as_str),

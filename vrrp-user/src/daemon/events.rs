@@ -127,68 +127,65 @@ pub(super) fn sync_rings(
     }
 }
 
-/// Waits until one of `rings` has events, and drains it. A ring that fails is dropped from
-/// the list (logged).
-pub(super) async fn next_events(rings: &mut Vec<Ring>) -> Vec<DpEvent> {
+/// Waits until one of `items` is ready and `serve` has taken what it holds. One that fails is
+/// dropped from the list (`serve` logs why) and yields `R::default()`.
+async fn serve_first<T, R: Default>(
+    items: &mut Vec<T>,
+    mut serve: impl FnMut(&mut T, &mut std::task::Context<'_>) -> std::task::Poll<Option<R>>,
+) -> R {
     use std::task::Poll;
     std::future::poll_fn(|cx| {
-        let mut failed = None;
-        for (i, ring) in rings.iter_mut().enumerate() {
-            match ring.fd.poll_read_ready_mut(cx) {
-                Poll::Ready(Ok(mut guard)) => {
-                    let mut seen = Vec::new();
-                    while let Some(item) = guard.get_inner_mut().next() {
-                        seen.extend(log_event(&ring.iface, ring.ifindex, &item));
-                    }
-                    guard.clear_ready();
-                    return Poll::Ready(seen);
-                }
-                Poll::Ready(Err(err)) => {
-                    warn!(iface = %ring.iface, error = %err, "data-plane events stopped");
-                    failed = Some(i);
-                    break;
+        for i in 0..items.len() {
+            match serve(&mut items[i], cx) {
+                Poll::Ready(Some(r)) => return Poll::Ready(r),
+                Poll::Ready(None) => {
+                    items.remove(i);
+                    return Poll::Ready(R::default());
                 }
                 Poll::Pending => {}
             }
         }
-        match failed {
-            Some(i) => {
-                rings.remove(i);
-                Poll::Ready(Vec::new())
+        Poll::Pending
+    })
+    .await
+}
+
+/// Waits until one of `rings` has events, and drains it. A ring that fails is dropped from
+/// the list (logged).
+pub(super) async fn next_events(rings: &mut Vec<Ring>) -> Vec<DpEvent> {
+    serve_first(rings, |ring, cx| {
+        ring.fd.poll_read_ready_mut(cx).map(|ready| match ready {
+            Ok(mut guard) => {
+                let mut seen = Vec::new();
+                while let Some(item) = guard.get_inner_mut().next() {
+                    seen.extend(log_event(&ring.iface, ring.ifindex, &item));
+                }
+                guard.clear_ready();
+                Some(seen)
             }
-            None => Poll::Pending,
-        }
+            Err(err) => {
+                warn!(iface = %ring.iface, error = %err, "data-plane events stopped");
+                None
+            }
+        })
     })
     .await
 }
 
 /// Waits until one of the kernel-side logs has lines, and flushes it to the daemon's log.
 pub(super) async fn flush_logs(logs: &mut Vec<(u32, AsyncFd<KernelLog>)>) {
-    use std::task::Poll;
-    std::future::poll_fn(|cx| {
-        let mut failed = None;
-        for (i, (_, log)) in logs.iter_mut().enumerate() {
-            match log.poll_read_ready_mut(cx) {
-                Poll::Ready(Ok(mut guard)) => {
-                    guard.get_inner_mut().flush();
-                    guard.clear_ready();
-                    return Poll::Ready(());
-                }
-                Poll::Ready(Err(err)) => {
-                    warn!(error = %err, "kernel-side logs stopped");
-                    failed = Some(i);
-                    break;
-                }
-                Poll::Pending => {}
+    serve_first(logs, |(_, log), cx| {
+        log.poll_read_ready_mut(cx).map(|ready| match ready {
+            Ok(mut guard) => {
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
+                Some(())
             }
-        }
-        match failed {
-            Some(i) => {
-                logs.remove(i);
-                Poll::Ready(())
+            Err(err) => {
+                warn!(error = %err, "kernel-side logs stopped");
+                None
             }
-            None => Poll::Pending,
-        }
+        })
     })
     .await
 }

@@ -80,6 +80,7 @@ async fn bind_listeners(
             config.control_socket.display()
         )
     })?;
+    socket_aliases(config)?;
     let metrics_listener = match config.metrics_listen {
         Some(addr) => Some(
             tokio::net::TcpListener::bind(addr)
@@ -92,6 +93,43 @@ async fn bind_listeners(
         info!(%addr, "metrics at http://{addr}/metrics");
     }
     Ok((control, metrics_listener))
+}
+
+/// Each other interface served gets `/run/xvrrp/<interface>.sock` as a symlink to the control
+/// socket, so that `xvrrp status -i <interface>` finds the daemon. A socket there that answers
+/// is another xvrrp's, which serves that interface: refused before anything is touched.
+fn socket_aliases(config: &Config) -> anyhow::Result<()> {
+    for iface in config.interfaces() {
+        let alias = control::default_socket(&iface);
+        if alias == config.control_socket {
+            continue;
+        }
+        if std::fs::symlink_metadata(&alias).is_ok() {
+            if std::fs::read_link(&alias).is_ok_and(|t| t == config.control_socket) {
+                continue;
+            }
+            if std::os::unix::net::UnixStream::connect(&alias).is_ok() {
+                anyhow::bail!(
+                    "another xvrrp serves {iface} (its control socket {} answers); stop it first",
+                    alias.display()
+                );
+            }
+            let _ = std::fs::remove_file(&alias);
+        }
+        std::os::unix::fs::symlink(&config.control_socket, &alias)
+            .with_context(|| format!("linking {} to the control socket", alias.display()))?;
+    }
+    Ok(())
+}
+
+/// Removes the symlinks [`socket_aliases`] made.
+fn remove_socket_aliases(config: &Config) {
+    for iface in config.interfaces() {
+        let alias = control::default_socket(&iface);
+        if std::fs::read_link(&alias).is_ok_and(|t| t == config.control_socket) {
+            let _ = std::fs::remove_file(&alias);
+        }
+    }
 }
 
 /// The engine's clock: CLOCK_MONOTONIC in microseconds. The data plane's times

@@ -201,6 +201,10 @@ pub(super) fn retire_ports(config: &Config, shell: &mut Shell) {
     for index in gone {
         if let Some(port) = shell.ports.remove(&index) {
             restore_sysctls(&port.sysctls);
+            let alias = control::default_socket(&port.site.iface);
+            if std::fs::read_link(&alias).is_ok_and(|t| t == config.control_socket) {
+                let _ = std::fs::remove_file(&alias);
+            }
             info!(iface = %port.site.iface, "an interface is no longer served: its data plane is detached");
             shell.ports_changed = true;
         }
@@ -348,6 +352,9 @@ async fn conclude_reload(
     if reloaded {
         shell.rerouted(engine, old_routes).await;
         retire_ports(config, shell);
+        if let Err(err) = socket_aliases(config) {
+            warn!(error = %format!("{err:#}"), "cannot link the control socket for a new interface");
+        }
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 }

@@ -96,6 +96,7 @@ pub(super) async fn stop(
     let Shell { hooks, ports, .. } = shell;
     drop(ports);
     hooks.finish().await;
+    remove_socket_aliases(config);
     let _ = std::fs::remove_file(&config.control_socket);
     if let Some(events) = &config.event_socket {
         let _ = std::fs::remove_file(events);
