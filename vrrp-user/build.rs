@@ -1,5 +1,5 @@
 //! Builds the XDP program (the `vrrp-ebpf` crate) for the BPF target with the nightly toolchain
-//! and bpf-linker, and leaves the object in OUT_DIR, where `src/dataplane.rs` embeds it. So one
+//! and bpf-linker, and leaves the object in OUT_DIR, where `src/dataplane/mod.rs` embeds it. So one
 //! `cargo build` builds both halves. `cargo xtask setup` installs what this needs.
 //!
 //! The nested build's output is kept: a build that succeeds prints nothing (cargo would show

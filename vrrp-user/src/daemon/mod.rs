@@ -153,10 +153,18 @@ pub async fn run(
     config_path: &std::path::Path,
     kernel_log: KernelLogLevel,
 ) -> anyhow::Result<()> {
-    let listeners = bind_listeners(&config).await?;
+    let listeners = bind_listeners(&config).await;
     let safety = ErrorExit::of(&config);
-    let result = run_bound(config, config_path, kernel_log, listeners).await;
+    let result = match listeners {
+        Ok(listeners) => run_bound(config, config_path, kernel_log, listeners).await,
+        // Nothing was touched yet but the control socket's links.
+        Err(e) => {
+            remove_socket_aliases(&config);
+            return Err(e);
+        }
+    };
     if result.is_err() {
+        remove_socket_aliases(&safety.config);
         safety.clean_up().await;
     }
     result
@@ -169,11 +177,14 @@ struct ErrorExit {
     /// Each VIP and the interface it goes on.
     vips: Vec<(IpAddr, String)>,
     routes: Vec<crate::config::Route>,
+    /// The configuration (for the control socket's links).
+    config: Config,
 }
 
 impl ErrorExit {
     fn of(config: &Config) -> Self {
         Self {
+            config: config.clone(),
             fenced: config.mysql.iter().filter(|t| t.fence).cloned().collect(),
             vips: if config.configure_vips {
                 config

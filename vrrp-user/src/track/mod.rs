@@ -3,6 +3,10 @@
 //! counts as a failure; every child is reaped. Rise and fall turn runs into state changes,
 //! which go to the event loop as engine inputs.
 
+pub mod mysql;
+pub mod process;
+pub mod scripts;
+
 use std::{process::Stdio, time::Duration};
 
 #[cfg(test)]
