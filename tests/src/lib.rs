@@ -480,20 +480,36 @@ impl Lab {
         ])?;
         self.switch.ip(&["link", "set", "br1", "up"])?;
         for h in &self.hosts {
-            let (iface, port) = (self.inside_iface(&h.name), self.inside_port(&h.name));
-            let n = h.mac[5];
-            let mac = mac_text(&[0x02, 0, 0, 0, 0x01, n]);
-            self.veth_to_switch(&h.ns, (&iface, &mac), &port, "br1")?;
-            h.ns.ip(&["addr", "add", &format!("198.51.100.{n}/24"), "dev", &iface])?;
-            h.ns.ip(&["link", "set", &iface, "up"])?;
-            let prog = pass.try_clone()?;
-            let link = self
-                .switch
-                .run_in(move || xdp_pass::attach_native(&prog, &port))
-                .context("attaching the pass program to an inside port")?;
-            self.xdp_links.lock().expect("xdp links").push(link);
+            self.plug_inside(h, &pass)?;
         }
         Ok(())
+    }
+
+    /// Host `h`'s interface on the inside network, its port, address and pass program.
+    fn plug_inside(&self, h: &Host, pass: &OwnedFd) -> anyhow::Result<()> {
+        let (iface, port) = (self.inside_iface(&h.name), self.inside_port(&h.name));
+        let n = h.mac[5];
+        let mac = mac_text(&[0x02, 0, 0, 0, 0x01, n]);
+        self.veth_to_switch(&h.ns, (&iface, &mac), &port, "br1")?;
+        h.ns.ip(&["addr", "add", &format!("198.51.100.{n}/24"), "dev", &iface])?;
+        h.ns.ip(&["link", "set", &iface, "up"])?;
+        let prog = pass.try_clone()?;
+        let link = self
+            .switch
+            .run_in(move || xdp_pass::attach_native(&prog, &port))
+            .context("attaching the pass program to an inside port")?;
+        self.xdp_links.lock().expect("xdp links").push(link);
+        Ok(())
+    }
+
+    /// Deletes `host`'s inside interface (its veth: the bridge port goes with it), waits
+    /// `gone`, and creates it again under the same name, MAC and address (a new ifindex).
+    pub fn recreate_inside(&self, host: &str, gone: Duration) -> anyhow::Result<()> {
+        let h = self.host(host);
+        h.ns.ip(&["link", "del", &self.inside_iface(host)])?;
+        std::thread::sleep(gone);
+        let pass = xdp_pass::load().context("loading the XDP pass program")?;
+        self.plug_inside(h, &pass)
     }
 
     /// `host`'s interface on the inside network ([`Lab::add_inside`]).

@@ -291,11 +291,15 @@ fn one_daemon_serves_two_interfaces_and_a_sync_group_across_them_moves_together(
     }
     // `xvrrp status -i` finds the daemon by either interface.
     let by_inside = status_by(&lab.inside_iface("a"));
-    assert_eq!(
-        by_inside["instances"],
-        st["instances"].clone(),
-        "{by_inside}"
-    );
+    let names = |st: &serde_json::Value| -> Vec<String> {
+        st["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| format!("{} {}", i["name"], i["interface"]))
+            .collect()
+    };
+    assert_eq!(names(&by_inside), names(&st), "{by_inside}");
 
     // Cutting either link moves both VIPs (and the route).
     lab.set_inside_link("a", false).expect("cut inside");
@@ -460,4 +464,110 @@ fn a_sighup_that_adds_an_interface_attaches_it_without_touching_the_others() {
 
     a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
     b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+}
+
+/// `host`'s routes in the main table, as `ip route` prints them.
+fn main_routes(lab: &Lab, host: &str) -> String {
+    let out = lab
+        .run(host, "ip", &["route", "show"], Duration::from_secs(5))
+        .expect("ip route");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_route_is_retried_until_it_can_be_added_follows_a_reload_and_a_recreated_interface() {
+    if !privileged(
+        "a_route_is_retried_until_it_can_be_added_follows_a_reload_and_a_recreated_interface",
+    ) {
+        return;
+    }
+    let lab = Lab::new(&["a", "client"]).expect("lab");
+    lab.add_inside().expect("inside network");
+    let inside = lab.inside_iface("a");
+    let config = |routes: &str| {
+        lab.vrrp_config(
+            "a",
+            150,
+            &format!(
+                "vips = [\"{}/24\", \"{INSIDE_VIP}/24 dev {inside}\"]\nroutes = [{routes}]\n",
+                xvrrp_lab::LAB_VIP
+            ),
+        )
+        .replace(&format!("vips = [\"{}/24\"]\n", xvrrp_lab::LAB_VIP), "")
+    };
+    // The gateway is on no connected network yet: the route cannot be added.
+    let mut a = lab
+        .start_xvrrp("a", &config("\"10.50.0.0/16 via 203.0.113.254\""))
+        .expect("start a");
+    let within = Duration::from_secs(5);
+    assert!(
+        wait_for(within, || a.log().contains("cannot add route")),
+        "{}",
+        a.log()
+    );
+    assert!(!main_routes(&lab, "a").contains("10.50.0.0/16"));
+    // Once it is reachable, the retry adds it.
+    let out = lab
+        .run(
+            "a",
+            "ip",
+            &["addr", "add", "203.0.113.1/24", "dev", &inside],
+            Duration::from_secs(5),
+        )
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        wait_for(within, || main_routes(&lab, "a")
+            .contains("10.50.0.0/16 via 203.0.113.254")),
+        "{}\n{}",
+        main_routes(&lab, "a"),
+        a.log()
+    );
+    assert!(
+        a.log().contains("routes added after a failure"),
+        "{}",
+        a.log()
+    );
+    assert_eq!(
+        a.log().matches("cannot add route").count(),
+        1,
+        "logged once"
+    );
+
+    // A reload that changes the routes of the master: the old one goes, the new one comes,
+    // and the instance does not change state.
+    std::fs::write(
+        lab.workdir().join("a.toml"),
+        config("\"10.70.0.0/16 via 198.51.100.254\""),
+    )
+    .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(a.pid() as i32), Signal::SIGHUP).unwrap();
+    assert!(
+        wait_for(within, || {
+            let r = main_routes(&lab, "a");
+            r.contains("10.70.0.0/16 via 198.51.100.254") && !r.contains("10.50.0.0/16")
+        }),
+        "{}\n{}",
+        main_routes(&lab, "a"),
+        a.log()
+    );
+    assert_eq!(a.log().matches("new=master").count(), 1, "{}", a.log());
+
+    // The interface the inside VIP and the route go on is deleted (the instance goes to
+    // Fault) and created again under a new index: the VIP and the route are found there again.
+    lab.recreate_inside("a", Duration::from_millis(500))
+        .expect("recreate");
+    assert!(a.log().contains("new=fault"), "{}", a.log());
+    assert!(
+        wait_for(Duration::from_secs(8), || has_inside_vip(&lab, "a")
+            && main_routes(&lab, "a")
+                .contains("10.70.0.0/16 via 198.51.100.254")),
+        "{}\n{}",
+        main_routes(&lab, "a"),
+        a.log()
+    );
+    assert_eq!(a.log().matches("new=master").count(), 2, "{}", a.log());
+    a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    assert!(!main_routes(&lab, "a").contains("10.70.0.0/16"));
+    assert!(!has_inside_vip(&lab, "a"));
 }
