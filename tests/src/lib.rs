@@ -317,6 +317,24 @@ pub const PIN_ROOT: &str = "/sys/fs/bpf/xvrrp";
 /// The lab subnet: 192.0.2.0/24 (TEST-NET-1), only ever inside the lab's own namespaces.
 pub const SUBNET_PREFIX: u8 = 24;
 
+/// Adds bridge `name` in the switch's namespace, up, with no STP and no forwarding delay:
+/// ports forward at once.
+fn add_bridge(switch: &Netns, name: &str) -> anyhow::Result<()> {
+    switch.ip(&["link", "add", name, "type", "bridge"])?;
+    switch.ip(&[
+        "link",
+        "set",
+        name,
+        "type",
+        "bridge",
+        "stp_state",
+        "0",
+        "forward_delay",
+        "0",
+    ])?;
+    switch.ip(&["link", "set", name, "up"])
+}
+
 /// A lab: hosts on one bridge. Hosts get 192.0.2.1, .2, ... in the order given.
 pub struct Lab {
     tag: String,
@@ -335,20 +353,7 @@ impl Lab {
         ensure!(host_names.len() < 100, "too many hosts");
         let tag = unique_tag();
         let switch = Netns::create(&format!("xv{tag}-sw"))?;
-        switch.ip(&["link", "add", "br0", "type", "bridge"])?;
-        // No STP and no forwarding delay: ports forward at once.
-        switch.ip(&[
-            "link",
-            "set",
-            "br0",
-            "type",
-            "bridge",
-            "stp_state",
-            "0",
-            "forward_delay",
-            "0",
-        ])?;
-        switch.ip(&["link", "set", "br0", "up"])?;
+        add_bridge(&switch, "br0")?;
         let workdir = std::env::temp_dir().join(format!("xvrrp-lab-{tag}"));
         fs::create_dir_all(&workdir)?;
         let mut lab = Self {
@@ -466,19 +471,7 @@ impl Lab {
     /// program, as the lab's do, so that a data plane on the inside can answer with XDP_TX.
     pub fn add_inside(&self) -> anyhow::Result<()> {
         let pass = xdp_pass::load().context("loading the XDP pass program for the inside ports")?;
-        self.switch.ip(&["link", "add", "br1", "type", "bridge"])?;
-        self.switch.ip(&[
-            "link",
-            "set",
-            "br1",
-            "type",
-            "bridge",
-            "stp_state",
-            "0",
-            "forward_delay",
-            "0",
-        ])?;
-        self.switch.ip(&["link", "set", "br1", "up"])?;
+        add_bridge(&self.switch, "br1")?;
         for h in &self.hosts {
             self.plug_inside(h, &pass)?;
         }

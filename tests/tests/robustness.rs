@@ -602,11 +602,46 @@ fn error_exits_leave_alone_what_they_do_not_own() {
         .unwrap();
     assert!(!String::from_utf8_lossy(&link.stdout).contains("xdp"));
     assert!(!has(&lab, "client", VIP));
+    // A second daemon (another main interface) with an instance on the interface this one
+    // serves: refused before it touches anything, naming the interface.
+    for args in [
+        &[
+            "link", "add", "sec0", "type", "veth", "peer", "name", "sec0p",
+        ][..],
+        &["link", "set", "sec0p", "up"][..],
+        &["link", "set", "sec0", "up"][..],
+        &["addr", "add", "10.99.0.1/24", "dev", "sec0"][..],
+    ] {
+        let out = lab.run("a", "ip", args, Duration::from_secs(5)).unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    let both = format!(
+        "interface = \"sec0\"\n[[instance]]\nvrid = 9\nvips = [\"10.99.0.100/24\"]\n\n\
+         [[instance]]\ninterface = \"{}\"\nvrid = 52\nvips = [\"192.0.2.152/24\"]\n",
+        lab.host("a").iface
+    );
+    let (code, log) = run_to_end(&lab, "a", &both);
+    assert_eq!(code, Some(1), "{log}");
+    assert!(
+        log.contains(&format!("another xvrrp serves {}", lab.host("a").iface)),
+        "{log}"
+    );
+    assert!(!Path::new(PIN_ROOT).join("sec0").join("link").exists());
+    assert!(
+        !Path::new("/run/xvrrp/sec0.sock").exists(),
+        "the refused daemon leaves no socket"
+    );
+    lab.wait_answered_by("client", "a", VIP, 2, Duration::from_secs(1));
+    assert!(a.running());
     // The interface missing: refused, naming it.
     let gone = cfg.replace(&lab.host("a").iface, "nosuchif0");
     let (code, log) = run_to_end(&lab, "client", &gone);
     assert_eq!(code, Some(1), "{log}");
     assert!(log.contains("nosuchif0"), "{log}");
+    assert!(
+        !Path::new("/run/xvrrp/nosuchif0.sock").exists(),
+        "an error exit leaves no control socket"
+    );
     drop(taken);
     a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
 }

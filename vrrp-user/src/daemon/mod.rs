@@ -80,19 +80,28 @@ async fn bind_listeners(
             config.control_socket.display()
         )
     })?;
-    socket_aliases(config)?;
-    let metrics_listener = match config.metrics_listen {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding the metrics endpoint {addr}"))?,
-        ),
-        None => None,
+    let rest = async {
+        socket_aliases(config)?;
+        match config.metrics_listen {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the metrics endpoint {addr}"))?;
+                info!(%addr, "metrics at http://{addr}/metrics");
+                anyhow::Ok(Some(listener))
+            }
+            None => Ok(None),
+        }
     };
-    if let Some(addr) = config.metrics_listen {
-        info!(%addr, "metrics at http://{addr}/metrics");
+    match rest.await {
+        Ok(metrics_listener) => Ok((control, metrics_listener)),
+        Err(e) => {
+            // The socket is this daemon's (bound above): it goes with it.
+            remove_socket_aliases(config);
+            let _ = std::fs::remove_file(&config.control_socket);
+            Err(e)
+        }
     }
-    Ok((control, metrics_listener))
 }
 
 /// Each other interface served gets `/run/xvrrp/<interface>.sock` as a symlink to the control
@@ -153,18 +162,12 @@ pub async fn run(
     config_path: &std::path::Path,
     kernel_log: KernelLogLevel,
 ) -> anyhow::Result<()> {
-    let listeners = bind_listeners(&config).await;
+    let listeners = bind_listeners(&config).await?;
     let safety = ErrorExit::of(&config);
-    let result = match listeners {
-        Ok(listeners) => run_bound(config, config_path, kernel_log, listeners).await,
-        // Nothing was touched yet but the control socket's links.
-        Err(e) => {
-            remove_socket_aliases(&config);
-            return Err(e);
-        }
-    };
+    let result = run_bound(config, config_path, kernel_log, listeners).await;
     if result.is_err() {
         remove_socket_aliases(&safety.config);
+        let _ = std::fs::remove_file(&safety.config.control_socket);
         safety.clean_up().await;
     }
     result
@@ -256,6 +259,10 @@ async fn run_bound(
         .with_context(|| format!("mounting the BPF filesystem at {}", config.bpffs.display()))?;
     let heartbeat_limit = Duration::from_millis(config.heartbeat_limit_ms);
     let interfaces = config.interfaces();
+    // Every interface is there before any data plane loads (a second each).
+    for iface in &interfaces {
+        interface(iface).with_context(|| format!("interface {iface}"))?;
+    }
     // A daemon that stopped for a hitless restart left its programs attached and its maps
     // pinned, with a marker: take them over instead of starting afresh. What the tracks last
     // said, as it left them: the instances start from it, not from a Fault that would drop

@@ -33,6 +33,16 @@ fn prepare(
     for iface in new.interfaces() {
         if shell.index_of(&iface) == 0 {
             let (mac, _) = interface(&iface).with_context(|| format!("interface {iface}"))?;
+            // Another daemon serving it would lose its XDP program to this one.
+            let alias = control::default_socket(&iface);
+            if !std::fs::read_link(&alias).is_ok_and(|t| t == new.control_socket)
+                && std::os::unix::net::UnixStream::connect(&alias).is_ok()
+            {
+                anyhow::bail!(
+                    "another xvrrp serves {iface} (its control socket {} answers)",
+                    alias.display()
+                );
+            }
             jobs.push((iface, mac));
         }
     }
