@@ -8,7 +8,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf},
     programs::{
         ProgramError, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
@@ -185,6 +185,7 @@ pub const PINNED_LINK: &str = "link";
 /// A loaded XDP program and its maps.
 pub struct DataPlane {
     ebpf: Ebpf,
+    maps: Maps,
     pin_dir: Option<PathBuf>,
     /// The XDP link, pinned in bpffs: the program stays attached if the daemon dies, and then
     /// the heartbeat check is what stops its answers.
@@ -244,8 +245,10 @@ impl DataPlane {
             action: "load (verifier)",
             source,
         })?;
+        let maps = Maps::take(&mut ebpf)?;
         Ok(Self {
             ebpf,
+            maps,
             pin_dir: reuse.map(Path::to_owned),
             attachment: None,
             keep: false,
@@ -432,8 +435,8 @@ impl DataPlane {
         for (name, file) in PINNED_MAPS {
             let path = dir.join(file);
             let map = self
-                .ebpf
-                .map(name)
+                .maps
+                .named(name)
                 .ok_or(DataPlaneError::Missing { what: "map", name })?;
             if path.exists() && self.keep_pins_of(&path, map) {
                 continue;
@@ -447,8 +450,8 @@ impl DataPlane {
                 })?;
             }
             let map = self
-                .ebpf
-                .map(name)
+                .maps
+                .named(name)
                 .ok_or(DataPlaneError::Missing { what: "map", name })?;
             map.pin(&path).map_err(|source| DataPlaneError::Pin {
                 name,
@@ -503,16 +506,10 @@ impl DataPlane {
     /// live master of `value.vrid` (in the family of `addr`).
     pub fn set_vip(&mut self, addr: IpAddr, value: VipValue) -> Result<()> {
         match addr {
-            IpAddr::V4(a) => self.hash_map::<Vip4Key, VipValue>(MAP_VIPS_V4)?.insert(
-                Vip4Key { addr: a.octets() },
-                value,
-                0,
-            ),
-            IpAddr::V6(a) => self.hash_map::<Vip6Key, VipValue>(MAP_VIPS_V6)?.insert(
-                Vip6Key { addr: a.octets() },
-                value,
-                0,
-            ),
+            IpAddr::V4(a) => hash_map::<Vip4Key, VipValue>(&mut self.maps.vips_v4, MAP_VIPS_V4)?
+                .insert(Vip4Key { addr: a.octets() }, value, 0),
+            IpAddr::V6(a) => hash_map::<Vip6Key, VipValue>(&mut self.maps.vips_v6, MAP_VIPS_V6)?
+                .insert(Vip6Key { addr: a.octets() }, value, 0),
         }
         .map_err(|source| update_error(addr, source))
     }
@@ -521,11 +518,9 @@ impl DataPlane {
     /// unanswered by the program) or present again.
     pub fn set_vip_absent(&mut self, addr: IpAddr, absent: bool) -> Result<()> {
         let current = match addr {
-            IpAddr::V4(a) => self
-                .hash_map::<Vip4Key, VipValue>(MAP_VIPS_V4)?
+            IpAddr::V4(a) => hash_map::<Vip4Key, VipValue>(&mut self.maps.vips_v4, MAP_VIPS_V4)?
                 .get(&Vip4Key { addr: a.octets() }, 0),
-            IpAddr::V6(a) => self
-                .hash_map::<Vip6Key, VipValue>(MAP_VIPS_V6)?
+            IpAddr::V6(a) => hash_map::<Vip6Key, VipValue>(&mut self.maps.vips_v6, MAP_VIPS_V6)?
                 .get(&Vip6Key { addr: a.octets() }, 0),
         }
         .map_err(|source| update_error(addr, source))?;
@@ -546,22 +541,22 @@ impl DataPlane {
     /// answered or accepted. Returns how many entries of each went.
     pub fn prune(&mut self, keep: &Keep) -> Result<Pruned> {
         let mut pruned = Pruned::default();
-        let vips4: Vec<Vip4Key> = self
-            .hash_map::<Vip4Key, VipValue>(MAP_VIPS_V4)?
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| !keep.vips.contains(&IpAddr::from(k.addr)))
-            .collect();
+        let vips4: Vec<Vip4Key> =
+            hash_map::<Vip4Key, VipValue>(&mut self.maps.vips_v4, MAP_VIPS_V4)?
+                .keys()
+                .filter_map(|k| k.ok())
+                .filter(|k| !keep.vips.contains(&IpAddr::from(k.addr)))
+                .collect();
         for k in vips4 {
             self.remove_vip(IpAddr::from(k.addr))?;
             pruned.vips += 1;
         }
-        let vips6: Vec<Vip6Key> = self
-            .hash_map::<Vip6Key, VipValue>(MAP_VIPS_V6)?
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| !keep.vips.contains(&IpAddr::from(k.addr)))
-            .collect();
+        let vips6: Vec<Vip6Key> =
+            hash_map::<Vip6Key, VipValue>(&mut self.maps.vips_v6, MAP_VIPS_V6)?
+                .keys()
+                .filter_map(|k| k.ok())
+                .filter(|k| !keep.vips.contains(&IpAddr::from(k.addr)))
+                .collect();
         for k in vips6 {
             self.remove_vip(IpAddr::from(k.addr))?;
             pruned.vips += 1;
@@ -577,7 +572,7 @@ impl DataPlane {
                 }
             }
         }
-        let mut peers = self.hash_map::<PeerKey, u32>(MAP_PEERS)?;
+        let mut peers = hash_map::<PeerKey, u32>(&mut self.maps.peers, MAP_PEERS)?;
         let gone: Vec<PeerKey> = peers
             .keys()
             .filter_map(|k| k.ok())
@@ -600,11 +595,9 @@ impl DataPlane {
     /// Withdraws a VIP: the program passes requests for it to the kernel again.
     pub fn remove_vip(&mut self, addr: IpAddr) -> Result<()> {
         let result = match addr {
-            IpAddr::V4(a) => self
-                .hash_map::<Vip4Key, VipValue>(MAP_VIPS_V4)?
+            IpAddr::V4(a) => hash_map::<Vip4Key, VipValue>(&mut self.maps.vips_v4, MAP_VIPS_V4)?
                 .remove(&Vip4Key { addr: a.octets() }),
-            IpAddr::V6(a) => self
-                .hash_map::<Vip6Key, VipValue>(MAP_VIPS_V6)?
+            IpAddr::V6(a) => hash_map::<Vip6Key, VipValue>(&mut self.maps.vips_v6, MAP_VIPS_V6)?
                 .remove(&Vip6Key { addr: a.octets() }),
         };
         match result {
@@ -615,7 +608,7 @@ impl DataPlane {
 
     /// Sets the whole state of a VRID (role, flags, version).
     pub fn set_vrid(&mut self, family: Family, vrid: u8, state: VridState) -> Result<()> {
-        self.array::<VridState>(MAP_VRIDS)?
+        array::<VridState>(&mut self.maps.vrids, MAP_VRIDS)?
             .set(slot(family.is_v6(), vrid), state, 0)
             .map_err(|source| DataPlaneError::MapUpdate {
                 name: MAP_VRIDS,
@@ -625,7 +618,7 @@ impl DataPlane {
 
     /// The state of a VRID.
     pub fn vrid(&self, family: Family, vrid: u8) -> Result<VridState> {
-        self.array_ref::<VridState>(MAP_VRIDS)?
+        array_ref::<VridState>(&self.maps.vrids, MAP_VRIDS)?
             .get(&slot(family.is_v6(), vrid), 0)
             .map_err(|source| DataPlaneError::MapUpdate {
                 name: MAP_VRIDS,
@@ -645,7 +638,7 @@ impl DataPlane {
     /// Allows unicast adverts for a VRID from `peer`.
     pub fn add_peer(&mut self, vrid: u8, peer: IpAddr) -> Result<()> {
         let key = peer_key(vrid, peer);
-        self.hash_map::<PeerKey, u32>(MAP_PEERS)?
+        hash_map::<PeerKey, u32>(&mut self.maps.peers, MAP_PEERS)?
             .insert(key, 1, 0)
             .map_err(|source| DataPlaneError::MapUpdate {
                 name: MAP_PEERS,
@@ -655,7 +648,7 @@ impl DataPlane {
 
     /// Writes the heartbeat the program checks before answering for a VIP.
     pub fn heartbeat(&mut self, now_ns: u64) -> Result<()> {
-        self.array::<Heartbeat>(MAP_HEARTBEAT)?
+        array::<Heartbeat>(&mut self.maps.heartbeat, MAP_HEARTBEAT)?
             .set(0, Heartbeat { ns: now_ns }, 0)
             .map_err(|source| DataPlaneError::MapUpdate {
                 name: MAP_HEARTBEAT,
@@ -665,7 +658,7 @@ impl DataPlane {
 
     /// The last valid advert seen for a VRID.
     pub fn liveness(&self, family: Family, vrid: u8) -> Result<Liveness> {
-        self.array_ref::<Liveness>(MAP_LIVENESS)?
+        array_ref::<Liveness>(&self.maps.liveness, MAP_LIVENESS)?
             .get(&slot(family.is_v6(), vrid), 0)
             .map_err(|source| DataPlaneError::MapUpdate {
                 name: MAP_LIVENESS,
@@ -675,71 +668,111 @@ impl DataPlane {
 
     /// A VRID's counters, summed over all CPUs.
     pub fn vrid_stats(&self, family: Family, vrid: u8) -> Result<VridStats> {
-        self.per_cpu_sum(MAP_VRID_STATS, slot(family.is_v6(), vrid))
+        per_cpu_sum(
+            &self.maps.vrid_stats,
+            MAP_VRID_STATS,
+            slot(family.is_v6(), vrid),
+        )
     }
 
     /// A VIP's counters (by its `stats_index`), summed over all CPUs.
     pub fn vip_stats(&self, stats_index: u32) -> Result<VipStats> {
-        self.per_cpu_sum(MAP_VIP_STATS, stats_index)
+        per_cpu_sum(&self.maps.vip_stats, MAP_VIP_STATS, stats_index)
     }
 
     /// The event ring buffer; it can be taken once.
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
-        let map = self
-            .ebpf
-            .take_map(MAP_EVENTS)
-            .ok_or(DataPlaneError::Missing {
-                what: "map",
-                name: MAP_EVENTS,
-            })?;
+        let map = self.maps.events.take().ok_or(DataPlaneError::Missing {
+            what: "map",
+            name: MAP_EVENTS,
+        })?;
         RingBuf::try_from(map).map_err(|source| DataPlaneError::MapType {
             name: MAP_EVENTS,
             source,
         })
     }
+}
 
-    fn per_cpu_sum<T: Counters + aya::Pod>(&self, name: &'static str, index: u32) -> Result<T> {
-        let map = self
-            .ebpf
-            .map(name)
-            .ok_or(DataPlaneError::Missing { what: "map", name })?;
-        let array: PerCpuArray<&MapData, T> = PerCpuArray::try_from(map)
-            .map_err(|source| DataPlaneError::MapType { name, source })?;
-        let per_cpu = array
-            .get(&index, 0)
-            .map_err(|source| DataPlaneError::MapUpdate { name, source })?;
-        let mut total = T::default();
-        for cpu in per_cpu.iter() {
-            total.add(cpu);
-        }
-        Ok(total)
+/// A per-CPU array entry summed over all CPUs.
+fn per_cpu_sum<T: Counters + aya::Pod>(map: &Map, name: &'static str, index: u32) -> Result<T> {
+    let array: PerCpuArray<&MapData, T> =
+        PerCpuArray::try_from(map).map_err(|source| DataPlaneError::MapType { name, source })?;
+    let per_cpu = array
+        .get(&index, 0)
+        .map_err(|source| DataPlaneError::MapUpdate { name, source })?;
+    let mut total = T::default();
+    for cpu in per_cpu.iter() {
+        total.add(cpu);
+    }
+    Ok(total)
+}
+
+fn hash_map<'a, K: aya::Pod, V: aya::Pod>(
+    map: &'a mut Map,
+    name: &'static str,
+) -> Result<HashMap<&'a mut MapData, K, V>> {
+    HashMap::try_from(map).map_err(|source| DataPlaneError::MapType { name, source })
+}
+
+fn array<'a, V: aya::Pod>(
+    map: &'a mut Map,
+    name: &'static str,
+) -> Result<Array<&'a mut MapData, V>> {
+    Array::try_from(map).map_err(|source| DataPlaneError::MapType { name, source })
+}
+
+fn array_ref<'a, V: aya::Pod>(map: &'a Map, name: &'static str) -> Result<Array<&'a MapData, V>> {
+    Array::try_from(map).map_err(|source| DataPlaneError::MapType { name, source })
+}
+
+/// The object's shared maps, taken out of it once it is loaded: each access goes to its field
+/// and is typed there, with no lookup by name.
+struct Maps {
+    vips_v4: Map,
+    vips_v6: Map,
+    vrids: Map,
+    liveness: Map,
+    vrid_stats: Map,
+    vip_stats: Map,
+    peers: Map,
+    heartbeat: Map,
+    /// The event ring, until the loop takes it.
+    events: Option<Map>,
+}
+
+impl Maps {
+    fn take(ebpf: &mut Ebpf) -> Result<Self> {
+        let mut take = |name: &'static str| {
+            ebpf.take_map(name)
+                .ok_or(DataPlaneError::Missing { what: "map", name })
+        };
+        Ok(Self {
+            vips_v4: take(MAP_VIPS_V4)?,
+            vips_v6: take(MAP_VIPS_V6)?,
+            vrids: take(MAP_VRIDS)?,
+            liveness: take(MAP_LIVENESS)?,
+            vrid_stats: take(MAP_VRID_STATS)?,
+            vip_stats: take(MAP_VIP_STATS)?,
+            peers: take(MAP_PEERS)?,
+            heartbeat: take(MAP_HEARTBEAT)?,
+            events: Some(take(MAP_EVENTS)?),
+        })
     }
 
-    fn hash_map<K: aya::Pod, V: aya::Pod>(
-        &mut self,
-        name: &'static str,
-    ) -> Result<HashMap<&mut MapData, K, V>> {
-        let map = self
-            .ebpf
-            .map_mut(name)
-            .ok_or(DataPlaneError::Missing { what: "map", name })?;
-        HashMap::try_from(map).map_err(|source| DataPlaneError::MapType { name, source })
-    }
-
-    fn array<V: aya::Pod>(&mut self, name: &'static str) -> Result<Array<&mut MapData, V>> {
-        let map = self
-            .ebpf
-            .map_mut(name)
-            .ok_or(DataPlaneError::Missing { what: "map", name })?;
-        Array::try_from(map).map_err(|source| DataPlaneError::MapType { name, source })
-    }
-
-    fn array_ref<V: aya::Pod>(&self, name: &'static str) -> Result<Array<&MapData, V>> {
-        let map = self
-            .ebpf
-            .map(name)
-            .ok_or(DataPlaneError::Missing { what: "map", name })?;
-        Array::try_from(map).map_err(|source| DataPlaneError::MapType { name, source })
+    /// The map of object name `name` (one of [`PINNED_MAPS`]), if it is still here.
+    fn named(&self, name: &str) -> Option<&Map> {
+        Some(match name {
+            MAP_VIPS_V4 => &self.vips_v4,
+            MAP_VIPS_V6 => &self.vips_v6,
+            MAP_VRIDS => &self.vrids,
+            MAP_LIVENESS => &self.liveness,
+            MAP_VRID_STATS => &self.vrid_stats,
+            MAP_VIP_STATS => &self.vip_stats,
+            MAP_PEERS => &self.peers,
+            MAP_HEARTBEAT => &self.heartbeat,
+            MAP_EVENTS => self.events.as_ref()?,
+            _ => return None,
+        })
     }
 }
 
