@@ -571,3 +571,75 @@ fn a_route_is_retried_until_it_can_be_added_follows_a_reload_and_a_recreated_int
     assert!(!main_routes(&lab, "a").contains("10.70.0.0/16"));
     assert!(!has_inside_vip(&lab, "a"));
 }
+
+#[test]
+fn a_sighup_that_would_add_an_interface_another_daemon_serves_is_refused() {
+    if !privileged("a_sighup_that_would_add_an_interface_another_daemon_serves_is_refused") {
+        return;
+    }
+    let lab = Lab::new(&["a", "client"]).expect("lab");
+    lab.add_inside().expect("inside network");
+    let inside = lab.inside_iface("a");
+    // A second daemon on the same host serves the inside interface.
+    let other = format!(
+        "interface = \"{inside}\"\nxdp_mode = \"native\"\nheartbeat_limit_ms = 200\n\n\
+         [[instance]]\nname = \"in\"\nvrid = 10\npriority = 150\nadvert_interval_ms = 100\n\
+         vips = [\"{INSIDE_VIP}/24\"]\n"
+    );
+    let path = lab.workdir().join("other.toml");
+    std::fs::write(&path, &other).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let mut b = lab
+        .spawn(
+            "a",
+            &xvrrp_lab::xvrrp_bin(),
+            &["run", "--config", path.to_str().unwrap()],
+            "xvrrp-other",
+        )
+        .expect("second daemon");
+    assert!(
+        wait_for(Duration::from_secs(20), || b
+            .log()
+            .contains("xvrrp running")),
+        "{}",
+        b.log()
+    );
+    let mut a = lab
+        .start_xvrrp("a", &outside_and_maybe_inside(&lab, "a", 150, false))
+        .expect("start a");
+    lab.wait_answered_by("client", "a", xvrrp_lab::LAB_VIP, 2, Duration::from_secs(5));
+    // a's file now names the inside interface too: refused, nothing of it applied.
+    std::fs::write(
+        lab.workdir().join("a.toml"),
+        outside_and_maybe_inside(&lab, "a", 150, true),
+    )
+    .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(a.pid() as i32), Signal::SIGHUP).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || a
+            .log()
+            .contains("reload refused")),
+        "{}",
+        a.log()
+    );
+    assert!(
+        a.log().contains(&format!("another xvrrp serves {inside}")),
+        "{}",
+        a.log()
+    );
+    assert!(
+        !a.log().contains("a new interface is served"),
+        "{}",
+        a.log()
+    );
+    // The other daemon keeps its interface and answers there.
+    assert!(b.running());
+    assert!(
+        wait_for(Duration::from_secs(3), || inside_answer(&lab)
+            == [inside_mac(&lab, "a")]),
+        "the other daemon still answers on the inside"
+    );
+    assert_eq!(status_by(&inside)["instances"][0]["name"], "in");
+    a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+}
