@@ -166,21 +166,14 @@ pub async fn run(
     let safety = ErrorExit::of(&config);
     let result = run_bound(config, config_path, kernel_log, listeners).await;
     if result.is_err() {
-        remove_socket_aliases(&safety.config);
-        let _ = std::fs::remove_file(&safety.config.control_socket);
         safety.clean_up().await;
     }
     result
 }
 
-/// What an error exit puts right: the fenced servers, and the routes and VIPs of the
-/// configuration.
+/// What an error exit puts right, from the configuration: the servers it fences, its routes,
+/// its VIPs, and the control socket with its links.
 struct ErrorExit {
-    fenced: Vec<crate::config::MysqlTarget>,
-    /// Each VIP and the interface it goes on.
-    vips: Vec<(IpAddr, String)>,
-    routes: Vec<crate::config::Route>,
-    /// The configuration (for the control socket's links).
     config: Config,
 }
 
@@ -188,54 +181,55 @@ impl ErrorExit {
     fn of(config: &Config) -> Self {
         Self {
             config: config.clone(),
-            fenced: config.mysql.iter().filter(|t| t.fence).cloned().collect(),
-            vips: if config.configure_vips {
-                config
-                    .instances
-                    .iter()
-                    .flat_map(|i| {
-                        i.all_vips().map(|v| {
-                            let dev = v.dev.as_ref().or(i.vmac_interface.as_ref());
-                            (v.addr, dev.unwrap_or(&i.interface).clone())
-                        })
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            },
-            routes: config
-                .instances
-                .iter()
-                .flat_map(|i| i.routes.iter().cloned())
-                .collect(),
         }
     }
 
-    /// Fences each server once and removes the VIPs (from the interface, or their macvlan),
-    /// then says what it could not put right.
+    /// Each VIP and the interface it goes on (its own `dev`, its macvlan, or its instance's).
+    fn vips(&self) -> Vec<(IpAddr, &str)> {
+        if !self.config.configure_vips {
+            return Vec::new();
+        }
+        self.config
+            .instances
+            .iter()
+            .flat_map(|i| {
+                i.all_vips().map(|v| {
+                    let dev = v.dev.as_ref().or(i.vmac_interface.as_ref());
+                    (v.addr, dev.unwrap_or(&i.interface).as_str())
+                })
+            })
+            .collect()
+    }
+
+    /// Fences each server once, removes the routes and the VIPs (from the interface, or their
+    /// macvlan) and the control socket, then says what it could not put right.
     async fn clean_up(self) {
+        let config = &self.config;
+        remove_socket_aliases(config);
+        let _ = std::fs::remove_file(&config.control_socket);
         let mut left = Vec::new();
-        for t in &self.fenced {
+        for t in config.mysql.iter().filter(|t| t.fence) {
             match mysql::fence_once(t).await {
                 Ok(()) => info!(target = %t.name, "error exit: the server is read-only"),
                 Err(e) => left.push(format!("MySQL {} may be writable ({e})", t.name)),
             }
         }
+        let vips = self.vips();
         if let Ok(addresses) = Addresses::connect() {
-            for route in &self.routes {
+            for route in config.instances.iter().flat_map(|i| &i.routes) {
                 if let Err(e) = addresses.remove_route(route).await {
                     left.push(format!("the route {route} may still be there ({e})"));
                 }
             }
-            for (addr, dev) in &self.vips {
-                let Ok(index) = nix::net::if_::if_nametoindex(dev.as_str()) else {
+            for (addr, dev) in &vips {
+                let Ok(index) = nix::net::if_::if_nametoindex(*dev) else {
                     continue;
                 };
                 if let Err(e) = addresses.remove(index, *addr).await {
                     left.push(format!("VIP {addr} may still be on {dev} ({e})"));
                 }
             }
-        } else if !self.vips.is_empty() {
+        } else if !vips.is_empty() {
             left.push("the VIPs may still be on the interface (no netlink)".to_owned());
         }
         if left.is_empty() {
@@ -407,17 +401,19 @@ async fn attach_ports(
     let mut vmacs = HashMap::new();
     for (mut port, published) in opened {
         let port_resume = resuming.contains(&port.site.iface);
-        vmacs.extend(attach_port(&mut port, published, config, port_resume, addresses).await?);
+        let wanted = published.wanted_vmacs;
+        vmacs.extend(attach_port(&mut port, wanted, config, port_resume, addresses).await?);
         ports.insert(port.site.ifindex, port);
     }
     Ok((ports, vmacs))
 }
 
 /// Attaches (or adopts) one port's data plane with its instances published, pins it and
-/// makes its virtual MACs; the macvlans by name.
+/// makes the virtual MACs its instances want (instance, macvlan name, MAC); the macvlans by
+/// name.
 async fn attach_port(
     port: &mut Port,
-    published: Published,
+    wanted_vmacs: Vec<(String, String, [u8; 6])>,
     config: &Config,
     resume: bool,
     addresses: &Addresses,
@@ -427,7 +423,7 @@ async fn attach_port(
     attach(&mut port.dp, config, &iface, &port.pin_dir, resume)?;
     let (made, sysctls) = virtual_macs(
         addresses,
-        published.wanted_vmacs,
+        wanted_vmacs,
         (&iface, port.site.ifindex),
         resume,
         &port.site.sources,
@@ -452,7 +448,7 @@ fn open_port(
     resume: bool,
     start_inputs: &HashMap<TrackId, TrackInput>,
 ) -> anyhow::Result<(Port, Published)> {
-    let (iface_mac, _) = interface(iface)?;
+    let (iface_mac, ifindex) = interface(iface)?;
     let limit_ns = Duration::from_millis(config.heartbeat_limit_ms).as_nanos() as u64;
     let pin_dir = config.pin_dir_of(iface);
     let dp = if resume {
@@ -461,18 +457,24 @@ fn open_port(
     } else {
         DataPlane::load(iface_mac, limit_ns, kernel_log)?
     };
-    port_on(config, iface, dp, resume, start_inputs)
+    port_on(
+        config,
+        (iface, iface_mac, ifindex),
+        dp,
+        resume,
+        start_inputs,
+    )
 }
 
-/// [`open_port`] with the data plane loaded already (a reload loads it off the loop).
+/// [`open_port`] with the data plane loaded already (a reload loads it off the loop), on
+/// interface `iface` of that MAC and index.
 fn port_on(
     config: &Config,
-    iface: &str,
+    (iface, iface_mac, ifindex): (&str, [u8; 6], u32),
     mut dp: DataPlane,
     resume: bool,
     start_inputs: &HashMap<TrackId, TrackInput>,
 ) -> anyhow::Result<(Port, Published)> {
-    let (iface_mac, ifindex) = interface(iface)?;
     let pin_dir = config.pin_dir_of(iface);
     let logger = dp.take_logger();
     let (sources, sockets) = open_advert_sockets(config, iface, ifindex)?;

@@ -82,9 +82,7 @@ async fn finish(
     let fresh = add_ports(&new, loaded, shell, inputs).await?;
     if let Err(e) = apply_config(&new, engine, shell, inputs, &fresh) {
         // Nothing of the file is applied: the data planes it added go again.
-        for index in fresh.keys() {
-            shell.ports.remove(index);
-        }
+        drop_ports(shell, fresh.keys());
         return Err(e);
     }
     for (_, published) in fresh {
@@ -108,34 +106,34 @@ async fn add_ports(
 ) -> anyhow::Result<BTreeMap<u32, Published>> {
     let mut fresh = BTreeMap::new();
     for (iface, dp) in loaded {
-        let result = match dp.and_then(|dp| port_on(new, &iface, dp, false, inputs)) {
-            Ok((mut port, mut published)) => {
-                let staged = Published {
-                    wanted_vmacs: std::mem::take(&mut published.wanted_vmacs),
-                    ..Published::default()
-                };
-                match attach_port(&mut port, staged, new, false, &shell.addresses).await {
-                    Ok(made) => {
-                        shell.vmacs.extend(made);
-                        info!(%iface, "a new interface is served");
-                        let index = port.site.ifindex;
-                        shell.ports.insert(index, port);
-                        fresh.insert(index, published);
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-            Err(e) => Err(e),
+        let added = async {
+            let (mac, index) = interface(&iface)?;
+            let (mut port, mut published) = port_on(new, (&iface, mac, index), dp?, false, inputs)?;
+            let wanted = std::mem::take(&mut published.wanted_vmacs);
+            let made = attach_port(&mut port, wanted, new, false, &shell.addresses).await?;
+            anyhow::Ok((port, published, made))
         };
-        if let Err(e) = result {
-            for index in fresh.keys() {
-                shell.ports.remove(index);
+        match added.await {
+            Ok((port, published, made)) => {
+                shell.vmacs.extend(made);
+                info!(%iface, "a new interface is served");
+                fresh.insert(port.site.ifindex, published);
+                shell.ports.insert(port.site.ifindex, port);
             }
-            return Err(e.context(format!("interface {iface}")));
+            Err(e) => {
+                drop_ports(shell, fresh.keys());
+                return Err(e.context(format!("interface {iface}")));
+            }
         }
     }
     Ok(fresh)
+}
+
+/// Lets the data planes of `indexes` go (a reload that is not applied).
+fn drop_ports<'a>(shell: &mut Shell, indexes: impl Iterator<Item = &'a u32>) {
+    for index in indexes {
+        shell.ports.remove(index);
+    }
 }
 
 /// The part of a reload that cannot fail half-way: the engine reconfigured, the instances it
@@ -147,19 +145,15 @@ fn apply_config(
     inputs: &HashMap<TrackId, TrackInput>,
     fresh: &BTreeMap<u32, Published>,
 ) -> anyhow::Result<()> {
-    let port_of = |inst: &Instance| {
-        shell
-            .ports
-            .values()
-            .find(|p| p.site.iface == inst.interface)
-    };
     let mut configs = new
         .instances
         .iter()
-        .map(|inst| match port_of(inst) {
-            Some(port) => port.site.engine_config(inst, new),
-            None => anyhow::bail!("instance {}: its interface is not served", inst.name),
-        })
+        .map(
+            |inst| match shell.ports.get(&shell.index_of(&inst.interface)) {
+                Some(port) => port.site.engine_config(inst, new),
+                None => anyhow::bail!("instance {}: its interface is not served", inst.name),
+            },
+        )
         .collect::<anyhow::Result<Vec<_>>>()?;
     for track in configs.iter_mut().flat_map(|c| c.tracks.iter_mut()) {
         if let Some(input) = inputs.get(&track.name) {

@@ -14,11 +14,11 @@ impl Shell {
     /// Adds (or re-asserts: adding replaces) every route of master instance `key`. A failure
     /// is logged once per episode and retried.
     pub(super) async fn add_routes(&mut self, key: InstanceKey) {
-        let Some(routes) = self.routes.get(&key).cloned() else {
+        let Some(routes) = self.routes.get(&key) else {
             return;
         };
         let mut failed = false;
-        for route in &routes {
+        for route in routes {
             match self.addresses.add_route(route).await {
                 Ok(()) => debug!(vrid = key.vrid, %route, "route added"),
                 Err(err) => {
@@ -40,10 +40,10 @@ impl Shell {
     /// Removes every route of instance `key` (leaving master, or stopping).
     pub(super) async fn remove_routes(&mut self, key: InstanceKey) {
         self.route_retry.remove(&key);
-        let Some(routes) = self.routes.get(&key).cloned() else {
+        let Some(routes) = self.routes.get(&key) else {
             return;
         };
-        for route in &routes {
+        for route in routes {
             if let Err(err) = self.addresses.remove_route(route).await {
                 warn!(vrid = key.vrid, %route, error = %err, "cannot remove route");
             }

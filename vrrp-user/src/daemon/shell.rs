@@ -142,6 +142,11 @@ impl Shell {
         self.ports.get(&key.iface).map(|p| &p.dp)
     }
 
+    /// [`Shell::dp`], to write to.
+    fn dp_mut(&mut self, key: InstanceKey) -> Option<&mut DataPlane> {
+        self.ports.get_mut(&key.iface).map(|p| &mut p.dp)
+    }
+
     /// The name of the interface of index `index` served here.
     pub(super) fn iface_name(&self, index: u32) -> &str {
         self.ports.get(&index).map_or("", |p| p.site.iface.as_str())
@@ -547,9 +552,8 @@ impl Shell {
                     }
                 }
                 Action::DataPlane { key, role } => {
-                    let set = match self.ports.get_mut(&key.iface) {
-                        Some(port) => port
-                            .dp
+                    let set = match self.dp_mut(key) {
+                        Some(dp) => dp
                             .set_role(key.family, key.vrid, role)
                             .map_err(|e| dataplane::error_chain(&e)),
                         None => Err("no data plane on its interface".to_owned()),
@@ -743,10 +747,7 @@ impl Shell {
         }
         // The data plane answers only for the VIPs on its own interface.
         if vip.dev.is_none()
-            && let Some(Err(err)) = self
-                .ports
-                .get_mut(&key.iface)
-                .map(|p| p.dp.set_vip_absent(addr, !present))
+            && let Some(Err(err)) = self.dp_mut(key).map(|dp| dp.set_vip_absent(addr, !present))
         {
             warn!(vrid = key.vrid, vip = %addr, error = %dataplane::error_chain(&err), "cannot publish whether the VIP is on the interface");
         }
@@ -773,10 +774,7 @@ impl Shell {
         };
         let own_interface = self.vips.get(&addr).is_some_and(|(v, _)| v.dev.is_none());
         if own_interface
-            && let Some(Err(err)) = self
-                .ports
-                .get_mut(&key.iface)
-                .map(|p| p.dp.set_vip_absent(addr, true))
+            && let Some(Err(err)) = self.dp_mut(key).map(|dp| dp.set_vip_absent(addr, true))
         {
             warn!(vrid = key.vrid, vip = %addr, error = %dataplane::error_chain(&err), "cannot publish that the VIP is not on the interface");
         }
@@ -941,7 +939,6 @@ impl Shell {
                 },
                 index,
             )) => dataplane::interface_mac(name)
-                .map_err(|e| std::io::Error::other(format!("{e:#}")))
                 .and_then(|mac| self.announcer.announce_on(*index, addr, mac)),
             _ => {
                 let mac = self.macs.get(&key).copied().unwrap_or_default();

@@ -429,7 +429,6 @@ pub(super) fn instance_key(inst: &Instance, ifindex: u32) -> InstanceKey {
 }
 
 /// What publishing the instances gives the daemon.
-#[derive(Default)]
 pub(super) struct Published {
     pub(super) configs: Vec<InstanceConfig>,
     /// The MAC each instance answers and announces from.
