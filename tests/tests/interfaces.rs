@@ -376,11 +376,15 @@ fn outside_and_maybe_inside(lab: &Lab, host: &str, priority: u8, inside: bool) -
     config
 }
 
-/// Rewrites `host`'s config, sends SIGHUP and waits for the reload's `n`th log line.
-fn reload(lab: &Lab, host: &str, p: &xvrrp_lab::Proc, config: &str, n: usize) {
-    let path = lab.workdir().join(format!("{host}.toml"));
-    std::fs::write(&path, config).unwrap();
+/// Rewrites the config of `host`'s daemon `p` and sends it SIGHUP.
+fn send_config(lab: &Lab, host: &str, p: &xvrrp_lab::Proc, config: &str) {
+    std::fs::write(lab.workdir().join(format!("{host}.toml")), config).unwrap();
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid() as i32), Signal::SIGHUP).unwrap();
+}
+
+/// [`send_config`], then waits for the reload's `n`th log line.
+fn reload(lab: &Lab, host: &str, p: &xvrrp_lab::Proc, config: &str, n: usize) {
+    send_config(lab, host, p, config);
     assert!(
         wait_for(Duration::from_secs(5), || p
             .log()
@@ -536,12 +540,12 @@ fn a_route_is_retried_until_it_can_be_added_follows_a_reload_and_a_recreated_int
 
     // A reload that changes the routes of the master: the old one goes, the new one comes,
     // and the instance does not change state.
-    std::fs::write(
-        lab.workdir().join("a.toml"),
-        config("\"10.70.0.0/16 via 198.51.100.254\""),
-    )
-    .unwrap();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(a.pid() as i32), Signal::SIGHUP).unwrap();
+    send_config(
+        &lab,
+        "a",
+        &a,
+        &config("\"10.70.0.0/16 via 198.51.100.254\""),
+    );
     assert!(
         wait_for(within, || {
             let r = main_routes(&lab, "a");
@@ -609,12 +613,12 @@ fn a_sighup_that_would_add_an_interface_another_daemon_serves_is_refused() {
         .expect("start a");
     lab.wait_answered_by("client", "a", xvrrp_lab::LAB_VIP, 2, Duration::from_secs(5));
     // a's file now names the inside interface too: refused, nothing of it applied.
-    std::fs::write(
-        lab.workdir().join("a.toml"),
-        outside_and_maybe_inside(&lab, "a", 150, true),
-    )
-    .unwrap();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(a.pid() as i32), Signal::SIGHUP).unwrap();
+    send_config(
+        &lab,
+        "a",
+        &a,
+        &outside_and_maybe_inside(&lab, "a", 150, true),
+    );
     assert!(
         wait_for(Duration::from_secs(5), || a
             .log()
