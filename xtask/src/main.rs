@@ -469,7 +469,8 @@ fn demo(
             println!(
                 "Try a failover: kill -9 {}   (host a's MariaDB): the VIP moves to b in well under a\n\
                  second and b's server becomes writable; the demo restarts a's MariaDB 5 s later and a\n\
-                 takes the VIP back once its replica has caught up. Or kill -9 {} (a's xvrrp).",
+                 takes the VIP back once its replica lags at most 5 s (writes pause while it applies\n\
+                 the rest: the catch-up wait). Or kill -9 {} (a's xvrrp).",
                 dbs[0].pid().unwrap_or_default(),
                 daemons[0].1.pid()
             );
