@@ -35,6 +35,9 @@ struct VipState {
     present: bool,
     failures: u32,
     retry_at: Option<Time>,
+    /// Counts wants and unwants: an attempt's result counts only for the want it was made
+    /// for (the attempts run off the event loop, and a demotion may come before a result).
+    generation: u64,
 }
 
 /// Per instance: what was done and the hold-down.
@@ -70,23 +73,35 @@ pub struct VipKeeper {
 
 impl VipKeeper {
     /// A master of `key` wants `addr` (the shell adds it next and reports with
-    /// [`VipKeeper::added`] or [`VipKeeper::failed`]).
-    pub fn want(&mut self, key: InstanceKey, addr: IpAddr) {
+    /// [`VipKeeper::added`] or [`VipKeeper::failed`], naming the generation returned).
+    pub fn want(&mut self, key: InstanceKey, addr: IpAddr) -> u64 {
         let v = self.vips.entry(addr).or_insert(VipState {
             key,
             wanted: true,
             present: false,
             failures: 0,
             retry_at: None,
+            generation: 0,
         });
         v.key = key;
         v.wanted = true;
+        v.generation += 1;
+        v.generation
+    }
+
+    /// The generation of the want of `addr`, if it is wanted: what a re-add reports with.
+    pub fn generation(&self, addr: IpAddr) -> Option<u64> {
+        self.vips
+            .get(&addr)
+            .filter(|v| v.wanted)
+            .map(|v| v.generation)
     }
 
     /// `addr` is no longer wanted (demoted, or removed from the configuration).
     pub fn unwant(&mut self, addr: IpAddr) {
         if let Some(v) = self.vips.get_mut(&addr) {
             v.wanted = false;
+            v.generation += 1;
             v.present = false;
             v.failures = 0;
             v.retry_at = None;
@@ -98,21 +113,29 @@ impl VipKeeper {
         self.vips.retain(|a, _| keep(a));
     }
 
-    /// Adding `addr` worked.
-    pub fn added(&mut self, addr: IpAddr) {
-        if let Some(v) = self.vips.get_mut(&addr) {
-            v.present = true;
-            v.failures = 0;
-            v.retry_at = None;
-        }
+    /// Adding `addr` for the want `generation` worked. False: the result is stale (the VIP
+    /// was let go, or wanted again, since), and changes nothing.
+    pub fn added(&mut self, addr: IpAddr, generation: u64) -> bool {
+        let Some(v) = self
+            .vips
+            .get_mut(&addr)
+            .filter(|v| v.wanted && v.generation == generation)
+        else {
+            return false;
+        };
+        v.present = true;
+        v.failures = 0;
+        v.retry_at = None;
+        true
     }
 
-    /// Adding `addr` failed at `now`.
-    pub fn failed(&mut self, now: Time, addr: IpAddr) -> Option<Failed> {
-        let v = self.vips.get_mut(&addr)?;
-        if !v.wanted {
-            return None;
-        }
+    /// Adding `addr` for the want `generation` failed at `now` (None: the result is stale,
+    /// or the VIP no longer wanted).
+    pub fn failed(&mut self, now: Time, addr: IpAddr, generation: u64) -> Option<Failed> {
+        let v = self
+            .vips
+            .get_mut(&addr)
+            .filter(|v| v.wanted && v.generation == generation)?;
         v.present = false;
         v.failures += 1;
         self.counts.entry(v.key).or_default().add_failures += 1;
@@ -225,14 +248,14 @@ mod tests {
     #[test]
     fn a_deleted_vip_of_a_master_is_added_again_and_counted() {
         let mut k = VipKeeper::default();
-        k.want(KEY, vip(100));
+        let g = k.want(KEY, vip(100));
         assert!(!k.all_present(KEY), "not added yet");
-        k.added(vip(100));
+        k.added(vip(100), g);
         assert!(k.all_present(KEY));
         assert!(k.deleted(vip(100)));
         assert!(k.is_absent(vip(100)));
         assert!(!k.all_present(KEY));
-        k.added(vip(100));
+        k.added(vip(100), g);
         assert_eq!(k.counts(KEY).readded, 1);
         // Not ours, or no longer wanted: nothing to do.
         assert!(!k.deleted(vip(7)));
@@ -246,17 +269,20 @@ mod tests {
     fn failures_are_retried_then_hold_the_instance_out_with_a_doubling_hold_down() {
         let mut k = VipKeeper::default();
         let t = Time(1_000_000);
-        k.want(KEY, vip(100));
-        assert_eq!(k.failed(t, vip(100)), Some(Failed::Retry(t.plus(RETRY_US))));
+        let g = k.want(KEY, vip(100));
+        assert_eq!(
+            k.failed(t, vip(100), g),
+            Some(Failed::Retry(t.plus(RETRY_US)))
+        );
         assert!(k.due(t).is_empty());
         assert_eq!(k.next_deadline(), Some(t.plus(RETRY_US)));
         let t1 = t.plus(RETRY_US);
         assert_eq!(k.due(t1), vec![vip(100)]);
-        assert!(matches!(k.failed(t1, vip(100)), Some(Failed::Retry(_))));
+        assert!(matches!(k.failed(t1, vip(100), g), Some(Failed::Retry(_))));
         let t2 = t1.plus(RETRY_US);
         assert_eq!(k.due(t2), vec![vip(100)]);
         assert_eq!(
-            k.failed(t2, vip(100)),
+            k.failed(t2, vip(100), g),
             Some(Failed::HoldOut(t2.plus(FIRST_HOLD_US)))
         );
         assert_eq!(k.counts(KEY).add_failures, 3);
@@ -266,10 +292,10 @@ mod tests {
         // The next episode holds twice as long.
         let t3 = t2.plus(FIRST_HOLD_US);
         for _ in 0..MAX_FAILURES - 1 {
-            assert!(matches!(k.failed(t3, vip(100)), Some(Failed::Retry(_))));
+            assert!(matches!(k.failed(t3, vip(100), g), Some(Failed::Retry(_))));
         }
         assert_eq!(
-            k.failed(t3, vip(100)),
+            k.failed(t3, vip(100), g),
             Some(Failed::HoldOut(t3.plus(2 * FIRST_HOLD_US)))
         );
     }
@@ -278,23 +304,47 @@ mod tests {
     fn a_success_resets_the_failures_and_an_unwanted_vip_is_not_retried() {
         let mut k = VipKeeper::default();
         let t = Time(0);
-        k.want(KEY, vip(100));
-        k.failed(t, vip(100));
-        k.failed(t, vip(100));
-        k.added(vip(100));
-        assert!(matches!(k.failed(t, vip(100)), Some(Failed::Retry(_))));
+        let g = k.want(KEY, vip(100));
+        k.failed(t, vip(100), g);
+        k.failed(t, vip(100), g);
+        k.added(vip(100), g);
+        assert!(matches!(k.failed(t, vip(100), g), Some(Failed::Retry(_))));
         k.unwant(vip(100));
         assert!(k.due(Time(u64::MAX)).is_empty());
-        assert_eq!(k.failed(t, vip(100)), None);
+        assert_eq!(k.failed(t, vip(100), g), None);
         assert_eq!(k.next_deadline(), None);
     }
 
     #[test]
     fn a_deletion_while_a_retry_waits_does_not_add_before_it() {
         let mut k = VipKeeper::default();
-        k.want(KEY, vip(100));
-        k.failed(Time(0), vip(100));
+        let g = k.want(KEY, vip(100));
+        k.failed(Time(0), vip(100), g);
         assert!(!k.deleted(vip(100)));
         assert_eq!(k.counts(KEY).readded, 0, "it was not there to delete");
+    }
+
+    #[test]
+    fn a_result_for_an_earlier_want_changes_nothing() {
+        let mut k = VipKeeper::default();
+        let first = k.want(KEY, vip(100));
+        // Demoted and promoted again before the first add's result came back.
+        k.unwant(vip(100));
+        let second = k.want(KEY, vip(100));
+        assert_ne!(first, second);
+        assert!(
+            !k.added(vip(100), first),
+            "stale: the removal queued after it"
+        );
+        assert!(!k.all_present(KEY));
+        assert_eq!(k.failed(Time(0), vip(100), first), None);
+        assert_eq!(k.counts(KEY).add_failures, 0);
+        assert_eq!(k.generation(vip(100)), Some(second));
+        assert!(k.added(vip(100), second));
+        assert!(k.all_present(KEY));
+        // Let go: no generation to re-add with, and a late result is stale.
+        k.unwant(vip(100));
+        assert_eq!(k.generation(vip(100)), None);
+        assert!(!k.added(vip(100), second));
     }
 }

@@ -33,6 +33,8 @@ pub(super) struct Running<'a> {
 pub(super) struct Inputs {
     pub(super) track_rx: tokio::sync::mpsc::UnboundedReceiver<(TrackId, TrackInput)>,
     pub(super) host_rx: tokio::sync::mpsc::UnboundedReceiver<netlink::HostEvent>,
+    /// The results of the netlink task.
+    pub(super) net_rx: tokio::sync::mpsc::UnboundedReceiver<NetDone>,
     pub(super) control: tokio::net::UnixListener,
     pub(super) metrics_listener: Option<tokio::net::TcpListener>,
 }
@@ -47,6 +49,8 @@ enum Input {
     /// The write lease became contested.
     Contested,
     Host(Option<netlink::HostEvent>),
+    /// A VIP, route or virtual-MAC change the netlink task carried out.
+    Net(NetDone),
     Track(TrackId, TrackInput),
     Control(tokio::net::UnixStream),
     Metrics(tokio::net::TcpStream),
@@ -109,6 +113,7 @@ impl Sources {
                 }
             }
             event = inputs.host_rx.recv() => Input::Host(event),
+            Some(done) = inputs.net_rx.recv() => Input::Net(done),
             Some((name, input)) = inputs.track_rx.recv() => Input::Track(name, input),
             conn = inputs.control.accept() => conn.map_or(Input::Nothing, |(s, _)| Input::Control(s)),
             conn = async { inputs.metrics_listener.as_ref().expect("guarded").accept().await },
@@ -208,6 +213,10 @@ impl Loop<'_> {
             Input::Contested => shell.reannounce(engine),
             Input::Nothing => {}
             Input::Host(event) => return self.on_host(event).await,
+            Input::Net(done) => {
+                shell.on_net_done(engine, done);
+                shell.apply(engine).await;
+            }
             Input::Track(name, input) => {
                 if self.relinked
                     && input == TrackInput::Up
@@ -229,8 +238,8 @@ impl Loop<'_> {
                 // The heartbeat is written before each wait; the engine's timer may be due.
                 if deadline.is_some_and(|d| d <= Instant::now()) {
                     shell.on_timer(engine, track_inputs);
-                    shell.upkeep_vips(engine).await;
-                    shell.retry_routes(engine).await;
+                    shell.upkeep_vips(engine);
+                    shell.retry_routes(engine);
                     shell.apply(engine).await;
                 }
             }
@@ -253,7 +262,7 @@ impl Loop<'_> {
         let served = |name: &str| shell.ports.values().any(|p| p.site.iface == name);
         match event {
             Some(netlink::HostEvent::AddressGone { ifindex, addr }) => {
-                shell.on_address_gone(engine, ifindex, addr).await;
+                shell.on_address_gone(engine, ifindex, addr);
                 shell.apply(engine).await;
             }
             Some(netlink::HostEvent::LinkGone { name }) if served(&name) => {
@@ -273,7 +282,7 @@ impl Loop<'_> {
                 }
             }
             Some(netlink::HostEvent::RouteGone { to, prefix, table }) => {
-                shell.on_route_gone(engine, (to, prefix, table)).await;
+                shell.on_route_gone(engine, (to, prefix, table));
             }
             Some(netlink::HostEvent::LinkGone { .. } | netlink::HostEvent::LinkBack { .. }) => {}
             Some(netlink::HostEvent::StreamEnded) | None => {

@@ -51,6 +51,7 @@ use crate::{
 
 mod event_loop;
 mod events;
+mod netops;
 mod reload;
 mod resume;
 mod routes;
@@ -62,6 +63,7 @@ mod tracking;
 use self::{
     event_loop::{Inputs, Running, Stop, event_loop},
     events::*,
+    netops::{NetDone, NetOp, NetQueue},
     reload::*,
     resume::*,
     shell::*,
@@ -307,6 +309,7 @@ async fn run_bound(
     ) = watch(&config, carried, tracked_processes, &metrics)?;
     let addresses = Addresses::connect().context("opening netlink")?;
     let (ports, vmacs) = attach_ports(opened, &config, &resuming, &addresses).await?;
+    let (net, net_rx) = NetQueue::start(addresses.clone());
     if resume {
         let _ = std::fs::remove_file(&marker);
     }
@@ -314,6 +317,7 @@ async fn run_bound(
         hooks: Hooks::start(&config).context("starting the notify hooks and the event stream")?,
         ports,
         addresses,
+        net,
         configure_vips: config.configure_vips,
         announcer: Announcer::open().context("opening the announcement socket")?,
         vmacs,
@@ -353,6 +357,7 @@ async fn run_bound(
     let inputs = Inputs {
         track_rx,
         host_rx,
+        net_rx,
         control,
         metrics_listener,
     };
@@ -629,12 +634,18 @@ async fn conclude(why: Stop, running: Running<'_>) -> anyhow::Result<()> {
         mut shell,
         config,
         track_inputs,
+        heartbeat_limit,
         ..
     } = running;
     let config = &config;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     match why {
-        Stop::Hitless => leave_for_restart(&mut shell, &engine, config, &track_inputs),
+        Stop::Hitless => {
+            // The netlink changes asked before are carried out (the next daemon does not know
+            // of them), within half the heartbeat limit so that the data plane stays fresh.
+            shell.net.drain(heartbeat_limit / 2).await;
+            leave_for_restart(&mut shell, &engine, config, &track_inputs)
+        }
         Stop::ForGood => stop(shell, engine, config).await,
         Stop::Failed(why) => {
             tracing::error!(%why, "stopping as on SIGTERM, then exiting with an error");

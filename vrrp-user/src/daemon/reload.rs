@@ -354,7 +354,7 @@ async fn conclude_reload(
     };
     shell.apply(engine).await;
     if reloaded {
-        shell.rerouted(engine, old_routes).await;
+        shell.rerouted(engine, old_routes);
         retire_ports(config, shell);
         if let Err(err) = socket_aliases(config) {
             warn!(error = %format!("{err:#}"), "cannot link the control socket for a new interface");

@@ -11,15 +11,26 @@ use crate::config::Route;
 pub(super) const RETRY_US: u64 = 1_000_000;
 
 impl Shell {
-    /// Adds (or re-asserts: adding replaces) every route of master instance `key`. A failure
-    /// is logged once per episode and retried.
-    pub(super) async fn add_routes(&mut self, key: InstanceKey) {
-        let Some(routes) = self.routes.get(&key) else {
+    /// Adds (or re-asserts: adding replaces) every route of master instance `key`, through
+    /// the netlink task ([`Shell::on_routes_added`] takes the result).
+    pub(super) fn add_routes(&mut self, key: InstanceKey) {
+        let Some(routes) = self.routes.get(&key).filter(|r| !r.is_empty()) else {
             return;
         };
+        let routes = routes.clone();
+        self.net.push(NetOp::AddRoutes { key, routes });
+    }
+
+    /// How adding the routes of `key` went: a failure is logged once per episode and retried.
+    pub(super) fn on_routes_added(
+        &mut self,
+        key: InstanceKey,
+        routes: &[Route],
+        results: Vec<std::io::Result<()>>,
+    ) {
         let mut failed = false;
-        for route in routes {
-            match self.addresses.add_route(route).await {
+        for (route, result) in routes.iter().zip(results) {
+            match result {
                 Ok(()) => debug!(vrid = key.vrid, %route, "route added"),
                 Err(err) => {
                     failed = true;
@@ -37,8 +48,22 @@ impl Shell {
         }
     }
 
-    /// Removes every route of instance `key` (leaving master, or stopping).
-    pub(super) async fn remove_routes(&mut self, key: InstanceKey) {
+    /// Removes every route of instance `key` (leaving master), through the netlink task.
+    pub(super) fn remove_routes(&mut self, key: InstanceKey) {
+        self.route_retry.remove(&key);
+        let Some(routes) = self.routes.get(&key).filter(|r| !r.is_empty()) else {
+            return;
+        };
+        let routes = routes.clone();
+        self.net.push(NetOp::RemoveRoutes {
+            key,
+            routes,
+            dropped: false,
+        });
+    }
+
+    /// Removes every route of instance `key` now (stopping: the netlink task is drained).
+    pub(super) async fn remove_routes_now(&mut self, key: InstanceKey) {
         self.route_retry.remove(&key);
         let Some(routes) = self.routes.get(&key) else {
             return;
@@ -50,13 +75,31 @@ impl Shell {
         }
     }
 
+    /// How removing routes of `key` went.
+    pub(super) fn on_routes_removed(
+        key: InstanceKey,
+        routes: &[Route],
+        dropped: bool,
+        results: Vec<std::io::Result<()>>,
+    ) {
+        for (route, result) in routes.iter().zip(results) {
+            match result {
+                Ok(()) if dropped => {
+                    info!(vrid = key.vrid, %route, "removed a route the configuration no longer has")
+                }
+                Ok(()) => {}
+                Err(err) => warn!(vrid = key.vrid, %route, error = %err, "cannot remove route"),
+            }
+        }
+    }
+
     /// Removes the routes of instance `key` leaving master, or, while stopping, keeps them
     /// until a successor advertises (with the VIPs).
-    pub(super) async fn remove_or_defer_routes(&mut self, key: InstanceKey) {
+    pub(super) fn remove_or_defer_routes(&mut self, key: InstanceKey) {
         if self.deferred.is_some() {
             self.deferred_routes.push(key);
         } else {
-            self.remove_routes(key).await;
+            self.remove_routes(key);
         }
     }
 
@@ -70,7 +113,7 @@ impl Shell {
     }
 
     /// A static route left a table: a master's route there is added again.
-    pub(super) async fn on_route_gone(
+    pub(super) fn on_route_gone(
         &mut self,
         engine: &Engine,
         (to, prefix, table): (IpAddr, u8, u32),
@@ -81,21 +124,20 @@ impl Shell {
                 .any(|r| (r.to, r.prefix, r.table()) == (to, prefix, table));
             if ours {
                 warn!(vrid = key.vrid, to = %to, prefix, table, "route deleted by someone else; adding it again");
-                self.add_routes(key).await;
+                self.add_routes(key);
             }
         }
     }
 
     /// Re-asserts the routes of master instance `key` (after one of its VIPs was added again:
     /// the kernel drops a route with the source address it used, without telling).
-    pub(super) async fn reassert_routes(&mut self, key: InstanceKey) {
-        if self.routes.get(&key).is_some_and(|r| !r.is_empty()) {
-            self.add_routes(key).await;
-        }
+    pub(super) fn reassert_routes(&mut self, key: InstanceKey) {
+        self.add_routes(key);
     }
 
-    /// Retries the routes whose retry is due (of instances still master).
-    pub(super) async fn retry_routes(&mut self, engine: &Engine) {
+    /// Retries the routes whose retry is due (of instances still master). The next try is
+    /// scheduled at once (a slow answer is not asked again meanwhile); success cancels it.
+    pub(super) fn retry_routes(&mut self, engine: &Engine) {
         let t = now();
         let masters: HashSet<InstanceKey> = engine.masters().map(|(k, _)| k).collect();
         self.route_retry.retain(|k, _| masters.contains(k));
@@ -106,7 +148,8 @@ impl Shell {
             .map(|(k, _)| *k)
             .collect();
         for key in due {
-            self.add_routes(key).await;
+            self.route_retry.insert(key, t.plus(RETRY_US));
+            self.add_routes(key);
         }
     }
 
@@ -117,28 +160,24 @@ impl Shell {
 
     /// After a reload: each master instance's routes that the new configuration no longer has
     /// are removed, and its routes re-asserted.
-    pub(super) async fn rerouted(
-        &mut self,
-        engine: &Engine,
-        old: HashMap<InstanceKey, Vec<Route>>,
-    ) {
+    pub(super) fn rerouted(&mut self, engine: &Engine, old: HashMap<InstanceKey, Vec<Route>>) {
         let masters: HashSet<InstanceKey> = engine.masters().map(|(k, _)| k).collect();
         for (key, routes) in old {
             if !masters.contains(&key) {
                 continue;
             }
             let kept = self.routes.get(&key).cloned().unwrap_or_default();
-            for route in routes.iter().filter(|r| !kept.iter().any(|k| k == *r)) {
-                match self.addresses.remove_route(route).await {
-                    Ok(()) => {
-                        info!(vrid = key.vrid, %route, "removed a route the configuration no longer has")
-                    }
-                    Err(err) => warn!(vrid = key.vrid, %route, error = %err, "cannot remove route"),
-                }
+            let gone: Vec<Route> = routes.into_iter().filter(|r| !kept.contains(r)).collect();
+            if !gone.is_empty() {
+                self.net.push(NetOp::RemoveRoutes {
+                    key,
+                    routes: gone,
+                    dropped: true,
+                });
             }
         }
         for key in masters {
-            self.reassert_routes(key).await;
+            self.reassert_routes(key);
         }
     }
 }

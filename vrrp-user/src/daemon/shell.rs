@@ -10,6 +10,8 @@ pub(super) struct Shell {
     /// The interfaces served, by index.
     pub(super) ports: BTreeMap<u32, Port>,
     pub(super) addresses: Addresses,
+    /// The netlink task's queue: VIP, route and virtual-MAC changes run there.
+    pub(super) net: NetQueue,
     /// Whether VIPs are added to and removed from interfaces.
     pub(super) configure_vips: bool,
     pub(super) announcer: Announcer,
@@ -71,6 +73,7 @@ pub(super) struct ShellParts {
     pub(super) hooks: Hooks,
     pub(super) ports: BTreeMap<u32, Port>,
     pub(super) addresses: Addresses,
+    pub(super) net: NetQueue,
     pub(super) configure_vips: bool,
     pub(super) announcer: Announcer,
     pub(super) vmacs: HashMap<String, u32>,
@@ -91,6 +94,7 @@ impl Shell {
             hooks: p.hooks,
             ports: p.ports,
             addresses: p.addresses,
+            net: p.net,
             configure_vips: p.configure_vips,
             announcer: p.announcer,
             vips: HashMap::new(),
@@ -562,19 +566,21 @@ impl Shell {
                         warn!(vrid = key.vrid, %instance, %state, error = %err, "cannot publish the role");
                     }
                 }
+                // The netlink calls run in the netlink task, in this order (crate::daemon::netops):
+                // the results come back as inputs.
                 Action::AddVips { key, vips, .. } if self.configure_vips => {
-                    self.set_vmac_up(key, &vips, true).await;
+                    self.set_vmac_up(key, &vips, true);
                     for addr in vips {
-                        self.keeper.want(key, addr);
-                        self.add_vip(engine, key, addr).await;
+                        let generation = self.keeper.want(key, addr);
+                        self.add_vip(engine, key, addr, generation, false);
                     }
-                    self.add_routes(key).await;
+                    self.add_routes(key);
                 }
                 Action::RemoveVips { key, vips, .. } if self.configure_vips => {
                     self.fence(key);
                     // Routes go first (one may use a VIP as its source); on a stop, with the
                     // VIPs once a successor advertises.
-                    self.remove_or_defer_routes(key).await;
+                    self.remove_or_defer_routes(key);
                     for &addr in &vips {
                         self.keeper.unwant(addr);
                         let dev = self.vips.get(&addr).map_or(key.iface, |(_, dev)| *dev);
@@ -582,24 +588,22 @@ impl Shell {
                             deferred.push((key, dev, addr));
                             continue;
                         }
-                        if let Err(err) = self.addresses.remove(dev, addr).await {
-                            warn!(vrid = key.vrid, %instance, %state, vip = %addr, error = %err, "cannot remove VIP");
-                        }
+                        self.net.push(NetOp::RemoveVip { key, dev, addr });
                     }
                     if self.deferred.is_none() {
-                        self.set_vmac_up(key, &vips, false).await;
+                        self.set_vmac_up(key, &vips, false);
                     }
                 }
                 // Without configure_vips the macvlan still carries the virtual MAC: the NIC
                 // takes frames to it only while it is up.
                 Action::RemoveVips { key, vips, .. } => {
                     self.fence(key);
-                    self.remove_or_defer_routes(key).await;
-                    self.set_vmac_up(key, &vips, false).await;
+                    self.remove_or_defer_routes(key);
+                    self.set_vmac_up(key, &vips, false);
                 }
                 Action::AddVips { key, vips, .. } => {
-                    self.set_vmac_up(key, &vips, true).await;
-                    self.add_routes(key).await;
+                    self.set_vmac_up(key, &vips, true);
+                    self.add_routes(key);
                 }
                 Action::Announce { key, addr } => self.announce_one(key, addr),
                 Action::StateChanged {
@@ -693,7 +697,7 @@ impl Shell {
 
     /// Brings the macvlans (virtual MACs) that `vips` of instance `key` live on up (a new
     /// master) or down (a backup sends nothing from the virtual MAC).
-    pub(super) async fn set_vmac_up(&self, key: InstanceKey, vips: &[IpAddr], up: bool) {
+    pub(super) fn set_vmac_up(&self, key: InstanceKey, vips: &[IpAddr], up: bool) {
         let mut devs: Vec<u32> = vips
             .iter()
             .filter_map(|a| self.vips.get(a).map(|(_, dev)| *dev))
@@ -702,66 +706,134 @@ impl Shell {
         devs.sort_unstable();
         devs.dedup();
         for dev in devs {
-            if let Err(err) = self.addresses.set_up(dev, up).await {
-                warn!(vrid = key.vrid, error = %err, up, "cannot set the virtual MAC interface up or down");
-            }
+            self.net.push(NetOp::SetUp { key, dev, up });
         }
     }
 
-    /// Adds a VIP a master wants; the data plane answers for it only once it is there. A
-    /// failure is retried, and after a few takes the instance out of the election for a
-    /// hold-down (crate::keeper). True when the VIP is on the interface.
-    async fn add_vip(&mut self, engine: &mut Engine, key: InstanceKey, addr: IpAddr) -> bool {
+    /// Asks the netlink task to add a VIP a master wants (for the keeper's want
+    /// `generation`); [`Shell::on_vip_added`] takes the result. `announce`: announced once
+    /// there (a VIP back after a failure or a deletion).
+    fn add_vip(
+        &mut self,
+        engine: &mut Engine,
+        key: InstanceKey,
+        addr: IpAddr,
+        generation: u64,
+        announce: bool,
+    ) {
         let Some((vip, mut dev)) = self.vips.get(&addr).cloned() else {
-            return false;
+            return;
         };
         // A VIP on another interface: looked up by name each time (it may have been
         // re-created under a new index, or be missing).
-        let result = match &vip.dev {
-            Some(name) => match nix::net::if_::if_nametoindex(name.as_str()) {
+        if let Some(name) = &vip.dev {
+            match nix::net::if_::if_nametoindex(name.as_str()) {
                 Ok(index) => {
                     dev = index;
                     self.vips.insert(addr, (vip.clone(), dev));
-                    self.addresses.add(dev, &vip).await
                 }
-                Err(_) => Err(std::io::Error::other(format!("no interface {name}"))),
-            },
-            None => self.addresses.add(dev, &vip).await,
-        };
+                Err(_) => {
+                    let err = std::io::Error::other(format!("no interface {name}"));
+                    self.on_vip_added(engine, key, addr, generation, Err(err));
+                    return;
+                }
+            }
+        }
+        self.net.push(NetOp::AddVip {
+            key,
+            vip,
+            dev,
+            generation,
+            announce,
+        });
+    }
+
+    /// How adding a VIP went: the keeper learns it (failures are retried, and after a few take
+    /// the instance out of the election for a hold-down, crate::keeper), and the data plane
+    /// answers for the VIP only while it is there. True when it is there (and the result not
+    /// stale).
+    fn on_vip_added(
+        &mut self,
+        engine: &mut Engine,
+        key: InstanceKey,
+        addr: IpAddr,
+        generation: u64,
+        result: std::io::Result<()>,
+    ) -> bool {
         let t = now();
-        let present = result.is_ok();
-        match result {
-            Ok(()) => self.keeper.added(addr),
-            Err(err) => match self.keeper.failed(t, addr) {
-                Some(Failed::HoldOut(until)) => {
-                    warn!(vrid = key.vrid, vip = %addr, error = %err, attempts = crate::keeper::MAX_FAILURES,
-                        hold_down_ms = until.since(t) / 1_000,
-                        "cannot add VIP: stepping out of the election for the hold-down, so that the peer takes over");
-                    engine.set_track(t, &crate::keeper::track_name(key), TrackInput::Down);
+        let present = match result {
+            Ok(()) => self.keeper.added(addr, generation),
+            Err(err) => {
+                match self.keeper.failed(t, addr, generation) {
+                    Some(Failed::HoldOut(until)) => {
+                        warn!(vrid = key.vrid, vip = %addr, error = %err, attempts = crate::keeper::MAX_FAILURES,
+                            hold_down_ms = until.since(t) / 1_000,
+                            "cannot add VIP: stepping out of the election for the hold-down, so that the peer takes over");
+                        engine.set_track(t, &crate::keeper::track_name(key), TrackInput::Down);
+                    }
+                    Some(Failed::Retry(_)) => {
+                        warn!(vrid = key.vrid, vip = %addr, error = %err, retry_ms = crate::keeper::RETRY_US / 1_000,
+                            "cannot add VIP; it is not answered until it is there, and tried again");
+                    }
+                    // Stale: the VIP was let go or wanted again since.
+                    None => return false,
                 }
-                _ => {
-                    warn!(vrid = key.vrid, vip = %addr, error = %err, retry_ms = crate::keeper::RETRY_US / 1_000,
-                        "cannot add VIP; it is not answered until it is there, and tried again");
-                }
-            },
+                false
+            }
+        };
+        if self.keeper.generation(addr) != Some(generation) {
+            return false;
         }
         // The data plane answers only for the VIPs on its own interface.
-        if vip.dev.is_none()
-            && let Some(Err(err)) = self.dp_mut(key).map(|dp| dp.set_vip_absent(addr, !present))
+        let own = self.vips.get(&addr).is_some_and(|(v, _)| v.dev.is_none());
+        if own && let Some(Err(err)) = self.dp_mut(key).map(|dp| dp.set_vip_absent(addr, !present))
         {
             warn!(vrid = key.vrid, vip = %addr, error = %dataplane::error_chain(&err), "cannot publish whether the VIP is on the interface");
         }
         present
     }
 
+    /// A netlink change the netlink task carried out (crate::daemon::netops).
+    pub(super) fn on_net_done(&mut self, engine: &mut Engine, done: NetDone) {
+        let NetDone { op, results } = done;
+        match op {
+            NetOp::AddVip {
+                key,
+                vip,
+                generation,
+                announce,
+                ..
+            } => {
+                let result = results.into_iter().next().unwrap_or(Ok(()));
+                let added = self.on_vip_added(engine, key, vip.addr, generation, result);
+                if added && announce {
+                    info!(vrid = key.vrid, vip = %vip.addr, "VIP added again; announcing it");
+                    self.announce_one(key, vip.addr);
+                    self.reassert_routes(key);
+                }
+            }
+            NetOp::RemoveVip { key, addr, .. } => {
+                if let Some(Err(err)) = results.into_iter().next() {
+                    warn!(vrid = key.vrid, vip = %addr, error = %err, "cannot remove VIP");
+                }
+            }
+            NetOp::AddRoutes { key, routes } => self.on_routes_added(key, &routes, results),
+            NetOp::RemoveRoutes {
+                key,
+                routes,
+                dropped,
+            } => Self::on_routes_removed(key, &routes, dropped, results),
+            NetOp::SetUp { key, up, .. } => {
+                if let Some(Err(err)) = results.into_iter().next() {
+                    warn!(vrid = key.vrid, error = %err, up, "cannot set the virtual MAC interface up or down");
+                }
+            }
+        }
+    }
+
     /// An address left an interface. A VIP a master wants is marked absent in the data plane
     /// at once and added again (then announced), unless a retry is already scheduled.
-    pub(super) async fn on_address_gone(
-        &mut self,
-        engine: &mut Engine,
-        ifindex: u32,
-        addr: IpAddr,
-    ) {
+    pub(super) fn on_address_gone(&mut self, engine: &mut Engine, ifindex: u32, addr: IpAddr) {
         if !self.configure_vips || self.vips.get(&addr).is_none_or(|(_, dev)| *dev != ifindex) {
             return;
         }
@@ -778,18 +850,15 @@ impl Shell {
         {
             warn!(vrid = key.vrid, vip = %addr, error = %dataplane::error_chain(&err), "cannot publish that the VIP is not on the interface");
         }
-        if add_now {
+        if add_now && let Some(generation) = self.keeper.generation(addr) {
             warn!(vrid = key.vrid, vip = %addr, "VIP deleted from the interface by someone else; adding it again");
-            if self.add_vip(engine, key, addr).await {
-                self.announce_one(key, addr);
-                self.reassert_routes(key).await;
-            }
+            self.add_vip(engine, key, addr, generation, true);
         }
     }
 
     /// Retries the VIPs whose retry is due, and lets instances whose hold-down is over run
     /// again.
-    pub(super) async fn upkeep_vips(&mut self, engine: &mut Engine) {
+    pub(super) fn upkeep_vips(&mut self, engine: &mut Engine) {
         let t = now();
         for key in self.keeper.expired(t) {
             info!(
@@ -802,10 +871,8 @@ impl Shell {
             let Some(key) = self.vip_keys.get(&addr).copied() else {
                 continue;
             };
-            if self.add_vip(engine, key, addr).await {
-                info!(vrid = key.vrid, vip = %addr, "VIP added after a failure");
-                self.announce_one(key, addr);
-                self.reassert_routes(key).await;
+            if let Some(generation) = self.keeper.generation(addr) {
+                self.add_vip(engine, key, addr, generation, true);
             }
         }
     }

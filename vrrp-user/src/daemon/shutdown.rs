@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// The most a stop waits for the netlink changes asked before it.
+pub(super) const NETLINK_DRAIN: Duration = Duration::from_secs(5);
+
 /// SIGUSR2: the next daemon takes over within the heartbeat limit, so nothing is released:
 /// the data plane, the VIPs and the roles stay, and the resume marker says what the next one
 /// needs (the tracks' last inputs, each master's advert, the write lease's own vote).
@@ -55,8 +58,11 @@ pub(super) async fn stop(
     if !deferred.is_empty() {
         shell.await_successor(config, &deferred, resigned_ns).await;
     }
+    // What the netlink task was asked before the stop is done first (a VIP added just before
+    // must not come back after its removal below).
+    shell.net.drain(NETLINK_DRAIN).await;
     for key in std::mem::take(&mut shell.deferred_routes) {
-        shell.remove_routes(key).await;
+        shell.remove_routes_now(key).await;
     }
     if !deferred.is_empty() {
         for (key, dev, addr) in deferred {

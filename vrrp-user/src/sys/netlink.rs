@@ -11,7 +11,9 @@ use crate::config::{Route, RouteKind, RouteScope, Vip};
 /// Every netlink call is bounded by this.
 const TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Adds and removes addresses, and makes the macvlans of virtual MACs.
+/// Adds and removes addresses, and makes the macvlans of virtual MACs. Clones share one
+/// netlink connection.
+#[derive(Clone)]
 pub struct Addresses {
     handle: rtnetlink::Handle,
 }
