@@ -1211,3 +1211,22 @@ mod tests {
         assert!(format!("xv{a}h99").len() <= 15);
     }
 }
+
+/// The times (seconds, from tcpdump) of the adverts for `vrid` in a capture.
+pub fn advert_times(lines: &[String], vrid: u8) -> Vec<f64> {
+    lines
+        .iter()
+        .filter(|l| l.contains(&format!("vrid {vrid},")))
+        .filter_map(|l| {
+            // HH:MM:SS.ffffff
+            let t = l.split_whitespace().next()?;
+            let mut parts = t.split(':');
+            let (h, m, s) = (parts.next()?, parts.next()?, parts.next()?);
+            Some(
+                h.parse::<f64>().ok()? * 3600.0
+                    + m.parse::<f64>().ok()? * 60.0
+                    + s.parse::<f64>().ok()?,
+            )
+        })
+        .collect()
+}

@@ -5,7 +5,7 @@ use std::{net::Ipv4Addr, time::Duration};
 
 use nix::sys::signal::Signal;
 use xvrrp_lab::{
-    Lab, Proc,
+    Lab, Proc, advert_times,
     mariadb::{self, APP_PASSWORD, APP_USER, Mariadb, master_master_pair, ready},
     metrics::{sample, scrape},
     wait_for,
@@ -636,25 +636,6 @@ fn a_promotion_waits_for_the_relay_log_by_default_even_without_replication_check
     assert!(!a.log().contains("takeover at once"), "{}", a.log());
     a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
     b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
-}
-
-/// The times (seconds, from tcpdump) of the adverts for `vrid` in a capture.
-fn advert_times(lines: &[String], vrid: u8) -> Vec<f64> {
-    lines
-        .iter()
-        .filter(|l| l.contains(&format!("vrid {vrid},")))
-        .filter_map(|l| {
-            // HH:MM:SS.ffffff
-            let t = l.split_whitespace().next()?;
-            let mut parts = t.split(':');
-            let (h, m, s) = (parts.next()?, parts.next()?, parts.next()?);
-            Some(
-                h.parse::<f64>().ok()? * 3600.0
-                    + m.parse::<f64>().ok()? * 60.0
-                    + s.parse::<f64>().ok()?,
-            )
-        })
-        .collect()
 }
 
 #[test]

@@ -6,7 +6,7 @@
 use std::{net::Ipv4Addr, path::Path, time::Duration};
 
 use nix::sys::signal::Signal;
-use xvrrp_lab::{Lab, PIN_ROOT, Proc, per_cpu_counter, privileged, wait_for};
+use xvrrp_lab::{Lab, PIN_ROOT, Proc, advert_times, per_cpu_counter, privileged, wait_for};
 
 const VIP: Ipv4Addr = xvrrp_lab::LAB_VIP;
 const VIP2: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 101);
@@ -104,6 +104,117 @@ fn a_vip_deleted_by_someone_else_is_put_back_at_once() {
     assert!(!has(&lab, "b", VIP));
     a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
     b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+}
+
+/// A kernel slow to change addresses (the RTNL lock held by someone else: here the daemon's
+/// fault knob delays every netlink change by 1.5 s) delays the VIP's removal only: the other
+/// instance's adverts keep their 100 ms, the heartbeat stays fresh (200 ms limit), and its VIP
+/// is answered throughout.
+#[test]
+fn a_slow_netlink_delays_no_advert_of_another_instance_nor_the_heartbeat() {
+    if !privileged("a_slow_netlink_delays_no_advert_of_another_instance_nor_the_heartbeat") {
+        return;
+    }
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    let demote = lab.workdir().join("demote");
+    std::fs::write(&demote, "0").unwrap();
+    let config = |host: &str, priority: u8| {
+        format!(
+            "{}track_files = [\"demote\"]\n\n\
+             [[instance]]\nname = \"web\"\nvrid = 52\npriority = {priority}\nadvert_interval_ms = 100\n\
+             vips = [\"{VIP2}/24\"]\n\n\
+             [[track_file]]\nname = \"demote\"\npath = \"{}\"\nweight = -120\ninterval_ms = 50\n",
+            lab.vrrp_config(host, priority, "name = \"db\"\n"),
+            demote.display()
+        )
+    };
+    let mut a = lab
+        .start_xvrrp_env(
+            "a",
+            &config("a", 200),
+            &[("XVRRP_FAULT_NETLINK_DELAY_MS", "1500")],
+        )
+        .unwrap();
+    // b runs db only, at 100, without the fault.
+    let mut b = lab
+        .start_xvrrp("b", &lab.vrrp_config("b", 100, "name = \"db\"\n"))
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(10), || has(&lab, "a", VIP)
+            && has(&lab, "a", VIP2)),
+        "{}",
+        a.log()
+    );
+    assert!(a.log().contains("XVRRP_FAULT_NETLINK_DELAY_MS is set"));
+    lab.wait_answered_by("client", "a", VIP2, 2, Duration::from_secs(5));
+    let capture = lab.workdir().join("adverts.pcap");
+    let mut tcpdump = lab
+        .capture_from("a", "ip proto 112", &capture)
+        .expect("tcpdump");
+    std::thread::sleep(Duration::from_millis(500));
+    // db on a drops to 80: b (100) preempts it, and a's removal of its VIP takes 1.5 s.
+    std::fs::write(&demote, "1").unwrap();
+    let demoted = std::time::Instant::now();
+    let mut answers = Vec::new();
+    let mut still_there_after_demotion = false;
+    while demoted.elapsed() < Duration::from_secs(3) {
+        answers.extend(lab.arping("client", VIP2, 1).expect("arping"));
+        if (600..1200).contains(&demoted.elapsed().as_millis()) && has(&lab, "a", VIP) {
+            still_there_after_demotion = true;
+        }
+    }
+    let _ = tcpdump.kill();
+    let _ = tcpdump.wait();
+    assert!(
+        a.log().contains("instance=db old=master new=backup"),
+        "{}",
+        a.log()
+    );
+    // The removal was slow indeed (the fault struck), and it was carried out.
+    assert!(still_there_after_demotion, "{}", a.log());
+    assert!(
+        wait_for(Duration::from_secs(3), || !has(&lab, "a", VIP)),
+        "{}",
+        a.log()
+    );
+    lab.wait_answered_by("client", "b", VIP, 2, Duration::from_secs(3));
+    // Meanwhile web advertised every 100 ms and its VIP was answered from a's XDP (a stale
+    // heartbeat would have dropped those requests).
+    let times = advert_times(&lab.captured(&capture).unwrap(), 52);
+    assert!(times.len() > 25, "{times:?}");
+    let worst = times
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .fold(0.0_f64, f64::max);
+    println!(
+        "web's adverts: {} seen, longest gap {:.0} ms",
+        times.len(),
+        worst * 1000.0
+    );
+    assert!(
+        worst < 0.25,
+        "an advert of web was {:.0} ms late",
+        worst * 1000.0
+    );
+    let a_mac = xvrrp_lab::mac_text(&lab.host("a").mac);
+    assert!(
+        answers.len() >= 10 && answers.iter().all(|m| *m == a_mac),
+        "{answers:?}"
+    );
+    let st = lab.status("a").unwrap();
+    let web = st["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "web")
+        .unwrap()
+        .clone();
+    assert_eq!(web["state"], "master", "{st}");
+    assert_eq!(web["data_plane"]["dropped_stale_heartbeat"], 0, "{st}");
+    a.stop(Signal::SIGTERM, Duration::from_secs(15)).unwrap();
+    b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+    // The stop waited for what was queued, then removed web's VIP.
+    assert!(!has(&lab, "a", VIP2), "{}", a.log());
 }
 
 /// a (priority 200) and b (100) with `virtual_mac`, once a holds the VIP.
