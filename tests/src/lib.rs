@@ -1186,6 +1186,68 @@ fn owned_fd(ret: libc::c_long, what: &str) -> anyhow::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(ret as i32) })
 }
 
+/// The times (seconds, from tcpdump) of the adverts for `vrid` in a capture.
+pub fn advert_times(lines: &[String], vrid: u8) -> Vec<f64> {
+    lines
+        .iter()
+        .filter(|l| l.contains(&format!("vrid {vrid},")))
+        .filter_map(|l| {
+            // HH:MM:SS.ffffff
+            let t = l.split_whitespace().next()?;
+            let mut parts = t.split(':');
+            let (h, m, s) = (parts.next()?, parts.next()?, parts.next()?);
+            Some(
+                h.parse::<f64>().ok()? * 3600.0
+                    + m.parse::<f64>().ok()? * 60.0
+                    + s.parse::<f64>().ok()?,
+            )
+        })
+        .collect()
+}
+
+/// While a slow operation ran on `host`'s daemon: the adverts of `vrid` (instance `name`, in
+/// `capture`) kept their 100 ms (none over 250 ms apart, at least `min` seen), every ARP
+/// request for its VIP (`answers`, at least 10) was answered by `host`, and the instance is
+/// master with no request dropped for a stale heartbeat. Prints the longest gap.
+pub fn assert_kept_advertising(
+    lab: &Lab,
+    host: &str,
+    capture: &Path,
+    (name, vrid): (&str, u8),
+    min: usize,
+    answers: &[String],
+) {
+    let times = advert_times(&lab.captured(capture).expect("capture"), vrid);
+    assert!(times.len() > min, "{times:?}");
+    let worst = times
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .fold(0.0_f64, f64::max);
+    println!(
+        "{name}'s adverts: {} seen, longest gap {:.0} ms",
+        times.len(),
+        worst * 1000.0
+    );
+    assert!(
+        worst < 0.25,
+        "an advert of {name} was {:.0} ms late",
+        worst * 1000.0
+    );
+    let mac = mac_text(&lab.host(host).mac);
+    assert!(
+        answers.len() >= 10 && answers.iter().all(|m| *m == mac),
+        "{answers:?}"
+    );
+    let st = lab.status(host).expect("status");
+    let inst = st["instances"]
+        .as_array()
+        .and_then(|all| all.iter().find(|i| i["name"] == name))
+        .cloned()
+        .unwrap_or_else(|| panic!("no instance {name}: {st}"));
+    assert_eq!(inst["state"], "master", "{st}");
+    assert_eq!(inst["data_plane"]["dropped_stale_heartbeat"], 0, "{st}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1210,23 +1272,4 @@ mod tests {
         assert_ne!(a, b);
         assert!(format!("xv{a}h99").len() <= 15);
     }
-}
-
-/// The times (seconds, from tcpdump) of the adverts for `vrid` in a capture.
-pub fn advert_times(lines: &[String], vrid: u8) -> Vec<f64> {
-    lines
-        .iter()
-        .filter(|l| l.contains(&format!("vrid {vrid},")))
-        .filter_map(|l| {
-            // HH:MM:SS.ffffff
-            let t = l.split_whitespace().next()?;
-            let mut parts = t.split(':');
-            let (h, m, s) = (parts.next()?, parts.next()?, parts.next()?);
-            Some(
-                h.parse::<f64>().ok()? * 3600.0
-                    + m.parse::<f64>().ok()? * 60.0
-                    + s.parse::<f64>().ok()?,
-            )
-        })
-        .collect()
 }
