@@ -187,6 +187,56 @@ fn a_slow_netlink_delays_no_advert_of_another_instance_nor_the_heartbeat() {
     assert!(!has(&lab, "a", VIP2), "{}", a.log());
 }
 
+/// Without `heartbeat_limit_ms` the limit is twice the shortest advert interval (250 ms at
+/// least): at 3 s adverts a frozen daemon's program still answers 2 s later and is quiet 8 s
+/// later. A reload to longer intervals keeps the running limit; one to intervals shorter than
+/// half of it is refused (it needs a restart).
+#[test]
+fn the_derived_heartbeat_limit_follows_the_advert_interval_and_reloads_keep_it_safe() {
+    if !privileged(
+        "the_derived_heartbeat_limit_follows_the_advert_interval_and_reloads_keep_it_safe",
+    ) {
+        return;
+    }
+    let lab = Lab::new(&["a", "client"]).expect("lab");
+    let config = |interval: u32| {
+        format!(
+            "interface = \"{}\"\nxdp_mode = \"native\"\n\n[[instance]]\nvrid = 51\npriority = 200\n\
+             state = \"takeover\"\nadvert_interval_ms = {interval}\nvips = [\"{VIP}/24\"]\n",
+            lab.host("a").iface
+        )
+    };
+    let mut a = lab.start_xvrrp("a", &config(3000)).unwrap();
+    lab.wait_answered_by("client", "a", VIP, 2, Duration::from_secs(5));
+    assert!(a.log().contains("heartbeat_limit_ms=6000"), "{}", a.log());
+    reload(&lab, &a, "a", &config(4000));
+    std::fs::write(lab.workdir().join("a.toml"), config(1000)).unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(a.pid() as i32), Signal::SIGHUP).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || a
+            .log()
+            .contains("went below half the running heartbeat limit (6000 ms")),
+        "{}",
+        a.log()
+    );
+    std::fs::write(lab.workdir().join("a.toml"), config(3000)).unwrap();
+    // Frozen: the program answers while the heartbeat is under 6 s old (it was written at most
+    // 3 s before the stop), and not after.
+    let pid = nix::unistd::Pid::from_raw(a.pid() as i32);
+    nix::sys::signal::kill(pid, Signal::SIGSTOP).unwrap();
+    let frozen = std::time::Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    let early = lab.arping("client", VIP, 1).unwrap();
+    std::thread::sleep(Duration::from_secs(8).saturating_sub(frozen.elapsed()));
+    let late = lab.arping("client", VIP, 1).unwrap();
+    nix::sys::signal::kill(pid, Signal::SIGCONT).unwrap();
+    let a_mac = xvrrp_lab::mac_text(&lab.host("a").mac);
+    assert_eq!(early, vec![a_mac], "2 s after the freeze");
+    assert!(late.is_empty(), "8 s after the freeze: {late:?}");
+    lab.wait_answered_by("client", "a", VIP, 2, Duration::from_secs(5));
+    a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+}
+
 /// a (priority 200) and b (100) with `virtual_mac`, once a holds the VIP.
 fn virtual_mac_pair(lab: &Lab) -> (Proc, Proc) {
     let cfg = |host: &str, priority: u8| lab.vrrp_config(host, priority, "virtual_mac = true\n");

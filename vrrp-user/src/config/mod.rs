@@ -448,6 +448,9 @@ pub struct Config {
     pub bpffs: PathBuf,
     /// The data plane stops answering for VIPs when the daemon's heartbeat is older than this.
     pub heartbeat_limit_ms: u64,
+    /// Whether the file sets `heartbeat_limit_ms` (false: derived from the advert intervals,
+    /// see [`validate::derived_heartbeat_limit`]).
+    pub heartbeat_limit_explicit: bool,
     /// Add the VIPs to the interface while master (false: only answer ARP / ND for them).
     pub configure_vips: bool,
     /// The control socket `xvrrp status` reads.
@@ -558,8 +561,8 @@ struct RawConfig {
     xdp_mode: XdpAttach,
     #[serde(default)]
     bpffs: Option<PathBuf>,
-    #[serde(default = "default_heartbeat_limit_ms")]
-    heartbeat_limit_ms: i64,
+    #[serde(default)]
+    heartbeat_limit_ms: Option<i64>,
     #[serde(default = "default_true")]
     configure_vips: bool,
     #[serde(default)]
@@ -956,12 +959,8 @@ const fn default_version() -> i64 {
     3
 }
 
-/// Default of `heartbeat_limit_ms`.
+/// The least `heartbeat_limit_ms` derived from the advert intervals.
 pub const DEFAULT_HEARTBEAT_LIMIT_MS: i64 = 250;
-
-const fn default_heartbeat_limit_ms() -> i64 {
-    DEFAULT_HEARTBEAT_LIMIT_MS
-}
 
 /// The default BPF filesystem mount point.
 pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf";
@@ -1462,6 +1461,31 @@ mod tests {
         for (got, want) in errs.iter().zip(expect) {
             assert!(got.starts_with(want), "got {got:?}\nwant {want:?}");
         }
+    }
+
+    #[test]
+    fn the_heartbeat_limit_is_twice_the_shortest_advert_interval_unless_set() {
+        let limit = |intervals: &[u32], explicit: Option<u32>| {
+            let mut text = String::from("interface = \"eth0\"\n");
+            if let Some(ms) = explicit {
+                text += &format!("heartbeat_limit_ms = {ms}\n");
+            }
+            for (i, ms) in intervals.iter().enumerate() {
+                text += &format!(
+                    "[[instance]]\nvrid = {}\nadvert_interval_ms = {ms}\nvips = [\"192.0.2.{}/24\"]\n",
+                    i + 1,
+                    i + 1
+                );
+            }
+            let c = parse_str(&text).unwrap();
+            (c.heartbeat_limit_ms, c.heartbeat_limit_explicit)
+        };
+        // 100 ms adverts: 250 ms, the least (twice would be 200).
+        assert_eq!(limit(&[100], None), (250, false));
+        assert_eq!(limit(&[1000], None), (2000, false));
+        // The shortest interval sets it.
+        assert_eq!(limit(&[3000, 1000, 2000], None), (2000, false));
+        assert_eq!(limit(&[1000], Some(300)), (300, true));
     }
 
     #[test]

@@ -69,13 +69,9 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
             ),
         );
     }
-    let heartbeat_limit_ms = c.range(
-        "heartbeat_limit_ms",
-        raw.heartbeat_limit_ms,
-        10,
-        60_000,
-        Range::Ms,
-    );
+    let explicit_limit = raw
+        .heartbeat_limit_ms
+        .map(|v| c.range("heartbeat_limit_ms", v, 10, 60_000, Range::Ms) as u64);
     if raw.instance.is_empty() {
         c.problem("instance", "expected at least one [[instance]] table");
     }
@@ -130,10 +126,12 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
     if !c.problems.is_empty() {
         return Err(c.problems);
     }
+    let heartbeat_limit_ms = explicit_limit.unwrap_or_else(|| derived_heartbeat_limit(&instances));
     Ok(Config {
+        heartbeat_limit_explicit: explicit_limit.is_some(),
         xdp_mode: raw.xdp_mode,
         bpffs: raw.bpffs.unwrap_or_else(|| PathBuf::from(DEFAULT_BPFFS)),
-        heartbeat_limit_ms: heartbeat_limit_ms as u64,
+        heartbeat_limit_ms,
         configure_vips: raw.configure_vips,
         control_socket: raw
             .control_socket
@@ -150,6 +148,20 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, Vec<Problem>> {
         write_lease,
         script_user,
     })
+}
+
+/// `heartbeat_limit_ms` when the file has none: twice the shortest advert interval, 250 ms
+/// at least. Below the backups' Master_Down_Interval (3 intervals and the skew), so a frozen
+/// daemon's program goes quiet before the peer takes over; and long enough that the heartbeat
+/// is written on the adverts' own wake-ups, with no timer of its own (idle CPU).
+pub fn derived_heartbeat_limit(instances: &[Instance]) -> u64 {
+    instances
+        .iter()
+        .map(|i| 2 * 10 * u64::from(i.advert_interval_cs))
+        .min()
+        .map_or(DEFAULT_HEARTBEAT_LIMIT_MS as u64, |d| {
+            d.max(DEFAULT_HEARTBEAT_LIMIT_MS as u64)
+        })
 }
 
 fn track_files(c: &mut Checker, raw: Vec<RawTrackFile>) -> Vec<TrackFile> {

@@ -23,7 +23,22 @@ fn prepare(
     old: &Config,
     shell: &Shell,
 ) -> anyhow::Result<(Config, Option<tokio::sync::oneshot::Receiver<Loaded>>)> {
-    let new = crate::config::load(path)?;
+    let mut new = crate::config::load(path)?;
+    // A heartbeat limit derived from the advert intervals: the running program's limit stays
+    // (it is fixed when the program loads). Longer intervals keep the shorter running limit
+    // (safe: the heartbeat is only written more often); shorter ones than it allows would let
+    // a frozen daemon's program answer after the peer took over, so they need a restart.
+    if !old.heartbeat_limit_explicit && !new.heartbeat_limit_explicit {
+        if new.heartbeat_limit_ms < old.heartbeat_limit_ms {
+            anyhow::bail!(
+                "{}: the shortest advert_interval_ms went below half the running heartbeat limit \
+                 ({} ms, derived from the advert intervals at start), which needs a restart",
+                path.display(),
+                old.heartbeat_limit_ms
+            );
+        }
+        new.heartbeat_limit_ms = old.heartbeat_limit_ms;
+    }
     if let Some(key) = needs_restart(old, &new) {
         anyhow::bail!("{}: {key} changed, which needs a restart", path.display());
     }
