@@ -27,6 +27,7 @@ use anyhow::{Context as _, anyhow, bail, ensure};
 pub mod image;
 pub mod mariadb;
 pub mod metrics;
+pub mod systemd;
 pub mod xdp_pass;
 
 /// Skips a privileged test (returning false) unless running as root. With

@@ -27,6 +27,9 @@ const APT_PACKAGES: &[&str] = &[
     "busybox-static",
     "ansible-core",
     "systemd",
+    // The unit under a real systemd: a Debian root booted by systemd-nspawn.
+    "debootstrap",
+    "systemd-container",
 ];
 
 /// Installed with their recommended packages: podman's container stack (runc: see
@@ -42,7 +45,51 @@ pub fn run() -> anyhow::Result<()> {
     bpf_linker()?;
     apt_packages()?;
     bpffs()?;
+    systemd_root();
     Ok(())
+}
+
+/// The Debian root the systemd test boots (xvrrp_lab::systemd): debootstrap from the
+/// machine's own Debian mirror, once. A root that cannot be built is reported, not fatal: the
+/// test then says it is skipped.
+fn systemd_root() {
+    use xvrrp_lab::systemd::{READY_MARK, ROOT};
+    let root = Path::new(ROOT);
+    if root.join(READY_MARK).exists() {
+        return;
+    }
+    let suite = std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("VERSION_CODENAME=").map(str::to_owned))
+        })
+        .unwrap_or_else(|| "bookworm".to_owned());
+    eprintln!(
+        "setup: building a Debian {suite} root with systemd at {ROOT} (debootstrap, about a minute)"
+    );
+    let partial = root.with_extension("partial");
+    let _ = std::fs::remove_dir_all(&partial);
+    let built = status(
+        Command::new("debootstrap")
+            .args([
+                "--variant=minbase",
+                "--include=systemd,systemd-sysv,dbus,iproute2",
+                &suite,
+            ])
+            .arg(&partial)
+            .arg("http://deb.debian.org/debian")
+            .stdout(Stdio::null()),
+    )
+    .and_then(|()| {
+        let _ = std::fs::remove_dir_all(root);
+        std::fs::rename(&partial, root)?;
+        std::fs::write(root.join(READY_MARK), suite.as_bytes())?;
+        Ok(())
+    });
+    if let Err(err) = built {
+        eprintln!("setup: the systemd root could not be built ({err:#}); its test will be skipped");
+    }
 }
 
 fn quiet(cmd: &mut Command) -> bool {

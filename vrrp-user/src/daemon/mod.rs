@@ -337,12 +337,15 @@ async fn run_bound(
         .map(|g| (g.name.clone(), g.instances.clone(), None))
         .collect();
     shell.remove_dropped_vips(&resumed_vips).await;
+    shell.resumed_vips = resumed_vips.iter().map(|(addr, _)| *addr).collect();
     // From here on the engine sends the adverts and the loop keeps the heartbeats.
     for bridge in bridges {
         bridge.stop();
     }
     engine.start(now());
     shell.apply(&mut engine).await;
+    // Only the masters resumed at start take over the previous daemon's VIPs as they are.
+    shell.resumed_vips.clear();
 
     let running = Running {
         engine,

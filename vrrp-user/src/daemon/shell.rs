@@ -54,6 +54,10 @@ pub(super) struct Shell {
     pub(super) split: crate::split::SplitBrain,
     /// Whether the VIPs masters want are on their interfaces (with `configure_vips`).
     pub(super) keeper: VipKeeper,
+    /// After a hitless restart: the VIPs the previous daemon's masters had on their
+    /// interfaces (its marker). A resumed master counts them present at once (they are added
+    /// again all the same), so that its servers are not fenced while the add runs.
+    pub(super) resumed_vips: HashSet<IpAddr>,
     /// The metrics endpoint's snapshot and connection budget.
     pub(super) endpoint: metrics::Endpoint,
     /// Each sync group: its members, and the state the group as a whole was last in.
@@ -117,6 +121,7 @@ impl Shell {
             primaries: p.primaries,
             split: crate::split::SplitBrain::default(),
             keeper: VipKeeper::default(),
+            resumed_vips: HashSet::new(),
             endpoint: metrics::Endpoint::default(),
             groups: Vec::new(),
             links: p.links,
@@ -572,6 +577,9 @@ impl Shell {
                     self.set_vmac_up(key, &vips, true);
                     for addr in vips {
                         let generation = self.keeper.want(key, addr);
+                        if self.resumed_vips.remove(&addr) {
+                            self.keeper.added(addr, generation);
+                        }
                         self.add_vip(engine, key, addr, generation, false);
                     }
                     self.add_routes(key);
