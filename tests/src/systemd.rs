@@ -89,8 +89,15 @@ impl Booted {
             init: 0,
             log,
         };
+        // nspawn's child becomes the container's systemd (it execs it).
         let found = wait_for(Duration::from_secs(20), || {
-            booted.init = children(pid).into_iter().next().unwrap_or(0);
+            booted.init = children(pid)
+                .into_iter()
+                .find(|c| {
+                    fs::read_to_string(format!("/proc/{c}/comm"))
+                        .is_ok_and(|comm| comm.trim() == "systemd")
+                })
+                .unwrap_or(0);
             booted.init != 0
         });
         ensure!(
@@ -98,11 +105,18 @@ impl Booted {
             "systemd-nspawn started no container: {}",
             booted.logs()
         );
-        let out = booted.exec(
-            &["systemctl", "is-system-running", "--wait"],
-            Duration::from_secs(60),
-        )?;
-        let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        // "offline" until its bus is up.
+        let mut state = String::new();
+        wait_for(Duration::from_secs(60), || {
+            state = booted
+                .exec(
+                    &["systemctl", "is-system-running", "--wait"],
+                    Duration::from_secs(60),
+                )
+                .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+                .unwrap_or_default();
+            state == "running" || state == "degraded"
+        });
         ensure!(
             state == "running" || state == "degraded",
             "the container's systemd is {state:?}: {}",

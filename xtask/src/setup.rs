@@ -54,10 +54,9 @@ pub fn run() -> anyhow::Result<()> {
 /// test then says it is skipped.
 fn systemd_root() {
     use xvrrp_lab::systemd::{READY_MARK, ROOT};
+    // procps: the unit's ExecReload runs /bin/kill.
+    const INCLUDE: &str = "--include=systemd,systemd-sysv,dbus,iproute2,procps";
     let root = Path::new(ROOT);
-    if root.join(READY_MARK).exists() {
-        return;
-    }
     let suite = std::fs::read_to_string("/etc/os-release")
         .ok()
         .and_then(|t| {
@@ -65,6 +64,11 @@ fn systemd_root() {
                 .find_map(|l| l.strip_prefix("VERSION_CODENAME=").map(str::to_owned))
         })
         .unwrap_or_else(|| "bookworm".to_owned());
+    // The mark names what the root was built from: another suite or package list rebuilds it.
+    let mark = format!("{suite} {INCLUDE}\n");
+    if std::fs::read_to_string(root.join(READY_MARK)).is_ok_and(|m| m == mark) {
+        return;
+    }
     eprintln!(
         "setup: building a Debian {suite} root with systemd at {ROOT} (debootstrap, about a minute)"
     );
@@ -72,11 +76,7 @@ fn systemd_root() {
     let _ = std::fs::remove_dir_all(&partial);
     let built = status(
         Command::new("debootstrap")
-            .args([
-                "--variant=minbase",
-                "--include=systemd,systemd-sysv,dbus,iproute2",
-                &suite,
-            ])
+            .args(["--variant=minbase", INCLUDE, &suite])
             .arg(&partial)
             .arg("http://deb.debian.org/debian")
             .stdout(Stdio::null()),
@@ -84,7 +84,7 @@ fn systemd_root() {
     .and_then(|()| {
         let _ = std::fs::remove_dir_all(root);
         std::fs::rename(&partial, root)?;
-        std::fs::write(root.join(READY_MARK), suite.as_bytes())?;
+        std::fs::write(root.join(READY_MARK), mark.as_bytes())?;
         Ok(())
     });
     if let Err(err) = built {

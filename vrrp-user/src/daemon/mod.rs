@@ -641,13 +641,23 @@ async fn conclude(why: Stop, running: Running<'_>) -> anyhow::Result<()> {
         ..
     } = running;
     let config = &config;
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    // Under systemd a hitless restart executes the binary again in place: the unit does not
+    // stop.
+    let in_place = matches!(why, Stop::Hitless) && under_systemd();
+    if !in_place {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    }
     match why {
         Stop::Hitless => {
             // The netlink changes asked before are carried out (the next daemon does not know
             // of them), within half the heartbeat limit so that the data plane stays fresh.
             shell.net.drain(heartbeat_limit / 2).await;
-            leave_for_restart(&mut shell, &engine, config, &track_inputs)
+            leave_for_restart(&mut shell, &engine, config, &track_inputs)?;
+            if in_place {
+                drop(shell);
+                return Err(restart_in_place());
+            }
+            Ok(())
         }
         Stop::ForGood => stop(shell, engine, config).await,
         Stop::Failed(why) => {
@@ -675,6 +685,31 @@ pub(super) fn interface_recreated() -> u64 {
 
 /// Executes this program again with the same arguments, in this process (systemd keeps
 /// tracking it); returns only if that fails.
+/// Whether systemd runs the daemon (as a `Type=notify` service: it set `NOTIFY_SOCKET`).
+fn under_systemd() -> bool {
+    std::env::var_os("NOTIFY_SOCKET").is_some()
+}
+
+/// SIGUSR2 under systemd: executes the binary at the path it was started from (the new one,
+/// if it was replaced) with the same arguments, in the same process. Restarting through the
+/// unit's `Restart=always` would add `RestartSec` and `ExecStartPre` to the handover, and the
+/// heartbeat limit and the backups' Master_Down_Interval leave no room for them (the systemd
+/// test lost ARP answers that way). Only returns if the exec failed; exiting non-zero then
+/// lets systemd restart the unit the ordinary way.
+fn restart_in_place() -> anyhow::Error {
+    use std::os::unix::process::CommandExt as _;
+    let mut args = std::env::args_os();
+    let path = args
+        .next()
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::current_exe().ok())
+        .unwrap_or_else(|| "/proc/self/exe".into());
+    info!(binary = %path.display(), "hitless restart: executing the binary again in place");
+    let err = std::process::Command::new(&path).args(args).exec();
+    anyhow::anyhow!("cannot execute {} again in place: {err}", path.display())
+}
+
 fn reexec() -> anyhow::Error {
     use std::os::unix::process::CommandExt as _;
     info!("starting afresh in place");
