@@ -597,6 +597,11 @@ fn outage(args: &Args, report: &mut Report) -> anyhow::Result<()> {
                     let floors: Vec<f64> = (0..args.trials)
                         .map(|t| mdi - phase(t as u32, args.trials as u32) * i)
                         .collect();
+                    // `cargo xtask plot` draws the floor beside the two daemons' outages.
+                    report.json.insert(
+                        format!("floor.{interval_ms}ms.{}", fault.name()),
+                        json!({ "floors_ms": floors }),
+                    );
                     let (f50, f99) = p50_p99(floors);
                     format!("p50 {f50:.0} ms, p99 {f99:.0} ms")
                 }
@@ -1035,6 +1040,15 @@ fn main() -> anyhow::Result<()> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("lab.json");
+    // The commit measured, for the plots (`cargo xtask plot`).
+    if let Ok(out) = std::process::Command::new("git")
+        .args(["log", "-1", "--format=%h %cs"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+    {
+        let commit = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        report.json.insert("commit".into(), json!(commit));
+    }
     std::fs::write(&path, serde_json::to_string_pretty(&report.json)?)?;
     println!("\nwritten: {}", path.display());
     Ok(())

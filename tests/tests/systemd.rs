@@ -135,9 +135,7 @@ fn the_unit_runs_under_a_real_systemd() {
 
     // systemctl stop: a resigns with priority 0, and b takes over at once.
     let capture = lab.workdir().join("stop.pcap");
-    let mut tcpdump = lab
-        .capture_from("a", "ip proto 112", &capture)
-        .unwrap();
+    let mut tcpdump = lab.capture_from("a", "ip proto 112", &capture).unwrap();
     std::thread::sleep(Duration::from_millis(500));
     sd.systemctl(&["stop", &unit]).unwrap();
     lab.wait_answered_by("client", "b", VIP, 2, Duration::from_secs(3));

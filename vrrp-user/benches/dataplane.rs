@@ -573,7 +573,13 @@ fn main() {
         })).collect::<Vec<_>>(),
         "xvrrp_over_kernel": ratio,
         "flood_with_daemons": during_flood,
-        "when": format!("{:?}", Instant::now()),
+        // The commit measured, for the plots (`cargo xtask plot`).
+        "commit": std::process::Command::new("git")
+            .args(["log", "-1", "--format=%h %cs"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default(),
     });
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench");
     std::fs::create_dir_all(&dir).unwrap();

@@ -1,5 +1,6 @@
 //! `cargo xtask`: set-up, build, run, test and the namespace lab.
 
+mod plot;
 mod setup;
 
 use std::{
@@ -61,6 +62,12 @@ enum Cmd {
         skip_dataplane: bool,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Draw the last bench run's figures (target/bench/*.json) as SVG files beside them;
+    /// --to DIR copies them there too (docs/bench for the README).
+    Plot {
+        #[arg(long)]
+        to: Option<PathBuf>,
     },
     /// Fuzz the advert decoder, the keepalived.conf import and the TOML config loader with
     /// cargo-fuzz (libFuzzer), each for a bounded time.
@@ -134,8 +141,10 @@ fn main() -> anyhow::Result<()> {
                     .args(["bench", "--package", "xvrrp-lab", "--bench", "lab", "--"])
                     .args(&args)
                     .env("XVRRP_BIN", &bin),
-            )
+            )?;
+            plot(None)
         }
+        Cmd::Plot { to } => plot(to.as_deref()),
         Cmd::Image { tag, save } => {
             setup::run()?;
             let bin = build(true)?;
@@ -259,6 +268,32 @@ fn status(cmd: &mut Command) -> anyhow::Result<()> {
 }
 
 /// Builds the `xvrrp` binary (and the XDP object inside it) and returns its path.
+/// Draws the bench figures; with `to`, copies them there.
+fn plot(to: Option<&Path>) -> anyhow::Result<()> {
+    let dir = workspace_root().join("target").join("bench");
+    let commit = Command::new("git")
+        .args(["log", "-1", "--format=%h %cs"])
+        .current_dir(workspace_root())
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| "commit unknown".to_owned());
+    let written = plot::run(&dir, &commit)?;
+    for path in &written {
+        println!("drew {}", path.display());
+        if let Some(to) = to {
+            std::fs::create_dir_all(to)?;
+            let name = path.file_name().expect("a file");
+            std::fs::copy(path, to.join(name))?;
+        }
+    }
+    if written.is_empty() {
+        println!("nothing to draw: no bench results in {}", dir.display());
+    }
+    Ok(())
+}
+
 fn build(release: bool) -> anyhow::Result<PathBuf> {
     let mut cmd = cargo();
     cmd.args(["build", "--package", "vrrp-user", "--bin", "xvrrp"]);
