@@ -87,8 +87,15 @@ fn slug(text: &str) -> String {
 
 type Series = (String, RGBColor, Vec<f64>, bool);
 
-/// One CDF chart: each series a line (dashed for a floor), x from 0 to past the largest value.
-fn cdf_chart(path: &Path, title: &str, x_label: &str, series: &[Series]) -> anyhow::Result<()> {
+/// One CDF chart: each series a line (dashed for a floor), x from 0 to past the largest value;
+/// the legend where the lines are not (`legend`).
+fn cdf_chart(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    series: &[Series],
+    legend: SeriesLabelPosition,
+) -> anyhow::Result<()> {
     let max = series
         .iter()
         .flat_map(|(_, _, v, _)| v.iter().copied())
@@ -133,7 +140,7 @@ fn cdf_chart(path: &Path, title: &str, x_label: &str, series: &[Series]) -> anyh
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+        .position(legend)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()?;
@@ -177,7 +184,8 @@ fn outages(
             ),
         ];
         let floors = numbers(json.get(&format!("floor.{cell}")), "floors_ms");
-        if !floors.is_empty() {
+        let crash_like = !floors.is_empty();
+        if crash_like {
             series.push((
                 "VRRP floor (Master_Down_Interval - phase)".into(),
                 FLOOR,
@@ -185,11 +193,19 @@ fn outages(
                 true,
             ));
         }
+        // A crash-like fault's lines all start late (the floor): the upper left is empty. A
+        // graceful stop's rise at both ends: the middle is.
+        let legend = if !crash_like {
+            SeriesLabelPosition::MiddleMiddle
+        } else {
+            SeriesLabelPosition::UpperLeft
+        };
         cdf_chart(
             &path,
             &format!("failover outage, {interval} adverts, {fault} ({commit})"),
             "outage seen by the client (ms)",
             &series,
+            legend,
         )?;
         written.push(path);
     }
@@ -217,6 +233,7 @@ fn mysql(
             ("xvrrp".into(), XVRRP, x, false),
             ("keepalived".into(), KEEPALIVED, k, false),
         ],
+        SeriesLabelPosition::MiddleMiddle,
     )?;
     Ok(Some(path))
 }
