@@ -42,6 +42,8 @@ pub struct Booted {
     nspawn: Child,
     /// The container's PID 1, as the host sees it.
     init: u32,
+    /// Its machine name (nspawn keeps a directory of that name under /run/systemd/nspawn).
+    machine: String,
     pub log: PathBuf,
 }
 
@@ -67,7 +69,7 @@ impl Booted {
                 "--keep-unit",
                 "--volatile=overlay",
             ])
-            .args(["--directory", ROOT, "--machine", &machine])
+            .args(["--directory", ROOT, "--machine", machine.as_str()])
             .arg(format!("--network-namespace-path=/run/netns/{ns}"))
             // What the unit's own bounding set names, and what bpf() needs in a container.
             .arg("--capability=CAP_BPF,CAP_PERFMON,CAP_NET_ADMIN,CAP_NET_RAW,CAP_SYS_ADMIN")
@@ -87,6 +89,7 @@ impl Booted {
         let mut booted = Self {
             nspawn,
             init: 0,
+            machine,
             log,
         };
         // nspawn's child becomes the container's systemd (it execs it).
@@ -178,6 +181,16 @@ impl Booted {
 
 impl Drop for Booted {
     fn drop(&mut self) {
+        self.stop();
+        // What nspawn keeps for a machine while it runs; a container that did not power off
+        // cleanly leaves it behind.
+        let _ = fs::remove_dir_all(Path::new("/run/systemd/nspawn/propagate").join(&self.machine));
+    }
+}
+
+impl Booted {
+    /// Powers the container off (at most 20 s), then kills what is left.
+    fn stop(&mut self) {
         if self.init != 0 {
             let _ = self.exec(&["systemctl", "poweroff"], Duration::from_secs(10));
         }
