@@ -24,29 +24,27 @@ pub fn run(dir: &Path, commit: &str) -> anyhow::Result<Vec<PathBuf>> {
     let lab = dir.join("lab.json");
     if lab.exists() {
         let json = read(&lab)?;
-        // The commit the run measured (older runs did not say: then the one plotting).
-        let measured = json
-            .get("commit")
-            .and_then(Value::as_str)
-            .map_or_else(|| format!("plotted at {commit}"), str::to_owned);
-        let commit = measured.as_str();
-        written.extend(outages(dir, &json, commit)?);
-        if let Some(path) = mysql(dir, &json, commit)? {
+        let commit = measured(&json, commit);
+        written.extend(outages(dir, &json, &commit)?);
+        if let Some(path) = mysql(dir, &json, &commit)? {
             written.push(path);
         }
     }
     let dataplane = dir.join("dataplane.json");
     if dataplane.exists() {
         let json = read(&dataplane)?;
-        let measured = json
-            .get("commit")
-            .and_then(Value::as_str)
-            .map_or_else(|| format!("plotted at {commit}"), str::to_owned);
-        if let Some(path) = arp_rate(dir, &json, &measured)? {
+        if let Some(path) = arp_rate(dir, &json, &measured(&json, commit))? {
             written.push(path);
         }
     }
     Ok(written)
+}
+
+/// The commit a run measured (older runs did not say: then the one plotting).
+fn measured(json: &BTreeMap<String, Value>, plotting: &str) -> String {
+    json.get("commit")
+        .and_then(Value::as_str)
+        .map_or_else(|| format!("plotted at {plotting}"), str::to_owned)
 }
 
 fn read(path: &Path) -> anyhow::Result<BTreeMap<String, Value>> {
