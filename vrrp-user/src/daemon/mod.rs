@@ -274,21 +274,8 @@ async fn run_bound(
     } = resumed.unwrap_or_default();
     let (tracked_processes, start_inputs) = start_inputs(&config, resume, &resumed_inputs).await;
     let (resuming, bridges) = bridge_restart(&config, resume, &resumed_adverts);
-    let mut opened = Vec::new();
-    for iface in &interfaces {
-        let port_resume = resuming.contains(iface);
-        opened.push(
-            open_port(&config, iface, kernel_log, port_resume, &start_inputs)
-                .with_context(|| format!("interface {iface}"))?,
-        );
-    }
-    let mut engine_configs = Vec::new();
-    let (mut macs, mut primaries) = (HashMap::new(), HashMap::new());
-    for (_, published) in &mut opened {
-        engine_configs.append(&mut published.configs);
-        macs.extend(published.macs.drain());
-        primaries.extend(published.primaries.drain());
-    }
+    let (opened, (engine_configs, macs, primaries)) =
+        open_ports(&config, &interfaces, kernel_log, &resuming, &start_inputs)?;
     let mut engine = Engine::new(engine_configs, sync_groups(&config))?;
     let metrics = Metrics::new(&config.interface);
     let carried = Carried {
@@ -336,8 +323,7 @@ async fn run_bound(
         .iter()
         .map(|g| (g.name.clone(), g.instances.clone(), None))
         .collect();
-    shell.remove_dropped_vips(&resumed_vips).await;
-    shell.resumed_vips = resumed_vips.iter().map(|(addr, _)| *addr).collect();
+    shell.take_over_vips(&resumed_vips).await;
     // From here on the engine sends the adverts and the loop keeps the heartbeats.
     for bridge in bridges {
         bridge.stop();
@@ -449,6 +435,39 @@ fn can_resume(pin_dir: &std::path::Path) -> bool {
 
 /// One interface made ready to serve: its data plane loaded (or taken over after a hitless
 /// restart) with its instances published, its advert sockets open; what publishing gave.
+/// The instances, MACs and primary addresses every interface's data plane published.
+type PublishedAll = (
+    Vec<InstanceConfig>,
+    HashMap<InstanceKey, [u8; 6]>,
+    HashMap<InstanceKey, IpAddr>,
+);
+
+/// Opens the `interfaces` of `config` ([`open_port`]; those in `resuming` take over what a
+/// hitless restart left), and gathers what their data planes published for the engine.
+fn open_ports(
+    config: &Config,
+    interfaces: &[String],
+    kernel_log: KernelLogLevel,
+    resuming: &[String],
+    start_inputs: &HashMap<TrackId, TrackInput>,
+) -> anyhow::Result<(Vec<(Port, Published)>, PublishedAll)> {
+    let mut opened = Vec::new();
+    for iface in interfaces {
+        let port_resume = resuming.contains(iface);
+        opened.push(
+            open_port(config, iface, kernel_log, port_resume, start_inputs)
+                .with_context(|| format!("interface {iface}"))?,
+        );
+    }
+    let (mut configs, mut macs, mut primaries) = (Vec::new(), HashMap::new(), HashMap::new());
+    for (_, published) in &mut opened {
+        configs.append(&mut published.configs);
+        macs.extend(published.macs.drain());
+        primaries.extend(published.primaries.drain());
+    }
+    Ok((opened, (configs, macs, primaries)))
+}
+
 fn open_port(
     config: &Config,
     iface: &str,

@@ -68,11 +68,11 @@ impl Shell {
         let Some(routes) = self.routes.get(&key) else {
             return;
         };
+        let mut results = Vec::with_capacity(routes.len());
         for route in routes {
-            if let Err(err) = self.addresses.remove_route(route).await {
-                warn!(vrid = key.vrid, %route, error = %err, "cannot remove route");
-            }
+            results.push(self.addresses.remove_route(route).await);
         }
+        Self::on_routes_removed(key, routes, false, results);
     }
 
     /// How removing routes of `key` went.
@@ -129,12 +129,6 @@ impl Shell {
         }
     }
 
-    /// Re-asserts the routes of master instance `key` (after one of its VIPs was added again:
-    /// the kernel drops a route with the source address it used, without telling).
-    pub(super) fn reassert_routes(&mut self, key: InstanceKey) {
-        self.add_routes(key);
-    }
-
     /// Retries the routes whose retry is due (of instances still master). The next try is
     /// scheduled at once (a slow answer is not asked again meanwhile); success cancels it.
     pub(super) fn retry_routes(&mut self, engine: &Engine) {
@@ -177,7 +171,7 @@ impl Shell {
             }
         }
         for key in masters {
-            self.reassert_routes(key);
+            self.add_routes(key);
         }
     }
 }

@@ -769,8 +769,11 @@ impl Shell {
         result: std::io::Result<()>,
     ) -> bool {
         let t = now();
+        // A result for an earlier want (the VIP let go, or wanted again, since) changes
+        // nothing.
         let present = match result {
-            Ok(()) => self.keeper.added(addr, generation),
+            Ok(()) if self.keeper.added(addr, generation) => true,
+            Ok(()) => return false,
             Err(err) => {
                 match self.keeper.failed(t, addr, generation) {
                     Some(Failed::HoldOut(until)) => {
@@ -783,15 +786,11 @@ impl Shell {
                         warn!(vrid = key.vrid, vip = %addr, error = %err, retry_ms = crate::keeper::RETRY_US / 1_000,
                             "cannot add VIP; it is not answered until it is there, and tried again");
                     }
-                    // Stale: the VIP was let go or wanted again since.
                     None => return false,
                 }
                 false
             }
         };
-        if self.keeper.generation(addr) != Some(generation) {
-            return false;
-        }
         // The data plane answers only for the VIPs on its own interface.
         let own = self.vips.get(&addr).is_some_and(|(v, _)| v.dev.is_none());
         if own && let Some(Err(err)) = self.dp_mut(key).map(|dp| dp.set_vip_absent(addr, !present))
@@ -817,7 +816,9 @@ impl Shell {
                 if added && announce {
                     info!(vrid = key.vrid, vip = %vip.addr, "VIP added again; announcing it");
                     self.announce_one(key, vip.addr);
-                    self.reassert_routes(key);
+                    // The kernel drops a route with the source address it used, without
+                    // telling: the instance's routes are added again.
+                    self.add_routes(key);
                 }
             }
             NetOp::RemoveVip { key, addr, .. } => {
@@ -895,17 +896,19 @@ impl Shell {
             .collect()
     }
 
-    /// After a hitless restart: removes from the interfaces the VIPs the previous daemon's
-    /// masters had that this configuration does not.
-    pub(super) async fn remove_dropped_vips(&self, carried: &[(IpAddr, u32)]) {
-        if !self.configure_vips {
-            return;
-        }
-        for (addr, dev) in carried {
-            if self.vips.contains_key(addr) {
+    /// After a hitless restart, the VIPs the previous daemon's masters had (its marker): those
+    /// this configuration has are kept for the masters resumed at start ([`Shell::resumed_vips`]),
+    /// the others removed from their interfaces.
+    pub(super) async fn take_over_vips(&mut self, carried: &[(IpAddr, u32)]) {
+        for &(addr, dev) in carried {
+            if self.vips.contains_key(&addr) {
+                self.resumed_vips.insert(addr);
                 continue;
             }
-            match self.addresses.remove(*dev, *addr).await {
+            if !self.configure_vips {
+                continue;
+            }
+            match self.addresses.remove(dev, addr).await {
                 Ok(()) => info!(vip = %addr, "removed a VIP the configuration no longer has"),
                 Err(err) => {
                     warn!(vip = %addr, error = %err, "cannot remove a VIP the configuration no longer has")
