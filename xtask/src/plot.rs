@@ -304,3 +304,57 @@ fn arp_rate(
     drop(root);
     Ok(Some(path))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bench_run_is_drawn_with_its_commit_its_floor_and_both_daemons() {
+        let dir = std::env::temp_dir().join(format!("xvrrp-plot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("lab.json"),
+            r#"{"commit": "abc1234 2026-11-26",
+                "outage.xvrrp.20ms.SIGKILL (host crash)": {"gaps_ms": [55.0, 61.0, 66.0]},
+                "outage.keepalived.20ms.SIGKILL (host crash)": {"gaps_ms": [70.0, 74.0]},
+                "floor.20ms.SIGKILL (host crash)": {"floors_ms": [57.0, 63.0, 69.0]},
+                "mysql_failover.xvrrp": {"ms": [15.0]},
+                "mysql_failover.keepalived": {"ms": [1446.0]}}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("dataplane.json"),
+            r#"{"arp_answers_pps": [{"responder": "kernel (VIP on the interface)", "pps": 1.7e6},
+                                    {"responder": "xvrrp XDP", "pps": 1.05e7}]}"#,
+        )
+        .unwrap();
+        let written = run(&dir, "def5678 2026-11-27").unwrap();
+        let names: Vec<String> = written
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "outage-20ms-sigkill-host-crash.svg",
+                "mysql-failover.svg",
+                "arp-rate.svg"
+            ]
+        );
+        let outage = std::fs::read_to_string(&written[0]).unwrap();
+        // The run's own commit, not the one plotting; both daemons and the floor.
+        assert!(outage.contains("abc1234 2026-11-26"), "{outage}");
+        for label in ["xvrrp", "keepalived", "VRRP floor"] {
+            assert!(outage.contains(label), "{label}");
+        }
+        // A run that did not record its commit is dated by the one plotting.
+        let rate = std::fs::read_to_string(&written[2]).unwrap();
+        assert!(rate.contains("plotted at def5678"), "{rate}");
+        assert!(
+            rate.contains("10.50 M/s") && rate.contains("1.70 M/s"),
+            "{rate}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
