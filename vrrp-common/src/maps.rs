@@ -193,6 +193,39 @@ pub struct Liveness {
 pub struct Heartbeat {
     /// When the daemon last wrote it, CLOCK_MONOTONIC_COARSE nanoseconds.
     pub ns: u64,
+    /// Bit `slot % 64` of word `slot / 64` set: this node is master of that slot's VRID. A copy
+    /// of the roles in [`MAP_VRIDS`], kept beside the heartbeat so that the gate on every
+    /// request is one lookup; the daemon writes both.
+    pub masters: [u64; MASTER_WORDS],
+}
+
+/// Words of [`Heartbeat::masters`]: one bit per slot.
+pub const MASTER_WORDS: usize = MAX_SLOTS as usize / 64;
+
+impl Heartbeat {
+    /// Whether this node is master of `slot`'s VRID (false for a slot out of range).
+    #[inline(always)]
+    pub fn is_master(&self, slot: u32) -> bool {
+        match self.masters.get((slot / 64) as usize) {
+            Some(word) => word & (1 << (slot % 64)) != 0,
+            None => false,
+        }
+    }
+
+    /// Records whether this node is master of `slot`'s VRID; whether that changed anything.
+    pub fn set_master(&mut self, slot: u32, master: bool) -> bool {
+        let Some(word) = self.masters.get_mut((slot / 64) as usize) else {
+            return false;
+        };
+        let bit = 1 << (slot % 64);
+        let before = *word;
+        if master {
+            *word |= bit;
+        } else {
+            *word &= !bit;
+        }
+        *word != before
+    }
 }
 
 /// Event kinds, as in [`Event::kind`].
@@ -315,7 +348,7 @@ const _: () = assert!(core::mem::size_of::<VipValue>() == 12);
 const _: () = assert!(core::mem::size_of::<VridState>() == 24);
 const _: () = assert!(core::mem::size_of::<PeerKey>() == 20);
 const _: () = assert!(core::mem::size_of::<Liveness>() == 40);
-const _: () = assert!(core::mem::size_of::<Heartbeat>() == 8);
+const _: () = assert!(core::mem::size_of::<Heartbeat>() == 8 + 8 * MASTER_WORDS);
 const _: () = assert!(core::mem::size_of::<Event>() == 48);
 const _: () = assert!(core::mem::size_of::<VridStats>() == 15 * 8);
 const _: () = assert!(core::mem::size_of::<VipStats>() == 6 * 8);
@@ -398,6 +431,30 @@ mod tests {
         assert_eq!(slot(false, 51), 51);
         assert_eq!(slot(true, 51), 307);
         assert!(slot(true, 255) < MAX_SLOTS);
+    }
+
+    #[test]
+    fn master_bits_follow_each_slot_alone() {
+        let mut hb = Heartbeat::default();
+        assert!(!hb.is_master(slot(false, 51)));
+        assert!(hb.set_master(slot(false, 51), true));
+        assert!(
+            !hb.set_master(slot(false, 51), true),
+            "no change the second time"
+        );
+        assert!(hb.set_master(slot(true, 255), true));
+        assert!(hb.is_master(slot(false, 51)) && hb.is_master(slot(true, 255)));
+        for other in [
+            slot(false, 50),
+            slot(false, 52),
+            slot(true, 51),
+            slot(false, 255),
+        ] {
+            assert!(!hb.is_master(other), "slot {other}");
+        }
+        assert!(hb.set_master(slot(false, 51), false));
+        assert!(!hb.is_master(slot(false, 51)) && hb.is_master(slot(true, 255)));
+        assert!(!hb.is_master(MAX_SLOTS) && !hb.set_master(MAX_SLOTS, true));
     }
 
     #[test]

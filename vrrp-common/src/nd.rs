@@ -98,6 +98,7 @@ const fn is_unspecified(a: &[u8; 16]) -> bool {
 /// of RFC 4861 section 7.1.1 that concern us (hop limit 255, code 0, target not multicast):
 /// the address it asks for, and whether it has the form the data plane answers (a unicast
 /// source and exactly one option, the source link-layer address, in `opt`).
+#[inline(always)]
 pub fn solicited_target(
     ip: &Ipv6Hdr,
     head: &NdHead,
@@ -119,6 +120,7 @@ pub fn solicited_target(
 
 /// If this packet is a neighbour advertisement claiming its target with a target link-layer
 /// address that is neither `ours` nor `iface_mac`: the target and that MAC.
+#[inline(always)]
 pub fn foreign_claim(
     ip: &Ipv6Hdr,
     head: &NdHead,
@@ -141,6 +143,7 @@ fn as_bytes<T, const N: usize>(v: &T) -> &[u8; N] {
 }
 
 /// The ICMPv6 checksum (RFC 4443 section 2.3) of a head and option sent from `src` to `dst`.
+#[inline(always)]
 pub fn icmp6_checksum(src: &[u8; 16], dst: &[u8; 16], head: &NdHead, opt: &NdOpt) -> u16 {
     use crate::vrrp::{fold, sum};
     let mut h = *head;
@@ -155,6 +158,7 @@ pub fn icmp6_checksum(src: &[u8; 16], dst: &[u8; 16], head: &NdHead, opt: &NdOpt
 /// Rewrites a neighbour solicitation, in place, into the advertisement that answers it from
 /// `mac`: to the asker, from the VIP, Solicited and Override set, with the target link-layer
 /// address option, hop limit 255 and a correct checksum.
+#[inline(always)]
 pub fn rewrite_to_advert(
     eth: &mut EthHdr,
     ip: &mut Ipv6Hdr,

@@ -1,7 +1,8 @@
 //! Bench-only programs (the `bench` feature; never in the object the daemon loads): timing
-//! harnesses for BPF_PROG_TEST_RUN, a traffic generator, and bare reference responders that
+//! harnesses for BPF_PROG_TEST_RUN, a traffic generator, and bare reference programs that
 //! `cargo xtask bench` times beside xvrrp's program so that its cost is a ratio in one run.
 
+use super::{handle, ptr_at};
 use aya_ebpf::{
     bindings::xdp_action::{XDP_ABORTED, XDP_PASS, XDP_TX},
     btf_maps::PerCpuArray,
@@ -9,19 +10,13 @@ use aya_ebpf::{
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
-use vrrp_common::{
-    VipValue,
-    arp::{self, ArpIpv4, ETH_P_ARP, EthHdr},
-};
-
-use super::{at, handle, ptr_at};
 
 /// The first [`BENCH_LEN`] bytes of the frame are saved, the program runs, and the bytes are
 /// restored, so that BPF_PROG_TEST_RUN with `repeat` times the same path every time. `cargo
 /// xtask bench` subtracts [`xvrrp_bench_base`].
 #[xdp]
 pub fn xvrrp_bench(ctx: XdpContext) -> u32 {
-    bench(&ctx, handle)
+    bench(&ctx, handle::<false>)
 }
 
 /// The save and restore of [`xvrrp_bench`] without any program.
@@ -30,12 +25,12 @@ pub fn xvrrp_bench_base(ctx: XdpContext) -> u32 {
     bench(&ctx, |_| XDP_PASS)
 }
 
-/// The reference for xvrrp's ARP path, in the same harness: a bare responder for one
-/// address, with no map, no role or heartbeat gate and no counter, but the same parsing and
-/// rewriting code.
+/// The reference for xvrrp's request paths (ARP and neighbour solicitation), in the same
+/// harness: the same program with the role and heartbeat gate and the counters compiled out, so
+/// the same parsing, VIP lookup and rewrite. xvrrp's cost over it is what its safety costs.
 #[xdp]
-pub fn xvrrp_ref_arp(ctx: XdpContext) -> u32 {
-    bench(&ctx, ref_arp)
+pub fn xvrrp_ref(ctx: XdpContext) -> u32 {
+    bench(&ctx, handle::<true>)
 }
 
 /// The reference for a frame that is not xvrrp's: a program that passes everything.
@@ -66,39 +61,6 @@ const BENCH_ARP_REQUEST: [u8; 42] = [
     0x02, 0, 0, 0, 0, 0x10, 192, 0, 2, 10, // sender
     0, 0, 0, 0, 0, 0, 192, 0, 2, 100, // target
 ];
-
-/// The reference's VIP and MAC: the bench's (192.0.2.100, 02:00:00:00:00:01).
-///
-/// There is no neighbour-solicitation reference: a second program that runs the ND parsing
-/// of `vrrp_common::nd` makes every map of the object fail to load (EINVAL from
-/// BPF_MAP_CREATE, whatever the map; aya 0.13 with this kernel), so the NS path is timed in
-/// nanoseconds only.
-const REF_VIP4: [u8; 4] = [192, 0, 2, 100];
-const REF_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
-
-#[inline(always)]
-fn ref_arp(ctx: &XdpContext) -> u32 {
-    let Ok(eth) = at::<EthHdr>(ctx, 0) else {
-        return XDP_PASS;
-    };
-    if eth.ethertype() != ETH_P_ARP {
-        return XDP_PASS;
-    }
-    let Ok(req) = at::<ArpIpv4>(ctx, EthHdr::LEN) else {
-        return XDP_PASS;
-    };
-    if arp::asked_address(req) != Some(REF_VIP4) {
-        return XDP_PASS;
-    }
-    let vip = VipValue {
-        vrid: 0,
-        flags: 0,
-        mac: REF_MAC,
-        stats_index: 0,
-    };
-    arp::rewrite_to_reply(eth, req, &vip);
-    XDP_TX
-}
 
 /// Frames the bench programs take are padded to this length.
 const BENCH_LEN: usize = 128;

@@ -49,13 +49,10 @@ impl HeartbeatBridge {
             let mut due = vec![Instant::now(); adverts.len()];
             while !flag.load(Ordering::SeqCst) {
                 if let Some(hb) = hb.as_mut() {
-                    let _ = hb.set(
-                        0,
-                        vrrp_common::Heartbeat {
-                            ns: dataplane::monotonic_coarse_ns(),
-                        },
-                        0,
-                    );
+                    // Only the time changes: the roles beside it are the loading daemon's.
+                    let mut value = hb.get(&0, 0).unwrap_or_default();
+                    value.ns = dataplane::monotonic_coarse_ns();
+                    let _ = hb.set(0, value, 0);
                 }
                 if let Some(sockets) = &sockets {
                     for (a, at) in adverts.iter().zip(due.iter_mut()) {

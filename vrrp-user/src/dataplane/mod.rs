@@ -192,6 +192,8 @@ pub struct DataPlane {
     attachment: Option<PinnedLink>,
     /// Leave the program, link and pins in place on drop (a hitless restart follows).
     keep: bool,
+    /// What the heartbeat entry holds: the last heartbeat and the roles the gate reads.
+    heartbeat: Heartbeat,
 }
 
 impl DataPlane {
@@ -246,12 +248,20 @@ impl DataPlane {
             source,
         })?;
         let maps = Maps::take(&mut ebpf)?;
+        // A resumed program keeps answering for the masters the last daemon left.
+        let heartbeat = array_ref::<Heartbeat>(&maps.heartbeat, MAP_HEARTBEAT)?
+            .get(&0, 0)
+            .map_err(|source| DataPlaneError::MapUpdate {
+                name: MAP_HEARTBEAT,
+                source,
+            })?;
         Ok(Self {
             ebpf,
             maps,
             pin_dir: reuse.map(Path::to_owned),
             attachment: None,
             keep: false,
+            heartbeat,
         })
     }
 
@@ -607,13 +617,26 @@ impl DataPlane {
     }
 
     /// Sets the whole state of a VRID (role, flags, version).
+    /// The role goes to both maps: the gate on requests reads the copy in the heartbeat entry,
+    /// written first on a demotion and last on a promotion, so that neither map ever claims
+    /// more than the other.
     pub fn set_vrid(&mut self, family: Family, vrid: u8, state: VridState) -> Result<()> {
+        let slot = slot(family.is_v6(), vrid);
+        let master = state.role == vrrp_common::role::MASTER;
+        let changed = self.heartbeat.set_master(slot, master);
+        if changed && !master {
+            self.write_heartbeat()?;
+        }
         array::<VridState>(&mut self.maps.vrids, MAP_VRIDS)?
-            .set(slot(family.is_v6(), vrid), state, 0)
+            .set(slot, state, 0)
             .map_err(|source| DataPlaneError::MapUpdate {
                 name: MAP_VRIDS,
                 source,
-            })
+            })?;
+        if changed && master {
+            self.write_heartbeat()?;
+        }
+        Ok(())
     }
 
     /// The state of a VRID.
@@ -648,8 +671,13 @@ impl DataPlane {
 
     /// Writes the heartbeat the program checks before answering for a VIP.
     pub fn heartbeat(&mut self, now_ns: u64) -> Result<()> {
+        self.heartbeat.ns = now_ns;
+        self.write_heartbeat()
+    }
+
+    fn write_heartbeat(&mut self) -> Result<()> {
         array::<Heartbeat>(&mut self.maps.heartbeat, MAP_HEARTBEAT)?
-            .set(0, Heartbeat { ns: now_ns }, 0)
+            .set(0, self.heartbeat, 0)
             .map_err(|source| DataPlaneError::MapUpdate {
                 name: MAP_HEARTBEAT,
                 source,
