@@ -318,7 +318,19 @@ fn test(args: &[String]) -> anyhow::Result<()> {
             .args(args)
             .env("XVRRP_REQUIRE_PRIVILEGED", "1")
             .env("XVRRP_BIN", &bin),
-    )
+    )?;
+    // The bench object (the `bench` feature) has unit tests of its own: its programs are there.
+    if args.is_empty() {
+        status(cargo().args([
+            "test",
+            "--package",
+            "vrrp-user",
+            "--features",
+            "bench",
+            "--lib",
+        ]))?;
+    }
+    Ok(())
 }
 
 /// The fuzz targets: the advert decoder, the keepalived.conf reader and import, the TOML
