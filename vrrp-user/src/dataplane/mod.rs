@@ -623,8 +623,9 @@ impl DataPlane {
     pub fn set_vrid(&mut self, family: Family, vrid: u8, state: VridState) -> Result<()> {
         let slot = slot(family.is_v6(), vrid);
         let master = state.role == vrrp_common::role::MASTER;
-        let changed = self.heartbeat.set_master(slot, master);
-        if changed && !master {
+        // The copy changes only where it is written next: a promotion whose first write fails
+        // must not reach the gate with the next heartbeat.
+        if !master && self.heartbeat.set_master(slot, false) {
             self.write_heartbeat()?;
         }
         array::<VridState>(&mut self.maps.vrids, MAP_VRIDS)?
@@ -633,7 +634,7 @@ impl DataPlane {
                 name: MAP_VRIDS,
                 source,
             })?;
-        if changed && master {
+        if master && self.heartbeat.set_master(slot, true) {
             self.write_heartbeat()?;
         }
         Ok(())
