@@ -87,8 +87,7 @@ fn master_answers_arp_for_vip_from_xdp_and_stops_when_the_daemon_stops() {
     let vrids = String::from_utf8_lossy(&vrids.stdout);
     assert!(vrids.contains("\"role\":2"), "{vrids}");
     assert_eq!(
-        xvrrp_lab::per_cpu_counter(&pin_dir.join("vrid_stats"), u32::from(VRID), "answered")
-            .unwrap(),
+        xvrrp_lab::vip_counter(&pin_dir, VIP.into(), "answered").unwrap(),
         3
     );
 

@@ -8,7 +8,9 @@ use std::{
 };
 
 use nix::sys::signal::Signal;
-use xvrrp_lab::{Lab, PIN_ROOT, Proc, mac_text, per_cpu_counter, privileged, wait_for};
+use xvrrp_lab::{
+    Lab, PIN_ROOT, Proc, mac_text, per_cpu_counter, privileged, vip_counter, wait_for,
+};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 100);
 const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
@@ -59,9 +61,7 @@ fn a_frozen_daemon_stops_answering_within_the_heartbeat_limit() {
     let lab = Lab::new(&["a", "client"]).expect("lab");
     let mut a = start(&lab, "a", "takeover", 200);
     assert_eq!(lab.arping("client", VIP, 1).unwrap().len(), 1);
-    let stats = Path::new(PIN_ROOT)
-        .join(&lab.host("a").iface)
-        .join("vrid_stats");
+    let pins = Path::new(PIN_ROOT).join(&lab.host("a").iface);
 
     let pid = nix::unistd::Pid::from_raw(a.pid() as i32);
     nix::sys::signal::kill(pid, Signal::SIGSTOP).unwrap();
@@ -71,7 +71,7 @@ fn a_frozen_daemon_stops_answering_within_the_heartbeat_limit() {
         lab.arping("client", VIP, 1).unwrap().is_empty(),
         "answers went on after the daemon froze"
     );
-    assert!(per_cpu_counter(&stats, 51, "dropped_stale_heartbeat").unwrap() >= 1);
+    assert!(vip_counter(&pins, VIP.into(), "dropped_stale_heartbeat").unwrap() >= 1);
 
     nix::sys::signal::kill(pid, Signal::SIGCONT).unwrap();
     assert!(
@@ -105,8 +105,8 @@ fn a_killed_daemon_leaves_a_silent_program_and_a_restart_takes_over() {
     );
     std::thread::sleep(Duration::from_millis(300));
     assert!(lab.arping("client", VIP, 2).unwrap().is_empty());
-    let stats = Path::new(PIN_ROOT).join(&iface).join("vrid_stats");
-    assert!(per_cpu_counter(&stats, 51, "dropped_stale_heartbeat").unwrap() >= 2);
+    let pins = Path::new(PIN_ROOT).join(&iface);
+    assert!(vip_counter(&pins, VIP.into(), "dropped_stale_heartbeat").unwrap() >= 2);
 
     // A new daemon replaces the stale link and answers again.
     let mut again = start(&lab, "a", "takeover", 200);

@@ -496,9 +496,7 @@ fn thousands_of_metrics_connections_change_nothing_and_leak_nothing() {
     );
     let mut a = lab.start_xvrrp("a", &cfg).unwrap();
     lab.wait_answered_by("client", "a", VIP, 2, Duration::from_secs(8));
-    let stats = Path::new(PIN_ROOT)
-        .join(&lab.host("a").iface)
-        .join("vrid_stats");
+    let pins = Path::new(PIN_ROOT).join(&lab.host("a").iface);
     let changes = a.log().matches("state change").count();
     let before = fds(a.pid());
     let pid = a.pid();
@@ -552,7 +550,7 @@ fn thousands_of_metrics_connections_change_nothing_and_leak_nothing() {
         "the daemon held {most} fds (from {before})"
     );
     assert_eq!(
-        per_cpu_counter(&stats, 51, "dropped_stale_heartbeat").unwrap(),
+        xvrrp_lab::vip_counter(&pins, VIP.into(), "dropped_stale_heartbeat").unwrap(),
         0
     );
     assert_eq!(

@@ -9,6 +9,7 @@
 
 pub mod arp;
 pub mod ip;
+pub mod jiffies;
 pub mod maps;
 pub mod nd;
 pub mod vrrp;

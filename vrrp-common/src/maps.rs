@@ -3,10 +3,17 @@
 //! Byte order is part of each field's contract and is named in its doc: addresses are kept as
 //! byte arrays in network order (as they stand in the packet), counters, states and times in
 //! host order. Times are `CLOCK_MONOTONIC_COARSE` nanoseconds (the kernel's
-//! `bpf_ktime_get_coarse_ns`), which the daemon reads with `clock_gettime` as well.
+//! `bpf_ktime_get_coarse_ns`), which the daemon reads with `clock_gettime` as well, except the
+//! heartbeat's deadline, in the kernel's jiffies (see [`crate::jiffies`]).
+
+use crate::jiffies::JiffyClock;
 
 /// Name of the XDP program in the object file.
 pub const PROGRAM_NAME: &str = "xvrrp";
+/// Name of the program the daemon samples the kernel's jiffies with (BPF_PROG_TEST_RUN only,
+/// never attached): it writes jiffies, then CLOCK_MONOTONIC ns, into the frame's first 16
+/// bytes, native byte order.
+pub const CLOCK_PROGRAM_NAME: &str = "xvrrp_clock";
 
 /// IPv4 VIPs this node serves: [`Vip4Key`] -> [`VipValue`].
 pub const MAP_VIPS_V4: &str = "XVRRP_VIPS4";
@@ -38,9 +45,6 @@ pub const EVENTS_BYTES: u32 = 64 * 1024;
 
 /// Name of the load-time global holding the interface's own MAC address (`[u8; 6]`).
 pub const GLOBAL_IFACE_MAC: &str = "XVRRP_IFACE_MAC";
-/// Name of the load-time global holding the heartbeat limit in nanoseconds (`u64`): answers
-/// for VIPs stop when the daemon's heartbeat is older than this.
-pub const GLOBAL_HEARTBEAT_LIMIT_NS: &str = "XVRRP_HB_LIMIT_NS";
 
 /// The slot of the per-VRID arrays for a VRID of IPv4 (`ipv6` false) or IPv6.
 pub const fn slot(ipv6: bool, vrid: u8) -> u32 {
@@ -191,12 +195,17 @@ pub struct Liveness {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Heartbeat {
-    /// When the daemon last wrote it, CLOCK_MONOTONIC_COARSE nanoseconds.
-    pub ns: u64,
+    /// The request gate is open while the kernel's jiffies are at most this: the jiffy of the
+    /// daemon's last heartbeat plus the heartbeat limit in whole jiffies (0: never open).
+    pub until: u64,
     /// Bit `slot % 64` of word `slot / 64` set: this node is master of that slot's VRID. A copy
     /// of the roles in [`MAP_VRIDS`], kept beside the heartbeat so that the gate on every
     /// request is one lookup; the daemon writes both.
     pub masters: [u64; MASTER_WORDS],
+    /// How the daemon that wrote it turns CLOCK_MONOTONIC into jiffies.
+    pub clock: JiffyClock,
+    /// The heartbeat limit `until` is made with, nanoseconds.
+    pub limit_ns: u64,
 }
 
 /// Words of [`Heartbeat::masters`]: one bit per slot.
@@ -277,8 +286,18 @@ pub struct VridStats {
     pub adverts_drop_auth: u64,
     /// Adverts whose address list is not the instance's.
     pub adverts_drop_addresses: u64,
-    /// ARP requests / neighbour solicitations for this VRID's VIPs.
-    pub requests: u64,
+    /// Claims on this VRID's VIPs from another MAC while it is master here.
+    pub foreign_owner: u64,
+}
+
+/// Value of [`MAP_VIP_STATS`] (per CPU). Host byte order.
+///
+/// Each ARP request or neighbour solicitation for the VIP is counted once, in the field of its
+/// verdict, and only here (not per VRID too: one counter per request is part of the answer's
+/// cost); a VRID's request counters are the sum over its VIPs, which the daemon computes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VipStats {
     pub answered: u64,
     pub dropped_not_master: u64,
     pub dropped_stale_heartbeat: u64,
@@ -287,16 +306,11 @@ pub struct VridStats {
     pub foreign_owner: u64,
 }
 
-/// Value of [`MAP_VIP_STATS`] (per CPU). Host byte order.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct VipStats {
-    pub requests: u64,
-    pub answered: u64,
-    pub dropped_not_master: u64,
-    pub dropped_stale_heartbeat: u64,
-    pub passed_absent: u64,
-    pub foreign_owner: u64,
+impl VipStats {
+    /// Requests for the VIP, whatever their verdict.
+    pub const fn requests(&self) -> u64 {
+        self.answered + self.dropped_not_master + self.dropped_stale_heartbeat + self.passed_absent
+    }
 }
 
 /// Sums counters of the same layout (every field a u64), e.g. over CPUs.
@@ -325,15 +339,9 @@ counters!(VridStats {
     adverts_drop_peer,
     adverts_drop_auth,
     adverts_drop_addresses,
-    requests,
-    answered,
-    dropped_not_master,
-    dropped_stale_heartbeat,
-    passed_absent,
     foreign_owner,
 });
 counters!(VipStats {
-    requests,
     answered,
     dropped_not_master,
     dropped_stale_heartbeat,
@@ -348,10 +356,10 @@ const _: () = assert!(core::mem::size_of::<VipValue>() == 12);
 const _: () = assert!(core::mem::size_of::<VridState>() == 24);
 const _: () = assert!(core::mem::size_of::<PeerKey>() == 20);
 const _: () = assert!(core::mem::size_of::<Liveness>() == 40);
-const _: () = assert!(core::mem::size_of::<Heartbeat>() == 8 + 8 * MASTER_WORDS);
+const _: () = assert!(core::mem::size_of::<Heartbeat>() == 8 + 8 * MASTER_WORDS + 24 + 8);
 const _: () = assert!(core::mem::size_of::<Event>() == 48);
-const _: () = assert!(core::mem::size_of::<VridStats>() == 15 * 8);
-const _: () = assert!(core::mem::size_of::<VipStats>() == 6 * 8);
+const _: () = assert!(core::mem::size_of::<VridStats>() == 10 * 8);
+const _: () = assert!(core::mem::size_of::<VipStats>() == 5 * 8);
 
 #[cfg(feature = "user")]
 mod pod {
@@ -364,6 +372,7 @@ mod pod {
     unsafe impl aya::Pod for super::PeerKey {}
     unsafe impl aya::Pod for super::Liveness {}
     unsafe impl aya::Pod for super::Heartbeat {}
+    unsafe impl aya::Pod for crate::jiffies::JiffyClock {}
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::VridStats {}
     unsafe impl aya::Pod for super::VipStats {}
@@ -379,10 +388,11 @@ pub const fn virtual_mac_v6(vrid: u8) -> [u8; 6] {
     [0x00, 0x00, 0x5e, 0x00, 0x02, vrid]
 }
 
-/// Whether a heartbeat written at `heartbeat_ns` is fresh at `now_ns` under `limit_ns`. A
-/// heartbeat from the future (clock read on another CPU a little later) counts as fresh.
-pub const fn heartbeat_fresh(now_ns: u64, heartbeat_ns: u64, limit_ns: u64) -> bool {
-    heartbeat_ns != 0 && now_ns.saturating_sub(heartbeat_ns) <= limit_ns
+/// Whether the heartbeat is fresh when the kernel's jiffies are `jiffies`: the gate is open
+/// until its deadline (the kernel's jiffies are never 0, so an entry never written is stale).
+#[inline(always)]
+pub const fn heartbeat_fresh(jiffies: u64, until: u64) -> bool {
+    jiffies <= until
 }
 
 #[cfg(test)]
@@ -398,7 +408,6 @@ mod tests {
     #[test]
     fn counters_add_every_field() {
         let mut a = VipStats {
-            requests: 1,
             answered: 2,
             dropped_not_master: 3,
             dropped_stale_heartbeat: 4,
@@ -409,7 +418,6 @@ mod tests {
         assert_eq!(
             a,
             VipStats {
-                requests: 2,
                 answered: 4,
                 dropped_not_master: 6,
                 dropped_stale_heartbeat: 8,
@@ -417,6 +425,7 @@ mod tests {
                 foreign_owner: 10
             }
         );
+        assert_eq!(a.requests(), 4 + 6 + 8 + 12, "every verdict is a request");
         let mut v = VridStats::default();
         v.add(&VridStats {
             foreign_owner: 7,
@@ -459,14 +468,11 @@ mod tests {
 
     #[test]
     fn heartbeat_freshness() {
-        assert!(heartbeat_fresh(1_000, 900, 100));
-        assert!(!heartbeat_fresh(1_001, 900, 100));
+        assert!(heartbeat_fresh(1_000, 1_000));
+        assert!(!heartbeat_fresh(1_001, 1_000));
+        assert!(heartbeat_fresh(900, 1_000));
         assert!(
-            heartbeat_fresh(900, 1_000, 100),
-            "a heartbeat slightly ahead is fresh"
-        );
-        assert!(
-            !heartbeat_fresh(1_000, 0, u64::MAX),
+            !heartbeat_fresh(1, Heartbeat::default().until),
             "never written is never fresh"
         );
     }

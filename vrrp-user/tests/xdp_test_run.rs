@@ -14,7 +14,7 @@ use vrrp_common::{
     Event, VipValue, VridState, checksum_form, event, role, virtual_mac_v4, vrid_flags,
 };
 use vrrp_user::{
-    dataplane::{DataPlane, Family, KernelLogLevel, monotonic_coarse_ns},
+    dataplane::{DataPlane, Family, KernelLogLevel, monotonic_coarse_ns, monotonic_ns},
     engine::{Advert, Auth, ChecksumForm, Version},
 };
 use xvrrp_lab::privileged;
@@ -275,7 +275,7 @@ impl Fixture {
         .unwrap();
         dp.add_peer(70, IpAddr::from(PEER)).unwrap();
         dp.add_peer(71, IpAddr::from(PEER)).unwrap();
-        dp.heartbeat(monotonic_coarse_ns()).unwrap();
+        dp.heartbeat(monotonic_ns()).unwrap();
         let events = dp.take_events().unwrap();
         Self { dp, events }
     }
@@ -290,6 +290,13 @@ impl Fixture {
         })?;
         out.truncate(result.data_size_out as usize);
         Ok((result.return_value, out))
+    }
+
+    /// A VRID's request counters, as the daemon reports them (summed over its VIPs).
+    fn requests(&self, family: Family, vrid: u8) -> vrrp_common::VipStats {
+        let slot = vrrp_common::slot(family == Family::V6, vrid);
+        let by_slot = self.dp.request_stats().unwrap();
+        by_slot.get(&slot).copied().unwrap_or_default()
     }
 
     fn verdict_unchanged(&mut self, frame: &[u8]) -> u32 {
@@ -344,10 +351,10 @@ fn arp_request_for_a_mastered_vip_is_answered_with_exact_bytes() {
         arp_frame(CLIENT_MAC, 2, IFACE_MAC, VIP, CLIENT_MAC, [0; 4])
     );
 
-    let s = fx.dp.vrid_stats(Family::V4, 51).unwrap();
-    assert_eq!((s.requests, s.answered, s.dropped_not_master), (4, 4, 0));
+    let s = fx.requests(Family::V4, 51);
+    assert_eq!((s.requests(), s.answered, s.dropped_not_master), (4, 4, 0));
     let v = fx.dp.vip_stats(0).unwrap();
-    assert_eq!((v.requests, v.answered), (4, 4));
+    assert_eq!((v.requests(), v.answered), (4, 4));
 }
 
 #[test]
@@ -388,6 +395,11 @@ fn vlan_tagged_frames_pass_untouched_and_uncounted() {
                 Default::default(),
                 "ipv6 {ipv6} vrid {vrid}"
             );
+            assert_eq!(
+                fx.requests(family_of_flag(ipv6), vrid),
+                Default::default(),
+                "ipv6 {ipv6} vrid {vrid}"
+            );
         }
     }
     assert_eq!(fx.dp.liveness(Family::V4, 51).unwrap(), live_before);
@@ -420,8 +432,8 @@ fn a_vip_not_on_the_interface_is_left_to_the_kernel() {
     assert_eq!(fx.verdict_unchanged(&request_for(BACKUP_VIP)), XDP_DROP);
     assert_eq!(fx.dp.vip_stats(0).unwrap().passed_absent, 1);
     assert_eq!(fx.dp.vip_stats(2).unwrap().passed_absent, 1);
-    assert_eq!(fx.dp.vrid_stats(Family::V4, 51).unwrap().passed_absent, 1);
-    assert_eq!(fx.dp.vrid_stats(Family::V4, 51).unwrap().answered, 0);
+    assert_eq!(fx.requests(Family::V4, 51).passed_absent, 1);
+    assert_eq!(fx.requests(Family::V4, 51).answered, 0);
     // Back on the interface: answered again.
     fx.dp
         .set_vip(
@@ -478,7 +490,7 @@ fn arp_request_for_a_vip_not_mastered_is_dropped() {
             "role {r}"
         );
     }
-    let s = fx.dp.vrid_stats(Family::V4, 51).unwrap();
+    let s = fx.requests(Family::V4, 51);
     assert_eq!((s.dropped_not_master, s.answered), (3, 0));
     assert_eq!(fx.dp.vip_stats(1).unwrap().dropped_not_master, 1);
 }
@@ -489,18 +501,93 @@ fn a_stale_heartbeat_stops_the_answers_and_a_fresh_one_restores_them() {
         return;
     }
     let mut fx = Fixture::new();
-    let now = monotonic_coarse_ns();
+    let now = monotonic_ns();
     fx.dp.heartbeat(now - HB_LIMIT_NS - 50_000_000).unwrap();
     assert_eq!(fx.verdict_unchanged(&request_for(VIP)), XDP_DROP);
     assert_eq!(
         fx.verdict_unchanged(&ns_for(VIP6, CLIENT6, true, None)),
         XDP_DROP
     );
-    let s = fx.dp.vrid_stats(Family::V4, 51).unwrap();
+    let s = fx.requests(Family::V4, 51);
     assert_eq!((s.dropped_stale_heartbeat, s.dropped_not_master), (1, 0));
     assert_eq!(fx.dp.vip_stats(0).unwrap().dropped_stale_heartbeat, 1);
-    fx.dp.heartbeat(monotonic_coarse_ns()).unwrap();
+    fx.dp.heartbeat(monotonic_ns()).unwrap();
     assert_eq!(fx.run(&request_for(VIP)).unwrap().0, XDP_TX);
+
+    // The limit holds to within a jiffy or two (the gate reads the kernel's jiffies): a
+    // heartbeat the limit less three jiffies ago still opens it, one the limit and two jiffies
+    // ago no longer does.
+    let tick = fx.dp.jiffy_clock().tick_ns;
+    fx.dp
+        .heartbeat(monotonic_ns() - HB_LIMIT_NS + 3 * tick)
+        .unwrap();
+    assert_eq!(fx.run(&request_for(VIP)).unwrap().0, XDP_TX);
+    fx.dp
+        .heartbeat(monotonic_ns() - HB_LIMIT_NS - 2 * tick)
+        .unwrap();
+    assert_eq!(fx.verdict_unchanged(&request_for(VIP)), XDP_DROP);
+}
+
+/// CONFIG_HZ of the running kernel, where it publishes its configuration.
+fn config_hz() -> Option<u64> {
+    let out = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "zcat /proc/config.gz 2>/dev/null || cat /boot/config-$(uname -r)",
+        ])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("CONFIG_HZ="))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn the_heartbeat_clock_follows_the_kernels_jiffies() {
+    if !privileged("the_heartbeat_clock_follows_the_kernels_jiffies") {
+        return;
+    }
+    use vrrp_common::jiffies::{Check, HZ_CHOICES, tick_ns};
+    let mut fx = Fixture::new();
+    let clock = fx.dp.jiffy_clock();
+    match config_hz() {
+        Some(hz) => assert_eq!(clock.tick_ns, tick_ns(hz), "CONFIG_HZ={hz}"),
+        None => {
+            eprintln!("the kernel's configuration is not published: HZ checked against the list");
+            assert!(HZ_CHOICES.map(tick_ns).contains(&clock.tick_ns));
+        }
+    }
+    // Over half a second, every sample of the kernel's jiffies agrees with the clock: it is
+    // never ahead of them (a deadline made with it never outlives the limit), never more than
+    // a jiffy behind.
+    let program = fx
+        .dp
+        .extra_program(vrrp_common::CLOCK_PROGRAM_NAME)
+        .unwrap();
+    let start = std::time::Instant::now();
+    let mut samples = 0;
+    while start.elapsed() < std::time::Duration::from_millis(500) {
+        let mut out = [0u8; 64];
+        program
+            .test_run(TestRunOptions {
+                data_in: Some(&[0u8; 64]),
+                data_out: Some(&mut out),
+                ..Default::default()
+            })
+            .unwrap();
+        let jiffies = u64::from_ne_bytes(out[..8].try_into().unwrap());
+        let mono = u64::from_ne_bytes(out[8..16].try_into().unwrap());
+        assert_ne!(
+            clock.check(jiffies, mono),
+            Check::Off,
+            "jiffies {jiffies} at {mono}: the clock says {}",
+            clock.at(mono)
+        );
+        samples += 1;
+        std::thread::sleep(std::time::Duration::from_micros(700));
+    }
+    assert!(samples > 100, "{samples} samples");
 }
 
 #[test]
@@ -530,7 +617,7 @@ fn other_arp_and_other_traffic_pass_untouched() {
     let mut tcp6 = eth(IFACE_MAC, CLIENT_MAC, 0x86dd, None);
     tcp6.extend_from_slice(&ipv6(CLIENT6, VIP6, 64, 6, &[0; 20]));
     assert_eq!(fx.verdict_unchanged(&tcp6), XDP_PASS);
-    assert_eq!(fx.dp.vrid_stats(Family::V4, 51).unwrap().requests, 0);
+    assert_eq!(fx.requests(Family::V4, 51).requests(), 0);
 }
 
 #[test]
@@ -564,7 +651,10 @@ fn truncated_frames_pass_at_every_length() {
         assert!(ran >= full.len() - 14, "only {ran} lengths were run");
     }
     let s = fx.dp.vrid_stats(Family::V4, 51).unwrap();
-    assert_eq!((s.requests, s.adverts_valid), (0, 0));
+    assert_eq!(
+        (fx.requests(Family::V4, 51).requests(), s.adverts_valid),
+        (0, 0)
+    );
 }
 
 // ---- neighbour discovery ----
@@ -580,8 +670,8 @@ fn neighbour_solicitation_for_a_mastered_vip_gets_an_exact_advertisement() {
     assert_eq!(out, na_expected(VIP6, IFACE_MAC, None));
     // The checksum of what left verifies: the sum with the checksum field in is 0.
     assert_eq!(icmp6_checksum(&out[22..38], &out[38..54], &out[54..]), 0);
-    let s = fx.dp.vrid_stats(Family::V6, 51).unwrap();
-    assert_eq!((s.requests, s.answered), (1, 1));
+    let s = fx.requests(Family::V6, 51);
+    assert_eq!((s.requests(), s.answered), (1, 1));
     assert_eq!(fx.dp.vip_stats(2).unwrap().answered, 1);
 }
 
@@ -823,8 +913,8 @@ fn an_address_of_the_other_family_follows_its_instances_role() {
         XDP_DROP
     );
     // Counted in the instance's slot.
-    assert_eq!(fx.dp.vrid_stats(Family::V4, 51).unwrap().answered, 1);
-    assert_eq!(fx.dp.vrid_stats(Family::V6, 51).unwrap().requests, 0);
+    assert_eq!(fx.requests(Family::V4, 51).answered, 1);
+    assert_eq!(fx.requests(Family::V6, 51).requests(), 0);
 }
 
 /// A VRRPv3 advert frame for `vrid` from `src` carrying `addrs` (IPv4 or IPv6 by `src`).

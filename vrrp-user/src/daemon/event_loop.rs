@@ -152,7 +152,7 @@ impl Loop<'_> {
         // daemon's CPU).
         let limit = self.running.heartbeat_limit;
         if self.last_heartbeat.elapsed() >= limit / 8 {
-            let ns = dataplane::monotonic_coarse_ns();
+            let ns = dataplane::monotonic_ns();
             for port in self.running.shell.ports.values_mut() {
                 port.dp.heartbeat(ns).map_err(|err| {
                     Stop::Failed(format!(

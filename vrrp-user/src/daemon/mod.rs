@@ -413,7 +413,7 @@ async fn attach_port(
     addresses: &Addresses,
 ) -> anyhow::Result<HashMap<String, u32>> {
     let iface = port.site.iface.clone();
-    port.dp.heartbeat(dataplane::monotonic_coarse_ns())?;
+    port.dp.heartbeat(dataplane::monotonic_ns())?;
     attach(&mut port.dp, config, &iface, &port.pin_dir, resume)?;
     let (made, sysctls) = virtual_macs(
         addresses,

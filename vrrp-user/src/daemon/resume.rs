@@ -49,9 +49,12 @@ impl HeartbeatBridge {
             let mut due = vec![Instant::now(); adverts.len()];
             while !flag.load(Ordering::SeqCst) {
                 if let Some(hb) = hb.as_mut() {
-                    // Only the time changes: the roles beside it are the loading daemon's.
+                    // Only the deadline changes, made with the clock and limit the stopped
+                    // daemon left beside it: the roles are the loading daemon's.
                     let mut value = hb.get(&0, 0).unwrap_or_default();
-                    value.ns = dataplane::monotonic_coarse_ns();
+                    value.until = value
+                        .clock
+                        .deadline(dataplane::monotonic_ns(), value.limit_ns);
                     let _ = hb.set(0, value, 0);
                 }
                 if let Some(sockets) = &sockets {

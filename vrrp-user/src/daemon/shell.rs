@@ -358,6 +358,12 @@ impl Shell {
     /// The status `xvrrp status` shows.
     pub(super) fn status(&self, engine: &Engine, config: &Config) -> control::Status {
         let t = now();
+        // Requests are counted per VIP: each port's summed by VRID once.
+        let requests: HashMap<u32, HashMap<u32, vrrp_common::VipStats>> = self
+            .ports
+            .iter()
+            .filter_map(|(iface, port)| Some((*iface, port.dp.request_stats().ok()?)))
+            .collect();
         let instances: Vec<_> = engine
             .status()
             .into_iter()
@@ -365,6 +371,13 @@ impl Shell {
                 let dp = self
                     .dp(st.key)
                     .and_then(|dp| dp.vrid_stats(st.key.family, st.key.vrid).ok())
+                    .unwrap_or_default();
+                let req = requests
+                    .get(&st.key.iface)
+                    .and_then(|by_slot| {
+                        by_slot.get(&vrrp_common::slot(st.key.family.is_v6(), st.key.vrid))
+                    })
+                    .copied()
                     .unwrap_or_default();
                 let vips = config
                     .instances
@@ -412,11 +425,11 @@ impl Shell {
                         }
                     },
                     data_plane: control::DataPlaneCounters {
-                        requests: dp.requests,
-                        answered: dp.answered,
-                        dropped_not_master: dp.dropped_not_master,
-                        dropped_stale_heartbeat: dp.dropped_stale_heartbeat,
-                        passed_vip_absent: dp.passed_absent,
+                        requests: req.requests(),
+                        answered: req.answered,
+                        dropped_not_master: req.dropped_not_master,
+                        dropped_stale_heartbeat: req.dropped_stale_heartbeat,
+                        passed_vip_absent: req.passed_absent,
                         adverts_valid: dp.adverts_valid,
                         adverts_dropped: dp.adverts_drop_ttl
                             + dp.adverts_drop_version

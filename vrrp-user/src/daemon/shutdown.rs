@@ -27,7 +27,7 @@ pub(super) fn leave_for_restart(
         shell.resume_grant(),
         shell.master_vips(engine),
     );
-    let ns = dataplane::monotonic_coarse_ns();
+    let ns = dataplane::monotonic_ns();
     for port in shell.ports.values_mut() {
         port.dp.heartbeat(ns)?;
         port.dp.leave_for_restart(&marker, &contents)?;
@@ -77,13 +77,18 @@ pub(super) async fn stop(
             continue;
         };
         let s = dp.vrid_stats(inst.family(), inst.vrid)?;
+        let r = dp
+            .request_stats()?
+            .get(&vrrp_common::slot(inst.family().is_v6(), inst.vrid))
+            .copied()
+            .unwrap_or_default();
         info!(
             iface = %inst.interface,
             vrid = inst.vrid,
-            requests = s.requests,
-            answered = s.answered,
-            dropped_not_master = s.dropped_not_master,
-            dropped_stale_heartbeat = s.dropped_stale_heartbeat,
+            requests = r.requests(),
+            answered = r.answered,
+            dropped_not_master = r.dropped_not_master,
+            dropped_stale_heartbeat = r.dropped_stale_heartbeat,
             adverts_valid = s.adverts_valid,
             foreign_owner = s.foreign_owner,
             "detaching"

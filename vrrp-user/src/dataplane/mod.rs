@@ -10,17 +10,19 @@ use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf},
     programs::{
-        ProgramError, Xdp, XdpMode,
+        ProgramError, TestRun as _, TestRunOptions, Xdp, XdpMode,
         links::{FdLink, PinnedLink},
         xdp::XdpLink,
     },
 };
 use tracing::{info, warn};
 use vrrp_common::{
-    Counters, EVENTS_BYTES, GLOBAL_HEARTBEAT_LIMIT_NS, GLOBAL_IFACE_MAC, Heartbeat, Liveness,
-    MAP_EVENTS, MAP_HEARTBEAT, MAP_LIVENESS, MAP_PEERS, MAP_VIP_STATS, MAP_VIPS_V4, MAP_VIPS_V6,
+    CLOCK_PROGRAM_NAME, Counters, EVENTS_BYTES, GLOBAL_IFACE_MAC, Heartbeat, Liveness, MAP_EVENTS,
+    MAP_HEARTBEAT, MAP_LIVENESS, MAP_PEERS, MAP_VIP_STATS, MAP_VIPS_V4, MAP_VIPS_V6,
     MAP_VRID_STATS, MAP_VRIDS, MAX_PEERS, MAX_SLOTS, MAX_VIPS, PROGRAM_NAME, PeerKey, Vip4Key,
-    Vip6Key, VipStats, VipValue, VridState, VridStats, slot, vip_flags,
+    Vip6Key, VipStats, VipValue, VridState, VridStats,
+    jiffies::{Calibration, Check, JiffyClock},
+    slot, vip_flags, vip_slot,
 };
 
 use crate::config::XdpAttach;
@@ -96,15 +98,25 @@ pub fn pinned_layout_differs(pin_dir: &Path) -> Option<String> {
     None
 }
 
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock heartbeats are written with (turned into the
+/// kernel's jiffies, which the request gate reads).
+pub fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
 /// `CLOCK_MONOTONIC_COARSE` in nanoseconds: the clock of `bpf_ktime_get_coarse_ns`, which the
-/// XDP program compares heartbeats and liveness with.
+/// XDP program stamps liveness and events with.
 pub fn monotonic_coarse_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC_COARSE)
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime writes the timespec it is given.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
@@ -120,6 +132,8 @@ pub enum KernelLogLevel {
 pub enum DataPlaneError {
     #[error("loading the XDP object failed")]
     Load(#[source] aya::EbpfError),
+    #[error("cannot measure the kernel's jiffies against CLOCK_MONOTONIC: {0}")]
+    Clock(String),
     #[error("the XDP object has no {what} named {name}")]
     Missing {
         what: &'static str,
@@ -192,9 +206,18 @@ pub struct DataPlane {
     attachment: Option<PinnedLink>,
     /// Leave the program, link and pins in place on drop (a hitless restart follows).
     keep: bool,
-    /// What the heartbeat entry holds: the last heartbeat and the roles the gate reads.
+    /// What the heartbeat entry holds: the last deadline, the roles the gate reads, the clock
+    /// and limit the deadline is made with.
     heartbeat: Heartbeat,
+    /// When the clock was last checked against a fresh sample (CLOCK_MONOTONIC ns).
+    clock_checked_ns: u64,
 }
+
+/// How often the heartbeat's clock is checked against a fresh sample of the kernel's jiffies
+/// (one BPF_PROG_TEST_RUN of the clock program).
+const CLOCK_CHECK_NS: u64 = 1_000_000_000;
+/// How long measuring the clock may take (two to a few ticks; the slowest kernel ticks at 24 Hz).
+const CLOCK_MEASURE_LIMIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl DataPlane {
     /// Loads the program into the kernel (not yet attached anywhere) with the MAC of the
@@ -228,7 +251,6 @@ impl DataPlane {
         let mut loader = EbpfLoader::new();
         loader
             .override_global(GLOBAL_IFACE_MAC, &iface_mac, true)
-            .override_global(GLOBAL_HEARTBEAT_LIMIT_NS, &heartbeat_limit_ns, true)
             .override_global(aya_log::LEVEL, &level, false);
         let pins: Vec<(&'static str, PathBuf)> = reuse
             .map(|dir| {
@@ -249,12 +271,31 @@ impl DataPlane {
         })?;
         let maps = Maps::take(&mut ebpf)?;
         // A resumed program keeps answering for the masters the last daemon left.
-        let heartbeat = array_ref::<Heartbeat>(&maps.heartbeat, MAP_HEARTBEAT)?
+        let mut heartbeat = array_ref::<Heartbeat>(&maps.heartbeat, MAP_HEARTBEAT)?
             .get(&0, 0)
             .map_err(|source| DataPlaneError::MapUpdate {
                 name: MAP_HEARTBEAT,
                 source,
             })?;
+        let clock_program: &mut Xdp = ebpf
+            .program_mut(CLOCK_PROGRAM_NAME)
+            .ok_or(DataPlaneError::Missing {
+                what: "program",
+                name: CLOCK_PROGRAM_NAME,
+            })?
+            .try_into()
+            .map_err(|source| DataPlaneError::Program {
+                action: "be used as XDP",
+                source,
+            })?;
+        clock_program
+            .load()
+            .map_err(|source| DataPlaneError::Program {
+                action: "load the clock sample (verifier)",
+                source,
+            })?;
+        heartbeat.clock = measure_clock(clock_program)?;
+        heartbeat.limit_ns = heartbeat_limit_ns;
         Ok(Self {
             ebpf,
             maps,
@@ -262,7 +303,56 @@ impl DataPlane {
             attachment: None,
             keep: false,
             heartbeat,
+            clock_checked_ns: monotonic_ns(),
         })
+    }
+
+    /// The clock the heartbeat's deadlines are made with.
+    pub fn jiffy_clock(&self) -> JiffyClock {
+        self.heartbeat.clock
+    }
+
+    fn clock_program(&mut self) -> Result<&mut Xdp> {
+        self.ebpf
+            .program_mut(CLOCK_PROGRAM_NAME)
+            .ok_or(DataPlaneError::Missing {
+                what: "program",
+                name: CLOCK_PROGRAM_NAME,
+            })?
+            .try_into()
+            .map_err(|source| DataPlaneError::Program {
+                action: "be used as XDP",
+                source,
+            })
+    }
+
+    /// Checks the clock against a fresh sample: a better anchor is taken, and a clock that
+    /// disagrees with the kernel by more than a jiffy is measured again.
+    fn check_clock(&mut self) -> Result<()> {
+        let clock = self.heartbeat.clock;
+        let program = self.clock_program()?;
+        let (jiffies, mono) = clock_sample(program)?;
+        self.heartbeat.clock = match clock.check(jiffies, mono) {
+            Check::Agrees => clock,
+            Check::Behind => JiffyClock {
+                jiffies,
+                mono_ns: mono,
+                ..clock
+            },
+            Check::Off => {
+                let measured = measure_clock(program)?;
+                warn!(
+                    tick_ns = measured.tick_ns,
+                    was = clock.tick_ns,
+                    jiffies,
+                    predicted = clock.at(mono),
+                    "the kernel's jiffies left the heartbeat's clock; measured again"
+                );
+                measured
+            }
+        };
+        self.clock_checked_ns = mono;
+        Ok(())
     }
 
     /// Starts forwarding the program's aya-log records to the `log` crate (and so to tracing).
@@ -670,9 +760,17 @@ impl DataPlane {
             })
     }
 
-    /// Writes the heartbeat the program checks before answering for a VIP.
-    pub fn heartbeat(&mut self, now_ns: u64) -> Result<()> {
-        self.heartbeat.ns = now_ns;
+    /// Writes the heartbeat the program checks before answering for a VIP: for a heartbeat at
+    /// `mono_ns` (CLOCK_MONOTONIC), the gate stays open for the limit, in whole jiffies. The
+    /// clock is checked against the kernel's jiffies first, at most once a second.
+    pub fn heartbeat(&mut self, mono_ns: u64) -> Result<()> {
+        if mono_ns.saturating_sub(self.clock_checked_ns) >= CLOCK_CHECK_NS {
+            self.check_clock()?;
+        }
+        self.heartbeat.until = self
+            .heartbeat
+            .clock
+            .deadline(mono_ns, self.heartbeat.limit_ns);
         self.write_heartbeat()
     }
 
@@ -704,6 +802,32 @@ impl DataPlane {
         )
     }
 
+    /// The request counters of every VRID slot with VIPs: the program counts each request
+    /// once, in its VIP's counters; these are summed over the slot's VIPs and over all CPUs.
+    pub fn request_stats(&self) -> Result<std::collections::HashMap<u32, VipStats>> {
+        let mut by_slot = std::collections::HashMap::<u32, VipStats>::new();
+        let vips4: HashMap<&MapData, Vip4Key, VipValue> = HashMap::try_from(&self.maps.vips_v4)
+            .map_err(|source| DataPlaneError::MapType {
+                name: MAP_VIPS_V4,
+                source,
+            })?;
+        let vips6: HashMap<&MapData, Vip6Key, VipValue> = HashMap::try_from(&self.maps.vips_v6)
+            .map_err(|source| DataPlaneError::MapType {
+                name: MAP_VIPS_V6,
+                source,
+            })?;
+        let values = vips4
+            .iter()
+            .filter_map(|e| e.ok())
+            .map(|(_, v)| (v, false))
+            .chain(vips6.iter().filter_map(|e| e.ok()).map(|(_, v)| (v, true)));
+        for (vip, ipv6) in values {
+            let stats = self.vip_stats(vip.stats_index)?;
+            by_slot.entry(vip_slot(&vip, ipv6)).or_default().add(&stats);
+        }
+        Ok(by_slot)
+    }
+
     /// A VIP's counters (by its `stats_index`), summed over all CPUs.
     pub fn vip_stats(&self, stats_index: u32) -> Result<VipStats> {
         per_cpu_sum(&self.maps.vip_stats, MAP_VIP_STATS, stats_index)
@@ -720,6 +844,49 @@ impl DataPlane {
             source,
         })
     }
+}
+
+/// One (jiffies, CLOCK_MONOTONIC ns) sample from the clock program.
+fn clock_sample(program: &mut Xdp) -> Result<(u64, u64)> {
+    let frame = [0u8; 64];
+    let mut out = [0u8; 64];
+    program
+        .test_run(TestRunOptions {
+            data_in: Some(&frame),
+            data_out: Some(&mut out),
+            repeat: 1,
+            ..Default::default()
+        })
+        .map_err(|source| DataPlaneError::Program {
+            action: "run the clock sample",
+            source,
+        })?;
+    let word = |i: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&out[i..i + 8]);
+        u64::from_ne_bytes(b)
+    };
+    Ok((word(0), word(8)))
+}
+
+/// Measures how CLOCK_MONOTONIC maps to the kernel's jiffies: samples until jiffies have
+/// changed often enough to tell HZ (two or a few ticks, so 2-40 ms).
+fn measure_clock(program: &mut Xdp) -> Result<JiffyClock> {
+    let start = std::time::Instant::now();
+    let mut calibration = Calibration::new();
+    let mut samples = 0u32;
+    while start.elapsed() < CLOCK_MEASURE_LIMIT {
+        let (jiffies, mono) = clock_sample(program)?;
+        samples += 1;
+        if let Some(clock) = calibration.push(jiffies, mono) {
+            tracing::debug!(tick_ns = clock.tick_ns, samples, took = ?start.elapsed(), "measured the kernel's jiffies");
+            return Ok(clock);
+        }
+    }
+    Err(DataPlaneError::Clock(format!(
+        "no HZ the kernel can be built with fits {samples} samples over {:?}",
+        CLOCK_MEASURE_LIMIT
+    )))
 }
 
 /// A per-CPU array entry summed over all CPUs.
