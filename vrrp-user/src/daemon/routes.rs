@@ -132,6 +132,9 @@ impl Shell {
     /// Retries the routes whose retry is due (of instances still master). The next try is
     /// scheduled at once (a slow answer is not asked again meanwhile); success cancels it.
     pub(super) fn retry_routes(&mut self, engine: &Engine) {
+        if self.route_retry.is_empty() {
+            return;
+        }
         let t = now();
         let masters: HashSet<InstanceKey> = engine.masters().map(|(k, _)| k).collect();
         self.route_retry.retain(|k, _| masters.contains(k));

@@ -556,12 +556,15 @@ impl Shell {
 
     /// Carries out the engine's actions, in order.
     pub(super) async fn apply(&mut self, engine: &mut Engine) {
-        while let Some(action) = engine.poll_action() {
-            // Every line about an instance names it, its VRID and its state.
-            let (instance, state) = engine
-                .name_and_state(action.key())
+        // Every line about an instance names it, its VRID and its state (made only for a line:
+        // an advert sent on every wake-up of the loop costs no allocation).
+        let who = |engine: &Engine, key| {
+            engine
+                .name_and_state(key)
                 .map(|(n, s)| (n.to_owned(), s.to_string()))
-                .unwrap_or_default();
+                .unwrap_or_default()
+        };
+        while let Some(action) = engine.poll_action() {
             match action {
                 Action::Send {
                     key,
@@ -570,6 +573,7 @@ impl Shell {
                     bytes,
                 } => {
                     if let Err(err) = self.send_advert(key, src, dst, &bytes) {
+                        let (instance, state) = who(engine, key);
                         warn!(vrid = key.vrid, %instance, %state, %dst, error = %err, "cannot send advert");
                     }
                 }
@@ -581,6 +585,7 @@ impl Shell {
                         None => Err("no data plane on its interface".to_owned()),
                     };
                     if let Err(err) = set {
+                        let (instance, state) = who(engine, key);
                         warn!(vrid = key.vrid, %instance, %state, error = %err, "cannot publish the role");
                     }
                 }
@@ -959,8 +964,12 @@ impl Shell {
             engine.set_track(t, &name, TrackInput::Up);
             inputs.insert(name, TrackInput::Up);
         }
+        let due = self.split.due(t);
+        if due.is_empty() {
+            return;
+        }
         let masters: HashMap<InstanceKey, u8> = engine.masters().collect();
-        for (key, mac) in self.split.due(t) {
+        for (key, mac) in due {
             let ours = (
                 masters.get(&key).copied().unwrap_or(0),
                 self.primaries

@@ -202,6 +202,9 @@ pub(crate) struct Instance {
     master: Option<MasterSeen>,
     peer_forms: BTreeMap<IpAddr, ChecksumForm>,
     pub counters: Counters,
+    /// The last adverts encoded and the priority they carry: a master sends the same bytes
+    /// every interval (the configuration never changes under a running instance).
+    sent: Option<(u8, Vec<Action>)>,
 }
 
 impl Instance {
@@ -226,6 +229,7 @@ impl Instance {
             master: None,
             peer_forms: BTreeMap::new(),
             counters: Counters::default(),
+            sent: None,
         }
     }
 
@@ -649,7 +653,14 @@ impl Instance {
 
     /// Sends one advert with `priority` to the multicast group or to every unicast peer.
     fn send_advert(&mut self, priority: u8, out: &mut Vec<Action>) {
-        out.extend(self.adverts(priority));
+        match &self.sent {
+            Some((p, adverts)) if *p == priority => out.extend(adverts.iter().cloned()),
+            _ => {
+                let adverts = self.adverts(priority);
+                out.extend(adverts.iter().cloned());
+                self.sent = Some((priority, adverts));
+            }
+        }
         self.counters.adverts_sent += 1;
         if priority == 0 {
             self.counters.priority_zero_sent += 1;
