@@ -34,6 +34,10 @@ pub const MAP_HEARTBEAT: &str = "XVRRP_HEARTBT";
 /// Ring buffer of [`Event`]s for the daemon.
 pub const MAP_EVENTS: &str = "XVRRP_EVENTS";
 
+/// BPF_F_MMAPABLE: an array map the daemon maps into its memory ([`MAP_LIVENESS`],
+/// [`MAP_HEARTBEAT`]), read and written without a syscall.
+pub const MAP_F_MMAPABLE: usize = 1 << 10;
+
 /// Capacity of each VIP map, and of [`MAP_VIP_STATS`].
 pub const MAX_VIPS: u32 = 1024;
 /// Slots of the per-VRID arrays: 256 VRIDs for IPv4, then 256 for IPv6 (separate spaces).

@@ -24,8 +24,8 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 use vrrp_common::{
-    EVENTS_BYTES, Event, Heartbeat, Liveness, MAX_PEERS, MAX_SLOTS, MAX_VIPS, PeerKey, Vip4Key,
-    Vip6Key, VipStats, VipValue, VridState, VridStats,
+    EVENTS_BYTES, Event, Heartbeat, Liveness, MAP_F_MMAPABLE, MAX_PEERS, MAX_SLOTS, MAX_VIPS,
+    PeerKey, Vip4Key, Vip6Key, VipStats, VipValue, VridState, VridStats,
     arp::{self, ArpIpv4, ETH_P_ARP, ETH_P_IPV4, EthHdr, Verdict},
     event, heartbeat_fresh,
     ip::Ipv4Hdr,
@@ -41,7 +41,7 @@ static XVRRP_VIPS6: HashMap<Vip6Key, VipValue, { MAX_VIPS as usize }> = HashMap:
 #[btf_map]
 static XVRRP_VRIDS: Array<VridState, { MAX_SLOTS as usize }> = Array::new();
 #[btf_map]
-static XVRRP_LIVENESS: Array<Liveness, { MAX_SLOTS as usize }> = Array::new();
+static XVRRP_LIVENESS: Array<Liveness, { MAX_SLOTS as usize }, MAP_F_MMAPABLE> = Array::new();
 #[btf_map]
 static XVRRP_VRIDSTATS: PerCpuArray<VridStats, { MAX_SLOTS as usize }> = PerCpuArray::new();
 #[btf_map]
@@ -49,7 +49,7 @@ static XVRRP_VIPSTATS: PerCpuArray<VipStats, { MAX_VIPS as usize }> = PerCpuArra
 #[btf_map]
 static XVRRP_PEERS: HashMap<PeerKey, u32, { MAX_PEERS as usize }> = HashMap::new();
 #[btf_map]
-static XVRRP_HEARTBT: Array<Heartbeat, 1> = Array::new();
+static XVRRP_HEARTBT: Array<Heartbeat, 1, MAP_F_MMAPABLE> = Array::new();
 #[btf_map]
 static XVRRP_EVENTS: RingBuf<Event, { EVENTS_BYTES as usize }> = RingBuf::new();
 

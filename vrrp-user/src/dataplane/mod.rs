@@ -26,6 +26,9 @@ use vrrp_common::{
 };
 
 use crate::config::XdpAttach;
+
+mod mapped;
+use mapped::Mapped;
 pub use vrrp_common::vrrp::Family;
 
 /// The XDP object, built by build.rs from the `vrrp-ebpf` crate.
@@ -45,7 +48,8 @@ pub const PINNED_MAPS: [(&str, &str); 9] = [
 ];
 
 /// Each pinned map's key size, value size and capacity as this build's program has them, by
-/// pin name: a hitless restart may take over only maps of the same layout.
+/// pin name: a hitless restart may take over only maps of the same layout (and mappable where
+/// this build maps them: [`mappable`]).
 fn layout(file: &str) -> Option<(u32, u32, u32)> {
     use std::mem::size_of;
     let size = |n: usize| n as u32;
@@ -82,6 +86,15 @@ pub fn pinned_layout_differs(pin_dir: &Path) -> Option<String> {
         };
         let found = (info.key_size(), info.value_size(), info.max_entries());
         let want = layout(file)?;
+        let mmapable = info.map_flags() & vrrp_common::MAP_F_MMAPABLE as u32 != 0;
+        if mmapable != mappable(file) {
+            return Some(format!(
+                "{}: {}mappable, where this version's is {}",
+                path.display(),
+                if mmapable { "" } else { "not " },
+                if mappable(file) { "mappable" } else { "not" }
+            ));
+        }
         if found != want {
             return Some(format!(
                 "{}: key {} / value {} bytes, {} entries, where this version has {} / {}, {}",
@@ -96,6 +109,12 @@ pub fn pinned_layout_differs(pin_dir: &Path) -> Option<String> {
         }
     }
     None
+}
+
+/// Whether this build's program creates the pinned map `file` with BPF_F_MMAPABLE (the daemon
+/// reads and writes it through memory).
+fn mappable(file: &str) -> bool {
+    matches!(file, "liveness" | "heartbeat")
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock heartbeats are written with (turned into the
@@ -209,13 +228,22 @@ pub struct DataPlane {
     /// What the heartbeat entry holds: the last deadline, the roles the gate reads, the clock
     /// and limit the deadline is made with.
     heartbeat: Heartbeat,
-    /// When the clock was last checked against a fresh sample (CLOCK_MONOTONIC ns).
+    /// The heartbeat entry and the liveness entries, mapped: written and read without a
+    /// syscall on the loop's wake-ups.
+    heartbeat_mapped: Mapped<Heartbeat>,
+    liveness: Mapped<Liveness>,
+    /// When the clock was last checked against a fresh sample (CLOCK_MONOTONIC ns), and when
+    /// it is checked next.
     clock_checked_ns: u64,
+    clock_check_every_ns: u64,
 }
 
 /// How often the heartbeat's clock is checked against a fresh sample of the kernel's jiffies
-/// (one BPF_PROG_TEST_RUN of the clock program).
-const CLOCK_CHECK_NS: u64 = 1_000_000_000;
+/// (one BPF_PROG_TEST_RUN of the clock program): a second after it is measured, then twice as
+/// long after every check that agrees, up to [`CLOCK_CHECK_MAX_NS`]. A tick length measured
+/// wrong (the nearest other HZ is 2.4% off) shows within the first second.
+const CLOCK_CHECK_FIRST_NS: u64 = 1_000_000_000;
+const CLOCK_CHECK_MAX_NS: u64 = 16_000_000_000;
 /// How long measuring the clock may take (two to a few ticks; the slowest kernel ticks at 24 Hz).
 const CLOCK_MEASURE_LIMIT: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -270,13 +298,19 @@ impl DataPlane {
             source,
         })?;
         let maps = Maps::take(&mut ebpf)?;
-        // A resumed program keeps answering for the masters the last daemon left.
-        let mut heartbeat = array_ref::<Heartbeat>(&maps.heartbeat, MAP_HEARTBEAT)?
-            .get(&0, 0)
-            .map_err(|source| DataPlaneError::MapUpdate {
-                name: MAP_HEARTBEAT,
+        let map_io = |what: &'static str| {
+            move |source| DataPlaneError::Io {
+                action: "mmap",
+                path: PathBuf::from(what),
                 source,
-            })?;
+            }
+        };
+        let heartbeat_mapped =
+            Mapped::<Heartbeat>::new(&maps.heartbeat, 1).map_err(map_io(MAP_HEARTBEAT))?;
+        let liveness =
+            Mapped::<Liveness>::new(&maps.liveness, MAX_SLOTS).map_err(map_io(MAP_LIVENESS))?;
+        // A resumed program keeps answering for the masters the last daemon left.
+        let mut heartbeat = heartbeat_mapped.get(0).unwrap_or_default();
         let clock_program: &mut Xdp = ebpf
             .program_mut(CLOCK_PROGRAM_NAME)
             .ok_or(DataPlaneError::Missing {
@@ -303,7 +337,10 @@ impl DataPlane {
             attachment: None,
             keep: false,
             heartbeat,
+            heartbeat_mapped,
+            liveness,
             clock_checked_ns: monotonic_ns(),
+            clock_check_every_ns: CLOCK_CHECK_FIRST_NS,
         })
     }
 
@@ -330,9 +367,14 @@ impl DataPlane {
     /// disagrees with the kernel by more than a jiffy is measured again.
     fn check_clock(&mut self) -> Result<()> {
         let clock = self.heartbeat.clock;
+        let (jiffies, mono) = clock_sample(self.clock_program()?)?;
+        let check = clock.check(jiffies, mono);
+        let every = match check {
+            Check::Off => CLOCK_CHECK_FIRST_NS,
+            _ => (self.clock_check_every_ns * 2).min(CLOCK_CHECK_MAX_NS),
+        };
         let program = self.clock_program()?;
-        let (jiffies, mono) = clock_sample(program)?;
-        self.heartbeat.clock = match clock.check(jiffies, mono) {
+        self.heartbeat.clock = match check {
             Check::Agrees => clock,
             Check::Behind => JiffyClock {
                 jiffies,
@@ -352,6 +394,7 @@ impl DataPlane {
             }
         };
         self.clock_checked_ns = mono;
+        self.clock_check_every_ns = every;
         Ok(())
     }
 
@@ -762,9 +805,9 @@ impl DataPlane {
 
     /// Writes the heartbeat the program checks before answering for a VIP: for a heartbeat at
     /// `mono_ns` (CLOCK_MONOTONIC), the gate stays open for the limit, in whole jiffies. The
-    /// clock is checked against the kernel's jiffies first, at most once a second.
+    /// clock is checked against the kernel's jiffies first when a check is due.
     pub fn heartbeat(&mut self, mono_ns: u64) -> Result<()> {
-        if mono_ns.saturating_sub(self.clock_checked_ns) >= CLOCK_CHECK_NS {
+        if mono_ns.saturating_sub(self.clock_checked_ns) >= self.clock_check_every_ns {
             self.check_clock()?;
         }
         self.heartbeat.until = self
@@ -774,22 +817,34 @@ impl DataPlane {
         self.write_heartbeat()
     }
 
+    /// Writes the heartbeat entry through the mapping, a word at a time (each word whole, as
+    /// the program reads them).
     fn write_heartbeat(&mut self) -> Result<()> {
-        array::<Heartbeat>(&mut self.maps.heartbeat, MAP_HEARTBEAT)?
-            .set(0, self.heartbeat, 0)
-            .map_err(|source| DataPlaneError::MapUpdate {
+        const WORDS: usize = size_of::<Heartbeat>() / 8;
+        // SAFETY: Heartbeat is repr(C), made only of u64s (its size is asserted in vrrp-common).
+        let words: [u64; WORDS] = unsafe { std::mem::transmute(self.heartbeat) };
+        let entry = self
+            .heartbeat_mapped
+            .entry(0)
+            .ok_or(DataPlaneError::Missing {
+                what: "entry",
                 name: MAP_HEARTBEAT,
-                source,
-            })
+            })?
+            .cast::<u64>();
+        for (i, word) in words.into_iter().enumerate() {
+            // SAFETY: within the mapped entry, aligned (page-aligned base, 8-byte words).
+            unsafe { entry.add(i).write_volatile(word) };
+        }
+        Ok(())
     }
 
     /// The last valid advert seen for a VRID.
     pub fn liveness(&self, family: Family, vrid: u8) -> Result<Liveness> {
-        array_ref::<Liveness>(&self.maps.liveness, MAP_LIVENESS)?
-            .get(&slot(family.is_v6(), vrid), 0)
-            .map_err(|source| DataPlaneError::MapUpdate {
+        self.liveness
+            .get(slot(family.is_v6(), vrid))
+            .ok_or(DataPlaneError::Missing {
+                what: "entry",
                 name: MAP_LIVENESS,
-                source,
             })
     }
 

@@ -61,6 +61,9 @@ impl Alarm {
             let mut guard = self.fd.readable().await?;
             match guard.try_io(|fd| fd.get_ref().0.wait().map_err(io::Error::from)) {
                 Ok(result) => {
+                    // One read drains a timerfd: it is not readable again until it fires
+                    // again (a new edge), so the next wait need not read it to learn that.
+                    guard.clear_ready();
                     self.armed = None;
                     return result;
                 }
