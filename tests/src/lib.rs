@@ -1034,21 +1034,7 @@ print(count, replies)
 
 /// Sums a counter over the CPUs of a pinned per-CPU array map, read with bpftool.
 pub fn per_cpu_counter(map: &Path, index: u32, field: &str) -> anyhow::Result<u64> {
-    let key: Vec<String> = index.to_le_bytes().iter().map(u8::to_string).collect();
-    let out = run_with_timeout(
-        Command::new("bpftool")
-            .args(["-j", "map", "lookup", "pinned"])
-            .arg(map)
-            .arg("key")
-            .args(&key),
-        Duration::from_secs(10),
-    )?;
-    ensure!(
-        out.status.success(),
-        "bpftool: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let json = bpftool_lookup(map, &index.to_le_bytes())?;
     // With BTF, bpftool puts the decoded fields under "formatted".
     let values = json["formatted"]["values"]
         .as_array()
@@ -1066,15 +1052,23 @@ pub fn per_cpu_counter(map: &Path, index: u32, field: &str) -> anyhow::Result<u6
 /// pinned under `pin_dir`, summed over CPUs: the program counts requests per VIP only. Found
 /// as an operator would, with bpftool: the VIP's entry names its slot in `vip_stats`.
 pub fn vip_counter(pin_dir: &Path, vip: IpAddr, field: &str) -> anyhow::Result<u64> {
-    let (map, key) = match vip {
-        IpAddr::V4(a) => ("vips_v4", a.octets().to_vec()),
-        IpAddr::V6(a) => ("vips_v6", a.octets().to_vec()),
+    let json = match vip {
+        IpAddr::V4(a) => bpftool_lookup(&pin_dir.join("vips_v4"), &a.octets())?,
+        IpAddr::V6(a) => bpftool_lookup(&pin_dir.join("vips_v6"), &a.octets())?,
     };
+    let index = json["formatted"]["value"]["stats_index"]
+        .as_u64()
+        .ok_or_else(|| anyhow!("no stats_index in {json}"))?;
+    per_cpu_counter(&pin_dir.join("vip_stats"), index as u32, field)
+}
+
+/// `bpftool -j map lookup pinned MAP key BYTES..`, parsed.
+fn bpftool_lookup(map: &Path, key: &[u8]) -> anyhow::Result<serde_json::Value> {
     let key: Vec<String> = key.iter().map(u8::to_string).collect();
     let out = run_with_timeout(
         Command::new("bpftool")
             .args(["-j", "map", "lookup", "pinned"])
-            .arg(pin_dir.join(map))
+            .arg(map)
             .arg("key")
             .args(&key),
         Duration::from_secs(10),
@@ -1084,11 +1078,7 @@ pub fn vip_counter(pin_dir: &Path, vip: IpAddr, field: &str) -> anyhow::Result<u
         "bpftool: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let index = json["formatted"]["value"]["stats_index"]
-        .as_u64()
-        .ok_or_else(|| anyhow!("no stats_index in {json}"))?;
-    per_cpu_counter(&pin_dir.join("vip_stats"), index as u32, field)
+    Ok(serde_json::from_slice(&out.stdout)?)
 }
 
 impl Drop for Lab {

@@ -26,7 +26,10 @@ impl<T: Copy> Mapped<T> {
     pub(super) fn new(map: &Map, entries: u32) -> io::Result<Self> {
         // The kernel lays array values out every round_up(size, 8) bytes: the same stride as a
         // slice of T only if its size is a multiple of 8.
-        assert!(size_of::<T>().is_multiple_of(8), "value size not a multiple of 8");
+        assert!(
+            size_of::<T>().is_multiple_of(8),
+            "value size not a multiple of 8"
+        );
         let Map::Array(data) = map else {
             return Err(io::Error::other("not an array map"));
         };

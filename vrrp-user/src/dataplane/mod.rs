@@ -311,17 +311,7 @@ impl DataPlane {
             Mapped::<Liveness>::new(&maps.liveness, MAX_SLOTS).map_err(map_io(MAP_LIVENESS))?;
         // A resumed program keeps answering for the masters the last daemon left.
         let mut heartbeat = heartbeat_mapped.get(0).unwrap_or_default();
-        let clock_program: &mut Xdp = ebpf
-            .program_mut(CLOCK_PROGRAM_NAME)
-            .ok_or(DataPlaneError::Missing {
-                what: "program",
-                name: CLOCK_PROGRAM_NAME,
-            })?
-            .try_into()
-            .map_err(|source| DataPlaneError::Program {
-                action: "be used as XDP",
-                source,
-            })?;
+        let clock_program = clock_program(&mut ebpf)?;
         clock_program
             .load()
             .map_err(|source| DataPlaneError::Program {
@@ -349,31 +339,17 @@ impl DataPlane {
         self.heartbeat.clock
     }
 
-    fn clock_program(&mut self) -> Result<&mut Xdp> {
-        self.ebpf
-            .program_mut(CLOCK_PROGRAM_NAME)
-            .ok_or(DataPlaneError::Missing {
-                what: "program",
-                name: CLOCK_PROGRAM_NAME,
-            })?
-            .try_into()
-            .map_err(|source| DataPlaneError::Program {
-                action: "be used as XDP",
-                source,
-            })
-    }
-
     /// Checks the clock against a fresh sample: a better anchor is taken, and a clock that
     /// disagrees with the kernel by more than a jiffy is measured again.
     fn check_clock(&mut self) -> Result<()> {
         let clock = self.heartbeat.clock;
-        let (jiffies, mono) = clock_sample(self.clock_program()?)?;
+        let (jiffies, mono) = clock_sample(clock_program(&mut self.ebpf)?)?;
         let check = clock.check(jiffies, mono);
         let every = match check {
             Check::Off => CLOCK_CHECK_FIRST_NS,
             _ => (self.clock_check_every_ns * 2).min(CLOCK_CHECK_MAX_NS),
         };
-        let program = self.clock_program()?;
+        let program = clock_program(&mut self.ebpf)?;
         self.heartbeat.clock = match check {
             Check::Agrees => clock,
             Check::Behind => JiffyClock {
@@ -417,18 +393,7 @@ impl DataPlane {
     /// Another program of the object (the bench programs `xvrrp_bench`, `xvrrp_bench_base`),
     /// loaded into the kernel on first use. The daemon never loads them.
     pub fn extra_program(&mut self, name: &'static str) -> Result<&mut Xdp> {
-        let program: &mut Xdp = self
-            .ebpf
-            .program_mut(name)
-            .ok_or(DataPlaneError::Missing {
-                what: "program",
-                name,
-            })?
-            .try_into()
-            .map_err(|source| DataPlaneError::Program {
-                action: "be used as XDP",
-                source,
-            })?;
+        let program = named_program(&mut self.ebpf, name)?;
         if program.fd().is_err() {
             program.load().map_err(|source| DataPlaneError::Program {
                 action: "load (verifier)",
@@ -901,6 +866,11 @@ impl DataPlane {
     }
 }
 
+/// The clock sample program of the object ([`CLOCK_PROGRAM_NAME`]).
+fn clock_program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
+    named_program(ebpf, CLOCK_PROGRAM_NAME)
+}
+
 /// One (jiffies, CLOCK_MONOTONIC ns) sample from the clock program.
 fn clock_sample(program: &mut Xdp) -> Result<(u64, u64)> {
     let frame = [0u8; 64];
@@ -1133,13 +1103,16 @@ impl Drop for DataPlane {
 }
 
 fn xdp_program(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
-    let program = ebpf
-        .program_mut(PROGRAM_NAME)
+    named_program(ebpf, PROGRAM_NAME)
+}
+
+/// The XDP program `name` of the object.
+fn named_program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp> {
+    ebpf.program_mut(name)
         .ok_or(DataPlaneError::Missing {
             what: "program",
-            name: PROGRAM_NAME,
-        })?;
-    program
+            name,
+        })?
         .try_into()
         .map_err(|source| DataPlaneError::Program {
             action: "be used as XDP",
