@@ -5,11 +5,13 @@
 //! (exactly: the tick code counts whole periods of that clock), so a jiffies value seen at a
 //! known time and the tick length give jiffies at any later time. Neither HZ nor the phase of
 //! the tick is published, so the daemon measures them: it samples (jiffies, CLOCK_MONOTONIC)
-//! pairs with a tiny program until it has seen jiffies change twice, and takes the one HZ the
-//! kernel can be built with whose tick fits between the two changes.
+//! pairs with a tiny program until two changes of jiffies in a row each leave exactly the same
+//! one of the HZ values the kernel can be built with fitting the time since a first change.
 //!
-//! Every estimate here errs low (never more jiffies than the kernel has), so a deadline made
-//! from it never keeps the gate open longer than the heartbeat limit allows.
+//! With the right tick length every estimate here errs low (never more jiffies than the kernel
+//! has), so a deadline made from it never keeps the gate open longer than the heartbeat limit
+//! allows. A wrong one (a change seen late by an unlucky amount at measurement) runs 2.4% or
+//! more off and shows at the daemon's next check of the clock, a second later.
 
 /// The CONFIG_HZ values Linux can be built with, across architectures.
 pub const HZ_CHOICES: [u64; 15] = [
@@ -95,8 +97,10 @@ pub const TICK_JITTER_NS: u64 = 50_000;
 #[derive(Clone, Debug, Default)]
 pub struct Calibration {
     last: Option<(u64, u64)>,
-    /// The first change seen: the sample before it and the first sample after it.
+    /// The change measured from: the sample before it and the first sample after it.
     first: Option<((u64, u64), (u64, u64))>,
+    /// The one tick length that fitted at the last change, to be confirmed by the next.
+    fit: Option<u64>,
 }
 
 impl Calibration {
@@ -104,12 +108,17 @@ impl Calibration {
         Self {
             last: None,
             first: None,
+            fit: None,
         }
     }
 
-    /// Adds the next sample; the clock once the changes of jiffies seen so far pin the tick
-    /// length to exactly one of [`HZ_CHOICES`] (two changes with samples close together, more
-    /// where they are not: the window narrows with every tick between the first and the last).
+    /// Adds the next sample; the clock once two changes in a row each pin the tick length to
+    /// the same one of [`HZ_CHOICES`] (three changes with samples close together, more where
+    /// they are not: the window narrows with every tick since the change measured from). A
+    /// window no HZ fits (a change seen later than the allowance, say the VM was descheduled)
+    /// starts the measurement again from the latest change; a late change that makes one wrong
+    /// HZ fit does not make it fit at the next change too, but for a narrow band of delays
+    /// (and the daemon checks the clock again a second later).
     pub fn push(&mut self, jiffies: u64, mono_ns: u64) -> Option<JiffyClock> {
         let sample = (jiffies, mono_ns);
         let last = self.last.replace(sample)?;
@@ -130,12 +139,24 @@ impl Calibration {
             .map(|hz| tick_ns(*hz))
             .filter(|t| (shortest..=longest).contains(t));
         match (fits.next(), fits.next()) {
-            (Some(tick_ns), None) => Some(JiffyClock {
+            (Some(tick_ns), None) if self.fit == Some(tick_ns) => Some(JiffyClock {
                 tick_ns,
                 jiffies,
                 mono_ns,
             }),
-            _ => None,
+            (Some(tick_ns), None) => {
+                self.fit = Some(tick_ns);
+                None
+            }
+            (None, _) => {
+                self.first = Some((last, sample));
+                self.fit = None;
+                None
+            }
+            (Some(_), Some(_)) => {
+                self.fit = None;
+                None
+            }
         }
     }
 }
@@ -200,6 +221,34 @@ mod tests {
         }
         assert_eq!(answer.map(|c| c.tick_ns), Some(tick));
         assert!(changes > 2, "settled after {changes} changes");
+    }
+
+    #[test]
+    fn a_change_seen_late_beyond_the_allowance_restarts_the_measurement() {
+        // The first change is seen 100 us late (the sampler was descheduled): measured from
+        // it, 256 Hz fits at the next change, and nothing at the one after; from there on the
+        // ticks are on time and 250 Hz is confirmed.
+        let tick = tick_ns(250);
+        let mut cal = Calibration::new();
+        let mut answer = None;
+        let mut m = tick / 2;
+        let mut changes_seen = 0;
+        let mut last = 0;
+        while answer.is_none() && m < 1_000_000_000 {
+            let j = 1_000 + m / tick;
+            let late = j == 1_001 && m % tick < 100_000;
+            let seen = if late { j - 1 } else { j };
+            if seen != last {
+                changes_seen += 1;
+                last = seen;
+            }
+            answer = cal.push(seen, m);
+            m += 2_000;
+        }
+        assert_eq!(answer.map(|c| c.tick_ns), Some(tick));
+        // The first sample, the late change, 256 Hz fitting, nothing fitting (measured again
+        // from there), then a fit confirmed at the next change.
+        assert_eq!(changes_seen, 6, "answered after {changes_seen} values");
     }
 
     #[test]

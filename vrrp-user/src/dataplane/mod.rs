@@ -895,7 +895,7 @@ fn clock_sample(program: &mut Xdp) -> Result<(u64, u64)> {
 }
 
 /// Measures how CLOCK_MONOTONIC maps to the kernel's jiffies: samples until jiffies have
-/// changed often enough to tell HZ (two or a few ticks, so 2-40 ms).
+/// changed often enough to tell HZ (three ticks or a few more: 3-40 ms at the usual HZ).
 fn measure_clock(program: &mut Xdp) -> Result<JiffyClock> {
     let start = std::time::Instant::now();
     let mut calibration = Calibration::new();
