@@ -355,6 +355,12 @@ fn arp_request_for_a_mastered_vip_is_answered_with_exact_bytes() {
     assert_eq!((s.requests(), s.answered, s.dropped_not_master), (4, 4, 0));
     let v = fx.dp.vip_stats(0).unwrap();
     assert_eq!((v.requests(), v.answered), (4, 4));
+
+    // A VIP withdrawn (a reload dropped it) leaves its counts in its VRID's totals: they are
+    // counters, and never go back.
+    fx.dp.remove_vip(IpAddr::from(VIP)).unwrap();
+    assert_eq!(fx.verdict_unchanged(&request_for(VIP)), XDP_PASS);
+    assert_eq!(fx.requests(Family::V4, 51).answered, 4);
 }
 
 #[test]

@@ -232,6 +232,9 @@ pub struct DataPlane {
     /// syscall on the loop's wake-ups.
     heartbeat_mapped: Mapped<Heartbeat>,
     liveness: Mapped<Liveness>,
+    /// Requests counted for VIPs since removed, by VRID slot: kept in the VRID's totals, so
+    /// that they never go back.
+    retired: std::collections::HashMap<u32, VipStats>,
     /// When the clock was last checked against a fresh sample (CLOCK_MONOTONIC ns), and when
     /// it is checked next.
     clock_checked_ns: u64,
@@ -331,6 +334,7 @@ impl DataPlane {
             liveness,
             clock_checked_ns: monotonic_ns(),
             clock_check_every_ns: CLOCK_CHECK_FIRST_NS,
+            retired: std::collections::HashMap::new(),
         })
     }
 
@@ -700,8 +704,22 @@ impl DataPlane {
         Ok(pruned)
     }
 
-    /// Withdraws a VIP: the program passes requests for it to the kernel again.
+    /// Withdraws a VIP: the program passes requests for it to the kernel again. Its request
+    /// counts stay in its VRID's totals ([`DataPlane::request_stats`]).
     pub fn remove_vip(&mut self, addr: IpAddr) -> Result<()> {
+        let value = match addr {
+            IpAddr::V4(a) => hash_map::<Vip4Key, VipValue>(&mut self.maps.vips_v4, MAP_VIPS_V4)?
+                .get(&Vip4Key { addr: a.octets() }, 0),
+            IpAddr::V6(a) => hash_map::<Vip6Key, VipValue>(&mut self.maps.vips_v6, MAP_VIPS_V6)?
+                .get(&Vip6Key { addr: a.octets() }, 0),
+        };
+        let counted = match value {
+            Ok(vip) => Some((
+                vip_slot(&vip, addr.is_ipv6()),
+                self.vip_stats(vip.stats_index)?,
+            )),
+            Err(_) => None,
+        };
         let result = match addr {
             IpAddr::V4(a) => hash_map::<Vip4Key, VipValue>(&mut self.maps.vips_v4, MAP_VIPS_V4)?
                 .remove(&Vip4Key { addr: a.octets() }),
@@ -709,7 +727,12 @@ impl DataPlane {
                 .remove(&Vip6Key { addr: a.octets() }),
         };
         match result {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {
+                if let Some((slot, stats)) = counted {
+                    self.retired.entry(slot).or_default().add(&stats);
+                }
+                Ok(())
+            }
             Err(source) => Err(update_error(addr, source)),
         }
     }
@@ -823,9 +846,10 @@ impl DataPlane {
     }
 
     /// The request counters of every VRID slot with VIPs: the program counts each request
-    /// once, in its VIP's counters; these are summed over the slot's VIPs and over all CPUs.
+    /// once, in its VIP's counters; these are summed over the slot's VIPs (those this daemon
+    /// removed included) and over all CPUs.
     pub fn request_stats(&self) -> Result<std::collections::HashMap<u32, VipStats>> {
-        let mut by_slot = std::collections::HashMap::<u32, VipStats>::new();
+        let mut by_slot = self.retired.clone();
         let vips4: HashMap<&MapData, Vip4Key, VipValue> = HashMap::try_from(&self.maps.vips_v4)
             .map_err(|source| DataPlaneError::MapType {
                 name: MAP_VIPS_V4,
