@@ -294,9 +294,7 @@ impl Fixture {
 
     /// A VRID's request counters, as the daemon reports them (summed over its VIPs).
     fn requests(&self, family: Family, vrid: u8) -> vrrp_common::VipStats {
-        let slot = vrrp_common::slot(family == Family::V6, vrid);
-        let by_slot = self.dp.request_stats().unwrap();
-        by_slot.get(&slot).copied().unwrap_or_default()
+        self.dp.request_stats().unwrap().of(family, vrid)
     }
 
     fn verdict_unchanged(&mut self, frame: &[u8]) -> u32 {

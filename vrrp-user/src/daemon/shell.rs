@@ -355,15 +355,19 @@ impl Shell {
         metrics::Endpoint::serve(stream, body, permit);
     }
 
+    /// Each port's request counters by VRID (requests are counted per VIP: summed once per
+    /// port, not once per instance), by interface index.
+    pub(super) fn request_totals(&self) -> HashMap<u32, dataplane::RequestTotals> {
+        self.ports
+            .iter()
+            .filter_map(|(iface, port)| Some((*iface, port.dp.request_stats().ok()?)))
+            .collect()
+    }
+
     /// The status `xvrrp status` shows.
     pub(super) fn status(&self, engine: &Engine, config: &Config) -> control::Status {
         let t = now();
-        // Requests are counted per VIP: each port's summed by VRID once.
-        let requests: HashMap<u32, HashMap<u32, vrrp_common::VipStats>> = self
-            .ports
-            .iter()
-            .filter_map(|(iface, port)| Some((*iface, port.dp.request_stats().ok()?)))
-            .collect();
+        let requests = self.request_totals();
         let instances: Vec<_> = engine
             .status()
             .into_iter()
@@ -374,10 +378,7 @@ impl Shell {
                     .unwrap_or_default();
                 let req = requests
                     .get(&st.key.iface)
-                    .and_then(|by_slot| {
-                        by_slot.get(&vrrp_common::slot(st.key.family.is_v6(), st.key.vrid))
-                    })
-                    .copied()
+                    .map(|totals| totals.of(st.key.family, st.key.vrid))
                     .unwrap_or_default();
                 let vips = config
                     .instances

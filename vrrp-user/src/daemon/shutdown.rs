@@ -72,15 +72,16 @@ pub(super) async fn stop(
         }
     }
     release_lease(&shell, config).await;
+    let requests = shell.request_totals();
     for inst in &config.instances {
-        let Some(dp) = shell.dp(shell.key_of(inst)) else {
+        let key = shell.key_of(inst);
+        let Some(dp) = shell.dp(key) else {
             continue;
         };
         let s = dp.vrid_stats(inst.family(), inst.vrid)?;
-        let r = dp
-            .request_stats()?
-            .get(&vrrp_common::slot(inst.family().is_v6(), inst.vrid))
-            .copied()
+        let r = requests
+            .get(&key.iface)
+            .map(|totals| totals.of(inst.family(), inst.vrid))
             .unwrap_or_default();
         info!(
             iface = %inst.interface,

@@ -347,13 +347,13 @@ impl DataPlane {
     /// disagrees with the kernel by more than a jiffy is measured again.
     fn check_clock(&mut self) -> Result<()> {
         let clock = self.heartbeat.clock;
-        let (jiffies, mono) = clock_sample(clock_program(&mut self.ebpf)?)?;
+        let program = clock_program(&mut self.ebpf)?;
+        let (jiffies, mono) = clock_sample(program)?;
         let check = clock.check(jiffies, mono);
-        let every = match check {
+        self.clock_check_every_ns = match check {
             Check::Off => CLOCK_CHECK_FIRST_NS,
             _ => (self.clock_check_every_ns * 2).min(CLOCK_CHECK_MAX_NS),
         };
-        let program = clock_program(&mut self.ebpf)?;
         self.heartbeat.clock = match check {
             Check::Agrees => clock,
             Check::Behind => JiffyClock {
@@ -374,7 +374,6 @@ impl DataPlane {
             }
         };
         self.clock_checked_ns = mono;
-        self.clock_check_every_ns = every;
         Ok(())
     }
 
@@ -629,13 +628,9 @@ impl DataPlane {
     /// Marks a published VIP as absent from the interface (requests for it pass to the kernel,
     /// unanswered by the program) or present again.
     pub fn set_vip_absent(&mut self, addr: IpAddr, absent: bool) -> Result<()> {
-        let current = match addr {
-            IpAddr::V4(a) => hash_map::<Vip4Key, VipValue>(&mut self.maps.vips_v4, MAP_VIPS_V4)?
-                .get(&Vip4Key { addr: a.octets() }, 0),
-            IpAddr::V6(a) => hash_map::<Vip6Key, VipValue>(&mut self.maps.vips_v6, MAP_VIPS_V6)?
-                .get(&Vip6Key { addr: a.octets() }, 0),
-        }
-        .map_err(|source| update_error(addr, source))?;
+        let current = self
+            .vip(addr)?
+            .map_err(|source| update_error(addr, source))?;
         let flags = if absent {
             current.flags | vip_flags::ABSENT
         } else {
@@ -645,6 +640,16 @@ impl DataPlane {
             return Ok(());
         }
         self.set_vip(addr, VipValue { flags, ..current })
+    }
+
+    /// A published VIP's entry (the lookup's own error, KeyNotFound for one not published).
+    fn vip(&self, addr: IpAddr) -> Result<Result<VipValue, aya::maps::MapError>> {
+        Ok(match addr {
+            IpAddr::V4(a) => hash_map_ref::<Vip4Key, VipValue>(&self.maps.vips_v4, MAP_VIPS_V4)?
+                .get(&Vip4Key { addr: a.octets() }, 0),
+            IpAddr::V6(a) => hash_map_ref::<Vip6Key, VipValue>(&self.maps.vips_v6, MAP_VIPS_V6)?
+                .get(&Vip6Key { addr: a.octets() }, 0),
+        })
     }
 
     /// Removes from the maps what `keep` does not name: VIPs, configured VRIDs (reset to
@@ -707,13 +712,7 @@ impl DataPlane {
     /// Withdraws a VIP: the program passes requests for it to the kernel again. Its request
     /// counts stay in its VRID's totals ([`DataPlane::request_stats`]).
     pub fn remove_vip(&mut self, addr: IpAddr) -> Result<()> {
-        let value = match addr {
-            IpAddr::V4(a) => hash_map::<Vip4Key, VipValue>(&mut self.maps.vips_v4, MAP_VIPS_V4)?
-                .get(&Vip4Key { addr: a.octets() }, 0),
-            IpAddr::V6(a) => hash_map::<Vip6Key, VipValue>(&mut self.maps.vips_v6, MAP_VIPS_V6)?
-                .get(&Vip6Key { addr: a.octets() }, 0),
-        };
-        let counted = match value {
+        let counted = match self.vip(addr)? {
             Ok(vip) => Some((
                 vip_slot(&vip, addr.is_ipv6()),
                 self.vip_stats(vip.stats_index)?,
@@ -848,18 +847,10 @@ impl DataPlane {
     /// The request counters of every VRID slot with VIPs: the program counts each request
     /// once, in its VIP's counters; these are summed over the slot's VIPs (those this daemon
     /// removed included) and over all CPUs.
-    pub fn request_stats(&self) -> Result<std::collections::HashMap<u32, VipStats>> {
+    pub fn request_stats(&self) -> Result<RequestTotals> {
         let mut by_slot = self.retired.clone();
-        let vips4: HashMap<&MapData, Vip4Key, VipValue> = HashMap::try_from(&self.maps.vips_v4)
-            .map_err(|source| DataPlaneError::MapType {
-                name: MAP_VIPS_V4,
-                source,
-            })?;
-        let vips6: HashMap<&MapData, Vip6Key, VipValue> = HashMap::try_from(&self.maps.vips_v6)
-            .map_err(|source| DataPlaneError::MapType {
-                name: MAP_VIPS_V6,
-                source,
-            })?;
+        let vips4 = hash_map_ref::<Vip4Key, VipValue>(&self.maps.vips_v4, MAP_VIPS_V4)?;
+        let vips6 = hash_map_ref::<Vip6Key, VipValue>(&self.maps.vips_v6, MAP_VIPS_V6)?;
         let values = vips4
             .iter()
             .filter_map(|e| e.ok())
@@ -869,7 +860,7 @@ impl DataPlane {
             let stats = self.vip_stats(vip.stats_index)?;
             by_slot.entry(vip_slot(&vip, ipv6)).or_default().add(&stats);
         }
-        Ok(by_slot)
+        Ok(RequestTotals(by_slot))
     }
 
     /// A VIP's counters (by its `stats_index`), summed over all CPUs.
@@ -887,6 +878,20 @@ impl DataPlane {
             name: MAP_EVENTS,
             source,
         })
+    }
+}
+
+/// Each VRID's request counters, summed over its VIPs ([`DataPlane::request_stats`]).
+#[derive(Clone, Debug, Default)]
+pub struct RequestTotals(std::collections::HashMap<u32, VipStats>);
+
+impl RequestTotals {
+    /// The request counters of `family`'s VRID `vrid` (zero where it has no VIP).
+    pub fn of(&self, family: Family, vrid: u8) -> VipStats {
+        self.0
+            .get(&slot(family.is_v6(), vrid))
+            .copied()
+            .unwrap_or_default()
     }
 }
 
@@ -956,6 +961,13 @@ fn hash_map<'a, K: aya::Pod, V: aya::Pod>(
     map: &'a mut Map,
     name: &'static str,
 ) -> Result<HashMap<&'a mut MapData, K, V>> {
+    HashMap::try_from(map).map_err(|source| DataPlaneError::MapType { name, source })
+}
+
+fn hash_map_ref<'a, K: aya::Pod, V: aya::Pod>(
+    map: &'a Map,
+    name: &'static str,
+) -> Result<HashMap<&'a MapData, K, V>> {
     HashMap::try_from(map).map_err(|source| DataPlaneError::MapType { name, source })
 }
 
