@@ -205,6 +205,10 @@ pub(crate) struct Instance {
     /// The last adverts encoded and the priority they carry: a master sends the same bytes
     /// every interval (the configuration never changes under a running instance).
     sent: Option<(u8, Vec<Action>)>,
+    /// A master whose periodic adverts the shell sends (see [`super::Paced`]): the first
+    /// slot the shell took and the interval, so that the Adver_Timer can be re-armed on the
+    /// same grid. The Adver_Timer is off meanwhile.
+    paced: Option<Time>,
 }
 
 impl Instance {
@@ -230,6 +234,7 @@ impl Instance {
             peer_forms: BTreeMap::new(),
             counters: Counters::default(),
             sent: None,
+            paced: None,
         }
     }
 
@@ -651,8 +656,64 @@ impl Instance {
 
     // ---- effects ----
 
-    /// Sends one advert with `priority` to the multicast group or to every unicast peer.
+    /// Hands the periodic adverts of a master to the shell: the adverts it sent last (at its
+    /// effective priority), the interval, and the next slot; the Adver_Timer is off until
+    /// [`Self::stop_pacing`] or [`Self::unpace`]. None unless this is a master with its
+    /// Adver_Timer armed and its adverts encoded at its effective priority.
+    pub fn take_paced(&mut self) -> Option<super::Paced> {
+        let next = self.adver_timer?;
+        let priority = self.effective_priority();
+        let adverts = match (&self.sent, self.state) {
+            (Some((p, adverts)), State::Master) if *p == priority && self.paced.is_none() => {
+                adverts
+                    .iter()
+                    .filter_map(|a| match a {
+                        Action::Send { dst, bytes, .. } => Some((*dst, bytes.clone())),
+                        _ => None,
+                    })
+                    .collect()
+            }
+            _ => return None,
+        };
+        self.adver_timer = None;
+        self.paced = Some(next);
+        Some(super::Paced {
+            key: self.key(),
+            adverts,
+            every_us: self.own_interval_us(),
+            next,
+        })
+    }
+
+    /// The engine takes its adverts back (it is about to send or change state): the shell is
+    /// told first, so that nothing it sends on the instance's behalf follows what comes next.
+    fn stop_pacing(&mut self, out: &mut Vec<Action>) {
+        if self.paced.take().is_some() {
+            out.push(Action::Unpace { key: self.key() });
+        }
+    }
+
+    /// The shell stopped sending on the instance's behalf at `now` (having sent every slot
+    /// due by then): the Adver_Timer is re-armed at the first slot after `now`.
+    pub fn unpace(&mut self, now: Time) {
+        if let Some(first) = self.paced.take() {
+            let every = self.own_interval_us().max(1);
+            self.adver_timer = Some(if now < first {
+                first
+            } else {
+                first.plus((now.since(first) / every + 1) * every)
+            });
+        }
+    }
+
+    /// Whether the shell sends this instance's periodic adverts.
+    pub fn is_paced(&self) -> bool {
+        self.paced.is_some()
+    }
+
     fn send_advert(&mut self, priority: u8, out: &mut Vec<Action>) {
+        // The engine sends itself: the shell stops sending on its behalf first.
+        self.stop_pacing(out);
         match &self.sent {
             Some((p, adverts)) if *p == priority => out.extend(adverts.iter().cloned()),
             _ => {
@@ -718,6 +779,7 @@ impl Instance {
         if old == new {
             return;
         }
+        self.stop_pacing(out);
         let key = self.key();
         self.state = new;
         self.lower_master_since = None;

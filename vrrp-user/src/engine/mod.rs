@@ -260,6 +260,10 @@ pub enum Action {
     DataPlane { key: InstanceKey, role: u32 },
     /// Send one gratuitous ARP (IPv4) or unsolicited neighbour advertisement (IPv6) for `addr`.
     Announce { key: InstanceKey, addr: IpAddr },
+    /// Stop sending the instance's periodic adverts on its behalf (they were handed over with
+    /// [`Engine::take_paced`]): the engine sends them again from here on. Comes before any
+    /// other action of the instance that follows it.
+    Unpace { key: InstanceKey },
     /// The state changed (for notify scripts, the event stream and status).
     StateChanged {
         key: InstanceKey,
@@ -279,9 +283,23 @@ impl Action {
             | Self::RemoveVips { key, .. }
             | Self::DataPlane { key, .. }
             | Self::Announce { key, .. }
+            | Self::Unpace { key }
             | Self::StateChanged { key, .. } => *key,
         }
     }
+}
+
+/// The periodic adverts of a master, handed to the shell to send without waking the engine
+/// ([`Engine::take_paced`]): `adverts` (destination, VRRP message) every `every_us`, from the
+/// slot `next` on, until the engine asks for them back with [`Action::Unpace`] or the shell
+/// gives them back with [`Engine::unpace`]. What a master sends while nothing happens never
+/// changes, so the engine need not wake for it; the engine's other timers still run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Paced {
+    pub key: InstanceKey,
+    pub adverts: Vec<(IpAddr, Vec<u8>)>,
+    pub every_us: u64,
+    pub next: Time,
 }
 
 /// Why a received packet was discarded. Every discard is counted; none changes the election.
@@ -630,6 +648,42 @@ impl Engine {
             .iter()
             .filter_map(Instance::next_timeout)
             .min()
+    }
+
+    /// Hands the periodic adverts of every master that `can` accepts to the shell (see
+    /// [`Paced`]); those already handed over are not handed again.
+    pub fn take_paced(&mut self, can: impl Fn(InstanceKey) -> bool) -> Vec<Paced> {
+        self.instances
+            .iter_mut()
+            .filter(|i| can(i.key()))
+            .filter_map(Instance::take_paced)
+            .collect()
+    }
+
+    /// The shell stopped sending `key`'s adverts at `now`, having sent `sent` of them: the
+    /// engine sends them again from the next slot after `now` (a no-op if it already took them
+    /// back).
+    pub fn unpace(&mut self, key: InstanceKey, now: Time, sent: u64) {
+        if let Some(&i) = self.by_key.get(&key) {
+            self.instances[i].unpace(now);
+        }
+        self.count_paced(key, sent);
+    }
+
+    /// Counts adverts the shell sent on `key`'s behalf.
+    pub fn count_paced(&mut self, key: InstanceKey, sent: u64) {
+        if let Some(&i) = self.by_key.get(&key) {
+            self.instances[i].counters.adverts_sent += sent;
+        }
+    }
+
+    /// The instances whose periodic adverts the shell sends.
+    pub fn paced(&self) -> Vec<InstanceKey> {
+        self.instances
+            .iter()
+            .filter(|i| i.is_paced())
+            .map(Instance::key)
+            .collect()
     }
 
     /// The next thing the shell must do.

@@ -133,6 +133,7 @@ fn promotion_orders_its_effects_advert_vips_data_plane_announce() {
             Action::Announce { .. } => "announce",
             Action::StateChanged { .. } => "state",
             Action::RemoveVips { .. } => "remove",
+            Action::Unpace { .. } => "unpace",
         })
         .collect();
     assert_eq!(
@@ -1198,4 +1199,151 @@ fn an_instance_without_vips_elects_and_sends_adverts_with_no_address() {
     let now = MDI_100 + SEC;
     e.handle_packet(Time(now), &rx(&bytes, src, 255)).unwrap();
     assert_eq!(state(&e), State::Backup);
+}
+
+// ---- paced adverts (the shell sends a steady master's adverts) ----
+
+/// An owner (master at once) at 1 s adverts whose adverts the shell took at `t`.
+fn paced_master(t: u64) -> (Engine, Paced) {
+    let mut e = engine(cfg(255, "192.0.2.1"));
+    e.start(Time(0));
+    let first = drain(&mut e);
+    run_until(&mut e, t);
+    let mut paced = e.take_paced(|_| true);
+    assert_eq!(paced.len(), 1);
+    let p = paced.remove(0);
+    // What the shell sends is what the engine sent last, at the next slot.
+    let sent: Vec<_> = first
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { dst, bytes, .. } => Some((*dst, bytes.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(p.adverts, sent);
+    assert_eq!(p.every_us, SEC);
+    (e, p)
+}
+
+fn unpace_position(actions: &[Action]) -> Option<usize> {
+    actions
+        .iter()
+        .position(|a| matches!(a, Action::Unpace { .. }))
+}
+
+#[test]
+fn a_paced_master_leaves_its_adverts_to_the_shell_and_is_not_paced_twice() {
+    let (mut e, p) = paced_master(2 * SEC + 10);
+    assert_eq!(p.next, Time(3 * SEC));
+    // The Adver_Timer is off: no advert from the engine however long it runs (its other
+    // timers, the announcements' repeat, still run).
+    assert!(e.poll_timeout().is_none_or(|t| t != p.next));
+    assert!(sent_priorities(&run_until(&mut e, 60 * SEC)).is_empty());
+    assert_eq!(e.poll_timeout(), None);
+    assert!(e.take_paced(|_| true).is_empty());
+    assert_eq!(e.paced(), vec![p.key]);
+    // One the shell cannot send is not handed over.
+    let (mut e, _) = paced_master(0);
+    e.unpace(p.key, Time(10), 0);
+    assert!(e.take_paced(|_| false).is_empty());
+    assert!(e.poll_timeout().is_some());
+}
+
+#[test]
+fn the_shell_gives_adverts_back_on_the_same_grid_and_they_are_counted() {
+    // Past the announcements' repeat (5 s), so that only the Adver_Timer is left.
+    let (mut e, p) = paced_master(6 * SEC + 10);
+    assert_eq!(p.next, Time(7 * SEC));
+    let before = e.status()[0].counters.adverts_sent;
+    // Given back before its first slot: the engine sends at that slot.
+    e.unpace(p.key, Time(6 * SEC + SEC / 2), 0);
+    assert_eq!(e.poll_timeout(), Some(Time(7 * SEC)));
+    let p = e.take_paced(|_| true).remove(0);
+    assert_eq!(p.next, Time(7 * SEC));
+    // Given back after 7 slots the shell sent (the last at 13 s), at 13.5 s: next is 14 s.
+    e.unpace(p.key, Time(13 * SEC + SEC / 2), 7);
+    assert_eq!(e.poll_timeout(), Some(Time(14 * SEC)));
+    assert_eq!(e.status()[0].counters.adverts_sent, before + 7);
+    // Exactly on a slot (sent by the shell): the next one.
+    let p = e.take_paced(|_| true).remove(0);
+    e.unpace(p.key, Time(14 * SEC), 1);
+    assert_eq!(e.poll_timeout(), Some(Time(15 * SEC)));
+    assert!(drain(&mut e).is_empty());
+}
+
+#[test]
+fn a_better_master_takes_the_adverts_back_before_anything_else() {
+    let mut c = cfg(100, "192.0.2.1");
+    c.advert_before_yield = true;
+    let mut e = engine(c);
+    e.start(Time(0));
+    e.handle_timeout(Time(MDI_100));
+    assert_eq!(state(&e), State::Master);
+    drain(&mut e);
+    assert_eq!(e.take_paced(|_| true).len(), 1);
+    receive(&mut e, MDI_100 + SEC / 2, 200, "192.0.2.9").unwrap();
+    let actions = drain(&mut e);
+    assert_eq!(state(&e), State::Backup);
+    assert_eq!(unpace_position(&actions), Some(0), "{actions:?}");
+    assert_eq!(
+        actions
+            .iter()
+            .filter(|a| matches!(a, Action::Unpace { .. }))
+            .count(),
+        1
+    );
+    // A backup has nothing to hand over.
+    assert!(e.take_paced(|_| true).is_empty());
+}
+
+#[test]
+fn shutdown_takes_the_adverts_back_before_resigning_with_priority_0() {
+    let (mut e, _) = paced_master(SEC);
+    e.shutdown(Time(SEC + 7));
+    let actions = drain(&mut e);
+    assert_eq!(unpace_position(&actions), Some(0), "{actions:?}");
+    assert_eq!(sent_priorities(&actions), vec![0]);
+}
+
+#[test]
+fn a_changed_priority_takes_the_adverts_back_and_hands_over_the_new_ones() {
+    let mut c = cfg(100, "192.0.2.1");
+    c.answer_lower_priority = false;
+    c.tracks.push(TrackConfig {
+        name: "chk".into(),
+        weight: -10,
+        reverse: false,
+        initial: TrackInput::Up,
+    });
+    let mut e = engine(c);
+    e.start(Time(0));
+    e.handle_timeout(Time(MDI_100));
+    drain(&mut e);
+    let old = e.take_paced(|_| true).remove(0);
+    e.set_track(Time(MDI_100 + 10), &"chk".into(), TrackInput::Down);
+    let actions = drain(&mut e);
+    assert_eq!(unpace_position(&actions), Some(0), "{actions:?}");
+    assert_eq!(sent_priorities(&actions), vec![90]);
+    let new = e.take_paced(|_| true).remove(0);
+    assert_eq!(new.adverts[0].1[2], 90);
+    assert_ne!(new.adverts, old.adverts);
+    assert_eq!(new.next, Time(MDI_100 + 10 + SEC));
+    // A lower-priority master heard changes nothing the shell sends (no answer configured).
+    receive(&mut e, MDI_100 + 20, 50, "192.0.2.9").unwrap();
+    assert_eq!(unpace_position(&drain(&mut e)), None);
+    assert_eq!(e.paced(), vec![new.key]);
+}
+
+#[test]
+fn answering_a_lower_master_takes_the_adverts_back_first() {
+    let mut e = engine(cfg(100, "192.0.2.1"));
+    e.start(Time(0));
+    e.handle_timeout(Time(MDI_100));
+    drain(&mut e);
+    e.take_paced(|_| true).remove(0);
+    receive(&mut e, MDI_100 + 20, 50, "192.0.2.9").unwrap();
+    let actions = drain(&mut e);
+    assert_eq!(unpace_position(&actions), Some(0), "{actions:?}");
+    assert_eq!(sent_priorities(&actions), vec![100]);
+    assert_eq!(e.poll_timeout(), Some(Time(MDI_100 + 20 + SEC)));
 }
