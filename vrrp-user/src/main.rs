@@ -205,8 +205,11 @@ fn witness(listen: std::net::SocketAddr, key_env: &str, max_lease_ms: u32) -> Ex
 /// Runs `fut` on a single-threaded runtime; an error is logged (after `prefix`) as the reason
 /// for a failed exit.
 fn block_on(fut: impl Future<Output = anyhow::Result<()>>, prefix: &str) -> ExitCode {
+    // The pacer tells a stuck runtime thread from a waiting one by these marks.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .on_thread_park(daemon::runtime_parked)
+        .on_thread_unpark(daemon::runtime_unparked)
         .build()
     {
         Ok(rt) => rt,

@@ -1,7 +1,9 @@
 //! The event loop, a short driver: [`Sources::next`] waits for one [`Input`] (a signal, the
 //! timer, the data plane's events, a track change, a link or address event, a control or
 //! metrics request, the write lease), [`Loop::handle`] hands it to its handler, and the shell
-//! carries out the engine's actions. The loop also keeps the data plane's heartbeat fresh.
+//! carries out the engine's actions. The loop also keeps the data plane's heartbeat fresh
+//! (the pacer does while it sends masters' adverts: the loop then wakes only for its own
+//! deadlines).
 
 use super::*;
 
@@ -147,9 +149,8 @@ impl Loop<'_> {
         // fresh. It is written whenever the loop wakes (adverts, probes, events; at most every
         // eighth of the limit), and by a timer of its own only when nothing else woke the loop
         // for half the limit: a wake-up may come half the limit late before the data plane goes
-        // quiet. A master at 100 ms adverts with the default 250 ms limit then never wakes for
-        // the heartbeat alone (a timer every quarter of the limit was a third of an idle
-        // daemon's CPU).
+        // quiet. While the pacer sends masters' adverts, it writes the heartbeat with them
+        // (crate::daemon::pacer), and the loop's own timer is only for the clock's checks.
         let limit = self.running.heartbeat_limit;
         if self.last_heartbeat.elapsed() >= limit / 8 {
             let ns = dataplane::monotonic_ns();
@@ -163,6 +164,7 @@ impl Loop<'_> {
                 })?;
             }
             self.last_heartbeat = Instant::now();
+            self.running.shell.sync_beats(false);
         }
         let Running { engine, shell, .. } = &self.running;
         let next = [
@@ -176,7 +178,13 @@ impl Loop<'_> {
         .min();
         let (instant, time) = self.epoch;
         let deadline = next.map(|t| instant + Duration::from_micros(t.since(time)));
-        let heartbeat_due = self.last_heartbeat + (limit / 2).max(Duration::from_millis(1));
+        // While the pacer sends masters' adverts it also writes the heartbeat: the loop wakes
+        // for its own deadlines, and to check the heartbeat's clock when that is due.
+        let heartbeat_due = if shell.pacer.is_active() {
+            shell.next_clock_check()
+        } else {
+            self.last_heartbeat + (limit / 2).max(Duration::from_millis(1))
+        };
         alarm
             .set(deadline.map_or(heartbeat_due, |d| d.min(heartbeat_due)))
             .map_err(|err| Stop::Failed(format!("cannot set the timerfd: {err}")))?;
@@ -375,5 +383,9 @@ pub(super) async fn event_loop<'a>(
             sources.loading = Some(rx);
         }
     };
+    // Whatever follows (a resignation, a hitless hand-over) runs without the pacer: the
+    // engine has every master's adverts back.
+    let Running { engine, shell, .. } = &mut lp.running;
+    shell.stop_pacer(engine);
     Ok((why, lp.running))
 }

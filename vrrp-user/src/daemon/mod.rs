@@ -52,6 +52,8 @@ use crate::{
 mod event_loop;
 mod events;
 mod netops;
+mod pacer;
+pub use pacer::{runtime_parked, runtime_unparked};
 mod reload;
 mod resume;
 mod routes;
@@ -316,6 +318,7 @@ async fn run_bound(
         primaries,
         links,
         kernel_log,
+        heartbeat_limit,
     });
     shell.place_vips(&config);
     shell.groups = config
@@ -518,7 +521,7 @@ fn port_on(
     let port = Port {
         site,
         dp,
-        sockets,
+        sockets: std::sync::Arc::new(sockets),
         stats_index: published.stats_index,
         pin_dir,
         sysctls: Vec::new(),

@@ -70,6 +70,10 @@ pub(super) struct Shell {
     pub(super) ports_changed: bool,
     /// A reload waiting for the data planes of the interfaces it adds.
     pub(super) pending_reload: Option<PendingReload>,
+    /// Sends steady masters' adverts (and the heartbeat meanwhile) off the loop.
+    pub(super) pacer: super::pacer::Pacer,
+    /// The heartbeat clock of each port the pacer's beats were made with.
+    pub(super) beat_clocks: Vec<(u32, vrrp_common::jiffies::JiffyClock)>,
 }
 
 /// What a shell is built from at startup.
@@ -89,6 +93,7 @@ pub(super) struct ShellParts {
     pub(super) primaries: HashMap<InstanceKey, IpAddr>,
     pub(super) links: tokio::sync::mpsc::UnboundedSender<(u32, String)>,
     pub(super) kernel_log: KernelLogLevel,
+    pub(super) heartbeat_limit: Duration,
 }
 
 impl Shell {
@@ -128,6 +133,12 @@ impl Shell {
             kernel_log: p.kernel_log,
             ports_changed: false,
             pending_reload: None,
+            pacer: super::pacer::Pacer::new(
+                p.heartbeat_limit / 2,
+                super::pacer::STALE,
+                &super::pacer::RUNTIME_BUSY_SINCE,
+            ),
+            beat_clocks: Vec::new(),
         }
     }
 }
@@ -407,7 +418,8 @@ impl Shell {
                         seen_ms_ago: t.since(m.at) / 1_000,
                     }),
                     vips,
-                    adverts_sent: st.counters.adverts_sent,
+                    // Those the pacer sent so far are the engine's once it takes them back.
+                    adverts_sent: st.counters.adverts_sent + self.pacer.sent(st.key),
                     adverts_received: st.counters.adverts_received,
                     became_master: st.counters.became_master,
                     address_mismatch: st.counters.address_mismatch,
@@ -633,6 +645,11 @@ impl Shell {
                     self.add_routes(key);
                 }
                 Action::Announce { key, addr } => self.announce_one(key, addr),
+                Action::Unpace { key } => {
+                    if let Some(sent) = self.pacer.remove(key) {
+                        engine.count_paced(key, sent);
+                    }
+                }
                 Action::StateChanged {
                     key,
                     name,
@@ -667,6 +684,86 @@ impl Shell {
         self.reconcile_fences(engine);
         self.claim_lease(engine);
         self.notify_groups(engine);
+        self.pace(engine);
+    }
+
+    /// Hands the periodic adverts of steady masters to the pacer (those sent from a virtual
+    /// MAC stay the loop's: each such frame carries a fresh IP ID).
+    fn pace(&mut self, engine: &mut Engine) {
+        let can = |key: InstanceKey| {
+            self.ports.contains_key(&key.iface) && self.macs.get(&key) != Some(&virtual_mac(key))
+        };
+        let paced = engine.take_paced(can);
+        if paced.is_empty() {
+            return;
+        }
+        let (t, at) = (now(), Instant::now());
+        for p in paced {
+            let sockets = self.ports[&p.key.iface].sockets.clone();
+            let entry = super::pacer::Entry {
+                key: p.key,
+                wire: std::sync::Arc::new(move |dst, bytes: &[u8]| sockets.send(dst, bytes)),
+                adverts: p.adverts,
+                every: Duration::from_micros(p.every_us),
+                next: at + Duration::from_micros(p.next.since(t)),
+            };
+            if let Err(err) = self.pacer.add(entry) {
+                warn!(error = %err, "cannot start the pacer thread: the loop sends the adverts");
+                engine.unpace(p.key, now(), 0);
+            }
+        }
+        self.sync_beats(true);
+    }
+
+    /// Gives the pacer a heartbeat writer per port when the ports or their clocks changed
+    /// (or `force`).
+    pub(super) fn sync_beats(&mut self, force: bool) {
+        if !self.pacer.is_active() {
+            return;
+        }
+        let clocks: Vec<_> = self
+            .ports
+            .iter()
+            .map(|(i, p)| (*i, p.dp.jiffy_clock()))
+            .collect();
+        if !force && clocks == self.beat_clocks {
+            return;
+        }
+        let beats = self
+            .ports
+            .values()
+            .map(|p| {
+                let beater = p.dp.beater();
+                Box::new(move |ns| beater.beat(ns)) as super::pacer::Beat
+            })
+            .collect();
+        self.pacer.set_beats(beats);
+        self.beat_clocks = clocks;
+    }
+
+    /// When the loop must wake to check a port's heartbeat clock (the heartbeat it writes
+    /// checks it), at most [`dataplane::CLOCK_CHECK_MAX_NS`] from now.
+    pub(super) fn next_clock_check(&self) -> Instant {
+        let now_ns = dataplane::monotonic_ns();
+        let due = self
+            .ports
+            .values()
+            .map(|p| p.dp.next_clock_check_ns())
+            .min()
+            .unwrap_or(u64::MAX);
+        let wait = due
+            .saturating_sub(now_ns)
+            .clamp(1_000_000, dataplane::CLOCK_CHECK_MAX_NS);
+        Instant::now() + Duration::from_nanos(wait)
+    }
+
+    /// Stops the pacer: the engine sends the adverts again (counting the pacer's).
+    pub(super) fn stop_pacer(&mut self, engine: &mut Engine) {
+        let t = now();
+        for (key, sent) in self.pacer.stop() {
+            engine.unpace(key, t, sent);
+        }
+        self.beat_clocks.clear();
     }
 
     /// Runs a sync group's notify scripts when the group as a whole changed state: a member in
@@ -706,10 +803,7 @@ impl Shell {
         dst: IpAddr,
         bytes: &[u8],
     ) -> std::io::Result<()> {
-        let vmac = match key.family {
-            Family::V4 => virtual_mac_v4(key.vrid),
-            Family::V6 => virtual_mac_v6(key.vrid),
-        };
+        let vmac = virtual_mac(key);
         if self.macs.get(&key) == Some(&vmac) {
             self.advert_id = self.advert_id.wrapping_add(1);
             if let Some(frame) = crate::wire::advert_frame(vmac, src, dst, bytes, self.advert_id) {
@@ -1075,5 +1169,13 @@ impl Shell {
             *w = want;
             changed
         });
+    }
+}
+
+/// The VRRP virtual MAC of an instance.
+fn virtual_mac(key: InstanceKey) -> [u8; 6] {
+    match key.family {
+        Family::V4 => virtual_mac_v4(key.vrid),
+        Family::V6 => virtual_mac_v6(key.vrid),
     }
 }

@@ -175,7 +175,8 @@ fn guards(inst: &Instance, iface: &str, ifindex: u32, config: &Config) -> Vec<Tr
 pub(super) struct Port {
     pub(super) site: Site,
     pub(super) dp: DataPlane,
-    pub(super) sockets: AdvertSockets,
+    /// Shared with the pacer, which sends steady masters' adverts through them.
+    pub(super) sockets: std::sync::Arc<AdvertSockets>,
     /// The next free per-VIP stats slot of its data plane.
     pub(super) stats_index: u32,
     pub(super) pin_dir: std::path::PathBuf,

@@ -230,7 +230,7 @@ pub struct DataPlane {
     heartbeat: Heartbeat,
     /// The heartbeat entry and the liveness entries, mapped: written and read without a
     /// syscall on the loop's wake-ups.
-    heartbeat_mapped: Mapped<Heartbeat>,
+    heartbeat_mapped: std::sync::Arc<Mapped<Heartbeat>>,
     liveness: Mapped<Liveness>,
     /// Requests counted for VIPs since removed, by VRID slot: kept in the VRID's totals, so
     /// that they never go back.
@@ -241,12 +241,32 @@ pub struct DataPlane {
     clock_check_every_ns: u64,
 }
 
+/// Writes a data plane's heartbeat deadline (word 0 of the heartbeat entry, `until`) from
+/// another thread: the roles, clock and limit in the entry stay the loop's to write.
+pub struct Beater {
+    mapped: std::sync::Arc<Mapped<Heartbeat>>,
+    clock: JiffyClock,
+    limit_ns: u64,
+}
+
+impl Beater {
+    /// The heartbeat of `mono_ns` (CLOCK_MONOTONIC), as [`DataPlane::heartbeat`] writes it.
+    pub fn beat(&self, mono_ns: u64) {
+        const _: () = assert!(std::mem::offset_of!(Heartbeat, until) == 0);
+        let until = self.clock.deadline(mono_ns, self.limit_ns);
+        if let Some(entry) = self.mapped.entry(0) {
+            // SAFETY: the first, aligned word of the mapped entry (kept mapped by the Arc).
+            unsafe { entry.cast::<u64>().write_volatile(until) };
+        }
+    }
+}
+
 /// How often the heartbeat's clock is checked against a fresh sample of the kernel's jiffies
 /// (one BPF_PROG_TEST_RUN of the clock program): a second after it is measured, then twice as
 /// long after every check that agrees, up to [`CLOCK_CHECK_MAX_NS`]. A tick length measured
 /// wrong (the nearest other HZ is 2.4% off) shows within the first second.
 const CLOCK_CHECK_FIRST_NS: u64 = 1_000_000_000;
-const CLOCK_CHECK_MAX_NS: u64 = 16_000_000_000;
+pub const CLOCK_CHECK_MAX_NS: u64 = 16_000_000_000;
 /// How long measuring the clock may take (two to a few ticks; the slowest kernel ticks at 24 Hz).
 const CLOCK_MEASURE_LIMIT: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -308,8 +328,9 @@ impl DataPlane {
                 source,
             }
         };
-        let heartbeat_mapped =
-            Mapped::<Heartbeat>::new(&maps.heartbeat, 1).map_err(map_io(MAP_HEARTBEAT))?;
+        let heartbeat_mapped = std::sync::Arc::new(
+            Mapped::<Heartbeat>::new(&maps.heartbeat, 1).map_err(map_io(MAP_HEARTBEAT))?,
+        );
         let liveness =
             Mapped::<Liveness>::new(&maps.liveness, MAX_SLOTS).map_err(map_io(MAP_LIVENESS))?;
         // A resumed program keeps answering for the masters the last daemon left.
@@ -336,6 +357,13 @@ impl DataPlane {
             clock_check_every_ns: CLOCK_CHECK_FIRST_NS,
             retired: std::collections::HashMap::new(),
         })
+    }
+
+    /// When the heartbeat's clock is next checked (CLOCK_MONOTONIC ns): by the first
+    /// [`Self::heartbeat`] from then on.
+    pub fn next_clock_check_ns(&self) -> u64 {
+        self.clock_checked_ns
+            .saturating_add(self.clock_check_every_ns)
     }
 
     /// The clock the heartbeat's deadlines are made with.
@@ -746,7 +774,7 @@ impl DataPlane {
         // The copy changes only where it is written next: a promotion whose first write fails
         // must not reach the gate with the next heartbeat.
         if !master && self.heartbeat.set_master(slot, false) {
-            self.write_heartbeat()?;
+            self.write_heartbeat(1)?;
         }
         array::<VridState>(&mut self.maps.vrids, MAP_VRIDS)?
             .set(slot, state, 0)
@@ -755,7 +783,7 @@ impl DataPlane {
                 source,
             })?;
         if master && self.heartbeat.set_master(slot, true) {
-            self.write_heartbeat()?;
+            self.write_heartbeat(1)?;
         }
         Ok(())
     }
@@ -801,12 +829,23 @@ impl DataPlane {
             .heartbeat
             .clock
             .deadline(mono_ns, self.heartbeat.limit_ns);
-        self.write_heartbeat()
+        self.write_heartbeat(0)
     }
 
-    /// Writes the heartbeat entry through the mapping, a word at a time (each word whole, as
-    /// the program reads them).
-    fn write_heartbeat(&mut self) -> Result<()> {
+    /// A writer of the heartbeat's deadline for another thread (the pacer), with the clock
+    /// and limit as they are now (a new one is needed when [`Self::jiffy_clock`] changes).
+    pub fn beater(&self) -> Beater {
+        Beater {
+            mapped: self.heartbeat_mapped.clone(),
+            clock: self.heartbeat.clock,
+            limit_ns: self.heartbeat.limit_ns,
+        }
+    }
+
+    /// Writes the heartbeat entry through the mapping from word `from` on, a word at a time
+    /// (each word whole, as the program reads them). A change of roles writes from word 1:
+    /// the deadline (word 0) stays as the last heartbeat left it, whichever thread wrote it.
+    fn write_heartbeat(&mut self, from: usize) -> Result<()> {
         const WORDS: usize = size_of::<Heartbeat>() / 8;
         // SAFETY: Heartbeat is repr(C), made only of u64s (its size is asserted in vrrp-common).
         let words: [u64; WORDS] = unsafe { std::mem::transmute(self.heartbeat) };
@@ -818,7 +857,7 @@ impl DataPlane {
                 name: MAP_HEARTBEAT,
             })?
             .cast::<u64>();
-        for (i, word) in words.into_iter().enumerate() {
+        for (i, word) in words.into_iter().enumerate().skip(from) {
             // SAFETY: within the mapped entry, aligned (page-aligned base, 8-byte words).
             unsafe { entry.add(i).write_volatile(word) };
         }
