@@ -707,6 +707,41 @@ impl Lab {
         Ok(proc)
     }
 
+    /// [`Lab::start_xvrrp`] with the daemon's output going to a pipe of one page (its
+    /// [`Proc::log`] stays empty) that a [`PipedLog`] reads until told to stop: a log consumer
+    /// that stops reading (a stalled journald), whose full pipe blocks the daemon's next write.
+    pub fn start_xvrrp_piped(&self, host: &str, config: &str) -> anyhow::Result<(Proc, PipedLog)> {
+        let path = self.workdir.join(format!("{host}.toml"));
+        fs::write(&path, config)?;
+        fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        let (read, write) = nix::unistd::pipe()?;
+        nix::fcntl::fcntl(&write, nix::fcntl::FcntlArg::F_SETPIPE_SZ(4096))?;
+        let child = self
+            .host(host)
+            .ns
+            .command(&self.xvrrp)?
+            .args(["run", "--config", path.to_str().expect("utf-8 path")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(write.try_clone()?))
+            .stderr(Stdio::from(write))
+            .spawn()
+            .with_context(|| format!("starting xvrrp on {host}"))?;
+        let mut proc = Proc {
+            child: Some(child),
+            log: self.workdir.join(format!("xvrrp-{host}-piped.none")),
+        };
+        let log = PipedLog::read(fs::File::from(read));
+        let up = wait_for(Duration::from_secs(20), || {
+            log.text().contains("xvrrp running") || !proc.running()
+        });
+        ensure!(
+            up && proc.running(),
+            "xvrrp did not come up on {host}; log:\n{}",
+            log.text()
+        );
+        Ok((proc, log))
+    }
+
     /// A keepalived.conf for `host`: VRID 51 for [`LAB_VIP`]/24 at `priority`, VRRP `version`,
     /// `advert_int` seconds (fractions with VRRPv3), starting as backup; `extra` lines go into
     /// the vrrp_instance block.
@@ -1126,6 +1161,52 @@ pub fn parse_arping(output: &str) -> Vec<String> {
 }
 
 /// A process started in the lab, killed on drop if still running.
+/// A process's output read from a pipe by a thread of its own, until [`PipedLog::stop`].
+pub struct PipedLog {
+    text: std::sync::Arc<std::sync::Mutex<String>>,
+    reading: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl PipedLog {
+    fn read(mut pipe: fs::File) -> Self {
+        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let reading = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (t, r) = (text.clone(), reading.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                if !r.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+                match std::io::Read::read(&mut pipe, &mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => t
+                        .lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n])),
+                }
+            }
+        });
+        Self { text, reading }
+    }
+
+    /// What was read so far.
+    pub fn text(&self) -> String {
+        self.text.lock().unwrap().clone()
+    }
+
+    /// Stops reading (after at most the read under way): the writer's pipe fills.
+    pub fn stop(&self) {
+        self.reading.store(false, Ordering::Relaxed);
+    }
+
+    /// Reads again.
+    pub fn resume(&self) {
+        self.reading.store(true, Ordering::Relaxed);
+    }
+}
+
 pub struct Proc {
     child: Option<Child>,
     log: PathBuf,

@@ -3,7 +3,11 @@
 //! restart or a reload, a resume marker left too long, another cluster reusing our VRID on the
 //! segment, and `auto` XDP on a veth.
 
-use std::{net::Ipv4Addr, path::Path, time::Duration};
+use std::{
+    net::Ipv4Addr,
+    path::Path,
+    time::{Duration, Instant},
+};
 
 use nix::sys::signal::Signal;
 use xvrrp_lab::{Lab, PIN_ROOT, Proc, per_cpu_counter, privileged, wait_for};
@@ -1020,4 +1024,44 @@ fn maps_of_another_layout_beside_a_fresh_marker_are_not_resumed() {
     );
     a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
     b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
+}
+
+#[test]
+fn a_master_stuck_writing_its_log_goes_silent_and_the_backup_takes_over() {
+    if !privileged("a_master_stuck_writing_its_log_goes_silent_and_the_backup_takes_over") {
+        return;
+    }
+    let lab = Lab::new(&["a", "b", "client"]).expect("lab");
+    let (mut a, log) = lab
+        .start_xvrrp_piped("a", &lab.vrrp_config("a", 200, ""))
+        .unwrap();
+    let _b = lab
+        .start_xvrrp("b", &lab.vrrp_config("b", 100, ""))
+        .unwrap();
+    lab.wait_answered_by("client", "a", VIP, 2, Duration::from_secs(8));
+    // Its log's reader stops (a stalled journald); each reload logs a few lines, so the
+    // event loop's next write to the full pipe blocks. The pacer would send the master's
+    // adverts on meanwhile: it must notice that the loop is stuck and stop.
+    log.stop();
+    let pid = nix::unistd::Pid::from_raw(a.pid() as i32);
+    let wchan = format!("/proc/{}/wchan", a.pid());
+    let blocked = wait_for(Duration::from_secs(10), || {
+        let _ = nix::sys::signal::kill(pid, Signal::SIGHUP);
+        std::thread::sleep(Duration::from_millis(50));
+        std::fs::read_to_string(&wchan).is_ok_and(|w| w.contains("pipe"))
+    });
+    assert!(blocked, "the daemon's thread never blocked writing its log");
+    let stuck_at = Instant::now();
+    let took = lab.wait_answered_by("client", "b", VIP, 2, Duration::from_secs(10));
+    eprintln!("the backup answers {took:?} after the master's loop blocked");
+    assert!(a.running(), "the stuck master should still be running");
+    assert!(
+        stuck_at.elapsed() >= Duration::from_secs(2),
+        "the backup took over before the pacer's 3 s: {:?}",
+        stuck_at.elapsed()
+    );
+    // Read again: the master thaws, and takes its VIP back (higher priority, preempt).
+    log.resume();
+    lab.wait_answered_by("client", "a", VIP, 2, Duration::from_secs(10));
+    assert!(log.text().contains("pacer stops sending"), "{}", log.text());
 }

@@ -136,7 +136,7 @@ impl Shell {
             pacer: super::pacer::Pacer::new(
                 p.heartbeat_limit / 2,
                 super::pacer::STALE,
-                &super::pacer::RUNTIME_BUSY_SINCE,
+                &super::pacer::RUNTIME,
             ),
             beat_clocks: Vec::new(),
         }
