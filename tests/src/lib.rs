@@ -670,6 +670,15 @@ impl Lab {
         self.start_xvrrp_env(host, config, &[])
     }
 
+    /// Writes `host`'s daemon config, readable by root only (it may hold a password: xvrrp
+    /// refuses such a file if others can read it); its path.
+    fn write_config(&self, host: &str, config: &str) -> anyhow::Result<PathBuf> {
+        let path = self.workdir.join(format!("{host}.toml"));
+        fs::write(&path, config)?;
+        fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        Ok(path)
+    }
+
     /// [`Lab::start_xvrrp`] with environment variables added (`XVRRP_LOG_FORMAT`,
     /// `NOTIFY_SOCKET`, ...).
     pub fn start_xvrrp_env(
@@ -678,10 +687,7 @@ impl Lab {
         config: &str,
         env: &[(&str, &str)],
     ) -> anyhow::Result<Proc> {
-        let path = self.workdir.join(format!("{host}.toml"));
-        fs::write(&path, config)?;
-        // It may hold a password: xvrrp refuses such a file if others can read it.
-        fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        let path = self.write_config(host, config)?;
         let mut proc = self.spawn_env(
             host,
             &self.xvrrp,
@@ -695,15 +701,7 @@ impl Lab {
             env,
             &format!("xvrrp-{host}"),
         )?;
-        // Pins may be left by a killed daemon: readiness is the daemon's own word.
-        let up = wait_for(Duration::from_secs(20), || {
-            proc.log().contains("xvrrp running") || !proc.running()
-        });
-        ensure!(
-            up && proc.running(),
-            "xvrrp did not come up on {host}; log:\n{}",
-            proc.log()
-        );
+        wait_running(&mut proc, host, Proc::log)?;
         Ok(proc)
     }
 
@@ -711,9 +709,7 @@ impl Lab {
     /// [`Proc::log`] stays empty) that a [`PipedLog`] reads until told to stop: a log consumer
     /// that stops reading (a stalled journald), whose full pipe blocks the daemon's next write.
     pub fn start_xvrrp_piped(&self, host: &str, config: &str) -> anyhow::Result<(Proc, PipedLog)> {
-        let path = self.workdir.join(format!("{host}.toml"));
-        fs::write(&path, config)?;
-        fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        let path = self.write_config(host, config)?;
         let (read, write) = nix::unistd::pipe()?;
         nix::fcntl::fcntl(&write, nix::fcntl::FcntlArg::F_SETPIPE_SZ(4096))?;
         let child = self
@@ -731,14 +727,7 @@ impl Lab {
             log: self.workdir.join(format!("xvrrp-{host}-piped.none")),
         };
         let log = PipedLog::read(fs::File::from(read));
-        let up = wait_for(Duration::from_secs(20), || {
-            log.text().contains("xvrrp running") || !proc.running()
-        });
-        ensure!(
-            up && proc.running(),
-            "xvrrp did not come up on {host}; log:\n{}",
-            log.text()
-        );
+        wait_running(&mut proc, host, |_| log.text())?;
         Ok((proc, log))
     }
 
@@ -1161,6 +1150,21 @@ pub fn parse_arping(output: &str) -> Vec<String> {
 }
 
 /// A process started in the lab, killed on drop if still running.
+/// Waits until xvrrp on `host` logs that it runs (as `log` reads its output); an error with
+/// the log if it stops first or takes more than 20 s. Pins may be left by a killed daemon:
+/// readiness is the daemon's own word.
+fn wait_running(proc: &mut Proc, host: &str, log: impl Fn(&Proc) -> String) -> anyhow::Result<()> {
+    let up = wait_for(Duration::from_secs(20), || {
+        log(proc).contains("xvrrp running") || !proc.running()
+    });
+    ensure!(
+        up && proc.running(),
+        "xvrrp did not come up on {host}; log:\n{}",
+        log(proc)
+    );
+    Ok(())
+}
+
 /// A process's output read from a pipe by a thread of its own, until [`PipedLog::stop`].
 pub struct PipedLog {
     text: std::sync::Arc<std::sync::Mutex<String>>,

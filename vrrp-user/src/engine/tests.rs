@@ -88,6 +88,16 @@ fn run_until(e: &mut Engine, until: u64) -> Vec<Action> {
     all
 }
 
+/// A tracked object `name` of `weight`, not reversed, starting at `initial`.
+fn track(name: &str, weight: i32, initial: TrackInput) -> TrackConfig {
+    TrackConfig {
+        name: name.into(),
+        weight,
+        reverse: false,
+        initial,
+    }
+}
+
 /// Master_Down_Interval for priority 100 and 1 s: 3 s + (256 - 100) / 256 s.
 const MDI_100: u64 = 3 * SEC + 156 * SEC / 256;
 
@@ -163,12 +173,7 @@ fn address_owner_is_master_at_once_with_priority_255() {
 #[test]
 fn tracking_never_lowers_the_address_owner() {
     let mut c = cfg(255, "192.0.2.1");
-    c.tracks.push(TrackConfig {
-        name: "chk".into(),
-        weight: -50,
-        reverse: false,
-        initial: TrackInput::Up,
-    });
+    c.tracks.push(track("chk", -50, TrackInput::Up));
     let mut e = engine(c);
     e.start(Time(0));
     e.set_track(Time(1), &"chk".into(), TrackInput::Down);
@@ -674,12 +679,7 @@ fn shutdown_of_a_master_resigns_with_priority_zero_and_releases_vips() {
 #[test]
 fn a_failed_fault_track_puts_a_master_in_fault_and_recovery_makes_it_backup() {
     let mut c = cfg(100, "192.0.2.1");
-    c.tracks.push(TrackConfig {
-        name: "link".into(),
-        weight: 0,
-        reverse: false,
-        initial: TrackInput::Up,
-    });
+    c.tracks.push(track("link", 0, TrackInput::Up));
     let mut e = engine(c);
     e.start(Time(0));
     e.handle_timeout(Time(MDI_100));
@@ -709,12 +709,7 @@ fn a_failed_fault_track_puts_a_master_in_fault_and_recovery_makes_it_backup() {
 #[test]
 fn an_instance_failing_a_track_at_startup_starts_in_fault() {
     let mut c = cfg(100, "192.0.2.1");
-    c.tracks.push(TrackConfig {
-        name: "mysql".into(),
-        weight: 0,
-        reverse: false,
-        initial: TrackInput::Down,
-    });
+    c.tracks.push(track("mysql", 0, TrackInput::Down));
     let mut e = engine(c);
     e.start(Time(0));
     assert_eq!(state(&e), State::Fault);
@@ -795,12 +790,7 @@ fn announcements_stop_at_once_on_demotion() {
 fn sync_group_moves_its_members_together() {
     let mut a = cfg(100, "192.0.2.1");
     a.name = "a".into();
-    a.tracks.push(TrackConfig {
-        name: "chk".into(),
-        weight: 0,
-        reverse: false,
-        initial: TrackInput::Up,
-    });
+    a.tracks.push(track("chk", 0, TrackInput::Up));
     let mut b = cfg(100, "192.0.2.1");
     b.name = "b".into();
     b.vrid = 52;
@@ -1029,12 +1019,7 @@ fn a_reload_keeps_an_instance_whose_tracks_only_start_elsewhere_and_starts_a_cha
 {
     let mut a = cfg(100, "192.0.2.1");
     a.name = "a".into();
-    a.tracks.push(TrackConfig {
-        name: "mysql:db".into(),
-        weight: 0,
-        reverse: false,
-        initial: TrackInput::Down,
-    });
+    a.tracks.push(track("mysql:db", 0, TrackInput::Down));
     let mut e = engine(a.clone());
     e.start(Time(0));
     assert_eq!(e.state_of("a"), Some(State::Fault));
@@ -1136,12 +1121,7 @@ fn a_shared_value_track_lowers_every_instance_that_follows_it() {
     let mut two = cfg(200, "192.0.2.1");
     two.name = "two".into();
     two.vrid = 52;
-    two.tracks.push(TrackConfig {
-        name: "chk".into(),
-        weight: 0,
-        reverse: false,
-        initial: TrackInput::Up,
-    });
+    two.tracks.push(track("chk", 0, TrackInput::Up));
     two.tracks.push(file);
     let mut e = Engine::new(
         vec![one, two],
@@ -1309,12 +1289,7 @@ fn shutdown_takes_the_adverts_back_before_resigning_with_priority_0() {
 fn a_changed_priority_takes_the_adverts_back_and_hands_over_the_new_ones() {
     let mut c = cfg(100, "192.0.2.1");
     c.answer_lower_priority = false;
-    c.tracks.push(TrackConfig {
-        name: "chk".into(),
-        weight: -10,
-        reverse: false,
-        initial: TrackInput::Up,
-    });
+    c.tracks.push(track("chk", -10, TrackInput::Up));
     let mut e = engine(c);
     e.start(Time(0));
     e.handle_timeout(Time(MDI_100));
