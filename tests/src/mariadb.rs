@@ -210,26 +210,43 @@ impl Mariadb {
     }
 
     /// Starts mariadbd in the host's namespace and waits until it answers (at most 30 s).
+    /// A server that aborts on one of InnoDB's own assertions while it recovers from a
+    /// SIGKILL (MariaDB 10.11 has hit `trx0purge.cc line 901` after a few kills in a row, with
+    /// an XA-prepared transaction left by the binlog) is started once more: that is the
+    /// server's bug, not what a test here is about; the second abort fails the start.
     pub fn start(&mut self, lab: &Lab) -> anyhow::Result<()> {
         ensure!(self.server.is_none(), "already running");
-        let mut proc = lab.spawn(
-            &self.host,
-            Path::new("/usr/sbin/mariadbd"),
-            &[&self.defaults_arg()],
-            &format!("mariadbd-{}", self.host),
-        )?;
-        let up = wait_for(Duration::from_secs(30), || {
-            !proc.running() || self.sql(lab, "SELECT 1").is_ok_and(|r| r == "1")
-        });
-        if !up || !proc.running() {
+        let log = self.dir.join("error.log");
+        for attempt in 1..=2 {
+            let logged = fs::metadata(&log).map_or(0, |m| m.len() as usize);
+            let mut proc = lab.spawn(
+                &self.host,
+                Path::new("/usr/sbin/mariadbd"),
+                &[&self.defaults_arg()],
+                &format!("mariadbd-{}", self.host),
+            )?;
+            let up = wait_for(Duration::from_secs(30), || {
+                !proc.running() || self.sql(lab, "SELECT 1").is_ok_and(|r| r == "1")
+            });
+            if up && proc.running() {
+                self.server = Some(proc);
+                return Ok(());
+            }
+            let text = fs::read_to_string(&log).unwrap_or_default();
+            let this_start = text.get(logged..).unwrap_or_default();
+            if attempt == 1 && !proc.running() && this_start.contains("InnoDB: Assertion failure") {
+                eprintln!(
+                    "mariadbd on {} aborted on an InnoDB assertion while it recovered; starting it once more",
+                    self.host
+                );
+                continue;
+            }
             bail!(
-                "mariadbd on {} did not come up; error log:\n{}",
-                self.host,
-                fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
+                "mariadbd on {} did not come up; error log:\n{text}",
+                self.host
             );
         }
-        self.server = Some(proc);
-        Ok(())
+        unreachable!("the second attempt returns")
     }
 
     /// The server's pid, while it runs.

@@ -180,8 +180,11 @@ impl Loop<'_> {
         let deadline = next.map(|t| instant + Duration::from_micros(t.since(time)));
         // While the pacer sends masters' adverts it also writes the heartbeat: the loop wakes
         // for its own deadlines, and to check the heartbeat's clock when that is due.
+        // (A check comes with a heartbeat, written at most every eighth of the limit.)
         let heartbeat_due = if shell.pacer.is_active() {
-            shell.next_clock_check()
+            shell
+                .next_clock_check()
+                .max(self.last_heartbeat + limit / 8)
         } else {
             self.last_heartbeat + (limit / 2).max(Duration::from_millis(1))
         };

@@ -192,7 +192,9 @@ impl Pacer {
                     .spawn(move || run(&shared))?,
             );
         }
-        self.keys.push(entry.key);
+        if !self.keys.contains(&entry.key) {
+            self.keys.push(entry.key);
+        }
         let mut st = lock(&self.shared);
         st.slots.retain(|s| s.entry.key != entry.key);
         st.slots.push(Slot {
