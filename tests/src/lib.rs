@@ -1149,7 +1149,6 @@ pub fn parse_arping(output: &str) -> Vec<String> {
         .collect()
 }
 
-/// A process started in the lab, killed on drop if still running.
 /// Waits until xvrrp on `host` logs that it runs (as `log` reads its output); an error with
 /// the log if it stops first or takes more than 20 s. Pins may be left by a killed daemon:
 /// readiness is the daemon's own word.
@@ -1211,6 +1210,7 @@ impl PipedLog {
     }
 }
 
+/// A process started in the lab, killed on drop if still running.
 pub struct Proc {
     child: Option<Child>,
     log: PathBuf,

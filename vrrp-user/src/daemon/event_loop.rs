@@ -164,7 +164,7 @@ impl Loop<'_> {
                 })?;
             }
             self.last_heartbeat = Instant::now();
-            self.running.shell.sync_beats(false);
+            self.running.shell.sync_beats();
         }
         let Running { engine, shell, .. } = &self.running;
         let next = [

@@ -712,12 +712,12 @@ impl Shell {
                 engine.unpace(p.key, now(), 0);
             }
         }
-        self.sync_beats(true);
+        self.sync_beats();
     }
 
-    /// Gives the pacer a heartbeat writer per port when the ports or their clocks changed
-    /// (or `force`).
-    pub(super) fn sync_beats(&mut self, force: bool) {
+    /// Gives the pacer a heartbeat writer per port when the ports or their clocks differ from
+    /// those its writers were made with (none after a stop of the pacer).
+    pub(super) fn sync_beats(&mut self) {
         if !self.pacer.is_active() {
             return;
         }
@@ -726,7 +726,7 @@ impl Shell {
             .iter()
             .map(|(i, p)| (*i, p.dp.jiffy_clock()))
             .collect();
-        if !force && clocks == self.beat_clocks {
+        if clocks == self.beat_clocks {
             return;
         }
         let beats = self

@@ -206,8 +206,8 @@ pub(crate) struct Instance {
     /// every interval (the configuration never changes under a running instance).
     sent: Option<(u8, Vec<Action>)>,
     /// A master whose periodic adverts the shell sends (see [`super::Paced`]): the first
-    /// slot the shell took and the interval, so that the Adver_Timer can be re-armed on the
-    /// same grid. The Adver_Timer is off meanwhile.
+    /// slot the shell took, so that the Adver_Timer can be re-armed on the same grid (the
+    /// interval is the instance's own). The Adver_Timer is off meanwhile.
     paced: Option<Time>,
 }
 
@@ -659,8 +659,8 @@ impl Instance {
     /// Hands the periodic adverts of a master to the shell: the adverts it sent last (at its
     /// effective priority), the interval, and the next slot; the Adver_Timer is off until
     /// [`Self::stop_pacing`] or [`Self::unpace`]. None unless this is a master with its
-    /// Adver_Timer armed and its adverts encoded at its effective priority.
-    pub fn take_paced(&mut self) -> Option<super::Paced> {
+    /// Adver_Timer armed and its adverts encoded at its effective priority, that `can` accepts.
+    pub fn take_paced(&mut self, can: impl Fn(InstanceKey) -> bool) -> Option<super::Paced> {
         let next = self.adver_timer?;
         let priority = self.effective_priority();
         let adverts = match (&self.sent, self.state) {
@@ -675,6 +675,9 @@ impl Instance {
             }
             _ => return None,
         };
+        if !can(self.key()) {
+            return None;
+        }
         self.adver_timer = None;
         self.paced = Some(next);
         Some(super::Paced {

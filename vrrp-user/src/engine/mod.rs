@@ -653,10 +653,10 @@ impl Engine {
     /// Hands the periodic adverts of every master that `can` accepts to the shell (see
     /// [`Paced`]); those already handed over are not handed again.
     pub fn take_paced(&mut self, can: impl Fn(InstanceKey) -> bool) -> Vec<Paced> {
+        // `can` is asked only about instances that could be handed over.
         self.instances
             .iter_mut()
-            .filter(|i| can(i.key()))
-            .filter_map(Instance::take_paced)
+            .filter_map(|i| i.take_paced(&can))
             .collect()
     }
 
