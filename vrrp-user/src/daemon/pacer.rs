@@ -399,14 +399,19 @@ mod tests {
         let times: Vec<Instant> = (0..10)
             .map(|_| rx.recv_timeout(Duration::from_secs(2)).expect("sent").0)
             .collect();
-        // None before its first slot; ten in about nine intervals (on a grid, no drift).
-        assert!(times[0] >= first, "{:?}", times[0] - start);
+        // None before its slot (the first late by a little leaves the grid where it was, so
+        // the span may be a little under nine intervals); ten within twice that (a slot
+        // missed by more than an interval, on a loaded machine, moves the grid on).
+        for (i, at) in times.iter().enumerate() {
+            let slot = first + Duration::from_millis(20 * i as u64);
+            assert!(
+                *at >= slot,
+                "advert {i} sent before its slot: {:?}",
+                *at - start
+            );
+        }
         let span = times[9] - times[0];
-        // (A slot missed by more than an interval, on a loaded machine, moves the grid on.)
-        assert!(
-            span >= Duration::from_millis(180) && span < Duration::from_millis(400),
-            "{span:?}"
-        );
+        assert!(span < Duration::from_millis(400), "{span:?}");
         assert!(beats.load(Ordering::Relaxed) >= 10);
         let sent = pacer.remove(key(7)).expect("paced");
         assert!(sent >= 10, "{sent}");
