@@ -333,6 +333,24 @@ fn add_bridge(switch: &Netns, name: &str) -> anyhow::Result<()> {
         "forward_delay",
         "0",
     ])?;
+    // A switch forwards frames without running the IP firewall over them: with br_netfilter
+    // in the kernel, bridged frames would go through iptables' hooks of the switch's namespace
+    // too (about a sixth of the CPU an advert costs its sender here, the same for every
+    // daemon). The lab's own faults are nftables rules of the bridge family, which need none.
+    let sysctl = run_with_timeout(
+        switch.command("sysctl")?.args([
+            "-eqw",
+            "net.bridge.bridge-nf-call-iptables=0",
+            "net.bridge.bridge-nf-call-ip6tables=0",
+            "net.bridge.bridge-nf-call-arptables=0",
+        ]),
+        Duration::from_secs(5),
+    )?;
+    ensure!(
+        sysctl.status.success(),
+        "sysctl: {}",
+        String::from_utf8_lossy(&sysctl.stderr)
+    );
     switch.ip(&["link", "set", name, "up"])
 }
 
