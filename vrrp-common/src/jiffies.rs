@@ -88,6 +88,47 @@ impl JiffyClock {
     }
 }
 
+/// How long after measuring the daemon first checks the clock against a fresh sample: a tick
+/// length measured wrong (the nearest other HZ is 2.4% off) shows by then.
+pub const CHECK_FIRST_NS: u64 = 1_000_000_000;
+/// The longest time between two checks. A tick length measured right stays right (the kernel
+/// counts whole ticks of the same monotonic clock), so the later checks are a guard; each
+/// costs the daemon a wake-up.
+pub const CHECK_MAX_NS: u64 = 64_000_000_000;
+
+/// The time to the check after one that said `check`, the last having come `every_ns` after
+/// the one before: twice as long after a clock that held, up to [`CHECK_MAX_NS`]; back to
+/// [`CHECK_FIRST_NS`] after one measured again.
+pub const fn next_check_in(every_ns: u64, check: Check) -> u64 {
+    match check {
+        Check::Off => CHECK_FIRST_NS,
+        Check::Agrees | Check::Behind => {
+            let twice = every_ns.saturating_mul(2);
+            if twice < CHECK_MAX_NS {
+                twice
+            } else {
+                CHECK_MAX_NS
+            }
+        }
+    }
+}
+
+impl JiffyClock {
+    /// The clock to go on with after the sample (`jiffies` read, then `mono_ns`) said `check`:
+    /// the same one, the sample as its better anchor, or None: measure again.
+    pub const fn after(self, check: Check, jiffies: u64, mono_ns: u64) -> Option<Self> {
+        match check {
+            Check::Agrees => Some(self),
+            Check::Behind => Some(Self {
+                jiffies,
+                mono_ns,
+                ..self
+            }),
+            Check::Off => None,
+        }
+    }
+}
+
 /// How late the kernel may move jiffies on at a tick (interrupt latency), allowed for on
 /// both changes a measurement spans.
 pub const TICK_JITTER_NS: u64 = 50_000;
@@ -297,6 +338,49 @@ mod tests {
     }
 
     #[test]
+    fn checks_double_from_a_second_to_every_64_s_and_start_over_after_a_measurement() {
+        let mut every = CHECK_FIRST_NS;
+        let mut at = every;
+        let mut times = vec![at];
+        for _ in 0..8 {
+            every = next_check_in(every, Check::Agrees);
+            at += every;
+            times.push(at);
+        }
+        let secs: Vec<u64> = times.iter().map(|t| t / 1_000_000_000).collect();
+        assert_eq!(secs, [1, 3, 7, 15, 31, 63, 127, 191, 255]);
+        assert_eq!(next_check_in(CHECK_MAX_NS, Check::Behind), CHECK_MAX_NS);
+        assert_eq!(next_check_in(CHECK_MAX_NS, Check::Off), CHECK_FIRST_NS);
+        assert_eq!(next_check_in(u64::MAX, Check::Agrees), CHECK_MAX_NS);
+    }
+
+    #[test]
+    fn a_clock_measured_right_holds_over_a_week_of_checks_at_the_longest_interval() {
+        for hz in HZ_CHOICES {
+            let phase = 777_777;
+            let start = 10_000_000;
+            let (mut clock, took) = measure(hz, phase, start, 5_000);
+            let mut mono = start + took;
+            let mut every = CHECK_FIRST_NS;
+            let mut checks = 0;
+            while mono < start + 7 * 24 * 3600 * 1_000_000_000 {
+                mono += every;
+                // The sample's two reads straddle a little time (a tick may fall between).
+                let jiffies = kernel(hz, phase, mono - 3_000);
+                let check = clock.check(jiffies, mono);
+                assert_ne!(check, Check::Off, "HZ {hz} after {mono} ns");
+                clock = clock.after(check, jiffies, mono).expect("not off");
+                every = next_check_in(every, check);
+                checks += 1;
+                // Never ahead of the kernel, at most a jiffy behind.
+                let theirs = kernel(hz, phase, mono);
+                assert!(clock.at(mono) <= theirs && theirs - clock.at(mono) <= 1);
+            }
+            assert!(checks > 9_000, "HZ {hz}: {checks} checks");
+        }
+    }
+
+    #[test]
     fn a_sample_one_jiffy_on_is_a_better_anchor_and_further_a_fault() {
         let clock = JiffyClock {
             tick_ns: 4_000_000,
@@ -320,5 +404,12 @@ mod tests {
             Check::Off,
             "the clock runs fast"
         );
+        assert_eq!(clock.after(Check::Agrees, 125, 100_000_000), Some(clock));
+        let anchored = clock
+            .after(Check::Behind, 126, 100_000_000)
+            .expect("anchor");
+        assert_eq!((anchored.jiffies, anchored.mono_ns), (126, 100_000_000));
+        assert_eq!(anchored.tick_ns, clock.tick_ns);
+        assert_eq!(clock.after(Check::Off, 127, 100_000_000), None);
     }
 }

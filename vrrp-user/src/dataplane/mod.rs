@@ -21,7 +21,7 @@ use vrrp_common::{
     MAP_HEARTBEAT, MAP_LIVENESS, MAP_PEERS, MAP_VIP_STATS, MAP_VIPS_V4, MAP_VIPS_V6,
     MAP_VRID_STATS, MAP_VRIDS, MAX_PEERS, MAX_SLOTS, MAX_VIPS, PROGRAM_NAME, PeerKey, Vip4Key,
     Vip6Key, VipStats, VipValue, VridState, VridStats,
-    jiffies::{Calibration, Check, JiffyClock},
+    jiffies::{Calibration, JiffyClock, next_check_in},
     slot, vip_flags, vip_slot,
 };
 
@@ -262,14 +262,11 @@ impl Beater {
 }
 
 /// How often the heartbeat's clock is checked against a fresh sample of the kernel's jiffies
-/// (one BPF_PROG_TEST_RUN of the clock program): a second after it is measured, then twice as
-/// long after every check that agrees, up to [`CLOCK_CHECK_MAX_NS`]. A tick length measured
-/// wrong (the nearest other HZ is 2.4% off) shows within the first second; one measured
-/// right stays right, since the kernel moves jiffies on from the same monotonic clock, so the
-/// later checks are a guard, and a wake-up of the event loop each (a millisecond or two of CPU
-/// on a cold cache, the biggest share of an idle paced master's after its adverts).
-const CLOCK_CHECK_FIRST_NS: u64 = 1_000_000_000;
-pub const CLOCK_CHECK_MAX_NS: u64 = 64_000_000_000;
+/// (one BPF_PROG_TEST_RUN of the clock program): see [`vrrp_common::jiffies::next_check_in`].
+/// Each check wakes the event loop of an idle paced master (a millisecond or two of CPU on a
+/// cold cache, the biggest share of its CPU after its adverts).
+const CLOCK_CHECK_FIRST_NS: u64 = vrrp_common::jiffies::CHECK_FIRST_NS;
+pub const CLOCK_CHECK_MAX_NS: u64 = vrrp_common::jiffies::CHECK_MAX_NS;
 /// How long measuring the clock may take (two to a few ticks; the slowest kernel ticks at 24 Hz).
 const CLOCK_MEASURE_LIMIT: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -381,18 +378,10 @@ impl DataPlane {
         let program = clock_program(&mut self.ebpf)?;
         let (jiffies, mono) = clock_sample(program)?;
         let check = clock.check(jiffies, mono);
-        self.clock_check_every_ns = match check {
-            Check::Off => CLOCK_CHECK_FIRST_NS,
-            _ => (self.clock_check_every_ns * 2).min(CLOCK_CHECK_MAX_NS),
-        };
-        self.heartbeat.clock = match check {
-            Check::Agrees => clock,
-            Check::Behind => JiffyClock {
-                jiffies,
-                mono_ns: mono,
-                ..clock
-            },
-            Check::Off => {
+        self.clock_check_every_ns = next_check_in(self.clock_check_every_ns, check);
+        self.heartbeat.clock = match clock.after(check, jiffies, mono) {
+            Some(clock) => clock,
+            None => {
                 let measured = measure_clock(program)?;
                 warn!(
                     tick_ns = measured.tick_ns,
