@@ -337,21 +337,27 @@ fn add_bridge(switch: &Netns, name: &str) -> anyhow::Result<()> {
     // in the kernel, bridged frames would go through iptables' hooks of the switch's namespace
     // too (about a sixth of the CPU an advert costs its sender here, the same for every
     // daemon). The lab's own faults are nftables rules of the bridge family, which need none.
-    let sysctl = run_with_timeout(
-        switch.command("sysctl")?.args([
+    sysctl(
+        switch,
+        &[
             "-eqw",
             "net.bridge.bridge-nf-call-iptables=0",
             "net.bridge.bridge-nf-call-ip6tables=0",
             "net.bridge.bridge-nf-call-arptables=0",
-        ]),
-        Duration::from_secs(5),
+        ],
     )?;
-    ensure!(
-        sysctl.status.success(),
-        "sysctl: {}",
-        String::from_utf8_lossy(&sysctl.stderr)
-    );
     switch.ip(&["link", "set", name, "up"])
+}
+
+/// Runs `sysctl args` in `ns`.
+fn sysctl(ns: &Netns, args: &[&str]) -> anyhow::Result<()> {
+    let out = run_with_timeout(ns.command("sysctl")?.args(args), Duration::from_secs(5))?;
+    ensure!(
+        out.status.success(),
+        "sysctl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
 }
 
 /// A lab: hosts on one bridge. Hosts get 192.0.2.1, .2, ... in the order given.
@@ -388,19 +394,14 @@ impl Lab {
             let ns = Netns::create(&format!("xv{tag}-{name}"))?;
             // No duplicate address detection: addresses (link-local ones too) are usable at
             // once, as daemons bind to them right after the lab is built.
-            let sysctl = run_with_timeout(
-                ns.command("sysctl")?.args([
+            sysctl(
+                &ns,
+                &[
                     "-qw",
                     "net.ipv6.conf.default.accept_dad=0",
                     "net.ipv6.conf.all.accept_dad=0",
-                ]),
-                Duration::from_secs(5),
+                ],
             )?;
-            ensure!(
-                sysctl.status.success(),
-                "sysctl: {}",
-                String::from_utf8_lossy(&sysctl.stderr)
-            );
             let iface = format!("xv{tag}h{i}");
             let idx = u8::try_from(i + 1)?;
             let mac = [0x02, 0x00, 0x00, 0x00, 0x00, idx];
