@@ -86,6 +86,20 @@ impl JiffyClock {
             Check::Off
         }
     }
+
+    /// The clock to go on with after the sample (`jiffies` read, then `mono_ns`) said `check`:
+    /// the same one, the sample as its better anchor, or None: measure again.
+    pub const fn after(self, check: Check, jiffies: u64, mono_ns: u64) -> Option<Self> {
+        match check {
+            Check::Agrees => Some(self),
+            Check::Behind => Some(Self {
+                jiffies,
+                mono_ns,
+                ..self
+            }),
+            Check::Off => None,
+        }
+    }
 }
 
 /// How long after measuring the daemon first checks the clock against a fresh sample: a tick
@@ -93,7 +107,8 @@ impl JiffyClock {
 pub const CHECK_FIRST_NS: u64 = 1_000_000_000;
 /// The longest time between two checks. A tick length measured right stays right (the kernel
 /// counts whole ticks of the same monotonic clock), so the later checks are a guard; each
-/// costs the daemon a wake-up.
+/// wakes the event loop of an idle paced master (a millisecond or two of CPU on cold caches,
+/// its biggest cost after its adverts).
 pub const CHECK_MAX_NS: u64 = 64_000_000_000;
 
 /// The time to the check after one that said `check`, the last having come `every_ns` after
@@ -109,22 +124,6 @@ pub const fn next_check_in(every_ns: u64, check: Check) -> u64 {
             } else {
                 CHECK_MAX_NS
             }
-        }
-    }
-}
-
-impl JiffyClock {
-    /// The clock to go on with after the sample (`jiffies` read, then `mono_ns`) said `check`:
-    /// the same one, the sample as its better anchor, or None: measure again.
-    pub const fn after(self, check: Check, jiffies: u64, mono_ns: u64) -> Option<Self> {
-        match check {
-            Check::Agrees => Some(self),
-            Check::Behind => Some(Self {
-                jiffies,
-                mono_ns,
-                ..self
-            }),
-            Check::Off => None,
         }
     }
 }

@@ -742,7 +742,7 @@ impl Shell {
     }
 
     /// When the loop must wake to check a port's heartbeat clock (the heartbeat it writes
-    /// checks it), at most [`dataplane::CLOCK_CHECK_MAX_NS`] from now.
+    /// checks it), at most [`vrrp_common::jiffies::CHECK_MAX_NS`] from now.
     pub(super) fn next_clock_check(&self) -> Instant {
         let now_ns = dataplane::monotonic_ns();
         let due = self
@@ -753,7 +753,7 @@ impl Shell {
             .unwrap_or(u64::MAX);
         let wait = due
             .saturating_sub(now_ns)
-            .clamp(1_000_000, dataplane::CLOCK_CHECK_MAX_NS);
+            .clamp(1_000_000, vrrp_common::jiffies::CHECK_MAX_NS);
         Instant::now() + Duration::from_nanos(wait)
     }
 

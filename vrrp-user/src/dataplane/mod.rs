@@ -21,7 +21,7 @@ use vrrp_common::{
     MAP_HEARTBEAT, MAP_LIVENESS, MAP_PEERS, MAP_VIP_STATS, MAP_VIPS_V4, MAP_VIPS_V6,
     MAP_VRID_STATS, MAP_VRIDS, MAX_PEERS, MAX_SLOTS, MAX_VIPS, PROGRAM_NAME, PeerKey, Vip4Key,
     Vip6Key, VipStats, VipValue, VridState, VridStats,
-    jiffies::{Calibration, JiffyClock, next_check_in},
+    jiffies::{self, Calibration, JiffyClock, next_check_in},
     slot, vip_flags, vip_slot,
 };
 
@@ -261,12 +261,6 @@ impl Beater {
     }
 }
 
-/// How often the heartbeat's clock is checked against a fresh sample of the kernel's jiffies
-/// (one BPF_PROG_TEST_RUN of the clock program): see [`vrrp_common::jiffies::next_check_in`].
-/// Each check wakes the event loop of an idle paced master (a millisecond or two of CPU on a
-/// cold cache, the biggest share of its CPU after its adverts).
-const CLOCK_CHECK_FIRST_NS: u64 = vrrp_common::jiffies::CHECK_FIRST_NS;
-pub const CLOCK_CHECK_MAX_NS: u64 = vrrp_common::jiffies::CHECK_MAX_NS;
 /// How long measuring the clock may take (two to a few ticks; the slowest kernel ticks at 24 Hz).
 const CLOCK_MEASURE_LIMIT: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -354,7 +348,7 @@ impl DataPlane {
             heartbeat_mapped,
             liveness,
             clock_checked_ns: monotonic_ns(),
-            clock_check_every_ns: CLOCK_CHECK_FIRST_NS,
+            clock_check_every_ns: jiffies::CHECK_FIRST_NS,
             retired: std::collections::HashMap::new(),
         })
     }
@@ -371,8 +365,9 @@ impl DataPlane {
         self.heartbeat.clock
     }
 
-    /// Checks the clock against a fresh sample: a better anchor is taken, and a clock that
-    /// disagrees with the kernel by more than a jiffy is measured again.
+    /// Checks the clock against a fresh sample (one BPF_PROG_TEST_RUN of the clock program; when,
+    /// see [`next_check_in`]): a better anchor is taken, and a clock that disagrees with the
+    /// kernel by more than a jiffy is measured again.
     fn check_clock(&mut self) -> Result<()> {
         let clock = self.heartbeat.clock;
         let program = clock_program(&mut self.ebpf)?;
