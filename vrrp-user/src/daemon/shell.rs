@@ -699,10 +699,9 @@ impl Shell {
         }
         let (t, at) = (now(), Instant::now());
         for p in paced {
-            let sockets = self.ports[&p.key.iface].sockets.clone();
             let entry = super::pacer::Entry {
                 key: p.key,
-                wire: std::sync::Arc::new(move |dst, bytes: &[u8]| sockets.send(dst, bytes)),
+                wire: self.ports[&p.key.iface].sockets.clone(),
                 adverts: p.adverts,
                 every: Duration::from_micros(p.every_us),
                 next: at + Duration::from_micros(p.next.since(t)),
