@@ -12,7 +12,8 @@
 //! 5. Probe cost: xvrrp's per-round latency and CPU while probing every 100 ms, reconnects;
 //!    beside it, the fork/exec `mariadb-admin ping` keepalived runs.
 //! 6. False failovers with both cores busy (stress-ng) and 1% random loss at 20 ms adverts.
-//! 7. Footprint: RSS and CPU at idle with 1 and 64 instances at 100 ms adverts.
+//! 7. Footprint: RSS and CPU at idle with 1 and 64 instances at 100 ms adverts, and 1 at 1 s;
+//!    beside them, a bare thread sending the same adverts at the same times (the floor).
 //!
 //! Arguments (after `--`): `--trials N` (failover trials per cell, default 20), `--intervals
 //! 1000,100,20,10`, `--stress-seconds S` (default 600), `--only outage,mysql,probe,stress,footprint`.
@@ -896,6 +897,127 @@ fn stress(args: &Args, report: &mut Report) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The floor an idle master's CPU is measured against: a bare thread in a lab of its own that
+/// sends the same adverts at the same times as the daemons (all instances' at once, every
+/// interval) and does nothing else: a timed sleep, then one `sendto` per advert on a raw socket
+/// set up as xvrrp's are, with the VIPs on its interface as the masters have them. What it costs is what the kernel charges a sender for the wake-up and
+/// for the frames through the lab's veth and bridge, which no daemon can go below.
+struct BareSender {
+    stop: Arc<AtomicBool>,
+    /// The thread's id, once it runs.
+    tid: Arc<std::sync::atomic::AtomicU32>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+    // After the thread: the lab goes once the thread has stopped.
+    _lab: Lab,
+}
+
+impl BareSender {
+    fn start(vips: &[Ipv4Addr], interval_ms: u32) -> anyhow::Result<Self> {
+        use socket2::{Domain, InterfaceIndexOrAddress, Protocol, SockAddr, Socket, Type};
+        use vrrp_common::vrrp::{self, AdvertFields, Auth, ChecksumForm, Version};
+        let lab = Lab::new(&["a"])?;
+        let host = lab.host("a");
+        let (iface, src) = (host.iface.clone(), host.ip);
+        // The VIPs on its interface, as on the masters'.
+        for vip in vips {
+            host.ns
+                .ip(&["addr", "add", &format!("{vip}/24"), "dev", &iface])?;
+        }
+        let dst = Ipv4Addr::from(vrrp::MCAST_V4);
+        let adverts = vips
+            .iter()
+            .enumerate()
+            .map(|(i, vip)| {
+                let mut buf = [0u8; 64];
+                let fields = AdvertFields {
+                    version: Version::V3,
+                    vrid: u8::try_from(i + 1)?,
+                    priority: 200,
+                    interval_cs: u16::try_from(interval_ms / 10)?,
+                    auth: Auth::None,
+                };
+                let len = vrrp::emit(
+                    &mut buf,
+                    &fields,
+                    &[&vip.octets()],
+                    ChecksumForm::PseudoHeader,
+                    &src.octets(),
+                    &dst.octets(),
+                )
+                .map_err(|e| anyhow::anyhow!("encoding an advert: {e:?}"))?;
+                Ok(buf[..len].to_vec())
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let tid = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let (stop2, tid2) = (stop.clone(), tid.clone());
+        let every = Duration::from_millis(u64::from(interval_ms));
+        let thread = host.ns.spawn_in(move || {
+            let s = Socket::new(
+                Domain::IPV4,
+                Type::RAW,
+                Some(Protocol::from(i32::from(vrrp::IPPROTO_VRRP))),
+            )?;
+            s.bind_device(Some(iface.as_bytes()))?;
+            s.set_multicast_if_v4(&src)?;
+            s.set_multicast_ttl_v4(255)?;
+            s.set_ttl_v4(255)?;
+            s.set_multicast_loop_v4(false)?;
+            s.set_tos_v4(0xc0)?;
+            s.join_multicast_v4_n(&dst, &InterfaceIndexOrAddress::Address(src))?;
+            s.bind(&SockAddr::from(std::net::SocketAddrV4::new(src, 0)))?;
+            let to = SockAddr::from(std::net::SocketAddrV4::new(dst, 0));
+            tid2.store(nix::unistd::gettid().as_raw() as u32, Ordering::Relaxed);
+            let mut next = Instant::now();
+            while !stop2.load(Ordering::Relaxed) {
+                for advert in &adverts {
+                    s.send_to(advert, &to)?;
+                }
+                next += every;
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+            }
+            Ok(())
+        })?;
+        Ok(Self {
+            stop,
+            tid,
+            thread: Some(thread),
+            _lab: lab,
+        })
+    }
+
+    /// The thread's CPU time so far (scheduler run time).
+    fn cpu_time(&self) -> anyhow::Result<Duration> {
+        let tid = self.tid.load(Ordering::Relaxed);
+        anyhow::ensure!(tid != 0, "the bare sender has not started");
+        let schedstat = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat"))?;
+        let ns = schedstat
+            .split_whitespace()
+            .next()
+            .context("schedstat")?
+            .parse::<u64>()?;
+        Ok(Duration::from_nanos(ns))
+    }
+
+    fn stop(mut self) -> anyhow::Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(result)) => result.context("the bare sender"),
+            Some(Err(_)) => bail!("the bare sender panicked"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for BareSender {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 fn footprint(report: &mut Report) -> anyhow::Result<()> {
     // Both daemons run at once, each in a lab of its own, and are timed over the same window:
     // this VM's idle CPU drifts by a factor of two over minutes, which one daemon after the
@@ -946,6 +1068,7 @@ fn footprint(report: &mut Report) -> anyhow::Result<()> {
             // The process first: it is stopped before its lab goes.
             running.push((daemon, proc, lab));
         }
+        let bare = BareSender::start(&ips, interval_ms)?;
         std::thread::sleep(SETTLE);
         // keepalived forks a VRRP child: count the whole process tree.
         let trees: Vec<Vec<u32>> = running.iter().map(|(_, p, _)| tree(p.pid())).collect();
@@ -953,8 +1076,16 @@ fn footprint(report: &mut Report) -> anyhow::Result<()> {
             pids.iter().filter_map(|p| cpu_time(*p).ok()).collect()
         };
         let before: Vec<_> = trees.iter().map(sample).collect();
+        let bare_before = bare.cpu_time()?;
         std::thread::sleep(WINDOW);
         let after: Vec<_> = trees.iter().map(sample).collect();
+        let bare_cpu =
+            (bare.cpu_time()? - bare_before).as_secs_f64() / WINDOW.as_secs_f64() * 100.0;
+        bare.stop()?;
+        report.json.insert(
+            format!("footprint.bare_sender.{count}x{interval_ms}ms"),
+            json!({ "cpu_percent": bare_cpu }),
+        );
         for (i, (daemon, _, _)) in running.iter().enumerate() {
             let cpu = after[i]
                 .iter()
@@ -975,7 +1106,7 @@ fn footprint(report: &mut Report) -> anyhow::Result<()> {
             let (rss, cpu) = cell[d.name()];
             format!("RSS {rss:.1} MiB, CPU {cpu:.3}%")
         };
-        report.add(
+        report.add_with_floor(
             format!("footprint, {count} instance(s) at {interval_ms} ms adverts"),
             text(Daemon::Xvrrp),
             text(Daemon::Keepalived),
@@ -983,6 +1114,7 @@ fn footprint(report: &mut Report) -> anyhow::Result<()> {
                 (64, _) => "< 30 MB, < 1% of one core, CPU at most a tenth of keepalived's",
                 _ => "CPU at or below keepalived's",
             },
+            format!("bare sender of the same adverts: CPU {bare_cpu:.3}%"),
         );
     }
     Ok(())
