@@ -137,17 +137,15 @@ async fn carry_out(addresses: &Addresses, op: &NetOp) -> Vec<io::Result<()>> {
     match op {
         NetOp::AddVip { vip, dev, .. } => vec![addresses.add(*dev, vip).await],
         NetOp::RemoveVip { dev, addr, .. } => vec![addresses.remove(*dev, *addr).await],
-        NetOp::AddRoutes { routes, .. } => {
+        NetOp::AddRoutes { routes, .. } | NetOp::RemoveRoutes { routes, .. } => {
+            let add = matches!(op, NetOp::AddRoutes { .. });
             let mut results = Vec::with_capacity(routes.len());
             for route in routes {
-                results.push(addresses.add_route(route).await);
-            }
-            results
-        }
-        NetOp::RemoveRoutes { routes, .. } => {
-            let mut results = Vec::with_capacity(routes.len());
-            for route in routes {
-                results.push(addresses.remove_route(route).await);
+                results.push(if add {
+                    addresses.add_route(route).await
+                } else {
+                    addresses.remove_route(route).await
+                });
             }
             results
         }

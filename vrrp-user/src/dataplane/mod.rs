@@ -657,6 +657,23 @@ impl DataPlane {
         self.set_vip(addr, VipValue { flags, ..current })
     }
 
+    /// Every published VIP (IPv4 first) and its entry.
+    fn vips(&self) -> Result<Vec<(IpAddr, VipValue)>> {
+        let v4 = hash_map_ref::<Vip4Key, VipValue>(&self.maps.vips_v4, MAP_VIPS_V4)?;
+        let v6 = hash_map_ref::<Vip6Key, VipValue>(&self.maps.vips_v6, MAP_VIPS_V6)?;
+        let vips = v4
+            .iter()
+            .filter_map(|e| e.ok())
+            .map(|(k, v)| (IpAddr::from(k.addr), v))
+            .chain(
+                v6.iter()
+                    .filter_map(|e| e.ok())
+                    .map(|(k, v)| (IpAddr::from(k.addr), v)),
+            )
+            .collect();
+        Ok(vips)
+    }
+
     /// A published VIP's entry (the lookup's own error, KeyNotFound for one not published).
     fn vip(&self, addr: IpAddr) -> Result<Result<VipValue, aya::maps::MapError>> {
         Ok(match addr {
@@ -673,25 +690,11 @@ impl DataPlane {
     /// answered or accepted. Returns how many entries of each went.
     pub fn prune(&mut self, keep: &Keep) -> Result<Pruned> {
         let mut pruned = Pruned::default();
-        let vips4: Vec<Vip4Key> =
-            hash_map::<Vip4Key, VipValue>(&mut self.maps.vips_v4, MAP_VIPS_V4)?
-                .keys()
-                .filter_map(|k| k.ok())
-                .filter(|k| !keep.vips.contains(&IpAddr::from(k.addr)))
-                .collect();
-        for k in vips4 {
-            self.remove_vip(IpAddr::from(k.addr))?;
-            pruned.vips += 1;
-        }
-        let vips6: Vec<Vip6Key> =
-            hash_map::<Vip6Key, VipValue>(&mut self.maps.vips_v6, MAP_VIPS_V6)?
-                .keys()
-                .filter_map(|k| k.ok())
-                .filter(|k| !keep.vips.contains(&IpAddr::from(k.addr)))
-                .collect();
-        for k in vips6 {
-            self.remove_vip(IpAddr::from(k.addr))?;
-            pruned.vips += 1;
+        for (addr, _) in self.vips()? {
+            if !keep.vips.contains(&addr) {
+                self.remove_vip(addr)?;
+                pruned.vips += 1;
+            }
         }
         for family in [Family::V4, Family::V6] {
             for vrid in 0..=u8::MAX {
@@ -875,16 +878,12 @@ impl DataPlane {
     /// removed included) and over all CPUs.
     pub fn request_stats(&self) -> Result<RequestTotals> {
         let mut by_slot = self.retired.clone();
-        let vips4 = hash_map_ref::<Vip4Key, VipValue>(&self.maps.vips_v4, MAP_VIPS_V4)?;
-        let vips6 = hash_map_ref::<Vip6Key, VipValue>(&self.maps.vips_v6, MAP_VIPS_V6)?;
-        let values = vips4
-            .iter()
-            .filter_map(|e| e.ok())
-            .map(|(_, v)| (v, false))
-            .chain(vips6.iter().filter_map(|e| e.ok()).map(|(_, v)| (v, true)));
-        for (vip, ipv6) in values {
+        for (addr, vip) in self.vips()? {
             let stats = self.vip_stats(vip.stats_index)?;
-            by_slot.entry(vip_slot(&vip, ipv6)).or_default().add(&stats);
+            by_slot
+                .entry(vip_slot(&vip, addr.is_ipv6()))
+                .or_default()
+                .add(&stats);
         }
         Ok(RequestTotals(by_slot))
     }
