@@ -973,9 +973,35 @@ fn with_a_virtual_mac_the_master_sends_its_adverts_from_it() {
     b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
 }
 
+/// Replaces the map `file` that `host`'s daemon pinned with a new one made by `bpftool map
+/// create` with `spec` (type, sizes, flags), as a daemon of another version would have left it.
+fn pin_another_map(lab: &Lab, host: &str, file: &str, spec: &[&str]) -> std::path::PathBuf {
+    let pinned = Path::new(PIN_ROOT).join(&lab.host(host).iface).join(file);
+    std::fs::remove_file(&pinned).unwrap();
+    let made = std::process::Command::new("bpftool")
+        .args(["map", "create"])
+        .arg(&pinned)
+        .args(spec)
+        .status()
+        .unwrap();
+    assert!(made.success(), "bpftool map create {spec:?}");
+    pinned
+}
+
+/// The value size of the map pinned at `path`.
+fn value_size(path: &Path) -> u64 {
+    let out = std::process::Command::new("bpftool")
+        .args(["-j", "map", "show", "pinned"])
+        .arg(path)
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    json["bytes_value"].as_u64().expect("bytes_value")
+}
+
 #[test]
-fn maps_of_another_layout_beside_a_fresh_marker_are_not_resumed() {
-    if !privileged("maps_of_another_layout_beside_a_fresh_marker_are_not_resumed") {
+fn maps_of_another_layout_or_mapping_beside_a_fresh_marker_are_not_resumed() {
+    if !privileged("maps_of_another_layout_or_mapping_beside_a_fresh_marker_are_not_resumed") {
         return;
     }
     // An upgrade whose map layout changed must not adopt the old maps (the program would read
@@ -983,28 +1009,19 @@ fn maps_of_another_layout_beside_a_fresh_marker_are_not_resumed() {
     let lab = Lab::new(&["a", "b", "client"]).expect("lab");
     let (mut a, mut b) = pair(&lab);
     a.stop(Signal::SIGUSR2, Duration::from_secs(10)).unwrap();
-    let pinned = Path::new(PIN_ROOT)
-        .join(&lab.host("a").iface)
-        .join("vrid_stats");
-    std::fs::remove_file(&pinned).unwrap();
-    let made = std::process::Command::new("bpftool")
-        .args(["map", "create"])
-        .arg(&pinned)
-        .args([
-            "type",
-            "percpu_array",
-            "key",
-            "4",
-            "value",
-            "8",
-            "entries",
-            "4",
-            "name",
-            "xv_old",
-        ])
-        .status()
-        .unwrap();
-    assert!(made.success());
+    let spec = [
+        "type",
+        "percpu_array",
+        "key",
+        "4",
+        "value",
+        "8",
+        "entries",
+        "4",
+        "name",
+        "xv_old",
+    ];
+    let pinned = pin_another_map(&lab, "a", "vrid_stats", &spec);
     let mut a = lab
         .start_xvrrp("a", &lab.vrrp_config("a", 200, ""))
         .unwrap();
@@ -1022,6 +1039,28 @@ fn maps_of_another_layout_beside_a_fresh_marker_are_not_resumed() {
         0,
         "the pinned map is not this version's"
     );
+    // The same sizes, but a heartbeat the daemon cannot map into its memory (a version that
+    // wrote it with bpf() calls): not adopted either.
+    a.stop(Signal::SIGUSR2, Duration::from_secs(10)).unwrap();
+    let heartbeat = Path::new(PIN_ROOT)
+        .join(&lab.host("a").iface)
+        .join("heartbeat");
+    let size = value_size(&heartbeat).to_string();
+    let spec = [
+        "type", "array", "key", "4", "value", &size, "entries", "1", "name", "xv_old",
+    ];
+    pin_another_map(&lab, "a", "heartbeat", &spec);
+    let mut a = lab
+        .start_xvrrp("a", &lab.vrrp_config("a", 200, ""))
+        .unwrap();
+    let log = a.log();
+    assert!(
+        log.contains("not resuming after a hitless restart: the pinned maps are another version's")
+            && log.contains("heartbeat: not mappable, where this version's is mappable"),
+        "{log}"
+    );
+    assert!(!attached_line(&a).contains("adopted"), "{log}");
+    lab.wait_answered_by("client", "a", VIP, 2, Duration::from_secs(8));
     a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
     b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
 }
