@@ -900,8 +900,9 @@ fn stress(args: &Args, report: &mut Report) -> anyhow::Result<()> {
 /// The floor an idle master's CPU is measured against: a bare thread in a lab of its own that
 /// sends the same adverts at the same times as the daemons (all instances' at once, every
 /// interval) and does nothing else: a timed sleep, then one `sendto` per advert on a raw socket
-/// set up as xvrrp's are, with the VIPs on its interface as the masters have them. What it costs is what the kernel charges a sender for the wake-up and
-/// for the frames through the lab's veth and bridge, which no daemon can go below.
+/// set up as xvrrp's are, with the VIPs on its interface as the masters have them. What it
+/// costs is what the kernel charges a sender for the wake-up and for the frames through the
+/// lab's veth and bridge, which no daemon sending through sockets can go below.
 struct BareSender {
     stop: Arc<AtomicBool>,
     /// The thread's id, once it runs.
