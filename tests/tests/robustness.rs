@@ -999,6 +999,23 @@ fn value_size(path: &Path) -> u64 {
     json["bytes_value"].as_u64().expect("bytes_value")
 }
 
+/// Starts host a's daemon over the maps another version pinned: it must say it does not resume
+/// and `why`, adopt nothing, and answer for the VIP afresh.
+fn start_afresh(lab: &Lab, why: &str) -> Proc {
+    let a = lab
+        .start_xvrrp("a", &lab.vrrp_config("a", 200, ""))
+        .unwrap();
+    let log = a.log();
+    assert!(
+        log.contains("not resuming after a hitless restart: the pinned maps are another version's")
+            && log.contains(why),
+        "{log}"
+    );
+    assert!(!attached_line(&a).contains("adopted"), "{log}");
+    lab.wait_answered_by("client", "a", VIP, 2, Duration::from_secs(8));
+    a
+}
+
 #[test]
 fn maps_of_another_layout_or_mapping_beside_a_fresh_marker_are_not_resumed() {
     if !privileged("maps_of_another_layout_or_mapping_beside_a_fresh_marker_are_not_resumed") {
@@ -1022,18 +1039,8 @@ fn maps_of_another_layout_or_mapping_beside_a_fresh_marker_are_not_resumed() {
         "xv_old",
     ];
     let pinned = pin_another_map(&lab, "a", "vrid_stats", &spec);
-    let mut a = lab
-        .start_xvrrp("a", &lab.vrrp_config("a", 200, ""))
-        .unwrap();
-    let log = a.log();
-    assert!(
-        log.contains("not resuming after a hitless restart: the pinned maps are another version's")
-            && log.contains("vrid_stats: key 4 / value 8 bytes, 4 entries"),
-        "{log}"
-    );
-    assert!(!attached_line(&a).contains("adopted"), "{log}");
-    // Started afresh, with maps of this version pinned in place of the old one.
-    lab.wait_answered_by("client", "a", VIP, 2, Duration::from_secs(8));
+    let mut a = start_afresh(&lab, "vrid_stats: key 4 / value 8 bytes, 4 entries");
+    // With maps of this version pinned in place of the old one.
     assert_eq!(
         per_cpu_counter(&pinned, 51, "adverts_drop_peer").unwrap(),
         0,
@@ -1050,17 +1057,10 @@ fn maps_of_another_layout_or_mapping_beside_a_fresh_marker_are_not_resumed() {
         "type", "array", "key", "4", "value", &size, "entries", "1", "name", "xv_old",
     ];
     pin_another_map(&lab, "a", "heartbeat", &spec);
-    let mut a = lab
-        .start_xvrrp("a", &lab.vrrp_config("a", 200, ""))
-        .unwrap();
-    let log = a.log();
-    assert!(
-        log.contains("not resuming after a hitless restart: the pinned maps are another version's")
-            && log.contains("heartbeat: not mappable, where this version's is mappable"),
-        "{log}"
+    let mut a = start_afresh(
+        &lab,
+        "heartbeat: not mappable, where this version's is mappable",
     );
-    assert!(!attached_line(&a).contains("adopted"), "{log}");
-    lab.wait_answered_by("client", "a", VIP, 2, Duration::from_secs(8));
     a.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
     b.stop(Signal::SIGTERM, Duration::from_secs(10)).unwrap();
 }
