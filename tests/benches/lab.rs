@@ -741,15 +741,21 @@ fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
     // The scheduler's own run time of every thread, in ns (/proc/PID/task/TID/schedstat). The
     // tick-sampled utime + stime of /proc/PID/stat have 10 ms granularity and, for a daemon that
     // wakes on a timer, can be charged a whole tick per wake-up or none.
-    let mut ns = 0u64;
+    let mut total = Duration::ZERO;
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-        let schedstat = std::fs::read_to_string(task?.path().join("schedstat"))?;
-        ns += schedstat
-            .split_whitespace()
-            .next()
-            .context("schedstat")?
-            .parse::<u64>()?;
+        total += run_time(&task?.path())?;
     }
+    Ok(total)
+}
+
+/// The run time of the thread whose /proc directory is `task` (its schedstat's first field).
+fn run_time(task: &Path) -> anyhow::Result<Duration> {
+    let schedstat = std::fs::read_to_string(task.join("schedstat"))?;
+    let ns = schedstat
+        .split_whitespace()
+        .next()
+        .context("schedstat")?
+        .parse::<u64>()?;
     Ok(Duration::from_nanos(ns))
 }
 
@@ -991,13 +997,7 @@ impl BareSender {
     fn cpu_time(&self) -> anyhow::Result<Duration> {
         let tid = self.tid.load(Ordering::Relaxed);
         anyhow::ensure!(tid != 0, "the bare sender has not started");
-        let schedstat = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat"))?;
-        let ns = schedstat
-            .split_whitespace()
-            .next()
-            .context("schedstat")?
-            .parse::<u64>()?;
-        Ok(Duration::from_nanos(ns))
+        run_time(Path::new(&format!("/proc/self/task/{tid}")))
     }
 
     fn stop(mut self) -> anyhow::Result<()> {
